@@ -1,0 +1,882 @@
+"""The circuit breaker: one state machine, driven by thin sync and async shells.
+
+Design notes (see ``docs/breaker.md`` for the user-facing description):
+
+* All state lives in this object and changes only under ``self._lock``, a
+  plain ``threading.Lock``. The lock is held for a few attribute updates and
+  never while the guarded function runs, never while a listener, a predicate
+  or a hook runs, and never across an ``await``; so the same lock serves
+  threads and asyncio tasks alike.
+* Every admission carries a *token*: the generation (``_gen``) of the state
+  it was admitted in, bitwise-inverted for half-open probes, ``None`` for
+  calls that count for nothing (``DISABLED``). ``_gen`` changes on every
+  transition, so an outcome that arrives after the state moved on is not
+  counted against the new state, and a probe's permit is only returned to
+  the half-open period that issued it.
+* The hot path takes no lock at all: in ``CLOSED``, with a count window and
+  nothing that needs timing (no slow-call threshold, no call listener, no
+  ``failure_result``), a successful call is recorded by one atomic
+  ``deque.append``; while ``OPEN``, a rejection reads two attributes and
+  bumps an ``itertools.count``. Both are single C-level operations, atomic
+  under the GIL. Everything else (failures, probes, transitions) takes the
+  lock.
+* Transitions are queued under the lock as plain tuples and published
+  (listeners, log line) after the lock is released, in order, by whichever
+  thread drains the queue first.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import functools
+import inspect
+import itertools
+import logging
+import math
+import os
+import threading
+from collections import deque
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import asdict, dataclass
+from types import TracebackType
+from typing import Any, ParamSpec, TypeVar, overload
+
+from brownout._clock import Clock, monotonic, to_seconds
+from brownout._config import BreakerConfig
+from brownout._errors import BreakerOpen
+from brownout._events import CallEvent, Outcome, StateChange
+from brownout._redact import redact
+from brownout._state import TRANSITIONS, State
+from brownout._window import CountWindow, TimeWindow
+
+__all__ = ["BreakerSnapshot", "CircuitBreaker", "kill_switch_active"]
+
+logger = logging.getLogger("brownout")
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+StateListener = Callable[[StateChange], object]
+CallListener = Callable[[CallEvent], object]
+Fallback = Callable[[BaseException], Any]
+
+_CLOSED = State.CLOSED
+_OPEN = State.OPEN
+_HALF_OPEN = State.HALF_OPEN
+_FORCED_OPEN = State.FORCED_OPEN
+_DISABLED = State.DISABLED
+
+_TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
+
+
+def kill_switch_active() -> bool:
+    """True when ``BROWNOUT_DISABLED`` is set to 1/true/yes/on in the environment.
+
+    Breakers read it when they are created: a breaker created under the kill
+    switch stays ``DISABLED`` (every call passes straight through, nothing is
+    counted, manual control is refused with a log line).
+    """
+    return os.environ.get("BROWNOUT_DISABLED", "").strip().lower() in _TRUE_WORDS
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerSnapshot:
+    """An immutable, consistent view of one breaker at one instant.
+
+    Window figures (``calls``, ``failures``, ``slow_calls`` and the rates)
+    cover the configured sliding window; ``total_*`` figures count since the
+    breaker was created. Rates are ``None`` while the window is empty.
+    ``opened_at`` is the breaker clock's reading at the last trip,
+    ``retry_after`` the seconds until a probe is let through (``None`` unless
+    ``OPEN``), ``last_error`` the redacted text of the last recorded error.
+    Successes are not counted over the breaker's lifetime (that would cost a
+    lock on the hot path): attach a listener (e.g. ``brownout.prometheus``)
+    for lifetime call counts.
+    """
+
+    name: str
+    state: State
+    calls: int
+    failures: int
+    slow_calls: int
+    failure_rate: float | None
+    slow_rate: float | None
+    consecutive_failures: int
+    opened_at: float | None
+    open_for: float | None
+    retry_after: float | None
+    half_open_in_flight: int
+    trips: int
+    total_failures: int
+    total_ignored: int
+    total_rejected: int
+    total_slow: int
+    last_error: str | None
+    last_failure_at: float | None
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (the state as its string value)."""
+        data = asdict(self)
+        data["state"] = self.state.value
+        return data
+
+
+def _match(exc: BaseException, types: tuple[type[BaseException], ...], preds: tuple[Any, ...]) -> bool:
+    if types and isinstance(exc, types):
+        return True
+    return any(pred(exc) for pred in preds)
+
+
+def _split(
+    matchers: tuple[Any, ...],
+) -> tuple[tuple[type[BaseException], ...], tuple[Callable[[BaseException], bool], ...]]:
+    types = tuple(m for m in matchers if isinstance(m, type))
+    preds = tuple(m for m in matchers if not isinstance(m, type))
+    return types, preds
+
+
+def _count_value(counter: itertools.count[int]) -> int:
+    """The next value an ``itertools.count`` would return, i.e. how often it was advanced."""
+    return int(repr(counter)[6:-1])
+
+
+def _describe(exc: BaseException | None) -> str | None:
+    if exc is None:
+        return None
+    text = str(exc)
+    return redact(f"{type(exc).__name__}: {text}" if text else type(exc).__name__)
+
+
+class CircuitBreaker:
+    """Guards calls to one dependency; opens when it fails, probes it, closes when it is back.
+
+    >>> from brownout.testing import FakeClock
+    >>> clock = FakeClock()
+    >>> cb = CircuitBreaker("redis", BreakerConfig(consecutive_failures=2, open_for=20), clock=clock)
+    >>> def boom() -> None:
+    ...     raise ConnectionError("refused")
+    >>> for _ in range(2):
+    ...     try:
+    ...         cb.call(boom)
+    ...     except ConnectionError:
+    ...         pass
+    >>> cb.state
+    <State.OPEN: 'open'>
+    >>> clock.advance(20)
+    >>> cb.state
+    <State.HALF_OPEN: 'half_open'>
+
+    Use it with :meth:`call` / :meth:`acall`, as a decorator (sync or async
+    functions), or as a context manager (``with cb:`` / ``async with cb:``).
+    ``fallback`` (sync, or async for async calls) receives the exception and
+    its return value is returned instead, when a call is rejected or fails
+    with a recorded error.
+    """
+
+    __slots__ = (
+        "__weakref__",
+        "_call_listeners",
+        "_clock",
+        "_config",
+        "_count_window",
+        "_ctx",
+        "_dispatch_lock",
+        "_failure_result",
+        "_fallback",
+        "_fast",
+        "_fast_capable",
+        "_frozen",
+        "_gen",
+        "_ho_calls",
+        "_ho_in_flight",
+        "_ho_since",
+        "_ho_successes",
+        "_ho_wait",
+        "_ign_preds",
+        "_ign_types",
+        "_last_error",
+        "_last_failure_at",
+        "_lock",
+        "_min_calls",
+        "_name",
+        "_open_for",
+        "_open_for_max",
+        "_open_for_mult",
+        "_open_until",
+        "_opened_at",
+        "_outcomes",
+        "_pending",
+        "_rate",
+        "_rec_preds",
+        "_rec_types",
+        "_rejections",
+        "_retry_after",
+        "_slow_rate",
+        "_slow_s",
+        "_slows",
+        "_state",
+        "_state_listeners",
+        "_totals",
+        "_trip_after",
+        "_trip_keep",
+        "_trips",
+        "_trips_in_row",
+        "_window",
+    )
+
+    def __init__(
+        self,
+        name: str,
+        config: BreakerConfig | None = None,
+        *,
+        clock: Clock | None = None,
+        fallback: Fallback | None = None,
+    ) -> None:
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"CircuitBreaker name must be a non-empty string, got {name!r}")
+        if config is None:
+            config = BreakerConfig()
+        elif not isinstance(config, BreakerConfig):
+            raise TypeError(
+                f"CircuitBreaker config must be a BreakerConfig, got {type(config).__name__}"
+            )
+        if clock is not None and not callable(clock):
+            raise TypeError("CircuitBreaker clock must be a callable returning seconds")
+        if fallback is not None and not callable(fallback):
+            raise TypeError("CircuitBreaker fallback must be a callable taking the exception")
+        self._name = name
+        self._config = config
+        self._clock: Clock = clock if clock is not None else monotonic
+        self._fallback = fallback
+        self._lock = threading.Lock()
+        self._dispatch_lock = threading.Lock()
+        self._pending: deque[tuple[Any, ...]] = deque()
+        self._state_listeners: tuple[StateListener, ...] = ()
+        self._call_listeners: tuple[CallListener, ...] = ()
+        self._ctx: contextvars.ContextVar[tuple[tuple[int | None, float], ...]] = (
+            contextvars.ContextVar(f"brownout-{name}", default=())
+        )
+
+        # compiled configuration
+        self._rec_types, self._rec_preds = _split(tuple(config.record))
+        self._ign_types, self._ign_preds = _split(tuple(config.ignore))
+        self._failure_result = config.failure_result
+        self._retry_after = config.retry_after
+        cf = config.consecutive_failures
+        self._trip_after: float = cf if cf is not None else math.inf
+        self._trip_keep = cf if cf is not None else 0
+        self._rate = config.failure_rate
+        self._slow_rate = config.slow_call_rate
+        self._slow_s = (
+            to_seconds(config.slow_call_duration)
+            if config.slow_call_duration is not None
+            else math.inf
+        )
+        self._min_calls = config.minimum_calls
+        self._open_for = to_seconds(config.open_for)
+        self._open_for_mult = float(config.open_for_multiplier)
+        self._open_for_max = to_seconds(config.open_for_max)
+        self._ho_calls = config.half_open_calls
+        self._ho_wait = (
+            to_seconds(config.half_open_max_wait)
+            if config.half_open_max_wait is not None
+            else math.inf
+        )
+        self._window: CountWindow | TimeWindow
+        if config.window_duration is None:
+            window = CountWindow(config.window_size, self._trip_keep)
+            self._window = window
+            self._outcomes = window.outcomes
+            self._slows = window.slows
+            self._count_window = True
+        else:
+            self._window = TimeWindow(
+                to_seconds(config.window_duration),
+                to_seconds(config.window_bucket),
+                self._trip_keep,
+            )
+            self._outcomes = deque()  # unused: time windows are only touched under the lock
+            self._slows = deque()
+            self._count_window = False
+        # The lock-free success path needs nothing but "it returned": no duration, no
+        # result check, no listener; it is re-evaluated on every transition.
+        self._fast_capable = (
+            self._count_window and self._slow_s == math.inf and self._failure_result is None
+        )
+
+        # dynamic state (guarded by _lock)
+        self._frozen = kill_switch_active()
+        self._state = _DISABLED if self._frozen else _CLOSED
+        self._gen = 0
+        self._fast = self._state is _CLOSED and self._fast_capable
+        self._opened_at: float | None = None
+        self._open_until = 0.0
+        self._trips = 0
+        self._trips_in_row = 0
+        self._ho_since = 0.0
+        self._ho_in_flight = 0
+        self._ho_successes = 0
+        self._last_error: str | None = None
+        self._last_failure_at: float | None = None
+        # failures, ignored, slow (under the lock); rejections are lock-free
+        self._totals = [0, 0, 0]
+        self._rejections = itertools.count()
+
+    # ------------------------------------------------------------------ views
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def config(self) -> BreakerConfig:
+        return self._config
+
+    @property
+    def clock(self) -> Clock:
+        return self._clock
+
+    @property
+    def state(self) -> State:
+        """The current state; a break that is over reads as ``HALF_OPEN``."""
+        state = self._state
+        if state is _OPEN or state is _HALF_OPEN:
+            now = self._clock()
+            with self._lock:
+                self._advance_locked(now)
+                state = self._state
+            self._drain()
+        return state
+
+    def snapshot(self) -> BreakerSnapshot:
+        """A consistent, immutable view of the breaker now."""
+        now = self._clock()
+        with self._lock:
+            self._advance_locked(now)
+            calls, failures, slow = self._window.totals(now)
+            state = self._state
+            t = self._totals
+            snap = BreakerSnapshot(
+                name=self._name,
+                state=state,
+                calls=calls,
+                failures=failures,
+                slow_calls=slow,
+                failure_rate=failures / calls if calls else None,
+                slow_rate=slow / calls if calls else None,
+                consecutive_failures=self._window.trailing_failures(
+                    self._trip_keep or self._config.window_size
+                ),
+                opened_at=self._opened_at,
+                open_for=(self._open_until - self._opened_at)
+                if self._opened_at is not None and state is _OPEN
+                else None,
+                retry_after=max(0.0, self._open_until - now) if state is _OPEN else None,
+                half_open_in_flight=self._ho_in_flight if state is _HALF_OPEN else 0,
+                trips=self._trips,
+                total_failures=t[0],
+                total_ignored=t[1],
+                total_rejected=_count_value(self._rejections),
+                total_slow=t[2],
+                last_error=self._last_error,
+                last_failure_at=self._last_failure_at,
+            )
+        self._drain()
+        return snap
+
+    def __repr__(self) -> str:
+        return f"<CircuitBreaker {self._name!r} {self._state.value}>"
+
+    # -------------------------------------------------------------- listeners
+
+    def add_listener(
+        self,
+        *,
+        on_state_change: StateListener | None = None,
+        on_call: CallListener | None = None,
+    ) -> Callable[[], None]:
+        """Subscribe to transitions and/or call outcomes; returns a function that unsubscribes.
+
+        Listeners run after the breaker's lock is released, in the thread (or
+        task) that caused the event. One that raises is logged on the
+        ``brownout`` logger and does not affect the call or other listeners.
+        """
+        if on_state_change is None and on_call is None:
+            raise ValueError("add_listener needs on_state_change= and/or on_call=")
+        for label, fn in (("on_state_change", on_state_change), ("on_call", on_call)):
+            if fn is not None and not callable(fn):
+                raise TypeError(f"add_listener {label} must be callable, got {fn!r}")
+        with self._lock:
+            if on_state_change is not None:
+                self._state_listeners = (*self._state_listeners, on_state_change)
+            if on_call is not None:
+                self._call_listeners = (*self._call_listeners, on_call)
+            self._refresh_fast_locked()
+
+        def unsubscribe() -> None:
+            with self._lock:
+                if on_state_change is not None:
+                    self._state_listeners = tuple(
+                        f for f in self._state_listeners if f is not on_state_change
+                    )
+                if on_call is not None:
+                    self._call_listeners = tuple(f for f in self._call_listeners if f is not on_call)
+                self._refresh_fast_locked()
+
+        return unsubscribe
+
+    # ------------------------------------------------------------ sync shells
+
+    def call(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
+        """Call ``fn(*args, **kwargs)`` through the breaker.
+
+        Raises :class:`BreakerOpen` (or returns the fallback's value) when
+        rejected; re-raises whatever ``fn`` raised (or returns the fallback's
+        value for recorded failures).
+        """
+        if self._fast:
+            gen = self._gen
+            try:
+                result = fn(*args, **kwargs)
+            except Exception as exc:
+                if self._on_error(gen, exc, 0.0) and self._fallback is not None:
+                    return self._fallback(exc)  # type: ignore[no-any-return]
+                raise
+            self._outcomes.append(0)
+            return result
+        if self._state is _OPEN and self._fallback is None:
+            now = self._clock()
+            until = self._open_until
+            if now < until:
+                next(self._rejections)
+                if self._call_listeners:
+                    self._publish_rejected()
+                raise BreakerOpen(self._name, _OPEN, until - now)
+        try:
+            token = self._acquire()
+        except BreakerOpen as exc:
+            if self._fallback is None:
+                raise
+            return self._fallback(exc)  # type: ignore[no-any-return]
+        clock = self._clock
+        start = clock()
+        try:
+            result = fn(*args, **kwargs)
+        except Exception as exc:
+            if self._on_error(token, exc, clock() - start) and self._fallback is not None:
+                return self._fallback(exc)  # type: ignore[no-any-return]
+            raise
+        except BaseException:
+            self._release(token)
+            raise
+        end = clock()
+        if self._failure_result is not None and self._failure_result(result):
+            self._on_failure(token, None, end - start, end)
+        else:
+            self._on_success(token, end - start, end)
+        return result
+
+    def __enter__(self) -> CircuitBreaker:
+        token = self._gen if self._state is _CLOSED else self._acquire()
+        self._ctx.set((*self._ctx.get(), (token, self._clock())))
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        stack = self._ctx.get()
+        token, start = stack[-1]
+        self._ctx.set(stack[:-1])
+        end = self._clock()
+        if exc is None:
+            self._on_success(token, end - start, end)
+        elif isinstance(exc, Exception):
+            self._on_error(token, exc, end - start)
+        else:
+            self._release(token)
+
+    # ----------------------------------------------------------- async shells
+
+    async def acall(
+        self, fn: Callable[P, Awaitable[R]], /, *args: P.args, **kwargs: P.kwargs
+    ) -> R:
+        """Await ``fn(*args, **kwargs)`` through the breaker (see :meth:`call`).
+
+        A call cancelled while running (``asyncio.CancelledError``) counts as
+        nothing and gives its half-open permit back.
+        """
+        if self._fast:
+            gen = self._gen
+            try:
+                result = await fn(*args, **kwargs)
+            except Exception as exc:
+                if self._on_error(gen, exc, 0.0) and self._fallback is not None:
+                    return await self._afallback(exc)  # type: ignore[no-any-return]
+                raise
+            self._outcomes.append(0)
+            return result
+        if self._state is _OPEN and self._fallback is None:
+            now = self._clock()
+            until = self._open_until
+            if now < until:
+                next(self._rejections)
+                if self._call_listeners:
+                    self._publish_rejected()
+                raise BreakerOpen(self._name, _OPEN, until - now)
+        try:
+            token = self._acquire()
+        except BreakerOpen as exc:
+            if self._fallback is None:
+                raise
+            return await self._afallback(exc)  # type: ignore[no-any-return]
+        clock = self._clock
+        start = clock()
+        try:
+            result = await fn(*args, **kwargs)
+        except Exception as exc:
+            if self._on_error(token, exc, clock() - start) and self._fallback is not None:
+                return await self._afallback(exc)  # type: ignore[no-any-return]
+            raise
+        except BaseException:
+            self._release(token)
+            raise
+        end = clock()
+        if self._failure_result is not None and self._failure_result(result):
+            self._on_failure(token, None, end - start, end)
+        else:
+            self._on_success(token, end - start, end)
+        return result
+
+    async def _afallback(self, exc: BaseException) -> Any:
+        assert self._fallback is not None
+        value = self._fallback(exc)
+        if inspect.isawaitable(value):
+            value = await value
+        return value
+
+    async def __aenter__(self) -> CircuitBreaker:
+        return self.__enter__()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.__exit__(exc_type, exc, tb)
+
+    # -------------------------------------------------------------- decorator
+
+    @overload
+    def __call__(
+        self, fn: Callable[P, Coroutine[Any, Any, R]]
+    ) -> Callable[P, Coroutine[Any, Any, R]]: ...
+
+    @overload
+    def __call__(self, fn: Callable[P, R]) -> Callable[P, R]: ...
+
+    def __call__(self, fn: Callable[P, Any]) -> Callable[P, Any]:
+        """Decorate a sync or async function so every call goes through the breaker."""
+        if inspect.iscoroutinefunction(fn):
+
+            @functools.wraps(fn)
+            async def guarded_async(*args: P.args, **kwargs: P.kwargs) -> Any:
+                return await self.acall(fn, *args, **kwargs)
+
+            return guarded_async
+
+        @functools.wraps(fn)
+        def guarded(*args: P.args, **kwargs: P.kwargs) -> Any:
+            return self.call(fn, *args, **kwargs)
+
+        return guarded
+
+    # --------------------------------------------------------- manual control
+
+    def force_open(self, reason: str = "forced open by operator") -> None:
+        """Reject every call until :meth:`reset` (state ``FORCED_OPEN``)."""
+        self._manual(_FORCED_OPEN, reason)
+
+    def disable(self, reason: str = "disabled by operator") -> None:
+        """Let every call through uncounted until :meth:`reset` (state ``DISABLED``)."""
+        self._manual(_DISABLED, reason)
+
+    def reset(self, reason: str = "reset by operator") -> None:
+        """Back to ``CLOSED`` with an empty window, from any state."""
+        self._manual(_CLOSED, reason)
+
+    def half_open(self, reason: str = "recovery signalled") -> bool:
+        """End the break early: ``OPEN`` → ``HALF_OPEN`` now (e.g. a health probe succeeded).
+
+        Returns whether the breaker moved; it only moves from ``OPEN``.
+        """
+        now = self._clock()
+        with self._lock:
+            moved = self._state is _OPEN
+            if moved:
+                self._transition_locked(_HALF_OPEN, "probe", reason, now)
+        self._drain()
+        return moved
+
+    def _manual(self, to: State, reason: str) -> None:
+        if self._frozen:
+            logger.warning(
+                "breaker %r: %s refused: BROWNOUT_DISABLED is set, the breaker stays disabled",
+                self._name,
+                to.value,
+            )
+            return
+        now = self._clock()
+        with self._lock:
+            if self._state is not to:
+                self._transition_locked(to, "manual", reason, now)
+            elif to is _CLOSED:
+                self._window.clear()
+        self._drain()
+
+    # ---------------------------------------------------------- state machine
+
+    def _acquire(self) -> int | None:
+        """Admit a call outside the CLOSED fast path, or raise BreakerOpen."""
+        now = self._clock()
+        with self._lock:
+            self._advance_locked(now)
+            state = self._state
+            if state is _CLOSED:
+                return self._gen
+            if state is _DISABLED:
+                return None
+            if state is _HALF_OPEN and self._ho_in_flight + self._ho_successes < self._ho_calls:
+                self._ho_in_flight += 1
+                return ~self._gen
+            next(self._rejections)
+            retry_after = max(0.0, self._open_until - now) if state is _OPEN else None
+        if self._pending:
+            self._drain()
+        if self._call_listeners:
+            self._publish_rejected()
+        raise BreakerOpen(self._name, state, retry_after)
+
+    def _advance_locked(self, now: float) -> None:
+        """Apply the time-driven transitions that are due (lock held)."""
+        if self._state is _OPEN and now >= self._open_until:
+            self._transition_locked(
+                _HALF_OPEN,
+                "open_for_elapsed",
+                f"break of {self._open_until - (self._opened_at or 0.0):.3g} s is over",
+                now,
+            )
+        elif self._state is _HALF_OPEN and now - self._ho_since >= self._ho_wait:
+            self._trip_locked(
+                "half_open_timeout",
+                f"half-open probes did not finish within {self._ho_wait:.3g} s",
+                now,
+                None,
+            )
+
+    def _on_success(self, token: int | None, duration: float, now: float) -> None:
+        slow = duration >= self._slow_s
+        if not slow and token == self._gen and self._state is _CLOSED and self._count_window:
+            # lock-free, as on the fast path (see the module docstring)
+            self._outcomes.append(0)
+            if self._slow_s != math.inf:
+                self._slows.append(0)
+        else:
+            with self._lock:
+                if slow:
+                    self._totals[2] += 1
+                if token == self._gen and self._state is _CLOSED:
+                    self._window.record(now, False, slow)
+                    if slow and self._slow_rate is not None:
+                        self._check_rates_locked(now, None)
+                elif token is not None and token < 0 and ~token == self._gen:
+                    self._ho_in_flight -= 1
+                    if slow and self._slow_rate is not None:
+                        self._trip_locked(
+                            "probe_failed",
+                            f"half-open probe was slow ({duration:.3g} s >= {self._slow_s:.3g} s)",
+                            now,
+                            None,
+                        )
+                    else:
+                        self._ho_successes += 1
+                        if self._ho_successes >= self._ho_calls:
+                            self._transition_locked(
+                                _CLOSED,
+                                "probes_succeeded",
+                                f"{self._ho_calls} half-open probe(s) succeeded",
+                                now,
+                            )
+            if self._pending:
+                self._drain()
+        if self._call_listeners:
+            self._publish_call(CallEvent(self._name, Outcome.SUCCESS, duration, slow, None))
+
+    def _on_error(self, token: int | None, exc: Exception, duration: float) -> bool:
+        """Classify and count an error; True if it was recorded as a failure."""
+        if _match(exc, self._ign_types, self._ign_preds):
+            self._release(token, exc, duration)
+            return False
+        if not _match(exc, self._rec_types, self._rec_preds):
+            self._on_success(token, duration, self._clock())
+            return False
+        self._on_failure(token, exc, duration, self._clock())
+        return True
+
+    def _on_failure(
+        self, token: int | None, exc: BaseException | None, duration: float, now: float
+    ) -> None:
+        slow = duration >= self._slow_s
+        described = _describe(exc) if exc is not None else "returned a failure result"
+        hint = None
+        if exc is not None and self._retry_after is not None:
+            try:
+                hint = self._retry_after(exc)
+            except Exception:
+                logger.exception("breaker %r: retry_after hook raised", self._name)
+        with self._lock:
+            self._totals[0] += 1
+            if slow:
+                self._totals[2] += 1
+            self._last_error = described
+            self._last_failure_at = now
+            if token == self._gen and self._state is _CLOSED:
+                self._window.record(now, True, slow)
+                run = self._window.trailing_failures(self._trip_keep) if self._trip_keep else 0
+                if run >= self._trip_after:
+                    self._trip_locked(
+                        "consecutive_failures",
+                        f"{run} consecutive failures >= {self._trip_keep}",
+                        now,
+                        hint,
+                    )
+                else:
+                    self._check_rates_locked(now, hint)
+            elif token is not None and token < 0 and ~token == self._gen:
+                self._ho_in_flight -= 1
+                self._trip_locked("probe_failed", f"half-open probe failed: {described}", now, hint)
+        if self._pending:
+            self._drain()
+        if self._call_listeners:
+            self._publish_call(CallEvent(self._name, Outcome.FAILURE, duration, slow, exc))
+
+    def _release(
+        self, token: int | None, exc: BaseException | None = None, duration: float = 0.0
+    ) -> None:
+        """The call counts as nothing (ignored error, cancellation): give its permit back."""
+        with self._lock:
+            self._totals[1] += 1
+            if token is not None and token < 0 and ~token == self._gen:
+                self._ho_in_flight -= 1
+        if self._call_listeners:
+            self._publish_call(CallEvent(self._name, Outcome.IGNORED, duration, False, exc))
+
+    def _check_rates_locked(self, now: float, hint: float | None) -> None:
+        if self._rate is None and self._slow_rate is None:
+            return
+        calls, failures, slow = self._window.totals(now)
+        if calls < self._min_calls:
+            return
+        if self._rate is not None and failures / calls >= self._rate:
+            self._trip_locked(
+                "failure_rate",
+                f"failure rate {failures / calls:.2f} >= {self._rate:.2f} over {calls} calls",
+                now,
+                hint,
+            )
+        elif self._slow_rate is not None and slow / calls >= self._slow_rate:
+            self._trip_locked(
+                "slow_call_rate",
+                f"slow-call rate {slow / calls:.2f} >= {self._slow_rate:.2f} over {calls} calls "
+                f"(slow: >= {self._slow_s:.3g} s)",
+                now,
+                hint,
+            )
+
+    def _trip_locked(self, trigger: str, reason: str, now: float, hint: float | None) -> None:
+        self._trips += 1
+        self._trips_in_row += 1
+        if hint is not None:
+            open_for = min(hint, self._open_for_max)
+            reason = f"{reason}; break of {open_for:.3g} s from the error's retry-after"
+        else:
+            open_for = min(
+                self._open_for * self._open_for_mult ** (self._trips_in_row - 1),
+                self._open_for_max,
+            )
+        self._opened_at = now
+        self._open_until = now + open_for
+        self._transition_locked(_OPEN, trigger, reason, now, open_for)
+
+    def _transition_locked(
+        self, to: State, trigger: str, reason: str, now: float, open_for: float | None = None
+    ) -> None:
+        frm = self._state
+        if (frm, to) not in TRANSITIONS:  # pragma: no cover - a bug, not a user error
+            raise RuntimeError(f"breaker {self._name!r}: illegal transition {frm} -> {to}")
+        self._state = to
+        self._gen += 1
+        if to is _HALF_OPEN:
+            self._ho_since = now
+            self._ho_in_flight = 0
+            self._ho_successes = 0
+        elif to is _CLOSED:
+            self._window.clear()
+            self._trips_in_row = 0
+            self._opened_at = None
+        elif to is not _OPEN:
+            self._trips_in_row = 0
+        self._refresh_fast_locked()
+        self._pending.append((frm, to, reason, trigger, now, open_for, self._last_error))
+
+    def _refresh_fast_locked(self) -> None:
+        self._fast = self._state is _CLOSED and self._fast_capable and not self._call_listeners
+
+    # ------------------------------------------------------------- publishing
+
+    def _drain(self) -> None:
+        """Publish queued transitions, in order, outside the state lock."""
+        while self._pending:
+            if not self._dispatch_lock.acquire(blocking=False):
+                return  # another thread is publishing and will pick ours up
+            try:
+                while True:
+                    try:
+                        frm, to, reason, trigger, at, open_for, last_error = self._pending.popleft()
+                    except IndexError:
+                        break
+                    event = StateChange(
+                        self._name, frm, to, reason, trigger, at, open_for, last_error
+                    )
+                    logger.log(
+                        logging.WARNING if to in (_OPEN, _FORCED_OPEN) else logging.INFO,
+                        "breaker %r: %s -> %s (%s)%s",
+                        self._name,
+                        frm.value,
+                        to.value,
+                        reason,
+                        f"; last error: {last_error}" if last_error and to is _OPEN else "",
+                        extra={"breaker": self._name, "from_state": frm.value, "to_state": to.value},
+                    )
+                    for listener in self._state_listeners:
+                        try:
+                            listener(event)
+                        except Exception:
+                            logger.exception(
+                                "breaker %r: state listener %r raised", self._name, listener
+                            )
+            finally:
+                self._dispatch_lock.release()
+
+    def _publish_rejected(self) -> None:
+        self._publish_call(CallEvent(self._name, Outcome.REJECTED, 0.0, False, None))
+
+    def _publish_call(self, event: CallEvent) -> None:
+        for listener in self._call_listeners:
+            try:
+                listener(event)
+            except Exception:
+                logger.exception("breaker %r: call listener %r raised", self._name, listener)

@@ -1,0 +1,134 @@
+"""Named breakers for one application: created once, listed, observed together."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from types import MappingProxyType
+
+from brownout._breaker import BreakerSnapshot, CallListener, CircuitBreaker, StateListener
+from brownout._clock import Clock
+from brownout._config import BreakerConfig
+
+__all__ = ["PRESETS", "Registry"]
+
+#: The per-dependency defaults of the service brownout was first built for
+#: (consecutive failures / open seconds / half-open probes).
+PRESETS: Mapping[str, BreakerConfig] = MappingProxyType(
+    {
+        "openai": BreakerConfig(consecutive_failures=5, open_for=60.0, half_open_calls=2),
+        "database": BreakerConfig(consecutive_failures=3, open_for=30.0, half_open_calls=1),
+        "redis": BreakerConfig(consecutive_failures=5, open_for=20.0, half_open_calls=2),
+        "s3": BreakerConfig(consecutive_failures=5, open_for=30.0, half_open_calls=2),
+    }
+)
+
+
+class Registry:
+    """A set of named breakers sharing a clock, presets and listeners.
+
+    There is no global registry: the application creates one (e.g. in its
+    FastAPI lifespan) and passes it along.
+
+    >>> registry = Registry.with_defaults()
+    >>> registry.get("redis").config.open_for
+    20.0
+    >>> registry.get("redis") is registry.get("redis")
+    True
+    """
+
+    def __init__(
+        self,
+        presets: Mapping[str, BreakerConfig] | None = None,
+        *,
+        default: BreakerConfig | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        presets = dict(presets or {})
+        for key, cfg in presets.items():
+            if not isinstance(cfg, BreakerConfig):
+                raise TypeError(
+                    f"Registry presets[{key!r}] must be a BreakerConfig, got {type(cfg).__name__}"
+                )
+        self._presets = presets
+        self._default = default if default is not None else BreakerConfig()
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._breakers: dict[str, CircuitBreaker] = {}
+        self._listeners: list[tuple[StateListener | None, CallListener | None]] = []
+
+    @classmethod
+    def with_defaults(cls, *, clock: Clock | None = None) -> Registry:
+        """A registry with the :data:`PRESETS` for ``openai``, ``database``, ``redis`` and ``s3``."""
+        return cls(PRESETS, clock=clock)
+
+    def get(self, name: str, config: BreakerConfig | None = None) -> CircuitBreaker:
+        """The breaker called ``name``, created on first use.
+
+        Its config is ``config``, else the preset of that name, else the
+        registry's default. Asking again with a *different* config raises
+        ``ValueError`` rather than silently returning a breaker configured
+        otherwise.
+        """
+        with self._lock:
+            breaker = self._breakers.get(name)
+            if breaker is not None:
+                if config is not None and config != breaker.config:
+                    raise ValueError(
+                        f"Registry.get({name!r}): a breaker of that name already exists "
+                        "with another config"
+                    )
+                return breaker
+            cfg = config or self._presets.get(name) or self._default
+            breaker = CircuitBreaker(name, cfg, clock=self._clock)
+            for on_state_change, on_call in self._listeners:
+                breaker.add_listener(on_state_change=on_state_change, on_call=on_call)
+            self._breakers[name] = breaker
+            return breaker
+
+    def add(self, breaker: CircuitBreaker) -> CircuitBreaker:
+        """Register a breaker made elsewhere (its name must be free)."""
+        with self._lock:
+            if breaker.name in self._breakers:
+                raise ValueError(f"Registry.add: a breaker named {breaker.name!r} already exists")
+            for on_state_change, on_call in self._listeners:
+                breaker.add_listener(on_state_change=on_state_change, on_call=on_call)
+            self._breakers[breaker.name] = breaker
+        return breaker
+
+    def add_listener(
+        self,
+        *,
+        on_state_change: StateListener | None = None,
+        on_call: CallListener | None = None,
+    ) -> None:
+        """Subscribe to every breaker in the registry, present and future."""
+        if on_state_change is None and on_call is None:
+            raise ValueError("add_listener needs on_state_change= and/or on_call=")
+        with self._lock:
+            self._listeners.append((on_state_change, on_call))
+            breakers = list(self._breakers.values())
+        for breaker in breakers:
+            breaker.add_listener(on_state_change=on_state_change, on_call=on_call)
+
+    def names(self) -> list[str]:
+        with self._lock:
+            return list(self._breakers)
+
+    def __iter__(self) -> Iterator[CircuitBreaker]:
+        with self._lock:
+            return iter(list(self._breakers.values()))
+
+    def __len__(self) -> int:
+        return len(self._breakers)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._breakers
+
+    def snapshot(self) -> dict[str, BreakerSnapshot]:
+        """Every breaker's snapshot, by name."""
+        return {breaker.name: breaker.snapshot() for breaker in self}
+
+    def for_each(self, fn: Callable[[CircuitBreaker], object]) -> None:
+        for breaker in self:
+            fn(breaker)

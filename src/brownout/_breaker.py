@@ -121,7 +121,9 @@ class BreakerSnapshot:
         return data
 
 
-def _match(exc: BaseException, types: tuple[type[BaseException], ...], preds: tuple[Any, ...]) -> bool:
+def _match(
+    exc: BaseException, types: tuple[type[BaseException], ...], preds: tuple[Any, ...]
+) -> bool:
     if types and isinstance(exc, types):
         return True
     return any(pred(exc) for pred in preds)
@@ -152,7 +154,8 @@ class CircuitBreaker:
 
     >>> from brownout.testing import FakeClock
     >>> clock = FakeClock()
-    >>> cb = CircuitBreaker("redis", BreakerConfig(consecutive_failures=2, open_for=20), clock=clock)
+    >>> config = BreakerConfig(consecutive_failures=2, open_for=20)
+    >>> cb = CircuitBreaker("redis", config, clock=clock)
     >>> def boom() -> None:
     ...     raise ConnectionError("refused")
     >>> for _ in range(2):
@@ -420,7 +423,9 @@ class CircuitBreaker:
                         f for f in self._state_listeners if f is not on_state_change
                     )
                 if on_call is not None:
-                    self._call_listeners = tuple(f for f in self._call_listeners if f is not on_call)
+                    self._call_listeners = tuple(
+                        f for f in self._call_listeners if f is not on_call
+                    )
                 self._refresh_fast_locked()
 
         return unsubscribe
@@ -500,9 +505,7 @@ class CircuitBreaker:
 
     # ----------------------------------------------------------- async shells
 
-    async def acall(
-        self, fn: Callable[P, Awaitable[R]], /, *args: P.args, **kwargs: P.kwargs
-    ) -> R:
+    async def acall(self, fn: Callable[P, Awaitable[R]], /, *args: P.args, **kwargs: P.kwargs) -> R:
         """Await ``fn(*args, **kwargs)`` through the breaker (see :meth:`call`).
 
         A call cancelled while running (``asyncio.CancelledError``) counts as
@@ -859,7 +862,11 @@ class CircuitBreaker:
                         to.value,
                         reason,
                         f"; last error: {last_error}" if last_error and to is _OPEN else "",
-                        extra={"breaker": self._name, "from_state": frm.value, "to_state": to.value},
+                        extra={
+                            "breaker": self._name,
+                            "from_state": frm.value,
+                            "to_state": to.value,
+                        },
                     )
                     for listener in self._state_listeners:
                         try:

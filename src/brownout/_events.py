@@ -8,16 +8,13 @@ from dataclasses import dataclass
 from brownout._state import State
 
 
-class Outcome(str, enum.Enum):
+class Outcome(enum.StrEnum):
     """How one guarded call ended, as the breaker counted it."""
 
     SUCCESS = "success"  # returned (or raised an error that is not recorded)
     FAILURE = "failure"  # raised a recorded error, or returned a failure result
     IGNORED = "ignored"  # raised an ignored error or was cancelled: counted as nothing
     REJECTED = "rejected"  # not let through: the breaker was open
-
-    def __str__(self) -> str:
-        return self.value
 
 
 @dataclass(frozen=True, slots=True)

@@ -59,7 +59,7 @@ class Registry:
 
     @classmethod
     def with_defaults(cls, *, clock: Clock | None = None) -> Registry:
-        """A registry with the :data:`PRESETS` for ``openai``, ``database``, ``redis`` and ``s3``."""
+        """A registry with the :data:`PRESETS` (``openai``, ``database``, ``redis``, ``s3``)."""
         return cls(PRESETS, clock=clock)
 
     def get(self, name: str, config: BreakerConfig | None = None) -> CircuitBreaker:

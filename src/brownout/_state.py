@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 
 
-class State(str, enum.Enum):
+class State(enum.StrEnum):
     """The state of a circuit breaker.
 
     ``CLOSED`` lets calls through and counts them; ``OPEN`` rejects them until
@@ -19,9 +19,6 @@ class State(str, enum.Enum):
     HALF_OPEN = "half_open"
     FORCED_OPEN = "forced_open"
     DISABLED = "disabled"
-
-    def __str__(self) -> str:
-        return self.value
 
 
 #: Every transition a breaker may make; anything else is a bug and raises.

@@ -322,13 +322,15 @@ async def test_stats_snapshot_and_reset(proxy: FaultProxy) -> None:
 
 
 async def test_max_connections_rejects_extra(echo: EchoServer) -> None:
-    async with FaultProxy("127.0.0.1", echo.port, max_connections=1) as p:
-        async with connect(p.port) as (reader, writer):
-            writer.write(b"1")
-            assert await asyncio.wait_for(reader.readexactly(1), EVENTUALLY) == b"1"
-            await assert_dropped(p.port)
-            assert p.stats.rejected == 1
-            assert p.stats.connections_total == 2
+    async with (
+        FaultProxy("127.0.0.1", echo.port, max_connections=1) as p,
+        connect(p.port) as (reader, writer),
+    ):
+        writer.write(b"1")
+        assert await asyncio.wait_for(reader.readexactly(1), EVENTUALLY) == b"1"
+        await assert_dropped(p.port)
+        assert p.stats.rejected == 1
+        assert p.stats.connections_total == 2
 
 
 async def test_max_lifetime_stops_the_proxy(echo: EchoServer) -> None:

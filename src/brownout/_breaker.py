@@ -178,6 +178,7 @@ class CircuitBreaker:
 
     __slots__ = (
         "__weakref__",
+        "_armed",
         "_call_listeners",
         "_clock",
         "_config",
@@ -278,7 +279,7 @@ class CircuitBreaker:
         self._min_calls = config.minimum_calls
         self._open_for = to_seconds(config.open_for)
         self._open_for_mult = float(config.open_for_multiplier)
-        self._open_for_max = to_seconds(config.open_for_max)
+        self._open_for_max = config.effective_open_for_max
         self._ho_calls = config.half_open_calls
         self._ho_wait = (
             to_seconds(config.half_open_max_wait)
@@ -311,6 +312,10 @@ class CircuitBreaker:
         self._frozen = kill_switch_active()
         self._state = _DISABLED if self._frozen else _CLOSED
         self._gen = 0
+        # Rates cannot rise on a success, except while the window is still filling
+        # up to ``minimum_calls``: after a failure below that, successes are checked
+        # too (on the locked path) until the window holds enough calls.
+        self._armed = False
         self._fast = self._state is _CLOSED and self._fast_capable
         self._opened_at: float | None = None
         self._open_until = 0.0
@@ -638,6 +643,8 @@ class CircuitBreaker:
                 self._transition_locked(to, "manual", reason, now)
             elif to is _CLOSED:
                 self._window.clear()
+                self._armed = False
+                self._refresh_fast_locked()
         self._drain()
 
     # ---------------------------------------------------------- state machine
@@ -682,7 +689,13 @@ class CircuitBreaker:
 
     def _on_success(self, token: int | None, duration: float, now: float) -> None:
         slow = duration >= self._slow_s
-        if not slow and token == self._gen and self._state is _CLOSED and self._count_window:
+        if (
+            not slow
+            and token == self._gen
+            and self._state is _CLOSED
+            and self._count_window
+            and not self._armed
+        ):
             # lock-free, as on the fast path (see the module docstring)
             self._outcomes.append(0)
             if self._slow_s != math.inf:
@@ -693,7 +706,11 @@ class CircuitBreaker:
                     self._totals[2] += 1
                 if token == self._gen and self._state is _CLOSED:
                     self._window.record(now, False, slow)
-                    if slow and self._slow_rate is not None:
+                    if (
+                        (slow and self._slow_rate is not None)
+                        or self._armed
+                        or not self._count_window
+                    ):
                         self._check_rates_locked(now, None)
                 elif token is not None and token < 0 and ~token == self._gen:
                     self._ho_in_flight -= 1
@@ -781,7 +798,11 @@ class CircuitBreaker:
         if self._rate is None and self._slow_rate is None:
             return
         calls, failures, slow = self._window.totals(now)
-        if calls < self._min_calls:
+        armed = calls < self._min_calls
+        if armed is not self._armed:
+            self._armed = armed
+            self._refresh_fast_locked()
+        if armed:
             return
         if self._rate is not None and failures / calls >= self._rate:
             self._trip_locked(
@@ -828,6 +849,7 @@ class CircuitBreaker:
             self._ho_successes = 0
         elif to is _CLOSED:
             self._window.clear()
+            self._armed = False
             self._trips_in_row = 0
             self._opened_at = None
         elif to is not _OPEN:
@@ -836,7 +858,12 @@ class CircuitBreaker:
         self._pending.append((frm, to, reason, trigger, now, open_for, self._last_error))
 
     def _refresh_fast_locked(self) -> None:
-        self._fast = self._state is _CLOSED and self._fast_capable and not self._call_listeners
+        self._fast = (
+            self._state is _CLOSED
+            and self._fast_capable
+            and not self._call_listeners
+            and not self._armed
+        )
 
     # ------------------------------------------------------------- publishing
 

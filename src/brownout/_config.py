@@ -59,8 +59,9 @@ class BreakerConfig:
     open_for: Duration = 30.0
     #: Each further trip without closing in between multiplies the break by this (1 = fixed).
     open_for_multiplier: float = 1.0
-    #: Upper bound of the growing break, and of a break taken from a ``Retry-After``.
-    open_for_max: Duration = 600.0
+    #: Upper bound of the growing break, and of a break taken from a ``Retry-After``
+    #: (``None``: the larger of ``open_for`` and 600 s).
+    open_for_max: Duration | None = None
     #: How many probes half-open lets through at once; all must succeed to close.
     half_open_calls: int = 1
     #: Reopen if half-open has not finished its probes within this time (``None``: wait forever).
@@ -112,8 +113,10 @@ class BreakerConfig:
                 f"BreakerConfig.open_for_multiplier must be a finite number >= 1, "
                 f"got {self.open_for_multiplier!r}"
             )
-        _check_duration("open_for_max", self.open_for_max)
-        if to_seconds(self.open_for_max) < to_seconds(self.open_for):
+        _check_duration("open_for_max", self.open_for_max, allow_none=True)
+        if self.open_for_max is not None and to_seconds(self.open_for_max) < to_seconds(
+            self.open_for
+        ):
             raise ValueError(
                 f"BreakerConfig.open_for_max must be >= open_for ({to_seconds(self.open_for)} s), "
                 f"got {to_seconds(self.open_for_max)} s"
@@ -126,6 +129,13 @@ class BreakerConfig:
             raise TypeError("BreakerConfig.failure_result must be a callable or None")
         if self.retry_after is not None and not callable(self.retry_after):
             raise TypeError("BreakerConfig.retry_after must be a callable or None")
+
+    @property
+    def effective_open_for_max(self) -> float:
+        """``open_for_max`` in seconds, with its default applied."""
+        if self.open_for_max is None:
+            return max(to_seconds(self.open_for), 600.0)
+        return to_seconds(self.open_for_max)
 
     def replace(self, **changes: Any) -> BreakerConfig:
         """Return a copy with ``changes`` applied (and validated)."""

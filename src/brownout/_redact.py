@@ -15,8 +15,8 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     # key=value pairs whose key names a secret
     (
         re.compile(
-            r"(?i)\b(password|passwd|pwd|secret|api[_-]?key|access[_-]?key|secret[_-]?key|token)"
-            r"(\s*[=:]\s*)(['\"]?)[^\s'\"&,;]+"
+            r"(?i)(?<![\w-])([\w-]*(?:password|passwd|pwd|secret|api[_-]?key|access[_-]?key|token)"
+            r"[\w-]*)(['\"]?\s*[=:]\s*)(['\"]?)[^\s'\"&,;]+"
         ),
         r"\1\2\3***",
     ),

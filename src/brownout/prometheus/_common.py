@@ -24,5 +24,5 @@ DURATION_BUCKETS: tuple[float, ...] = (
 
 
 def full_name(namespace: str, name: str) -> str:
-    """``namespace_name`` the way prometheus_client joins them (no prefix if ``namespace`` is empty)."""
+    """``namespace_name`` as prometheus_client joins them (just ``name`` without a namespace)."""
     return f"{namespace}_{name}" if namespace else name

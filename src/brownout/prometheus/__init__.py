@@ -1,0 +1,163 @@
+"""Prometheus metrics for brownout (extra ``prometheus``: ``pip install 'brownout[prometheus]'``).
+
+Metrics are fed by breaker listeners and live in a ``CollectorRegistry`` of
+your choosing (a new private one by default, never the global
+``prometheus_client.REGISTRY`` unless you pass it):
+
+>>> from brownout import Registry
+>>> from brownout.prometheus import CONTENT_TYPE, PrometheusMetrics
+>>> breakers = Registry.with_defaults()
+>>> metrics = PrometheusMetrics()
+>>> metrics.attach(breakers)  # every breaker of the registry, present and future
+>>> breakers.get("redis").call(len, "abc")
+3
+>>> metrics.registry.get_sample_value(
+...     "brownout_calls_total", {"breaker": "redis", "outcome": "success"}
+... )
+1.0
+>>> body = metrics.render()  # serve it at /metrics with Content-Type: CONTENT_TYPE
+
+Breaker metrics (labels in braces; ``breaker`` is the breaker's name):
+
+* ``brownout_breaker_state{breaker,state}`` gauge: 1 for the current state, 0
+  for the others (set on attach, on every transition, and refreshed from
+  ``breaker.state`` at each scrape);
+* ``brownout_breaker_transitions_total{breaker,from_state,to_state}``;
+* ``brownout_breaker_trips_total{breaker,trigger}``: transitions into ``open``,
+  by ``StateChange.trigger``;
+* ``brownout_calls_total{breaker,outcome}``: outcome is ``success``,
+  ``failure``, ``ignored`` or ``rejected``;
+* ``brownout_calls_rejected_total{breaker}``;
+* ``brownout_slow_calls_total{breaker}``: calls at least ``slow_call_duration`` long;
+* ``brownout_call_duration_seconds{breaker}`` histogram (rejected and
+  cancelled calls are not observed).
+
+Extending: each family of metrics is a *group*, a class in a private module of
+this package whose constructor takes ``(registry, namespace)`` and creates its
+metrics there (breakers: ``_breakers.BreakerMetrics``). ``metrics.group(cls)``
+creates the group on first use and returns the same instance afterwards, so
+metrics are only registered for what is used, and each exists once per
+``PrometheusMetrics``. Adapter and degradation metrics are added the same way:
+a new module (``_adapters.py``, ...) with its group class, and a method here
+(like :meth:`PrometheusMetrics.attach`) that feeds it. Shared helpers
+(``DURATION_BUCKETS``, ``full_name``) are in ``_common.py``.
+"""
+
+from __future__ import annotations
+
+try:
+    import prometheus_client
+except ImportError as exc:  # pragma: no cover - exercised in a test by hiding the module
+    raise ImportError(
+        "brownout.prometheus needs prometheus-client: pip install 'brownout[prometheus]'"
+    ) from exc
+
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar, overload
+
+from prometheus_client import CollectorRegistry
+
+from brownout import CircuitBreaker, Registry
+from brownout.prometheus._breakers import BreakerMetrics
+from brownout.prometheus._common import DURATION_BUCKETS
+
+__all__ = ["CONTENT_TYPE", "DURATION_BUCKETS", "PrometheusMetrics"]
+
+#: The ``Content-Type`` of :meth:`PrometheusMetrics.render`'s output (text format 0.0.4).
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+G = TypeVar("G")
+
+
+class PrometheusMetrics:
+    """brownout's Prometheus metrics, in one ``CollectorRegistry``.
+
+    ``registry`` defaults to a new private ``CollectorRegistry``; pass
+    ``prometheus_client.REGISTRY`` to use the global one. ``namespace``
+    prefixes every metric name (``""`` for none). Two instances with separate
+    registries never clash; two on the same registry with the same namespace
+    do (prometheus_client refuses duplicate names).
+
+    >>> from brownout import CircuitBreaker
+    >>> metrics = PrometheusMetrics()
+    >>> cb = CircuitBreaker("s3")
+    >>> detach = metrics.attach(cb)
+    >>> metrics.registry.get_sample_value(
+    ...     "brownout_breaker_state", {"breaker": "s3", "state": "closed"}
+    ... )
+    1.0
+    >>> detach()
+    """
+
+    def __init__(
+        self, registry: CollectorRegistry | None = None, *, namespace: str = "brownout"
+    ) -> None:
+        if registry is not None and not isinstance(registry, CollectorRegistry):
+            raise TypeError(
+                "PrometheusMetrics registry must be a prometheus_client.CollectorRegistry, "
+                f"got {type(registry).__name__}"
+            )
+        if not isinstance(namespace, str):
+            raise TypeError(f"PrometheusMetrics namespace must be a str, got {namespace!r}")
+        self._registry = registry if registry is not None else CollectorRegistry()
+        self._namespace = namespace
+        self._lock = threading.Lock()
+        self._groups: dict[Callable[[CollectorRegistry, str], Any], Any] = {}
+
+    @property
+    def registry(self) -> CollectorRegistry:
+        """The ``CollectorRegistry`` the metrics are registered in."""
+        return self._registry
+
+    @property
+    def namespace(self) -> str:
+        return self._namespace
+
+    def group(self, factory: Callable[[CollectorRegistry, str], G]) -> G:
+        """The metric group ``factory(registry, namespace)`` builds, created on first use.
+
+        Later calls with the same ``factory`` return the same object; this is
+        how the modules of this package add their metrics (see the module
+        docstring).
+        """
+        with self._lock:
+            try:
+                group: G = self._groups[factory]
+            except KeyError:
+                group = self._groups[factory] = factory(self._registry, self._namespace)
+            return group
+
+    @overload
+    def attach(self, target: CircuitBreaker) -> Callable[[], None]: ...
+
+    @overload
+    def attach(self, target: Registry) -> None: ...
+
+    def attach(self, target: CircuitBreaker | Registry) -> Callable[[], None] | None:
+        """Feed the breaker metrics from a breaker, or from every breaker of a registry.
+
+        For a :class:`~brownout.Registry` this uses ``Registry.add_listener``,
+        so breakers it creates later are covered too; it returns ``None``.
+        For a :class:`~brownout.CircuitBreaker` it returns a function that
+        detaches it. Attaching a breaker (or a registry) again, or a breaker
+        already covered through an attached registry, changes nothing: each
+        breaker is counted once.
+        """
+        breakers = self.group(BreakerMetrics)
+        if isinstance(target, CircuitBreaker):
+            return breakers.attach_breaker(target)
+        if isinstance(target, Registry):
+            breakers.attach_registry(target)
+            return None
+        raise TypeError(
+            f"PrometheusMetrics.attach needs a CircuitBreaker or a Registry, "
+            f"got {type(target).__name__}"
+        )
+
+    def render(self) -> bytes:
+        """The registry's metrics in the Prometheus text format; serve with :data:`CONTENT_TYPE`."""
+        return prometheus_client.generate_latest(self._registry)
+
+    def __repr__(self) -> str:
+        return f"<PrometheusMetrics namespace={self._namespace!r}>"

@@ -43,7 +43,9 @@ def trip_to_half_open(cb: CircuitBreaker, clock: FakeClock, open_for: float) -> 
 def test_threads_in_half_open_get_exactly_the_permits(permits: int) -> None:
     clock = FakeClock()
     cb = CircuitBreaker(
-        "dep", BreakerConfig(consecutive_failures=1, open_for=5, half_open_calls=permits), clock=clock
+        "dep",
+        BreakerConfig(consecutive_failures=1, open_for=5, half_open_calls=permits),
+        clock=clock,
     )
     for _round in range(20):
         trip_to_half_open(cb, clock, 5)
@@ -81,7 +83,9 @@ def test_threads_in_half_open_get_exactly_the_permits(permits: int) -> None:
 async def test_tasks_in_half_open_get_exactly_the_permits(permits: int) -> None:
     clock = FakeClock()
     cb = CircuitBreaker(
-        "dep", BreakerConfig(consecutive_failures=1, open_for=5, half_open_calls=permits), clock=clock
+        "dep",
+        BreakerConfig(consecutive_failures=1, open_for=5, half_open_calls=permits),
+        clock=clock,
     )
     trip_to_half_open(cb, clock, 5)
     gate = asyncio.Event()
@@ -188,7 +192,7 @@ def test_no_lock_is_held_while_the_guarded_function_runs() -> None:
         results: list[str] = []
 
         def work() -> None:
-            results.append(cb.call(lambda: both_inside.wait() and "ok" or "ok"))
+            results.append(cb.call(lambda: (both_inside.wait() and "ok") or "ok"))
 
         threads = [threading.Thread(target=work) for _ in range(2)]
         for t in threads:

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from brownout import BreakerConfig, CircuitBreaker, PRESETS, Registry
+from brownout import PRESETS, BreakerConfig, CircuitBreaker, Registry
 
 
 @pytest.mark.parametrize(
@@ -25,7 +25,11 @@ from brownout import BreakerConfig, CircuitBreaker, PRESETS, Registry
         ({"half_open_calls": 1.5}, TypeError, "half_open_calls must be an int"),
         ({"consecutive_failures": 0}, ValueError, "consecutive_failures must be >= 1"),
         ({"window_duration": 0.5, "window_bucket": 1.0}, ValueError, "window_duration must be >="),
-        ({"window_size": 5, "minimum_calls": 6}, ValueError, "minimum_calls must be <= window_size"),
+        (
+            {"window_size": 5, "minimum_calls": 6},
+            ValueError,
+            "minimum_calls must be <= window_size",
+        ),
         ({"open_for_multiplier": 0.5}, ValueError, "open_for_multiplier"),
         ({"open_for": 100, "open_for_max": 10}, ValueError, "open_for_max must be >= open_for"),
         ({"half_open_max_wait": 0}, ValueError, "half_open_max_wait"),
@@ -34,7 +38,9 @@ from brownout import BreakerConfig, CircuitBreaker, PRESETS, Registry
         ({"failure_result": 3}, TypeError, "failure_result must be a callable"),
     ],
 )
-def test_invalid_config_names_the_field(kwargs: dict[str, Any], exc: type[Exception], words: str) -> None:
+def test_invalid_config_names_the_field(
+    kwargs: dict[str, Any], exc: type[Exception], words: str
+) -> None:
     with pytest.raises(exc) as info:
         BreakerConfig(**kwargs)
     assert words in str(info.value)
@@ -107,3 +113,16 @@ def test_registry_listeners_cover_future_breakers() -> None:
     for breaker in registry:
         breaker.call(len, "x")
     assert seen == ["a", "b"]
+
+
+def test_registry_listener_unsubscribes_from_all_breakers() -> None:
+    registry = Registry()
+    seen: list[str] = []
+    registry.get("a")
+    unsubscribe = registry.add_listener(on_call=lambda e: seen.append(e.breaker))
+    registry.get("b")
+    unsubscribe()
+    registry.get("c")
+    for breaker in registry:
+        breaker.call(len, "x")
+    assert seen == []

@@ -221,7 +221,7 @@ def test_ignored_errors(clock: FakeClock, metrics: PrometheusMetrics) -> None:
     )
 
 
-async def test_cancelled_call_is_ignored_and_not_timed(
+async def test_cancelled_call_is_ignored_but_timed(
     clock: FakeClock, metrics: PrometheusMetrics
 ) -> None:
     cb = make(clock)
@@ -233,7 +233,7 @@ async def test_cancelled_call_is_ignored_and_not_timed(
     with pytest.raises(asyncio.CancelledError):
         await cb.acall(cancelled)
     assert calls(metrics, "redis", "ignored") == 1.0
-    assert value(metrics, "brownout_call_duration_seconds_count", breaker="redis") == 0.0
+    assert value(metrics, "brownout_call_duration_seconds_count", breaker="redis") == 1.0
 
 
 async def test_async_calls(clock: FakeClock, metrics: PrometheusMetrics) -> None:

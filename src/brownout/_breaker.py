@@ -476,8 +476,8 @@ class CircuitBreaker:
             if self._on_error(token, exc, clock() - start) and self._fallback is not None:
                 return self._fallback(exc)  # type: ignore[no-any-return]
             raise
-        except BaseException:
-            self._release(token)
+        except BaseException as exc:  # cancelled, interrupted: counts as nothing
+            self._release(token, exc, clock() - start)
             raise
         end = clock()
         if self._failure_result is not None and self._failure_result(result):
@@ -506,7 +506,7 @@ class CircuitBreaker:
         elif isinstance(exc, Exception):
             self._on_error(token, exc, end - start)
         else:
-            self._release(token)
+            self._release(token, exc, end - start)
 
     # ----------------------------------------------------------- async shells
 
@@ -548,8 +548,8 @@ class CircuitBreaker:
             if self._on_error(token, exc, clock() - start) and self._fallback is not None:
                 return await self._afallback(exc)  # type: ignore[no-any-return]
             raise
-        except BaseException:
-            self._release(token)
+        except BaseException as exc:  # cancelled, interrupted: counts as nothing
+            self._release(token, exc, clock() - start)
             raise
         end = clock()
         if self._failure_result is not None and self._failure_result(result):

@@ -55,7 +55,10 @@ class Registry:
         self._clock = clock
         self._lock = threading.Lock()
         self._breakers: dict[str, CircuitBreaker] = {}
-        self._listeners: list[tuple[StateListener | None, CallListener | None]] = []
+        # (on_state_change, on_call, unsubscribe functions of the breakers it was added to)
+        self._listeners: list[
+            tuple[StateListener | None, CallListener | None, list[Callable[[], None]]]
+        ] = []
 
     @classmethod
     def with_defaults(cls, *, clock: Clock | None = None) -> Registry:
@@ -81,8 +84,7 @@ class Registry:
                 return breaker
             cfg = config or self._presets.get(name) or self._default
             breaker = CircuitBreaker(name, cfg, clock=self._clock)
-            for on_state_change, on_call in self._listeners:
-                breaker.add_listener(on_state_change=on_state_change, on_call=on_call)
+            self._subscribe_locked(breaker)
             self._breakers[name] = breaker
             return breaker
 
@@ -91,8 +93,7 @@ class Registry:
         with self._lock:
             if breaker.name in self._breakers:
                 raise ValueError(f"Registry.add: a breaker named {breaker.name!r} already exists")
-            for on_state_change, on_call in self._listeners:
-                breaker.add_listener(on_state_change=on_state_change, on_call=on_call)
+            self._subscribe_locked(breaker)
             self._breakers[breaker.name] = breaker
         return breaker
 
@@ -101,15 +102,37 @@ class Registry:
         *,
         on_state_change: StateListener | None = None,
         on_call: CallListener | None = None,
-    ) -> None:
-        """Subscribe to every breaker in the registry, present and future."""
+    ) -> Callable[[], None]:
+        """Subscribe to every breaker in the registry, present and future.
+
+        Returns a function that unsubscribes from all of them.
+        """
         if on_state_change is None and on_call is None:
             raise ValueError("add_listener needs on_state_change= and/or on_call=")
+        unsubscribers: list[Callable[[], None]] = []
+        entry = (on_state_change, on_call, unsubscribers)
         with self._lock:
-            self._listeners.append((on_state_change, on_call))
-            breakers = list(self._breakers.values())
-        for breaker in breakers:
-            breaker.add_listener(on_state_change=on_state_change, on_call=on_call)
+            self._listeners.append(entry)
+            for breaker in self._breakers.values():
+                unsubscribers.append(
+                    breaker.add_listener(on_state_change=on_state_change, on_call=on_call)
+                )
+
+        def unsubscribe() -> None:
+            with self._lock:
+                if entry in self._listeners:
+                    self._listeners.remove(entry)
+                for undo in unsubscribers:
+                    undo()
+                unsubscribers.clear()
+
+        return unsubscribe
+
+    def _subscribe_locked(self, breaker: CircuitBreaker) -> None:
+        for on_state_change, on_call, unsubscribers in self._listeners:
+            unsubscribers.append(
+                breaker.add_listener(on_state_change=on_state_change, on_call=on_call)
+            )
 
     def names(self) -> list[str]:
         with self._lock:

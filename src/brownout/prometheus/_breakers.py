@@ -33,7 +33,6 @@ __all__ = ["BreakerMetrics"]
 logger = logging.getLogger("brownout.prometheus")
 
 _REJECTED = Outcome.REJECTED
-_IGNORED = Outcome.IGNORED
 _STATES = tuple(State)
 
 
@@ -235,9 +234,7 @@ class BreakerMetrics:
                 return
             if event.slow:
                 s.slow.inc()
-            # a cancelled call (ignored, no error) has no meaningful duration
-            if outcome is not _IGNORED or event.error is not None:
-                s.duration.observe(event.duration)
+            s.duration.observe(event.duration)
 
         def on_state_change(event: StateChange) -> None:
             name = event.breaker

@@ -20,6 +20,7 @@ lint: $(STAMP)
 
 typecheck: $(STAMP)
 	$(BIN)/mypy src
+	$(BIN)/mypy tests/typing
 
 pytest: $(STAMP)
 	$(BIN)/pytest

@@ -1,0 +1,24 @@
+"""The examples in the core's docstrings run and say what they show."""
+
+from __future__ import annotations
+
+import doctest
+import importlib
+
+import pytest
+
+MODULES = [
+    "brownout",
+    "brownout._breaker",
+    "brownout._config",
+    "brownout._errors",
+    "brownout._redact",
+    "brownout._registry",
+    "brownout.testing",
+]
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_docstring_examples(name: str) -> None:
+    result = doctest.testmod(importlib.import_module(name), optionflags=doctest.ELLIPSIS)
+    assert result.failed == 0

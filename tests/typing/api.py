@@ -1,0 +1,37 @@
+"""Type-checked by mypy (make typecheck), never run: the public API keeps signatures."""
+
+from __future__ import annotations
+
+from typing import assert_type
+
+from brownout import BreakerConfig, BreakerOpen, BreakerSnapshot, CircuitBreaker, Registry, State
+
+cb = CircuitBreaker("redis", BreakerConfig(consecutive_failures=5, open_for=20.0))
+
+
+@cb
+def fetch(sku: str) -> bytes:
+    return sku.encode()
+
+
+@cb
+async def afetch(sku: str, *, retries: int = 1) -> bytes:
+    return sku.encode() * retries
+
+
+async def use() -> None:
+    assert_type(fetch("a"), bytes)
+    assert_type(await afetch("a", retries=2), bytes)
+    assert_type(cb.call(fetch, "a"), bytes)
+    assert_type(await cb.acall(afetch, "a"), bytes)
+    assert_type(cb.state, State)
+    assert_type(cb.snapshot(), BreakerSnapshot)
+    assert_type(Registry.with_defaults().get("redis"), CircuitBreaker)
+    try:
+        cb.call(fetch, "x")
+    except BreakerOpen as e:
+        assert_type(e.retry_after, float | None)
+    with cb:
+        pass
+    async with cb:
+        pass

@@ -434,7 +434,7 @@ class _EchoTCPServer(socketserver.ThreadingTCPServer):
 @pytest.fixture
 def sync_echo_port() -> Iterator[int]:
     server = _EchoTCPServer(("127.0.0.1", 0), _EchoHandler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     yield server.server_address[1]
     server.shutdown()

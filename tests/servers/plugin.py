@@ -1,0 +1,275 @@
+"""Pytest fixtures that start REAL private servers for the test suite.
+
+Load with ``pytest_plugins = ("tests.servers.plugin",)`` in the root conftest (or
+``pytest -p tests.servers.plugin``).
+
+Session-scoped (shared, started on first use, revived after every test that killed,
+stopped or paused them):
+
+* ``redis_server`` -> :class:`RedisServer` (``url``: ``redis://127.0.0.1:PORT/0``)
+* ``postgres_server`` -> :class:`PostgresServer`
+  (``dsn``: ``postgresql://postgres@127.0.0.1:PORT/postgres``)
+* ``s3_server`` -> :class:`S3Server` (moto; ``endpoint_url``, ``client_kwargs()``,
+  ``client()``, path-style, region ``us-east-1``, credentials ``testing``/``testing``)
+
+Per test:
+
+* ``openai_stub`` -> :class:`OpenAIStub` (one server per session, reset for each test)
+* ``fresh_database`` -> DSN (str) of a new empty database on ``postgres_server``
+* ``fresh_bucket`` -> name (str) of a new empty bucket on ``s3_server``
+* ``make_redis(**kwargs)`` / ``make_postgres(**kwargs)`` -> factories of private servers
+  for destructive tests, closed after the test
+* ``redis_proxy``, ``postgres_proxy``, ``s3_proxy``, ``openai_proxy`` ->
+  :class:`~brownout.chaos.ThreadedFaultProxy` in front of the matching server
+  (``proxy.host``/``proxy.port``; e.g. ``redis_server.url_for(port=redis_proxy.port)``)
+
+A missing binary or package skips the test with the reason, or fails it when
+``BROWNOUT_REQUIRE_SERVICES=1`` (CI).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable, Iterator
+from typing import Any, Protocol
+
+import pytest
+
+from brownout.chaos import ThreadedFaultProxy
+from tests.servers._util import missing, require_binary, require_module
+from tests.servers.openai_stub import OpenAIStub
+from tests.servers.postgres_server import PostgresServer, find_pg_bin
+from tests.servers.redis_server import RedisServer
+from tests.servers.s3_server import S3Server
+
+__all__ = [
+    "OpenAIStub",
+    "PostgresServer",
+    "RedisServer",
+    "S3Server",
+    "missing",
+    "require_binary",
+    "require_module",
+]
+
+SERVER_FIXTURES = frozenset(
+    {
+        "redis_server",
+        "make_redis",
+        "redis_proxy",
+        "postgres_server",
+        "make_postgres",
+        "postgres_proxy",
+        "fresh_database",
+        "s3_server",
+        "s3_proxy",
+        "fresh_bucket",
+        "openai_stub",
+        "openai_proxy",
+    }
+)
+
+PROXY_LIFETIME = 600.0  # a per-test proxy never outlives a stuck test by much
+
+
+class _Revivable(Protocol):
+    def ensure_running(self) -> None: ...
+
+
+_session_servers: list[_Revivable] = []
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that uses a real server with ``@pytest.mark.servers``."""
+    for item in items:
+        if SERVER_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.servers)
+
+
+@pytest.fixture(autouse=True)
+def _brownout_revive_session_servers() -> Iterator[None]:
+    """After each test, undo kill()/stop()/pause() of the shared servers."""
+    yield
+    for server in list(_session_servers):
+        server.ensure_running()
+
+
+# -- requirements -----------------------------------------------------------------------
+
+
+def _redis_binary() -> str:
+    return require_binary("redis-server", "install the Debian package redis-server")
+
+
+def _pg_bin() -> str:
+    pg_bin = find_pg_bin()
+    if pg_bin is None:
+        missing(
+            "PostgreSQL server binaries (initdb, postgres) not found: install the Debian "
+            "package postgresql (or set BROWNOUT_PG_BIN to their directory)"
+        )
+    for tool in ("initdb", "postgres", "psql"):
+        require_binary(os.path.join(pg_bin, tool), f"incomplete PostgreSQL install in {pg_bin}")
+    if os.geteuid() == 0:
+        import pwd
+
+        try:
+            pwd.getpwnam("postgres")
+        except KeyError:
+            missing("running as root but there is no 'postgres' OS user to run PostgreSQL as")
+    return pg_bin
+
+
+# -- Redis ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """A shared redis-server on a private port."""
+    server = RedisServer(binary=_redis_binary())
+    try:
+        server.start()
+        _session_servers.append(server)
+        yield server
+    finally:
+        with contextlib.suppress(ValueError):
+            _session_servers.remove(server)
+        server.close()
+
+
+@pytest.fixture
+def make_redis() -> Iterator[Callable[..., RedisServer]]:
+    """``make_redis(appendonly=False, extra_args=())`` -> a started private Redis."""
+    binary = _redis_binary()
+    servers: list[RedisServer] = []
+
+    def make(**kwargs: Any) -> RedisServer:
+        server = RedisServer(binary=binary, **kwargs)
+        servers.append(server)
+        server.start()
+        return server
+
+    yield make
+    for server in servers:
+        server.close()
+
+
+@pytest.fixture
+def redis_proxy(redis_server: RedisServer) -> Iterator[ThreadedFaultProxy]:
+    with ThreadedFaultProxy(
+        redis_server.host, redis_server.port, max_lifetime=PROXY_LIFETIME
+    ) as proxy:
+        yield proxy
+
+
+# -- PostgreSQL -------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """A shared PostgreSQL cluster on a private port (superuser ``postgres``, trust auth)."""
+    server = PostgresServer(pg_bin=_pg_bin())
+    try:
+        server.start()
+        _session_servers.append(server)
+        yield server
+    finally:
+        with contextlib.suppress(ValueError):
+            _session_servers.remove(server)
+        server.close()
+
+
+@pytest.fixture
+def fresh_database(postgres_server: PostgresServer) -> Iterator[str]:
+    """The DSN of a new, empty database, dropped after the test."""
+    dsn = postgres_server.create_database()
+    yield dsn
+    name = dsn.rsplit("/", 1)[1]
+    postgres_server.ensure_running()
+    with contextlib.suppress(Exception):
+        postgres_server.drop_database(name)
+
+
+@pytest.fixture
+def make_postgres() -> Iterator[Callable[..., PostgresServer]]:
+    """``make_postgres(settings=None)`` -> a started private PostgreSQL cluster."""
+    pg_bin = _pg_bin()
+    servers: list[PostgresServer] = []
+
+    def make(**kwargs: Any) -> PostgresServer:
+        server = PostgresServer(pg_bin=pg_bin, **kwargs)
+        servers.append(server)
+        server.start()
+        return server
+
+    yield make
+    for server in servers:
+        server.close()
+
+
+@pytest.fixture
+def postgres_proxy(postgres_server: PostgresServer) -> Iterator[ThreadedFaultProxy]:
+    with ThreadedFaultProxy(
+        postgres_server.host, postgres_server.port, max_lifetime=PROXY_LIFETIME
+    ) as proxy:
+        yield proxy
+
+
+# -- S3 ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Server]:
+    """A shared moto S3 server on a private port."""
+    require_module("moto.moto_server.werkzeug_app", "moto[server,s3]")
+    require_module("boto3")
+    server = S3Server()
+    try:
+        server.start()
+        _session_servers.append(server)
+        yield server
+    finally:
+        with contextlib.suppress(ValueError):
+            _session_servers.remove(server)
+        server.close()
+
+
+@pytest.fixture
+def fresh_bucket(s3_server: S3Server) -> str:
+    """The name of a new, empty bucket."""
+    return s3_server.create_bucket()
+
+
+@pytest.fixture
+def s3_proxy(s3_server: S3Server) -> Iterator[ThreadedFaultProxy]:
+    with ThreadedFaultProxy(s3_server.host, s3_server.port, max_lifetime=PROXY_LIFETIME) as proxy:
+        yield proxy
+
+
+# -- OpenAI -----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def _openai_stub_session() -> Iterator[OpenAIStub]:
+    stub = OpenAIStub().start()
+    try:
+        yield stub
+    finally:
+        stub.close()
+
+
+@pytest.fixture
+def openai_stub(_openai_stub_session: OpenAIStub) -> Iterator[OpenAIStub]:
+    """The OpenAI-compatible stub, with no scripts and no recorded requests."""
+    _openai_stub_session.reset()
+    yield _openai_stub_session
+    _openai_stub_session.reset()
+
+
+@pytest.fixture
+def openai_proxy(openai_stub: OpenAIStub) -> Iterator[ThreadedFaultProxy]:
+    with ThreadedFaultProxy(
+        openai_stub.host, openai_stub.port, max_lifetime=PROXY_LIFETIME
+    ) as proxy:
+        yield proxy

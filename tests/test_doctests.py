@@ -14,6 +14,8 @@ MODULES = [
     "brownout._errors",
     "brownout._redact",
     "brownout._registry",
+    "brownout._adapter",
+    "brownout.adapter",
     "brownout.testing",
 ]
 

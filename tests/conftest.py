@@ -1,0 +1,3 @@
+"""Test-suite wide configuration: the real-server fixtures live in tests/servers/plugin.py."""
+
+pytest_plugins = ("tests.servers.plugin",)

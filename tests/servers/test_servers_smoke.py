@@ -54,7 +54,7 @@ def test_redis_roundtrip(redis_server: RedisServer) -> None:
 def test_redis_through_proxy(redis_server: RedisServer, redis_proxy: ThreadedFaultProxy) -> None:
     redis = require_module("redis")
     url = redis_server.url_for(port=redis_proxy.port)
-    with _redis(url, socket_timeout=0.5, socket_connect_timeout=0.5) as client:
+    with _redis(url, socket_timeout=5, socket_connect_timeout=5) as client:
         client.set("via-proxy", "yes")
         assert client.get("via-proxy") == b"yes"
         stats = redis_proxy.stats
@@ -76,7 +76,7 @@ async def test_redis_asyncio_through_blackholed_proxy(
     redis = require_module("redis")
     from redis.asyncio import Redis
 
-    client = Redis.from_url(redis_server.url_for(port=redis_proxy.port), socket_timeout=0.3)
+    client = Redis.from_url(redis_server.url_for(port=redis_proxy.port), socket_timeout=0.5)
     try:
         assert await client.ping()
         redis_proxy.set_mode(Mode.BLACKHOLE)
@@ -89,7 +89,7 @@ async def test_redis_asyncio_through_blackholed_proxy(
 def test_private_redis_pause_kill_restart(make_redis: Callable[..., RedisServer]) -> None:
     redis = require_module("redis")
     server = make_redis(appendonly=True)
-    with _redis(server.url, socket_timeout=0.3, socket_connect_timeout=0.3) as client:
+    with _redis(server.url, socket_timeout=1.0, socket_connect_timeout=1.0) as client:
         client.set("k", "v")
 
         server.pause()
@@ -215,7 +215,7 @@ def test_s3_through_proxy_and_stop_start(
 ) -> None:
     botocore_exceptions = require_module("botocore.exceptions")
     client = s3_server.client(
-        port=s3_proxy.port, retries={"max_attempts": 1}, connect_timeout=1, read_timeout=1
+        port=s3_proxy.port, retries={"max_attempts": 1}, connect_timeout=5, read_timeout=5
     )
     try:
         client.put_object(Bucket=fresh_bucket, Key="k", Body=b"v")
@@ -347,9 +347,9 @@ def test_openai_embeddings_and_models(openai_stub: OpenAIStub) -> None:
 def test_openai_hang_times_out_and_reset_releases(openai_stub: OpenAIStub) -> None:
     openai = require_module("openai")
     openai_stub.hang(60)
-    with _openai(openai_stub.base_url, max_retries=0, timeout=0.3) as client:
+    with _openai(openai_stub.base_url, max_retries=0, timeout=10) as client:
         with pytest.raises(openai.APITimeoutError):
-            client.models.list()
+            client.with_options(timeout=0.3).models.list()
         openai_stub.reset()  # releases the hanging handler at once
         assert [m.id for m in client.models.list()]
 
@@ -366,11 +366,11 @@ def test_openai_disconnect(openai_stub: OpenAIStub) -> None:
 def test_openai_through_proxy(openai_stub: OpenAIStub, openai_proxy: ThreadedFaultProxy) -> None:
     openai = require_module("openai")
     base_url = openai_stub.base_url_for(port=openai_proxy.port)
-    with _openai(base_url, max_retries=0, timeout=0.5) as client:
+    with _openai(base_url, max_retries=0, timeout=10) as client:
         assert client.models.list()
         openai_proxy.set_mode(Mode.BLACKHOLE)
         with pytest.raises(openai.APITimeoutError):
-            client.models.list()
+            client.with_options(timeout=0.5).models.list()
         openai_proxy.set_mode(Mode.REFUSE)
         with pytest.raises(openai.APIConnectionError):
             client.models.list()
@@ -393,4 +393,7 @@ def test_openai_stub_close_does_not_block_on_hanging_requests() -> None:
         closer.start()
         assert closed.wait(15)
         closer.join()
-        assert sock.recv(1024) == b""  # dropped without an answer
+        try:
+            assert sock.recv(1024) == b""  # dropped without an answer
+        except ConnectionResetError:
+            pass  # or reset: either way, no answer

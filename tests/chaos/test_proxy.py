@@ -386,6 +386,11 @@ def test_delay_with_other_mode_is_rejected() -> None:
         p.set_mode(Mode.PASS, upstream_delay=1.0)
 
 
+def test_mode_names_are_case_insensitive() -> None:
+    assert Mode("BLACKHOLE") is Mode.BLACKHOLE
+    assert Mode("latency") is Mode.LATENCY
+
+
 def test_unknown_mode_is_rejected() -> None:
     with pytest.raises(ValueError):
         FaultProxy("127.0.0.1", 1).set_mode("flaky")

@@ -54,6 +54,15 @@ class Mode(enum.StrEnum):
     RESET = "reset"
     REFUSE = "refuse"
 
+    @classmethod
+    def _missing_(cls, value: object) -> Mode | None:
+        if isinstance(value, str):  # Mode("PASS") as well as Mode("pass")
+            lowered = value.lower()
+            for member in cls:
+                if member.value == lowered:
+                    return member
+        return None
+
 
 @dataclass(frozen=True, slots=True)
 class ProxyStats:
@@ -480,7 +489,7 @@ class FaultProxy:
                         w.close()
             else:
                 conn.task = None
-                conn.abort(rst=True)
+                conn.abort(rst=self._state != "stopped")
             if conn.client is None:
                 sock.close()
 

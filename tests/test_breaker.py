@@ -578,3 +578,31 @@ def test_failure_rate_is_checked_when_a_success_fills_the_window_to_minimum() ->
     assert cb.state is State.CLOSED  # 3 calls < minimum
     cb.call(ok)  # 3/4 failed, and now the window holds enough calls
     assert cb.state is State.OPEN
+
+
+def test_decorator_binds_as_a_method_and_stays_introspectable() -> None:
+    import inspect
+
+    cb = make()
+
+    class Repo:
+        def __init__(self) -> None:
+            self.prefix = "p:"
+
+        @cb
+        def fetch(self, sku: str) -> str:
+            return self.prefix + sku
+
+        @cb
+        async def afetch(self, sku: str) -> str:
+            return self.prefix + sku * 2
+
+    repo = Repo()
+    assert repo.fetch("a") == "p:a"
+    assert Repo.fetch(repo, "b") == "p:b"
+    assert asyncio.run(repo.afetch("c")) == "p:cc"
+    assert inspect.iscoroutinefunction(Repo.afetch)
+    assert list(inspect.signature(Repo.fetch).parameters) == ["self", "sku"]
+    fail_n(cb, 3)
+    with pytest.raises(BreakerOpen):
+        repo.fetch("a")

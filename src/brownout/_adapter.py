@@ -36,8 +36,8 @@ __all__ = [
     "AdapterStats",
     "DependencyError",
     "ErrorRule",
-    "Figures",
     "ErrorTable",
+    "Figures",
     "OperationEvent",
     "ProbeResult",
 ]
@@ -125,8 +125,7 @@ class ErrorTable:
         return out
 
 
-@dataclass(frozen=True, slots=True)
-class OperationEvent:
+class OperationEvent(NamedTuple):
     """One adapter operation, as published to the adapter's listeners.
 
     ``outcome`` is ``success``, ``failure`` (counted against the dependency),

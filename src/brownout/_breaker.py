@@ -38,7 +38,7 @@ import threading
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import asdict, dataclass
-from types import TracebackType
+from types import MethodType, TracebackType
 from typing import Any, ParamSpec, TypeVar, overload
 
 from brownout._clock import Clock, monotonic, to_seconds
@@ -149,6 +149,13 @@ def _describe(exc: BaseException | None) -> str | None:
     return redact(f"{type(exc).__name__}: {text}" if text else type(exc).__name__)
 
 
+class _Guarded(functools.partial[Any]):
+    """A decorated function: ``breaker.call(fn, ...)`` bound as a partial; binds like a method."""
+
+    def __get__(self, obj: object, objtype: type | None = None) -> Any:
+        return self if obj is None else MethodType(self, obj)
+
+
 class CircuitBreaker:
     """Guards calls to one dependency; opens when it fails, probes it, closes when it is back.
 
@@ -213,6 +220,7 @@ class CircuitBreaker:
         "_rate",
         "_rec_preds",
         "_rec_types",
+        "_reject",
         "_rejections",
         "_retry_after",
         "_slow_rate",
@@ -317,6 +325,9 @@ class CircuitBreaker:
         # too (on the locked path) until the window holds enough calls.
         self._armed = False
         self._fast = self._state is _CLOSED and self._fast_capable
+        # Rejections without the lock (OPEN or FORCED_OPEN, no fallback, no call
+        # listener): (state, open until) in one tuple, so readers see a consistent pair.
+        self._reject: tuple[State, float] | None = None
         self._opened_at: float | None = None
         self._open_until = 0.0
         self._trips = 0
@@ -454,16 +465,15 @@ class CircuitBreaker:
                 raise
             self._outcomes.append(0)
             return result
-        if self._state is _OPEN and self._fallback is None:
+        reject = self._reject
+        if reject is not None:  # (state, open until), read as one atomic snapshot
             now = self._clock()
-            until = self._open_until
-            if now < until:
+            if now < reject[1]:
                 next(self._rejections)
-                if self._call_listeners:
-                    self._publish_rejected()
-                raise BreakerOpen(self._name, _OPEN, until - now)
+                state = reject[0]
+                raise BreakerOpen(self._name, state, reject[1] - now if state is _OPEN else None)
         try:
-            token = self._acquire()
+            token = self._gen if self._state is _CLOSED else self._acquire()
         except BreakerOpen as exc:
             if self._fallback is None:
                 raise
@@ -526,16 +536,15 @@ class CircuitBreaker:
                 raise
             self._outcomes.append(0)
             return result
-        if self._state is _OPEN and self._fallback is None:
+        reject = self._reject
+        if reject is not None:  # (state, open until), read as one atomic snapshot
             now = self._clock()
-            until = self._open_until
-            if now < until:
+            if now < reject[1]:
                 next(self._rejections)
-                if self._call_listeners:
-                    self._publish_rejected()
-                raise BreakerOpen(self._name, _OPEN, until - now)
+                state = reject[0]
+                raise BreakerOpen(self._name, state, reject[1] - now if state is _OPEN else None)
         try:
-            token = self._acquire()
+            token = self._gen if self._state is _CLOSED else self._acquire()
         except BreakerOpen as exc:
             if self._fallback is None:
                 raise
@@ -587,20 +596,16 @@ class CircuitBreaker:
     def __call__(self, fn: Callable[P, R]) -> Callable[P, R]: ...
 
     def __call__(self, fn: Callable[P, Any]) -> Callable[P, Any]:
-        """Decorate a sync or async function so every call goes through the breaker."""
-        if inspect.iscoroutinefunction(fn):
+        """Decorate a sync or async function so every call goes through the breaker.
 
-            @functools.wraps(fn)
-            async def guarded_async(*args: P.args, **kwargs: P.kwargs) -> Any:
-                return await self.acall(fn, *args, **kwargs)
-
-            return guarded_async
-
-        @functools.wraps(fn)
-        def guarded(*args: P.args, **kwargs: P.kwargs) -> Any:
-            return self.call(fn, *args, **kwargs)
-
-        return guarded
+        The wrapper is a ``functools.partial`` of :meth:`call` / :meth:`acall`
+        (argument forwarding in C, no extra Python frame) that also binds as a
+        method when used on one.
+        """
+        if not callable(fn):
+            raise TypeError(f"{self!r} decorates callables, got {fn!r}")
+        runner = self.acall if inspect.iscoroutinefunction(fn) else self.call
+        return functools.update_wrapper(_Guarded(runner, fn), fn)
 
     # --------------------------------------------------------- manual control
 
@@ -858,12 +863,16 @@ class CircuitBreaker:
         self._pending.append((frm, to, reason, trigger, now, open_for, self._last_error))
 
     def _refresh_fast_locked(self) -> None:
+        state = self._state
         self._fast = (
-            self._state is _CLOSED
-            and self._fast_capable
-            and not self._call_listeners
-            and not self._armed
+            state is _CLOSED and self._fast_capable and not self._call_listeners and not self._armed
         )
+        if state is _OPEN or state is _FORCED_OPEN:
+            until = self._open_until if state is _OPEN else math.inf
+            ok = self._fallback is None and not self._call_listeners
+            self._reject = (state, until) if ok else None
+        else:
+            self._reject = None
 
     # ------------------------------------------------------------- publishing
 

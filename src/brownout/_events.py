@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from brownout._state import State
 
@@ -17,13 +18,14 @@ class Outcome(enum.StrEnum):
     REJECTED = "rejected"  # not let through: the breaker was open
 
 
-@dataclass(frozen=True, slots=True)
-class CallEvent:
+class CallEvent(NamedTuple):
     """One guarded call's outcome.
 
     ``duration`` is in seconds (0.0 for rejections); ``slow`` is true when the
     call took at least the configured ``slow_call_duration``; ``error`` is the
-    exception the call raised, if any.
+    exception the call raised, if any. (A named tuple: it is built once per
+    call while listeners are attached, and tuples are the cheapest immutable
+    record Python has.)
     """
 
     breaker: str

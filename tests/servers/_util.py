@@ -125,8 +125,42 @@ def _close_everything() -> None:
             resource.close()
 
 
+_OWNER_FILE = ".brownout-owner-pid"
+_swept = False
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _sweep_stale_dirs() -> None:
+    """Remove data dirs left behind by test runs that were SIGKILLed (owner pid gone)."""
+    global _swept
+    if _swept:
+        return
+    _swept = True
+    root = Path(tempfile.gettempdir())
+    for path in root.glob("brownout-*"):
+        try:
+            owner = int((path / _OWNER_FILE).read_text().strip())
+        except (OSError, ValueError):
+            continue
+        if not _pid_alive(owner):
+            shutil.rmtree(path, ignore_errors=True)
+
+
 def make_temp_dir(prefix: str) -> Path:
-    return Path(tempfile.mkdtemp(prefix=f"brownout-{prefix}-"))
+    """A private (0700) temp dir, marked with our pid so a later run can sweep it."""
+    _sweep_stale_dirs()
+    path = Path(tempfile.mkdtemp(prefix=f"brownout-{prefix}-"))
+    (path / _OWNER_FILE).write_text(str(os.getpid()))
+    return path
 
 
 def tail(path: Path, lines: int = 30) -> str:

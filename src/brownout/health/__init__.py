@@ -1,0 +1,50 @@
+"""Health and degradation: component scores, one system score, five levels, features, settings.
+
+>>> from brownout.health import DegradationManager, Component, Feature, Level
+"""
+
+from brownout.health._manager import (
+    ComponentView,
+    DegradationManager,
+    Evaluation,
+    Transition,
+    UnknownFeature,
+)
+from brownout.health._model import (
+    DEFAULT_IMPACT,
+    DEFAULT_RULES,
+    DEFAULT_SETTINGS,
+    DEFAULT_THRESHOLDS,
+    DEFAULT_WEIGHTS,
+    Component,
+    Feature,
+    Level,
+    LevelRule,
+    LevelSettings,
+    Probe,
+    seed_features,
+)
+from brownout.health._scoring import ComponentInputs, ComponentScore, score_component
+
+__all__ = [
+    "DEFAULT_IMPACT",
+    "DEFAULT_RULES",
+    "DEFAULT_SETTINGS",
+    "DEFAULT_THRESHOLDS",
+    "DEFAULT_WEIGHTS",
+    "Component",
+    "ComponentInputs",
+    "ComponentScore",
+    "ComponentView",
+    "DegradationManager",
+    "Evaluation",
+    "Feature",
+    "Level",
+    "LevelRule",
+    "LevelSettings",
+    "Probe",
+    "Transition",
+    "UnknownFeature",
+    "score_component",
+    "seed_features",
+]

@@ -262,6 +262,7 @@ class DegradationManager:
         self._level = Level.OPTIMAL
         self._level_since = self._clock()
         self._bad = 0
+        self._better_since: float | None = None
         self._pin: tuple[Level, float, str] | None = None
         self._holds: dict[str, str] = {}
         self._down_since: dict[str, float] = {}
@@ -556,7 +557,9 @@ class DegradationManager:
             new = pin[0]
             decision = f"pinned at {pin[0].name} ({pin[2]})"
             self._bad = 0
+            self._better_since = None
         elif target > current:
+            self._better_since = None
             self._bad += 1
             if immediate or self._bad >= self._degrade_after:
                 new = target
@@ -571,14 +574,18 @@ class DegradationManager:
                 )
         elif target < current:
             self._bad = 0
+            if self._better_since is None:
+                self._better_since = now
             candidate = Level(current - 1) if self._recovery == "step" else target
             held = now - self._level_since
+            better_for = now - self._better_since
             needed = self._threshold_of(candidate) + self._margin
-            if held < self._dwell:
+            if held < self._dwell or better_for < self._dwell:
                 decision = (
-                    f"hold {current.name}: recovering, level held {held:.1f} s < {self._dwell:g} s"
+                    f"hold {current.name}: recovering ({why_target}), level held {held:.1f} s, "
+                    f"better for {better_for:.1f} s; both must reach {self._dwell:g} s"
                 )
-            elif score < needed and candidate is not Level.EMERGENCY:
+            elif score < needed:
                 decision = (
                     f"hold {current.name}: score {score:.1f} < {needed:g} "
                     f"({candidate.name} threshold + margin {self._margin:g})"
@@ -588,6 +595,7 @@ class DegradationManager:
                 decision = f"recover to {candidate.name}: {why_target}"
         else:
             self._bad = 0
+            self._better_since = None
             decision = f"stay {current.name}: {why_target}"
 
         evaluation = Evaluation(

@@ -38,7 +38,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterat
 from dataclasses import dataclass, field
 from datetime import datetime
 from types import TracebackType
-from typing import IO, Any, ClassVar, Self, TypeVar
+from typing import Any, ClassVar, Protocol, Self, TypeVar
 
 try:
     import aiobotocore.session  # type: ignore[import-untyped,unused-ignore]
@@ -62,12 +62,31 @@ __all__ = [
     "DEFAULT_READ_TIMEOUT",
     "S3_ERRORS",
     "AsyncS3Adapter",
+    "Data",
     "ObjectInfo",
+    "Readable",
     "S3Adapter",
+    "Writable",
     "client_config",
 ]
 
 R = TypeVar("R")
+
+
+class Readable(Protocol):
+    """A binary file object to upload from (``open(path, "rb")``, ``io.BytesIO``...)."""
+
+    def read(self, size: int = ..., /) -> bytes | None: ...
+
+
+class Writable(Protocol):
+    """A binary file object to download into; for the async adapter ``write`` may be async."""
+
+    def write(self, data: bytes, /) -> object: ...
+
+
+#: What ``upload`` accepts.
+Data = bytes | bytearray | memoryview | Readable
 
 #: Seconds to wait for a TCP connection to S3 (botocore's own default is 60).
 DEFAULT_CONNECT_TIMEOUT = 1.0
@@ -430,7 +449,7 @@ class _S3Base(Adapter):
     def _put(
         self,
         key: str,
-        data: bytes | bytearray | memoryview | IO[bytes],
+        data: Data,
         content_type: str | None,
         metadata: Mapping[str, str] | None,
         bucket: str | None,
@@ -639,7 +658,7 @@ class S3Adapter(_S3Base):
     def upload(
         self,
         key: str,
-        data: bytes | bytearray | memoryview | IO[bytes],
+        data: Data,
         *,
         content_type: str | None = None,
         metadata: Mapping[str, str] | None = None,
@@ -669,7 +688,7 @@ class S3Adapter(_S3Base):
 
         return self._run("download", _guard(fetch), figures=figs)
 
-    def download_to(self, key: str, fileobj: IO[bytes], *, bucket: str | None = None) -> int:
+    def download_to(self, key: str, fileobj: Writable, *, bucket: str | None = None) -> int:
         """Stream the object into ``fileobj`` in ``chunk_size`` pieces; returns the byte count.
 
         The whole transfer is one guarded call; errors raised by ``fileobj``
@@ -931,7 +950,7 @@ class AsyncS3Adapter(_S3Base):
     async def upload(
         self,
         key: str,
-        data: bytes | bytearray | memoryview | IO[bytes],
+        data: Data,
         *,
         content_type: str | None = None,
         metadata: Mapping[str, str] | None = None,
@@ -957,7 +976,7 @@ class AsyncS3Adapter(_S3Base):
 
         return await self._arun("download", _aguard(fetch), figures=figs)
 
-    async def download_to(self, key: str, fileobj: Any, *, bucket: str | None = None) -> int:
+    async def download_to(self, key: str, fileobj: Writable, *, bucket: str | None = None) -> int:
         """Stream the object into ``fileobj`` (whose ``write`` may be sync or async)."""
         client = await self._get_client()
         params, figs = self._keyed(key, bucket)

@@ -16,6 +16,9 @@ MODULES = [
     "brownout._registry",
     "brownout._adapter",
     "brownout.adapter",
+    "brownout.health._manager",
+    "brownout.health._model",
+    "brownout.health._scoring",
     "brownout.testing",
 ]
 

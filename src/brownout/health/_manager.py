@@ -619,10 +619,7 @@ class DegradationManager:
         self._queued_evaluations.append(evaluation)
 
     def _level_for(self, score: float) -> Level:
-        for level, threshold in zip(Level, self._thresholds, strict=False):
-            if score >= threshold:
-                return level
-        return Level.EMERGENCY
+        return Level.for_score(score, self._thresholds)
 
     def _threshold_of(self, level: Level) -> float:
         return self._thresholds[level] if level < Level.EMERGENCY else 0.0

@@ -46,6 +46,20 @@ class Level(enum.IntEnum):
     def label(self) -> str:
         return self.name.lower()
 
+    @classmethod
+    def for_score(
+        cls, score: float, thresholds: tuple[float, float, float, float] = (90.0, 70.0, 50.0, 30.0)
+    ) -> Level:
+        """The level a score alone calls for.
+
+        >>> Level.for_score(77.8)
+        <Level.DEGRADED: 1>
+        """
+        for level, threshold in zip(cls, thresholds, strict=False):
+            if score >= threshold:
+                return level
+        return cls.EMERGENCY
+
 
 #: Lowest score of each level but the last (OPTIMAL >= 90, DEGRADED >= 70, ...).
 DEFAULT_THRESHOLDS: tuple[float, float, float, float] = (90.0, 70.0, 50.0, 30.0)

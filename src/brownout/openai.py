@@ -197,12 +197,44 @@ def _attach_retry_after(exc: BaseException) -> None:
         setattr(exc, "retry_after", hint)  # noqa: B010 - not a declared attribute
 
 
+def _scrub(value: Any, secrets: tuple[str, ...]) -> Any:
+    if isinstance(value, str):
+        return redact(value, *secrets)
+    if isinstance(value, dict):
+        return {k: _scrub(v, secrets) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_scrub(v, secrets) for v in value]
+    return value
+
+
+def _scrub_error(exc: openai.OpenAIError, secrets: tuple[str, ...]) -> None:
+    """Remove secrets from an SDK error in place, before the breaker records its text.
+
+    The breaker logs and keeps the text of the errors it records and only knows
+    the key shapes :func:`~brownout.redact` recognises; an API that echoes a key
+    of another shape would leak it there. Scrubbing in place also keeps the SDK's
+    exception type for the caller.
+    """
+    if not any(
+        secret in str(exc) or secret in repr(getattr(exc, "body", None)) for secret in secrets
+    ):
+        return
+    exc.args = tuple(_scrub(arg, secrets) for arg in exc.args)
+    for attr in ("message", "body"):
+        if hasattr(exc, attr):
+            with contextlib.suppress(AttributeError):
+                setattr(exc, attr, _scrub(getattr(exc, attr), secrets))
+
+
 @contextlib.contextmanager
-def _annotated() -> Iterator[None]:
-    """Run a client call; errors leave with ``retry_after`` attached (inside the breaker)."""
+def _annotated(secrets: tuple[str, ...]) -> Iterator[None]:
+    """Run a client call inside the breaker; SDK errors leave it scrubbed of ``secrets``
+    and, for 429/5xx, with the ``retry_after`` the breaker's default hook reads."""
     try:
         yield
-    except openai.APIStatusError as exc:
+    except openai.OpenAIError as exc:
+        if secrets:
+            _scrub_error(exc, secrets)
         _attach_retry_after(exc)
         raise
 
@@ -659,7 +691,7 @@ class OpenAIAdapter(_OpenAIBase[openai.OpenAI]):
         figs = Figures(model=request["model"])
 
         def op() -> ChatCompletion:
-            with _annotated():
+            with _annotated(self._secrets):
                 raw = self.client.chat.completions.with_raw_response.create(**request)
             return self._after_chat(raw, figs)
 
@@ -691,7 +723,7 @@ class OpenAIAdapter(_OpenAIBase[openai.OpenAI]):
         figs = Figures(model=request["model"])
 
         def op() -> dict[str, Any]:
-            with _annotated():
+            with _annotated(self._secrets):
                 raw = self.client.chat.completions.with_raw_response.create(**request)
             return self._after_json(raw, figs, checker)
 
@@ -709,7 +741,7 @@ class OpenAIAdapter(_OpenAIBase[openai.OpenAI]):
         figs = Figures(model=request["model"])
 
         def op() -> list[list[float]]:
-            with _annotated():
+            with _annotated(self._secrets):
                 raw = self.client.embeddings.with_raw_response.create(**request)
             return self._after_embed(raw, figs)
 
@@ -728,7 +760,7 @@ class OpenAIAdapter(_OpenAIBase[openai.OpenAI]):
         figs = Figures(model=model if isinstance(model, str) else None)
 
         def op() -> R:
-            with _annotated():
+            with _annotated(self._secrets):
                 result = fn(*args, **kwargs)
             return self._after_call(result, figs)
 
@@ -778,7 +810,7 @@ class AsyncOpenAIAdapter(_OpenAIBase[openai.AsyncOpenAI]):
         figs = Figures(model=request["model"])
 
         async def op() -> ChatCompletion:
-            with _annotated():
+            with _annotated(self._secrets):
                 raw = await self.client.chat.completions.with_raw_response.create(**request)
             return self._after_chat(raw, figs)
 
@@ -799,7 +831,7 @@ class AsyncOpenAIAdapter(_OpenAIBase[openai.AsyncOpenAI]):
         figs = Figures(model=request["model"])
 
         async def op() -> dict[str, Any]:
-            with _annotated():
+            with _annotated(self._secrets):
                 raw = await self.client.chat.completions.with_raw_response.create(**request)
             return self._after_json(raw, figs, checker)
 
@@ -813,7 +845,7 @@ class AsyncOpenAIAdapter(_OpenAIBase[openai.AsyncOpenAI]):
         figs = Figures(model=request["model"])
 
         async def op() -> list[list[float]]:
-            with _annotated():
+            with _annotated(self._secrets):
                 raw = await self.client.embeddings.with_raw_response.create(**request)
             return self._after_embed(raw, figs)
 
@@ -831,7 +863,7 @@ class AsyncOpenAIAdapter(_OpenAIBase[openai.AsyncOpenAI]):
         figs = Figures(model=model if isinstance(model, str) else None)
 
         async def op() -> R:
-            with _annotated():
+            with _annotated(self._secrets):
                 result = await fn(*args, **kwargs)
             return self._after_call(result, figs)
 

@@ -445,23 +445,26 @@ class DegradationManager:
             self._evaluate_locked("; ".join(triggers), immediate)
 
     def _inputs(self, c: Component) -> tuple[ComponentInputs, str | None]:
-        state = c.breaker.state if c.breaker is not None else None
         success: float | None = None
         p95: float | None = None
         credentials: str | None = None
+        state: State | None = None
+        last_error: str | None = None
+        if c.breaker is not None:
+            snap = c.breaker.snapshot()
+            state, last_error = snap.state, snap.last_error
+            if snap.calls and c.adapter is None:
+                success = 1.0 - (snap.failure_rate or 0.0)
         if c.adapter is not None:
             stats = c.adapter.stats
             outcomes = list(stats.outcomes)[-100:]
             success = sum(outcomes) / len(outcomes) if outcomes else None
             p95 = stats.p95()
             credentials = stats.credentials_problem
-        elif c.breaker is not None:
-            snap = c.breaker.snapshot()
-            if snap.calls:
-                success = 1.0 - (snap.failure_rate or 0.0)
+            last_error = stats.last_error or last_error
         probe = self._probes[c.name].last_ok
         return (
-            ComponentInputs(state, success, p95, c.latency_target, probe, credentials),
+            ComponentInputs(state, success, p95, c.latency_target, probe, credentials, last_error),
             state.value if state is not None else None,
         )
 

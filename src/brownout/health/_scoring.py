@@ -32,6 +32,7 @@ class ComponentInputs:
     latency_target: float
     probe_ok: bool | None  # last probe, None if never probed
     credentials_problem: str | None = None
+    last_error: str | None = None  # redacted, shown in the explanation
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +60,8 @@ def score_component(inputs: ComponentInputs) -> ComponentScore:
         )
     state = inputs.state
     if state is State.OPEN or state is State.FORCED_OPEN:
-        return ComponentScore(0.0, "down", True, (f"breaker {state.value}",))
+        detail = f": {inputs.last_error}" if inputs.last_error else ""
+        return ComponentScore(0.0, "down", True, (f"breaker {state.value}{detail}",))
     why: list[str] = []
     score = 100.0
     if inputs.success_rate is not None and inputs.success_rate < 1.0:

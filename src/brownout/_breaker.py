@@ -403,6 +403,20 @@ class CircuitBreaker:
         self._drain()
         return snap
 
+    def summary(self) -> tuple[State, int, int, str | None]:
+        """(state, calls in the window, failures in the window, last error): a cheap snapshot.
+
+        What health scoring reads on every evaluation; :meth:`snapshot` has everything.
+        """
+        now = self._clock()
+        with self._lock:
+            self._advance_locked(now)
+            calls, failures, _ = self._window.totals(now)
+            result = (self._state, calls, failures, self._last_error)
+        if self._pending:
+            self._drain()
+        return result
+
     def __repr__(self) -> str:
         return f"<CircuitBreaker {self._name!r} {self._state.value}>"
 

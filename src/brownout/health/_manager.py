@@ -209,6 +209,7 @@ class DegradationManager:
             )
         known = set(names)
         self._feature_list = self._check_features(features, known)
+        self._feature_requires = [(f, tuple(sorted(f.requires))) for f in self._feature_list]
         self._thresholds = _check_thresholds(thresholds)
         self._rules = tuple(rules)
         for rule in self._rules:
@@ -451,10 +452,9 @@ class DegradationManager:
         state: State | None = None
         last_error: str | None = None
         if c.breaker is not None:
-            snap = c.breaker.snapshot()
-            state, last_error = snap.state, snap.last_error
-            if snap.calls and c.adapter is None:
-                success = 1.0 - (snap.failure_rate or 0.0)
+            state, calls, failures, last_error = c.breaker.summary()
+            if calls and c.adapter is None:
+                success = 1.0 - failures / calls
         if c.adapter is not None:
             stats = c.adapter.stats
             outcomes = list(stats.outcomes)[-100:]
@@ -470,26 +470,13 @@ class DegradationManager:
 
     def _evaluate_locked(self, trigger: str, immediate: bool) -> None:
         now = self._clock()
-        views: list[ComponentView] = []
+        scored: list[tuple[Component, ComponentScore | None, float, str | None]] = []
         total_w = 0.0
         weighted = 0.0
         down: set[str] = set()
         for c in self._components:
             if not c.configured:
-                views.append(
-                    ComponentView(
-                        c.name,
-                        False,
-                        0.0,
-                        0.0,
-                        "absent",
-                        False,
-                        ("not configured",),
-                        None,
-                        None,
-                        None,
-                    )
-                )
+                scored.append((c, None, 0.0, None))
                 continue
             inputs, bstate = self._inputs(c)
             result: ComponentScore = score_component(inputs)
@@ -505,37 +492,28 @@ class DegradationManager:
             weight = float(c.weight or 0.0)
             total_w += weight
             weighted += weight * result.score
-            views.append(
-                ComponentView(
-                    c.name,
-                    True,
-                    weight,
-                    result.score,
-                    result.status,
-                    result.down,
-                    result.why,
-                    bstate,
-                    None,
-                    None,
-                )
-            )
+            scored.append((c, result, weight, bstate))
         score = round(weighted / total_w, 2) if total_w else 100.0
         frozen_down = frozenset(down)
         self._track_outages(frozen_down, now)
         views = [
             ComponentView(
-                v.name,
-                v.configured,
-                v.weight,
-                v.score,
-                v.status,
-                v.down,
-                v.why,
-                v.breaker_state,
-                self._down_since.get(v.name),
-                self._cause.get(v.name),
+                c.name, False, 0.0, 0.0, "absent", False, ("not configured",), None, None, None
             )
-            for v in views
+            if result is None
+            else ComponentView(
+                c.name,
+                True,
+                weight,
+                result.score,
+                result.status,
+                result.down,
+                result.why,
+                bstate,
+                self._down_since.get(c.name),
+                self._cause.get(c.name),
+            )
+            for c, result, weight, bstate in scored
         ]
 
         score_level = self._level_for(score)
@@ -693,10 +671,10 @@ class DegradationManager:
     def _update_features_locked(self, views: Sequence[ComponentView]) -> None:
         by_name = {v.name: v for v in views}
         level = self._level
-        for feature in self._feature_list:
+        for feature, requires in self._feature_requires:
             reason = ""
             on = True
-            for req in sorted(feature.requires):
+            for req in requires:
                 view = by_name.get(req)
                 if view is None or not view.configured:
                     on, reason = False, f"{req} not configured"

@@ -183,6 +183,11 @@ def _is_not_found(exc: BaseException) -> bool:
     )
 
 
+def _is_aiohttp_error(exc: BaseException) -> bool:
+    """aiohttp.ClientError (async: connector, payload, server disconnected)"""
+    return isinstance(exc, aiohttp.ClientError)
+
+
 def _is_other_4xx(exc: BaseException) -> bool:
     """ClientError InvalidRequest, InvalidArgument, EntityTooLarge, ... any other 4xx"""
     return isinstance(exc, bex.ClientError) and 400 <= _status(exc) < 500
@@ -219,7 +224,7 @@ S3_ERRORS = ErrorTable(
         bex.HTTPClientError, True, "connection", "the HTTP exchange with S3 broke (stream cut)"
     ),
     ErrorRule(bex.IncompleteReadError, True, "connection", "the object's body was cut short"),
-    ErrorRule(aiohttp.ClientError, True, "connection", "aiohttp could not talk to S3"),
+    ErrorRule(_is_aiohttp_error, True, "connection", "aiohttp could not talk to S3"),
     ErrorRule(TimeoutError, True, "timeout", "the request to S3 timed out"),
     ErrorRule(OSError, True, "connection", "a socket error talking to S3"),
     ErrorRule(bex.NoCredentialsError, False, "auth", "no credentials configured: a setup mistake"),

@@ -17,7 +17,7 @@ import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from botocore.exceptions import (
@@ -605,32 +605,58 @@ async def test_async_recovery_closes_the_breaker_and_no_connection_leaks(
 # ------------------------------------------------------------------ 6. throttling
 
 
-class _SlowDownHandler(http.server.BaseHTTPRequestHandler):
-    """Answers every request like a throttling S3: 503, SlowDown, Retry-After: 7."""
+class _ScriptedS3Handler(http.server.BaseHTTPRequestHandler):
+    """Answers every request with one scripted S3 error (503 SlowDown + Retry-After: 7)."""
 
     protocol_version = "HTTP/1.1"
-    body = (
-        b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>SlowDown</Code>'
-        b"<Message>Please reduce your request rate.</Message>"
-        b"<RequestId>brownout</RequestId></Error>"
-    )
+    status = 503
+    reason = "Slow Down"
+    code = "SlowDown"
+    headers_out: ClassVar[dict[str, str]] = {"Retry-After": "7"}
 
     def _answer(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         if length:
             self.rfile.read(length)
-        self.send_response(503, "Slow Down")
-        self.send_header("Retry-After", "7")
+        body = (
+            b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>'
+            + self.code.encode()
+            + b"</Code><Message>scripted</Message><RequestId>brownout</RequestId></Error>"
+        )
+        self.send_response(self.status, self.reason)
+        for name, value in self.headers_out.items():
+            self.send_header(name, value)
         self.send_header("Content-Type", "application/xml")
-        body = b"" if self.command == "HEAD" else self.body
-        self.send_header("Content-Length", str(len(self.body)))
+        self.send_header("Content-Length", str(len(body)))
         self.end_headers()
-        self.wfile.write(body)
+        if self.command != "HEAD":
+            self.wfile.write(body)
 
     do_GET = do_PUT = do_HEAD = do_POST = do_DELETE = _answer
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
+
+
+class _AccessDeniedHandler(_ScriptedS3Handler):
+    status = 403
+    reason = "Forbidden"
+    code = "AccessDenied"
+    headers_out: ClassVar[dict[str, str]] = {}
+
+
+@contextlib.contextmanager
+def _scripted(handler: type[http.server.BaseHTTPRequestHandler]) -> Iterator[str]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
 
 
 @pytest.fixture
@@ -643,14 +669,8 @@ def slowdown_endpoint() -> Iterator[str]:
     client sends a real request and parses a real 503 answer with its XML error
     body and headers, exactly as from S3.
     """
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _SlowDownHandler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
-    thread.join(5)
+    with _scripted(_ScriptedS3Handler) as url:
+        yield url
 
 
 THROTTLE = BreakerConfig(consecutive_failures=1, open_for=0.5)
@@ -687,6 +707,22 @@ async def test_head_503_without_body_is_throttling(slowdown_endpoint: str) -> No
         assert info.value.response["Error"]["Code"] == "503"
         assert s3.stats.recent[-1]["error_kind"] == "throttled"
         assert s3.breaker.snapshot().open_for == pytest.approx(7.0)
+
+
+def test_access_denied_never_trips_and_flags_credentials() -> None:
+    """Moto accepts any credentials, so a scripted server answers 403 AccessDenied."""
+    with (
+        _scripted(_AccessDeniedHandler) as url,
+        sync_adapter(url, "bucket", config=THROTTLE) as s3,
+    ):
+        for _ in range(5):
+            with pytest.raises(ClientError) as info:
+                s3.download("k")
+            assert info.value.response["Error"]["Code"] == "AccessDenied"
+        assert s3.breaker.state is State.CLOSED
+        assert s3.stats.recent[-1]["error_kind"] == "auth"
+        problem = s3.health()["credentials_problem"]
+        assert problem and "AccessDenied" in problem and SECRET not in problem
 
 
 # ------------------------------------------------------------------ probes
@@ -795,6 +831,15 @@ def test_missing_client_library_says_what_to_install() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
     assert "pip install 'brownout[s3]'" in out.stdout
+
+
+def test_docstring_examples() -> None:
+    import doctest
+
+    import brownout.s3
+
+    result = doctest.testmod(brownout.s3, optionflags=doctest.ELLIPSIS)
+    assert result.failed == 0 and result.attempted > 0
 
 
 def test_repr_and_health_shape(sync_s3: S3Adapter) -> None:

@@ -1,0 +1,1396 @@
+"""Redis behind a circuit breaker: redis-py (``redis.Redis``) and ``redis.asyncio.Redis``.
+
+Install with ``pip install 'brownout[redis]'`` (redis-py >= 5).
+
+:class:`RedisAdapter` (sync) and :class:`AsyncRedisAdapter` (async) run every
+Redis command they offer through the adapter's :class:`~brownout.CircuitBreaker`,
+classify redis-py's errors with :data:`REDIS_ERRORS` (connection loss,
+timeouts, a loading or failing-over server count against Redis; ``WRONGTYPE``
+and other wrong commands are the caller's and never trip the breaker), count
+cache hits and misses of the lookups, and report connection-pool figures.
+
+>>> from brownout import BreakerConfig
+>>> cache = RedisAdapter.from_url(
+...     "redis://:s3cret@127.0.0.1:6379/0",
+...     config=BreakerConfig(consecutive_failures=3, open_for=5.0),
+... )  # no connection is made until the first command
+>>> cache.kind, cache.name, cache.client_settings()["socket_timeout"]
+('redis', 'redis', 0.5)
+>>> "s3cret" in repr(cache.health())
+False
+>>> cache.close()
+
+The two classes share everything but the call into the client: each command
+is described once (:class:`_Op`: the redis-py method, its arguments and how
+to read the reply), and the sync and async methods are one line each.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.parse
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from types import TracebackType
+from typing import Any, Generic, ParamSpec, Self, TypeAlias, TypeVar
+
+try:
+    import redis
+    import redis.asyncio
+    import redis.asyncio.retry
+    import redis.backoff
+    import redis.exceptions as rex
+    import redis.retry
+except ImportError as _exc:  # pragma: no cover - depends on the environment
+    raise ImportError("brownout.redis needs redis-py >= 5: pip install 'brownout[redis]'") from _exc
+
+from brownout._adapter import Adapter, ErrorRule, ErrorTable, Figures
+from brownout._breaker import CircuitBreaker
+from brownout._clock import Clock
+from brownout._config import BreakerConfig
+from brownout._errors import BreakerOpen, BrownoutError
+from brownout._registry import Registry
+
+__all__ = [
+    "DEFAULT_HEALTH_CHECK_INTERVAL",
+    "DEFAULT_MAX_CONNECTIONS",
+    "DEFAULT_SOCKET_CONNECT_TIMEOUT",
+    "DEFAULT_SOCKET_TIMEOUT",
+    "REDIS_ERRORS",
+    "AsyncRedisAdapter",
+    "AsyncRedisPipeline",
+    "RedisAdapter",
+    "RedisPipeline",
+    "SerializationError",
+]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+#: A Redis key or field name as redis-py accepts it.
+Key = str | bytes | memoryview
+#: A value redis-py can send (it encodes numbers as their decimal text).
+Value = str | bytes | bytearray | memoryview | int | float
+#: The members of a Redis set (``bytes``, or ``str`` with ``decode_responses=True``).
+Members: TypeAlias = set[Any]
+#: An expiry: whole seconds (or milliseconds for ``px``) or a timedelta.
+Expiry = int | timedelta
+
+#: Connections per pool (redis-py's own default is 2**31).
+DEFAULT_MAX_CONNECTIONS = 50
+#: Seconds to establish a connection before it fails with ``TimeoutError``.
+DEFAULT_SOCKET_CONNECT_TIMEOUT = 0.5
+#: Seconds to wait for a reply on an established connection.
+DEFAULT_SOCKET_TIMEOUT = 0.5
+#: A connection idle for longer than this many seconds is PINGed before it is reused.
+DEFAULT_HEALTH_CHECK_INTERVAL = 30
+
+
+class SerializationError(BrownoutError, ValueError):
+    """A value could not be encoded to JSON (``set_json``) or a stored value decoded (``get_json``).
+
+    The caller's data, not Redis: it never counts against the breaker.
+    ``key`` is the Redis key concerned.
+    """
+
+    def __init__(self, message: str, *, key: str | None = None) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+# ---------------------------------------------------------------- error table
+
+_SERVER_SIDE_CODES = frozenset({"MISCONF", "BUSY", "NOREPLICAS"})
+
+
+def _server_side_reply(exc: BaseException) -> bool:
+    """ResponseError MISCONF/BUSY/NOREPLICAS"""
+    if not isinstance(exc, rex.ResponseError):
+        return False
+    words = str(exc).split(" ", 1)
+    return bool(words) and words[0] in _SERVER_SIDE_CODES
+
+
+# redis-py < 6 raises a plain ConnectionError("Too many connections") instead.
+_MaxConnectionsError: type[BaseException] | None = getattr(rex, "MaxConnectionsError", None)
+_POOL_RULES = (
+    ()
+    if _MaxConnectionsError is None
+    else (
+        ErrorRule(
+            _MaxConnectionsError,
+            True,
+            "pool_exhausted",
+            "every pooled connection is busy, usually because Redis is slow: shed load",
+        ),
+    )
+)
+
+#: How :class:`RedisAdapter` and :class:`AsyncRedisAdapter` classify redis-py's errors.
+#: Order matters: redis-py derives ``BusyLoadingError`` and ``AuthenticationError`` from
+#: ``ConnectionError``, ``ReadOnlyError``/``ClusterDownError`` from ``ResponseError``; the
+#: first matching rule wins.
+REDIS_ERRORS = ErrorTable(
+    ErrorRule(
+        SerializationError,
+        False,
+        "serialization",
+        "the value is not JSON (or not JSON-serialisable): the caller's data, not Redis",
+    ),
+    ErrorRule(
+        rex.AuthenticationError,
+        True,
+        "auth",
+        "Redis refuses our credentials: every call fails until the configuration is fixed",
+    ),
+    ErrorRule(
+        rex.AuthorizationError,
+        True,
+        "auth",
+        "the connection is not authorised (TLS/OCSP): no command can succeed",
+    ),
+    ErrorRule(
+        rex.BusyLoadingError,
+        True,
+        "loading",
+        "Redis is loading its dataset after a restart and answers nothing else",
+    ),
+    *_POOL_RULES,
+    ErrorRule(
+        rex.ConnectionError,
+        True,
+        "connection",
+        "Redis is unreachable, refused or dropped the connection, or has too many clients",
+    ),
+    ErrorRule(
+        rex.TimeoutError,
+        True,
+        "timeout",
+        "no connection or reply within the socket timeouts: Redis is stalled or overloaded",
+    ),
+    ErrorRule(
+        TimeoutError,
+        True,
+        "timeout",
+        "an OS/asyncio timeout on the Redis socket: Redis is stalled",
+    ),
+    ErrorRule(
+        OSError,
+        True,
+        "connection",
+        "a socket error redis-py did not wrap: the network or server is failing",
+    ),
+    ErrorRule(
+        rex.ReadOnlyError,
+        True,
+        "failover",
+        "a write reached a replica: the primary is failing over; retrying here will not help",
+    ),
+    ErrorRule(
+        rex.ClusterDownError,
+        True,
+        "unavailable",
+        "CLUSTERDOWN/MASTERDOWN: the server cannot serve the slot or lost its primary",
+    ),
+    ErrorRule(
+        rex.TryAgainError,
+        True,
+        "unavailable",
+        "TRYAGAIN: keys are being migrated (resharding); the server cannot serve them now",
+    ),
+    ErrorRule(
+        rex.OutOfMemoryError,
+        True,
+        "out_of_memory",
+        "OOM: Redis hit maxmemory and refuses writes: a capacity failure of the server",
+    ),
+    ErrorRule(
+        _server_side_reply,
+        True,
+        "unavailable",
+        "the server cannot persist (MISCONF), is blocked by a script (BUSY) or lacks replicas",
+    ),
+    ErrorRule(
+        rex.NoPermissionError,
+        False,
+        "permission",
+        "the ACL forbids this command: answered at once; other commands still work",
+    ),
+    ErrorRule(
+        rex.WatchError,
+        False,
+        "conflict",
+        "a WATCHed key changed: an optimistic-lock conflict for the caller to retry",
+    ),
+    ErrorRule(
+        rex.ResponseError,
+        False,
+        "caller",
+        "Redis answered that the command is wrong (WRONGTYPE, syntax, not an integer)",
+    ),
+    ErrorRule(
+        rex.DataError,
+        False,
+        "caller",
+        "redis-py rejected an argument before sending anything (e.g. a None value)",
+    ),
+)
+
+
+# ---------------------------------------------------------------- operations
+
+
+def _size(value: object) -> int:
+    if isinstance(value, bytes | bytearray):
+        return len(value)
+    if isinstance(value, memoryview):
+        return value.nbytes
+    if isinstance(value, str):
+        return len(value.encode("utf-8", "surrogatepass"))
+    if isinstance(value, int | float):
+        return len(repr(value))
+    return 0
+
+
+def _key_text(key: object) -> str:
+    if isinstance(key, bytes | bytearray):
+        return bytes(key).decode("utf-8", "backslashreplace")
+    if isinstance(key, memoryview):
+        return key.tobytes().decode("utf-8", "backslashreplace")
+    return str(key)
+
+
+def _keys_text(keys: tuple[object, ...]) -> str | None:
+    if not keys:
+        return None
+    first = _key_text(keys[0])
+    return first if len(keys) == 1 else f"{first} (+{len(keys) - 1} more)"
+
+
+def _encode_json(key: Key, value: object) -> str:
+    try:
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise SerializationError(
+            f"set_json({_key_text(key)!r}): the value is not JSON-serialisable: {exc}",
+            key=_key_text(key),
+        ) from exc
+
+
+def _decode_json(key: Key, raw: object) -> Any:
+    try:
+        if isinstance(raw, memoryview):
+            raw = raw.tobytes()
+        return json.loads(raw)  # type: ignore[arg-type]
+    except (TypeError, ValueError) as exc:  # JSONDecodeError and UnicodeDecodeError too
+        raise SerializationError(
+            f"get_json({_key_text(key)!r}): the stored value is not JSON: {exc}",
+            key=_key_text(key),
+        ) from exc
+
+
+def _as_bool(raw: Any, figs: Figures) -> bool:
+    return bool(raw)
+
+
+def _as_int(raw: Any, figs: Figures) -> int:
+    return int(raw)
+
+
+def _as_list(raw: Any, figs: Figures) -> list[Any]:
+    return list(raw)
+
+
+def _as_dict(raw: Any, figs: Figures) -> dict[Any, Any]:
+    figs.bytes_received = sum(_size(v) for v in raw.values())
+    return dict(raw)
+
+
+def _as_set(raw: Any, figs: Figures) -> set[Any]:
+    return set(raw)
+
+
+def _lookup(raw: Any, figs: Figures) -> Any:
+    """One lookup: a hit unless the reply is None."""
+    if raw is None:
+        figs.cache_misses = 1
+    else:
+        figs.cache_hits = 1
+        figs.bytes_received = _size(raw)
+    return raw
+
+
+def _lookups(raw: Any, figs: Figures) -> list[Any]:
+    values = list(raw)
+    hits = [v for v in values if v is not None]
+    figs.cache_hits = len(hits)
+    figs.cache_misses = len(values) - len(hits)
+    figs.bytes_received = sum(_size(v) for v in hits)
+    return values
+
+
+def _received(raw: Any, figs: Figures) -> Any:
+    if raw is not None:
+        figs.bytes_received = _size(raw)
+    return raw
+
+
+@dataclass(slots=True)
+class _Op(Generic[R]):
+    """One Redis command: the redis-py method to call, its arguments, how to read the reply.
+
+    Built by the ``_ops`` functions below, shared by the sync and the async adapter;
+    ``read`` runs inside the guarded call (so a reply that cannot be decoded is
+    classified like any other error) and fills in the operation's figures.
+    """
+
+    name: str
+    method: str
+    args: tuple[Any, ...]
+    read: Callable[[Any, Figures], R]
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    figures: Figures = field(default_factory=Figures)
+
+
+class _ops:  # a namespace of operation builders: ``_ops.get``
+    """Builders of :class:`_Op`, one per guarded command."""
+
+    @staticmethod
+    def get(key: Key) -> _Op[Any]:
+        return _Op("get", "get", (key,), _lookup, figures=Figures(key=_key_text(key)))
+
+    @staticmethod
+    def set(
+        key: Key,
+        value: Value,
+        *,
+        ex: Expiry | None = None,
+        px: Expiry | None = None,
+        nx: bool = False,
+        xx: bool = False,
+    ) -> _Op[bool]:
+        return _Op(
+            "set",
+            "set",
+            (key, value),
+            _as_bool,
+            {"ex": ex, "px": px, "nx": nx, "xx": xx},
+            Figures(key=_key_text(key), bytes_sent=_size(value)),
+        )
+
+    @staticmethod
+    def delete(*keys: Key) -> _Op[int]:
+        return _Op("delete", "delete", keys, _as_int, figures=Figures(key=_keys_text(keys)))
+
+    @staticmethod
+    def exists(*keys: Key) -> _Op[int]:
+        return _Op("exists", "exists", keys, _as_int, figures=Figures(key=_keys_text(keys)))
+
+    @staticmethod
+    def expire(key: Key, time: Expiry) -> _Op[bool]:
+        return _Op("expire", "expire", (key, time), _as_bool, figures=Figures(key=_key_text(key)))
+
+    @staticmethod
+    def ttl(key: Key) -> _Op[int]:
+        return _Op("ttl", "ttl", (key,), _as_int, figures=Figures(key=_key_text(key)))
+
+    @staticmethod
+    def incrby(key: Key, amount: int = 1, *, name: str = "incrby") -> _Op[int]:
+        return _Op(name, "incrby", (key, amount), _as_int, figures=Figures(key=_key_text(key)))
+
+    @staticmethod
+    def decrby(key: Key, amount: int = 1) -> _Op[int]:
+        return _Op("decr", "decrby", (key, amount), _as_int, figures=Figures(key=_key_text(key)))
+
+    @staticmethod
+    def mget(keys: Iterable[Key]) -> _Op[list[Any]]:
+        keys = tuple(keys)
+        return _Op("mget", "mget", (list(keys),), _lookups, figures=Figures(key=_keys_text(keys)))
+
+    @staticmethod
+    def mset(mapping: Mapping[Key, Value]) -> _Op[bool]:
+        keys = tuple(mapping)
+        sent = sum(_size(v) for v in mapping.values())
+        return _Op(
+            "mset",
+            "mset",
+            (dict(mapping),),
+            _as_bool,
+            figures=Figures(key=_keys_text(keys), bytes_sent=sent),
+        )
+
+    @staticmethod
+    def push(method: str, key: Key, values: tuple[Value, ...]) -> _Op[int]:
+        sent = sum(_size(v) for v in values)
+        figs = Figures(key=_key_text(key), bytes_sent=sent)
+        return _Op(method, method, (key, *values), _as_int, figures=figs)
+
+    @staticmethod
+    def pop(method: str, key: Key) -> _Op[Any]:
+        return _Op(method, method, (key,), _received, figures=Figures(key=_key_text(key)))
+
+    @staticmethod
+    def llen(key: Key) -> _Op[int]:
+        return _Op("llen", "llen", (key,), _as_int, figures=Figures(key=_key_text(key)))
+
+    @staticmethod
+    def lrange(key: Key, start: int, end: int) -> _Op[list[Any]]:
+        return _Op(
+            "lrange", "lrange", (key, start, end), _as_list, figures=Figures(key=_key_text(key))
+        )
+
+    @staticmethod
+    def hset(
+        key: Key, field: Key | None, value: Value | None, mapping: Mapping[Key, Value] | None
+    ) -> _Op[int]:
+        sent = _size(value) + sum(_size(v) for v in (mapping or {}).values())
+        return _Op(
+            "hset",
+            "hset",
+            (key,),
+            _as_int,
+            {"key": field, "value": value, "mapping": dict(mapping) if mapping else None},
+            Figures(key=_key_text(key), bytes_sent=sent),
+        )
+
+    @staticmethod
+    def hget(key: Key, field: Key) -> _Op[Any]:
+        return _Op("hget", "hget", (key, field), _lookup, figures=Figures(key=_key_text(key)))
+
+    @staticmethod
+    def hgetall(key: Key) -> _Op[dict[Any, Any]]:
+        return _Op("hgetall", "hgetall", (key,), _as_dict, figures=Figures(key=_key_text(key)))
+
+    @staticmethod
+    def members(method: str, key: Key, members: tuple[Any, ...]) -> _Op[int]:
+        return _Op(method, method, (key, *members), _as_int, figures=Figures(key=_key_text(key)))
+
+    @staticmethod
+    def smembers(key: Key) -> _Op[Members]:
+        return _Op("smembers", "smembers", (key,), _as_set, figures=Figures(key=_key_text(key)))
+
+    @staticmethod
+    def ping() -> _Op[bool]:
+        return _Op("ping", "ping", (), _as_bool)
+
+    @staticmethod
+    def get_json(key: Key, default: Any) -> _Op[Any]:
+        def read(raw: Any, figs: Figures) -> Any:
+            if _lookup(raw, figs) is None:
+                return default
+            return _decode_json(key, raw)
+
+        return _Op("get_json", "get", (key,), read, figures=Figures(key=_key_text(key)))
+
+    @staticmethod
+    def set_json(
+        key: Key,
+        value: object,
+        *,
+        ex: Expiry | None = None,
+        px: Expiry | None = None,
+        nx: bool = False,
+        xx: bool = False,
+    ) -> _Op[bool]:
+        op = _ops.set(key, _encode_json(key, value), ex=ex, px=px, nx=nx, xx=xx)
+        op.name = "set_json"
+        return op
+
+
+# ---------------------------------------------------------------- client settings
+
+
+def _client_settings(
+    retry_class: type[Any],
+    *,
+    max_connections: int,
+    socket_connect_timeout: float,
+    socket_timeout: float,
+    health_check_interval: float,
+    options: Mapping[str, Any],
+) -> dict[str, Any]:
+    settings: dict[str, Any] = {
+        "max_connections": max_connections,
+        "socket_connect_timeout": socket_connect_timeout,
+        "socket_timeout": socket_timeout,
+        "health_check_interval": health_check_interval,
+        # No client retries: a retry would hide the failure from the breaker and
+        # multiply the time a call takes while Redis is down. A pooled connection
+        # the server has closed is replaced by the pool itself before it is used.
+        "retry": retry_class(redis.backoff.NoBackoff(), 0),
+    }
+    settings.update(options)
+    return settings
+
+
+def _url_secrets(url: str) -> list[str]:
+    try:
+        password = urllib.parse.urlsplit(url).password
+    except ValueError:
+        return []
+    if not password:
+        return []
+    return [password, urllib.parse.unquote(password)]
+
+
+# ---------------------------------------------------------------- the adapters
+
+
+class _RedisAdapterBase(Adapter):
+    """What the sync and the async adapter share: errors, secrets, figures, probe settings."""
+
+    kind = "redis"
+    errors = REDIS_ERRORS
+    probe_timeout: float = 1.0
+
+    def __init__(
+        self,
+        client: Any,
+        *,
+        name: str | None = None,
+        breaker: CircuitBreaker | None = None,
+        config: BreakerConfig | None = None,
+        registry: Registry | None = None,
+        clock: Clock | None = None,
+        secrets: Iterable[str | None] = (),
+        probe_timeout: float | None = None,
+        record_keys: bool = True,
+        recent_operations: int = 50,
+        owns_client: bool = False,
+    ) -> None:
+        pool = getattr(client, "connection_pool", None)
+        kwargs = getattr(pool, "connection_kwargs", None) or {}
+        password = kwargs.get("password")
+        found = [password] if isinstance(password, str) else []
+        super().__init__(
+            name,
+            breaker=breaker,
+            config=config,
+            registry=registry,
+            clock=clock,
+            secrets=[*secrets, *found],
+            probe_timeout=probe_timeout,
+            recent_operations=recent_operations,
+        )
+        self.client = client
+        self.record_keys = record_keys
+        self._owns_client = owns_client
+        self._probe_client: Any = None
+
+    def _prepare(self, build: Callable[P, _Op[R]], *args: P.args, **kwargs: P.kwargs) -> _Op[R]:
+        """Build an operation; a value that cannot be encoded is accounted as a caller error."""
+        try:
+            op = build(*args, **kwargs)
+        except SerializationError as exc:
+            figs = Figures(key=exc.key if self.record_keys else None)
+            self._failed(getattr(build, "__name__", "operation"), exc, 0.0, figs)
+            raise
+        if not self.record_keys:
+            op.figures.key = None
+        return op
+
+    def _succeeded(self) -> None:
+        if self.stats.credentials_problem is not None:
+            self.stats.credentials_problem = None
+
+    def _on_error(self, exc: Exception, rule: ErrorRule) -> None:
+        if rule.kind == "auth":
+            self.stats.credentials_problem = self.describe(exc)
+
+    # -- figures
+
+    def extra_figures(self) -> dict[str, Any]:
+        """``pool_in_use``, ``pool_idle``, ``pool_size`` (the pool's maximum), ``hit_ratio``.
+
+        ``hit_ratio`` is hits / (hits + misses) over the adapter's lifetime, ``None``
+        before the first lookup; pool figures are ``None`` for a pool that does not
+        expose them.
+        """
+        pool = getattr(self.client, "connection_pool", None)
+        in_use = getattr(pool, "_in_use_connections", None)
+        idle = getattr(pool, "_available_connections", None)
+        size = getattr(pool, "max_connections", None)
+        totals = self.stats.view()["totals"]
+        hits, misses = totals.get("cache_hits", 0), totals.get("cache_misses", 0)
+        return {
+            "pool_in_use": len(in_use) if in_use is not None else None,
+            "pool_idle": _idle_count(idle),
+            "pool_size": size if isinstance(size, int) else None,
+            "hit_ratio": hits / (hits + misses) if hits + misses else None,
+        }
+
+    # -- probe
+
+    def _probe_pool_kwargs(self) -> dict[str, Any] | None:
+        """Connection settings for the probe's own connection, or None to probe via the pool."""
+        pool = getattr(self.client, "connection_pool", None)
+        if pool is None or type(pool).__name__.startswith("Sentinel"):
+            return None
+        kwargs = dict(getattr(pool, "connection_kwargs", None) or {})
+        if not kwargs:
+            return None
+        for private in ("maint_notifications_pool_handler", "himport_registry"):
+            kwargs.pop(private, None)
+        kwargs.update(
+            socket_timeout=self.probe_timeout,
+            socket_connect_timeout=self.probe_timeout,
+            health_check_interval=0,
+            max_connections=1,
+            connection_class=pool.connection_class,
+        )
+        return kwargs
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r} breaker={self.breaker.state.value}>"
+
+
+def _idle_count(idle: Any) -> int | None:
+    if idle is None:
+        return None
+    try:
+        return len(idle)
+    except TypeError:  # an asyncio.LifoQueue in BlockingConnectionPool-like pools
+        qsize = getattr(idle, "qsize", None)
+        return int(qsize()) if callable(qsize) else None
+
+
+class RedisAdapter(_RedisAdapterBase):
+    """A sync ``redis.Redis`` client behind a circuit breaker.
+
+    Build it from a URL (the adapter then owns and closes the client)::
+
+        cache = RedisAdapter.from_url("redis://:secret@cache:6379/0")
+        cache.set("greeting", "hello", ex=60)
+        cache.get("greeting")            # b'hello'
+        with cache.pipeline() as p:      # one breaker call for the whole batch
+            p.incr("visits")
+            p.expire("visits", 3600)
+            p.execute()
+
+    or around an existing client (``RedisAdapter(redis.Redis(...))``; its settings
+    are then the caller's: see :meth:`client_settings` for the recommended ones).
+    Every method raises :class:`~brownout.BreakerOpen` while the breaker is open and
+    redis-py's own exceptions otherwise (a
+    :class:`~brownout.adapter.DependencyError` when the message held a secret).
+    Replies are ``bytes`` (``str`` with ``decode_responses=True``).
+    """
+
+    client: redis.Redis
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        *,
+        name: str | None = None,
+        breaker: CircuitBreaker | None = None,
+        config: BreakerConfig | None = None,
+        registry: Registry | None = None,
+        clock: Clock | None = None,
+        secrets: Iterable[str | None] = (),
+        probe_timeout: float | None = None,
+        record_keys: bool = True,
+        recent_operations: int = 50,
+        owns_client: bool = False,
+    ) -> None:
+        super().__init__(
+            client,
+            name=name,
+            breaker=breaker,
+            config=config,
+            registry=registry,
+            clock=clock,
+            secrets=secrets,
+            probe_timeout=probe_timeout,
+            record_keys=record_keys,
+            recent_operations=recent_operations,
+            owns_client=owns_client,
+        )
+
+    @staticmethod
+    def client_settings(
+        *,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        socket_connect_timeout: float = DEFAULT_SOCKET_CONNECT_TIMEOUT,
+        socket_timeout: float = DEFAULT_SOCKET_TIMEOUT,
+        health_check_interval: float = DEFAULT_HEALTH_CHECK_INTERVAL,
+        **options: Any,
+    ) -> dict[str, Any]:
+        """The keyword arguments :meth:`from_url` gives ``redis.Redis.from_url``.
+
+        Use them to build a client of your own: ``redis.Redis(host=...,
+        **RedisAdapter.client_settings())``.
+        """
+        return _client_settings(
+            redis.retry.Retry,
+            max_connections=max_connections,
+            socket_connect_timeout=socket_connect_timeout,
+            socket_timeout=socket_timeout,
+            health_check_interval=health_check_interval,
+            options=options,
+        )
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        *,
+        name: str | None = None,
+        breaker: CircuitBreaker | None = None,
+        config: BreakerConfig | None = None,
+        registry: Registry | None = None,
+        clock: Clock | None = None,
+        probe_timeout: float | None = None,
+        record_keys: bool = True,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        socket_connect_timeout: float = DEFAULT_SOCKET_CONNECT_TIMEOUT,
+        socket_timeout: float = DEFAULT_SOCKET_TIMEOUT,
+        health_check_interval: float = DEFAULT_HEALTH_CHECK_INTERVAL,
+        **options: Any,
+    ) -> Self:
+        """An adapter over a new ``redis.Redis.from_url(url, ...)`` client that it owns.
+
+        ``options`` go to redis-py unchanged (``decode_responses=True``, ``ssl_*``,
+        a ``retry=`` of your own, ...). Settings in the URL's query string win.
+
+        >>> cache = RedisAdapter.from_url("redis://127.0.0.1:6379/0", socket_timeout=0.2)
+        >>> cache.client.connection_pool.connection_kwargs["socket_timeout"]
+        0.2
+        >>> cache.close()
+        """
+        settings = cls.client_settings(
+            max_connections=max_connections,
+            socket_connect_timeout=socket_connect_timeout,
+            socket_timeout=socket_timeout,
+            health_check_interval=health_check_interval,
+            **options,
+        )
+        client = redis.Redis.from_url(url, **settings)
+        return cls(
+            client,
+            name=name,
+            breaker=breaker,
+            config=config,
+            registry=registry,
+            clock=clock,
+            secrets=_url_secrets(url),
+            probe_timeout=probe_timeout,
+            record_keys=record_keys,
+            owns_client=True,
+        )
+
+    # -- running
+
+    def _do(self, build: Callable[P, _Op[R]], *args: P.args, **kwargs: P.kwargs) -> R:
+        op = self._prepare(build, *args, **kwargs)
+        method = getattr(self.client, op.method)
+
+        def call() -> R:
+            return op.read(method(*op.args, **op.kwargs), op.figures)
+
+        result = self._run(op.name, call, figures=op.figures)
+        self._succeeded()
+        return result
+
+    # -- strings
+
+    def get(self, key: Key) -> Any:
+        """GET: the value, or ``None`` (a cache miss)."""
+        return self._do(_ops.get, key)
+
+    def set(
+        self,
+        key: Key,
+        value: Value,
+        *,
+        ex: Expiry | None = None,
+        px: Expiry | None = None,
+        nx: bool = False,
+        xx: bool = False,
+    ) -> bool:
+        """SET with an optional expiry (``ex`` seconds, ``px`` ms); False if nx/xx prevented it."""
+        return self._do(_ops.set, key, value, ex=ex, px=px, nx=nx, xx=xx)
+
+    def delete(self, *keys: Key) -> int:
+        """DEL: how many of ``keys`` existed."""
+        return self._do(_ops.delete, *keys)
+
+    def exists(self, *keys: Key) -> int:
+        """EXISTS: how many of ``keys`` exist."""
+        return self._do(_ops.exists, *keys)
+
+    def expire(self, key: Key, time: Expiry) -> bool:
+        """EXPIRE: False if the key does not exist."""
+        return self._do(_ops.expire, key, time)
+
+    def ttl(self, key: Key) -> int:
+        """TTL in seconds (-1: no expiry, -2: no such key)."""
+        return self._do(_ops.ttl, key)
+
+    def incr(self, key: Key, amount: int = 1) -> int:
+        """INCRBY ``amount``: the new value."""
+        return self._do(_ops.incrby, key, amount, name="incr")
+
+    def incrby(self, key: Key, amount: int) -> int:
+        """INCRBY: the new value."""
+        return self._do(_ops.incrby, key, amount)
+
+    def decr(self, key: Key, amount: int = 1) -> int:
+        """DECRBY ``amount``: the new value."""
+        return self._do(_ops.decrby, key, amount)
+
+    def mget(self, keys: Iterable[Key]) -> list[Any]:
+        """MGET: one value or ``None`` per key (each counted as a hit or a miss)."""
+        return self._do(_ops.mget, keys)
+
+    def mset(self, mapping: Mapping[Key, Value]) -> bool:
+        """MSET: set every key of ``mapping``."""
+        return self._do(_ops.mset, mapping)
+
+    # -- lists
+
+    def lpush(self, key: Key, *values: Value) -> int:
+        """LPUSH: the list's new length."""
+        return self._do(_ops.push, "lpush", key, values)
+
+    def rpush(self, key: Key, *values: Value) -> int:
+        """RPUSH: the list's new length."""
+        return self._do(_ops.push, "rpush", key, values)
+
+    def lpop(self, key: Key) -> Any:
+        """LPOP: the first element, or ``None``."""
+        return self._do(_ops.pop, "lpop", key)
+
+    def rpop(self, key: Key) -> Any:
+        """RPOP: the last element, or ``None``."""
+        return self._do(_ops.pop, "rpop", key)
+
+    def llen(self, key: Key) -> int:
+        """LLEN."""
+        return self._do(_ops.llen, key)
+
+    def lrange(self, key: Key, start: int = 0, end: int = -1) -> list[Any]:
+        """LRANGE (inclusive ``end``; the whole list by default)."""
+        return self._do(_ops.lrange, key, start, end)
+
+    # -- hashes
+
+    def hset(
+        self,
+        key: Key,
+        field: Key | None = None,
+        value: Value | None = None,
+        *,
+        mapping: Mapping[Key, Value] | None = None,
+    ) -> int:
+        """HSET one ``field``/``value`` and/or a ``mapping``: how many fields were added."""
+        return self._do(_ops.hset, key, field, value, mapping)
+
+    def hget(self, key: Key, field: Key) -> Any:
+        """HGET: the value, or ``None`` (a cache miss)."""
+        return self._do(_ops.hget, key, field)
+
+    def hgetall(self, key: Key) -> dict[Any, Any]:
+        """HGETALL (an empty dict for a missing key)."""
+        return self._do(_ops.hgetall, key)
+
+    def hdel(self, key: Key, *fields: Key) -> int:
+        """HDEL: how many fields were removed."""
+        return self._do(_ops.members, "hdel", key, fields)
+
+    # -- sets
+
+    def sadd(self, key: Key, *members: Value) -> int:
+        """SADD: how many members were added."""
+        return self._do(_ops.members, "sadd", key, members)
+
+    def srem(self, key: Key, *members: Value) -> int:
+        """SREM: how many members were removed."""
+        return self._do(_ops.members, "srem", key, members)
+
+    def smembers(self, key: Key) -> Members:
+        """SMEMBERS."""
+        return self._do(_ops.smembers, key)
+
+    # -- misc
+
+    def ping(self) -> bool:
+        """PING through the breaker (the health probe, :meth:`probe`, bypasses it)."""
+        return self._do(_ops.ping)
+
+    def get_json(self, key: Key, default: Any = None) -> Any:
+        """GET and decode JSON; ``default`` for a missing key; :class:`SerializationError`
+        if the stored value is not JSON."""
+        return self._do(_ops.get_json, key, default)
+
+    def set_json(
+        self,
+        key: Key,
+        value: object,
+        *,
+        ex: Expiry | None = None,
+        px: Expiry | None = None,
+        nx: bool = False,
+        xx: bool = False,
+    ) -> bool:
+        """SET ``value`` as compact JSON; :class:`SerializationError` (before anything is
+        sent) if it is not JSON-serialisable (sets, bytes, NaN, objects)."""
+        return self._do(_ops.set_json, key, value, ex=ex, px=px, nx=nx, xx=xx)
+
+    def pipeline(self, transaction: bool = True) -> RedisPipeline:
+        """A pipeline whose :meth:`~RedisPipeline.execute` is one guarded call.
+
+        >>> cache = RedisAdapter.from_url("redis://127.0.0.1:6379/0")
+        >>> with cache.pipeline() as p:
+        ...     _ = p.set("a", 1).get("a")  # queued, nothing is sent
+        ...     len(p)
+        2
+        >>> cache.close()
+        """
+        return RedisPipeline(self, self.client.pipeline(transaction=transaction))
+
+    # -- probe and lifetime
+
+    def _probe_once(self) -> None:
+        client = self._probe_client
+        if client is None:
+            kwargs = self._probe_pool_kwargs()
+            if kwargs is None:
+                self.client.ping()
+                return
+            client = redis.Redis(connection_pool=redis.ConnectionPool(**kwargs))
+            self._probe_client = client
+        client.ping()
+
+    def close(self) -> None:
+        """Close the probe's connection, and the client if the adapter created it."""
+        probe, self._probe_client = self._probe_client, None
+        if probe is not None:
+            probe.connection_pool.disconnect()
+        if self._owns_client:
+            self.client.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class AsyncRedisAdapter(_RedisAdapterBase):
+    """A ``redis.asyncio.Redis`` client behind a circuit breaker.
+
+    The same operations as :class:`RedisAdapter`, awaited::
+
+        async with AsyncRedisAdapter.from_url("redis://cache:6379/0") as cache:
+            await cache.set_json("user:1", {"name": "Ada"}, ex=300)
+            user = await cache.get_json("user:1")
+            async with cache.pipeline() as p:
+                p.incr("visits").expire("visits", 3600)
+                await p.execute()
+    """
+
+    client: redis.asyncio.Redis
+
+    def __init__(
+        self,
+        client: redis.asyncio.Redis,
+        *,
+        name: str | None = None,
+        breaker: CircuitBreaker | None = None,
+        config: BreakerConfig | None = None,
+        registry: Registry | None = None,
+        clock: Clock | None = None,
+        secrets: Iterable[str | None] = (),
+        probe_timeout: float | None = None,
+        record_keys: bool = True,
+        recent_operations: int = 50,
+        owns_client: bool = False,
+    ) -> None:
+        super().__init__(
+            client,
+            name=name,
+            breaker=breaker,
+            config=config,
+            registry=registry,
+            clock=clock,
+            secrets=secrets,
+            probe_timeout=probe_timeout,
+            record_keys=record_keys,
+            recent_operations=recent_operations,
+            owns_client=owns_client,
+        )
+
+    @staticmethod
+    def client_settings(
+        *,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        socket_connect_timeout: float = DEFAULT_SOCKET_CONNECT_TIMEOUT,
+        socket_timeout: float = DEFAULT_SOCKET_TIMEOUT,
+        health_check_interval: float = DEFAULT_HEALTH_CHECK_INTERVAL,
+        **options: Any,
+    ) -> dict[str, Any]:
+        """The keyword arguments :meth:`from_url` gives ``redis.asyncio.Redis.from_url``."""
+        return _client_settings(
+            redis.asyncio.retry.Retry,
+            max_connections=max_connections,
+            socket_connect_timeout=socket_connect_timeout,
+            socket_timeout=socket_timeout,
+            health_check_interval=health_check_interval,
+            options=options,
+        )
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        *,
+        name: str | None = None,
+        breaker: CircuitBreaker | None = None,
+        config: BreakerConfig | None = None,
+        registry: Registry | None = None,
+        clock: Clock | None = None,
+        probe_timeout: float | None = None,
+        record_keys: bool = True,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        socket_connect_timeout: float = DEFAULT_SOCKET_CONNECT_TIMEOUT,
+        socket_timeout: float = DEFAULT_SOCKET_TIMEOUT,
+        health_check_interval: float = DEFAULT_HEALTH_CHECK_INTERVAL,
+        **options: Any,
+    ) -> Self:
+        """An adapter over a new ``redis.asyncio.Redis.from_url(url, ...)`` client it owns.
+
+        Creating it makes no connection (and needs no running event loop).
+        """
+        settings = cls.client_settings(
+            max_connections=max_connections,
+            socket_connect_timeout=socket_connect_timeout,
+            socket_timeout=socket_timeout,
+            health_check_interval=health_check_interval,
+            **options,
+        )
+        client = redis.asyncio.Redis.from_url(url, **settings)
+        return cls(
+            client,
+            name=name,
+            breaker=breaker,
+            config=config,
+            registry=registry,
+            clock=clock,
+            secrets=_url_secrets(url),
+            probe_timeout=probe_timeout,
+            record_keys=record_keys,
+            owns_client=True,
+        )
+
+    # -- running
+
+    async def _do(self, build: Callable[P, _Op[R]], *args: P.args, **kwargs: P.kwargs) -> R:
+        op = self._prepare(build, *args, **kwargs)
+        method: Callable[..., Awaitable[Any]] = getattr(self.client, op.method)
+
+        async def call() -> R:
+            return op.read(await method(*op.args, **op.kwargs), op.figures)
+
+        result = await self._arun(op.name, call, figures=op.figures)
+        self._succeeded()
+        return result
+
+    # -- strings
+
+    async def get(self, key: Key) -> Any:
+        """GET: the value, or ``None`` (a cache miss)."""
+        return await self._do(_ops.get, key)
+
+    async def set(
+        self,
+        key: Key,
+        value: Value,
+        *,
+        ex: Expiry | None = None,
+        px: Expiry | None = None,
+        nx: bool = False,
+        xx: bool = False,
+    ) -> bool:
+        """SET with an optional expiry (``ex`` seconds, ``px`` ms); False if nx/xx prevented it."""
+        return await self._do(_ops.set, key, value, ex=ex, px=px, nx=nx, xx=xx)
+
+    async def delete(self, *keys: Key) -> int:
+        """DEL: how many of ``keys`` existed."""
+        return await self._do(_ops.delete, *keys)
+
+    async def exists(self, *keys: Key) -> int:
+        """EXISTS: how many of ``keys`` exist."""
+        return await self._do(_ops.exists, *keys)
+
+    async def expire(self, key: Key, time: Expiry) -> bool:
+        """EXPIRE: False if the key does not exist."""
+        return await self._do(_ops.expire, key, time)
+
+    async def ttl(self, key: Key) -> int:
+        """TTL in seconds (-1: no expiry, -2: no such key)."""
+        return await self._do(_ops.ttl, key)
+
+    async def incr(self, key: Key, amount: int = 1) -> int:
+        """INCRBY ``amount``: the new value."""
+        return await self._do(_ops.incrby, key, amount, name="incr")
+
+    async def incrby(self, key: Key, amount: int) -> int:
+        """INCRBY: the new value."""
+        return await self._do(_ops.incrby, key, amount)
+
+    async def decr(self, key: Key, amount: int = 1) -> int:
+        """DECRBY ``amount``: the new value."""
+        return await self._do(_ops.decrby, key, amount)
+
+    async def mget(self, keys: Iterable[Key]) -> list[Any]:
+        """MGET: one value or ``None`` per key (each counted as a hit or a miss)."""
+        return await self._do(_ops.mget, keys)
+
+    async def mset(self, mapping: Mapping[Key, Value]) -> bool:
+        """MSET: set every key of ``mapping``."""
+        return await self._do(_ops.mset, mapping)
+
+    # -- lists
+
+    async def lpush(self, key: Key, *values: Value) -> int:
+        """LPUSH: the list's new length."""
+        return await self._do(_ops.push, "lpush", key, values)
+
+    async def rpush(self, key: Key, *values: Value) -> int:
+        """RPUSH: the list's new length."""
+        return await self._do(_ops.push, "rpush", key, values)
+
+    async def lpop(self, key: Key) -> Any:
+        """LPOP: the first element, or ``None``."""
+        return await self._do(_ops.pop, "lpop", key)
+
+    async def rpop(self, key: Key) -> Any:
+        """RPOP: the last element, or ``None``."""
+        return await self._do(_ops.pop, "rpop", key)
+
+    async def llen(self, key: Key) -> int:
+        """LLEN."""
+        return await self._do(_ops.llen, key)
+
+    async def lrange(self, key: Key, start: int = 0, end: int = -1) -> list[Any]:
+        """LRANGE (inclusive ``end``; the whole list by default)."""
+        return await self._do(_ops.lrange, key, start, end)
+
+    # -- hashes
+
+    async def hset(
+        self,
+        key: Key,
+        field: Key | None = None,
+        value: Value | None = None,
+        *,
+        mapping: Mapping[Key, Value] | None = None,
+    ) -> int:
+        """HSET one ``field``/``value`` and/or a ``mapping``: how many fields were added."""
+        return await self._do(_ops.hset, key, field, value, mapping)
+
+    async def hget(self, key: Key, field: Key) -> Any:
+        """HGET: the value, or ``None`` (a cache miss)."""
+        return await self._do(_ops.hget, key, field)
+
+    async def hgetall(self, key: Key) -> dict[Any, Any]:
+        """HGETALL (an empty dict for a missing key)."""
+        return await self._do(_ops.hgetall, key)
+
+    async def hdel(self, key: Key, *fields: Key) -> int:
+        """HDEL: how many fields were removed."""
+        return await self._do(_ops.members, "hdel", key, fields)
+
+    # -- sets
+
+    async def sadd(self, key: Key, *members: Value) -> int:
+        """SADD: how many members were added."""
+        return await self._do(_ops.members, "sadd", key, members)
+
+    async def srem(self, key: Key, *members: Value) -> int:
+        """SREM: how many members were removed."""
+        return await self._do(_ops.members, "srem", key, members)
+
+    async def smembers(self, key: Key) -> Members:
+        """SMEMBERS."""
+        return await self._do(_ops.smembers, key)
+
+    # -- misc
+
+    async def ping(self) -> bool:
+        """PING through the breaker (the health probe, :meth:`aprobe`, bypasses it)."""
+        return await self._do(_ops.ping)
+
+    async def get_json(self, key: Key, default: Any = None) -> Any:
+        """GET and decode JSON; ``default`` for a missing key; :class:`SerializationError`
+        if the stored value is not JSON."""
+        return await self._do(_ops.get_json, key, default)
+
+    async def set_json(
+        self,
+        key: Key,
+        value: object,
+        *,
+        ex: Expiry | None = None,
+        px: Expiry | None = None,
+        nx: bool = False,
+        xx: bool = False,
+    ) -> bool:
+        """SET ``value`` as compact JSON; :class:`SerializationError` (before anything is
+        sent) if it is not JSON-serialisable."""
+        return await self._do(_ops.set_json, key, value, ex=ex, px=px, nx=nx, xx=xx)
+
+    def pipeline(self, transaction: bool = True) -> AsyncRedisPipeline:
+        """A pipeline whose :meth:`~AsyncRedisPipeline.execute` is one guarded call."""
+        return AsyncRedisPipeline(self, self.client.pipeline(transaction=transaction))
+
+    # -- probe and lifetime
+
+    async def _aprobe_once(self) -> None:
+        client = self._probe_client
+        if client is None:
+            kwargs = self._probe_pool_kwargs()
+            if kwargs is None:
+                await self.client.ping()
+                return
+            client = redis.asyncio.Redis(connection_pool=redis.asyncio.ConnectionPool(**kwargs))
+            self._probe_client = client
+        await client.ping()
+
+    def _probe_once(self) -> None:
+        raise NotImplementedError("AsyncRedisAdapter has an async probe only: await aprobe()")
+
+    async def aclose(self) -> None:
+        """Close the probe's connection, and the client if the adapter created it."""
+        probe, self._probe_client = self._probe_client, None
+        if probe is not None:
+            await probe.connection_pool.disconnect()
+        if self._owns_client:
+            await self.client.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+
+# ---------------------------------------------------------------- pipelines
+
+
+class _PipelineBase:
+    """Queues commands on a redis-py pipeline; only ``execute`` goes through the breaker.
+
+    Commands are queued locally and send nothing, so they cannot fail against
+    Redis; they return this wrapper, so chained calls stay guarded. Immediate
+    commands of a transactional pipeline (``watch``, and commands after it
+    until ``multi``) talk to Redis directly and are *not* guarded.
+    """
+
+    def __init__(self, adapter: _RedisAdapterBase, pipe: Any) -> None:
+        self._adapter = adapter
+        self._pipe = pipe
+
+    @property
+    def raw(self) -> Any:
+        """The redis-py pipeline underneath (unguarded)."""
+        return self._pipe
+
+    def __len__(self) -> int:
+        return len(self._pipe)
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._pipe, name)
+        if name.startswith("_") or not callable(attr):
+            return attr
+
+        def queue(*args: Any, **kwargs: Any) -> Any:
+            result = attr(*args, **kwargs)
+            return self if result is self._pipe else result
+
+        queue.__name__ = name
+        queue.__doc__ = attr.__doc__
+        return queue
+
+    def _figures(self) -> Figures:
+        return Figures(key=f"{len(self._pipe)} commands")
+
+
+class RedisPipeline(_PipelineBase):
+    """A pipeline of :class:`RedisAdapter`; see :meth:`RedisAdapter.pipeline`."""
+
+    _adapter: RedisAdapter
+
+    def execute(self, raise_on_error: bool = True) -> list[Any]:
+        """Send every queued command in one guarded call; the replies in order.
+
+        The queue is emptied whatever happens (also when the breaker rejects it).
+        """
+        try:
+            result: list[Any] = self._adapter._run(
+                "pipeline", self._pipe.execute, raise_on_error, figures=self._figures()
+            )
+        except BreakerOpen:
+            self._pipe.reset()
+            raise
+        self._adapter._succeeded()
+        return result
+
+    def reset(self) -> None:
+        """Drop the queued commands and give back the connection (if any)."""
+        self._pipe.reset()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._pipe.reset()
+
+
+class AsyncRedisPipeline(_PipelineBase):
+    """A pipeline of :class:`AsyncRedisAdapter`; see :meth:`AsyncRedisAdapter.pipeline`."""
+
+    _adapter: AsyncRedisAdapter
+
+    async def execute(self, raise_on_error: bool = True) -> list[Any]:
+        """Send every queued command in one guarded call; the replies in order."""
+        try:
+            result: list[Any] = await self._adapter._arun(
+                "pipeline", self._pipe.execute, raise_on_error, figures=self._figures()
+            )
+        except BreakerOpen:
+            await self._pipe.reset()
+            raise
+        self._adapter._succeeded()
+        return result
+
+    async def reset(self) -> None:
+        """Drop the queued commands and give back the connection (if any)."""
+        await self._pipe.reset()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self._pipe.reset()

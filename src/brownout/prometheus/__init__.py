@@ -32,15 +32,43 @@ Breaker metrics (labels in braces; ``breaker`` is the breaker's name):
 * ``brownout_call_duration_seconds{breaker}`` histogram (rejected and
   cancelled calls are not observed).
 
+Degradation metrics (``metrics.attach(manager)``, a
+:class:`~brownout.health.DegradationManager`; level labels are level names):
+
+* ``brownout_degradation_level``: the level's number, 0 (OPTIMAL) to 4 (EMERGENCY);
+* ``brownout_degradation_level_state{level}``: 1 for the current level, 0 for the others;
+* ``brownout_degradation_transitions_total{from_level,to_level}``;
+* ``brownout_health_score`` and ``brownout_component_health_score{component}`` (0-100);
+* ``brownout_cascade_expected_extra_load{source,target}``: the expected extra
+  load fraction on ``target`` while ``source`` is down, 0 otherwise;
+* ``brownout_recovery_seconds`` histogram: incident durations, observed when
+  the level is back to OPTIMAL;
+* ``brownout_feature_enabled{feature}``: 1 on, 0 off.
+
+Adapter metrics (``metrics.attach(adapter)``; ``dependency`` is the adapter's kind):
+
+* ``brownout_dependency_requests_total{dependency,name,operation,outcome}``:
+  outcome is ``success``, ``failure``, ``caller_error`` or ``rejected``;
+* ``brownout_dependency_errors_total{dependency,name,kind}``: failures, by error kind;
+* ``brownout_dependency_request_duration_seconds{dependency,name,operation}``
+  histogram (rejections not observed);
+* ``brownout_cache_hits_total{name}``, ``brownout_cache_misses_total{name}``;
+* ``brownout_s3_bytes_total{name,direction}``: direction ``up`` or ``down``;
+* ``brownout_openai_tokens_total{name,model,kind}``: kind ``prompt`` or ``completion``;
+* ``brownout_pool_connections_in_use{dependency,name}`` and
+  ``brownout_pool_size{dependency,name}``: read from ``adapter.extra_figures()``
+  at each scrape, for adapters that report a pool.
+
 Extending: each family of metrics is a *group*, a class in a private module of
 this package whose constructor takes ``(registry, namespace)`` and creates its
 metrics there (breakers: ``_breakers.BreakerMetrics``). ``metrics.group(cls)``
 creates the group on first use and returns the same instance afterwards, so
 metrics are only registered for what is used, and each exists once per
-``PrometheusMetrics``. Adapter and degradation metrics are added the same way:
-a new module (``_adapters.py``, ...) with its group class, and a method here
-(like :meth:`PrometheusMetrics.attach`) that feeds it. Shared helpers
-(``DURATION_BUCKETS``, ``full_name``) are in ``_common.py``.
+``PrometheusMetrics``. Adapter (``_adapters.AdapterMetrics``) and degradation
+(``_health.HealthMetrics``) metrics are groups too, fed through
+:meth:`PrometheusMetrics.attach`; a new family is a new module with its group
+class and a branch there. Shared helpers (``DURATION_BUCKETS``, ``full_name``)
+are in ``_common.py``.
 """
 
 from __future__ import annotations
@@ -54,13 +82,17 @@ except ImportError as exc:  # pragma: no cover - exercised in a test by hiding t
 
 import threading
 from collections.abc import Callable
-from typing import Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from prometheus_client import CollectorRegistry
 
 from brownout import CircuitBreaker, Registry
 from brownout.prometheus._breakers import BreakerMetrics
 from brownout.prometheus._common import DURATION_BUCKETS
+
+if TYPE_CHECKING:
+    from brownout._adapter import Adapter
+    from brownout.health import DegradationManager
 
 __all__ = ["CONTENT_TYPE", "DURATION_BUCKETS", "PrometheusMetrics"]
 
@@ -134,8 +166,16 @@ class PrometheusMetrics:
     @overload
     def attach(self, target: Registry) -> None: ...
 
-    def attach(self, target: CircuitBreaker | Registry) -> Callable[[], None] | None:
-        """Feed the breaker metrics from a breaker, or from every breaker of a registry.
+    @overload
+    def attach(self, target: DegradationManager) -> Callable[[], None]: ...
+
+    @overload
+    def attach(self, target: Adapter) -> Callable[[], None]: ...
+
+    def attach(
+        self, target: CircuitBreaker | Registry | DegradationManager | Adapter
+    ) -> Callable[[], None] | None:
+        """Feed the metrics from a breaker, a registry, a degradation manager or an adapter.
 
         For a :class:`~brownout.Registry` this uses ``Registry.add_listener``,
         so breakers it creates later are covered too; it returns ``None``.
@@ -143,16 +183,37 @@ class PrometheusMetrics:
         detaches it. Attaching a breaker (or a registry) again, or a breaker
         already covered through an attached registry, changes nothing: each
         breaker is counted once.
+
+        For a :class:`~brownout.health.DegradationManager` it feeds the
+        ``degradation_*``, ``health_score``, ``component_health_score``,
+        ``cascade_expected_extra_load``, ``recovery_seconds`` and
+        ``feature_enabled`` metrics (one manager per ``PrometheusMetrics``);
+        for an :class:`~brownout.adapter.Adapter` the ``dependency_*``,
+        ``cache_*``, ``s3_bytes``, ``openai_tokens`` and ``pool_*`` metrics.
+        Both return a function that detaches them; attaching again is a no-op.
+        The breakers of a manager's components or of an adapter are *not*
+        attached by this: attach them (or their registry) as well.
         """
-        breakers = self.group(BreakerMetrics)
         if isinstance(target, CircuitBreaker):
-            return breakers.attach_breaker(target)
+            return self.group(BreakerMetrics).attach_breaker(target)
         if isinstance(target, Registry):
-            breakers.attach_registry(target)
+            self.group(BreakerMetrics).attach_registry(target)
             return None
+        # imported here: the core stays importable without these modules loaded
+        from brownout._adapter import Adapter
+        from brownout.health import DegradationManager
+
+        if isinstance(target, DegradationManager):
+            from brownout.prometheus._health import HealthMetrics
+
+            return self.group(HealthMetrics).attach_manager(target)
+        if isinstance(target, Adapter):
+            from brownout.prometheus._adapters import AdapterMetrics
+
+            return self.group(AdapterMetrics).attach_adapter(target)
         raise TypeError(
-            f"PrometheusMetrics.attach needs a CircuitBreaker or a Registry, "
-            f"got {type(target).__name__}"
+            "PrometheusMetrics.attach needs a CircuitBreaker or a Registry (or a "
+            f"DegradationManager or an Adapter), got {type(target).__name__}"
         )
 
     def render(self) -> bytes:

@@ -1,0 +1,493 @@
+"""The durable journal of write intents (SQLite, WAL, ``synchronous=FULL``)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from brownout._errors import BrownoutError
+
+__all__ = [
+    "DeadLetter",
+    "IdempotencyConflict",
+    "Intent",
+    "Outbox",
+    "OutboxCorrupted",
+    "OutboxError",
+    "OutboxFull",
+]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS intents (
+    seq          INTEGER PRIMARY KEY AUTOINCREMENT,
+    key          TEXT NOT NULL UNIQUE,
+    stream       TEXT NOT NULL,
+    operation    TEXT NOT NULL,
+    payload      TEXT NOT NULL,
+    digest       TEXT NOT NULL,
+    size         INTEGER NOT NULL,
+    created      REAL NOT NULL,
+    attempts     INTEGER NOT NULL DEFAULT 0,
+    last_error   TEXT,
+    not_before   REAL NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS intents_stream ON intents (stream, seq);
+CREATE TABLE IF NOT EXISTS dead (
+    seq          INTEGER PRIMARY KEY,
+    key          TEXT NOT NULL UNIQUE,
+    stream       TEXT NOT NULL,
+    operation    TEXT NOT NULL,
+    payload      TEXT NOT NULL,
+    digest       TEXT NOT NULL,
+    created      REAL NOT NULL,
+    attempts     INTEGER NOT NULL,
+    reason       TEXT NOT NULL,
+    dead_at      REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS done (
+    key          TEXT PRIMARY KEY,
+    operation    TEXT NOT NULL,
+    stream       TEXT NOT NULL,
+    digest       TEXT NOT NULL,
+    applied_at   REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS counters (
+    name         TEXT PRIMARY KEY,
+    value        INTEGER NOT NULL
+);
+"""
+
+
+class OutboxError(BrownoutError):
+    """The outbox could not accept or update an intent (the message says why)."""
+
+
+class OutboxFull(OutboxError):
+    """The outbox is at its bound (items or bytes); nothing was written.
+
+    ``retry_after`` is a hint in seconds for the client (a ``Retry-After``).
+    """
+
+    def __init__(self, message: str, retry_after: float = 30.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class OutboxCorrupted(OutboxError):
+    """The journal file is not a readable SQLite database; it was left untouched."""
+
+
+class IdempotencyConflict(OutboxError):
+    """An idempotency key was reused with a different operation or payload."""
+
+
+@dataclass(frozen=True, slots=True)
+class Intent:
+    """A write accepted into the outbox."""
+
+    seq: int
+    key: str
+    stream: str
+    operation: str
+    payload: Any
+    created: float  # wall-clock seconds
+    attempts: int = 0
+    last_error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """An intent given up on after repeated caller errors."""
+
+    seq: int
+    key: str
+    stream: str
+    operation: str
+    payload: Any
+    created: float
+    attempts: int
+    reason: str
+    dead_at: float
+
+
+def _digest(operation: str, payload_json: str) -> str:
+    return hashlib.sha256(f"{operation}\0{payload_json}".encode()).hexdigest()
+
+
+class Outbox:
+    """A durable, bounded, ordered journal of writes to apply later.
+
+    ``submit`` returns only once the intent is on disk (SQLite in WAL mode with
+    ``synchronous=FULL``: the commit is fsynced). Intents are applied by an
+    :class:`~brownout.outbox.Replayer`, exactly once in effect, FIFO within a
+    stream.
+
+    >>> import tempfile, os
+    >>> box = Outbox(os.path.join(tempfile.mkdtemp(), "outbox.db"))
+    >>> intent = box.submit("stock.move", {"sku": "A-1", "delta": -2}, stream="A-1")
+    >>> box.pending_count(), box.status(intent.key)
+    (1, 'pending')
+    >>> box.close()
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        max_pending: int = 10_000,
+        max_bytes: int = 64 * 1024 * 1024,
+        max_payload_bytes: int = 1024 * 1024,
+        max_attempts: int = 5,
+        done_retention: int = 100_000,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        for name, value in (
+            ("max_pending", max_pending),
+            ("max_bytes", max_bytes),
+            ("max_payload_bytes", max_payload_bytes),
+            ("max_attempts", max_attempts),
+            ("done_retention", done_retention),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"Outbox.{name} must be an int >= 1, got {value!r}")
+        self.path = Path(path)
+        self.max_pending = max_pending
+        self.max_bytes = max_bytes
+        self.max_payload_bytes = max_payload_bytes
+        self.max_attempts = max_attempts
+        self.done_retention = done_retention
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._listeners: tuple[Callable[[str, Mapping[str, Any]], object], ...] = ()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._db = sqlite3.connect(
+                self.path, timeout=30, isolation_level=None, check_same_thread=False
+            )
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute("PRAGMA foreign_keys=ON")
+            self._db.executescript(_SCHEMA)
+            check = self._db.execute("PRAGMA quick_check").fetchone()
+        except sqlite3.DatabaseError as exc:
+            if hasattr(self, "_db"):
+                self._db.close()
+            raise OutboxCorrupted(
+                f"outbox journal {self.path} is not a readable SQLite database ({exc}); "
+                "it was left as it is: move it aside to start a new one, and inspect it "
+                "with sqlite3 to recover what it holds"
+            ) from exc
+        if check is None or check[0] != "ok":
+            self._db.close()
+            raise OutboxCorrupted(
+                f"outbox journal {self.path} failed its integrity check ({check}); "
+                "it was left as it is"
+            )
+
+    # ------------------------------------------------------------------ plumbing
+
+    @contextmanager
+    def _tx(self, what: str) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self._db
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    # SQLite may already have rolled back (e.g. SQLITE_FULL)
+                    if self._db.in_transaction:
+                        with suppress(sqlite3.Error):
+                            self._db.execute("ROLLBACK")
+                    raise
+            except sqlite3.OperationalError as exc:
+                text = str(exc)
+                hint = " (disk full?)" if "full" in text or "disk" in text else ""
+                raise OutboxError(f"outbox: {what} failed: {text}{hint}") from exc
+
+    def add_listener(self, listener: Callable[[str, Mapping[str, Any]], object]) -> None:
+        """``listener(event, fields)`` for ``submitted``, ``replayed``, ``dead`` (metrics)."""
+        self._listeners = (*self._listeners, listener)
+
+    def _emit(self, event: str, **fields: Any) -> None:
+        for listener in self._listeners:
+            try:
+                listener(event, fields)
+            except Exception:  # pragma: no cover - a listener bug must not lose a write
+                import logging
+
+                logging.getLogger("brownout.outbox").exception("outbox listener raised")
+
+    # ------------------------------------------------------------------ submit
+
+    def submit(
+        self,
+        operation: str,
+        payload: Any,
+        *,
+        stream: str = "",
+        idempotency_key: str | None = None,
+    ) -> Intent:
+        """Durably accept a write intent; returns once it is on disk.
+
+        Reusing ``idempotency_key`` with the same operation and payload returns
+        the intent already accepted (whether pending, applied or dead); with a
+        different one raises :class:`IdempotencyConflict`. Raises
+        :class:`OutboxFull` at the bounds and ``TypeError`` for a payload that
+        is not JSON-serialisable; in every error case nothing is written.
+        """
+        if not isinstance(operation, str) or not operation:
+            raise ValueError("Outbox.submit: operation must be a non-empty string")
+        if not isinstance(stream, str):
+            raise TypeError("Outbox.submit: stream must be a string")
+        try:
+            body = json.dumps(payload, sort_keys=True, separators=(",", ":"), allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(
+                f"Outbox.submit: the payload of {operation!r} is not JSON-serialisable: {exc}"
+            ) from None
+        size = len(body.encode())
+        if size > self.max_payload_bytes:
+            raise OutboxError(
+                f"Outbox.submit: payload of {size} bytes exceeds max_payload_bytes "
+                f"({self.max_payload_bytes})"
+            )
+        key = idempotency_key or uuid.uuid4().hex
+        if not isinstance(key, str) or not 1 <= len(key) <= 200:
+            raise ValueError("Outbox.submit: idempotency_key must be a string of 1-200 characters")
+        digest = _digest(operation, body)
+        start = time.perf_counter()
+        with self._tx("submit") as db:
+            existing = self._find_locked(db, key)
+            if existing is not None:
+                if existing[1] != digest:
+                    raise IdempotencyConflict(
+                        f"idempotency key {key!r} was already used for a different "
+                        f"{'payload' if existing[2] == operation else 'operation'}"
+                    )
+                return self._intent_for_locked(db, key, operation, payload, stream)
+            count, total = db.execute(
+                "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM intents"
+            ).fetchone()
+            if count >= self.max_pending:
+                raise OutboxFull(
+                    f"outbox is full: {count} pending intents (max_pending={self.max_pending})"
+                )
+            if total + size > self.max_bytes:
+                raise OutboxFull(
+                    f"outbox is full: {total + size} bytes pending (max_bytes={self.max_bytes})"
+                )
+            now = self._clock()
+            cur = db.execute(
+                "INSERT INTO intents (key, stream, operation, payload, digest, size, created) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (key, stream, operation, body, digest, size, now),
+            )
+            seq = int(cur.lastrowid or 0)
+        self._emit("submitted", operation=operation, seconds=time.perf_counter() - start)
+        return Intent(seq, key, stream, operation, json.loads(body), now)
+
+    def _find_locked(self, db: sqlite3.Connection, key: str) -> tuple[str, str, str] | None:
+        for table in ("intents", "done", "dead"):
+            row = db.execute(
+                f"SELECT key, digest, operation FROM {table} WHERE key = ?",
+                (key,),
+            ).fetchone()
+            if row is not None:
+                return (row[0], row[1], row[2])
+        return None
+
+    def _intent_for_locked(
+        self, db: sqlite3.Connection, key: str, operation: str, payload: Any, stream: str
+    ) -> Intent:
+        row = db.execute(
+            "SELECT seq, created, attempts, last_error FROM intents WHERE key = ?", (key,)
+        ).fetchone()
+        if row is not None:
+            return Intent(row[0], key, stream, operation, payload, row[1], row[2], row[3])
+        return Intent(0, key, stream, operation, payload, 0.0)
+
+    # ------------------------------------------------------------------ reading
+
+    def status(self, key: str) -> str | None:
+        """``pending``, ``applied``, ``dead`` or ``None`` (unknown key)."""
+        with self._lock:
+            for table, name in (("intents", "pending"), ("done", "applied"), ("dead", "dead")):
+                row = self._db.execute(
+                    f"SELECT 1 FROM {table} WHERE key = ?",
+                    (key,),
+                ).fetchone()
+                if row is not None:
+                    return name
+        return None
+
+    def pending_count(self) -> int:
+        with self._lock:
+            return int(self._db.execute("SELECT COUNT(*) FROM intents").fetchone()[0])
+
+    def pending_bytes(self) -> int:
+        with self._lock:
+            return int(self._db.execute("SELECT COALESCE(SUM(size),0) FROM intents").fetchone()[0])
+
+    def oldest_age(self) -> float | None:
+        """Seconds since the oldest pending intent was accepted (None when empty)."""
+        with self._lock:
+            row = self._db.execute("SELECT MIN(created) FROM intents").fetchone()
+        return None if row[0] is None else max(0.0, self._clock() - row[0])
+
+    def heads(self, now: float | None = None, limit: int = 100) -> list[Intent]:
+        """The oldest pending intent of each stream that may be tried now (FIFO per stream)."""
+        now = self._clock() if now is None else now
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT i.seq, i.key, i.stream, i.operation, i.payload, i.created, i.attempts, "
+                "i.last_error FROM intents i "
+                "JOIN (SELECT stream, MIN(seq) AS seq FROM intents GROUP BY stream) h "
+                "ON i.seq = h.seq WHERE i.not_before <= ? ORDER BY i.seq LIMIT ?",
+                (now, limit),
+            ).fetchall()
+        return [Intent(r[0], r[1], r[2], r[3], json.loads(r[4]), r[5], r[6], r[7]) for r in rows]
+
+    def pending(self, limit: int = 1000) -> list[Intent]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT seq, key, stream, operation, payload, created, attempts, last_error "
+                "FROM intents ORDER BY seq LIMIT ?",
+                (limit,),
+            ).fetchall()
+        return [Intent(r[0], r[1], r[2], r[3], json.loads(r[4]), r[5], r[6], r[7]) for r in rows]
+
+    def dead_letters(self, limit: int = 1000) -> list[DeadLetter]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT seq, key, stream, operation, payload, created, attempts, reason, dead_at "
+                "FROM dead ORDER BY seq LIMIT ?",
+                (limit,),
+            ).fetchall()
+        return [
+            DeadLetter(r[0], r[1], r[2], r[3], json.loads(r[4]), r[5], r[6], r[7], r[8])
+            for r in rows
+        ]
+
+    def counters(self) -> dict[str, int]:
+        with self._lock:
+            rows = self._db.execute("SELECT name, value FROM counters").fetchall()
+        return {name: int(value) for name, value in rows}
+
+    def stats(self) -> dict[str, Any]:
+        """Figures for health pages and metrics."""
+        counters = self.counters()
+        with self._lock:
+            dead = int(self._db.execute("SELECT COUNT(*) FROM dead").fetchone()[0])
+        return {
+            "pending": self.pending_count(),
+            "pending_bytes": self.pending_bytes(),
+            "oldest_pending_age_s": self.oldest_age(),
+            "replayed_total": counters.get("replayed", 0),
+            "dead_letters": dead,
+            "dead_letter_total": counters.get("dead", 0),
+            "max_pending": self.max_pending,
+            "max_bytes": self.max_bytes,
+        }
+
+    # ------------------------------------------------------------------ updates
+
+    def mark_applied(self, intent: Intent, *, seconds: float = 0.0) -> None:
+        """The intent's effect is committed in the database: drop it from the journal."""
+        with self._tx("mark applied") as db:
+            row = db.execute(
+                "DELETE FROM intents WHERE key = ? RETURNING digest", (intent.key,)
+            ).fetchone()
+            if row is None:
+                return
+            db.execute(
+                "INSERT OR REPLACE INTO done (key, operation, stream, digest, applied_at) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (intent.key, intent.operation, intent.stream, row[0], self._clock()),
+            )
+            db.execute(
+                "INSERT INTO counters (name, value) VALUES ('replayed', 1) "
+                "ON CONFLICT(name) DO UPDATE SET value = value + 1"
+            )
+            db.execute(
+                "DELETE FROM done WHERE key IN (SELECT key FROM done ORDER BY applied_at DESC "
+                "LIMIT -1 OFFSET ?)",
+                (self.done_retention,),
+            )
+        self._emit("replayed", operation=intent.operation, seconds=seconds)
+
+    def mark_failed(self, intent: Intent, reason: str, *, backoff: float = 1.0) -> bool:
+        """A caller error: count the attempt; dead-letter it after ``max_attempts``.
+
+        Returns True if the intent went to the dead letters.
+        """
+        with self._tx("mark failed") as db:
+            row = db.execute(
+                "UPDATE intents SET attempts = attempts + 1, last_error = ?, not_before = ? "
+                "WHERE key = ? RETURNING attempts",
+                (reason[:2000], self._clock() + backoff, intent.key),
+            ).fetchone()
+            if row is None:
+                return False
+            if row[0] < self.max_attempts:
+                return False
+            db.execute(
+                "INSERT INTO dead (seq, key, stream, operation, payload, digest, created, "
+                "attempts, reason, dead_at) SELECT seq, key, stream, operation, payload, digest, "
+                "created, attempts, ?, ? FROM intents WHERE key = ?",
+                (reason[:2000], self._clock(), intent.key),
+            )
+            db.execute("DELETE FROM intents WHERE key = ?", (intent.key,))
+            db.execute(
+                "INSERT INTO counters (name, value) VALUES ('dead', 1) "
+                "ON CONFLICT(name) DO UPDATE SET value = value + 1"
+            )
+        self._emit("dead", operation=intent.operation, reason=reason)
+        return True
+
+    def retry_dead(self, key: str | None = None) -> int:
+        """Move dead letters (one, or all) back to the journal, at the end of their stream."""
+        with self._tx("retry dead letters") as db:
+            where, args = ("WHERE key = ?", (key,)) if key is not None else ("", ())
+            rows = db.execute(
+                f"SELECT key, stream, operation, payload, digest, created FROM dead {where} "
+                "ORDER BY seq",
+                args,
+            ).fetchall()
+            for k, stream, operation, payload, digest, created in rows:
+                db.execute(
+                    "INSERT INTO intents (key, stream, operation, payload, digest, size, created) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (k, stream, operation, payload, digest, len(payload.encode()), created),
+                )
+                db.execute("DELETE FROM dead WHERE key = ?", (k,))
+        return len(rows)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def __enter__(self) -> Outbox:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<Outbox {str(self.path)!r}>"
+
+
+def next_backoff(attempts: int, base: float = 1.0, cap: float = 60.0) -> float:
+    """Exponential backoff for a retried intent."""
+    return min(cap, base * math.pow(2, max(0, attempts - 1)))

@@ -1,0 +1,155 @@
+"""The outbox journal: durable, bounded, ordered, idempotent; bad input writes nothing."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from brownout.outbox import (
+    IdempotencyConflict,
+    Outbox,
+    OutboxCorrupted,
+    OutboxError,
+    OutboxFull,
+)
+
+
+@pytest.fixture
+def box(tmp_path: Path) -> Outbox:
+    b = Outbox(tmp_path / "outbox.db", max_attempts=2)
+    yield b  # type: ignore[misc]
+    b.close()
+
+
+def test_submit_is_durable_across_reopen(tmp_path: Path) -> None:
+    path = tmp_path / "o.db"
+    with Outbox(path) as box:
+        intent = box.submit("stock.move", {"sku": "A", "delta": 3}, stream="A")
+    with Outbox(path) as again:
+        (pending,) = again.pending()
+        assert pending.key == intent.key
+        assert pending.payload == {"sku": "A", "delta": 3}
+        assert again.status(intent.key) == "pending"
+
+
+def test_journal_uses_wal_and_full_sync(box: Outbox) -> None:
+    db = sqlite3.connect(box.path)
+    try:
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    finally:
+        db.close()
+    assert box._db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+
+
+def test_heads_are_fifo_per_stream_and_streams_are_independent(box: Outbox) -> None:
+    a1 = box.submit("op", {"n": 1}, stream="A")
+    b1 = box.submit("op", {"n": 1}, stream="B")
+    box.submit("op", {"n": 2}, stream="A")
+    assert [i.key for i in box.heads()] == [a1.key, b1.key]
+    box.mark_applied(a1)
+    heads = box.heads()
+    assert [i.payload for i in heads] == [{"n": 1}, {"n": 2}]
+    assert box.status(a1.key) == "applied"
+    assert box.stats()["replayed_total"] == 1
+
+
+def test_idempotency_key_same_body_returns_the_same_intent(box: Outbox) -> None:
+    first = box.submit("op", {"x": 1}, idempotency_key="k-1")
+    again = box.submit("op", {"x": 1}, idempotency_key="k-1")
+    assert again.key == first.key and again.seq == first.seq
+    assert box.pending_count() == 1
+    box.mark_applied(first)
+    assert box.submit("op", {"x": 1}, idempotency_key="k-1").key == "k-1"  # applied: no new
+    assert box.pending_count() == 0
+
+
+def test_idempotency_key_with_another_body_is_a_conflict(box: Outbox) -> None:
+    box.submit("op", {"x": 1}, idempotency_key="k-1")
+    with pytest.raises(IdempotencyConflict, match="different payload"):
+        box.submit("op", {"x": 2}, idempotency_key="k-1")
+    with pytest.raises(IdempotencyConflict, match="different operation"):
+        box.submit("other", {"x": 1}, idempotency_key="k-1")
+    assert box.pending_count() == 1
+
+
+def test_full_by_items_and_bytes_writes_nothing(tmp_path: Path) -> None:
+    with Outbox(tmp_path / "o.db", max_pending=2, max_bytes=10_000) as box:
+        box.submit("op", {"n": 1})
+        box.submit("op", {"n": 2})
+        with pytest.raises(OutboxFull, match="max_pending=2") as info:
+            box.submit("op", {"n": 3})
+        assert info.value.retry_after > 0
+        assert box.pending_count() == 2
+    with Outbox(tmp_path / "b.db", max_bytes=50) as box:
+        box.submit("op", {"pad": "x" * 20})
+        with pytest.raises(OutboxFull, match="max_bytes=50"):
+            box.submit("op", {"pad": "y" * 20})
+        assert box.pending_count() == 1
+
+
+def test_payload_that_is_not_json_is_refused_before_anything_is_written(box: Outbox) -> None:
+    with pytest.raises(TypeError, match="not JSON-serialisable"):
+        box.submit("op", {"when": object()})
+    with pytest.raises(TypeError, match="not JSON-serialisable"):
+        box.submit("op", {"x": float("nan")})
+    with pytest.raises(ValueError, match="operation"):
+        box.submit("", {})
+    assert box.pending_count() == 0
+
+
+def test_caller_errors_dead_letter_after_max_attempts_and_can_be_retried(box: Outbox) -> None:
+    blocked = box.submit("op", {"n": 1}, stream="A")
+    behind = box.submit("op", {"n": 2}, stream="A")
+    assert box.mark_failed(blocked, "ValueError: bad", backoff=0) is False
+    assert box.mark_failed(blocked, "ValueError: bad", backoff=0) is True
+    assert [i.key for i in box.heads()] == [behind.key]  # the stream is not blocked
+    (dead,) = box.dead_letters()
+    assert dead.key == blocked.key and dead.attempts == 2 and dead.reason == "ValueError: bad"
+    assert box.status(blocked.key) == "dead"
+    assert box.retry_dead(blocked.key) == 1
+    assert box.status(blocked.key) == "pending"
+    assert box.stats()["dead_letter_total"] == 1
+
+
+def test_backoff_delays_a_failed_intent(tmp_path: Path) -> None:
+    now = [1000.0]
+    with Outbox(tmp_path / "o.db", clock=lambda: now[0]) as box:
+        intent = box.submit("op", {}, stream="A")
+        box.mark_failed(intent, "oops", backoff=30)
+        assert box.heads() == []
+        now[0] += 30
+        assert [i.key for i in box.heads()] == [intent.key]
+        assert box.oldest_age() == 30
+
+
+def test_a_corrupted_journal_is_refused_and_left_untouched(tmp_path: Path) -> None:
+    path = tmp_path / "o.db"
+    with Outbox(path) as box:
+        box.submit("op", {"keep": "me"})
+    data = bytearray(path.read_bytes())
+    data[0:16] = b"this is garbage!"
+    path.write_bytes(bytes(data))
+    with pytest.raises(OutboxCorrupted, match="not a readable SQLite database"):
+        Outbox(path)
+    assert path.read_bytes() == bytes(data)
+
+
+def test_full_disk_is_a_clear_error_and_keeps_what_was_accepted(tmp_path: Path) -> None:
+    path = tmp_path / "o.db"
+    with Outbox(path) as box:
+        accepted = [box.submit("op", {"n": i}).key for i in range(5)]
+        pages = box._db.execute("PRAGMA page_count").fetchone()[0]
+        box._db.execute(f"PRAGMA max_page_count = {pages}")  # the "disk" is now full
+        with pytest.raises(OutboxError, match="full"):
+            for i in range(1000):
+                box.submit("op", {"pad": "z" * 4000, "n": i})
+    with Outbox(path) as again:
+        keys = {i.key for i in again.pending()}
+        assert set(accepted) <= keys
+
+
+def test_bad_bounds() -> None:
+    with pytest.raises(ValueError, match="max_pending must be an int >= 1"):
+        Outbox("/tmp/never.db", max_pending=0)

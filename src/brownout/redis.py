@@ -28,6 +28,7 @@ to read the reply), and the sync and async methods are one line each.
 from __future__ import annotations
 
 import json
+import threading
 import urllib.parse
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -577,6 +578,7 @@ class _RedisAdapterBase(Adapter):
         self.record_keys = record_keys
         self._owns_client = owns_client
         self._probe_client: Any = None
+        self._probe_lock = threading.Lock()
 
     def _prepare(self, build: Callable[P, _Op[R]], *args: P.args, **kwargs: P.kwargs) -> _Op[R]:
         """Build an operation; a value that cannot be encoded is accounted as a caller error."""
@@ -622,20 +624,34 @@ class _RedisAdapterBase(Adapter):
 
     # -- probe
 
-    def _probe_pool_kwargs(self) -> dict[str, Any] | None:
-        """Connection settings for the probe's own connection, or None to probe via the pool."""
+    def _probe_pool_kwargs(self, retry_class: type[Any]) -> dict[str, Any] | None:
+        """Settings of the probe's own one-connection pool, or None to probe through the client.
+
+        The probe gets a connection of its own, with :attr:`probe_timeout` as its
+        connect and read timeouts and no retries, so that it answers in bounded
+        time even when every pooled connection is busy or the pool's timeouts are
+        long. Sentinel-managed pools (whose address is found at connect time) are
+        probed through the client instead.
+        """
         pool = getattr(self.client, "connection_pool", None)
         if pool is None or type(pool).__name__.startswith("Sentinel"):
             return None
         kwargs = dict(getattr(pool, "connection_kwargs", None) or {})
         if not kwargs:
             return None
-        for private in ("maint_notifications_pool_handler", "himport_registry"):
-            kwargs.pop(private, None)
+        for name in list(kwargs):
+            # per-pool machinery (redis-py >= 7) and remembered originals of the
+            # settings replaced here: the new pool makes its own
+            if name.startswith("orig_") or name in (
+                "maint_notifications_pool_handler",
+                "himport_registry",
+            ):
+                del kwargs[name]
         kwargs.update(
             socket_timeout=self.probe_timeout,
             socket_connect_timeout=self.probe_timeout,
             health_check_interval=0,
+            retry=retry_class(redis.backoff.NoBackoff(), 0),
             max_connections=1,
             connection_class=pool.connection_class,
         )
@@ -952,14 +968,15 @@ class RedisAdapter(_RedisAdapterBase):
     # -- probe and lifetime
 
     def _probe_once(self) -> None:
-        client = self._probe_client
-        if client is None:
-            kwargs = self._probe_pool_kwargs()
-            if kwargs is None:
-                self.client.ping()
-                return
-            client = redis.Redis(connection_pool=redis.ConnectionPool(**kwargs))
-            self._probe_client = client
+        with self._probe_lock:
+            client = self._probe_client
+            if client is None:
+                kwargs = self._probe_pool_kwargs(redis.retry.Retry)
+                if kwargs is None:
+                    client = self.client
+                else:
+                    client = redis.Redis(connection_pool=redis.ConnectionPool(**kwargs))
+                    self._probe_client = client
         client.ping()
 
     def close(self) -> None:
@@ -1255,12 +1272,12 @@ class AsyncRedisAdapter(_RedisAdapterBase):
     async def _aprobe_once(self) -> None:
         client = self._probe_client
         if client is None:
-            kwargs = self._probe_pool_kwargs()
+            kwargs = self._probe_pool_kwargs(redis.asyncio.retry.Retry)
             if kwargs is None:
-                await self.client.ping()
-                return
-            client = redis.asyncio.Redis(connection_pool=redis.asyncio.ConnectionPool(**kwargs))
-            self._probe_client = client
+                client = self.client
+            else:
+                pool = redis.asyncio.ConnectionPool(**kwargs)
+                client = self._probe_client = redis.asyncio.Redis(connection_pool=pool)
         await client.ping()
 
     def _probe_once(self) -> None:

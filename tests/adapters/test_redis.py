@@ -17,10 +17,12 @@ import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
+import redis.asyncio
 
 import brownout.redis as brownout_redis
 from brownout import BreakerConfig, BreakerOpen, State
@@ -264,6 +266,30 @@ async def test_pipeline_is_one_guarded_call(redis_server: RedisServer, adapters:
     f.adapter.breaker.reset()
     assert await f("get", k) == b"2"  # the rejected batch was dropped, not sent later
     assert f.adapter.extra_figures()["pool_in_use"] == 0
+
+
+async def test_an_existing_client_is_wrapped_not_owned(
+    private: tuple[RedisServer, ThreadedFaultProxy], flavour: str
+) -> None:
+    server, _ = private
+    with redis.Redis(host=server.host, port=server.port) as direct:
+        direct.config_set("requirepass", SECRET)
+    kwargs: dict[str, Any] = {"host": server.host, "port": server.port, "password": SECRET}
+    k = key()
+    if flavour == "sync":
+        client = redis.Redis(**kwargs, **RedisAdapter.client_settings())
+        with RedisAdapter(client, name="mine") as adapter:
+            assert adapter.set(k, "v") and adapter.probe().ok
+            assert SECRET not in adapter.describe(RuntimeError(f"auth {SECRET} failed"))
+        assert client.get(k) == b"v"  # closing the adapter left the caller's client open
+        client.close()
+    else:
+        aclient = redis.asyncio.Redis(**kwargs, **AsyncRedisAdapter.client_settings())
+        async with AsyncRedisAdapter(aclient, name="mine") as aadapter:
+            assert await aadapter.set(k, "v") and (await aadapter.aprobe()).ok
+            assert SECRET not in aadapter.describe(RuntimeError(f"auth {SECRET} failed"))
+        assert await aclient.get(k) == b"v"
+        await aclient.aclose()
 
 
 # -- caller errors ----------------------------------------------------------------------
@@ -618,6 +644,12 @@ def test_core_does_not_import_redis_and_the_hint_names_the_extra() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
     assert "pip install 'brownout[redis]'" in out.stdout
+
+
+def test_the_docs_list_every_rule() -> None:
+    docs = (Path(__file__).parents[2] / "docs" / "adapters" / "redis.md").read_text()
+    for _name, counts, kind, why in REDIS_ERRORS.rows():
+        assert f"| {counts} | `{kind}` | {why} |" in docs, why
 
 
 def test_client_settings_disable_retries() -> None:

@@ -1,0 +1,965 @@
+"""Circuit-broken SQL databases: SQLAlchemy 2 engines for PostgreSQL and SQLite.
+
+:class:`Database` (sync, ``sqlalchemy.create_engine``; psycopg 3 for
+PostgreSQL, the standard ``sqlite3`` for SQLite) and :class:`AsyncDatabase`
+(async, ``create_async_engine``; asyncpg for PostgreSQL, aiosqlite for
+SQLite) guard *units of work*: a transaction opened with :meth:`session`
+commits when the block succeeds, rolls back when it raises, and gives the
+breaker exactly one outcome. Errors that mean "the database is failing"
+(connection lost, timeouts, pool exhausted, server shutting down) count
+against the breaker; errors that mean "this statement is wrong" (constraint
+violations, syntax errors, bad data, no row found) pass through and count as
+nothing. See ``docs/adapters/sql.md`` for the options and the full table.
+
+>>> from sqlalchemy import text
+>>> from brownout.sql import Database
+>>> db = Database.from_url("sqlite://")
+>>> with db.session() as s:
+...     _ = s.execute(text("CREATE TABLE t (id INTEGER PRIMARY KEY, name TEXT)"))
+...     _ = s.execute(text("INSERT INTO t (name) VALUES (:n)"), {"n": "ada"})
+>>> db.scalar("SELECT name FROM t WHERE id = :id", {"id": 1})
+'ada'
+>>> db.health()["breaker"]["state"], db.extra_figures()["dialect"]
+('closed', 'sqlite')
+>>> db.close()
+
+Requires the ``sql`` extra: ``pip install 'brownout[sql]'``.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import inspect
+import logging
+import re
+import sqlite3
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
+from types import TracebackType
+from typing import Any, ClassVar
+
+try:
+    from sqlalchemy import event, text
+    from sqlalchemy import exc as sa_exc
+    from sqlalchemy.engine import URL, Engine, Result, create_engine, make_url
+    from sqlalchemy.ext.asyncio import (
+        AsyncEngine,
+        AsyncSession,
+        async_sessionmaker,
+        create_async_engine,
+    )
+    from sqlalchemy.orm import Session, sessionmaker
+    from sqlalchemy.sql.expression import Executable
+except ImportError as exc:  # pragma: no cover - depends on the installation
+    raise ImportError(
+        "brownout.sql needs SQLAlchemy 2 and a database driver: pip install 'brownout[sql]'"
+    ) from exc
+
+try:  # the sync PostgreSQL driver; optional (a SQLite-only install works without it)
+    import psycopg
+    import psycopg.errors
+except ImportError:  # pragma: no cover - depends on the installation
+    _HAVE_PSYCOPG = False
+else:
+    _HAVE_PSYCOPG = True
+
+from brownout._adapter import Adapter, ErrorRule, ErrorTable, Figures
+from brownout._breaker import CircuitBreaker
+from brownout._clock import Clock
+from brownout._config import BreakerConfig
+from brownout._errors import BreakerOpen
+from brownout._registry import PRESETS, Registry
+
+__all__ = [
+    "DEFAULT_COMMAND_TIMEOUT",
+    "DEFAULT_CONNECT_TIMEOUT",
+    "DEFAULT_MAX_OVERFLOW",
+    "DEFAULT_POOL_SIZE",
+    "DEFAULT_POOL_TIMEOUT",
+    "DEFAULT_SQLITE_TIMEOUT",
+    "DEFAULT_STATEMENT_TIMEOUT",
+    "SQL_ERRORS",
+    "AsyncDatabase",
+    "CommandTimeout",
+    "Database",
+]
+
+logger = logging.getLogger("brownout")
+
+#: Connections kept open in the pool.
+DEFAULT_POOL_SIZE = 10
+#: Extra connections opened beyond ``pool_size`` under load (closed when returned).
+DEFAULT_MAX_OVERFLOW = 10
+#: Seconds to wait for a free pooled connection before ``sqlalchemy.exc.TimeoutError``.
+DEFAULT_POOL_TIMEOUT = 2.0
+#: Seconds to establish a connection (psycopg rounds down to whole seconds, minimum 2).
+DEFAULT_CONNECT_TIMEOUT = 5.0
+#: PostgreSQL ``statement_timeout``: the server cancels statements running longer (seconds).
+DEFAULT_STATEMENT_TIMEOUT = 5.0
+#: Client-side limit on waiting for the server's answer to one command (seconds); catches a
+#: server that stopped answering at all, which ``statement_timeout`` cannot.
+DEFAULT_COMMAND_TIMEOUT = 6.0
+#: SQLite: seconds to wait for a lock held by another connection ("database is locked").
+DEFAULT_SQLITE_TIMEOUT = 5.0
+
+
+# --------------------------------------------------------------------------- psycopg
+
+#: A deadline tighter than the connection's command timeout, for the current context
+#: (the sync health probe sets it to ``probe_timeout``).
+_WAIT_LIMIT: contextvars.ContextVar[float | None] = contextvars.ContextVar(
+    "brownout_sql_wait_limit", default=None
+)
+
+_PSYCOPG_TIMED = False
+
+if _HAVE_PSYCOPG:
+
+    class CommandTimeout(psycopg.OperationalError):
+        """The server did not answer a command within ``command_timeout`` (psycopg, sync).
+
+        The connection is closed when this is raised (its protocol state is
+        unknown), so SQLAlchemy invalidates it instead of returning it to the pool.
+        """
+
+    _WaitTimeout: type[BaseException] | None = getattr(psycopg.errors, "_WaitTimeout", None)
+    # Connection.wait(gen, interval, timeout) appeared in psycopg 3.2; older versions
+    # get no client-side command timeout (statement_timeout still applies).
+    _PSYCOPG_TIMED = _WaitTimeout is not None and "timeout" in (
+        inspect.signature(psycopg.Connection.wait).parameters
+    )
+
+    class _TimedConnection(psycopg.Connection[Any]):
+        """A psycopg connection that gives up waiting for the server after a deadline."""
+
+        brownout_timeout: float | None = None
+
+        def wait(self, gen: Any, interval: float = 0.1, timeout: float | None = None) -> Any:
+            if timeout is None:
+                limits = [t for t in (self.brownout_timeout, _WAIT_LIMIT.get()) if t]
+                timeout = min(limits) if limits else None
+            try:
+                return super().wait(gen, interval, timeout)
+            except Exception as exc:
+                if _WaitTimeout is None or not isinstance(exc, _WaitTimeout):
+                    raise
+                # Mid-protocol: the connection cannot be reused. Closing the socket
+                # makes psycopg report it closed, so SQLAlchemy invalidates it.
+                self.pgconn.finish()
+                raise CommandTimeout(
+                    f"no answer from the server within {timeout:g} s (client-side "
+                    "command_timeout); connection closed"
+                ) from None
+
+else:  # pragma: no cover - depends on the installation
+
+    class CommandTimeout(Exception):  # type: ignore[no-redef]
+        """The server did not answer a command within ``command_timeout`` (psycopg, sync)."""
+
+
+# --------------------------------------------------------------------------- errors
+
+# SQLSTATE classes (first two characters) meaning the server or the link is failing.
+_SERVER_CLASSES = {
+    "08": "connection",  # connection exception (asyncpg ConnectionDoesNotExistError: 08003)
+    "53": "overloaded",  # insufficient resources (TooManyConnectionsError: 53300, disk full)
+    "57": "server",  # operator intervention: admin shutdown, CannotConnectNowError (57P03)
+    "58": "server",  # system error (I/O error outside PostgreSQL)
+    "XX": "server",  # internal error, data corrupted
+}
+# SQLite primary result codes meaning the database file cannot be used right now.
+_SQLITE_FAILING = {
+    5: "locked",  # SQLITE_BUSY: another connection holds the lock past the timeout
+    6: "locked",  # SQLITE_LOCKED
+    7: "server",  # SQLITE_NOMEM
+    8: "server",  # SQLITE_READONLY: the file cannot be written
+    10: "server",  # SQLITE_IOERR
+    11: "server",  # SQLITE_CORRUPT
+    13: "server",  # SQLITE_FULL
+    14: "connection",  # SQLITE_CANTOPEN
+    15: "server",  # SQLITE_PROTOCOL
+    26: "server",  # SQLITE_NOTADB
+}
+
+_CLIENT_TIMEOUTS: tuple[type[BaseException], ...] = (TimeoutError, CommandTimeout)
+if _HAVE_PSYCOPG:
+    _CLIENT_TIMEOUTS += (psycopg.errors.ConnectionTimeout,)
+
+
+def _driver_error(exc: BaseException) -> BaseException:
+    """The driver's exception behind a SQLAlchemy wrapper (or the error itself)."""
+    orig = getattr(exc, "orig", None) if isinstance(exc, sa_exc.DBAPIError) else None
+    if isinstance(orig, BaseException):
+        # asyncpg errors arrive wrapped twice: SQLAlchemy's adapter keeps asyncpg's as cause
+        return orig
+    return exc
+
+
+def _sqlstate(exc: BaseException) -> str | None:
+    for err in (exc, _driver_error(exc), _driver_error(exc).__cause__):
+        state = getattr(err, "sqlstate", None) or getattr(err, "pgcode", None)
+        if isinstance(state, str) and len(state) == 5:
+            return state
+    return None
+
+
+def _sqlite_code(exc: BaseException) -> int | None:
+    err = _driver_error(exc)
+    code = getattr(err, "sqlite_errorcode", None) if isinstance(err, sqlite3.Error) else None
+    return code & 0xFF if isinstance(code, int) else None
+
+
+def _is_client_timeout(exc: BaseException) -> bool:
+    """client-side timeout (asyncpg timeout/command_timeout, psycopg connect/command)"""
+    return isinstance(exc, _CLIENT_TIMEOUTS) or isinstance(_driver_error(exc), _CLIENT_TIMEOUTS)
+
+
+def _is_statement_timeout(exc: BaseException) -> bool:
+    """SQLSTATE 57014 query_canceled (statement_timeout)"""
+    return _sqlstate(exc) == "57014"
+
+
+def _is_connection_lost(exc: BaseException) -> bool:
+    """DBAPIError with connection_invalidated, DisconnectionError, OSError"""
+    if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
+        return True
+    return isinstance(exc, sa_exc.DisconnectionError | OSError) or isinstance(
+        _driver_error(exc), OSError
+    )
+
+
+# libpq reports connection-time refusals as text only (psycopg gives them no SQLSTATE)
+_AUTH_MESSAGE = re.compile(
+    r"FATAL:\s+(password authentication failed|role \S+ does not exist|"
+    r"database \S+ does not exist|no pg_hba\.conf entry)"
+)
+
+
+def _is_auth_failure(exc: BaseException) -> bool:
+    """SQLSTATE 28xxx (authentication) or 3D000 (no such database)"""
+    state = _sqlstate(exc)
+    if state is not None:
+        return state.startswith("28") or state == "3D000"
+    return isinstance(exc, sa_exc.DBAPIError) and bool(_AUTH_MESSAGE.search(str(exc.orig)))
+
+
+def _is_server_failure(exc: BaseException) -> bool:
+    """SQLSTATE class 08, 53, 57, 58 or XX"""
+    state = _sqlstate(exc)
+    return state is not None and state[:2] in _SERVER_CLASSES
+
+
+def _is_answered(exc: BaseException) -> bool:
+    """any other SQLSTATE (22 data, 23 integrity, 42 syntax/access, 40 conflicts, ...)"""
+    return _sqlstate(exc) is not None
+
+
+def _is_sqlite_failing(exc: BaseException) -> bool:
+    """SQLite BUSY/LOCKED/IOERR/CORRUPT/FULL/CANTOPEN/READONLY/NOMEM/NOTADB"""
+    code = _sqlite_code(exc)
+    return code is not None and code in _SQLITE_FAILING
+
+
+def _is_sqlite_answered(exc: BaseException) -> bool:
+    """any other SQLite result code (ERROR: syntax, no such table; CONSTRAINT; MISMATCH)"""
+    return _sqlite_code(exc) is not None
+
+
+# Top-level packages whose exceptions come from the database stack; anything else raised
+# inside a unit of work comes from the caller's own code.
+_DB_PACKAGES = frozenset(
+    {"sqlalchemy", "asyncpg", "psycopg", "psycopg2", "sqlite3", "_sqlite3", "aiosqlite"}
+)
+
+
+def _is_callers_own(exc: BaseException) -> bool:
+    """an exception from outside the database stack (ValueError, KeyError, ...)"""
+    return not any(
+        (cls.__module__ or "").partition(".")[0] in _DB_PACKAGES for cls in type(exc).__mro__
+    )
+
+
+#: The classification shared by :class:`Database` and :class:`AsyncDatabase`; the first
+#: matching rule wins. Order matters: ``IntegrityError`` & co. are ``DBAPIError`` subclasses,
+#: and SQLite reports syntax errors as ``OperationalError``, so codes are read before types.
+SQL_ERRORS = ErrorTable(
+    ErrorRule(
+        BreakerOpen,
+        False,
+        "rejected",
+        "a breaker rejected a nested call: not this database's failure",
+    ),
+    ErrorRule(
+        sa_exc.TimeoutError,
+        True,
+        "pool_timeout",
+        "no pooled connection came free within pool_timeout: queries are not finishing",
+    ),
+    ErrorRule(
+        _is_client_timeout,
+        True,
+        "timeout",
+        "the server did not answer within the connect/command timeout (hung or unreachable)",
+    ),
+    ErrorRule(
+        _is_statement_timeout,
+        True,
+        "timeout",
+        "the server cancelled a statement at statement_timeout: it is too slow right now "
+        "(a runaway query also lands here; it hurts every caller, so it counts)",
+    ),
+    ErrorRule(
+        _is_connection_lost,
+        True,
+        "connection",
+        "the connection was refused, reset or closed: the server is down or unreachable",
+    ),
+    ErrorRule(
+        _is_auth_failure,
+        True,
+        "auth",
+        "the server refuses the configured credentials or database: nothing works until "
+        "the configuration is fixed, so fail fast",
+    ),
+    ErrorRule(
+        _is_server_failure,
+        True,
+        "server",
+        "the server reports a connection, resource, shutdown or internal failure",
+    ),
+    ErrorRule(
+        _is_answered,
+        False,
+        "caller",
+        "the server answered with an error about this statement (constraint, syntax, data, "
+        "permission, serialization conflict): it is up and working",
+    ),
+    ErrorRule(
+        _is_sqlite_failing,
+        True,
+        "locked",
+        "the SQLite file is locked past the timeout, unreadable, full or corrupt",
+    ),
+    ErrorRule(
+        _is_sqlite_answered,
+        False,
+        "caller",
+        "SQLite rejected this statement (syntax, no such table, constraint): the file is fine",
+    ),
+    ErrorRule(
+        sa_exc.IntegrityError, False, "caller", "a constraint violation is the caller's data"
+    ),
+    ErrorRule(sa_exc.DataError, False, "caller", "invalid data for the column is the caller's"),
+    ErrorRule(
+        sa_exc.ProgrammingError, False, "caller", "a wrong statement (syntax, missing table)"
+    ),
+    ErrorRule(
+        sa_exc.NotSupportedError, False, "caller", "the statement uses an unsupported feature"
+    ),
+    ErrorRule(
+        sa_exc.OperationalError,
+        True,
+        "connection",
+        "an operational failure without SQLSTATE: psycopg's connection refused/lost errors",
+    ),
+    ErrorRule(sa_exc.InterfaceError, True, "connection", "the driver lost its link"),
+    ErrorRule(sa_exc.DBAPIError, True, "server", "an unclassified driver error: assumed failing"),
+    ErrorRule(sa_exc.NoResultFound, False, "caller", "no row where one was expected is an answer"),
+    ErrorRule(
+        sa_exc.MultipleResultsFound,
+        False,
+        "caller",
+        "several rows where one was expected is an answer",
+    ),
+    ErrorRule(
+        sa_exc.InvalidRequestError,
+        False,
+        "caller",
+        "misuse of the SQLAlchemy API (closed result, pending rollback) is the caller's",
+    ),
+    ErrorRule(
+        sa_exc.ArgumentError, False, "caller", "a bad argument to SQLAlchemy is the caller's"
+    ),
+    ErrorRule(sa_exc.CompileError, False, "caller", "a statement that cannot be compiled"),
+    ErrorRule(
+        _is_callers_own,
+        False,
+        "caller",
+        "raised by the caller's own code inside the unit of work, not by the database",
+    ),
+    ErrorRule(
+        sa_exc.StatementError,
+        False,
+        "caller",
+        "parameters that cannot be bound to the statement are the caller's",
+    ),
+)
+
+
+# --------------------------------------------------------------------------- engines
+
+
+def _normalize_url(url: str | URL, *, is_async: bool) -> URL:
+    """Give a driver-less URL the extra's driver: psycopg/asyncpg, sqlite3/aiosqlite."""
+    parsed = make_url(url)
+    if parsed.drivername in ("postgresql", "postgres"):
+        return parsed.set(drivername="postgresql+asyncpg" if is_async else "postgresql+psycopg")
+    if parsed.drivername == "sqlite" and is_async:
+        return parsed.set(drivername="sqlite+aiosqlite")
+    return parsed
+
+
+def _is_memory_sqlite(url: URL) -> bool:
+    database = url.database or ""
+    return url.get_backend_name() == "sqlite" and (
+        database in ("", ":memory:")
+        or "mode=memory" in database
+        or url.query.get("mode") == "memory"
+    )
+
+
+def _engine_options(
+    url: URL,
+    *,
+    pool_size: int,
+    max_overflow: int,
+    pool_timeout: float,
+    pool_recycle: float,
+    connect_timeout: float,
+    statement_timeout: float | None,
+    command_timeout: float | None,
+    sqlite_timeout: float,
+    hide_parameters: bool,
+    connect_args: Mapping[str, Any] | None,
+    engine_options: Mapping[str, Any] | None,
+) -> dict[str, Any]:
+    """``create_engine`` / ``create_async_engine`` keyword arguments for ``url``."""
+    for label, value in (
+        ("pool_timeout", pool_timeout),
+        ("connect_timeout", connect_timeout),
+        ("sqlite_timeout", sqlite_timeout),
+    ):
+        if value <= 0:
+            raise ValueError(f"{label} must be > 0 seconds, got {value!r}")
+    for label, maybe in (
+        ("statement_timeout", statement_timeout),
+        ("command_timeout", command_timeout),
+    ):
+        if maybe is not None and maybe <= 0:
+            raise ValueError(f"{label} must be > 0 seconds or None, got {maybe!r}")
+    if pool_size < 1 or max_overflow < 0:
+        raise ValueError("pool_size must be >= 1 and max_overflow >= 0")
+    backend, driver = url.get_backend_name(), url.get_driver_name()
+    args: dict[str, Any] = {}
+    if backend == "postgresql" and driver == "asyncpg":
+        args["timeout"] = connect_timeout
+        if command_timeout is not None:
+            args["command_timeout"] = command_timeout
+        if statement_timeout is not None:
+            args["server_settings"] = {"statement_timeout": str(round(statement_timeout * 1000))}
+    elif backend == "postgresql" and driver in ("psycopg", "psycopg_async", "psycopg2"):
+        args["connect_timeout"] = max(1, round(connect_timeout))
+        if statement_timeout is not None:
+            args["options"] = f"-c statement_timeout={round(statement_timeout * 1000)}"
+    elif backend == "sqlite":
+        args["timeout"] = sqlite_timeout
+    args.update(connect_args or {})
+    options: dict[str, Any] = {
+        "pool_pre_ping": True,
+        "hide_parameters": hide_parameters,
+        "connect_args": args,
+    }
+    if not _is_memory_sqlite(url):  # in-memory SQLite uses a single-connection pool
+        options.update(
+            pool_size=pool_size,
+            max_overflow=max_overflow,
+            pool_timeout=pool_timeout,
+            pool_recycle=pool_recycle,
+        )
+    options.update(engine_options or {})
+    return options
+
+
+def _install_command_timeout(engine: Engine, timeout: float | None) -> None:
+    """psycopg (sync) has no client-side command timeout of its own: add one."""
+    url = engine.url
+    if not (_PSYCOPG_TIMED and url.get_backend_name() == "postgresql"):
+        return
+    if url.get_driver_name() != "psycopg":
+        return
+
+    @event.listens_for(engine, "do_connect")
+    def _connect(dialect: Any, record: Any, cargs: Any, cparams: Any) -> Any:
+        conn = _TimedConnection.connect(*cargs, **cparams)
+        conn.brownout_timeout = timeout
+        return conn
+
+
+def _pool_figures(engine: Engine) -> dict[str, Any]:
+    pool = engine.pool
+    figures: dict[str, Any] = {
+        "dialect": engine.dialect.name,
+        "driver": engine.dialect.driver,
+        "url": engine.url.render_as_string(hide_password=True),
+        "pool_class": type(pool).__name__,
+    }
+    for key, method in (
+        ("pool_in_use", "checkedout"),
+        ("pool_size", "size"),
+        ("pool_overflow", "overflow"),
+        ("pool_idle", "checkedin"),
+    ):
+        fn = getattr(pool, method, None)
+        if callable(fn):
+            try:
+                figures[key] = fn()
+            except Exception:  # pragma: no cover - pool internals of exotic pools
+                logger.debug("sql adapter: pool.%s() failed", method, exc_info=True)
+    return figures
+
+
+def _statement(stmt: str | Executable) -> Executable:
+    return text(stmt) if isinstance(stmt, str) else stmt
+
+
+# --------------------------------------------------------------------------- base
+
+
+class _UnitOfWork:
+    """Breaker admission plus accounting of one guarded unit; shared by sync and async.
+
+    Entered before the transaction starts (raises :class:`BreakerOpen` when
+    rejected), left after it committed or was discarded: one breaker outcome
+    and one :class:`~brownout.adapter.OperationEvent` per unit.
+    """
+
+    __slots__ = ("_adapter", "_figures", "_operation", "_start")
+
+    def __init__(self, adapter: _SQLAdapter, operation: str) -> None:
+        self._adapter = adapter
+        self._operation = operation
+        self._figures = Figures()
+        self._start = 0.0
+
+    def __enter__(self) -> _UnitOfWork:
+        adapter = self._adapter
+        try:
+            adapter.breaker.__enter__()
+        except BreakerOpen:
+            adapter._emit(self._operation, "rejected", 0.0, self._figures, None)
+            raise
+        self._start = adapter._clock()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        adapter = self._adapter
+        duration = adapter._clock() - self._start
+        adapter.breaker.__exit__(exc_type, exc, tb)
+        if exc is None:
+            adapter._emit(self._operation, "success", duration, self._figures, None)
+        elif isinstance(exc, Exception) and not isinstance(exc, BreakerOpen):
+            scrubbed = adapter._failed(self._operation, exc, duration, self._figures)
+            if scrubbed is not None:
+                raise scrubbed from None
+
+
+def _discard_mode(exc: BaseException) -> str:
+    """How to end a failed transaction: ``invalidate`` its connection, or ``rollback``.
+
+    After a dependency failure (or a cancellation) the connection's state is
+    unknown: a rollback could hang on a server that stopped answering, so the
+    connection is dropped. After a caller error the connection is healthy.
+    """
+    if isinstance(exc, Exception) and not SQL_ERRORS.counts(exc):
+        return "rollback"
+    return "invalidate"
+
+
+class _SQLAdapter(Adapter):
+    kind: ClassVar[str] = "sql"
+    errors: ClassVar[ErrorTable] = SQL_ERRORS
+
+    def __init__(
+        self,
+        sync_engine: Engine,
+        *,
+        name: str | None,
+        breaker: CircuitBreaker | None,
+        config: BreakerConfig | None,
+        registry: Registry | None,
+        clock: Clock | None,
+        probe_timeout: float | None,
+        recent_operations: int,
+        owns_engine: bool,
+    ) -> None:
+        if breaker is None and config is None:
+            config = PRESETS["database"]
+        super().__init__(
+            name or "database",
+            breaker=breaker,
+            config=config,
+            registry=registry,
+            clock=clock,
+            secrets=[sync_engine.url.password],
+            probe_timeout=probe_timeout,
+            recent_operations=recent_operations,
+        )
+        self._sync_engine = sync_engine
+        self._owns_engine = owns_engine
+
+    def _on_error(self, exc: Exception, rule: ErrorRule) -> None:
+        if rule.kind == "auth":
+            self.stats.credentials_problem = self.describe(exc)
+
+    def extra_figures(self) -> Mapping[str, Any]:
+        """Pool use (``pool_in_use`` checked out, ``pool_size``, ``pool_overflow``,
+        ``pool_idle``), ``dialect``, ``driver`` and the URL with its password masked."""
+        return _pool_figures(self._sync_engine)
+
+    def __repr__(self) -> str:
+        url = self._sync_engine.url.render_as_string(hide_password=True)
+        return f"<{type(self).__name__} {self.name!r} {url} breaker={self.breaker.state.value}>"
+
+
+# --------------------------------------------------------------------------- sync
+
+
+class Database(_SQLAdapter):
+    """A circuit-broken sync SQLAlchemy engine (psycopg for PostgreSQL, sqlite3 for SQLite).
+
+    Build it with :meth:`from_url` (pool and timeouts set to short, documented
+    defaults) or from an existing :class:`~sqlalchemy.engine.Engine` (used as
+    configured). The breaker defaults to the ``database`` preset (3 failures,
+    30 s open, 1 probe) under the name ``database``.
+
+    >>> db = Database.from_url("sqlite://", name="cache-db")
+    >>> with db.session() as s:
+    ...     s.execute(text("SELECT 1")).scalar_one()
+    1
+    >>> db.probe().ok
+    True
+    >>> db.close()
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        name: str | None = None,
+        breaker: CircuitBreaker | None = None,
+        config: BreakerConfig | None = None,
+        registry: Registry | None = None,
+        clock: Clock | None = None,
+        probe_timeout: float | None = None,
+        recent_operations: int = 50,
+        session_options: Mapping[str, Any] | None = None,
+        owns_engine: bool = False,
+    ) -> None:
+        if not isinstance(engine, Engine):
+            raise TypeError(
+                f"Database needs a sqlalchemy Engine, got {type(engine).__name__} "
+                "(use AsyncDatabase for an AsyncEngine)"
+            )
+        super().__init__(
+            engine,
+            name=name,
+            breaker=breaker,
+            config=config,
+            registry=registry,
+            clock=clock,
+            probe_timeout=probe_timeout,
+            recent_operations=recent_operations,
+            owns_engine=owns_engine,
+        )
+        self.engine = engine
+        self.sessions: sessionmaker[Session] = sessionmaker(
+            engine, **{"expire_on_commit": False, **(session_options or {})}
+        )
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str | URL,
+        *,
+        pool_size: int = DEFAULT_POOL_SIZE,
+        max_overflow: int = DEFAULT_MAX_OVERFLOW,
+        pool_timeout: float = DEFAULT_POOL_TIMEOUT,
+        pool_recycle: float = 1800.0,
+        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+        statement_timeout: float | None = DEFAULT_STATEMENT_TIMEOUT,
+        command_timeout: float | None = DEFAULT_COMMAND_TIMEOUT,
+        sqlite_timeout: float = DEFAULT_SQLITE_TIMEOUT,
+        hide_parameters: bool = True,
+        connect_args: Mapping[str, Any] | None = None,
+        engine_options: Mapping[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> Database:
+        """An adapter owning a new engine for ``url`` (closed by :meth:`close`).
+
+        ``postgresql://`` gets the psycopg driver. ``kwargs`` go to the
+        constructor (``name``, ``config``, ``registry``, ...); ``connect_args``
+        and ``engine_options`` override the computed driver and engine options.
+        """
+        parsed = _normalize_url(url, is_async=False)
+        engine = create_engine(
+            parsed,
+            **_engine_options(
+                parsed,
+                pool_size=pool_size,
+                max_overflow=max_overflow,
+                pool_timeout=pool_timeout,
+                pool_recycle=pool_recycle,
+                connect_timeout=connect_timeout,
+                statement_timeout=statement_timeout,
+                command_timeout=command_timeout,
+                sqlite_timeout=sqlite_timeout,
+                hide_parameters=hide_parameters,
+                connect_args=connect_args,
+                engine_options=engine_options,
+            ),
+        )
+        _install_command_timeout(engine, command_timeout)
+        try:
+            return cls(engine, owns_engine=True, **kwargs)
+        except BaseException:
+            engine.dispose()
+            raise
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """One guarded transaction: commit on success, rollback on error, one breaker outcome.
+
+        Raises :class:`~brownout.BreakerOpen` without touching the database
+        while the breaker is open. A caller error raised inside (e.g.
+        ``IntegrityError``) rolls back and does not count; a dependency failure
+        drops the connection (its state is unknown) and counts once.
+        """
+        with _UnitOfWork(self, "session"):
+            session = self.sessions()
+            try:
+                yield session
+                session.commit()
+            except BaseException as exc:
+                _discard(session, exc)
+                raise
+            finally:
+                session.close()
+
+    def execute(
+        self, stmt: str | Executable, params: Mapping[str, Any] | None = None
+    ) -> Result[Any]:
+        """Run one statement in its own guarded transaction; rows are buffered.
+
+        >>> db = Database.from_url("sqlite://")
+        >>> db.execute("SELECT 1 AS one").one().one
+        1
+        >>> db.close()
+        """
+        with self.session() as session:
+            return session.execute(
+                _statement(stmt), params, execution_options={"prebuffer_rows": True}
+            )
+
+    def scalar(self, stmt: str | Executable, params: Mapping[str, Any] | None = None) -> Any:
+        """The first column of the first row (or ``None``), in its own guarded transaction."""
+        with self.session() as session:
+            return session.scalar(_statement(stmt), params)
+
+    def _probe_once(self) -> None:
+        token = _WAIT_LIMIT.set(self.probe_timeout)
+        try:
+            with self.engine.connect() as conn:
+                conn.execute(text("SELECT 1")).scalar_one()
+        finally:
+            _WAIT_LIMIT.reset(token)
+
+    def close(self) -> None:
+        """Dispose of the engine's pool if this adapter created the engine."""
+        if self._owns_engine:
+            self.engine.dispose()
+
+    def __enter__(self) -> Database:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def _discard(session: Session, exc: BaseException) -> None:
+    try:
+        if _discard_mode(exc) == "rollback":
+            session.rollback()
+        else:
+            session.invalidate()
+    except Exception:
+        logger.debug("sql adapter: discarding a failed transaction failed", exc_info=True)
+        try:
+            session.invalidate()
+        except Exception:
+            logger.debug("sql adapter: invalidating the session failed", exc_info=True)
+
+
+# --------------------------------------------------------------------------- async
+
+
+class AsyncDatabase(_SQLAdapter):
+    """A circuit-broken :class:`~sqlalchemy.ext.asyncio.AsyncEngine` (asyncpg, aiosqlite).
+
+    The async twin of :class:`Database`: same options, same classification.
+
+    >>> import asyncio
+    >>> async def main() -> str:
+    ...     async with AsyncDatabase.from_url("sqlite+aiosqlite://") as db:
+    ...         async with db.session() as s:
+    ...             await s.execute(text("CREATE TABLE t (name TEXT)"))
+    ...             await s.execute(text("INSERT INTO t VALUES ('ada')"))
+    ...         return await db.scalar("SELECT name FROM t")
+    >>> asyncio.run(main())
+    'ada'
+    """
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        name: str | None = None,
+        breaker: CircuitBreaker | None = None,
+        config: BreakerConfig | None = None,
+        registry: Registry | None = None,
+        clock: Clock | None = None,
+        probe_timeout: float | None = None,
+        recent_operations: int = 50,
+        session_options: Mapping[str, Any] | None = None,
+        owns_engine: bool = False,
+    ) -> None:
+        if not isinstance(engine, AsyncEngine):
+            raise TypeError(
+                f"AsyncDatabase needs a sqlalchemy AsyncEngine, got {type(engine).__name__} "
+                "(use Database for a sync Engine)"
+            )
+        super().__init__(
+            engine.sync_engine,
+            name=name,
+            breaker=breaker,
+            config=config,
+            registry=registry,
+            clock=clock,
+            probe_timeout=probe_timeout,
+            recent_operations=recent_operations,
+            owns_engine=owns_engine,
+        )
+        self.engine = engine
+        self.sessions: async_sessionmaker[AsyncSession] = async_sessionmaker(
+            engine, **{"expire_on_commit": False, **(session_options or {})}
+        )
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str | URL,
+        *,
+        pool_size: int = DEFAULT_POOL_SIZE,
+        max_overflow: int = DEFAULT_MAX_OVERFLOW,
+        pool_timeout: float = DEFAULT_POOL_TIMEOUT,
+        pool_recycle: float = 1800.0,
+        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+        statement_timeout: float | None = DEFAULT_STATEMENT_TIMEOUT,
+        command_timeout: float | None = DEFAULT_COMMAND_TIMEOUT,
+        sqlite_timeout: float = DEFAULT_SQLITE_TIMEOUT,
+        hide_parameters: bool = True,
+        connect_args: Mapping[str, Any] | None = None,
+        engine_options: Mapping[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> AsyncDatabase:
+        """An adapter owning a new async engine for ``url`` (closed by :meth:`close`).
+
+        ``postgresql://`` gets asyncpg, ``sqlite://`` aiosqlite. Options as in
+        :meth:`Database.from_url`.
+        """
+        parsed = _normalize_url(url, is_async=True)
+        engine = create_async_engine(
+            parsed,
+            **_engine_options(
+                parsed,
+                pool_size=pool_size,
+                max_overflow=max_overflow,
+                pool_timeout=pool_timeout,
+                pool_recycle=pool_recycle,
+                connect_timeout=connect_timeout,
+                statement_timeout=statement_timeout,
+                command_timeout=command_timeout,
+                sqlite_timeout=sqlite_timeout,
+                hide_parameters=hide_parameters,
+                connect_args=connect_args,
+                engine_options=engine_options,
+            ),
+        )
+        try:
+            return cls(engine, owns_engine=True, **kwargs)
+        except BaseException:
+            engine.sync_engine.dispose(close=False)
+            raise
+
+    @asynccontextmanager
+    async def session(self) -> AsyncIterator[AsyncSession]:
+        """One guarded transaction (``async with db.session() as s:``); see
+        :meth:`Database.session`."""
+        with _UnitOfWork(self, "session"):
+            session = self.sessions()
+            try:
+                yield session
+                await session.commit()
+            except BaseException as exc:
+                await _adiscard(session, exc)
+                raise
+            finally:
+                await session.close()
+
+    async def execute(
+        self, stmt: str | Executable, params: Mapping[str, Any] | None = None
+    ) -> Result[Any]:
+        """Run one statement in its own guarded transaction; rows are buffered."""
+        async with self.session() as session:
+            return await session.execute(_statement(stmt), params)
+
+    async def scalar(self, stmt: str | Executable, params: Mapping[str, Any] | None = None) -> Any:
+        """The first column of the first row (or ``None``), in its own guarded transaction."""
+        async with self.session() as session:
+            return await session.scalar(_statement(stmt), params)
+
+    async def _aprobe_once(self) -> None:
+        async with self.engine.connect() as conn:
+            (await conn.execute(text("SELECT 1"))).scalar_one()
+
+    def _probe_once(self) -> None:
+        raise NotImplementedError("AsyncDatabase has an async probe: await db.aprobe()")
+
+    async def close(self) -> None:
+        """Dispose of the engine's pool if this adapter created the engine."""
+        if self._owns_engine:
+            await self.engine.dispose()
+
+    async def __aenter__(self) -> AsyncDatabase:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+
+async def _adiscard(session: AsyncSession, exc: BaseException) -> None:
+    try:
+        if _discard_mode(exc) == "rollback":
+            await session.rollback()
+        else:
+            await session.invalidate()
+    except Exception:
+        logger.debug("sql adapter: discarding a failed transaction failed", exc_info=True)
+        try:
+            await session.invalidate()
+        except Exception:
+            logger.debug("sql adapter: invalidating the session failed", exc_info=True)

@@ -61,6 +61,7 @@ __all__ = [
     "DEFAULT_EMBEDDING_MODEL",
     "DEFAULT_MAX_RETRIES",
     "DEFAULT_TIMEOUT",
+    "ERRORS",
     "AsyncOpenAIAdapter",
     "InvalidJSONOutput",
     "OpenAIAdapter",
@@ -257,6 +258,7 @@ def _other_client_error(exc: BaseException) -> bool:
     return isinstance(exc, openai.APIStatusError) and 400 <= exc.status_code < 500
 
 
+#: How the adapters classify the SDK's errors (see ``docs/adapters/openai.md``).
 ERRORS = ErrorTable(
     ErrorRule(
         openai.APITimeoutError,

@@ -603,13 +603,24 @@ async def test_probe_is_independent_of_the_breaker(
     make: Factory, openai_stub: OpenAIStub, openai_proxy: ThreadedFaultProxy
 ) -> None:
     ai = make(via(openai_stub, openai_proxy), probe_timeout=0.3)
+
+    async def probe() -> Any:
+        return await do(ai.aprobe() if isinstance(ai, AsyncOpenAIAdapter) else ai.probe())
+
     ai.breaker.force_open()
-    probe = await do(ai.aprobe() if isinstance(ai, AsyncOpenAIAdapter) else ai.probe())
-    assert probe.ok and probe.error is None
+    result = await probe()
+    assert result.ok and result.error is None
     assert openai_stub.requests[-1].path.endswith("/models")
+    # a 401 to the probe flags the credentials; the next good probe clears the flag
+    openai_stub.script(401)
+    result = await probe()
+    assert not result.ok and ai.health()["credentials_problem"] == "credentials"
+    result = await probe()
+    assert result.ok and ai.health()["credentials_problem"] is None
+    # a probe has its own timeout
     openai_proxy.set_mode(Mode.BLACKHOLE)
-    probe = await do(ai.aprobe() if isinstance(ai, AsyncOpenAIAdapter) else ai.probe())
-    assert not probe.ok and probe.error is not None
+    result = await probe()
+    assert not result.ok and result.error is not None
     assert ai.health()["last_probe"]["ok"] is False
     openai_proxy.set_mode(Mode.PASS)
     assert ai.breaker.snapshot().total_failures == 0  # probes never count

@@ -13,6 +13,7 @@ import contextlib
 import doctest
 import importlib
 import logging
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -688,17 +689,72 @@ def test_defaults_preset_registry_and_types(tmp_path: Path) -> None:
         Database.from_url("sqlite://", pool_timeout=0)
 
 
-def test_connect_args_per_driver() -> None:
-    pg = Database.from_url("postgresql://u:p@127.0.0.1:1/x", statement_timeout=1.5)
-    apg = AsyncDatabase.from_url("postgresql://u:p@127.0.0.1:1/x", command_timeout=2.0)
+def test_statement_timeout_reaches_the_server(
+    sync_dbs: Callable[..., Database], postgres_server: PostgresServer, fresh_database: str
+) -> None:
+    # a driver-less URL gets psycopg (sync) / asyncpg (async)
+    db = sync_dbs(postgres_server.dsn_for(dbname_of(fresh_database)), statement_timeout=1.5)
+    assert db.engine.dialect.driver == "psycopg"
+    assert db.scalar("SHOW statement_timeout") == "1500ms"
+
+
+async def test_async_settings_reach_the_drivers(
+    async_dbs: Callable[..., AsyncDatabase],
+    postgres_server: PostgresServer,
+    fresh_database: str,
+    tmp_path: Path,
+) -> None:
+    db = async_dbs(postgres_server.dsn_for(dbname_of(fresh_database)), statement_timeout=1.5)
+    assert db.engine.dialect.driver == "asyncpg"
+    assert await db.scalar("SHOW statement_timeout") == "1500ms"
+    lite = async_dbs(f"sqlite:///{tmp_path / 'settings.db'}", sqlite_timeout=0.25)
+    assert lite.engine.dialect.driver == "aiosqlite"
+    assert await lite.scalar("PRAGMA busy_timeout") == 250
+
+
+@pytest.mark.parametrize("is_async", [False, True])
+async def test_sqlite_lock_held_too_long_trips_then_recovers(
+    tmp_path: Path,
+    sync_dbs: Callable[..., Database],
+    async_dbs: Callable[..., AsyncDatabase],
+    is_async: bool,
+) -> None:
+    """SQLite's outage: another process holds the write lock past ``sqlite_timeout``."""
+    path = tmp_path / "brownout.db"
+    options: dict[str, Any] = {"sqlite_timeout": 0.1}
+    db = (
+        async_dbs(sqlite_url(tmp_path, is_async=True), **options)
+        if is_async
+        else sync_dbs(sqlite_url(tmp_path, is_async=False), **options)
+    )
+
+    async def run(sql: str) -> Any:
+        if isinstance(db, AsyncDatabase):
+            result = await db.execute(sql)
+        else:
+            result = db.execute(sql)
+        return result.scalar() if result.returns_rows else None  # type: ignore[attr-defined]
+
+    await run("CREATE TABLE t (v INTEGER)")
+    events: list[OperationEvent] = []
+    db.add_listener(events.append)
+    holder = sqlite3.connect(path, isolation_level=None)
     try:
-        assert pg.engine.dialect.driver == "psycopg" and apg.engine.dialect.driver == "asyncpg"
-        _, pg_args = pg.engine.dialect.create_connect_args(pg.engine.url)
-        assert pg_args["user"] == "u"
-        assert pg.engine.pool._pre_ping
+        holder.execute("BEGIN EXCLUSIVE")
+        for _ in range(3):
+            with pytest.raises(sa_exc.OperationalError, match="locked"):
+                await run("INSERT INTO t VALUES (1)")
+        assert state_of(db) is State.OPEN
+        assert {e.error_kind for e in events} == {"locked"}
+        with pytest.raises(BreakerOpen):
+            await run("SELECT 1")
     finally:
-        pg.close()
-        apg.engine.sync_engine.dispose(close=False)
+        holder.rollback()
+        holder.close()
+    await asyncio.to_thread(wait_for_half_open, db)
+    await run("INSERT INTO t VALUES (2)")
+    assert await run("SELECT sum(v) FROM t") == 2
+    assert state_of(db) is State.CLOSED and db.health()["pool_in_use"] == 0
 
 
 def test_existing_engine_is_not_disposed_by_close(tmp_path: Path) -> None:

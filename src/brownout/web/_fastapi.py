@@ -1,0 +1,329 @@
+"""FastAPI integration: the status router, ``requires_feature``, one-call :func:`install`.
+
+The app finds its manager without globals: the router factory takes it, and
+:class:`requires_feature` reads ``request.app.state.brownout`` (set it:
+``app.state.brownout = manager``; :func:`install` does) unless it was given
+one explicitly.
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, Any
+
+try:
+    from fastapi import APIRouter, FastAPI, HTTPException, Request, Response
+    from fastapi.dependencies.models import Dependant
+    from fastapi.dependencies.utils import get_dependant
+except ImportError as exc:  # pragma: no cover - exercised by hiding the module
+    raise ImportError(
+        "brownout.web's FastAPI integration needs fastapi: pip install 'brownout[web]'"
+    ) from exc
+
+from brownout.health import DegradationManager, UnknownFeature
+from brownout.web._asgi import DegradationHeaderMiddleware, check_prefix
+from brownout.web._status import (
+    BREAKER_ACTIONS,
+    JSON_CONTENT_TYPE,
+    Reply,
+    admin_breaker,
+    admin_pin,
+    admin_unpin,
+    authorize,
+    check_admin_token,
+    feature_unavailable,
+    health_document,
+    live,
+    ready,
+)
+
+if TYPE_CHECKING:
+    from brownout.prometheus import PrometheusMetrics
+
+__all__ = [
+    "FeatureUnavailable",
+    "check_features",
+    "feature_unavailable_handler",
+    "health_router",
+    "install",
+    "requires_feature",
+]
+
+logger = logging.getLogger("brownout.web")
+
+
+def _respond(reply: Reply) -> Response:
+    return Response(
+        reply.content(),
+        status_code=reply.status,
+        headers=dict(reply.headers),
+        media_type=JSON_CONTENT_TYPE,
+    )
+
+
+def health_router(
+    manager: DegradationManager,
+    metrics: PrometheusMetrics | None = None,
+    admin_token: str | None = None,
+    prefix: str = "",
+) -> APIRouter:
+    """An ``APIRouter`` with the status endpoints of ``manager`` (see ``docs/operations.md``).
+
+    ``GET /health/live``, ``GET /health/ready``, ``GET /health``; ``GET /metrics``
+    only with ``metrics``; the admin endpoints only with ``admin_token`` (a
+    bearer token, compared in constant time). Everything under ``prefix``.
+    """
+    if not isinstance(manager, DegradationManager):
+        raise TypeError(f"health_router needs a DegradationManager, got {type(manager).__name__}")
+    token = check_admin_token(admin_token)
+    router = APIRouter(prefix=check_prefix(prefix))
+
+    @router.get("/health/live", tags=["health"], summary="Liveness: the process answers")
+    async def health_live() -> Response:
+        return _respond(live())
+
+    @router.get(
+        "/health/ready",
+        tags=["health"],
+        summary="Readiness: 503 at EMERGENCY or while a required component is down",
+    )
+    async def health_ready() -> Response:
+        return _respond(ready(manager))
+
+    @router.get("/health", tags=["health"], summary="Level, score, components, features, why")
+    async def health() -> Response:
+        return _respond(Reply(200, health_document(manager)))
+
+    if metrics is not None:
+        from brownout.prometheus import CONTENT_TYPE
+
+        @router.get("/metrics", tags=["health"], summary="Prometheus metrics")
+        async def prometheus_metrics() -> Response:
+            return Response(metrics.render(), media_type=CONTENT_TYPE)
+
+    if token is None:
+        return router
+
+    for action in BREAKER_ACTIONS:
+        router.add_api_route(
+            f"/admin/breakers/{{name}}/{action}",
+            _breaker_endpoint(manager, token, action),
+            methods=["POST"],
+            tags=["admin"],
+            summary=f"{action.capitalize()} a circuit breaker (admin token)",
+            name=f"admin_breaker_{action}",
+        )
+
+    @router.post("/admin/level/pin", tags=["admin"], summary="Pin the level (admin token)")
+    async def pin_level(request: Request) -> Response:
+        denied = authorize(token, request.headers.get("authorization"))
+        if denied is not None:
+            return _respond(denied)
+        return _respond(admin_pin(manager, await request.body()))
+
+    @router.delete("/admin/level/pin", tags=["admin"], summary="Unpin the level (admin token)")
+    async def unpin_level(request: Request) -> Response:
+        denied = authorize(token, request.headers.get("authorization"))
+        return _respond(denied or admin_unpin(manager))
+
+    return router
+
+
+def _breaker_endpoint(manager: DegradationManager, token: str, action: str) -> Any:
+    async def endpoint(name: str, request: Request) -> Response:
+        denied = authorize(token, request.headers.get("authorization"))
+        return _respond(denied or admin_breaker(manager, name, action))
+
+    endpoint.__name__ = f"admin_breaker_{action}"
+    return endpoint
+
+
+# ------------------------------------------------------------ features
+
+
+class FeatureUnavailable(HTTPException):
+    """Raised by :class:`requires_feature` while its feature is off: a 503 with ``Retry-After``.
+
+    With :func:`feature_unavailable_handler` installed (:func:`install` does)
+    the body is ``{"error": "feature_unavailable", "feature", "level",
+    "reason", "retry_after"}``; with FastAPI's default handler it is the same
+    object under ``"detail"``.
+    """
+
+    def __init__(self, reply: Reply) -> None:
+        super().__init__(reply.status, detail=dict(reply.body), headers=dict(reply.headers))
+        self.reply = reply
+
+
+async def feature_unavailable_handler(request: Request, exc: Exception) -> Response:
+    """Exception handler rendering :class:`FeatureUnavailable` as its flat JSON body."""
+    if not isinstance(exc, FeatureUnavailable):  # pragma: no cover - registered for it only
+        raise exc
+    return _respond(exc.reply)
+
+
+class requires_feature:  # lower case: used like a function, Depends(requires_feature("x"))
+    """A FastAPI dependency: 503 (:class:`FeatureUnavailable`) while ``feature`` is off.
+
+    ``Depends(requires_feature("ai_pricing"))`` on a route (or in a router's
+    ``dependencies``). The manager is ``manager`` if given, else
+    ``request.app.state.brownout``. A feature name the manager does not know is
+    a programming error: :func:`check_features` (run by :func:`install`)
+    refuses it when the app is built; a route that escaped that check answers
+    500 and logs the error at its first request.
+    """
+
+    def __init__(self, feature: str, manager: DegradationManager | None = None) -> None:
+        if not isinstance(feature, str) or not feature:
+            raise ValueError(f"requires_feature needs a feature name, got {feature!r}")
+        if manager is not None and not isinstance(manager, DegradationManager):
+            raise TypeError(
+                f"requires_feature manager must be a DegradationManager, got {manager!r}"
+            )
+        self.feature = feature
+        self.manager = manager
+
+    def __repr__(self) -> str:
+        return f"requires_feature({self.feature!r})"
+
+    def _manager(self, request: Request) -> DegradationManager:
+        if self.manager is not None:
+            return self.manager
+        manager = getattr(request.app.state, "brownout", None)
+        if not isinstance(manager, DegradationManager):
+            logger.error(
+                "brownout.web: %s on %s %s: no DegradationManager in app.state.brownout "
+                "(set app.state.brownout = manager, use brownout.web.install, or pass manager=)",
+                self,
+                request.method,
+                request.url.path,
+            )
+            raise HTTPException(
+                500, detail="brownout: no DegradationManager configured for this app"
+            )
+        return manager
+
+    async def __call__(self, request: Request) -> None:
+        manager = self._manager(request)
+        try:
+            on = manager.enabled(self.feature)
+        except UnknownFeature as exc:
+            logger.error(
+                "brownout.web: %s %s requires an unknown feature: %s",
+                request.method,
+                request.url.path,
+                exc,
+            )
+            raise HTTPException(
+                500, detail=f"brownout: this route requires an unknown feature {self.feature!r}"
+            ) from None
+        if not on:
+            raise FeatureUnavailable(feature_unavailable(manager, self.feature))
+
+
+def _walk(dependant: Dependant) -> Iterator[Any]:
+    for sub in dependant.dependencies:
+        yield sub.call
+        yield from _walk(sub)
+
+
+def _depends_calls(depends: Iterable[Any]) -> Iterator[Any]:
+    """The callables of ``Depends(...)`` objects, and of what they depend on in turn."""
+    for depends_ in depends:
+        call = getattr(depends_, "dependency", None)
+        if call is None:
+            continue
+        yield call
+        if isinstance(call, requires_feature):
+            continue
+        try:
+            dependant = get_dependant(path="", call=call)
+        except Exception:  # pragma: no cover - not a dependency FastAPI can analyse
+            continue
+        yield from _walk(dependant)
+
+
+def _route_requirements(
+    routes: Iterable[Any], prefix: str = "", inherited: tuple[Any, ...] = ()
+) -> Iterator[tuple[str, requires_feature]]:
+    for route in routes:
+        dependant = getattr(route, "dependant", None)
+        if isinstance(dependant, Dependant):
+            methods = ",".join(sorted(getattr(route, "methods", None) or ()))
+            where = f"{methods} {prefix}{getattr(route, 'path', '?')}".strip()
+            for call in (*inherited, *_walk(dependant)):
+                if isinstance(call, requires_feature):
+                    yield where, call
+            continue
+        original = getattr(route, "original_router", None)
+        if original is not None:  # FastAPI >= 0.16x: include_router keeps the router whole
+            context = getattr(route, "include_context", None)
+            extra = tuple(_depends_calls(getattr(context, "dependencies", None) or ()))
+            yield from _route_requirements(
+                original.routes, prefix + getattr(context, "prefix", ""), (*inherited, *extra)
+            )
+            continue
+        sub = getattr(route, "routes", None)  # mounted apps
+        if sub is not None:
+            yield from _route_requirements(sub, prefix + getattr(route, "path", ""), inherited)
+
+
+def check_features(app: FastAPI | APIRouter, manager: DegradationManager | None = None) -> None:
+    """Refuse, at build time, routes that require a feature their manager does not know.
+
+    Walks every route of ``app`` (a ``FastAPI`` app or an ``APIRouter``,
+    mounted sub-apps included) and checks each :class:`requires_feature`
+    against its own manager, else ``manager``, else ``app.state.brownout``.
+    Raises :class:`~brownout.health.UnknownFeature` naming every offending
+    route, with close matches. Call it once the routes are defined.
+    """
+    default = manager
+    if default is None:
+        state = getattr(app, "state", None)
+        default = getattr(state, "brownout", None) if state is not None else None
+    problems: list[str] = []
+    for where, requirement in _route_requirements(app.routes):
+        mgr = requirement.manager or default
+        if mgr is None:
+            raise ValueError(
+                f"check_features: {where} uses {requirement} but no manager is known: pass "
+                "check_features(app, manager) or set app.state.brownout"
+            )
+        known = [f.name for f in mgr.features]
+        if requirement.feature not in known:
+            close = difflib.get_close_matches(requirement.feature, known, n=3)
+            hint = f" (did you mean {', '.join(map(repr, close))}?)" if close else ""
+            problem = f"{where} requires unknown feature {requirement.feature!r}{hint}"
+            if problem not in problems:
+                problems.append(problem)
+    if problems:
+        raise UnknownFeature("; ".join(problems))
+
+
+def install(
+    app: FastAPI,
+    manager: DegradationManager,
+    *,
+    metrics: PrometheusMetrics | None = None,
+    admin_token: str | None = None,
+    prefix: str = "",
+    check: bool = True,
+) -> APIRouter:
+    """Wire ``manager`` into ``app`` in one call; returns the status router it included.
+
+    Sets ``app.state.brownout``, includes :func:`health_router`, adds
+    :class:`~brownout.web.DegradationHeaderMiddleware`, registers
+    :func:`feature_unavailable_handler`, and (``check=True``) runs
+    :func:`check_features` on the routes defined so far: call it after your
+    routes, or call ``check_features(app)`` again later.
+    """
+    app.state.brownout = manager
+    router = health_router(manager, metrics=metrics, admin_token=admin_token, prefix=prefix)
+    app.include_router(router)
+    app.add_middleware(DegradationHeaderMiddleware, manager=manager)
+    app.add_exception_handler(FeatureUnavailable, feature_unavailable_handler)
+    if check:
+        check_features(app, manager)
+    return router

@@ -14,7 +14,7 @@ cache hits and misses of the lookups, and report connection-pool figures.
 ...     "redis://:s3cret@127.0.0.1:6379/0",
 ...     config=BreakerConfig(consecutive_failures=3, open_for=5.0),
 ... )  # no connection is made until the first command
->>> cache.kind, cache.name, cache.client_settings()["socket_timeout"]
+>>> cache.kind, cache.name, cache.client.connection_pool.connection_kwargs["socket_timeout"]
 ('redis', 'redis', 0.5)
 >>> "s3cret" in repr(cache.health())
 False

@@ -606,3 +606,18 @@ def test_decorator_binds_as_a_method_and_stays_introspectable() -> None:
     fail_n(cb, 3)
     with pytest.raises(BreakerOpen):
         repo.fetch("a")
+
+
+def test_configured_secrets_are_removed_from_kept_and_logged_errors(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    cb = make(consecutive_failures=1)
+    cb.add_secrets("proj-key-NOT-SK-SHAPED-98765", None, "")
+
+    def leak() -> None:
+        raise RuntimeError("upstream said: bad key proj-key-NOT-SK-SHAPED-98765")
+
+    with pytest.raises(RuntimeError):
+        cb.call(leak)
+    assert "NOT-SK-SHAPED" not in (cb.snapshot().last_error or "")
+    assert "NOT-SK-SHAPED" not in caplog.text

@@ -320,6 +320,7 @@ class Adapter:
         self.breaker = breaker
         self._clock: Clock = clock or breaker.clock
         self._secrets = tuple(s for s in secrets if s)
+        breaker.add_secrets(*self._secrets)
         self.stats = AdapterStats(recent_size=recent_operations)
         self._listeners: tuple[Callable[[OperationEvent], object], ...] = ()
 

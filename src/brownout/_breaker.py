@@ -142,11 +142,11 @@ def _count_value(counter: itertools.count[int]) -> int:
     return int(repr(counter)[6:-1])
 
 
-def _describe(exc: BaseException | None) -> str | None:
+def _describe(exc: BaseException | None, secrets: tuple[str, ...] = ()) -> str | None:
     if exc is None:
         return None
     text = str(exc)
-    return redact(f"{type(exc).__name__}: {text}" if text else type(exc).__name__)
+    return redact(f"{type(exc).__name__}: {text}" if text else type(exc).__name__, *secrets)
 
 
 class _Guarded(functools.partial[Any]):
@@ -223,6 +223,7 @@ class CircuitBreaker:
         "_reject",
         "_rejections",
         "_retry_after",
+        "_secrets",
         "_slow_rate",
         "_slow_s",
         "_slows",
@@ -260,6 +261,7 @@ class CircuitBreaker:
         self._config = config
         self._clock: Clock = clock if clock is not None else monotonic
         self._fallback = fallback
+        self._secrets: tuple[str, ...] = ()
         self._lock = threading.Lock()
         self._dispatch_lock = threading.Lock()
         self._pending: deque[tuple[Any, ...]] = deque()
@@ -402,6 +404,16 @@ class CircuitBreaker:
             )
         self._drain()
         return snap
+
+    def add_secrets(self, *secrets: str | None) -> None:
+        """Strings (passwords, API keys) to remove from the errors this breaker keeps and logs.
+
+        Known shapes (URL passwords, ``sk-`` keys, bearer tokens) are always
+        removed; these are removed wherever they appear. Adapters call this with
+        the secrets they were configured with.
+        """
+        found = tuple(s for s in secrets if s and len(s) >= 3)
+        self._secrets = tuple(dict.fromkeys((*self._secrets, *found)))
 
     def summary(self) -> tuple[State, int, int, str | None]:
         """(state, calls in the window, failures in the window, last error): a cheap snapshot.
@@ -769,7 +781,9 @@ class CircuitBreaker:
         self, token: int | None, exc: BaseException | None, duration: float, now: float
     ) -> None:
         slow = duration >= self._slow_s
-        described = _describe(exc) if exc is not None else "returned a failure result"
+        described = (
+            _describe(exc, self._secrets) if exc is not None else "returned a failure result"
+        )
         hint = None
         if exc is not None and self._retry_after is not None:
             try:

@@ -153,3 +153,9 @@ def test_full_disk_is_a_clear_error_and_keeps_what_was_accepted(tmp_path: Path) 
 def test_bad_bounds() -> None:
     with pytest.raises(ValueError, match="max_pending must be an int >= 1"):
         Outbox("/tmp/never.db", max_pending=0)
+
+
+def test_a_final_failure_dead_letters_at_once(box: Outbox) -> None:
+    intent = box.submit("op", {"n": 1})
+    assert box.mark_failed(intent, "not enough stock", backoff=0, final=True) is True
+    assert box.status(intent.key) == "dead"

@@ -427,9 +427,12 @@ class Outbox:
             )
         self._emit("replayed", operation=intent.operation, seconds=seconds)
 
-    def mark_failed(self, intent: Intent, reason: str, *, backoff: float = 1.0) -> bool:
+    def mark_failed(
+        self, intent: Intent, reason: str, *, backoff: float = 1.0, final: bool = False
+    ) -> bool:
         """A caller error: count the attempt; dead-letter it after ``max_attempts``.
 
+        ``final``: retrying cannot help (e.g. not enough stock): dead-letter now.
         Returns True if the intent went to the dead letters.
         """
         with self._tx("mark failed") as db:
@@ -440,7 +443,7 @@ class Outbox:
             ).fetchone()
             if row is None:
                 return False
-            if row[0] < self.max_attempts:
+            if row[0] < self.max_attempts and not final:
                 return False
             db.execute(
                 "INSERT INTO dead (seq, key, stream, operation, payload, digest, created, "

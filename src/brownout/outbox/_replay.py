@@ -45,8 +45,9 @@ class Replayer:
     is true (default: the breaker rejected the call, or the adapter's error
     table counts the error) stops the drain: the dependency is down, try later.
     Any other error is the intent's own problem: it is retried with backoff and
-    dead-lettered after the outbox's ``max_attempts``, and never blocks its stream
-    forever; other streams go on.
+    dead-lettered after the outbox's ``max_attempts`` (at once if the error has a
+    true ``permanent`` attribute: retrying cannot help), and never blocks its
+    stream forever; other streams go on.
     """
 
     def __init__(
@@ -116,6 +117,7 @@ class Replayer:
                             intent,
                             reason,
                             backoff=next_backoff(intent.attempts + 1, base, cap),
+                            final=bool(getattr(exc, "permanent", False)),
                         )
                         if dead:
                             report.dead += 1

@@ -5,8 +5,10 @@ from __future__ import annotations
 import doctest
 import json
 import logging
+import re
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -798,3 +800,70 @@ def test_plain_parts_import_without_fastapi() -> None:
     subprocess.run([sys.executable, "-c", code], check=True)
     with pytest.raises(AttributeError, match="no attribute 'nothing'"):
         brownout.web.nothing  # noqa: B018
+
+
+# ------------------------------------------------------------ docs and deploy
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _exported_names(world: World) -> set[str]:
+    world.metrics.attach(world.breaker("cache"))
+    body = world.metrics.render().decode()
+    names = {line.split()[2] for line in body.splitlines() if line.startswith(("# TYPE", "# HELP"))}
+    return {n for n in names if not n.endswith("_created")}  # prometheus_client's extras
+
+
+def _mentioned(text: str) -> set[str]:
+    names = set(re.findall(r"\bbrownout_[a-z0-9_]+", text))
+    suffixes = ("_bucket", "_count", "_sum")
+    return {next((n[: -len(s)] for s in suffixes if n.endswith(s)), n) for n in names}
+
+
+def test_documented_metric_names_exist(world: World) -> None:
+    exported = _exported_names(world)
+    text = (ROOT / "docs" / "operations.md").read_text()
+    mentioned = _mentioned(text)
+    missing = {
+        n for n in mentioned if n not in exported and n.removesuffix("_total") not in exported
+    }
+    assert not missing, missing
+    # and every exported metric is documented
+    undocumented = {n for n in exported if n not in mentioned and f"{n}_total" not in mentioned}
+    assert not undocumented, undocumented
+
+
+def test_alert_rules_are_valid_and_use_real_metrics(world: World) -> None:
+    yaml = pytest.importorskip("yaml")
+    exported = _exported_names(world)
+    rules = yaml.safe_load((ROOT / "deploy" / "prometheus-alerts.yml").read_text())
+    alerts = {r["alert"]: r for g in rules["groups"] for r in g["rules"]}
+    assert set(alerts) >= {
+        "BrownoutLevelMinimalOrWorse",
+        "BrownoutBreakerOpen",
+        "BrownoutHealthScoreLow",
+    }
+    assert alerts["BrownoutLevelMinimalOrWorse"]["for"] == "2m"
+    assert alerts["BrownoutLevelMinimalOrWorse"]["expr"].endswith(f">= {int(Level.MINIMAL)}")
+    assert alerts["BrownoutBreakerOpen"]["for"] == "5m"
+    assert alerts["BrownoutHealthScoreLow"]["expr"].endswith("< 70")
+    for rule in alerts.values():
+        assert set(rule) <= {"alert", "expr", "for", "labels", "annotations"}
+        assert rule["expr"].count("(") == rule["expr"].count(")")
+        for name in _mentioned(rule["expr"]):
+            assert name in exported or name.removesuffix("_total") in exported, name
+
+
+def test_grafana_dashboard_is_valid_json_with_the_panels(world: World) -> None:
+    exported = _exported_names(world)
+    dashboard = json.loads((ROOT / "deploy" / "grafana-dashboard.json").read_text())
+    panels = dashboard["panels"]
+    ids = [p["id"] for p in panels]
+    assert len(ids) == len(set(ids))
+    titles = " | ".join(p["title"] for p in panels).lower()
+    for topic in ("level", "health score", "component", "breaker states", "call rate", "p95"):
+        assert topic in titles, topic
+    for panel in panels:
+        for target in panel["targets"]:
+            for name in _mentioned(target["expr"]):
+                assert name in exported or name.removesuffix("_total") in exported, name

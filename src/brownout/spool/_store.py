@@ -1,0 +1,620 @@
+"""The spool directory: durable local copies of S3 uploads that could not be done yet.
+
+Stdlib only. Layout of ``directory``::
+
+    objects/<id>.json            the manifest (the commit point of a put)
+    objects/<id>.<nonce>.data    the payload the manifest names
+    objects/.tmp-*               files being written (removed on open)
+    quarantine/                  corrupted entries, moved aside with a .reason.txt
+    .lock                        flock: one Spool per directory at a time
+
+``<id>`` is the sha256 of ``bucket \\0 key``: no part of a file name comes from
+the caller, so a key such as ``../../etc/passwd`` cannot leave the directory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import hashlib
+import io
+import json
+import logging
+import os
+import re
+import secrets
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, BinaryIO, Protocol
+
+from brownout._errors import BrownoutError
+
+__all__ = [
+    "DEFAULT_MAX_BYTES",
+    "DEFAULT_MAX_FILES",
+    "SHA256_METADATA",
+    "Spool",
+    "SpoolCorrupted",
+    "SpoolEntry",
+    "SpoolError",
+    "SpoolFull",
+]
+
+logger = logging.getLogger("brownout.spool")
+
+#: Default bound on the payload bytes held by a spool: 1 GiB.
+DEFAULT_MAX_BYTES = 1024 * 1024 * 1024
+#: Default bound on the number of entries held by a spool.
+DEFAULT_MAX_FILES = 10_000
+#: The user-metadata name under which the payload's sha256 is uploaded (``x-amz-meta-sha256``).
+SHA256_METADATA = "sha256"
+
+_CHUNK = 1024 * 1024
+_MANIFEST_VERSION = 1
+_ID = re.compile(r"^[0-9a-f]{64}$")
+_DATA = re.compile(r"^([0-9a-f]{64})\.([0-9a-f]{16})\.data$")
+
+
+class SpoolError(BrownoutError):
+    """The spool could not accept, read or update an entry (the message says why)."""
+
+
+class SpoolFull(SpoolError):
+    """The spool is at its bound (files or bytes); nothing was written.
+
+    ``retry_after`` is a hint in seconds for the client (a ``Retry-After``).
+    """
+
+    def __init__(self, message: str, retry_after: float = 30.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class SpoolCorrupted(SpoolError):
+    """An entry's manifest or payload is damaged; it was moved to ``quarantine/``."""
+
+
+class _Readable(Protocol):
+    def read(self, size: int = ..., /) -> bytes | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class SpoolEntry:
+    """One spooled upload (the content of its manifest)."""
+
+    id: str
+    bucket: str
+    key: str
+    sha256: str
+    md5: str
+    size: int
+    content_type: str | None
+    metadata: Mapping[str, str]
+    created: float  # wall-clock seconds
+    attempts: int = 0
+    last_error: str | None = None
+    payload: str = field(default="", repr=False)  # file name of the payload in objects/
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "version": _MANIFEST_VERSION,
+            "bucket": self.bucket,
+            "key": self.key,
+            "sha256": self.sha256,
+            "md5": self.md5,
+            "size": self.size,
+            "content_type": self.content_type,
+            "metadata": dict(self.metadata),
+            "created": self.created,
+            "attempts": self.attempts,
+            "last_error": self.last_error,
+            "payload": self.payload,
+        }
+
+
+def entry_id(bucket: str, key: str) -> str:
+    """The file-name stem of ``bucket``/``key``: a sha256, never the key itself."""
+    return hashlib.sha256(f"{bucket}\0{key}".encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _parse_manifest(ident: str, raw: bytes) -> SpoolEntry:
+    doc = json.loads(raw)
+    if not isinstance(doc, dict) or doc.get("version") != _MANIFEST_VERSION:
+        raise ValueError("not a version 1 spool manifest")
+    bucket, key = doc["bucket"], doc["key"]
+    if not isinstance(bucket, str) or not isinstance(key, str):
+        raise ValueError("bucket and key must be strings")
+    if entry_id(bucket, key) != ident:
+        raise ValueError("the manifest's bucket/key do not match its file name")
+    sha, md5, size = doc["sha256"], doc["md5"], doc["size"]
+    if not (isinstance(sha, str) and len(sha) == 64 and isinstance(md5, str) and len(md5) == 32):
+        raise ValueError("bad checksums")
+    if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+        raise ValueError("bad size")
+    payload = doc["payload"]
+    match = _DATA.match(payload) if isinstance(payload, str) else None
+    if match is None or match.group(1) != ident:
+        raise ValueError("bad payload file name")
+    metadata = doc.get("metadata") or {}
+    if not isinstance(metadata, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()
+    ):
+        raise ValueError("metadata must map strings to strings")
+    content_type = doc.get("content_type")
+    if content_type is not None and not isinstance(content_type, str):
+        raise ValueError("bad content_type")
+    last_error = doc.get("last_error")
+    return SpoolEntry(
+        id=ident,
+        bucket=bucket,
+        key=key,
+        sha256=sha,
+        md5=md5,
+        size=size,
+        content_type=content_type,
+        metadata=metadata,
+        created=float(doc["created"]),
+        attempts=int(doc.get("attempts") or 0),
+        last_error=last_error if isinstance(last_error, str) else None,
+        payload=payload,
+    )
+
+
+class Spool:
+    """A bounded directory of uploads waiting for S3; every accepted entry is on disk.
+
+    ``put`` returns only once the payload and its manifest are written, fsynced
+    and renamed into place (and the directory fsynced): an accepted upload
+    survives a crash of the process or the machine. A crash in the middle of a
+    ``put`` leaves the previous version of that key (or nothing) -- never a torn
+    entry. Putting a bucket/key that is already spooled replaces the spooled
+    version (last write wins, as in S3); only the newest is uploaded.
+
+    Bounds: ``max_bytes`` of payload (default 1 GiB, :data:`DEFAULT_MAX_BYTES`)
+    and ``max_files`` entries (default 10 000). At a bound ``put`` raises
+    :class:`SpoolFull` and writes nothing.
+
+    One ``Spool`` per directory at a time (an ``flock`` on ``.lock`` enforces it).
+
+    >>> import tempfile
+    >>> spool = Spool(tempfile.mkdtemp())
+    >>> entry = spool.put("invoices", "2024/01.pdf", b"%PDF-1.7", content_type="application/pdf")
+    >>> spool.get("invoices", "2024/01.pdf"), spool.stats()["files"]
+    (b'%PDF-1.7', 1)
+    >>> spool.close()
+    """
+
+    def __init__(
+        self,
+        directory: str | os.PathLike[str],
+        *,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        max_files: int = DEFAULT_MAX_FILES,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        for name, value in (("max_bytes", max_bytes), ("max_files", max_files)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"Spool.{name} must be an int >= 1, got {value!r}")
+        self.directory = Path(directory)
+        self.max_bytes = max_bytes
+        self.max_files = max_files
+        self._clock = clock
+        self._objects = self.directory / "objects"
+        self._quarantine = self.directory / "quarantine"
+        self._lock = threading.RLock()
+        self._listeners: tuple[Callable[[str, Mapping[str, Any]], object], ...] = ()
+        self._index: dict[str, SpoolEntry] = {}
+        self._objects.mkdir(parents=True, exist_ok=True)
+        self._quarantine.mkdir(exist_ok=True)
+        self._lock_fd: int | None = os.open(self.directory / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise SpoolError(
+                    f"spool directory {self.directory} is in use by another Spool "
+                    "(this or another process): one Spool per directory"
+                ) from exc
+            raise
+        self._recover()
+
+    # ------------------------------------------------------------------ plumbing
+
+    def add_listener(self, listener: Callable[[str, Mapping[str, Any]], object]) -> None:
+        """``listener(event, fields)`` for ``spooled``, ``uploaded``, ``failed``,
+        ``quarantined`` (metrics, alerts)."""
+        self._listeners = (*self._listeners, listener)
+
+    def _emit(self, event: str, **fields: Any) -> None:
+        for listener in self._listeners:
+            try:
+                listener(event, fields)
+            except Exception:  # a listener bug must not lose an upload
+                logger.exception("spool listener raised")
+
+    def _write_atomic(self, final: Path, chunks: Callable[[BinaryIO], None]) -> None:
+        """temp file in objects/, write, fsync, os.replace, fsync objects/."""
+        tmp = self._objects / f".tmp-{secrets.token_hex(8)}"
+        try:
+            with open(tmp, "xb") as fh:
+                chunks(fh)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, final)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise
+        _fsync_dir(self._objects)
+
+    def _manifest_path(self, ident: str) -> Path:
+        return self._objects / f"{ident}.json"
+
+    def _write_manifest(self, entry: SpoolEntry) -> None:
+        body = json.dumps(entry.to_json(), sort_keys=True, indent=1).encode()
+
+        def write(fh: BinaryIO) -> None:
+            fh.write(body)
+
+        self._write_atomic(self._manifest_path(entry.id), write)
+
+    def _manifest_payload(self, ident: str) -> str | None:
+        """The payload file name the manifest on disk names (None: none or unreadable)."""
+        try:
+            doc = json.loads(self._manifest_path(ident).read_bytes())
+        except (OSError, ValueError):
+            return None
+        payload = doc.get("payload") if isinstance(doc, dict) else None
+        return payload if isinstance(payload, str) else None
+
+    def _recover(self) -> None:
+        """Load the manifests; drop temp files and unreferenced payloads; quarantine damage."""
+        referenced: set[str] = set()
+        for path in sorted(self._objects.iterdir()):
+            name = path.name
+            if name.startswith(".tmp-"):  # a put or update that never finished
+                with contextlib.suppress(OSError):
+                    path.unlink()
+                continue
+            if not name.endswith(".json"):
+                continue
+            ident = name[: -len(".json")]
+            if not _ID.match(ident):
+                continue
+            try:
+                entry = _parse_manifest(ident, path.read_bytes())
+            except (ValueError, KeyError, TypeError, OSError) as exc:
+                self._quarantine_files(ident, f"unreadable manifest: {exc}", None)
+                continue
+            payload = self._objects / entry.payload
+            try:
+                size = payload.stat().st_size
+            except FileNotFoundError:
+                self._quarantine_files(ident, "the manifest's payload file is missing", entry)
+                continue
+            if size != entry.size:
+                self._quarantine_files(
+                    ident, f"payload is {size} bytes, the manifest says {entry.size}", entry
+                )
+                continue
+            self._index[ident] = entry
+            referenced.add(entry.payload)
+        for path in self._objects.iterdir():
+            # a payload no manifest names: from a put that crashed before its manifest
+            # was renamed (never accepted), or the older version a replacing put had
+            # not yet removed (superseded). Neither was an accepted, current upload.
+            if _DATA.match(path.name) and path.name not in referenced:
+                logger.info("spool: removing unreferenced payload %s", path.name)
+                with contextlib.suppress(OSError):
+                    path.unlink()
+        _fsync_dir(self._objects)
+
+    def _quarantine_files(self, ident: str, reason: str, entry: SpoolEntry | None) -> None:
+        """Move every file of ``ident`` to quarantine/ with a reason file; never delete."""
+        stamp = f"{int(self._clock() * 1000)}-{secrets.token_hex(4)}"
+        moved: list[str] = []
+        for path in list(self._objects.iterdir()):
+            if path.name.startswith(ident + "."):
+                target = self._quarantine / f"{stamp}-{path.name}"
+                with contextlib.suppress(FileNotFoundError):
+                    os.replace(path, target)
+                    moved.append(target.name)
+        what = f"{entry.bucket}/{entry.key}" if entry is not None else ident
+        note = f"{what}\n{reason}\nfiles: {', '.join(moved)}\n"
+        (self._quarantine / f"{stamp}-{ident}.reason.txt").write_text(note)
+        with contextlib.suppress(OSError):
+            _fsync_dir(self._quarantine)
+            _fsync_dir(self._objects)
+        self._index.pop(ident, None)
+        logger.error("spool: quarantined %s: %s (files in %s)", what, reason, self._quarantine)
+        self._emit(
+            "quarantined",
+            bucket=entry.bucket if entry else None,
+            key=entry.key if entry else None,
+            reason=reason,
+        )
+
+    # ------------------------------------------------------------------ put
+
+    def put(
+        self,
+        bucket: str,
+        key: str,
+        data: bytes | bytearray | memoryview | _Readable,
+        content_type: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> SpoolEntry:
+        """Durably spool an upload of ``data`` to ``bucket``/``key``; returns once on disk.
+
+        ``data`` is bytes or a binary file object (read in 1 MiB chunks, never
+        all in memory). A bucket/key already spooled is replaced by this newer
+        version. Raises :class:`SpoolFull` at the bounds, ``ValueError`` /
+        ``TypeError`` for bad arguments, :class:`SpoolError` for a disk error;
+        in every error case nothing is written and the older version (if any)
+        is kept.
+        """
+        if not isinstance(bucket, str) or not bucket:
+            raise ValueError("Spool.put: bucket must be a non-empty string")
+        if not isinstance(key, str) or not key:
+            raise ValueError("Spool.put: key must be a non-empty string")
+        meta = dict(metadata or {})
+        if not all(isinstance(k, str) and isinstance(v, str) for k, v in meta.items()):
+            raise TypeError("Spool.put: metadata must map strings to strings")
+        if SHA256_METADATA in meta:
+            raise ValueError(
+                f"Spool.put: metadata key {SHA256_METADATA!r} is reserved for the payload checksum"
+            )
+        if content_type is not None and not isinstance(content_type, str):
+            raise TypeError("Spool.put: content_type must be a string")
+        source = _reader(data)
+        ident = entry_id(bucket, key)
+        start = time.perf_counter()
+        with self._lock:
+            self._check_open()
+            old = self._index.get(ident)
+            others_bytes = sum(e.size for e in self._index.values()) - (old.size if old else 0)
+            files = len(self._index) - (1 if old else 0)
+            if files + 1 > self.max_files:
+                raise SpoolFull(
+                    f"spool {self.directory} is full: {files} files (max_files={self.max_files})"
+                )
+            room = self.max_bytes - others_bytes
+            sha, md5, size = hashlib.sha256(), hashlib.md5(usedforsecurity=False), 0
+            payload_name = f"{ident}.{secrets.token_hex(8)}.data"
+
+            def write_payload(fh: BinaryIO) -> None:
+                nonlocal size
+                while True:
+                    chunk = source.read(_CHUNK)
+                    if not chunk:
+                        return
+                    if not isinstance(chunk, bytes | bytearray | memoryview):
+                        raise TypeError("Spool.put: the file object must be binary")
+                    size += len(chunk)
+                    if size > room:
+                        raise SpoolFull(
+                            f"spool {self.directory} is full: {others_bytes} bytes held, this "
+                            f"upload needs more than {room} (max_bytes={self.max_bytes})"
+                        )
+                    sha.update(chunk)
+                    md5.update(chunk)
+                    fh.write(chunk)
+
+            payload_path = self._objects / payload_name
+            try:
+                self._write_atomic(payload_path, write_payload)
+                entry = SpoolEntry(
+                    id=ident,
+                    bucket=bucket,
+                    key=key,
+                    sha256=sha.hexdigest(),
+                    md5=md5.hexdigest(),
+                    size=size,
+                    content_type=content_type,
+                    metadata=meta,
+                    created=self._clock(),
+                    payload=payload_name,
+                )
+                self._write_manifest(entry)  # the commit point
+            except BaseException as exc:
+                if self._manifest_payload(ident) == payload_name:
+                    # the manifest was renamed into place, a later fsync failed: what is
+                    # on disk is the new version, keep it consistent with the index
+                    self._index[ident] = entry
+                    if old is not None:
+                        with contextlib.suppress(OSError):
+                            (self._objects / old.payload).unlink()
+                else:
+                    with contextlib.suppress(OSError):
+                        payload_path.unlink()
+                if isinstance(exc, OSError):
+                    hint = " (disk full?)" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else ""
+                    raise SpoolError(
+                        f"spool: writing {bucket}/{key} failed: {exc}{hint}; nothing was spooled"
+                    ) from exc
+                raise
+            self._index[ident] = entry
+            if old is not None and old.payload != payload_name:
+                with contextlib.suppress(OSError):
+                    (self._objects / old.payload).unlink()
+        self._emit(
+            "spooled",
+            bucket=bucket,
+            key=key,
+            size=size,
+            replaced=old is not None,
+            seconds=time.perf_counter() - start,
+        )
+        return entry
+
+    # ------------------------------------------------------------------ reading
+
+    def _check_open(self) -> None:
+        if self._lock_fd is None:
+            raise SpoolError(f"spool {self.directory} is closed")
+
+    def entry(self, bucket: str, key: str) -> SpoolEntry | None:
+        """The spooled entry of ``bucket``/``key``, or ``None``."""
+        with self._lock:
+            return self._index.get(entry_id(bucket, key))
+
+    def entries(self) -> list[SpoolEntry]:
+        """Every spooled entry, oldest first."""
+        with self._lock:
+            return sorted(self._index.values(), key=lambda e: (e.created, e.id))
+
+    def read(self, entry: SpoolEntry) -> bytes:
+        """The payload of ``entry``, checked against its sha256 and size.
+
+        A mismatch quarantines the entry and raises :class:`SpoolCorrupted`; a
+        version replaced or removed meanwhile raises ``KeyError``.
+        """
+        with self._lock:
+            self._check_open()
+            current = self._index.get(entry.id)
+            if current is None or current.payload != entry.payload:
+                raise KeyError(f"{entry.bucket}/{entry.key}: that version is no longer spooled")
+            try:
+                data = (self._objects / entry.payload).read_bytes()
+            except FileNotFoundError:
+                reason = "the payload file is missing"
+            else:
+                if len(data) == entry.size and hashlib.sha256(data).hexdigest() == entry.sha256:
+                    return data
+                reason = (
+                    f"payload checksum mismatch ({len(data)} bytes, manifest says {entry.size} "
+                    f"bytes with sha256 {entry.sha256[:12]}...)"
+                )
+            self._quarantine_files(entry.id, reason, entry)
+        raise SpoolCorrupted(
+            f"spooled {entry.bucket}/{entry.key} is corrupted ({reason}); it was moved to "
+            f"{self._quarantine} and will not be uploaded"
+        )
+
+    def get(self, bucket: str, key: str) -> bytes | None:
+        """The spooled bytes of ``bucket``/``key`` (checked), or ``None`` if not spooled.
+
+        Serve downloads from here first: a key still in the spool is newer than
+        whatever S3 holds. Raises :class:`SpoolCorrupted` for a damaged entry.
+        """
+        entry = self.entry(bucket, key)
+        if entry is None:
+            return None
+        try:
+            return self.read(entry)
+        except KeyError:  # replaced meanwhile: read the newer one
+            return self.get(bucket, key)
+
+    def verify(self) -> list[str]:
+        """Check every payload's checksum; quarantine the damaged ones; their descriptions."""
+        bad: list[str] = []
+        for entry in self.entries():
+            try:
+                self.read(entry)
+            except KeyError:
+                continue
+            except SpoolCorrupted as exc:
+                bad.append(str(exc))
+        return bad
+
+    def quarantined(self) -> list[Path]:
+        """The reason files in ``quarantine/`` (one per quarantined entry)."""
+        return sorted(self._quarantine.glob("*.reason.txt"))
+
+    def stats(self) -> dict[str, Any]:
+        """Figures for health pages and metrics: files, bytes, oldest age, quarantined."""
+        with self._lock:
+            entries = list(self._index.values())
+        oldest = min((e.created for e in entries), default=None)
+        return {
+            "files": len(entries),
+            "bytes": sum(e.size for e in entries),
+            "oldest_age_s": None if oldest is None else max(0.0, self._clock() - oldest),
+            "quarantined": len(self.quarantined()),
+            "max_files": self.max_files,
+            "max_bytes": self.max_bytes,
+        }
+
+    # ------------------------------------------------------------------ updates
+
+    def remove(self, entry: SpoolEntry) -> bool:
+        """Delete ``entry`` (once it is in S3). False if a newer version replaced it
+        meanwhile (the newer one stays) or it is already gone."""
+        with self._lock:
+            self._check_open()
+            current = self._index.get(entry.id)
+            if current is None or current.payload != entry.payload:
+                return False
+            self._manifest_path(entry.id).unlink()  # the commit point of the removal
+            with contextlib.suppress(OSError):
+                (self._objects / entry.payload).unlink()
+            _fsync_dir(self._objects)
+            del self._index[entry.id]
+        return True
+
+    def mark_failed(self, entry: SpoolEntry, reason: str) -> SpoolEntry | None:
+        """Count a failed upload attempt of ``entry`` (in its manifest); the updated entry,
+        or ``None`` if it was replaced or removed meanwhile."""
+        with self._lock:
+            self._check_open()
+            current = self._index.get(entry.id)
+            if current is None or current.payload != entry.payload:
+                return None
+            updated = replace(current, attempts=current.attempts + 1, last_error=reason[:2000])
+            self._write_manifest(updated)
+            self._index[entry.id] = updated
+        self._emit("failed", bucket=entry.bucket, key=entry.key, reason=reason)
+        return updated
+
+    def reset_attempts(self, entry: SpoolEntry | None = None) -> int:
+        """Set the attempts of one entry (or all) back to 0, e.g. after fixing a bucket policy."""
+        count = 0
+        with self._lock:
+            for current in list(self._index.values()):
+                if entry is not None and current.id != entry.id:
+                    continue
+                if current.attempts:
+                    updated = replace(current, attempts=0, last_error=None)
+                    self._write_manifest(updated)
+                    self._index[current.id] = updated
+                    count += 1
+        return count
+
+    def close(self) -> None:
+        with self._lock:
+            fd, self._lock_fd = self._lock_fd, None
+        if fd is not None:
+            os.close(fd)  # releases the flock
+
+    def __enter__(self) -> Spool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<Spool {str(self.directory)!r} files={len(self._index)}>"
+
+
+def _reader(data: object) -> _Readable:
+    if isinstance(data, bytes | bytearray | memoryview):
+        return io.BytesIO(bytes(data))
+    if isinstance(data, str):
+        raise TypeError("Spool.put takes bytes or a binary file object, not str: encode it first")
+    if not callable(getattr(data, "read", None)):
+        raise TypeError(f"Spool.put takes bytes or a binary file object, got {type(data).__name__}")
+    return data  # type: ignore[return-value]

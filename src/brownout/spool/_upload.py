@@ -1,0 +1,289 @@
+"""Draining the spool into S3: upload, verify with HEAD, then delete the local copy."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from brownout._adapter import DependencyError
+from brownout._breaker import CircuitBreaker
+from brownout._errors import BreakerOpen
+from brownout._events import StateChange
+from brownout._redact import redact
+from brownout._state import State
+from brownout.spool._store import SHA256_METADATA, Spool, SpoolCorrupted, SpoolEntry
+
+__all__ = ["DrainReport", "SpoolUploader", "VerificationFailed"]
+
+logger = logging.getLogger("brownout.spool")
+
+
+class VerificationFailed(Exception):
+    """S3 holds something other than what was uploaded (size or checksum differ)."""
+
+
+@dataclass
+class DrainReport:
+    """What one :meth:`SpoolUploader.drain` did."""
+
+    uploaded: int = 0
+    bytes: int = 0
+    failed: int = 0  # caller errors or verification failures (kept, retried later)
+    quarantined: int = 0  # corrupted entries moved aside (never uploaded)
+    skipped: int = 0  # entries at max_attempts, waiting for reset_attempts()
+    stopped: str | None = None  # why it stopped early: S3 is failing
+    seconds: float = 0.0
+    errors: list[str] = field(default_factory=list)
+
+
+class SpoolUploader:
+    """Uploads the spool's entries to S3 through an S3 adapter, oldest first.
+
+    ``s3`` is an :class:`~brownout.s3.AsyncS3Adapter`, or an
+    :class:`~brownout.s3.S3Adapter` (its calls run in a worker thread). Each
+    entry is uploaded with its content type and metadata plus
+    ``x-amz-meta-sha256``, then checked with HEAD (size, the sha256 metadata,
+    and the ETag against the payload's MD5 when the ETag is a single-part MD5),
+    and only then deleted locally. A crash between the upload and the local
+    delete re-uploads the same bytes to the same key next time: idempotent.
+
+    An error that counts against S3 (connection refused, timeout, 5xx) or a
+    rejected call (``BreakerOpen``) stops the drain: everything left stays
+    spooled. Any other error (no such bucket, access denied) or a failed
+    verification is counted on the entry (``attempts``, ``last_error``); the
+    drain goes on with the next one, and after ``max_attempts`` the entry is
+    skipped until :meth:`Spool.reset_attempts`. Nothing is ever dropped.
+    """
+
+    def __init__(
+        self,
+        spool: Spool,
+        s3: Any,
+        *,
+        heartbeat: float = 5.0,
+        max_attempts: int = 5,
+        is_outage: Callable[[BaseException], bool] | None = None,
+    ) -> None:
+        if heartbeat <= 0:
+            raise ValueError(f"SpoolUploader.heartbeat must be > 0 seconds, got {heartbeat!r}")
+        if max_attempts < 1:
+            raise ValueError(f"SpoolUploader.max_attempts must be >= 1, got {max_attempts!r}")
+        self.spool = spool
+        self.s3 = s3
+        self.heartbeat = heartbeat
+        self.max_attempts = max_attempts
+        self._async = inspect.iscoroutinefunction(getattr(s3, "upload", None))
+        self._is_outage = is_outage or _default_is_outage(s3)
+        self._lock = asyncio.Lock()
+        self._wake: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._unsubscribe: list[Callable[[], None]] = []
+        self.last_report: DrainReport | None = None
+
+    # ------------------------------------------------------------------ S3 calls
+
+    async def _call(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        method = getattr(self.s3, name)
+        if self._async:
+            return await method(*args, **kwargs)
+        return await asyncio.to_thread(method, *args, **kwargs)
+
+    # ------------------------------------------------------------------ app helpers
+
+    async def upload(
+        self,
+        bucket: str,
+        key: str,
+        data: bytes,
+        *,
+        content_type: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> str:
+        """Upload now, or spool if S3 is failing; returns ``"uploaded"`` or ``"spooled"``.
+
+        If an older version of the key is still spooled, the new one is spooled
+        too (replacing it), so a later drain cannot overwrite it with the older
+        bytes; the drain is woken. Caller errors (no such bucket...) are raised.
+        """
+        if self.spool.entry(bucket, key) is None:
+            try:
+                await self._call(
+                    "upload",
+                    key,
+                    data,
+                    content_type=content_type,
+                    metadata=metadata,
+                    bucket=bucket,
+                )
+                return "uploaded"
+            except Exception as exc:
+                if not self._is_outage(exc):
+                    raise
+        await asyncio.to_thread(self.spool.put, bucket, key, data, content_type, metadata)
+        self.wake()
+        return "spooled"
+
+    async def download(self, bucket: str, key: str) -> bytes:
+        """The spooled bytes if the key is still spooled, else S3's object."""
+        data = await asyncio.to_thread(self.spool.get, bucket, key)
+        if data is not None:
+            return data
+        result: bytes = await self._call("download", key, bucket=bucket)
+        return result
+
+    # ------------------------------------------------------------------ draining
+
+    def watch(self, breaker: CircuitBreaker) -> None:
+        """Drain as soon as ``breaker`` (the S3 adapter's) closes."""
+
+        def on_change(event: StateChange) -> None:
+            if event.to_state is State.CLOSED:
+                self.wake()
+
+        self._unsubscribe.append(breaker.add_listener(on_state_change=on_change))
+
+    def wake(self) -> None:
+        """Ask the background task to drain now (thread-safe; no-op before :meth:`start`)."""
+        loop, event = self._loop, self._wake
+        if loop is not None and event is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(event.set)
+
+    async def _verify(self, entry: SpoolEntry, etag: str | None) -> None:
+        info = await self._call("head", entry.key, bucket=entry.bucket)
+        if info.size != entry.size:
+            raise VerificationFailed(f"S3 holds {info.size} bytes, {entry.size} were uploaded")
+        remote_sha = info.metadata.get(SHA256_METADATA)
+        if remote_sha is not None and remote_sha != entry.sha256:
+            raise VerificationFailed(
+                f"S3's x-amz-meta-sha256 is {remote_sha[:12]}..., expected {entry.sha256[:12]}..."
+            )
+        for tag in (etag, info.etag):
+            if tag and "-" not in tag and len(tag) == 32 and tag.lower() != entry.md5:
+                raise VerificationFailed(f"S3's ETag {tag} is not the payload's MD5 {entry.md5}")
+
+    async def drain(self, *, limit: int | None = None) -> DrainReport:
+        """Upload what can be uploaded now, oldest first; returns what happened."""
+        async with self._lock:
+            report = DrainReport()
+            start = time.perf_counter()
+            for entry in await asyncio.to_thread(self.spool.entries):
+                if limit is not None and report.uploaded >= limit:
+                    break
+                if entry.attempts >= self.max_attempts:
+                    report.skipped += 1
+                    continue
+                try:
+                    data = await asyncio.to_thread(self.spool.read, entry)
+                except KeyError:  # replaced or removed meanwhile; the newer one comes later
+                    continue
+                except SpoolCorrupted as exc:
+                    report.quarantined += 1
+                    report.errors.append(str(exc))
+                    continue
+                metadata = {**entry.metadata, SHA256_METADATA: entry.sha256}
+                began = time.perf_counter()
+                try:
+                    etag = await self._call(
+                        "upload",
+                        entry.key,
+                        data,
+                        content_type=entry.content_type,
+                        metadata=metadata,
+                        bucket=entry.bucket,
+                    )
+                    await self._verify(entry, etag)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    reason = redact(f"{type(exc).__name__}: {exc}")
+                    if not isinstance(exc, VerificationFailed) and self._is_outage(exc):
+                        report.stopped = reason
+                        break
+                    report.failed += 1
+                    report.errors.append(f"{entry.bucket}/{entry.key}: {reason}")
+                    await asyncio.to_thread(self.spool.mark_failed, entry, reason)
+                    logger.warning(
+                        "spool: upload of %s/%s failed (attempt %d): %s",
+                        entry.bucket,
+                        entry.key,
+                        entry.attempts + 1,
+                        reason,
+                    )
+                    continue
+                await asyncio.to_thread(self.spool.remove, entry)
+                report.uploaded += 1
+                report.bytes += entry.size
+                self.spool._emit(
+                    "uploaded",
+                    bucket=entry.bucket,
+                    key=entry.key,
+                    size=entry.size,
+                    seconds=time.perf_counter() - began,
+                )
+            report.seconds = time.perf_counter() - start
+            self.last_report = report
+            if report.uploaded or report.failed or report.quarantined:
+                logger.info(
+                    "spool: uploaded %d (%d bytes), failed %d, quarantined %d in %.3f s%s",
+                    report.uploaded,
+                    report.bytes,
+                    report.failed,
+                    report.quarantined,
+                    report.seconds,
+                    f"; stopped: {report.stopped}" if report.stopped else "",
+                )
+            return report
+
+    async def start(self) -> None:
+        """Drain on a heartbeat and whenever :meth:`wake` is called."""
+        if self._task is not None and not self._task.done():
+            return
+        self._loop = asyncio.get_running_loop()
+        self._wake = asyncio.Event()
+        self._task = asyncio.create_task(self._run(), name="brownout-spool-uploader")
+
+    async def _run(self) -> None:
+        assert self._wake is not None
+        while True:
+            try:
+                await self.drain()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("spool: drain failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.heartbeat)
+            self._wake.clear()
+
+    async def stop(self) -> None:
+        """Stop the background task and the breaker subscriptions."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        for undo in self._unsubscribe:
+            undo()
+        self._unsubscribe.clear()
+
+
+def _default_is_outage(s3: Any) -> Callable[[BaseException], bool]:
+    errors = getattr(s3, "errors", None)
+
+    def is_outage(exc: BaseException) -> bool:
+        if isinstance(exc, BreakerOpen):
+            return True
+        if errors is None:
+            return isinstance(exc, OSError | TimeoutError | ConnectionError)
+        if isinstance(exc, DependencyError):  # re-raised with a secret scrubbed: use its kind
+            return any(rule.counts for rule in errors.rules if rule.kind == exc.kind)
+        return bool(errors.counts(exc))
+
+    return is_outage

@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test lint typecheck pytest bench clean
+.PHONY: install run demo test lint typecheck pytest bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -13,6 +13,15 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# The service on embedded defaults (SQLite under ./var, no Redis/S3/OpenAI needed):
+# http://127.0.0.1:8000, status page at /status. Configure with the environment (README).
+run: $(STAMP)
+	$(BIN)/inventario serve
+
+# A full local stack with injected faults (private Redis, PostgreSQL, moto S3, an OpenAI stub).
+demo: $(STAMP)
+	$(BIN)/inventario demo
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
@@ -29,6 +38,7 @@ test: lint typecheck pytest
 
 bench: $(STAMP)
 	$(BIN)/python bench/breaker_overhead.py
+	$(BIN)/python bench/degradation.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

@@ -1,0 +1,3 @@
+from inventario.cli import main
+
+raise SystemExit(main())

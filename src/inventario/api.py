@@ -1,0 +1,387 @@
+"""Products, stock movements, queued writes, reports and price suggestions."""
+
+from __future__ import annotations
+
+import logging
+import math
+import uuid
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi.responses import JSONResponse
+
+from brownout import BreakerOpen
+from brownout.outbox import IdempotencyConflict, OutboxFull
+from brownout.web import requires_feature
+from inventario import store
+from inventario.cache import ProductCache
+from inventario.runtime import Runtime
+from inventario.schemas import (
+    SKU_PATTERN,
+    Movement,
+    MovementIn,
+    PriceSuggestion,
+    Product,
+    ProductIn,
+    ProductPage,
+    ProductPatch,
+    Queued,
+    WriteStatus,
+)
+from inventario.writes import apply_write
+
+__all__ = ["DependencyUnavailable", "router"]
+
+logger = logging.getLogger("inventario")
+router = APIRouter()
+
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=200,
+        pattern=r"^[A-Za-z0-9._:\-]+$",
+        description="retrying with the same key never applies a write twice",
+    ),
+]
+Sku = Annotated[str, Query(pattern=SKU_PATTERN)]
+
+
+class DependencyUnavailable(Exception):
+    """A dependency needed for this request is down (503 with Retry-After)."""
+
+    def __init__(self, dependency: str, detail: str, retry_after: float) -> None:
+        super().__init__(detail)
+        self.dependency = dependency
+        self.retry_after = retry_after
+
+
+def runtime(request: Request) -> Runtime:
+    rt: Runtime = request.app.state.runtime
+    return rt
+
+
+def product_cache(request: Request) -> ProductCache:
+    cache: ProductCache = request.app.state.product_cache
+    return cache
+
+
+RuntimeDep = Annotated[Runtime, Depends(runtime)]
+CacheDep = Annotated[ProductCache, Depends(product_cache)]
+
+
+def _unavailable(rt: Runtime, exc: BaseException) -> DependencyUnavailable:
+    if isinstance(exc, BreakerOpen):
+        wait = exc.retry_after if exc.retry_after is not None else rt.manager.retry_after()
+        return DependencyUnavailable(exc.name, f"{exc.name} is unavailable ({exc.state})", wait)
+    return DependencyUnavailable(
+        "database", f"database error: {rt.db.describe(exc)}", rt.manager.retry_after()
+    )
+
+
+async def _read(rt: Runtime, fn: Any, *args: Any, **kwargs: Any) -> Any:
+    """Run a read in one guarded database session; dependency failures become 503."""
+    try:
+        async with rt.db.session() as s:
+            return await fn(s, *args, **kwargs)
+    except store.StoreError:
+        raise
+    except BreakerOpen as exc:
+        raise _unavailable(rt, exc) from None
+    except Exception as exc:
+        if rt.db.errors.counts(exc):
+            raise _unavailable(rt, exc) from None
+        raise
+
+
+async def _write(
+    rt: Runtime,
+    cache: ProductCache,
+    *,
+    operation: str,
+    data: dict[str, Any],
+    sku: str,
+    key: str | None,
+    created: bool,
+) -> JSONResponse:
+    """Apply a write now, or accept it into the outbox when the database cannot take it."""
+    key = key or uuid.uuid4().hex
+    if rt.manager.enabled("database_write"):
+        try:
+            async with rt.db.session() as s:
+                result, repeated = await apply_write(s, operation, data, key)
+        except store.StoreError:
+            raise
+        except BreakerOpen:
+            pass  # queue it
+        except Exception as exc:
+            if not rt.db.errors.counts(exc):
+                raise
+            logger.info("write %s queued after a database failure: %s", key, rt.db.describe(exc))
+        else:
+            await cache.invalidate(sku)
+            status = 201 if created and not repeated else 200
+            return JSONResponse(
+                _jsonable(result), status_code=status, headers={"Idempotency-Key": key}
+            )
+    try:
+        rt.outbox.submit(operation, {"data": data, "key": key}, stream=sku, idempotency_key=key)
+    except IdempotencyConflict as exc:
+        raise store.StoreError(str(exc)) from None
+    except OutboxFull as exc:
+        raise DependencyUnavailable("outbox", str(exc), exc.retry_after) from None
+    await cache.invalidate(sku)
+    body = Queued(
+        idempotency_key=key,
+        operation=operation,
+        status_url=f"/writes/{key}",
+        detail="the database is unavailable: the write is stored durably and will be applied "
+        "exactly once when it is back",
+    )
+    return JSONResponse(body.model_dump(), status_code=202, headers={"Idempotency-Key": key})
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+# ------------------------------------------------------------------- products
+
+
+@router.post(
+    "/products",
+    status_code=201,
+    response_model=Product,
+    responses={202: {"model": Queued}, 409: {"description": "sku taken"}},
+    dependencies=[Depends(requires_feature("inventory_write"))],
+    tags=["products"],
+)
+async def create_product(
+    body: ProductIn, rt: RuntimeDep, cache: CacheDep, key: IdempotencyKey = None
+) -> JSONResponse:
+    data = _jsonable(body.model_dump())
+    return await _write(
+        rt, cache, operation="product.create", data=data, sku=body.sku, key=key, created=True
+    )
+
+
+@router.get("/products", response_model=ProductPage, tags=["products"])
+async def list_products(
+    rt: RuntimeDep,
+    q: Annotated[str | None, Query(max_length=100)] = None,
+    category: Annotated[str | None, Query(max_length=100)] = None,
+    min_price: Annotated[Decimal | None, Query(ge=0)] = None,
+    max_price: Annotated[Decimal | None, Query(ge=0)] = None,
+    low_stock: bool = False,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> dict[str, Any]:
+    if q and not rt.manager.enabled("complex_queries"):
+        raise DependencyUnavailable(
+            "database",
+            f"searching is off at level {rt.manager.level.name} "
+            f"({rt.manager.feature_reason('complex_queries')}); filter by category instead",
+            rt.manager.retry_after(),
+        )
+    items, total = await _read(
+        rt,
+        store.list_products,
+        q=q,
+        category=category,
+        min_price=min_price,
+        max_price=max_price,
+        low_stock_only=low_stock,
+        limit=limit,
+        offset=offset,
+    )
+    return {"items": items, "total": total, "limit": limit, "offset": offset}
+
+
+@router.get("/products/{sku}", response_model=Product, tags=["products"])
+async def get_product(sku: str, rt: RuntimeDep, cache: CacheDep) -> Any:
+    cached = await cache.get(sku)
+    if cached is not None:
+        return JSONResponse(cached, headers={"X-Cache": "hit"})
+    try:
+        product = await _read(rt, store.get_product, sku)
+    except DependencyUnavailable:
+        raise
+    await cache.put(sku, _jsonable(product))
+    return JSONResponse(_jsonable(product), headers={"X-Cache": "miss"})
+
+
+@router.patch(
+    "/products/{sku}",
+    response_model=Product,
+    responses={202: {"model": Queued}},
+    dependencies=[Depends(requires_feature("inventory_write"))],
+    tags=["products"],
+)
+async def update_product(
+    sku: str, body: ProductPatch, rt: RuntimeDep, cache: CacheDep, key: IdempotencyKey = None
+) -> JSONResponse:
+    patch = _jsonable(body.model_dump(exclude_unset=True))
+    if "price" in patch and not rt.manager.enabled("pricing_update"):
+        raise DependencyUnavailable(
+            "database",
+            f"price changes are off at level {rt.manager.level.name}",
+            rt.manager.retry_after(),
+        )
+    return await _write(
+        rt,
+        cache,
+        operation="product.update",
+        data={"sku": sku, "patch": patch},
+        sku=sku,
+        key=key,
+        created=False,
+    )
+
+
+# ------------------------------------------------------------------ movements
+
+
+@router.post(
+    "/products/{sku}/movements",
+    status_code=201,
+    response_model=Movement,
+    responses={202: {"model": Queued}, 409: {"description": "not enough stock"}},
+    dependencies=[Depends(requires_feature("inventory_write"))],
+    tags=["stock"],
+)
+async def move_stock(
+    sku: str, body: MovementIn, rt: RuntimeDep, cache: CacheDep, key: IdempotencyKey = None
+) -> JSONResponse:
+    if body.kind in ("in", "out") and body.quantity < 1:
+        raise store.StoreError("quantity must be >= 1 for in/out movements")
+    data = {"sku": sku, "kind": body.kind, "quantity": body.quantity, "reason": body.reason}
+    return await _write(
+        rt, cache, operation="stock.move", data=data, sku=sku, key=key, created=True
+    )
+
+
+@router.get("/products/{sku}/movements", response_model=list[Movement], tags=["stock"])
+async def movement_history(
+    sku: str,
+    rt: RuntimeDep,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> Any:
+    return await _read(rt, store.movement_history, sku, limit=limit, offset=offset)
+
+
+@router.get(
+    "/reports/low-stock",
+    response_model=list[Product],
+    dependencies=[Depends(requires_feature("complex_queries"))],
+    tags=["stock"],
+)
+async def low_stock_report(rt: RuntimeDep) -> Any:
+    return await _read(rt, store.low_stock)
+
+
+@router.get("/writes/{key}", response_model=WriteStatus, tags=["writes"])
+async def write_status(key: str, rt: RuntimeDep) -> dict[str, Any]:
+    """Where a write accepted with 202 stands: pending, applied or dead (with the reason)."""
+    status = rt.outbox.status(key)
+    if status is None:
+        return {"idempotency_key": key, "status": "unknown"}
+    out: dict[str, Any] = {"idempotency_key": key, "status": status}
+    if status == "pending":
+        for intent in rt.outbox.pending():
+            if intent.key == key:
+                out.update(
+                    operation=intent.operation,
+                    attempts=intent.attempts,
+                    last_error=intent.last_error,
+                )
+    elif status == "dead":
+        for dead in rt.outbox.dead_letters():
+            if dead.key == key:
+                out.update(operation=dead.operation, attempts=dead.attempts, last_error=dead.reason)
+    return out
+
+
+# -------------------------------------------------------------------- pricing
+
+_PRICE_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "price": {"type": "number", "minimum": 0},
+        "rationale": {"type": "string"},
+    },
+    "required": ["price", "rationale"],
+    "additionalProperties": False,
+}
+
+
+def rule_price(cost: Decimal, markup: float, monthly_inflation: float, age_s: float) -> Decimal:
+    """cost x (1 + markup), grown by the monthly inflation since the price last changed."""
+    months = age_s / (30 * 86400)
+    value = cost * Decimal(str(1 + markup)) * Decimal(str(math.pow(1 + monthly_inflation, months)))
+    return value.quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
+
+
+@router.get("/products/{sku}/price-suggestion", response_model=PriceSuggestion, tags=["pricing"])
+async def price_suggestion(sku: str, rt: RuntimeDep) -> dict[str, Any]:
+    product = await _read(rt, store.get_product, sku)
+    age = await _read(rt, store.product_age, sku)
+    settings = rt.settings
+    rule = rule_price(
+        product["cost"], settings.pricing_markup, settings.pricing_monthly_inflation, age
+    )
+    rule_text = (
+        f"cost {product['cost']} x (1 + {settings.pricing_markup:g} markup) with "
+        f"{settings.pricing_monthly_inflation:.1%} monthly inflation over {age / 86400:.0f} days"
+    )
+    if rt.ai is not None and rt.manager.enabled("ai_pricing"):
+        try:
+            answer = await rt.ai.chat_json(
+                [
+                    {
+                        "role": "system",
+                        "content": "You price retail products. Answer with JSON: "
+                        '{"price": number, "rationale": string}.',
+                    },
+                    {
+                        "role": "user",
+                        "content": (
+                            f"Product {product['name']} (sku {sku}, category "
+                            f"{product['category'] or 'none'}): cost {product['cost']}, current "
+                            f"price {product['price']}, stock {product['stock']}. A rule-based "
+                            f"price would be {rule}. Suggest a price."
+                        ),
+                    },
+                ],
+                _PRICE_SCHEMA,
+                name="price_suggestion",
+            )
+            price = Decimal(str(answer["price"])).quantize(Decimal("0.01"))
+            if price > 0:
+                return {
+                    "sku": sku,
+                    "current_price": product["price"],
+                    "suggested_price": price,
+                    "source": "ai",
+                    "rationale": str(answer.get("rationale", ""))[:500],
+                }
+        except Exception as exc:
+            logger.info("AI pricing unavailable, using the rule: %s", rt.ai.describe(exc))
+            rule_text += f" (AI unavailable: {type(exc).__name__})"
+    elif rt.ai is not None:
+        rule_text += f" (AI pricing off: {rt.manager.feature_reason('ai_pricing')})"
+    return {
+        "sku": sku,
+        "current_price": product["price"],
+        "suggested_price": rule,
+        "source": "rule",
+        "rationale": rule_text,
+    }

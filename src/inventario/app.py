@@ -1,0 +1,122 @@
+"""The FastAPI application: ``create_app()`` builds one instance (no globals)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, RedirectResponse
+
+from brownout import BreakerOpen
+from brownout.web import check_features, install
+from inventario import __version__, store
+from inventario.api import DependencyUnavailable
+from inventario.api import router as api_router
+from inventario.cache import ProductCache
+from inventario.config import Settings, load_settings
+from inventario.runtime import Runtime, build_runtime
+
+__all__ = ["create_app"]
+
+logger = logging.getLogger("inventario")
+
+
+def create_app(settings: Settings | None = None, *, runtime: Runtime | None = None) -> FastAPI:
+    """Build the service: adapters, degradation manager, outbox, routes, status endpoints."""
+    if runtime is None:
+        runtime = build_runtime(settings or load_settings())
+    rt = runtime
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await rt.start()
+        logger.info("inventario started: %s", rt.settings.describe())
+        try:
+            yield
+        finally:
+            await rt.stop()
+
+    app = FastAPI(
+        title="inventario",
+        version=__version__,
+        summary="Retail inventory that degrades gracefully instead of failing",
+        lifespan=lifespan,
+    )
+    app.state.runtime = rt
+    app.state.product_cache = ProductCache(rt.cache, rt.manager, rt.extras.get("coherence"))
+
+    @app.exception_handler(store.StoreError)
+    async def store_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, store.StoreError)
+        return JSONResponse(exc.body(), status_code=exc.status)
+
+    @app.exception_handler(DependencyUnavailable)
+    async def dependency_unavailable(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, DependencyUnavailable)
+        wait = max(1, round(exc.retry_after))
+        return JSONResponse(
+            {
+                "error": "dependency_unavailable",
+                "dependency": exc.dependency,
+                "detail": str(exc),
+                "level": rt.manager.level.name,
+                "retry_after": wait,
+            },
+            status_code=503,
+            headers={"Retry-After": str(wait)},
+        )
+
+    @app.exception_handler(BreakerOpen)
+    async def breaker_open(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, BreakerOpen)
+        wait = max(1, round(exc.retry_after or rt.manager.retry_after()))
+        return JSONResponse(
+            {
+                "error": "dependency_unavailable",
+                "dependency": exc.name,
+                "detail": str(exc),
+                "level": rt.manager.level.name,
+                "retry_after": wait,
+            },
+            status_code=503,
+            headers={"Retry-After": str(wait)},
+        )
+
+    @app.get("/", include_in_schema=False)
+    async def index() -> RedirectResponse:
+        return RedirectResponse("/status")
+
+    @app.get("/about", tags=["health"])
+    async def about() -> dict[str, Any]:
+        """Version, configuration (secrets removed) and backlogs."""
+        return {
+            "service": "inventario",
+            "version": __version__,
+            "configuration": rt.settings.describe(),
+            **rt.health_extras(),
+        }
+
+    app.include_router(api_router)
+    for module in ("inventario.invoices", "inventario.status_page"):
+        router = _optional_router(module)
+        if router is not None:
+            app.include_router(router)
+    admin = rt.settings.admin_token.get_secret_value() if rt.settings.admin_token else None
+    install(app, rt.manager, metrics=rt.metrics, admin_token=admin, check=False)
+    check_features(app, rt.manager)
+    return app
+
+
+def _optional_router(module: str) -> Any:
+    import importlib
+
+    try:
+        mod = importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if exc.name == module:
+            return None
+        raise
+    return getattr(mod, "router", None)

@@ -1,0 +1,182 @@
+"""Everything the service runs on, built from the settings: adapters, manager, outbox, metrics.
+
+Built once per application by :func:`build_runtime` (no I/O: clients connect
+lazily) and started / stopped by the FastAPI lifespan. Nothing here is a
+module-level singleton.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from brownout import Registry
+from brownout.health import Component, DegradationManager, Feature, Level
+from brownout.outbox import Outbox, Replayer, SqlApplier
+from brownout.prometheus import PrometheusMetrics
+from brownout.redis import AsyncRedisAdapter
+from brownout.sql import AsyncDatabase
+from inventario.config import Settings
+from inventario.db import create_schema
+from inventario.writes import OPERATIONS, apply_write
+
+__all__ = ["FEATURES", "Runtime", "build_runtime"]
+
+logger = logging.getLogger("inventario")
+
+#: The seed's feature matrix, mapped onto inventario's endpoints.
+FEATURES: tuple[Feature, ...] = (
+    Feature("cache_read", {"cache"}, Level.DEGRADED, "product and stock reads from Redis"),
+    Feature("cache_write", {"cache"}, Level.DEGRADED, "populate the cache after a read"),
+    Feature("database_write", {"database"}, Level.LIMITED, "direct writes (else: outbox)"),
+    Feature("complex_queries", {"database"}, Level.DEGRADED, "searches, reports (low stock)"),
+    Feature("batch_processing", {"database"}, Level.DEGRADED, "applying an invoice"),
+    Feature("ai_invoice_extraction", {"openai"}, Level.LIMITED, "invoice lines read by an LLM"),
+    Feature("ai_pricing", {"openai"}, Level.DEGRADED, "AI price suggestions (else: rule)"),
+    Feature("inventory_write", set(), Level.MINIMAL, "stock movements and product writes"),
+    Feature("pricing_update", {"database"}, Level.LIMITED, "changing prices"),
+    Feature("file_upload", set(), Level.MINIMAL, "invoice uploads (spooled if S3 is down)"),
+    Feature("read_only_database", {"database"}, Level.MINIMAL, "product reads"),
+    Feature("health_status", set(), Level.EMERGENCY, "health, status page, metrics"),
+)
+
+
+@dataclass
+class Runtime:
+    """The live parts of one inventario instance."""
+
+    settings: Settings
+    registry: Registry
+    db: AsyncDatabase
+    manager: DegradationManager
+    metrics: PrometheusMetrics
+    outbox: Outbox
+    applier: SqlApplier
+    replayer: Replayer
+    cache: AsyncRedisAdapter | None = None
+    s3: Any = None  # brownout.s3.AsyncS3Adapter when configured
+    ai: Any = None  # brownout.openai.AsyncOpenAIAdapter when configured
+    extras: dict[str, Any] = field(default_factory=dict)  # spool, coherence, ...
+    _tasks: list[asyncio.Task[Any]] = field(default_factory=list)
+
+    async def start(self) -> None:
+        """Create the schema, then start probing, replaying and uploading."""
+        try:
+            await create_schema(self.db.engine)
+            await self.applier.ensure_schema()
+        except Exception as exc:  # the database may be down at start: we still serve
+            logger.warning("schema creation deferred: %s", self.db.describe(exc))
+        await self.manager.start()
+        await self.replayer.start()
+        for name in ("spool_uploader",):
+            part = self.extras.get(name)
+            if part is not None:
+                await part.start()
+
+    async def stop(self) -> None:
+        for name in ("spool_uploader",):
+            part = self.extras.get(name)
+            if part is not None:
+                with contextlib.suppress(Exception):
+                    await part.stop()
+        await self.replayer.stop()
+        await self.manager.stop()
+        self.manager.close()
+        self.outbox.close()
+        for adapter in (self.cache, self.s3, self.ai):
+            if adapter is not None:
+                close = getattr(adapter, "close", None)
+                if close is not None:
+                    with contextlib.suppress(Exception):
+                        result = close()
+                        if asyncio.iscoroutine(result):
+                            await result
+        await self.db.close()
+
+    def health_extras(self) -> dict[str, Any]:
+        """Backlogs shown on the status page."""
+        out: dict[str, Any] = {"outbox": self.outbox.stats()}
+        spool = self.extras.get("spool")
+        if spool is not None:
+            out["spool"] = spool.stats()
+        return out
+
+
+def build_runtime(settings: Settings) -> Runtime:
+    """Build adapters, the degradation manager, the outbox and metrics from ``settings``."""
+    settings.var_dir.mkdir(parents=True, exist_ok=True)
+    secrets = settings.secrets()
+    registry = Registry.with_defaults()
+    metrics = PrometheusMetrics()
+    db = AsyncDatabase.from_url(settings.effective_database_url, registry=registry)
+    components = [Component.of(db, "database", required_for_ready=False, latency_target=0.25)]
+
+    cache = None
+    if settings.redis_url:
+        cache = AsyncRedisAdapter.from_url(settings.redis_url, registry=registry)
+        components.append(Component.of(cache, "cache", latency_target=0.05))
+    else:
+        components.append(Component("cache", configured=False))
+
+    s3 = None
+    if settings.s3_bucket and settings.s3_endpoint_url:
+        from brownout.s3 import AsyncS3Adapter
+
+        s3 = AsyncS3Adapter.create(
+            settings.s3_bucket,
+            endpoint_url=settings.s3_endpoint_url,
+            region_name=settings.s3_region,
+            aws_access_key_id=settings.s3_access_key_id,
+            aws_secret_access_key=(
+                settings.s3_secret_access_key.get_secret_value()
+                if settings.s3_secret_access_key
+                else None
+            ),
+            registry=registry,
+        )
+        components.append(Component.of(s3, "s3", latency_target=0.5))
+    else:
+        components.append(Component("s3", configured=False))
+
+    ai = None
+    if settings.openai_api_key:
+        from brownout.openai import AsyncOpenAIAdapter
+
+        ai = AsyncOpenAIAdapter(
+            api_key=settings.openai_api_key.get_secret_value(),
+            base_url=settings.openai_base_url,
+            chat_model=settings.openai_model,
+            registry=registry,
+        )
+        components.append(Component.of(ai, "openai", latency_target=5.0))
+    else:
+        components.append(Component("openai", configured=False))
+
+    manager = DegradationManager(components, FEATURES, heartbeat=settings.heartbeat)
+    outbox = Outbox(settings.var_dir / "outbox.db", max_pending=settings.outbox_max_pending)
+    applier = SqlApplier(db)
+    for operation in OPERATIONS:
+        applier.register(operation, _replay_handler(operation))
+    replayer = Replayer(outbox, applier)
+    replayer.watch(db.breaker)
+
+    metrics.attach(registry)
+    metrics.attach(manager)
+    for adapter in (db, cache, s3, ai):
+        if adapter is not None:
+            metrics.attach(adapter)
+    del secrets
+    return Runtime(
+        settings, registry, db, manager, metrics, outbox, applier, replayer, cache, s3, ai
+    )
+
+
+def _replay_handler(operation: str) -> Any:
+    async def handler(session: Any, payload: Any) -> None:
+        await apply_write(session, operation, payload["data"], payload["key"], source="outbox")
+
+    handler.__name__ = f"replay_{operation.replace('.', '_')}"
+    return handler

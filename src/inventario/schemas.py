@@ -1,0 +1,128 @@
+"""Request and response bodies (pydantic): bad input gets a 422 naming the field."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+SKU_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+Money = Decimal
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+class ProductIn(_Strict):
+    sku: str = Field(pattern=SKU_PATTERN, description="letters, digits, . _ - (max 64)")
+    name: str = Field(min_length=1, max_length=200)
+    category: str = Field("", max_length=100)
+    price: Money = Field(ge=0, max_digits=12, decimal_places=2)
+    cost: Money = Field(ge=0, max_digits=12, decimal_places=2)
+    stock: int = Field(0, ge=0, le=1_000_000_000)
+    min_stock: int = Field(0, ge=0, le=1_000_000_000)
+
+
+class ProductPatch(_Strict):
+    name: str | None = Field(None, min_length=1, max_length=200)
+    category: str | None = Field(None, max_length=100)
+    price: Money | None = Field(None, ge=0, max_digits=12, decimal_places=2)
+    cost: Money | None = Field(None, ge=0, max_digits=12, decimal_places=2)
+    min_stock: int | None = Field(None, ge=0, le=1_000_000_000)
+
+
+class Product(BaseModel):
+    sku: str
+    name: str
+    category: str
+    price: Money
+    cost: Money
+    stock: int
+    min_stock: int
+    created_at: float
+    updated_at: float
+    low_stock: bool
+
+
+class ProductPage(BaseModel):
+    items: list[Product]
+    total: int
+    limit: int
+    offset: int
+
+
+class MovementIn(_Strict):
+    kind: Literal["in", "out", "adjust"] = Field(
+        description="in: receive, out: ship, adjust: set the counted stock"
+    )
+    quantity: int = Field(
+        ge=0, le=1_000_000_000, description="units moved (in/out: >= 1); adjust: the new stock"
+    )
+    reason: str = Field("", max_length=200)
+
+
+class Movement(BaseModel):
+    id: int
+    sku: str
+    kind: str
+    quantity: int
+    delta: int
+    reason: str
+    stock_after: int
+    source: str
+    created_at: float
+
+
+class Queued(BaseModel):
+    """A write accepted into the outbox while the database is unavailable (202)."""
+
+    status: Literal["queued"] = "queued"
+    idempotency_key: str
+    operation: str
+    status_url: str
+    detail: str
+
+
+class WriteStatus(BaseModel):
+    idempotency_key: str
+    status: Literal["pending", "applied", "dead", "unknown"]
+    operation: str | None = None
+    attempts: int | None = None
+    last_error: str | None = None
+
+
+class InvoiceLine(_Strict):
+    sku: str | None = Field(None, pattern=SKU_PATTERN)
+    description: str = Field("", max_length=500)
+    quantity: int = Field(ge=1, le=1_000_000)
+    unit_cost: Money = Field(ge=0, max_digits=12, decimal_places=2)
+
+
+class InvoiceLines(_Strict):
+    lines: list[InvoiceLine] = Field(min_length=1, max_length=500)
+
+
+class Invoice(BaseModel):
+    id: str
+    supplier: str
+    filename: str
+    content_type: str
+    size: int
+    sha256: str
+    storage: str
+    status: str
+    lines: list[InvoiceLine] | None
+    extracted_by: str | None
+    error: str | None
+    created_at: float
+    updated_at: float
+
+
+class PriceSuggestion(BaseModel):
+    sku: str
+    current_price: Money
+    suggested_price: Money
+    source: Literal["ai", "rule"]
+    rationale: str

@@ -1,0 +1,282 @@
+"""Inventory operations on one database session (one transaction): no HTTP, no caching here."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import and_, func, insert, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from inventario.db import movements, products
+
+__all__ = [
+    "InsufficientStock",
+    "NotFound",
+    "SkuTaken",
+    "create_product",
+    "get_product",
+    "list_products",
+    "low_stock",
+    "move_stock",
+    "movement_history",
+    "update_product",
+]
+
+
+class StoreError(Exception):
+    """A request the data does not allow. ``permanent``: retrying cannot help."""
+
+    permanent = True
+    status = 400
+
+    def body(self) -> dict[str, Any]:
+        return {"error": type(self).__name__, "detail": str(self)}
+
+
+class NotFound(StoreError):
+    status = 404
+
+
+class SkuTaken(StoreError):
+    status = 409
+
+
+class InsufficientStock(StoreError):
+    status = 409
+
+    def __init__(self, sku: str, stock: int, requested: int) -> None:
+        super().__init__(f"only {stock} of {sku} in stock, cannot take out {requested}")
+        self.sku, self.stock, self.requested = sku, stock, requested
+
+    def body(self) -> dict[str, Any]:
+        return {
+            "error": "insufficient_stock",
+            "detail": str(self),
+            "sku": self.sku,
+            "stock": self.stock,
+            "requested": self.requested,
+        }
+
+
+def _product(row: Mapping[str, Any] | Any) -> dict[str, Any]:
+    data = dict(row)
+    data.pop("id", None)
+    data.pop("price_updated_at", None)
+    data["price"] = Decimal(data["price"]).quantize(Decimal("0.01"))
+    data["cost"] = Decimal(data["cost"]).quantize(Decimal("0.01"))
+    data["low_stock"] = data["stock"] <= data["min_stock"]
+    return data
+
+
+async def get_product(s: AsyncSession, sku: str) -> dict[str, Any]:
+    row = (await s.execute(select(products).where(products.c.sku == sku))).mappings().first()
+    if row is None:
+        raise NotFound(f"no product with sku {sku!r}")
+    return _product(row)
+
+
+async def product_age(s: AsyncSession, sku: str) -> float:
+    """Seconds since the product's price last changed."""
+    row = await s.execute(select(products.c.price_updated_at).where(products.c.sku == sku))
+    value = row.scalar()
+    if value is None:
+        raise NotFound(f"no product with sku {sku!r}")
+    return max(0.0, time.time() - float(value))
+
+
+async def create_product(s: AsyncSession, data: Mapping[str, Any]) -> dict[str, Any]:
+    exists = await s.execute(select(products.c.id).where(products.c.sku == data["sku"]))
+    if exists.first() is not None:
+        raise SkuTaken(f"a product with sku {data['sku']!r} already exists")
+    now = time.time()
+    values = {
+        "sku": data["sku"],
+        "name": data["name"],
+        "category": data.get("category", ""),
+        "price": Decimal(str(data["price"])),
+        "cost": Decimal(str(data["cost"])),
+        "stock": int(data.get("stock", 0)),
+        "min_stock": int(data.get("min_stock", 0)),
+        "created_at": now,
+        "updated_at": now,
+        "price_updated_at": now,
+    }
+    await s.execute(insert(products).values(**values))
+    return await get_product(s, data["sku"])
+
+
+async def update_product(s: AsyncSession, sku: str, patch: Mapping[str, Any]) -> dict[str, Any]:
+    current = await get_product(s, sku)
+    values: dict[str, Any] = {k: v for k, v in patch.items() if v is not None}
+    for money in ("price", "cost"):
+        if money in values:
+            values[money] = Decimal(str(values[money]))
+    if not values:
+        return current
+    now = time.time()
+    values["updated_at"] = now
+    if "price" in values and values["price"] != current["price"]:
+        values["price_updated_at"] = now
+    await s.execute(update(products).where(products.c.sku == sku).values(**values))
+    return await get_product(s, sku)
+
+
+async def list_products(
+    s: AsyncSession,
+    *,
+    q: str | None = None,
+    category: str | None = None,
+    min_price: Decimal | None = None,
+    max_price: Decimal | None = None,
+    low_stock_only: bool = False,
+    limit: int = 50,
+    offset: int = 0,
+) -> tuple[list[dict[str, Any]], int]:
+    where = []
+    if q:
+        pattern = f"%{q.lower()}%"
+        where.append(
+            or_(func.lower(products.c.name).like(pattern), func.lower(products.c.sku).like(pattern))
+        )
+    if category:
+        where.append(products.c.category == category)
+    if min_price is not None:
+        where.append(products.c.price >= min_price)
+    if max_price is not None:
+        where.append(products.c.price <= max_price)
+    if low_stock_only:
+        where.append(products.c.stock <= products.c.min_stock)
+    condition = and_(*where) if where else None
+    count = select(func.count()).select_from(products)
+    query = select(products).order_by(products.c.sku).limit(limit).offset(offset)
+    if condition is not None:
+        count = count.where(condition)
+        query = query.where(condition)
+    total = int((await s.execute(count)).scalar() or 0)
+    rows = (await s.execute(query)).mappings().all()
+    return [_product(r) for r in rows], total
+
+
+async def low_stock(s: AsyncSession) -> list[dict[str, Any]]:
+    rows = (
+        (
+            await s.execute(
+                select(products)
+                .where(products.c.stock <= products.c.min_stock)
+                .order_by((products.c.min_stock - products.c.stock).desc(), products.c.sku)
+            )
+        )
+        .mappings()
+        .all()
+    )
+    return [_product(r) for r in rows]
+
+
+async def move_stock(
+    s: AsyncSession,
+    *,
+    sku: str,
+    kind: str,
+    quantity: int,
+    reason: str = "",
+    idempotency_key: str | None = None,
+    source: str = "direct",
+    invoice_id: str | None = None,
+) -> dict[str, Any]:
+    """Apply one movement atomically; stock never goes negative."""
+    if kind not in ("in", "out", "adjust"):
+        raise StoreError(f"unknown movement kind {kind!r}")
+    if kind in ("in", "out") and quantity < 1:
+        raise StoreError("quantity must be >= 1 for in/out movements")
+    if kind == "adjust":
+        current = await s.execute(
+            select(products.c.stock).where(products.c.sku == sku).with_for_update()
+        )
+        before = current.scalar()
+        if before is None:
+            raise NotFound(f"no product with sku {sku!r}")
+        await s.execute(
+            update(products)
+            .where(products.c.sku == sku)
+            .values(stock=quantity, updated_at=time.time())
+        )
+        stock_after = quantity
+        delta = quantity - int(before)
+    else:
+        delta = quantity if kind == "in" else -quantity
+        row = await s.execute(
+            update(products)
+            .where(products.c.sku == sku, products.c.stock + delta >= 0)
+            .values(stock=products.c.stock + delta, updated_at=time.time())
+            .returning(products.c.stock)
+        )
+        stock_after = row.scalar()
+        if stock_after is None:
+            current = await s.execute(select(products.c.stock).where(products.c.sku == sku))
+            stock = current.scalar()
+            if stock is None:
+                raise NotFound(f"no product with sku {sku!r}")
+            raise InsufficientStock(sku, int(stock), quantity)
+    result = await s.execute(
+        insert(movements)
+        .values(
+            sku=sku,
+            kind=kind,
+            quantity=quantity,
+            delta=delta,
+            reason=reason,
+            stock_after=int(stock_after),
+            idempotency_key=idempotency_key,
+            source=source,
+            invoice_id=invoice_id,
+            created_at=time.time(),
+        )
+        .returning(*movements.c)
+    )
+    data = dict(result.mappings().one())
+    data.pop("idempotency_key", None)
+    data.pop("invoice_id", None)
+    return data
+
+
+async def movement_by_key(s: AsyncSession, key: str) -> dict[str, Any] | None:
+    row = (
+        (await s.execute(select(movements).where(movements.c.idempotency_key == key)))
+        .mappings()
+        .first()
+    )
+    if row is None:
+        return None
+    data = dict(row)
+    data.pop("idempotency_key", None)
+    data.pop("invoice_id", None)
+    return data
+
+
+async def movement_history(
+    s: AsyncSession, sku: str, *, limit: int = 50, offset: int = 0
+) -> list[dict[str, Any]]:
+    await get_product(s, sku)
+    rows = (
+        (
+            await s.execute(
+                select(movements)
+                .where(movements.c.sku == sku)
+                .order_by(movements.c.id.desc())
+                .limit(limit)
+                .offset(offset)
+            )
+        )
+        .mappings()
+        .all()
+    )
+    out = []
+    for r in rows:
+        data = dict(r)
+        data.pop("idempotency_key", None)
+        data.pop("invoice_id", None)
+        out.append(data)
+    return out

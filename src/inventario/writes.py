@@ -1,0 +1,96 @@
+"""Every write, direct or replayed from the outbox, goes through :func:`apply_write`.
+
+One function, one transaction: the idempotency record and the effect are
+committed together, so a key means the same thing whichever path applied it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from sqlalchemy import Column, Float, String, Table, Text, insert, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from inventario import store
+from inventario.db import metadata
+
+__all__ = ["OPERATIONS", "IdempotencyMismatch", "apply_write", "digest"]
+
+idempotency = Table(
+    "idempotency",
+    metadata,
+    Column("key", String(200), primary_key=True),
+    Column("operation", String(100), nullable=False),
+    Column("digest", String(64), nullable=False),
+    Column("response", Text, nullable=False),
+    Column("created_at", Float, nullable=False),
+)
+
+
+class IdempotencyMismatch(store.StoreError):
+    """An ``Idempotency-Key`` was reused with a different request (422)."""
+
+    status = 422
+
+
+def digest(operation: str, payload: Mapping[str, Any]) -> str:
+    body = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(f"{operation}\0{body}".encode()).hexdigest()
+
+
+async def _create_product(s: AsyncSession, p: Mapping[str, Any], source: str) -> dict[str, Any]:
+    return await store.create_product(s, p)
+
+
+async def _update_product(s: AsyncSession, p: Mapping[str, Any], source: str) -> dict[str, Any]:
+    return await store.update_product(s, p["sku"], p["patch"])
+
+
+async def _move_stock(s: AsyncSession, p: Mapping[str, Any], source: str) -> dict[str, Any]:
+    return await store.move_stock(
+        s,
+        sku=p["sku"],
+        kind=p["kind"],
+        quantity=int(p["quantity"]),
+        reason=p.get("reason", ""),
+        source=source,
+    )
+
+
+Operation = Callable[[AsyncSession, Mapping[str, Any], str], Awaitable[dict[str, Any]]]
+
+#: operation name -> what it does (the outbox registers the same table)
+OPERATIONS: dict[str, Operation] = {
+    "product.create": _create_product,
+    "product.update": _update_product,
+    "stock.move": _move_stock,
+}
+
+
+async def apply_write(
+    s: AsyncSession, operation: str, payload: Mapping[str, Any], key: str, *, source: str = "direct"
+) -> tuple[dict[str, Any], bool]:
+    """Apply ``operation`` once for ``key``; returns (result, replayed_from_an_earlier_request)."""
+    wanted = digest(operation, payload)
+    row = (await s.execute(select(idempotency).where(idempotency.c.key == key))).mappings().first()
+    if row is not None:
+        if row["digest"] != wanted or row["operation"] != operation:
+            raise IdempotencyMismatch(
+                f"Idempotency-Key {key!r} was already used for a different request"
+            )
+        return json.loads(row["response"]), True
+    result = await OPERATIONS[operation](s, payload, source)
+    await s.execute(
+        insert(idempotency).values(
+            key=key,
+            operation=operation,
+            digest=wanted,
+            response=json.dumps(result, default=str),
+            created_at=time.time(),
+        )
+    )
+    return result, False

@@ -34,7 +34,7 @@ from brownout.chaos import Mode, ThreadedFaultProxy
 from brownout.sql import SQL_ERRORS, AsyncDatabase, Database
 from tests.servers.plugin import PostgresServer
 
-FAST = BreakerConfig(consecutive_failures=3, open_for=1.0, half_open_calls=1)
+FAST = BreakerConfig(consecutive_failures=3, open_for=0.5, half_open_calls=1)
 # short client timeouts: each failing call gives up quickly (psycopg connects: 2 s minimum)
 SHORT = {
     "connect_timeout": 0.5,
@@ -105,6 +105,21 @@ def private_pg(
     with ThreadedFaultProxy(server.host, server.port, max_lifetime=600) as proxy:
         yield server, proxy, dbname_of(dsn)
         server.resume()
+
+
+@pytest.fixture
+def fault_target(
+    request: pytest.FixtureRequest, fault: str
+) -> tuple[PostgresServer, ThreadedFaultProxy, str]:
+    """Server, proxy and database for ``fault``: private when the server itself is hit."""
+    if fault in ("killed", "paused"):
+        target: tuple[PostgresServer, ThreadedFaultProxy, str] = request.getfixturevalue(
+            "private_pg"
+        )
+        return target
+    server: PostgresServer = request.getfixturevalue("postgres_server")
+    proxy: ThreadedFaultProxy = request.getfixturevalue("postgres_proxy")
+    return server, proxy, dbname_of(request.getfixturevalue("fresh_database"))
 
 
 @pytest.fixture(params=["postgresql", "sqlite"])
@@ -284,10 +299,10 @@ def wait_for_half_open(db: Database | AsyncDatabase) -> None:
 @pytest.mark.parametrize("fault", FAULTS)
 def test_sync_faults_open_then_recover(
     sync_dbs: Callable[..., Database],
-    private_pg: tuple[PostgresServer, ThreadedFaultProxy, str],
+    fault_target: tuple[PostgresServer, ThreadedFaultProxy, str],
     fault: str,
 ) -> None:
-    server, proxy, dbname = private_pg
+    server, proxy, dbname = fault_target
     db = sync_dbs(pg_url(server, dbname, "psycopg", port=proxy.port))
     events: list[OperationEvent] = []
     db.add_listener(events.append)
@@ -325,10 +340,10 @@ def test_sync_faults_open_then_recover(
 @pytest.mark.parametrize("fault", FAULTS)
 async def test_async_faults_open_then_recover(
     async_dbs: Callable[..., AsyncDatabase],
-    private_pg: tuple[PostgresServer, ThreadedFaultProxy, str],
+    fault_target: tuple[PostgresServer, ThreadedFaultProxy, str],
     fault: str,
 ) -> None:
-    server, proxy, dbname = private_pg
+    server, proxy, dbname = fault_target
     db = async_dbs(pg_url(server, dbname, "asyncpg", port=proxy.port))
     events: list[OperationEvent] = []
     db.add_listener(events.append)
@@ -370,10 +385,10 @@ async def test_async_faults_open_then_recover(
 SLOW = BreakerConfig(
     consecutive_failures=None,
     slow_call_rate=0.5,
-    slow_call_duration=0.15,
+    slow_call_duration=0.08,
     minimum_calls=3,
     window_size=5,
-    open_for=1.0,
+    open_for=0.5,
 )
 
 
@@ -386,7 +401,7 @@ def test_sync_latency_trips_a_slow_call_breaker(
     url = pg_url(postgres_server, dbname_of(fresh_database), "psycopg", port=postgres_proxy.port)
     db = sync_dbs(url, config=SLOW, command_timeout=3.0)
     assert db.scalar("SELECT 1") == 1
-    postgres_proxy.set_mode(Mode.LATENCY, upstream_delay=0.2)
+    postgres_proxy.set_mode(Mode.LATENCY, upstream_delay=0.1)
     answered = 0
     for _ in range(5):  # answers, slowly, until the slow-call rate trips the breaker
         try:
@@ -415,7 +430,7 @@ async def test_async_latency_trips_a_slow_call_breaker(
     url = pg_url(postgres_server, dbname_of(fresh_database), "asyncpg", port=postgres_proxy.port)
     db = async_dbs(url, config=SLOW, command_timeout=3.0)
     assert await db.scalar("SELECT 1") == 1
-    postgres_proxy.set_mode(Mode.LATENCY, upstream_delay=0.2)
+    postgres_proxy.set_mode(Mode.LATENCY, upstream_delay=0.1)
     answered = 0
     for _ in range(5):  # answers, slowly, until the slow-call rate trips the breaker
         try:
@@ -514,10 +529,13 @@ async def test_pool_timeout_counts(
 
 def test_sync_probe_bypasses_the_breaker(
     sync_dbs: Callable[..., Database],
-    private_pg: tuple[PostgresServer, ThreadedFaultProxy, str],
+    postgres_server: PostgresServer,
+    fresh_database: str,
+    postgres_proxy: ThreadedFaultProxy,
 ) -> None:
-    server, proxy, dbname = private_pg
-    db = sync_dbs(pg_url(server, dbname, "psycopg", port=proxy.port), probe_timeout=0.3)
+    proxy = postgres_proxy
+    url = pg_url(postgres_server, dbname_of(fresh_database), "psycopg", port=proxy.port)
+    db = sync_dbs(url, probe_timeout=0.3)
     db.breaker.force_open()
     assert db.probe().ok
     proxy.set_mode(Mode.RESET)

@@ -29,7 +29,7 @@ from inventario.schemas import (
     Queued,
     WriteStatus,
 )
-from inventario.writes import apply_write
+from inventario.writes import IdempotencyMismatch, apply_write
 
 __all__ = ["DependencyUnavailable", "router"]
 
@@ -129,7 +129,9 @@ async def _write(
     try:
         rt.outbox.submit(operation, {"data": data, "key": key}, stream=sku, idempotency_key=key)
     except IdempotencyConflict as exc:
-        raise store.StoreError(str(exc)) from None
+        raise IdempotencyMismatch(
+            f"Idempotency-Key {key!r} was already used for a different request ({exc})"
+        ) from None
     except OutboxFull as exc:
         raise DependencyUnavailable("outbox", str(exc), exc.retry_after) from None
     await cache.invalidate(sku)

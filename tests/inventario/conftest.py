@@ -1,0 +1,51 @@
+"""Fixtures for inventario's API tests: one app per test on its own SQLite file."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from inventario.app import create_app
+from inventario.config import load_settings
+
+
+@asynccontextmanager
+async def running(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """The app with its lifespan run, and a client talking to it in-process."""
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://inventario") as client:
+            yield client
+
+
+@pytest.fixture
+def make_app(tmp_path: Path) -> Callable[..., FastAPI]:
+    def make(**settings: Any) -> FastAPI:
+        settings.setdefault("var_dir", tmp_path / "var")
+        settings.setdefault("heartbeat", 3600.0)
+        return create_app(load_settings(**settings))
+
+    return make
+
+
+@pytest.fixture
+async def client(make_app: Callable[..., FastAPI]) -> AsyncIterator[httpx.AsyncClient]:
+    async with running(make_app()) as c:
+        yield c
+
+
+WIDGET = {
+    "sku": "W-1",
+    "name": "Widget",
+    "category": "tools",
+    "price": "9.99",
+    "cost": "5.00",
+    "stock": 10,
+    "min_stock": 3,
+}

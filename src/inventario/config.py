@@ -52,6 +52,9 @@ class Settings(BaseSettings):
     outbox_max_pending: int = Field(10_000, description="queued writes before answering 503")
     spool_max_bytes: int = Field(1024**3, description="bytes of spooled uploads before 507")
     heartbeat: float = Field(5.0, description="seconds between health evaluations and probes")
+    recovery_dwell: float = Field(
+        10.0, description="seconds a level (and its better condition) must hold before recovering"
+    )
     host: str = Field("127.0.0.1", description="where `inventario serve` listens")
     port: int = Field(8000, description="where `inventario serve` listens")
 
@@ -74,6 +77,13 @@ class Settings(BaseSettings):
     def _heartbeat(cls, value: float) -> float:
         if value <= 0:
             raise ValueError("must be > 0 seconds")
+        return value
+
+    @field_validator("recovery_dwell")
+    @classmethod
+    def _dwell(cls, value: float) -> float:
+        if value < 0:
+            raise ValueError("must be >= 0 seconds")
         return value
 
     @field_validator("port")

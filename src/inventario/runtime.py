@@ -155,7 +155,9 @@ def build_runtime(settings: Settings) -> Runtime:
     else:
         components.append(Component("openai", configured=False))
 
-    manager = DegradationManager(components, FEATURES, heartbeat=settings.heartbeat)
+    manager = DegradationManager(
+        components, FEATURES, heartbeat=settings.heartbeat, dwell=settings.recovery_dwell
+    )
     outbox = Outbox(settings.var_dir / "outbox.db", max_pending=settings.outbox_max_pending)
     applier = SqlApplier(db)
     for operation in OPERATIONS:

@@ -1,30 +1,68 @@
-"""Shared plumbing for the private test servers: ports, requirements, child processes."""
+"""Test-suite policy for the private servers (skip or fail when one is missing).
+
+The plumbing itself (ports, waiting, cleanup, :class:`ServerProcess`) lives in
+:mod:`brownout.testing.servers._process` and is re-exported here for older imports.
+"""
 
 from __future__ import annotations
 
-import atexit
-import contextlib
 import importlib
 import os
-import shutil
-import signal
-import socket
-import subprocess
-import tempfile
-import threading
-import time
-from collections.abc import Callable, Sequence
-from pathlib import Path
 from types import ModuleType
-from typing import Any, NoReturn, Protocol
+from typing import NoReturn
 
 import pytest
 
+from brownout.testing.servers._process import (
+    _OWNER_FILE,
+    LOOPBACK,
+    Closeable,
+    ServerProcess,
+    _close_everything,
+    _descendants,
+    _live,
+    _live_lock,
+    _pdeathsig_prefix,
+    _pid_alive,
+    _sweep_stale_dirs,
+    find_binary,
+    free_port,
+    make_temp_dir,
+    port_open,
+    tail,
+    track,
+    untrack,
+    wait_until,
+)
+
+__all__ = [
+    "LOOPBACK",
+    "REQUIRE_ENV",
+    "_OWNER_FILE",
+    "Closeable",
+    "ServerProcess",
+    "_close_everything",
+    "_descendants",
+    "_live",
+    "_live_lock",
+    "_pdeathsig_prefix",
+    "_pid_alive",
+    "_sweep_stale_dirs",
+    "find_binary",
+    "free_port",
+    "make_temp_dir",
+    "missing",
+    "port_open",
+    "require_binary",
+    "require_module",
+    "services_required",
+    "tail",
+    "track",
+    "untrack",
+    "wait_until",
+]
+
 REQUIRE_ENV = "BROWNOUT_REQUIRE_SERVICES"
-LOOPBACK = "127.0.0.1"
-
-
-# -- requirements -----------------------------------------------------------------------
 
 
 def services_required() -> bool:
@@ -41,7 +79,7 @@ def missing(reason: str) -> NoReturn:
 
 def require_binary(name: str, hint: str) -> str:
     """The path of executable ``name`` (a name on PATH or an absolute path), or :func:`missing`."""
-    path = name if os.path.isabs(name) and os.access(name, os.X_OK) else shutil.which(name)
+    path = find_binary(name)
     if not path:
         missing(f"{name} not found: {hint}")
     return path
@@ -53,354 +91,3 @@ def require_module(module: str, pip_name: str | None = None) -> ModuleType:
         return importlib.import_module(module)
     except ImportError as exc:
         missing(f"python package {pip_name or module!r} is not installed ({exc})")
-
-
-# -- ports and waiting ------------------------------------------------------------------
-
-
-def free_port(host: str = LOOPBACK) -> int:
-    """A TCP port that was free a moment ago (the OS picks it from the ephemeral range)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
-def wait_until(
-    predicate: Callable[[], bool],
-    *,
-    timeout: float,
-    what: str,
-    interval: float = 0.02,
-    check: Callable[[], None] | None = None,
-) -> None:
-    """Poll ``predicate`` until it is true; ``check`` may raise to give up early."""
-    deadline = time.monotonic() + timeout
-    while True:
-        if check is not None:
-            check()
-        if predicate():
-            return
-        if time.monotonic() >= deadline:
-            raise TimeoutError(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(interval)
-
-
-# -- cleanup safety net -----------------------------------------------------------------
-
-
-class Closeable(Protocol):
-    def close(self) -> None: ...
-
-
-_live: dict[int, Closeable] = {}
-_live_lock = threading.Lock()
-
-
-def track(resource: Closeable) -> None:
-    with _live_lock:
-        _live[id(resource)] = resource
-
-
-def untrack(resource: Closeable) -> None:
-    with _live_lock:
-        _live.pop(id(resource), None)
-
-
-@atexit.register
-def _close_everything() -> None:
-    with _live_lock:
-        resources = list(_live.values())
-        _live.clear()
-    for resource in resources:
-        with contextlib.suppress(Exception):
-            resource.close()
-
-
-_OWNER_FILE = ".brownout-owner-pid"
-_swept = False
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _sweep_stale_dirs() -> None:
-    """Remove data dirs left behind by test runs that were SIGKILLed (owner pid gone)."""
-    global _swept
-    if _swept:
-        return
-    _swept = True
-    root = Path(tempfile.gettempdir())
-    for path in root.glob("brownout-*"):
-        try:
-            owner = int((path / _OWNER_FILE).read_text().strip())
-        except (OSError, ValueError):
-            continue
-        if not _pid_alive(owner):
-            shutil.rmtree(path, ignore_errors=True)
-
-
-def make_temp_dir(prefix: str) -> Path:
-    """A private (0700) temp dir, marked with our pid so a later run can sweep it."""
-    _sweep_stale_dirs()
-    path = Path(tempfile.mkdtemp(prefix=f"brownout-{prefix}-"))
-    (path / _OWNER_FILE).write_text(str(os.getpid()))
-    return path
-
-
-def tail(path: Path, lines: int = 30) -> str:
-    try:
-        text = path.read_text(errors="replace")
-    except OSError:
-        return "<no log>"
-    return "\n".join(text.splitlines()[-lines:])
-
-
-# -- child server processes -------------------------------------------------------------
-
-
-def _descendants(pid: int) -> list[int]:
-    """Every live descendant of ``pid`` (Linux /proc; empty elsewhere)."""
-    children: dict[int, list[int]] = {}
-    try:
-        entries = os.listdir("/proc")
-    except OSError:
-        return []
-    for entry in entries:
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        # "pid (comm) state ppid ...": comm may contain spaces and parentheses
-        fields = stat[stat.rfind(b")") + 2 :].split()
-        if len(fields) >= 2:
-            children.setdefault(int(fields[1]), []).append(int(entry))
-    found: list[int] = []
-    stack = [pid]
-    while stack:
-        for child in children.get(stack.pop(), []):
-            found.append(child)
-            stack.append(child)
-    return found
-
-
-def _pdeathsig_prefix() -> list[str]:
-    """Make a child die with the test run even if pytest itself is SIGKILLed.
-
-    The parent-death signal fires when the *thread* that forked exits, so it is only used
-    for processes started from the main thread.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        return []
-    setpriv = shutil.which("setpriv")
-    return [setpriv, "--pdeathsig", "KILL", "--"] if setpriv else []
-
-
-class ServerProcess:
-    """A real server in a child process on a private port with a private data dir.
-
-    ``start()``/``restart()`` keep the port and the data; ``kill()`` is SIGKILL; ``stop()``
-    is a clean shutdown; ``pause()``/``resume()`` are SIGSTOP/SIGCONT of the whole process
-    group; ``close()`` kills it and removes its data for good.
-    """
-
-    name = "server"
-    stop_signal: signal.Signals = signal.SIGTERM
-    startup_timeout = 30.0
-    stop_timeout = 15.0
-
-    def __init__(self, *, host: str = LOOPBACK, port: int | None = None) -> None:
-        self.host = host
-        self.port = port or free_port(host)
-        self.base_dir = make_temp_dir(self.name)
-        self.log_path = self.base_dir / "server.log"
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._paused = False
-        self._closed = False
-        self._lock = threading.RLock()
-        track(self)
-
-    # to implement
-    def command(self) -> Sequence[str]:
-        raise NotImplementedError
-
-    def popen_kwargs(self) -> dict[str, Any]:
-        return {}
-
-    def ready(self) -> bool:
-        raise NotImplementedError
-
-    # state
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None else None
-
-    @property
-    def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
-
-    @property
-    def paused(self) -> bool:
-        return self._paused
-
-    @property
-    def address(self) -> tuple[str, int]:
-        return (self.host, self.port)
-
-    def __repr__(self) -> str:
-        state = "paused" if self._paused else "running" if self.running else "stopped"
-        return f"<{type(self).__name__} {self.host}:{self.port} {state}>"
-
-    # control
-    def start(self) -> None:
-        """Start (again) on the same port with the same data; waits until it serves."""
-        with self._lock:
-            if self._closed:
-                raise RuntimeError(f"{self!r} is closed")
-            if self.running:
-                return
-            self._proc = None
-            self._paused = False
-            with open(self.log_path, "ab") as log:
-                log.write(f"--- starting: {' '.join(self.command())}\n".encode())
-                log.flush()
-                self._proc = subprocess.Popen(
-                    [*_pdeathsig_prefix(), *self.command()],
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,  # own process group: pause/kill hit all of it
-                    **self.popen_kwargs(),
-                )
-            try:
-                wait_until(
-                    self.ready,
-                    timeout=self.startup_timeout,
-                    what=f"{self.name} on {self.host}:{self.port}",
-                    check=self._check_alive,
-                )
-            except BaseException:
-                self.kill()
-                raise
-
-    def _check_alive(self) -> None:
-        proc = self._proc
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(
-                f"{self.name} exited with code {proc.returncode} while starting on port "
-                f"{self.port}; log {self.log_path}:\n{tail(self.log_path)}"
-            )
-
-    def _signal_group(self, sig: signal.Signals) -> None:
-        """Signal the server, its process group and every descendant.
-
-        Descendants are looked up too because some servers (PostgreSQL) put each child in
-        a session of its own. The parent is stopped first so it cannot fork meanwhile.
-        """
-        proc = self._proc
-        if proc is None:
-            return
-        order = [signal.SIGSTOP] if sig in (signal.SIGKILL, signal.SIGSTOP) else []
-        for first in order:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(proc.pid, first)
-        children = _descendants(proc.pid)
-        # SIGCONT: children first, the parent last
-        targets = [*children, proc.pid] if sig == signal.SIGCONT else [proc.pid, *children]
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, sig)
-        for pid in targets:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, sig)
-
-    def pause(self) -> None:
-        """SIGSTOP the server: connections stay open, nothing is answered."""
-        with self._lock:
-            if not self.running:
-                raise RuntimeError(f"cannot pause {self!r}")
-            self._signal_group(signal.SIGSTOP)
-            self._paused = True
-
-    def resume(self) -> None:
-        """SIGCONT after :meth:`pause` (a no-op otherwise)."""
-        with self._lock:
-            if self._paused:
-                self._signal_group(signal.SIGCONT)
-                self._paused = False
-
-    def kill(self) -> None:
-        """SIGKILL the server and all its children (a crash: no clean shutdown)."""
-        with self._lock:
-            proc = self._proc
-            if proc is None:
-                return
-            self.resume()
-            self._signal_group(signal.SIGKILL)
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(self.stop_timeout)
-            self._proc = None
-
-    def stop(self) -> None:
-        """Clean shutdown (SIGKILL if it takes longer than ``stop_timeout``)."""
-        with self._lock:
-            proc = self._proc
-            if proc is None:
-                return
-            self.resume()
-            if proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.send_signal(self.stop_signal)
-                try:
-                    proc.wait(self.stop_timeout)
-                except subprocess.TimeoutExpired:
-                    pass
-            self._signal_group(signal.SIGKILL)  # leftovers of the group, if any
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(self.stop_timeout)
-            self._proc = None
-
-    def restart(self) -> None:
-        """:meth:`stop` then :meth:`start`: same port, same data."""
-        self.stop()
-        self.start()
-
-    def ensure_running(self) -> None:
-        """Undo what a test may have done: resume if paused, start if stopped or killed."""
-        with self._lock:
-            if self._closed:
-                return
-            self.resume()
-            if not self.running:
-                self.start()
-
-    def close(self) -> None:
-        """Kill the server and delete its data. Final."""
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-            try:
-                self.kill()
-            finally:
-                shutil.rmtree(self.base_dir, ignore_errors=True)
-                untrack(self)

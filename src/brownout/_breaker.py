@@ -328,8 +328,9 @@ class CircuitBreaker:
         self._armed = False
         self._fast = self._state is _CLOSED and self._fast_capable
         # Rejections without the lock (OPEN or FORCED_OPEN, no fallback, no call
-        # listener): (state, open until) in one tuple, so readers see a consistent pair.
-        self._reject: tuple[State, float] | None = None
+        # listener): (open until, name, state, timed) in one tuple, so readers see a
+        # consistent snapshot and the hot path reads one attribute.
+        self._reject: tuple[float, str, State, bool] | None = None
         self._opened_at: float | None = None
         self._open_until = 0.0
         self._trips = 0
@@ -492,12 +493,11 @@ class CircuitBreaker:
             self._outcomes.append(0)
             return result
         reject = self._reject
-        if reject is not None:  # (state, open until), read as one atomic snapshot
+        if reject is not None:  # (open until, name, state, timed): one atomic snapshot
             now = self._clock()
-            if now < reject[1]:
+            if now < reject[0]:
                 next(self._rejections)
-                state = reject[0]
-                raise BreakerOpen(self._name, state, reject[1] - now if state is _OPEN else None)
+                raise BreakerOpen(reject[1], reject[2], reject[0] - now if reject[3] else None)
         try:
             token = self._gen if self._state is _CLOSED else self._acquire()
         except BreakerOpen as exc:
@@ -563,12 +563,11 @@ class CircuitBreaker:
             self._outcomes.append(0)
             return result
         reject = self._reject
-        if reject is not None:  # (state, open until), read as one atomic snapshot
+        if reject is not None:  # (open until, name, state, timed): one atomic snapshot
             now = self._clock()
-            if now < reject[1]:
+            if now < reject[0]:
                 next(self._rejections)
-                state = reject[0]
-                raise BreakerOpen(self._name, state, reject[1] - now if state is _OPEN else None)
+                raise BreakerOpen(reject[1], reject[2], reject[0] - now if reject[3] else None)
         try:
             token = self._gen if self._state is _CLOSED else self._acquire()
         except BreakerOpen as exc:
@@ -898,7 +897,7 @@ class CircuitBreaker:
         if state is _OPEN or state is _FORCED_OPEN:
             until = self._open_until if state is _OPEN else math.inf
             ok = self._fallback is None and not self._call_listeners
-            self._reject = (state, until) if ok else None
+            self._reject = (until, self._name, state, state is _OPEN) if ok else None
         else:
             self._reject = None
 

@@ -14,13 +14,15 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    inspect,
     text,
 )
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 __all__ = ["SCHEMA_VERSION", "create_schema", "invoices", "metadata", "movements", "products"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: invoices got state/bucket/reason/applied_at
 
 metadata = MetaData()
 
@@ -62,6 +64,10 @@ movements = Table(
 )
 Index("movements_sku", movements.c.sku, movements.c.id)
 
+#: A supplier invoice: the uploaded file (in S3, or in the local spool while S3 is away)
+#: and the lines read from it. ``state``: stored -> extracting -> extracted | needs_review
+#: -> applied (see inventario.invoices). ``lines`` is a JSON list of
+#: {sku, description, quantity, unit_cost}.
 invoices = Table(
     "invoices",
     metadata,
@@ -72,14 +78,22 @@ invoices = Table(
     Column("size", Integer, nullable=False),
     Column("sha256", String(64), nullable=False),
     Column("storage", String(10), nullable=False),
+    Column("bucket", String(100), nullable=False),
     Column("object_key", String(300), nullable=False),
-    Column("status", String(20), nullable=False),
+    Column("state", String(20), nullable=False),
     Column("lines", Text),
     Column("extracted_by", String(20)),
-    Column("error", Text),
+    Column("reason", Text),
     Column("created_at", Float, nullable=False),
     Column("updated_at", Float, nullable=False),
+    Column("applied_at", Float),
+    CheckConstraint(
+        "state IN ('stored', 'extracting', 'extracted', 'needs_review', 'applied')",
+        name="invoice_state",
+    ),
+    CheckConstraint("storage IN ('s3', 'spool')", name="invoice_storage"),
 )
+Index("invoices_state", invoices.c.state, invoices.c.created_at)
 
 schema_info = Table(
     "inventario_schema",
@@ -89,11 +103,27 @@ schema_info = Table(
 )
 
 
+def _replace_unused_v1_invoices(conn: Connection) -> None:
+    """Schema 1 had an invoices table no code wrote to; drop it (only if empty) for v2's."""
+    inspector = inspect(conn)
+    if not inspector.has_table("invoices"):
+        return
+    columns = {c["name"] for c in inspector.get_columns("invoices")}
+    if "state" in columns:
+        return
+    if conn.execute(text("SELECT COUNT(*) FROM invoices")).scalar():
+        raise RuntimeError(
+            "the invoices table has the schema 1 layout and holds rows: migrate it by hand"
+        )
+    conn.execute(text("DROP TABLE invoices"))
+
+
 async def create_schema(engine: AsyncEngine) -> None:
     """Create the tables that do not exist yet and record the schema version (idempotent)."""
     import time
 
     async with engine.begin() as conn:
+        await conn.run_sync(_replace_unused_v1_invoices)
         await conn.run_sync(metadata.create_all)
         row = await conn.execute(text("SELECT MAX(version) FROM inventario_schema"))
         current = row.scalar()

@@ -18,6 +18,7 @@ from brownout.health import Component, DegradationManager, Feature, Level
 from brownout.outbox import Outbox, Replayer, SqlApplier
 from brownout.prometheus import PrometheusMetrics
 from brownout.redis import AsyncRedisAdapter
+from brownout.spool import Spool, SpoolUploader
 from brownout.sql import AsyncDatabase
 from inventario.config import Settings
 from inventario.db import create_schema
@@ -86,6 +87,9 @@ class Runtime:
         await self.manager.stop()
         self.manager.close()
         self.outbox.close()
+        spool = self.extras.get("spool")
+        if spool is not None:
+            spool.close()  # releases the directory lock: another Spool may open it
         for adapter in (self.cache, self.s3, self.ai):
             if adapter is not None:
                 close = getattr(adapter, "close", None)
@@ -140,6 +144,14 @@ def build_runtime(settings: Settings) -> Runtime:
         components.append(Component.of(s3, "s3", latency_target=0.5))
     else:
         components.append(Component("s3", configured=False))
+    # invoice files: the spool always (the only store without S3); with S3 an uploader
+    # drains it when the S3 breaker closes and on the heartbeat
+    spool = Spool(settings.var_dir / "spool", max_bytes=settings.spool_max_bytes)
+    spool_parts: dict[str, Any] = {"spool": spool}
+    if s3 is not None:
+        uploader = SpoolUploader(spool, s3, heartbeat=settings.heartbeat)
+        uploader.watch(s3.breaker)
+        spool_parts["spool_uploader"] = uploader
 
     ai = None
     if settings.openai_api_key:
@@ -172,7 +184,18 @@ def build_runtime(settings: Settings) -> Runtime:
             metrics.attach(adapter)
     del secrets
     return Runtime(
-        settings, registry, db, manager, metrics, outbox, applier, replayer, cache, s3, ai
+        settings,
+        registry,
+        db,
+        manager,
+        metrics,
+        outbox,
+        applier,
+        replayer,
+        cache,
+        s3,
+        ai,
+        extras=spool_parts,
     )
 
 

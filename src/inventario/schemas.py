@@ -93,15 +93,28 @@ class WriteStatus(BaseModel):
     last_error: str | None = None
 
 
+InvoiceState = Literal["stored", "extracting", "extracted", "needs_review", "applied"]
+
+
 class InvoiceLine(_Strict):
-    sku: str | None = Field(None, pattern=SKU_PATTERN)
+    """One line of a supplier invoice: what was received and at what unit cost."""
+
+    sku: str | None = Field(
+        None, pattern=SKU_PATTERN, description="the product; None when the AI found none"
+    )
     description: str = Field("", max_length=500)
-    quantity: int = Field(ge=1, le=1_000_000)
+    quantity: int = Field(ge=1, le=1_000_000, description="units received (> 0)")
     unit_cost: Money = Field(ge=0, max_digits=12, decimal_places=2)
 
 
+class ManualInvoiceLine(InvoiceLine):
+    """A line entered by hand: the sku is required (and must exist)."""
+
+    sku: str = Field(pattern=SKU_PATTERN, description="an existing product's sku")
+
+
 class InvoiceLines(_Strict):
-    lines: list[InvoiceLine] = Field(min_length=1, max_length=500)
+    lines: list[ManualInvoiceLine] = Field(min_length=1, max_length=500)
 
 
 class Invoice(BaseModel):
@@ -111,13 +124,29 @@ class Invoice(BaseModel):
     content_type: str
     size: int
     sha256: str
-    storage: str
-    status: str
+    storage: Literal["s3", "spool"] = Field(
+        description="where the file is now: in S3, or in the local spool until S3 takes it"
+    )
+    state: InvoiceState
     lines: list[InvoiceLine] | None
-    extracted_by: str | None
-    error: str | None
+    extracted_by: Literal["ai", "manual"] | None
+    reason: str | None = Field(description="why the invoice needs review (or the last failure)")
     created_at: float
     updated_at: float
+    applied_at: float | None
+    file_url: str
+
+
+class InvoicePage(BaseModel):
+    items: list[Invoice]
+    total: int
+    limit: int
+    offset: int
+
+
+class AppliedInvoice(BaseModel):
+    invoice: Invoice
+    movements: list[Movement]
 
 
 class PriceSuggestion(BaseModel):

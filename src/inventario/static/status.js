@@ -1,0 +1,337 @@
+// inventario status page: polls status/data every second and redraws in place.
+// Plain browser JavaScript, no build step, no dependencies. Every value from the
+// server is inserted as text (textContent / text nodes), never parsed as HTML.
+"use strict";
+
+(function () {
+  const POLL_MS = 1000;
+  const TIMEOUT_MS = 4000;
+  const DATA_URL = "status/data";
+  const LEVELS = ["OPTIMAL", "DEGRADED", "LIMITED", "MINIMAL", "EMERGENCY"];
+
+  const $ = (id) => document.querySelector('[data-testid="' + id + '"]');
+
+  let lastOk = null; // Date of the last successful poll
+  let failures = 0;
+
+  // ------------------------------------------------------------- helpers
+
+  // el("div", {class: "x", testid: "y", data: {state: "open"}}, "text", childNode, ...)
+  function el(tag, attrs, ...children) {
+    const node = document.createElement(tag);
+    if (attrs) {
+      for (const [key, value] of Object.entries(attrs)) {
+        if (value === undefined || value === null) continue;
+        if (key === "class") node.className = value;
+        else if (key === "testid") node.setAttribute("data-testid", value);
+        else if (key === "data") {
+          for (const [k, v] of Object.entries(value)) node.setAttribute("data-" + k, String(v));
+        } else node.setAttribute(key, String(value));
+      }
+    }
+    for (const child of children) {
+      if (child === undefined || child === null || child === false) continue;
+      node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+    }
+    return node;
+  }
+
+  const isNum = (x) => typeof x === "number" && Number.isFinite(x);
+
+  function pct(x) {
+    if (!isNum(x)) return "—";
+    const p = x * 100;
+    return (p >= 99.95 || p === 0 ? p.toFixed(0) : p.toFixed(1)) + " %";
+  }
+
+  function ms(x) {
+    if (!isNum(x)) return "—";
+    if (x < 10) return x.toFixed(2) + " ms";
+    if (x < 1000) return x.toFixed(0) + " ms";
+    return (x / 1000).toFixed(2) + " s";
+  }
+
+  function bytes(n) {
+    if (!isNum(n)) return "—";
+    const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let i = 0;
+    let v = n;
+    while (v >= 1024 && i < units.length - 1) {
+      v /= 1024;
+      i += 1;
+    }
+    return (i === 0 ? v.toFixed(0) : v.toFixed(1)) + " " + units[i];
+  }
+
+  function seconds(s) {
+    if (!isNum(s)) return "—";
+    if (s < 1) return "< 1 s";
+    if (s < 90) return Math.round(s) + " s";
+    if (s < 3600) return Math.floor(s / 60) + " min " + Math.round(s % 60) + " s";
+    return Math.floor(s / 3600) + " h " + Math.round((s % 3600) / 60) + " min";
+  }
+
+  function clock(epoch) {
+    if (!isNum(epoch)) return "—";
+    return new Date(epoch * 1000).toLocaleTimeString([], { hour12: false });
+  }
+
+  function num(n) {
+    return isNum(n) ? n.toLocaleString() : "—";
+  }
+
+  function fig(label, value, testid) {
+    return el("div", null, el("dt", null, label), el("dd", { testid: testid }, value));
+  }
+
+  // ---------------------------------------------------------------- hero
+
+  function renderHero(doc) {
+    const level = LEVELS.includes(doc.level) ? doc.level : "UNKNOWN";
+    document.body.setAttribute("data-level", level);
+    const levelNode = $("level");
+    levelNode.textContent = String(doc.level || "?");
+    levelNode.setAttribute("data-level", level);
+    document.title = String(doc.level || "?") + " · inventario status";
+
+    $("score").textContent = isNum(doc.score) ? doc.score.toFixed(1) : "–";
+    const width = isNum(doc.score) ? Math.max(0, Math.min(100, doc.score)) : 0;
+    $("score-bar").style.width = width + "%"; // CSSOM, allowed by the page's CSP
+
+    const explanation = doc.explanation || {};
+    $("decision").textContent = explanation.decision ? String(explanation.decision) : "";
+
+    const pinned = $("pinned");
+    if (doc.pinned) {
+      pinned.textContent =
+        "Pinned at " + doc.pinned.level + " for " + seconds(doc.pinned.seconds_left) +
+        " more: " + doc.pinned.reason;
+      pinned.hidden = false;
+    } else {
+      pinned.hidden = true;
+      pinned.textContent = "";
+    }
+
+    const recovery = $("recovery");
+    if (isNum(doc.predicted_recovery_s)) {
+      recovery.textContent =
+        "Predicted recovery to OPTIMAL in about " + seconds(doc.predicted_recovery_s) +
+        " (from past recoveries)";
+      recovery.hidden = false;
+    } else {
+      recovery.hidden = true;
+      recovery.textContent = "";
+    }
+
+    const service = doc.service || {};
+    $("version").textContent = service.version ? "v" + service.version : "";
+  }
+
+  // ----------------------------------------------------------- components
+
+  function adapterFigures(name, a) {
+    const out = [];
+    if (!a) return out;
+    if ("hit_ratio" in a) out.push(fig("cache hit ratio", pct(a.hit_ratio), "hit-ratio-" + name));
+    if ("bytes_up" in a || "bytes_down" in a) {
+      out.push(fig("bytes up", bytes(a.bytes_up)));
+      out.push(fig("bytes down", bytes(a.bytes_down)));
+    }
+    const totals = a.totals || {};
+    if (a.kind === "openai" || isNum(totals.prompt_tokens) || isNum(totals.completion_tokens)) {
+      out.push(fig("tokens in", num(totals.prompt_tokens || 0)));
+      out.push(fig("tokens out", num(totals.completion_tokens || 0)));
+    }
+    if (isNum(a.pool_in_use) || isNum(a.pool_size)) {
+      const size = isNum(a.pool_size) ? " / " + a.pool_size : "";
+      out.push(fig("pool in use", num(a.pool_in_use) + size, "pool-" + name));
+    }
+    if (a.model) out.push(fig("model", String(a.model)));
+    if (a.bucket) out.push(fig("bucket", String(a.bucket)));
+    if (a.dialect) out.push(fig("database", String(a.dialect) + (a.driver ? " (" + a.driver + ")" : "")));
+    return out;
+  }
+
+  function breakerNode(name, b) {
+    if (!b) return el("span", { class: "breaker", testid: "breaker-" + name, data: { state: "none" } }, "none");
+    const state = String(b.state || "?");
+    const extra = [];
+    if ((state === "open" || state === "forced_open") && isNum(b.retry_after)) {
+      extra.push("retry in " + seconds(b.retry_after));
+    }
+    if (isNum(b.trips) && b.trips > 0) extra.push(b.trips + (b.trips === 1 ? " trip" : " trips"));
+    return el(
+      "span",
+      null,
+      el("span", { class: "breaker", testid: "breaker-" + name, data: { state: state } }, state),
+      extra.length ? el("span", { class: "breaker-extra" }, " · " + extra.join(" · ")) : null
+    );
+  }
+
+  function componentCard(c) {
+    const name = String(c.name);
+    const a = c.adapter || null;
+    const b = c.breaker || null;
+    const status = c.configured ? String(c.status || "unknown") : "absent";
+    const card = el("article", {
+      class: "card comp",
+      testid: "component-" + name,
+      data: { status: status, breaker: b ? b.state : "none" },
+    });
+    card.append(
+      el(
+        "header",
+        null,
+        el("h3", null, name),
+        el("span", { class: "badge", testid: "status-" + name, data: { status: status } },
+          c.configured ? status : "not configured")
+      )
+    );
+    if (!c.configured) {
+      card.append(el("p", { class: "why" }, "Not configured: the service runs without it."));
+      return card;
+    }
+    const sub = [];
+    if (a && a.kind) sub.push(String(a.kind));
+    if (isNum(c.score)) sub.push("score " + c.score.toFixed(0));
+    if (isNum(c.weight)) sub.push("weight " + c.weight);
+    if (c.cascade_of) sub.push("cascade of " + c.cascade_of);
+    card.append(el("div", { class: "sub" }, sub.join(" · ")));
+
+    const figs = el("dl", { class: "figs" });
+    figs.append(
+      el("div", null, el("dt", null, "breaker"), el("dd", null, breakerNode(name, b))),
+      fig("success rate", pct(a ? a.success_rate : b ? (b.failure_rate === null ? null : 1 - b.failure_rate) : null), "success-" + name),
+      fig("p95 latency", ms(a ? a.latency_p95_ms : null), "p95-" + name)
+    );
+    for (const f of adapterFigures(name, a)) figs.append(f);
+    if (c.probe) {
+      figs.append(fig("last probe", c.probe.ok === null || c.probe.ok === undefined ? "—" : c.probe.ok ? "ok" : "failed"));
+    }
+    card.append(figs);
+
+    if (Array.isArray(c.why) && c.why.length) card.append(el("p", { class: "why" }, c.why.join("; ")));
+    const error = (a && a.last_error) || (b && b.last_error) || (c.probe && c.probe.error) || null;
+    if (error) {
+      const at = a && isNum(a.last_error_at) ? " (" + clock(a.last_error_at) + ")" : "";
+      card.append(el("p", { class: "error", testid: "error-" + name }, "last error" + at + ": " + error));
+    }
+    return card;
+  }
+
+  function backlogCards(backlogs) {
+    const out = [];
+    if (!backlogs || typeof backlogs !== "object") return out;
+    if (backlogs.error) {
+      out.push(el("article", { class: "card backlog", testid: "backlog-error" },
+        el("header", null, el("h3", null, "backlogs")), el("p", { class: "error" }, String(backlogs.error))));
+    }
+    const o = backlogs.outbox;
+    if (o) {
+      out.push(
+        el("article", { class: "card backlog", testid: "backlog-outbox", data: { busy: (o.pending || 0) > 0 } },
+          el("header", null, el("h3", null, "outbox"), el("span", { class: "badge" }, "backlog")),
+          el("div", { class: "sub" }, "writes queued while the database is away"),
+          el("dl", { class: "figs" },
+            fig("pending", num(o.pending), "outbox-pending"),
+            fig("pending size", bytes(o.pending_bytes)),
+            fig("oldest pending", seconds(o.oldest_pending_age_s)),
+            fig("replayed", num(o.replayed_total)),
+            fig("dead letters", num(o.dead_letters)),
+            fig("limit", num(o.max_pending))))
+      );
+    }
+    const s = backlogs.spool;
+    if (s) {
+      out.push(
+        el("article", { class: "card backlog", testid: "backlog-spool", data: { busy: (s.files || 0) > 0 } },
+          el("header", null, el("h3", null, "spool"), el("span", { class: "badge" }, "backlog")),
+          el("div", { class: "sub" }, "uploads kept locally until S3 takes them"),
+          el("dl", { class: "figs" },
+            fig("files", num(s.files), "spool-files"),
+            fig("size", bytes(s.bytes)),
+            fig("oldest", seconds(s.oldest_age_s)),
+            fig("quarantined", num(s.quarantined))))
+      );
+    }
+    return out;
+  }
+
+  function renderComponents(doc) {
+    const cards = (doc.components || []).map(componentCard);
+    $("components").replaceChildren(...cards, ...backlogCards(doc.backlogs));
+  }
+
+  // ------------------------------------------------------------- features
+
+  function renderFeatures(doc) {
+    const items = Object.entries(doc.features || {}).map(([name, f]) => {
+      const on = Boolean(f && f.enabled);
+      return el("li", { class: "feature", testid: "feature-" + name, data: { enabled: on } },
+        el("span", { class: "state" }, on ? "ON" : "OFF"),
+        el("span", { class: "fname" }, name),
+        el("span", { class: "freason" },
+          (f && f.description ? f.description : "") + (f && f.reason && !on ? " — " + f.reason : "")));
+    });
+    $("features").replaceChildren(...items);
+  }
+
+  // ------------------------------------------------------------- timeline
+
+  function renderTimeline(doc) {
+    const transitions = Array.isArray(doc.transitions) ? doc.transitions.slice().reverse() : [];
+    const items = transitions.map((t) =>
+      el("li", { data: { level: LEVELS.includes(t.to) ? t.to : "UNKNOWN" } },
+        el("div", { class: "when" }, clock(t.at) + (isNum(t.score) ? " · score " + t.score.toFixed(1) : "")),
+        el("div", { class: "change" }, String(t.from) + " → ", el("span", { class: "to" }, String(t.to))),
+        el("div", { class: "reason" }, String(t.reason || "") +
+          (Array.isArray(t.root_causes) && t.root_causes.length ? " (root cause: " + t.root_causes.join(", ") + ")" : "")))
+    );
+    $("timeline").replaceChildren(...items);
+    $("timeline-empty").hidden = items.length > 0;
+  }
+
+  // -------------------------------------------------------------- polling
+
+  function setConnection(state, text) {
+    const conn = $("connection");
+    conn.setAttribute("data-state", state);
+    $("connection-text").textContent = text;
+    $("connection-lost").hidden = state !== "lost";
+  }
+
+  function render(doc) {
+    renderHero(doc);
+    renderComponents(doc);
+    renderFeatures(doc);
+    renderTimeline(doc);
+    lastOk = new Date();
+    $("updated").textContent = lastOk.toLocaleTimeString([], { hour12: false });
+  }
+
+  async function poll() {
+    const controller = new AbortController();
+    const timer = setTimeout(() => controller.abort(), TIMEOUT_MS);
+    try {
+      const response = await fetch(DATA_URL, {
+        cache: "no-store",
+        headers: { Accept: "application/json" },
+        signal: controller.signal,
+      });
+      if (!response.ok) throw new Error("HTTP " + response.status);
+      const doc = await response.json();
+      render(doc);
+      failures = 0;
+      setConnection("live", "live");
+    } catch (err) {
+      failures += 1;
+      $("last-update").textContent = lastOk ? lastOk.toLocaleTimeString([], { hour12: false }) : "never";
+      setConnection("lost", "connection lost (" + (err && err.name === "AbortError" ? "timeout" : String(err && err.message ? err.message : err)) + ")");
+    } finally {
+      clearTimeout(timer);
+      setTimeout(poll, POLL_MS);
+    }
+  }
+
+  poll();
+})();

@@ -1,0 +1,300 @@
+"""The live status page: its HTTP surface, and a real headless Chromium watching a fault happen."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from brownout.chaos import ThreadedFaultProxy
+from inventario.status_page import ASSETS
+from tests.inventario.conftest import WIDGET, running
+from tests.inventario.live_server import serving
+from tests.servers._util import missing, require_module
+from tests.servers.openai_stub import OpenAIStub
+from tests.servers.redis_server import RedisServer
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+# ------------------------------------------------------------------ plain HTTP
+
+
+async def test_page_is_html_with_a_strict_csp(client: httpx.AsyncClient) -> None:
+    r = await client.get("/status")
+    assert r.status_code == 200
+    assert r.headers["content-type"].startswith("text/html")
+    csp = r.headers["content-security-policy"]
+    assert "script-src 'self'" in csp
+    assert "style-src 'self'" in csp
+    assert "default-src 'none'" in csp
+    assert "unsafe-inline" not in csp and "unsafe-eval" not in csp
+    assert r.headers["x-content-type-options"] == "nosniff"
+    html = r.text
+    assert 'src="status/assets/status.js"' in html
+    assert 'href="status/assets/status.css"' in html
+    # nothing inline that the CSP would block, nothing from elsewhere
+    assert "<script>" not in html and "<style" not in html and "style=" not in html
+    assert "http://" not in html and "https://" not in html
+
+
+async def test_root_redirects_to_the_page(client: httpx.AsyncClient) -> None:
+    r = await client.get("/")
+    assert r.status_code in (302, 307)
+    assert r.headers["location"] == "/status"
+
+
+@pytest.mark.parametrize("name", ["status.css", "status.js"])
+async def test_assets_are_served(client: httpx.AsyncClient, name: str) -> None:
+    r = await client.get(f"/status/assets/{name}")
+    assert r.status_code == 200
+    assert r.headers["content-type"] == ASSETS[name]
+    assert r.headers["x-content-type-options"] == "nosniff"
+    assert len(r.content) > 1000
+
+
+async def test_script_never_inserts_data_as_html(client: httpx.AsyncClient) -> None:
+    js = (await client.get("/status/assets/status.js")).text
+    for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval("):
+        assert sink not in js, sink
+    assert "textContent" in js
+
+
+@pytest.mark.parametrize(
+    "name", ["nope.js", "status.html", "..%2Fstatus_page.py", "..%2F..%2Fpyproject.toml"]
+)
+async def test_unknown_asset_is_404(client: httpx.AsyncClient, name: str) -> None:
+    r = await client.get(f"/status/assets/{name}")
+    assert r.status_code == 404
+    assert "status_page" not in r.text and "[project]" not in r.text
+
+
+async def test_data_shape(client: httpx.AsyncClient) -> None:
+    r = await client.get("/status/data")
+    assert r.status_code == 200
+    assert r.headers["content-type"] == "application/json"
+    assert r.headers["cache-control"] == "no-store"
+    doc = r.json()
+    assert doc["level"] == "OPTIMAL"
+    assert doc["score"] == 100.0
+    names = [c["name"] for c in doc["components"]]
+    assert names == ["database", "cache", "s3", "openai"]
+    by_name = {c["name"]: c for c in doc["components"]}
+    db = by_name["database"]
+    assert db["configured"] is True
+    assert db["breaker"]["state"] == "closed"
+    assert {"success_rate", "latency_p95_ms", "last_error", "pool_size"} <= set(db["adapter"])
+    for absent in ("cache", "s3", "openai"):
+        assert by_name[absent]["configured"] is False
+        assert by_name[absent]["breaker"] is None
+    assert doc["features"]["cache_read"]["enabled"] is False  # no Redis configured
+    assert doc["features"]["inventory_write"]["enabled"] is True
+    assert isinstance(doc["transitions"], list)
+    assert "decision" in doc["explanation"]
+    assert "predicted_recovery_s" in doc
+    assert doc["backlogs"]["outbox"]["pending"] == 0
+    assert doc["service"]["name"] == "inventario"
+    assert isinstance(doc["now"], float)
+
+
+async def test_data_has_no_secrets(make_app: Callable[..., FastAPI]) -> None:
+    secrets = {
+        "database password": "Db-Pw-4f81c2e9",
+        "redis password": "Redis-Pw-77a0b3",
+        "openai key": "sk-test-StatusPageSecret-9c1d",
+        "admin token": "admin-token-5e2a0d7c",
+        "s3 secret": "S3-Secret-b6d4e1",
+    }
+    app = make_app(
+        # nothing listens on port 9 (discard): every dependency fails and records errors
+        database_url=f"postgresql+asyncpg://inv:{secrets['database password']}@127.0.0.1:9/inv",
+        redis_url=f"redis://:{secrets['redis password']}@127.0.0.1:9/0",
+        openai_api_key=secrets["openai key"],
+        openai_base_url="http://127.0.0.1:9/v1",
+        admin_token=secrets["admin token"],
+        s3_endpoint_url="http://127.0.0.1:9",
+        s3_bucket="invoices",
+        s3_access_key_id="AKIDSTATUSPAGE",
+        s3_secret_access_key=secrets["s3 secret"],
+    )
+    async with running(app) as client:
+        for _ in range(4):
+            await client.get("/products/W-1")
+            await client.post("/products", json=WIDGET)
+        r = await client.get("/status/data")
+        page = (await client.get("/status")).text
+    assert r.status_code == 200
+    doc = r.json()
+    by_name = {c["name"]: c for c in doc["components"]}
+    # the failures were recorded, so the check below looks at real error texts
+    assert by_name["database"]["adapter"]["last_error"] or by_name["database"]["probe"]["error"]
+    assert by_name["database"]["adapter"]["url"].startswith("postgresql+asyncpg://inv:")
+    for what, secret in secrets.items():
+        assert secret not in r.text, f"{what} leaked into /status/data"
+        assert secret not in page, f"{what} leaked into /status"
+
+
+async def test_data_survives_a_failing_backlog(
+    make_app: Callable[..., FastAPI], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = make_app()
+
+    def broken() -> dict[str, Any]:
+        raise OSError("disk gone")
+
+    monkeypatch.setattr(app.state.runtime, "health_extras", broken)
+    async with running(app) as client:
+        r = await client.get("/status/data")
+    assert r.status_code == 200
+    assert r.json()["backlogs"] == {"error": "backlogs unavailable: OSError"}
+
+
+# ---------------------------------------------------------------- real browser
+
+
+@pytest.fixture
+def chromium() -> Iterator[Any]:
+    """Playwright's Chromium driving the system's /usr/bin/chromium (never a download)."""
+    if not (os.path.isfile(CHROMIUM) and os.access(CHROMIUM, os.X_OK)):
+        missing(f"{CHROMIUM} not found: install the Debian package chromium")
+    require_module("playwright.sync_api", "playwright")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+def _cache_breaker(base: str) -> str:
+    doc = httpx.get(f"{base}/status/data", timeout=5).json()
+    cache = next(c for c in doc["components"] if c["name"] == "cache")
+    state: str = cache["breaker"]["state"]
+    return state
+
+
+def test_browser_sees_redis_fail_without_reload(
+    chromium: Any,
+    make_app: Callable[..., FastAPI],
+    redis_server: RedisServer,
+    redis_proxy: ThreadedFaultProxy,
+    openai_stub: OpenAIStub,
+    tmp_path: Path,
+) -> None:
+    from playwright.sync_api import expect
+
+    # database + cache + openai configured: Redis alone down scores 75 => DEGRADED
+    # (with only database + cache, the cache is a third of the weight: 66.7 => LIMITED)
+    app = make_app(
+        redis_url=redis_server.url_for(db=11, port=redis_proxy.port),
+        openai_api_key="sk-test-status-page",
+        openai_base_url=openai_stub.base_url,
+    )
+    with serving(app) as base:
+        r = httpx.post(f"{base}/products", json=WIDGET, timeout=5)
+        assert r.status_code == 201, r.text
+        assert httpx.get(f"{base}/products/W-1", timeout=5).status_code == 200
+
+        context = chromium.new_context(viewport={"width": 1280, "height": 900})
+        page = context.new_page()
+        console_errors: list[str] = []
+        page.on("console", lambda m: console_errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: console_errors.append(str(e)))
+        page.goto(f"{base}/status")
+
+        level = page.get_by_test_id("level")
+        cache_breaker = page.get_by_test_id("breaker-cache")
+        expect(level).to_have_text("OPTIMAL")
+        expect(page.locator("body")).to_have_attribute("data-level", "OPTIMAL")
+        expect(cache_breaker).to_have_text("closed")
+        expect(page.get_by_test_id("status-s3")).to_have_text("not configured")
+        expect(page.get_by_test_id("feature-cache_read")).to_have_attribute("data-enabled", "true")
+        expect(page.get_by_test_id("connection")).to_have_attribute("data-state", "live")
+        expect(page.get_by_test_id("backlog-outbox")).to_be_visible()
+        expect(page.get_by_test_id("timeline-empty")).to_be_visible()
+        page.evaluate("window.__sameDocument = 'yes'")  # gone if the page reloads
+
+        # the real fault: every connection to Redis is reset; product reads go on
+        redis_proxy.set_mode("reset")
+        for _ in range(10):
+            assert httpx.get(f"{base}/products/W-1", timeout=5).status_code == 200
+            if _cache_breaker(base) == "open":
+                break
+        assert _cache_breaker(base) == "open"
+
+        expect(level).to_have_text("DEGRADED")
+        expect(page.locator("body")).to_have_attribute("data-level", "DEGRADED")
+        expect(cache_breaker).to_have_text("open")
+        expect(page.get_by_test_id("component-cache")).to_have_attribute("data-status", "down")
+        expect(page.get_by_test_id("error-cache")).to_contain_text("last error")
+        expect(page.get_by_test_id("feature-cache_read")).to_have_attribute("data-enabled", "false")
+        expect(page.get_by_test_id("timeline")).to_contain_text("OPTIMAL → DEGRADED")
+        expect(page.get_by_test_id("timeline-empty")).to_be_hidden()
+        assert page.evaluate("window.__sameDocument") == "yes", "the page was reloaded"
+        assert console_errors == [], console_errors  # no CSP violation, no script error
+
+        shot = tmp_path / "status-degraded.png"
+        page.screenshot(path=str(shot), full_page=True)
+        assert shot.is_file() and shot.stat().st_size > 0
+
+        phone = chromium.new_context(viewport={"width": 390, "height": 844})
+        small = phone.new_page()
+        small.goto(f"{base}/status")
+        expect(small.get_by_test_id("level")).to_have_text("DEGRADED")
+        expect(small.get_by_test_id("breaker-cache")).to_have_text("open")
+        width = small.evaluate("document.scrollingElement.scrollWidth")
+        assert width <= 390, f"horizontal scroll at phone width: scrollWidth {width}"
+        small.screenshot(path=str(tmp_path / "status-phone.png"), full_page=True)
+        phone.close()
+
+    # the service is gone: the open page says so instead of showing stale data as live
+    expect(page.get_by_test_id("connection-lost")).to_be_visible()
+    expect(page.get_by_test_id("connection")).to_have_attribute("data-state", "lost")
+    expect(level).to_have_text("DEGRADED")  # the last known state stays readable
+    context.close()
+
+
+def test_page_escapes_hostile_text(chromium: Any, make_app: Callable[..., FastAPI]) -> None:
+    """A reason holding markup is shown as text: nothing is parsed or run."""
+    from playwright.sync_api import expect
+
+    from brownout.health import Level
+
+    app = make_app(admin_token="t0ken-for-pinning")
+    hostile = '<img src=x onerror="window.__pwned=1"><b>bold</b>'
+    with serving(app) as base:
+        r = httpx.post(
+            f"{base}/admin/level/pin",
+            headers={"Authorization": "Bearer t0ken-for-pinning"},
+            content=json.dumps({"level": "LIMITED", "duration": 60, "reason": hostile}),
+            timeout=5,
+        )
+        assert r.status_code == 200, r.text
+        assert app.state.runtime.manager.level is Level.LIMITED
+        context = chromium.new_context()
+        page = context.new_page()
+        page.goto(f"{base}/status")
+        expect(page.get_by_test_id("level")).to_have_text("LIMITED")
+        expect(page.get_by_test_id("pinned")).to_contain_text(hostile)
+        expect(page.get_by_test_id("timeline")).to_contain_text(hostile)
+        assert page.locator("img").count() == 0 and page.locator("main b").count() == 0
+        assert page.evaluate("window.__pwned") is None
+        context.close()

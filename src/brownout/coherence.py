@@ -1,0 +1,882 @@
+"""Cache coherence across a Redis outage: keys invalidated while Redis was down are
+deleted when it comes back, before any cached read is allowed again.
+
+While Redis is unreachable, a write to the database still has to invalidate the
+cache keys it makes stale; the DEL cannot be sent, so :class:`CacheCoherence`
+records the keys in a small durable journal. When Redis answers again (its
+breaker half-opens or closes, the manager's heartbeat, or a call of
+:meth:`~CacheCoherence.reconcile`) the recorded keys are deleted in batches.
+Until every one of them is gone, :meth:`~CacheCoherence.reads_allowed` is
+False and, with a :class:`~brownout.health.DegradationManager`, the cache
+component is held "recovering" (its features off): a Redis that comes back
+with its old data (the network healed, RDB/AOF after a restart, a replica
+promoted) would otherwise serve values older than the database.
+
+>>> import tempfile, os
+>>> class DownRedis:                       # an adapter whose breaker is open
+...     def delete(self, *keys):
+...         raise ConnectionError("refused")
+>>> cc = CacheCoherence(DownRedis(), os.path.join(tempfile.mkdtemp(), "coherence.db"))
+>>> cc.invalidate("user:1", "user:1:orders")
+False
+>>> cc.reads_allowed(), cc.pending()
+(False, 2)
+>>> cc.close()
+
+Errors::
+
+    BrownoutError
+     └── CoherenceError   the journal cannot be opened or written, or is full
+
+Stdlib only: the adapter is a :class:`~brownout.redis.RedisAdapter` or
+:class:`~brownout.redis.AsyncRedisAdapter` (or anything with ``delete(*keys)``).
+See ``docs/durability.md`` ("Cache coherence") for the guarantees.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import inspect
+import logging
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from brownout._adapter import DependencyError
+from brownout._breaker import CircuitBreaker
+from brownout._errors import BreakerOpen, BrownoutError
+from brownout._events import StateChange
+from brownout._redact import redact
+from brownout._state import State
+
+__all__ = [
+    "CacheCoherence",
+    "CoherenceError",
+    "ReconcileReport",
+]
+
+logger = logging.getLogger("brownout.coherence")
+
+Key = str | bytes
+
+#: A write-ahead log this long or shorter holds no frame (its header only).
+_WAL_HEADER = 32
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS pending (
+    key       BLOB PRIMARY KEY,
+    seq       INTEGER NOT NULL,
+    recorded  REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS pending_seq ON pending (seq);
+CREATE TABLE IF NOT EXISTS counters (
+    name      TEXT PRIMARY KEY,
+    value     INTEGER NOT NULL
+);
+"""
+
+_PENDING_COLUMNS = ("key", "seq", "recorded")
+
+_HOLD_REASON = "invalidating cache keys written while Redis was unavailable"
+_OVERFLOW_REASON = (
+    "coherence journal overflowed: flush the cache (FLUSHDB), then call clear_overflow()"
+)
+
+
+class CoherenceError(BrownoutError):
+    """The journal could not be opened, read or written, or is full (the message says why).
+
+    Raised by :meth:`CacheCoherence.invalidate` when a key can neither be
+    deleted from Redis nor recorded durably: the cache may then hold a stale
+    value, and the caller must know (the key is still kept in memory and
+    deleted by the next reconcile of this process).
+    """
+
+
+class _Manager(Protocol):
+    def hold(self, component: str, reason: str) -> None: ...
+
+    def release(self, component: str) -> None: ...
+
+
+@dataclass
+class ReconcileReport:
+    """What one :meth:`CacheCoherence.reconcile` did."""
+
+    deleted: int = 0  # keys deleted from Redis (and dropped from the journal)
+    remaining: int = 0  # keys still pending afterwards
+    stopped: str | None = None  # why it stopped early (Redis failing), redacted
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _as_bytes(key: object, position: int) -> bytes:
+    """A cache key as the journal stores it: bytes as given, str as UTF-8 (redis-py's default)."""
+    if isinstance(key, bytes):
+        return key
+    if isinstance(key, str):
+        try:
+            return key.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise ValueError(
+                f"CacheCoherence: cache key #{position} {key!r} is not valid UTF-8 text ({exc})"
+            ) from None
+    raise TypeError(
+        f"CacheCoherence: cache keys must be str or bytes, key #{position} is "
+        f"{type(key).__name__} ({key!r:.60})"
+    )
+
+
+def _check_keys(keys: Sequence[object]) -> list[bytes]:
+    return [_as_bytes(k, i) for i, k in enumerate(keys)]
+
+
+class CacheCoherence:
+    """Records cache invalidations Redis missed; deletes them before cached reads resume.
+
+    ``redis`` is the cache's adapter (sync or async: its ``delete`` decides);
+    ``journal_path`` a local SQLite file (WAL, ``synchronous=FULL``: a
+    recorded key is on disk before :meth:`invalidate` returns). ``manager``
+    (optional) is held with ``manager.hold(component, ...)`` while keys are
+    pending and released once they are all deleted; ``component`` must be one
+    of its components. ``batch_size`` keys go in one DEL; at most
+    ``max_keys`` keys are kept (beyond, the journal *overflows*: cached reads
+    stay off until an operator flushes the cache and calls
+    :meth:`clear_overflow`).
+
+    Use :meth:`invalidate` / :meth:`ainvalidate` after every database write in
+    place of deleting cache keys yourself, read through the cache only while
+    :meth:`reads_allowed` (and the manager's cache features) say so, and call
+    :meth:`watch` with the Redis adapter's breaker. One instance per journal
+    file (the pending count is kept in memory: :meth:`reads_allowed` does no
+    I/O).
+    """
+
+    def __init__(
+        self,
+        redis: Any,
+        journal_path: str | os.PathLike[str],
+        *,
+        manager: _Manager | None = None,
+        component: str = "cache",
+        batch_size: int = 500,
+        max_keys: int = 1_000_000,
+        is_outage: Callable[[BaseException], bool] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        for name, value in (("batch_size", batch_size), ("max_keys", max_keys)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"CacheCoherence.{name} must be an int >= 1, got {value!r}")
+        delete = getattr(redis, "delete", None)
+        if not callable(delete):
+            raise TypeError(
+                "CacheCoherence: redis must have a delete(*keys) method, "
+                f"got {type(redis).__name__}"
+            )
+        if manager is not None:
+            for method in ("hold", "release"):
+                if not callable(getattr(manager, method, None)):
+                    raise TypeError(f"CacheCoherence: manager has no {method}() method")
+            lookup = getattr(manager, "component", None)
+            if callable(lookup):
+                try:
+                    lookup(component)
+                except KeyError:
+                    raise ValueError(
+                        f"CacheCoherence: the manager has no component {component!r} to hold"
+                    ) from None
+        self.redis = redis
+        self.path = Path(journal_path)
+        self.manager = manager
+        self.component = component
+        self.batch_size = batch_size
+        self.max_keys = max_keys
+        self._is_outage = is_outage or _default_is_outage(redis)
+        self._async = inspect.iscoroutinefunction(delete)
+        self._clock = clock
+        self._lock = threading.RLock()  # the connection, the counts, the volatile keys
+        self._hold_lock = threading.Lock()
+        self._reconcile_lock = threading.Lock()
+        self._areconcile_lock: asyncio.Lock | None = None
+        self._listeners: tuple[Callable[[str, Mapping[str, Any]], object], ...] = ()
+        self._unsubscribe: list[Callable[[], None]] = []
+        self._breaker: CircuitBreaker | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._futures: set[concurrent.futures.Future[None]] = set()
+        self._threads: set[threading.Thread] = set()
+        self._scheduled = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._held = False
+        self._closed = False
+        # keys whose recording failed (disk full, I/O error): deleted by the next
+        # reconcile of this process, lost if it dies first (the error said so)
+        self._volatile: dict[bytes, tuple[int, float]] = {}  # key -> (seq, first recorded)
+        self._volatile_seq = 0
+        self._volatile_overflow = False
+        self.last_report: ReconcileReport | None = None
+        self._db = self._open()
+        try:
+            self._journaled = int(self._db.execute("SELECT COUNT(*) FROM pending").fetchone()[0])
+            self._overflowed = bool(self._counter("overflowed"))
+        except sqlite3.Error as exc:
+            self._db.close()
+            raise CoherenceError(
+                f"coherence journal {self.path} could not be read ({exc}); it was left as it is"
+            ) from exc
+        if self._journaled or self._overflowed:
+            logger.warning(
+                "coherence: journal %s holds %d keys from before%s: cached reads stay off "
+                "until they are deleted from Redis",
+                self.path,
+                self._journaled,
+                " and is overflowed" if self._overflowed else "",
+            )
+        self._sync_hold()  # keys left by a previous process: hold at once
+
+    def _open(self) -> sqlite3.Connection:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise CoherenceError(
+                f"coherence journal {self.path}: cannot create its directory ({exc})"
+            ) from exc
+        self._refuse_orphaned_log()
+        db: sqlite3.Connection | None = None
+        try:
+            db = sqlite3.connect(
+                self.path, timeout=30, isolation_level=None, check_same_thread=False
+            )
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            db.executescript(_SCHEMA)
+            check = db.execute("PRAGMA quick_check").fetchone()
+            columns = tuple(row[1] for row in db.execute("PRAGMA table_info(pending)"))
+        except sqlite3.DatabaseError as exc:
+            if db is not None:
+                db.close()
+            raise CoherenceError(
+                f"coherence journal {self.path} cannot be opened as a SQLite database ({exc}); "
+                "it was left as it is. The keys it recorded may be stale in Redis: flush the "
+                "cache (FLUSHDB) before moving the file aside"
+            ) from exc
+        if check is None or check[0] != "ok":
+            db.close()
+            raise CoherenceError(
+                f"coherence journal {self.path} failed its integrity check ({check}); it was "
+                "left as it is. Flush the cache (FLUSHDB) before moving the file aside"
+            )
+        if columns != _PENDING_COLUMNS:
+            db.close()
+            raise CoherenceError(
+                f"coherence journal {self.path} is a SQLite database but not a coherence "
+                f"journal (table 'pending' has columns {columns}); it was left as it is"
+            )
+        return db
+
+    def _refuse_orphaned_log(self) -> None:
+        """Refuse a missing or empty journal next to a write-ahead log that holds frames.
+
+        SQLite would open it as a new database and discard the log, and with it
+        keys recorded since the last checkpoint: their stale values would be
+        served. The journal was deleted or copied without its ``-wal``.
+        """
+        wal = self.path.with_name(self.path.name + "-wal")
+        try:
+            wal_size = wal.stat().st_size
+        except OSError:
+            return
+        try:
+            size: int | None = self.path.stat().st_size
+        except FileNotFoundError:
+            size = None
+        if wal_size > _WAL_HEADER and not size:
+            state = "missing" if size is None else "empty"
+            raise CoherenceError(
+                f"coherence journal {self.path} is {state} but its write-ahead log {wal} "
+                f"holds {wal_size} bytes: refusing to start a new journal, which would discard "
+                "recorded keys. Restore the journal next to its -wal, or flush the cache "
+                "(FLUSHDB) and move both aside"
+            )
+
+    # ------------------------------------------------------------------ plumbing
+
+    def add_listener(self, listener: Callable[[str, Mapping[str, Any]], object]) -> None:
+        """``listener(event, fields)`` for ``recorded`` (keys, pending) and ``reconciled``
+        (deleted, remaining, seconds, stopped): metrics."""
+        self._listeners = (*self._listeners, listener)
+
+    def _emit(self, event: str, **fields: Any) -> None:
+        for listener in self._listeners:
+            try:
+                listener(event, fields)
+            except Exception:
+                logger.exception("coherence listener raised")
+
+    def _counter(self, name: str) -> int:
+        row = self._db.execute("SELECT value FROM counters WHERE name = ?", (name,)).fetchone()
+        return 0 if row is None else int(row[0])
+
+    @contextmanager
+    def _tx(self, what: str) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            if self._closed:
+                raise CoherenceError(f"coherence journal {self.path}: {what}: it is closed")
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self._db
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    if self._db.in_transaction:
+                        with contextlib.suppress(sqlite3.Error):
+                            self._db.execute("ROLLBACK")
+                    raise
+            except sqlite3.Error as exc:
+                text = str(exc)
+                hint = " (disk full, or a file size limit?)" if "full" in text else ""
+                raise CoherenceError(
+                    f"coherence journal {self.path}: {what} failed: {text}{hint}"
+                ) from exc
+
+    def _sync_hold(self) -> None:
+        """Hold the component while reads are not allowed, release it once they are.
+
+        The state is read under the hold lock after the change was committed:
+        whoever calls last sees the latest state, so a release can never win
+        over a concurrent record. The manager is called only on a change (its
+        evaluations are not multiplied by the number of writes).
+        """
+        manager = self.manager
+        if manager is None:
+            return
+        with self._hold_lock:
+            allowed = self.reads_allowed()
+            if not allowed and not self._held:
+                manager.hold(self.component, _OVERFLOW_REASON if self.overflowed else _HOLD_REASON)
+                self._held = True
+            elif allowed and self._held:
+                manager.release(self.component)
+                self._held = False
+
+    # ------------------------------------------------------------------ state
+
+    def pending(self) -> int:
+        """How many keys are recorded (or kept in memory) and not yet deleted from Redis."""
+        return self._journaled + len(self._volatile)
+
+    def pending_keys(self, limit: int = 1000) -> list[bytes]:
+        """The pending keys (as bytes): those kept in memory, then the journal's, oldest first."""
+        with self._lock:
+            keys = list(self._volatile)[:limit]
+            if len(keys) < limit and not self._closed:
+                rows = self._db.execute(
+                    "SELECT key FROM pending ORDER BY seq LIMIT ?", (limit - len(keys),)
+                ).fetchall()
+                keys += [bytes(r[0]) for r in rows]
+        return keys
+
+    @property
+    def overflowed(self) -> bool:
+        """More keys had to be recorded than ``max_keys``: see :meth:`clear_overflow`."""
+        return self._overflowed or self._volatile_overflow
+
+    def reads_allowed(self) -> bool:
+        """True when no invalidation is pending and the journal never overflowed: cached
+        reads are coherent. No I/O (safe on every request)."""
+        return not (
+            self._journaled or self._volatile or self._overflowed or self._volatile_overflow
+        )
+
+    @property
+    def coherent(self) -> bool:
+        """Same as :meth:`reads_allowed`."""
+        return self.reads_allowed()
+
+    def stats(self) -> dict[str, Any]:
+        """pending, unjournaled, overflowed, reads_allowed, oldest_pending_age_s,
+        recorded_total, reconciled_total, last_reconcile."""
+        with self._lock:
+            if self._closed:
+                oldest, counters = None, {}
+            else:
+                oldest = self._db.execute("SELECT MIN(recorded) FROM pending").fetchone()[0]
+                counters = dict(self._db.execute("SELECT name, value FROM counters").fetchall())
+            volatile_oldest = min((t for _, t in self._volatile.values()), default=None)
+        if volatile_oldest is not None:
+            oldest = volatile_oldest if oldest is None else min(oldest, volatile_oldest)
+        report = self.last_report
+        return {
+            "pending": self.pending(),
+            "unjournaled": len(self._volatile),
+            "overflowed": self.overflowed,
+            "reads_allowed": self.reads_allowed(),
+            "oldest_pending_age_s": None
+            if oldest is None
+            else round(max(0.0, self._clock() - oldest), 3),
+            "recorded_total": int(counters.get("recorded", 0)),
+            "reconciled_total": int(counters.get("reconciled", 0)),
+            "last_reconcile": None if report is None else report.to_dict(),
+        }
+
+    # ------------------------------------------------------------------ recording
+
+    def record(self, *keys: Key) -> int:
+        """Durably record ``keys`` as needing deletion; returns how many are pending.
+
+        :meth:`invalidate` calls this when Redis cannot take the DEL; call it
+        yourself to mark keys stale without trying Redis. Raises
+        :class:`CoherenceError` when the journal cannot be written (the keys
+        are then kept in memory) or would hold more than ``max_keys`` (the
+        journal is marked overflowed: cached reads stay off until
+        :meth:`clear_overflow`). ``TypeError``/``ValueError`` for a key that is
+        not str/bytes or not UTF-8.
+        """
+        return self._record(_check_keys(keys))
+
+    def _record(self, raw: list[bytes]) -> int:
+        if not raw:
+            return self.pending()
+        try:
+            with self._tx("recording keys") as db:
+                seq = int(db.execute("SELECT COALESCE(MAX(seq), 0) FROM pending").fetchone()[0])
+                now = self._clock()
+                db.executemany(
+                    "INSERT INTO pending (key, seq, recorded) VALUES (?, ?, ?) "
+                    "ON CONFLICT(key) DO UPDATE SET seq = excluded.seq",
+                    [(key, seq + i, now) for i, key in enumerate(raw, start=1)],
+                )
+                count = int(db.execute("SELECT COUNT(*) FROM pending").fetchone()[0])
+                if count > self.max_keys:
+                    raise _Overflow(count)
+                db.execute(
+                    "INSERT INTO counters (name, value) VALUES ('recorded', ?) "
+                    "ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",
+                    (len(raw),),
+                )
+                self._journaled = count
+        except _Overflow as overflow:
+            self._mark_overflow(overflow.count)
+            self._sync_hold()
+            raise CoherenceError(
+                f"coherence journal {self.path} would hold {overflow.count} keys "
+                f"(max_keys={self.max_keys}): the keys were not recorded and cached reads are "
+                "off; flush the cache (FLUSHDB), then call clear_overflow()"
+            ) from None
+        except CoherenceError:
+            self._keep_in_memory(raw)
+            self._sync_hold()
+            raise
+        self._sync_hold()
+        self._emit("recorded", keys=len(raw), pending=self.pending())
+        return self.pending()
+
+    def _mark_overflow(self, count: int) -> None:
+        logger.error(
+            "coherence: journal %s overflowed (%d keys > max_keys=%d): cached reads stay off "
+            "until the cache is flushed and clear_overflow() is called",
+            self.path,
+            count,
+            self.max_keys,
+        )
+        try:
+            with self._tx("marking the journal overflowed") as db:
+                db.execute(
+                    "INSERT INTO counters (name, value) VALUES ('overflowed', 1) "
+                    "ON CONFLICT(name) DO UPDATE SET value = 1"
+                )
+            self._overflowed = True
+        except CoherenceError:
+            logger.exception("coherence: the overflow could not be recorded durably")
+            self._volatile_overflow = True
+
+    def _keep_in_memory(self, raw: list[bytes]) -> None:
+        logger.error(
+            "coherence: %d keys could not be recorded in %s; kept in memory until Redis takes "
+            "their DEL (lost if this process dies first: then flush the cache)",
+            len(raw),
+            self.path,
+        )
+        now = self._clock()
+        with self._lock:
+            for key in raw:
+                previous = self._volatile.get(key)
+                if previous is None and len(self._volatile) >= self.max_keys:
+                    self._volatile_overflow = True
+                    break
+                self._volatile_seq += 1
+                self._volatile[key] = (self._volatile_seq, now if previous is None else previous[1])
+
+    def clear_overflow(self) -> None:
+        """After an operator flushed the cache: forget the overflow (and every pending key)."""
+        with self._lock:
+            with self._tx("clearing the overflow") as db:
+                db.execute("DELETE FROM pending")
+                db.execute("DELETE FROM counters WHERE name = 'overflowed'")
+            self._journaled = 0
+            self._overflowed = False
+            self._volatile.clear()
+            self._volatile_overflow = False
+        logger.warning("coherence: overflow cleared by the operator (the cache was flushed)")
+        self._sync_hold()
+
+    def invalidate(self, *keys: Key) -> bool:
+        """Delete ``keys`` from Redis now; if Redis is failing, record them durably.
+
+        Returns True if Redis deleted them, False if they were recorded (to be
+        deleted by :meth:`reconcile`). An error that does not count against
+        Redis (e.g. an ACL forbidding DEL) is raised; so is a
+        :class:`CoherenceError` if recording fails.
+        """
+        raw = _check_keys(keys)
+        if not raw:
+            return True
+        if self._async:
+            raise TypeError("CacheCoherence over an async adapter: await ainvalidate()")
+        try:
+            self.redis.delete(*keys)
+            return True
+        except Exception as exc:
+            if not self._is_outage(exc):
+                raise
+            reason = redact(f"{type(exc).__name__}: {exc}")
+        self._record(raw)
+        logger.info("coherence: recorded %d keys for later deletion (%s)", len(raw), reason)
+        return False
+
+    async def ainvalidate(self, *keys: Key) -> bool:
+        """The async :meth:`invalidate` (an async adapter's DEL; a sync one's in a thread).
+
+        Cancelled while the DEL is in flight: the keys are recorded (the DEL
+        may not have happened) before the cancellation goes on.
+        """
+        raw = _check_keys(keys)
+        if not raw:
+            return True
+        self._loop = asyncio.get_running_loop()
+        try:
+            if self._async:
+                await self.redis.delete(*keys)
+            else:
+                await asyncio.to_thread(self.redis.delete, *keys)
+            return True
+        except asyncio.CancelledError:
+            self._record(raw)  # blocking, but short: a cancelled DEL must not be forgotten
+            raise
+        except Exception as exc:
+            if not self._is_outage(exc):
+                raise
+            reason = redact(f"{type(exc).__name__}: {exc}")
+        await asyncio.to_thread(self._record, raw)
+        logger.info("coherence: recorded %d keys for later deletion (%s)", len(raw), reason)
+        return False
+
+    # ------------------------------------------------------------------ reconciling
+
+    def _flow(self, report: ReconcileReport) -> Generator[list[bytes], BaseException | None, None]:
+        """The reconcile logic, shared by the sync and async drivers.
+
+        Yields each batch of keys to DEL and receives the error the DEL raised
+        (None when it succeeded); stops at the first error.
+        """
+        while True:
+            with self._lock:
+                volatile = list(self._volatile.items())[: self.batch_size]
+            if volatile:
+                error = yield [k for k, _ in volatile]
+                if error is not None:
+                    report.stopped = redact(f"{type(error).__name__}: {error}")
+                    return
+                with self._lock:
+                    for key, entry in volatile:
+                        if self._volatile.get(key) == entry:  # not recorded again meanwhile
+                            del self._volatile[key]
+                            report.deleted += 1
+                continue
+            with self._lock:
+                if self._closed:
+                    report.stopped = "the journal was closed"
+                    return
+                rows = self._db.execute(
+                    "SELECT key, seq FROM pending ORDER BY seq LIMIT ?", (self.batch_size,)
+                ).fetchall()
+            if not rows:
+                return
+            batch = [(bytes(k), int(s)) for k, s in rows]
+            error = yield [k for k, _ in batch]
+            if error is not None:
+                report.stopped = redact(f"{type(error).__name__}: {error}")
+                return
+            report.deleted += self._done(batch)
+
+    def _done(self, batch: Sequence[tuple[bytes, int]]) -> int:
+        """Drop deleted keys, unless one was recorded again meanwhile (a newer seq)."""
+        removed = 0
+        with self._lock:  # the count is set under the lock, once committed
+            with self._tx("dropping deleted keys") as db:
+                for key, seq in batch:
+                    cur = db.execute("DELETE FROM pending WHERE key = ? AND seq <= ?", (key, seq))
+                    removed += cur.rowcount
+                db.execute(
+                    "INSERT INTO counters (name, value) VALUES ('reconciled', ?) "
+                    "ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",
+                    (removed,),
+                )
+                count = int(db.execute("SELECT COUNT(*) FROM pending").fetchone()[0])
+            self._journaled = count
+        return removed
+
+    def _finish(self, report: ReconcileReport, start: float) -> ReconcileReport:
+        report.remaining = self.pending()
+        report.seconds = time.perf_counter() - start
+        self.last_report = report
+        self._sync_hold()
+        if report.stopped:
+            logger.warning(
+                "coherence: reconcile stopped after deleting %d keys, %d remaining: %s",
+                report.deleted,
+                report.remaining,
+                report.stopped,
+            )
+        elif report.deleted:
+            logger.info(
+                "coherence: deleted %d recorded keys from Redis in %.3f s, %d remaining",
+                report.deleted,
+                report.seconds,
+                report.remaining,
+            )
+        self._emit(
+            "reconciled",
+            deleted=report.deleted,
+            remaining=report.remaining,
+            seconds=report.seconds,
+            stopped=report.stopped,
+        )
+        return report
+
+    def reconcile(self) -> ReconcileReport:
+        """Delete the pending keys from Redis in batches of ``batch_size``, then release.
+
+        Stops at the first failure (the keys left stay recorded and the
+        component stays held); call it again later, or let :meth:`watch` do it.
+        Journal errors raise :class:`CoherenceError`.
+        """
+        if self._async:
+            raise TypeError("CacheCoherence over an async adapter: await areconcile()")
+        with self._reconcile_lock:
+            report, start = ReconcileReport(), time.perf_counter()
+            flow = self._flow(report)
+            keys = _step(flow, None)
+            while keys is not None:
+                error: BaseException | None = None
+                try:
+                    self.redis.delete(*keys)
+                except Exception as exc:
+                    error = exc
+                keys = _step(flow, error)
+            return self._finish(report, start)
+
+    async def areconcile(self) -> ReconcileReport:
+        """The async :meth:`reconcile` (the journal work runs in a thread)."""
+        self._loop = asyncio.get_running_loop()
+        if self._areconcile_lock is None:
+            self._areconcile_lock = asyncio.Lock()
+        async with self._areconcile_lock:
+            report, start = ReconcileReport(), time.perf_counter()
+            flow = self._flow(report)
+            keys = await asyncio.to_thread(_step, flow, None)
+            while keys is not None:
+                error: BaseException | None = None
+                try:
+                    if self._async:
+                        await self.redis.delete(*keys)
+                    else:
+                        await asyncio.to_thread(self.redis.delete, *keys)
+                except Exception as exc:
+                    error = exc
+                keys = await asyncio.to_thread(_step, flow, error)
+            return await asyncio.to_thread(self._finish, report, start)
+
+    # ------------------------------------------------------------------ triggers
+
+    def watch(self, breaker: CircuitBreaker) -> None:
+        """Reconcile when Redis answers again.
+
+        Triggers: ``breaker`` (the Redis adapter's) half-opens (the DELs are its
+        trial calls) or closes; the manager's heartbeat (every evaluation
+        triggered by ``manager.tick()``), while keys remain and the breaker is
+        not open: so a reconcile that stopped early is retried, and keys left
+        by a previous process are deleted without waiting for a transition.
+        Now, too, if keys are pending and the breaker lets calls through.
+        Sync adapter: in a background thread. Async adapter: as a task on the
+        event loop the trigger happens in (or the loop this object last ran
+        in, for a trigger in another thread).
+        """
+        with contextlib.suppress(RuntimeError):
+            self._loop = asyncio.get_running_loop()
+        self._breaker = breaker
+
+        def on_change(event: StateChange) -> None:
+            if event.to_state in (State.CLOSED, State.HALF_OPEN) and not self.reads_allowed():
+                self._schedule()
+
+        self._unsubscribe.append(breaker.add_listener(on_state_change=on_change))
+        add_listener = getattr(self.manager, "add_listener", None)
+        if callable(add_listener):
+
+            def on_evaluation(evaluation: Any) -> None:
+                if "heartbeat" in str(getattr(evaluation, "trigger", "")) and self._due():
+                    self._schedule()
+
+            undo = add_listener(on_evaluation)
+            if callable(undo):
+                self._unsubscribe.append(undo)
+        if self._due():
+            self._schedule()
+
+    def _due(self) -> bool:
+        if self._closed or (not self._journaled and not self._volatile):
+            return False
+        breaker = self._breaker
+        return breaker is None or breaker.state not in (State.OPEN, State.FORCED_OPEN)
+
+    def _schedule(self) -> None:
+        """Start one reconcile in the background unless one is already on its way."""
+        with self._lock:
+            if self._scheduled or self._closed:
+                return
+            self._scheduled = True
+        if not self._async:
+            thread = threading.Thread(
+                target=self._reconcile_logged, name="brownout-coherence-reconcile", daemon=True
+            )
+            self._threads.add(thread)
+            thread.start()
+            return
+        try:
+            loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        if loop is not None:
+            task = loop.create_task(self._areconcile_logged())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        elif self._loop is not None and not self._loop.is_closed():
+            future = asyncio.run_coroutine_threadsafe(self._areconcile_logged(), self._loop)
+            self._futures.add(future)
+            future.add_done_callback(self._futures.discard)
+        else:
+            self._scheduled = False
+            logger.warning("coherence: no event loop to reconcile on; call areconcile()")
+
+    def _reconcile_logged(self) -> None:
+        try:
+            self._scheduled = False
+            self.reconcile()
+        except Exception:
+            logger.exception("coherence: reconcile failed")
+        finally:
+            self._threads.discard(threading.current_thread())
+
+    async def _areconcile_logged(self) -> None:
+        try:
+            self._scheduled = False
+            await self.areconcile()
+        except Exception:
+            logger.exception("coherence: reconcile failed")
+
+    async def wait_reconciled(self) -> None:
+        """Wait for the reconciles :meth:`watch` started (tests, shutdown)."""
+        while self._tasks or self._futures or self._threads:
+            waits: list[Any] = [*self._tasks, *map(asyncio.wrap_future, self._futures)]
+            waits += [asyncio.to_thread(t.join) for t in list(self._threads)]
+            await asyncio.gather(*waits, return_exceptions=True)
+
+    def wait_reconciled_sync(self, timeout: float | None = None) -> None:
+        """Join the reconcile threads :meth:`watch` started (sync adapter)."""
+        for thread in list(self._threads):
+            thread.join(timeout)
+
+    # ------------------------------------------------------------------ closing
+
+    def close(self) -> None:
+        """Stop watching and close the journal (pending keys stay recorded on disk)."""
+        for undo in self._unsubscribe:
+            with contextlib.suppress(Exception):
+                undo()
+        self._unsubscribe.clear()
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._db.close()
+        if self._volatile:
+            logger.error(
+                "coherence: closing with %d keys that could not be journaled: they may be "
+                "stale in Redis; flush the cache",
+                len(self._volatile),
+            )
+
+    async def aclose(self) -> None:
+        """Cancel reconciles in flight (they resume after a restart), then :meth:`close`."""
+        for task in list(self._tasks):
+            task.cancel()
+        for future in list(self._futures):
+            future.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        # a journal step running in a worker thread finishes under the lock first
+        await asyncio.to_thread(self.close)
+
+    def __enter__(self) -> CacheCoherence:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<CacheCoherence {str(self.path)!r} pending={self.pending()}>"
+
+
+def _step(
+    flow: Generator[list[bytes], BaseException | None, None], error: BaseException | None
+) -> list[bytes] | None:
+    """Advance the reconcile flow: the next batch, or None when it is over.
+
+    (StopIteration cannot cross a thread's future, hence None.)
+    """
+    try:
+        return flow.send(error)  # send(None) starts it
+    except StopIteration:
+        return None
+
+
+class _Overflow(Exception):
+    def __init__(self, count: int) -> None:
+        super().__init__(count)
+        self.count = count
+
+
+def _default_is_outage(redis: Any) -> Callable[[BaseException], bool]:
+    """Whether a DEL's error means "Redis is failing" (record the keys) or is the caller's."""
+    errors = getattr(redis, "errors", None)
+
+    def is_outage(exc: BaseException) -> bool:
+        if isinstance(exc, BreakerOpen):
+            return True
+        if errors is None:
+            return isinstance(exc, OSError)  # ConnectionError, TimeoutError, socket errors
+        if isinstance(exc, DependencyError):  # re-raised with a secret scrubbed: use its kind
+            return any(rule.counts for rule in errors.rules if rule.kind == exc.kind)
+        return bool(errors.counts(exc))
+
+    return is_outage

@@ -1,0 +1,209 @@
+"""``inventario status`` against a real running service, its errors, and ``inventario --help``."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from inventario.cli import main, render_status
+from tests.inventario.conftest import WIDGET
+from tests.inventario.live_server import serving
+from tests.servers._util import free_port
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _run(*args: str) -> subprocess.CompletedProcess[str]:
+    """``python -m inventario ...`` in a child process, as a user would run it."""
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    return subprocess.run(
+        [sys.executable, "-m", "inventario", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        check=False,
+    )
+
+
+def _row(out: str, first: str) -> list[str]:
+    """The cells of the table row starting with ``first``."""
+    for line in out.splitlines():
+        cells = line.split()
+        if cells and cells[0] == first:
+            return cells
+    raise AssertionError(f"no row {first!r} in:\n{out}")
+
+
+def test_status_of_a_healthy_service(
+    make_app: Callable[..., FastAPI], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with serving(make_app()) as base:
+        assert httpx.post(f"{base}/products", json=WIDGET, timeout=5).status_code == 201
+        assert main(["status", base]) == 0
+    out, err = capsys.readouterr()
+    assert err == ""
+    assert out.startswith("inventario ")
+    assert "level     OPTIMAL" in out
+    assert "score     100.0 / 100" in out
+    assert _row(out, "COMPONENT")[:6] == [
+        "COMPONENT",
+        "STATUS",
+        "SCORE",
+        "BREAKER",
+        "SUCCESS",
+        "P95",
+    ]
+    database = _row(out, "database")
+    assert database[1:5] == ["up", "100", "closed", "100.0%"]
+    assert database[5].replace(".", "").isdigit() and database[6] == "ms"
+    assert _row(out, "cache")[1:3] == ["not", "configured"]
+    assert _row(out, "outbox")[1:3] == ["0", "writes"]
+    assert _row(out, "inventory_write")[1] == "on"
+    cache_read = _row(out, "cache_read")
+    assert cache_read[1] == "OFF" and "cache" in cache_read[2:]
+    assert "TRANSITION" not in out  # nothing happened yet
+
+
+def test_status_shows_an_open_breaker_and_the_new_level(
+    make_app: Callable[..., FastAPI], capsys: pytest.CaptureFixture[str]
+) -> None:
+    app = make_app(admin_token="cli-admin-token")
+    with serving(app) as base:
+        r = httpx.post(
+            f"{base}/admin/breakers/database/open",
+            headers={"Authorization": "Bearer cli-admin-token"},
+            timeout=5,
+        )
+        assert r.status_code == 200, r.text
+        assert main(["status", base + "/"]) == 0
+    out = capsys.readouterr().out
+    level = app.state.runtime.manager.level.name
+    assert level != "OPTIMAL"
+    assert f"level     {level}" in out
+    database = _row(out, "database")
+    assert database[1] == "down" and database[3] == "forced_open"
+    assert _row(out, "database_write")[1:3] == ["OFF", "database"]
+    assert f"OPTIMAL -> {level}" in out
+    assert "cli-admin-token" not in out
+
+
+def test_status_of_plain_brownout_health(capsys: pytest.CaptureFixture[str]) -> None:
+    """Without /status/data (any brownout service), /health is enough."""
+    from brownout.health import Component, DegradationManager
+    from brownout.web import install
+
+    app = FastAPI()
+    manager = DegradationManager([Component("database"), Component("cache", configured=False)])
+    install(app, manager)
+    with serving(app) as base:
+        assert main(["status", base]) == 0
+    out = capsys.readouterr().out
+    assert "level     OPTIMAL" in out
+    assert _row(out, "database")[1] == "up"
+    assert _row(out, "cache")[1:3] == ["not", "configured"]
+    manager.close()
+
+
+def test_unreachable_url_is_a_clear_error(capsys: pytest.CaptureFixture[str]) -> None:
+    url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    assert main(["status", url, "--timeout", "2"]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.strip() == f"inventario status: cannot reach {url}: connection refused"
+
+
+def test_not_an_inventario_service(capsys: pytest.CaptureFixture[str]) -> None:
+    with serving(FastAPI()) as base:  # answers 404 to everything
+        assert main(["status", base]) == 2
+    err = capsys.readouterr().err
+    assert "neither /status/data nor /health" in err
+    assert base in err
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("ftp://127.0.0.1/", "not an http:// or https:// URL"),
+        ("127.0.0.1:99999", "not a valid URL"),
+        ("http://ops:Pa55-word-xyz@127.0.0.1:1/", "credentials in the URL are not supported"),
+    ],
+)
+def test_bad_urls(url: str, message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["status", url]) == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert "Pa55-word-xyz" not in err
+
+
+def test_host_and_port_without_scheme(
+    make_app: Callable[..., FastAPI], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with serving(make_app()) as base:
+        assert main(["status", base.removeprefix("http://")]) == 0
+    assert "level     OPTIMAL" in capsys.readouterr().out
+
+
+def test_render_tolerates_missing_fields() -> None:
+    text = render_status(
+        {
+            "level": "DEGRADED",
+            "score": None,
+            "components": [
+                {
+                    "name": "cache",
+                    "status": "down",
+                    "breaker": {"state": "open", "retry_after": 12.4},
+                },
+                {"name": "odd"},
+                "not a component",
+            ],
+            "features": {"cache_read": {"enabled": False, "reason": "cache down"}, "x": True},
+            "transitions": [{"from": "OPTIMAL", "to": "DEGRADED", "at": None, "reason": "r"}],
+        }
+    )
+    assert "level     DEGRADED" in text
+    assert "score     - / 100" in text
+    assert _row(text, "cache")[1:5] == ["down", "-", "open", "(12"]
+    assert _row(text, "odd")[1] == "?"
+    assert _row(text, "x")[1] == "on"
+    assert "OPTIMAL -> DEGRADED" in text
+
+
+def test_unreachable_exit_status_from_a_real_process() -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    result = _run("status", url, "--timeout", "2")
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert f"cannot reach {url}" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_help() -> None:
+    result = _run("--help")
+    assert result.returncode == 0, result.stderr
+    for command in ("serve", "status", "demo"):
+        assert command in result.stdout
+    status = _run("status", "--help")
+    assert status.returncode == 0
+    assert "Exit status" in status.stdout and "--timeout" in status.stdout
+    bad = _run("status", "--timeout", "-1")
+    assert bad.returncode == 2 and "must be > 0" in bad.stderr
+
+
+def test_console_script_help() -> None:
+    script = Path(sys.executable).parent / "inventario"
+    if not script.exists():
+        pytest.skip(f"the console script is not installed next to {sys.executable}")
+    result = subprocess.run(
+        [str(script), "--help"], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert "usage: inventario" in result.stdout

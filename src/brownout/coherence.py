@@ -256,11 +256,10 @@ class CacheCoherence:
             db = sqlite3.connect(
                 self.path, timeout=30, isolation_level=None, check_same_thread=False
             )
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=FULL")
-            db.executescript(_SCHEMA)
-            check = db.execute("PRAGMA quick_check").fetchone()
+            # look before changing anything: a foreign database is refused untouched
+            tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
             columns = tuple(row[1] for row in db.execute("PRAGMA table_info(pending)"))
+            check = db.execute("PRAGMA quick_check").fetchone()
         except sqlite3.DatabaseError as exc:
             if db is not None:
                 db.close()
@@ -269,18 +268,30 @@ class CacheCoherence:
                 "it was left as it is. The keys it recorded may be stale in Redis: flush the "
                 "cache (FLUSHDB) before moving the file aside"
             ) from exc
+        problem = None
         if check is None or check[0] != "ok":
+            problem = (
+                f"failed its integrity check ({check}); it was left as it is. Flush the cache "
+                "(FLUSHDB) before moving the file aside"
+            )
+        elif tables and (not tables <= {"pending", "counters"} or columns != _PENDING_COLUMNS):
+            problem = (
+                f"is a SQLite database but not a coherence journal (tables {sorted(tables)}, "
+                f"'pending' columns {columns}); it was left as it is"
+            )
+        if problem is not None:
+            db.close()
+            raise CoherenceError(f"coherence journal {self.path} {problem}")
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            db.executescript(_SCHEMA)
+        except sqlite3.Error as exc:
             db.close()
             raise CoherenceError(
-                f"coherence journal {self.path} failed its integrity check ({check}); it was "
-                "left as it is. Flush the cache (FLUSHDB) before moving the file aside"
-            )
-        if columns != _PENDING_COLUMNS:
-            db.close()
-            raise CoherenceError(
-                f"coherence journal {self.path} is a SQLite database but not a coherence "
-                f"journal (table 'pending' has columns {columns}); it was left as it is"
-            )
+                f"coherence journal {self.path} could not be set up ({exc}): is the disk full "
+                "or the directory read-only?"
+            ) from exc
         return db
 
     def _refuse_orphaned_log(self) -> None:

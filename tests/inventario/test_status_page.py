@@ -168,7 +168,7 @@ async def test_data_survives_a_failing_backlog(
 # ---------------------------------------------------------------- real browser
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def chromium() -> Iterator[Any]:
     """Playwright's Chromium driving the system's /usr/bin/chromium (never a download)."""
     if not (os.path.isfile(CHROMIUM) and os.access(CHROMIUM, os.X_OK)):
@@ -272,13 +272,17 @@ def test_browser_sees_redis_fail_without_reload(
     context.close()
 
 
-def test_page_escapes_hostile_text(chromium: Any, make_app: Callable[..., FastAPI]) -> None:
-    """A reason holding markup is shown as text: nothing is parsed or run."""
+def test_page_escapes_hostile_text(
+    chromium: Any, make_app: Callable[..., FastAPI], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reason holding markup is shown as text: nothing is parsed or run. And the
+    recovery prediction appears when the manager has one."""
     from playwright.sync_api import expect
 
     from brownout.health import Level
 
     app = make_app(admin_token="t0ken-for-pinning")
+    monkeypatch.setattr(app.state.runtime.manager, "predict_recovery", lambda: 42.0)
     hostile = '<img src=x onerror="window.__pwned=1"><b>bold</b>'
     with serving(app) as base:
         r = httpx.post(
@@ -297,4 +301,7 @@ def test_page_escapes_hostile_text(chromium: Any, make_app: Callable[..., FastAP
         expect(page.get_by_test_id("timeline")).to_contain_text(hostile)
         assert page.locator("img").count() == 0 and page.locator("main b").count() == 0
         assert page.evaluate("window.__pwned") is None
+        expect(page.get_by_test_id("recovery")).to_have_text(
+            "Predicted recovery to OPTIMAL in about 42 s (from past recoveries)"
+        )
         context.close()

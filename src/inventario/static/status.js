@@ -298,6 +298,7 @@
     conn.setAttribute("data-state", state);
     $("connection-text").textContent = text;
     $("connection-lost").hidden = state !== "lost";
+    document.body.setAttribute("data-connection", state);
   }
 
   function render(doc) {

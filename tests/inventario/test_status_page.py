@@ -269,6 +269,7 @@ def test_browser_sees_redis_fail_without_reload(
     expect(page.get_by_test_id("connection-lost")).to_be_visible()
     expect(page.get_by_test_id("connection")).to_have_attribute("data-state", "lost")
     expect(level).to_have_text("DEGRADED")  # the last known state stays readable
+    page.screenshot(path=str(tmp_path / "status-lost.png"))
     context.close()
 
 

@@ -458,22 +458,23 @@ class CacheCoherence:
         if not raw:
             return self.pending()
         try:
-            with self._tx("recording keys") as db:
-                seq = int(db.execute("SELECT COALESCE(MAX(seq), 0) FROM pending").fetchone()[0])
-                now = self._clock()
-                db.executemany(
-                    "INSERT INTO pending (key, seq, recorded) VALUES (?, ?, ?) "
-                    "ON CONFLICT(key) DO UPDATE SET seq = excluded.seq",
-                    [(key, seq + i, now) for i, key in enumerate(raw, start=1)],
-                )
-                count = int(db.execute("SELECT COUNT(*) FROM pending").fetchone()[0])
-                if count > self.max_keys:
-                    raise _Overflow(count)
-                db.execute(
-                    "INSERT INTO counters (name, value) VALUES ('recorded', ?) "
-                    "ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",
-                    (len(raw),),
-                )
+            with self._lock:  # the count is set under the lock, once committed
+                with self._tx("recording keys") as db:
+                    seq = int(db.execute("SELECT COALESCE(MAX(seq), 0) FROM pending").fetchone()[0])
+                    now = self._clock()
+                    db.executemany(
+                        "INSERT INTO pending (key, seq, recorded) VALUES (?, ?, ?) "
+                        "ON CONFLICT(key) DO UPDATE SET seq = excluded.seq",
+                        [(key, seq + i, now) for i, key in enumerate(raw, start=1)],
+                    )
+                    count = int(db.execute("SELECT COUNT(*) FROM pending").fetchone()[0])
+                    if count > self.max_keys:
+                        raise _Overflow(count)
+                    db.execute(
+                        "INSERT INTO counters (name, value) VALUES ('recorded', ?) "
+                        "ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",
+                        (len(raw),),
+                    )
                 self._journaled = count
         except _Overflow as overflow:
             self._mark_overflow(overflow.count)
@@ -620,8 +621,9 @@ class CacheCoherence:
                 rows = self._db.execute(
                     "SELECT key, seq FROM pending ORDER BY seq LIMIT ?", (self.batch_size,)
                 ).fetchall()
-            if not rows:
-                return
+                if not rows:
+                    self._journaled = 0
+                    return
             batch = [(bytes(k), int(s)) for k, s in rows]
             error = yield [k for k, _ in batch]
             if error is not None:

@@ -348,6 +348,24 @@ def test_a_full_disk_is_a_clear_error_and_keeps_every_key(
         assert again.pending() == 0
 
 
+def test_a_key_that_could_not_be_journaled_alone_keeps_reads_off(
+    redis: FakeRedis, journal: Path, breaker: CircuitBreaker
+) -> None:
+    with CacheCoherence(redis, journal) as cc:
+        pages = cc._db.execute("PRAGMA page_count").fetchone()[0]
+        cc._db.execute(f"PRAGMA max_page_count = {pages}")
+        redis.down = True
+        with pytest.raises(CoherenceError, match="full"):
+            cc.invalidate("big:" + "x" * 20_000)
+        assert cc._db.execute("SELECT COUNT(*) FROM pending").fetchone()[0] == 0
+        assert cc.pending() == 1
+        assert cc.reads_allowed() is False
+        redis.down = False
+        breaker.reset()
+        assert cc.reconcile().deleted == 1
+        assert cc.reads_allowed() is True
+
+
 def test_overflow_keeps_reads_off_until_the_operator_clears_it(
     redis: FakeRedis, journal: Path, breaker: CircuitBreaker
 ) -> None:

@@ -37,8 +37,6 @@ from tests.servers.postgres_server import PostgresServer
 from tests.servers.redis_server import RedisServer
 from tests.servers.s3_server import S3Server
 
-pytestmark = pytest.mark.servers
-
 #: Trip fast, and never half-open by the clock within a test: only a probe ends a break.
 CONFIG = BreakerConfig(consecutive_failures=2, open_for=60.0, half_open_calls=1)
 DWELL = 0.3
@@ -402,3 +400,61 @@ async def test_a_flapping_dependency_does_not_make_the_level_flap(
     assert stack.levels() == [(Level.OPTIMAL, Level.DEGRADED)]  # ... the level did not
     await stack.run_until(lambda: stack.level() is Level.OPTIMAL, "recovery to OPTIMAL")
     assert stack.levels() == [(Level.OPTIMAL, Level.DEGRADED), (Level.DEGRADED, Level.OPTIMAL)]
+
+
+# -- without traffic ----------------------------------------------------------------------
+
+
+async def test_probes_are_the_trial_calls_of_a_half_open_breaker_nobody_calls() -> None:
+    """A half-open component's features are off, so an application may never call it;
+    the probes then decide: enough good ones close the breaker, a bad one reopens it.
+    (Found end to end: inventario stayed DEGRADED for good after an OpenAI outage.)"""
+    from brownout import CircuitBreaker
+    from brownout.testing import FakeClock
+
+    clock = FakeClock()
+    config = BreakerConfig(consecutive_failures=1, open_for=60.0, half_open_calls=2)
+    cb = CircuitBreaker("openai", config, clock=clock)
+    changes: list[StateChange] = []
+    cb.add_listener(on_state_change=changes.append)
+    answers = [True, False, True, True, True]
+
+    async def probe() -> bool:
+        return answers.pop(0)
+
+    m = DegradationManager(
+        [Component("database"), Component("openai", breaker=cb, probe=probe)],
+        clock=clock,
+        dwell=0,
+        recovery="direct",
+    )
+
+    def tripped() -> None:
+        try:
+            cb.call(lambda: 1 / 0)
+        except ZeroDivisionError:
+            pass
+
+    tripped()
+    assert m.level is Level.LIMITED and not m.enabled("ai_pricing")
+    await m.tick()  # good probe: half-open early, features still off
+    assert cb.state is State.HALF_OPEN and not m.enabled("ai_pricing")
+    clock.advance(m.next_probe_in())
+    await m.tick()  # bad probe, as the trial call: open again
+    assert cb.state is State.OPEN
+    assert m.level is Level.LIMITED
+    for expected in (State.HALF_OPEN, State.HALF_OPEN, State.CLOSED):
+        clock.advance(m.next_probe_in())
+        await m.tick()
+        assert cb.state is expected
+    assert [(c.from_state, c.to_state) for c in changes] == [
+        (State.CLOSED, State.OPEN),
+        (State.OPEN, State.HALF_OPEN),
+        (State.HALF_OPEN, State.OPEN),  # the failed probe, recorded as a failure
+        (State.OPEN, State.HALF_OPEN),
+        (State.HALF_OPEN, State.CLOSED),  # two good trial probes (half_open_calls=2)
+    ]
+    assert cb.snapshot().total_failures == 2
+    clock.advance(1)
+    await m.tick()
+    assert m.level is Level.OPTIMAL and m.enabled("ai_pricing")

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from brownout._clock import Clock, monotonic
+from brownout._errors import BreakerOpen
 from brownout._events import StateChange
 from brownout._redact import redact
 from brownout._state import State
@@ -46,6 +47,10 @@ logger = logging.getLogger("brownout.health")
 
 TransitionHandler = Callable[["Transition"], object]
 EvaluationListener = Callable[["Evaluation"], object]
+
+
+class HealthProbeFailed(Exception):
+    """A health probe run as a half-open breaker's trial call failed (counts as a failure)."""
 
 
 class UnknownFeature(KeyError):
@@ -882,22 +887,37 @@ class DegradationManager:
             await asyncio.gather(*(self._probe(c) for c in due))
         self.evaluate("heartbeat")
 
-    async def _probe(self, c: Component) -> None:
+    async def _run_probe(self, c: Component) -> tuple[bool, str | None]:
+        """Run ``c``'s probe once: (ok, redacted error)."""
         assert c.probe is not None
-        state = self._probes[c.name]
-        ok = False
-        error: str | None = None
         try:
             result: Any = c.probe()
             if inspect.isawaitable(result):
                 result = await asyncio.wait_for(result, self._probe_timeout)
             ok = result is None or result is True or bool(getattr(result, "ok", False))
             if not ok:
-                error = getattr(result, "error", None) or "probe returned failure"
+                return False, getattr(result, "error", None) or "probe returned failure"
         except TimeoutError:
-            error = f"probe timed out after {self._probe_timeout:g} s"
+            return False, f"probe timed out after {self._probe_timeout:g} s"
         except Exception as exc:
-            error = redact(f"{type(exc).__name__}: {exc}")
+            return False, redact(f"{type(exc).__name__}: {exc}")
+        return True, None
+
+    async def _probe(self, c: Component) -> None:
+        state = self._probes[c.name]
+        ran: list[tuple[bool, str | None]] = []
+        if c.breaker is not None and c.breaker.state is State.HALF_OPEN:
+            # A half-open component's features are off, so the application may send it
+            # no trial call at all: the probe is one (through the breaker), and enough
+            # good probes close the breaker, a failed one reopens it.
+            async def trial() -> None:
+                ran.append(await self._run_probe(c))
+                if not ran[-1][0]:
+                    raise HealthProbeFailed(f"health probe of {c.name} failed: {ran[-1][1]}")
+
+            with contextlib.suppress(BreakerOpen, HealthProbeFailed):
+                await c.breaker.acall(trial)  # BreakerOpen: real calls hold every trial slot
+        ok, error = ran[0] if ran else await self._run_probe(c)
         now = self._clock()
         state.last_ok, state.last_error, state.last_at = ok, error, now
         breaker = c.breaker

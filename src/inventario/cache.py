@@ -3,11 +3,18 @@
 * Reads use the cache only while the ``cache_read`` feature is on (Redis up,
   not recovering, level no worse than DEGRADED) and, when a coherence journal
   is configured, only once the keys written during an outage are invalidated.
+* While the Redis breaker is half-open (and those keys are invalidated), reads
+  are its trial calls: the breaker lets ``half_open_calls`` of them through and
+  closes when they succeed. Without them nothing would ever close it, since a
+  half-open component is "recovering" and its features are off.
 * Entries live for the current level's ``cache_ttl`` (3600 s at OPTIMAL ... 60 s
   at EMERGENCY).
 * Writes invalidate the product's key; while Redis is away the key is recorded
-  (by the coherence journal) and deleted before cached reads resume.
-* A cache failure never fails a request: it is a miss.
+  (by the coherence journal, :class:`brownout.coherence.CacheCoherence`) and
+  deleted before cached reads resume: the first read after recovery is the
+  database's value, never the one Redis kept from before the outage.
+* A cache failure never fails a request: it is a miss. An invalidation that can
+  be neither sent nor recorded is logged as an error (the write itself is done).
 """
 
 from __future__ import annotations
@@ -15,7 +22,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from brownout import BreakerOpen
+from brownout import BreakerOpen, State
+from brownout.coherence import CacheCoherence
 from brownout.health import DegradationManager
 from brownout.redis import AsyncRedisAdapter
 
@@ -33,16 +41,21 @@ class ProductCache:
         self,
         redis: AsyncRedisAdapter | None,
         manager: DegradationManager,
-        coherence: Any = None,
+        coherence: CacheCoherence | None = None,
     ) -> None:
         self.redis = redis
         self.manager = manager
         self.coherence = coherence
 
     def _reads_allowed(self) -> bool:
-        if self.redis is None or not self.manager.enabled("cache_read"):
+        if self.redis is None:
             return False
-        return self.coherence is None or bool(self.coherence.reads_allowed())
+        if self.coherence is not None and not self.coherence.reads_allowed():
+            return False  # keys written during an outage may be stale in Redis
+        if self.manager.enabled("cache_read"):
+            return True
+        # half-open: a trial read (the breaker rejects those beyond its probe slots)
+        return self.coherence is not None and self.redis.breaker.state is State.HALF_OPEN
 
     async def get(self, sku: str) -> dict[str, Any] | None:
         if not self._reads_allowed():
@@ -74,7 +87,14 @@ class ProductCache:
             return
         key = product_key(sku)
         if self.coherence is not None:
-            await self.coherence.ainvalidate(key)
+            try:
+                await self.coherence.ainvalidate(key)
+            except Exception as exc:  # the write is committed: report, do not fail it
+                logger.error(
+                    "cache invalidation of %s could not be sent nor recorded: %s",
+                    key,
+                    self.redis.describe(exc),
+                )
             return
         try:
             await self.redis.delete(key)

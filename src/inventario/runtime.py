@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from brownout import Registry
+from brownout.coherence import CacheCoherence
 from brownout.health import Component, DegradationManager, Feature, Level
 from brownout.outbox import Outbox, Replayer, SqlApplier
 from brownout.prometheus import PrometheusMetrics
@@ -90,6 +91,10 @@ class Runtime:
         spool = self.extras.get("spool")
         if spool is not None:
             spool.close()  # releases the directory lock: another Spool may open it
+        coherence = self.extras.get("coherence")
+        if coherence is not None:
+            with contextlib.suppress(Exception):
+                await coherence.aclose()  # pending keys stay journaled for the next start
         for adapter in (self.cache, self.s3, self.ai):
             if adapter is not None:
                 close = getattr(adapter, "close", None)
@@ -106,6 +111,9 @@ class Runtime:
         spool = self.extras.get("spool")
         if spool is not None:
             out["spool"] = spool.stats()
+        coherence = self.extras.get("coherence")
+        if coherence is not None:
+            out["coherence"] = coherence.stats()
         return out
 
 
@@ -176,6 +184,12 @@ def build_runtime(settings: Settings) -> Runtime:
         applier.register(operation, _replay_handler(operation))
     replayer = Replayer(outbox, applier)
     replayer.watch(db.breaker)
+    if cache is not None:
+        # keys a write invalidates while Redis is away are journaled and deleted before
+        # cached reads resume (the cache component is held "recovering" until then)
+        coherence = CacheCoherence(cache, settings.var_dir / "coherence.db", manager=manager)
+        coherence.watch(cache.breaker)
+        spool_parts["coherence"] = coherence
 
     metrics.attach(registry)
     metrics.attach(manager)

@@ -1,0 +1,220 @@
+"""inventario with a private Redis behind a fault proxy: no stale product after Redis returns.
+
+A product is cached; Redis goes away; the product is updated (the database
+write succeeds, reads go straight to the database); Redis comes back with the
+OLD cached value still in it. The first GET after recovery must return the
+NEW value, and the cache must be in use again.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from fastapi import FastAPI
+
+from brownout import State
+from brownout.chaos import Mode, ThreadedFaultProxy
+from inventario.cache import product_key
+from inventario.runtime import Runtime
+from tests.inventario.conftest import WIDGET, running
+from tests.servers.plugin import RedisServer
+
+redis_py = pytest.importorskip("redis")
+
+
+@pytest.fixture
+def server(make_redis: Callable[..., RedisServer]) -> RedisServer:
+    return make_redis()
+
+
+@pytest.fixture
+def proxy(server: RedisServer) -> Iterator[ThreadedFaultProxy]:
+    with ThreadedFaultProxy(server.host, server.port, max_lifetime=600.0) as p:
+        yield p
+
+
+@pytest.fixture
+def direct(server: RedisServer) -> Iterator[Any]:
+    """A client straight to the server (not through the proxy): what Redis holds."""
+    client = redis_py.Redis.from_url(server.url, decode_responses=True)
+    yield client
+    client.close()
+
+
+def _cache_component(health: dict[str, Any]) -> dict[str, Any]:
+    (cache,) = [c for c in health["components"] if c["name"] == "cache"]
+    return cache
+
+
+async def _recover(rt: Runtime) -> None:
+    """What the runtime's heartbeat does, driven by hand: probe, half-open, evaluate.
+
+    The tests' heartbeat is an hour, so the manager's own probe is not due: the
+    probe and the half-open it leads to are done here as the manager does them.
+    """
+    coherence = rt.extras["coherence"]
+    cache = rt.cache
+    assert cache is not None
+    if cache.breaker.state is State.OPEN:
+        # the probe's pooled connection died with the outage: its first use may fail,
+        # the manager then probes again (with backoff)
+        probes = [await cache.aprobe() for _ in range(2)]
+        assert probes[-1].ok, probes
+        cache.breaker.half_open("health probe of cache succeeded")  # starts a reconcile
+    await rt.manager.tick()  # its "heartbeat" evaluation starts a reconcile if one is due
+    await coherence.wait_reconciled()
+    assert coherence.reads_allowed(), coherence.stats()
+
+
+async def test_first_get_after_redis_returns_is_the_updated_product(
+    make_app: Callable[..., FastAPI],
+    server: RedisServer,
+    proxy: ThreadedFaultProxy,
+    direct: Any,
+) -> None:
+    app = make_app(redis_url=server.url_for(port=proxy.port), recovery_dwell=0.0)
+    rt: Runtime = app.state.runtime
+    coherence = rt.extras["coherence"]
+    key = product_key(WIDGET["sku"])
+    async with running(app) as client:
+        assert (await client.post("/products", json=WIDGET)).status_code == 201
+        # a service that has been serving for a while: reads through the cache
+        for i in range(10):
+            sku = f"WARM-{i}"
+            body = {**WIDGET, "sku": sku}
+            assert (await client.post("/products", json=body)).status_code == 201
+            for _ in range(2):
+                assert (await client.get(f"/products/{sku}")).status_code == 200
+        first = await client.get(f"/products/{WIDGET['sku']}")
+        second = await client.get(f"/products/{WIDGET['sku']}")
+        assert first.headers["X-Cache"] == "miss"
+        assert second.headers["X-Cache"] == "hit"
+        assert json.loads(direct.get(key))["name"] == "Widget"
+
+        # Redis goes away
+        proxy.set_mode(Mode.REFUSE)
+        patched = await client.patch(
+            f"/products/{WIDGET['sku']}", json={"name": "Widget v2", "price": "12.50"}
+        )
+        assert patched.status_code == 200, patched.text  # the database write succeeded
+        assert patched.json()["name"] == "Widget v2"
+        assert coherence.pending_keys() == [key.encode()]  # recorded, not deleted
+        during = await client.get(f"/products/{WIDGET['sku']}")
+        assert during.status_code == 200
+        assert during.headers["X-Cache"] == "miss"  # straight from the database
+        assert during.json()["name"] == "Widget v2"
+        assert not rt.manager.enabled("cache_read")
+        about = (await client.get("/about")).json()
+        assert about["coherence"]["pending"] == 1
+        assert about["coherence"]["reads_allowed"] is False
+
+        # Redis comes back with the OLD value still in it
+        proxy.set_mode(Mode.PASS)
+        assert json.loads(direct.get(key))["name"] == "Widget"
+        await _recover(rt)
+        assert direct.get(key) is None  # deleted before any cached read
+        assert rt.cache is not None and rt.cache.breaker.state is State.CLOSED
+        assert rt.manager.enabled("cache_read"), rt.manager.feature_reason("cache_read")
+
+        after = await client.get(f"/products/{WIDGET['sku']}")
+        assert after.status_code == 200
+        assert after.json()["name"] == "Widget v2"  # the first read after recovery
+        assert after.json()["price"] == "12.50"
+        again = await client.get(f"/products/{WIDGET['sku']}")
+        assert again.headers["X-Cache"] == "hit"  # the cache is in use again
+        assert again.json()["name"] == "Widget v2"
+
+        health = (await client.get("/health")).json()
+        assert _cache_component(health)["status"] == "up", _cache_component(health)
+        assert health["features"]["cache_read"]["enabled"] is True, health["features"]
+        about = (await client.get("/about")).json()
+        assert about["coherence"]["pending"] == 0
+        assert about["coherence"]["reads_allowed"] is True
+        assert about["coherence"]["reconciled_total"] == 1
+
+
+async def test_keys_left_by_a_stopped_instance_are_deleted_at_the_next_start(
+    make_app: Callable[..., FastAPI],
+    server: RedisServer,
+    proxy: ThreadedFaultProxy,
+    direct: Any,
+) -> None:
+    """The service stops while Redis is away: the next instance deletes the keys first."""
+    url = server.url_for(port=proxy.port)
+    key = product_key(WIDGET["sku"])
+    app = make_app(redis_url=url, recovery_dwell=0.0)
+    async with running(app) as client:
+        await client.post("/products", json=WIDGET)
+        await client.get(f"/products/{WIDGET['sku']}")
+        assert direct.get(key) is not None
+        proxy.set_mode(Mode.REFUSE)
+        patched = await client.patch(f"/products/{WIDGET['sku']}", json={"name": "Renamed"})
+        assert patched.status_code == 200
+    proxy.set_mode(Mode.PASS)
+    assert json.loads(direct.get(key))["name"] == "Widget"  # stale, in Redis
+
+    app = make_app(redis_url=url, recovery_dwell=0.0)
+    rt: Runtime = app.state.runtime
+    assert rt.extras["coherence"].reads_allowed() is False  # from the journal, at once
+    async with running(app) as client:
+        await _recover(rt)
+        assert direct.get(key) is None
+        got = await client.get(f"/products/{WIDGET['sku']}")
+        assert got.json()["name"] == "Renamed"
+
+
+async def test_after_the_breaker_opened_reads_are_its_trial_calls(
+    make_app: Callable[..., FastAPI],
+    server: RedisServer,
+    proxy: ThreadedFaultProxy,
+    direct: Any,
+) -> None:
+    """A longer outage opens the Redis breaker; recovery goes through half-open.
+
+    The reconcile's DEL is one trial call; the first GET is the next (the
+    redis preset wants two): it misses, reads the database, and closes the
+    breaker; the GET after it is a cache hit again.
+    """
+    app = make_app(redis_url=server.url_for(port=proxy.port), recovery_dwell=0.0)
+    rt: Runtime = app.state.runtime
+    assert rt.cache is not None
+    coherence = rt.extras["coherence"]
+    skus = [f"P-{i}" for i in range(6)]
+    async with running(app) as client:
+        for sku in skus:
+            assert (await client.post("/products", json={**WIDGET, "sku": sku})).status_code == 201
+            for _ in range(3):
+                assert (await client.get(f"/products/{sku}")).status_code == 200
+        assert all(direct.get(product_key(sku)) is not None for sku in skus)
+
+        proxy.set_mode(Mode.REFUSE)
+        for sku in skus:
+            patched = await client.patch(f"/products/{sku}", json={"name": f"new {sku}"})
+            assert patched.status_code == 200, patched.text
+        assert rt.cache.breaker.state is State.OPEN
+        assert coherence.pending() == len(skus)
+        assert (await client.get(f"/products/{skus[0]}")).json()["name"] == f"new {skus[0]}"
+
+        proxy.set_mode(Mode.PASS)
+        assert all(json.loads(direct.get(product_key(s)))["name"] == "Widget" for s in skus)
+        await _recover(rt)
+        assert all(direct.get(product_key(sku)) is None for sku in skus)
+        assert rt.cache.breaker.state is State.HALF_OPEN  # one trial call of two so far
+
+        first = await client.get(f"/products/{skus[1]}")
+        assert first.json()["name"] == f"new {skus[1]}"
+        assert first.headers["X-Cache"] == "miss"
+        assert rt.cache.breaker.state is State.CLOSED  # the read was the second trial
+        await rt.manager.tick()
+        assert rt.manager.enabled("cache_read"), rt.manager.feature_reason("cache_read")
+        for sku in skus:
+            got = await client.get(f"/products/{sku}")
+            assert got.json()["name"] == f"new {sku}"
+        again = await client.get(f"/products/{skus[1]}")
+        assert again.headers["X-Cache"] == "hit"
+        assert again.json()["name"] == f"new {skus[1]}"
+        cache = _cache_component((await client.get("/health")).json())
+        assert cache["status"] not in ("down", "recovering"), cache

@@ -808,8 +808,20 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _exported_names(world: World) -> set[str]:
+    import tempfile
+
+    from brownout.outbox import Outbox
+    from brownout.spool import Spool
+
     world.metrics.attach(world.breaker("cache"))
-    body = world.metrics.render().decode()
+    with (  # the outbox and spool metrics too
+        tempfile.TemporaryDirectory() as tmp,
+        Outbox(Path(tmp) / "o.db") as box,
+        Spool(Path(tmp) / "spool") as spool,
+    ):
+        world.metrics.attach(box)
+        world.metrics.attach(spool)
+        body = world.metrics.render().decode()
     names = {line.split()[2] for line in body.splitlines() if line.startswith(("# TYPE", "# HELP"))}
     return {n for n in names if not n.endswith("_created")}  # prometheus_client's extras
 

@@ -28,6 +28,9 @@ __all__ = [
     "OutboxFull",
 ]
 
+#: Size of a SQLite write-ahead log's header: a log this long or shorter holds no frame.
+_WAL_HEADER = 32
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS intents (
     seq          INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -85,7 +88,8 @@ class OutboxFull(OutboxError):
 
 
 class OutboxCorrupted(OutboxError):
-    """The journal file is not a readable SQLite database; it was left untouched."""
+    """The journal file is not a readable SQLite database (or its log is orphaned);
+    it was left untouched."""
 
 
 class IdempotencyConflict(OutboxError):
@@ -169,8 +173,10 @@ class Outbox:
         self.done_retention = done_retention
         self._clock = clock
         self._lock = threading.Lock()
+        self._closed = False
         self._listeners: tuple[Callable[[str, Mapping[str, Any]], object], ...] = ()
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._refuse_orphaned_log()
         try:
             self._db = sqlite3.connect(
                 self.path, timeout=30, isolation_level=None, check_same_thread=False
@@ -183,6 +189,15 @@ class Outbox:
         except sqlite3.DatabaseError as exc:
             if hasattr(self, "_db"):
                 self._db.close()
+            code = getattr(exc, "sqlite_errorname", "") or ""
+            if isinstance(exc, sqlite3.OperationalError) and not code.startswith(
+                ("SQLITE_CORRUPT", "SQLITE_NOTADB")
+            ):
+                raise OutboxError(
+                    f"cannot open outbox journal {self.path}: {exc} [{code}] (a directory, "
+                    "missing permissions, a full disk, or locked by another process?); "
+                    "nothing was changed"
+                ) from exc
             raise OutboxCorrupted(
                 f"outbox journal {self.path} is not a readable SQLite database ({exc}); "
                 "it was left as it is: move it aside to start a new one, and inspect it "
@@ -195,7 +210,58 @@ class Outbox:
                 "it was left as it is"
             )
 
+    def _refuse_orphaned_log(self) -> None:
+        """A missing or empty journal next to a write-ahead log that holds frames.
+
+        SQLite would open that as a new, empty database and delete the log, and
+        with it every intent committed since the last checkpoint. An Outbox
+        never leaves that state behind (its first commit writes the journal's
+        first page before the log has any frame): the journal was deleted,
+        truncated or copied without its ``-wal``. Refuse, touching nothing.
+        """
+        wal = self.path.with_name(self.path.name + "-wal")
+        try:
+            wal_size = wal.stat().st_size
+        except FileNotFoundError:
+            return
+        try:
+            size: int | None = self.path.stat().st_size
+        except FileNotFoundError:
+            size = None
+        if wal_size > _WAL_HEADER and not size:
+            state = "missing" if size is None else "empty (0 bytes)"
+            raise OutboxCorrupted(
+                f"outbox journal {self.path} is {state} but its write-ahead log {wal} holds "
+                f"{wal_size} bytes: the journal was deleted, truncated or copied without its "
+                "-wal file; refusing to start a new journal, which would discard the log and "
+                "the intents in it. Restore the journal next to its -wal (or move both aside "
+                "to start afresh); nothing was changed"
+            )
+
     # ------------------------------------------------------------------ plumbing
+
+    def _failure(self, what: str, exc: sqlite3.Error) -> OutboxError:
+        """The error to raise for ``exc``: it names the journal and what was being done."""
+        text = str(exc)
+        code = getattr(exc, "sqlite_errorname", None)
+        detail = f"{text} [{code}]" if code else text
+        if isinstance(exc, sqlite3.ProgrammingError) and self._closed:
+            return OutboxError(f"outbox journal {self.path}: {what} failed: the outbox is closed")
+        if (code or "").startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB")) or (
+            type(exc) is sqlite3.DatabaseError
+        ):
+            return OutboxCorrupted(
+                f"outbox journal {self.path}: {what} failed: {detail}; the journal file is "
+                "damaged: stop the service, copy the file (with its -wal) aside and inspect it "
+                "with sqlite3 (PRAGMA integrity_check) to recover what it holds"
+            )
+        hint = ""
+        if "full" in text or "disk" in text or code in ("SQLITE_FULL", "SQLITE_IOERR_WRITE"):
+            hint = " (disk full, or a file size limit?)"
+        return OutboxError(
+            f"outbox journal {self.path}: {what} failed: {detail}{hint}; nothing was changed, "
+            "intents accepted before are kept"
+        )
 
     @contextmanager
     def _tx(self, what: str) -> Iterator[sqlite3.Connection]:
@@ -211,13 +277,26 @@ class Outbox:
                         with suppress(sqlite3.Error):
                             self._db.execute("ROLLBACK")
                     raise
-            except sqlite3.OperationalError as exc:
-                text = str(exc)
-                hint = " (disk full?)" if "full" in text or "disk" in text else ""
-                raise OutboxError(f"outbox: {what} failed: {text}{hint}") from exc
+            except sqlite3.Error as exc:
+                raise self._failure(what, exc) from exc
+
+    @contextmanager
+    def _read(self, what: str) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            try:
+                yield self._db
+            except sqlite3.Error as exc:
+                raise self._failure(what, exc) from exc
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` was called."""
+        return self._closed
 
     def add_listener(self, listener: Callable[[str, Mapping[str, Any]], object]) -> None:
-        """``listener(event, fields)`` for ``submitted``, ``replayed``, ``dead`` (metrics)."""
+        """``listener(event, fields)``, for metrics: ``submitted`` (operation, seconds),
+        ``refused`` (operation, reason ``full`` or ``error``), ``replayed`` (operation,
+        seconds: the apply, waited: since accepted) and ``dead`` (operation, reason)."""
         self._listeners = (*self._listeners, listener)
 
     def _emit(self, event: str, **fields: Any) -> None:
@@ -253,9 +332,11 @@ class Outbox:
             raise TypeError("Outbox.submit: stream must be a string")
         try:
             body = json.dumps(payload, sort_keys=True, separators=(",", ":"), allow_nan=False)
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, RecursionError) as exc:
+            where = _locate_unserialisable(payload)
             raise TypeError(
-                f"Outbox.submit: the payload of {operation!r} is not JSON-serialisable: {exc}"
+                f"Outbox.submit: the payload of {operation!r} is not JSON-serialisable: "
+                f"{where or exc}; nothing was written"
             ) from None
         size = len(body.encode())
         if size > self.max_payload_bytes:
@@ -268,33 +349,42 @@ class Outbox:
             raise ValueError("Outbox.submit: idempotency_key must be a string of 1-200 characters")
         digest = _digest(operation, body)
         start = time.perf_counter()
-        with self._tx("submit") as db:
-            existing = self._find_locked(db, key)
-            if existing is not None:
-                if existing[1] != digest:
-                    raise IdempotencyConflict(
-                        f"idempotency key {key!r} was already used for a different "
-                        f"{'payload' if existing[2] == operation else 'operation'}"
+        try:
+            with self._tx("submit") as db:
+                existing = self._find_locked(db, key)
+                if existing is not None:
+                    if existing[1] != digest:
+                        raise IdempotencyConflict(
+                            f"idempotency key {key!r} was already used for a different "
+                            f"{'payload' if existing[2] == operation else 'operation'}"
+                        )
+                    return self._intent_for_locked(db, key, operation, payload, stream)
+                count, total = db.execute(
+                    "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM intents"
+                ).fetchone()
+                if count >= self.max_pending:
+                    raise OutboxFull(
+                        f"outbox is full: {count} pending intents (max_pending={self.max_pending})"
                     )
-                return self._intent_for_locked(db, key, operation, payload, stream)
-            count, total = db.execute(
-                "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM intents"
-            ).fetchone()
-            if count >= self.max_pending:
-                raise OutboxFull(
-                    f"outbox is full: {count} pending intents (max_pending={self.max_pending})"
+                if total + size > self.max_bytes:
+                    raise OutboxFull(
+                        f"outbox is full: {total + size} bytes pending (max_bytes={self.max_bytes})"
+                    )
+                now = self._clock()
+                cur = db.execute(
+                    "INSERT INTO intents (key, stream, operation, payload, digest, size, created) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (key, stream, operation, body, digest, size, now),
                 )
-            if total + size > self.max_bytes:
-                raise OutboxFull(
-                    f"outbox is full: {total + size} bytes pending (max_bytes={self.max_bytes})"
-                )
-            now = self._clock()
-            cur = db.execute(
-                "INSERT INTO intents (key, stream, operation, payload, digest, size, created) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (key, stream, operation, body, digest, size, now),
-            )
-            seq = int(cur.lastrowid or 0)
+                seq = int(cur.lastrowid or 0)
+        except IdempotencyConflict:
+            raise
+        except OutboxFull:
+            self._emit("refused", operation=operation, reason="full")
+            raise
+        except OutboxError:
+            self._emit("refused", operation=operation, reason="error")
+            raise
         self._emit("submitted", operation=operation, seconds=time.perf_counter() - start)
         return Intent(seq, key, stream, operation, json.loads(body), now)
 
@@ -322,9 +412,9 @@ class Outbox:
 
     def status(self, key: str) -> str | None:
         """``pending``, ``applied``, ``dead`` or ``None`` (unknown key)."""
-        with self._lock:
+        with self._read("status") as db:
             for table, name in (("intents", "pending"), ("done", "applied"), ("dead", "dead")):
-                row = self._db.execute(
+                row = db.execute(
                     f"SELECT 1 FROM {table} WHERE key = ?",
                     (key,),
                 ).fetchone()
@@ -333,24 +423,24 @@ class Outbox:
         return None
 
     def pending_count(self) -> int:
-        with self._lock:
-            return int(self._db.execute("SELECT COUNT(*) FROM intents").fetchone()[0])
+        with self._read("count pending intents") as db:
+            return int(db.execute("SELECT COUNT(*) FROM intents").fetchone()[0])
 
     def pending_bytes(self) -> int:
-        with self._lock:
-            return int(self._db.execute("SELECT COALESCE(SUM(size),0) FROM intents").fetchone()[0])
+        with self._read("sum pending bytes") as db:
+            return int(db.execute("SELECT COALESCE(SUM(size),0) FROM intents").fetchone()[0])
 
     def oldest_age(self) -> float | None:
         """Seconds since the oldest pending intent was accepted (None when empty)."""
-        with self._lock:
-            row = self._db.execute("SELECT MIN(created) FROM intents").fetchone()
+        with self._read("read the oldest intent") as db:
+            row = db.execute("SELECT MIN(created) FROM intents").fetchone()
         return None if row[0] is None else max(0.0, self._clock() - row[0])
 
     def heads(self, now: float | None = None, limit: int = 100) -> list[Intent]:
         """The oldest pending intent of each stream that may be tried now (FIFO per stream)."""
         now = self._clock() if now is None else now
-        with self._lock:
-            rows = self._db.execute(
+        with self._read("read the stream heads") as db:
+            rows = db.execute(
                 "SELECT i.seq, i.key, i.stream, i.operation, i.payload, i.created, i.attempts, "
                 "i.last_error FROM intents i "
                 "JOIN (SELECT stream, MIN(seq) AS seq FROM intents GROUP BY stream) h "
@@ -360,8 +450,8 @@ class Outbox:
         return [Intent(r[0], r[1], r[2], r[3], json.loads(r[4]), r[5], r[6], r[7]) for r in rows]
 
     def pending(self, limit: int = 1000) -> list[Intent]:
-        with self._lock:
-            rows = self._db.execute(
+        with self._read("list pending intents") as db:
+            rows = db.execute(
                 "SELECT seq, key, stream, operation, payload, created, attempts, last_error "
                 "FROM intents ORDER BY seq LIMIT ?",
                 (limit,),
@@ -369,8 +459,8 @@ class Outbox:
         return [Intent(r[0], r[1], r[2], r[3], json.loads(r[4]), r[5], r[6], r[7]) for r in rows]
 
     def dead_letters(self, limit: int = 1000) -> list[DeadLetter]:
-        with self._lock:
-            rows = self._db.execute(
+        with self._read("list dead letters") as db:
+            rows = db.execute(
                 "SELECT seq, key, stream, operation, payload, created, attempts, reason, dead_at "
                 "FROM dead ORDER BY seq LIMIT ?",
                 (limit,),
@@ -381,15 +471,15 @@ class Outbox:
         ]
 
     def counters(self) -> dict[str, int]:
-        with self._lock:
-            rows = self._db.execute("SELECT name, value FROM counters").fetchall()
+        with self._read("read counters") as db:
+            rows = db.execute("SELECT name, value FROM counters").fetchall()
         return {name: int(value) for name, value in rows}
 
     def stats(self) -> dict[str, Any]:
         """Figures for health pages and metrics."""
         counters = self.counters()
-        with self._lock:
-            dead = int(self._db.execute("SELECT COUNT(*) FROM dead").fetchone()[0])
+        with self._read("count dead letters") as db:
+            dead = int(db.execute("SELECT COUNT(*) FROM dead").fetchone()[0])
         return {
             "pending": self.pending_count(),
             "pending_bytes": self.pending_bytes(),
@@ -425,7 +515,12 @@ class Outbox:
                 "LIMIT -1 OFFSET ?)",
                 (self.done_retention,),
             )
-        self._emit("replayed", operation=intent.operation, seconds=seconds)
+        self._emit(
+            "replayed",
+            operation=intent.operation,
+            seconds=seconds,
+            waited=max(0.0, self._clock() - intent.created),
+        )
 
     def mark_failed(
         self, intent: Intent, reason: str, *, backoff: float = 1.0, final: bool = False
@@ -479,6 +574,7 @@ class Outbox:
 
     def close(self) -> None:
         with self._lock:
+            self._closed = True
             self._db.close()
 
     def __enter__(self) -> Outbox:
@@ -489,6 +585,54 @@ class Outbox:
 
     def __repr__(self) -> str:
         return f"<Outbox {str(self.path)!r}>"
+
+
+def _locate_unserialisable(payload: Any) -> str | None:
+    """Where in ``payload`` the first value JSON cannot hold is, and why (no values shown:
+    payloads may hold personal data; only types, and the non-finite floats)."""
+    active: set[int] = set()
+
+    def walk(value: Any, path: str) -> str | None:
+        if value is None or isinstance(value, str | bool | int):
+            return None
+        if isinstance(value, float):
+            if math.isfinite(value):
+                return None
+            return f"{path} is {value!r} (NaN and infinities are not valid JSON)"
+        if isinstance(value, list | tuple | dict):
+            if id(value) in active:
+                return f"{path} contains itself (a circular reference)"
+            active.add(id(value))
+            try:
+                if isinstance(value, dict):
+                    return walk_dict(value, path)
+                for i, item in enumerate(value):
+                    found = walk(item, f"{path}[{i}]")
+                    if found:
+                        return found
+                return None
+            finally:
+                active.discard(id(value))
+        return f"{path} is of type {type(value).__name__}, which JSON cannot hold"
+
+    def walk_dict(value: dict[Any, Any], path: str) -> str | None:
+        kinds: set[str] = set()
+        for key in value:
+            if key is not None and not isinstance(key, str | bool | int | float):
+                return f"{path} has a key of type {type(key).__name__} (keys must be strings)"
+            kinds.add("string" if isinstance(key, str) else "non-string")
+        if len(kinds) > 1:
+            return f"{path} mixes string and non-string keys, which cannot be sorted"
+        for key, item in value.items():
+            found = walk(item, f"{path}[{key!r}]")
+            if found:
+                return found
+        return None
+
+    try:
+        return walk(payload, "payload")
+    except RecursionError:
+        return "payload is nested too deeply"
 
 
 def next_backoff(attempts: int, base: float = 1.0, cap: float = 60.0) -> float:

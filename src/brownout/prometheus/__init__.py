@@ -59,13 +59,42 @@ Adapter metrics (``metrics.attach(adapter)``; ``dependency`` is the adapter's ki
   ``brownout_pool_size{dependency,name}``: read from ``adapter.extra_figures()``
   at each scrape, for adapters that report a pool.
 
+Outbox metrics (``metrics.attach(outbox)``, a :class:`~brownout.outbox.Outbox`;
+``outbox`` is the journal file's stem): gauges read from ``outbox.stats()`` at
+each scrape, counters and histograms fed by the outbox's listener:
+
+* ``brownout_outbox_pending{outbox}``, ``brownout_outbox_pending_bytes{outbox}``,
+  ``brownout_outbox_oldest_pending_age_seconds{outbox}`` (0 when empty),
+  ``brownout_outbox_dead_letters_stored{outbox}``, and the bounds
+  ``brownout_outbox_max_pending{outbox}``, ``brownout_outbox_max_bytes{outbox}``;
+* ``brownout_outbox_submitted_total{outbox,operation}``,
+  ``brownout_outbox_refused_total{outbox,reason}`` (reason ``full`` or ``error``),
+  ``brownout_outbox_replayed_total{outbox,operation}``,
+  ``brownout_outbox_dead_letters_total{outbox,operation}``;
+* histograms ``brownout_outbox_submit_seconds{outbox}`` (until on disk),
+  ``brownout_outbox_replay_seconds{outbox}`` (applying one intent) and
+  ``brownout_outbox_queued_seconds{outbox}`` (from accepted to applied).
+
+Spool metrics (``metrics.attach(spool)``, a :class:`~brownout.spool.Spool`;
+``spool`` is the directory's name):
+
+* gauges ``brownout_spool_pending_files{spool}``, ``brownout_spool_pending_bytes{spool}``,
+  ``brownout_spool_oldest_pending_age_seconds{spool}``,
+  ``brownout_spool_quarantined_entries{spool}``, ``brownout_spool_max_files{spool}``,
+  ``brownout_spool_max_bytes{spool}``, read from ``spool.stats()`` at each scrape;
+* counters ``brownout_spool_spooled_total``, ``brownout_spool_spooled_bytes_total``,
+  ``brownout_spool_uploaded_total``, ``brownout_spool_uploaded_bytes_total``,
+  ``brownout_spool_upload_failures_total``, ``brownout_spool_quarantined_total``
+  and histograms ``brownout_spool_put_seconds``, ``brownout_spool_upload_seconds``
+  (label ``spool``).
+
 Extending: each family of metrics is a *group*, a class in a private module of
 this package whose constructor takes ``(registry, namespace)`` and creates its
 metrics there (breakers: ``_breakers.BreakerMetrics``). ``metrics.group(cls)``
 creates the group on first use and returns the same instance afterwards, so
 metrics are only registered for what is used, and each exists once per
 ``PrometheusMetrics``. Adapter (``_adapters.AdapterMetrics``) and degradation
-(``_health.HealthMetrics``) metrics are groups too, fed through
+(``_health.HealthMetrics``), outbox and spool (``_outbox``) metrics are groups too, fed through
 :meth:`PrometheusMetrics.attach`; a new family is a new module with its group
 class and a branch there. Shared helpers (``DURATION_BUCKETS``, ``full_name``)
 are in ``_common.py``.
@@ -93,6 +122,8 @@ from brownout.prometheus._common import DURATION_BUCKETS
 if TYPE_CHECKING:
     from brownout._adapter import Adapter
     from brownout.health import DegradationManager
+    from brownout.outbox import Outbox
+    from brownout.spool import Spool
 
 __all__ = ["CONTENT_TYPE", "DURATION_BUCKETS", "PrometheusMetrics"]
 
@@ -172,10 +203,17 @@ class PrometheusMetrics:
     @overload
     def attach(self, target: Adapter) -> Callable[[], None]: ...
 
+    @overload
+    def attach(self, target: Outbox) -> Callable[[], None]: ...
+
+    @overload
+    def attach(self, target: Spool) -> Callable[[], None]: ...
+
     def attach(
-        self, target: CircuitBreaker | Registry | DegradationManager | Adapter
+        self, target: CircuitBreaker | Registry | DegradationManager | Adapter | Outbox | Spool
     ) -> Callable[[], None] | None:
-        """Feed the metrics from a breaker, a registry, a degradation manager or an adapter.
+        """Feed the metrics from a breaker, a registry, a degradation manager, an adapter,
+        an outbox or a spool.
 
         For a :class:`~brownout.Registry` this uses ``Registry.add_listener``,
         so breakers it creates later are covered too; it returns ``None``.
@@ -190,7 +228,10 @@ class PrometheusMetrics:
         ``feature_enabled`` metrics (one manager per ``PrometheusMetrics``);
         for an :class:`~brownout.adapter.Adapter` the ``dependency_*``,
         ``cache_*``, ``s3_bytes``, ``openai_tokens`` and ``pool_*`` metrics.
-        Both return a function that detaches them; attaching again is a no-op.
+        For a :class:`~brownout.outbox.Outbox` the ``outbox_*`` metrics, for a
+        :class:`~brownout.spool.Spool` the ``spool_*`` ones (several of each,
+        told apart by the file or directory name).
+        These return a function that detaches them; attaching again is a no-op.
         The breakers of a manager's components or of an adapter are *not*
         attached by this: attach them (or their registry) as well.
         """
@@ -211,9 +252,21 @@ class PrometheusMetrics:
             from brownout.prometheus._adapters import AdapterMetrics
 
             return self.group(AdapterMetrics).attach_adapter(target)
+        from brownout.outbox import Outbox
+        from brownout.spool import Spool
+
+        if isinstance(target, Outbox):
+            from brownout.prometheus._outbox import OutboxMetrics
+
+            return self.group(OutboxMetrics).attach_outbox(target)
+        if isinstance(target, Spool):
+            from brownout.prometheus._outbox import SpoolMetrics
+
+            return self.group(SpoolMetrics).attach_spool(target)
         raise TypeError(
             "PrometheusMetrics.attach needs a CircuitBreaker or a Registry (or a "
-            f"DegradationManager or an Adapter), got {type(target).__name__}"
+            "DegradationManager, an Adapter, an Outbox or a Spool), got "
+            f"{type(target).__name__}"
         )
 
     def render(self) -> bytes:

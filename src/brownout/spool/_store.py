@@ -272,6 +272,16 @@ class Spool:
 
         self._write_atomic(self._manifest_path(entry.id), write)
 
+    def _update_manifest(self, entry: SpoolEntry) -> None:
+        """Rewrite an entry's manifest (attempts); on a disk error the old one stays."""
+        try:
+            self._write_manifest(entry)
+        except OSError as exc:
+            raise SpoolError(
+                f"spool: updating the manifest of {entry.bucket}/{entry.key} failed: {exc}"
+                f"{_disk_hint(exc)}; the previous manifest is kept, the upload is still spooled"
+            ) from exc
+
     def _manifest_payload(self, ident: str) -> str | None:
         """The payload file name the manifest on disk names (None: none or unreadable)."""
         try:
@@ -335,7 +345,13 @@ class Spool:
                     moved.append(target.name)
         what = f"{entry.bucket}/{entry.key}" if entry is not None else ident
         note = f"{what}\n{reason}\nfiles: {', '.join(moved)}\n"
-        (self._quarantine / f"{stamp}-{ident}.reason.txt").write_text(note)
+        reason_file = self._quarantine / f"{stamp}-{ident}.reason.txt"
+        try:
+            reason_file.write_text(note)
+        except OSError as exc:  # a full disk must not stop the spool from opening
+            logger.error("spool: cannot write %s (%s); the reason was: %s", reason_file, exc, note)
+            with contextlib.suppress(OSError):
+                reason_file.touch()  # an empty one needs no data block: still counted
         with contextlib.suppress(OSError):
             _fsync_dir(self._quarantine)
             _fsync_dir(self._objects)
@@ -442,9 +458,9 @@ class Spool:
                     with contextlib.suppress(OSError):
                         payload_path.unlink()
                 if isinstance(exc, OSError):
-                    hint = " (disk full?)" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else ""
                     raise SpoolError(
-                        f"spool: writing {bucket}/{key} failed: {exc}{hint}; nothing was spooled"
+                        f"spool: writing {bucket}/{key} failed: {exc}{_disk_hint(exc)}; "
+                        "nothing was spooled"
                     ) from exc
                 raise
             self._index[ident] = entry
@@ -462,6 +478,11 @@ class Spool:
         return entry
 
     # ------------------------------------------------------------------ reading
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` was called."""
+        return self._lock_fd is None
 
     def _check_open(self) -> None:
         if self._lock_fd is None:
@@ -575,7 +596,7 @@ class Spool:
             if current is None or current.payload != entry.payload:
                 return None
             updated = replace(current, attempts=current.attempts + 1, last_error=reason[:2000])
-            self._write_manifest(updated)
+            self._update_manifest(updated)
             self._index[entry.id] = updated
         self._emit("failed", bucket=entry.bucket, key=entry.key, reason=reason)
         return updated
@@ -589,7 +610,7 @@ class Spool:
                     continue
                 if current.attempts:
                     updated = replace(current, attempts=0, last_error=None)
-                    self._write_manifest(updated)
+                    self._update_manifest(updated)
                     self._index[current.id] = updated
                     count += 1
         return count
@@ -608,6 +629,14 @@ class Spool:
 
     def __repr__(self) -> str:
         return f"<Spool {str(self.directory)!r} files={len(self._index)}>"
+
+
+def _disk_hint(exc: OSError) -> str:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return " (disk full?)"
+    if exc.errno == errno.EFBIG:
+        return " (a file size limit? see ulimit -f)"
+    return ""
 
 
 def _reader(data: object) -> _Readable:

@@ -789,7 +789,10 @@ class CacheCoherence:
             future.add_done_callback(self._futures.discard)
         else:
             self._scheduled = False
-            logger.warning("coherence: no event loop to reconcile on; call areconcile()")
+            if getattr(self.manager, "add_listener", None) is not None:
+                logger.debug("coherence: no event loop yet; the next heartbeat reconciles")
+            else:
+                logger.warning("coherence: no event loop to reconcile on; call areconcile()")
 
     def _reconcile_logged(self) -> None:
         try:

@@ -1,0 +1,443 @@
+"""Outbox throughput: durable submits and replays, in intents per second.
+
+Issue #5. A benchmark, not a timed test: it prints a Markdown table and exits 0
+(it exits 1 only if a sanity check fails: an intent missing from the journal or
+from the target database, or the journal not in WAL mode with synchronous=FULL;
+then the figures mean nothing).
+
+Scenarios (each repeated ``--reps`` times on fresh files; the figure is the
+median over repetitions of ``intents / wall time``):
+
+1. **submit, 1 thread**: ``Outbox.submit`` of ``--submits`` intents (a ~90-byte
+   JSON payload, 50 streams) into a new journal (SQLite, ``journal_mode=WAL``,
+   ``synchronous=FULL``: every submit is one committed, fsynced transaction).
+   The per-call median and p99 latency come from the same runs.
+2. **submit, 2 threads**: the same number of intents from two threads sharing
+   one ``Outbox`` (its lock serialises the commits: there is no group commit).
+3. **reference: write + fsync**: ``os.write`` of 4 KiB then ``os.fsync`` on a
+   plain file in the same directory, the ceiling any fsync-per-write journal
+   has on this disk.
+4. **replay into SQLite / PostgreSQL**: ``Replayer.drain()`` of a journal
+   holding ``--replay`` intents through ``SqlApplier`` on a
+   ``brownout.sql.AsyncDatabase`` (aiosqlite on a local file; asyncpg on the
+   shared server): per intent, one database transaction (check the key in
+   ``brownout_applied``, insert it, insert the movement row, commit), then the
+   journal update (one more fsynced SQLite transaction). The prefill is not
+   timed. PostgreSQL uses a throwaway database (``brownout_bench_outbox_*``)
+   created on ``--pg-url``'s server and dropped at the end; no other database
+   is touched.
+
+Run: ``.venv/bin/python bench/outbox_throughput.py [--reps R] [--submits N]
+[--replay N] [--pg-url URL | --no-pg] [--quick] [--json PATH]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import secrets
+import shutil
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import text
+
+from brownout.outbox import Outbox, Replayer, SqlApplier
+from brownout.sql import AsyncDatabase
+
+try:  # run as a script: bench/ is sys.path[0]
+    import _harness as h
+except ImportError:  # imported as bench.outbox_throughput
+    from bench import _harness as h
+
+LIBRARIES = ("brownout", "SQLAlchemy", "aiosqlite", "asyncpg", "psycopg")
+STREAMS = 50
+DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+def payload(i: int) -> dict[str, Any]:
+    return {
+        "sku": f"SKU-{i % STREAMS:04d}",
+        "delta": 5 if i % 3 == 0 else -1,
+        "reason": "sale",
+        "order": f"ORD-{i:08d}",
+    }
+
+
+def stream(i: int) -> str:
+    return f"SKU-{i % STREAMS:04d}"
+
+
+@dataclass
+class Result:
+    scenario: str
+    target: str
+    n: int
+    rates: list[float] = field(default_factory=list)  # intents/s, one per repetition
+    latencies_us: list[float] = field(default_factory=list)  # per call, all repetitions
+    note: str = ""
+
+
+class Checks:
+    def __init__(self) -> None:
+        self.failed: list[str] = []
+
+    def expect(self, ok: bool, what: str) -> None:
+        if not ok:
+            self.failed.append(what)
+
+
+def filesystem_of(path: Path) -> str:
+    """``<type> on <device>`` of the mount holding ``path`` (from /proc/mounts)."""
+    best = ("", "unknown", "unknown")
+    try:
+        for line in Path("/proc/mounts").read_text().splitlines():
+            device, mount, fstype, *_ = line.split()
+            if str(path).startswith(mount) and len(mount) > len(best[0]):
+                best = (mount, fstype, device)
+    except OSError:
+        pass
+    return f"{best[1]} on {best[2]}"
+
+
+# ------------------------------------------------------------------ submit
+
+
+def new_outbox(root: Path, n: int) -> Outbox:
+    return Outbox(
+        root / f"journal-{secrets.token_hex(4)}.db",
+        max_pending=n + 100,
+        max_bytes=1 << 30,
+    )
+
+
+def remove_journal(box: Outbox) -> None:
+    box.close()
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{box.path}{suffix}").unlink(missing_ok=True)
+
+
+def check_durability(box: Outbox, checks: Checks) -> None:
+    mode = box._db.execute("PRAGMA journal_mode").fetchone()[0]
+    sync = box._db.execute("PRAGMA synchronous").fetchone()[0]
+    checks.expect(mode == "wal", f"journal_mode is {mode}, not wal")
+    checks.expect(sync == 2, f"synchronous is {sync}, not 2 (FULL)")
+
+
+def submit_one_thread(root: Path, n: int, result: Result, checks: Checks) -> None:
+    box = new_outbox(root, n)
+    check_durability(box, checks)
+    for i in range(10):  # warm-up: the -wal and -shm files are created here
+        box.submit("warmup", {"i": i})
+    lat = result.latencies_us
+    start = time.perf_counter()
+    for i in range(n):
+        t0 = time.perf_counter_ns()
+        box.submit("stock.move", payload(i), stream=stream(i))
+        lat.append((time.perf_counter_ns() - t0) / 1000)
+    elapsed = time.perf_counter() - start
+    checks.expect(box.pending_count() == n + 10, "submit: an intent is missing")
+    result.rates.append(n / elapsed)
+    remove_journal(box)
+
+
+def submit_threads(root: Path, n: int, threads: int, result: Result, checks: Checks) -> None:
+    box = new_outbox(root, n)
+    for i in range(10):
+        box.submit("warmup", {"i": i})
+    barrier = threading.Barrier(threads + 1)
+    per = n // threads
+
+    def work(t: int) -> None:
+        barrier.wait()
+        for j in range(per):
+            i = t * per + j
+            box.submit("stock.move", payload(i), stream=stream(i))
+
+    workers = [threading.Thread(target=work, args=(t,)) for t in range(threads)]
+    for w in workers:
+        w.start()
+    barrier.wait()
+    start = time.perf_counter()
+    for w in workers:
+        w.join()
+    elapsed = time.perf_counter() - start
+    checks.expect(box.pending_count() == per * threads + 10, "threads: an intent is missing")
+    result.rates.append(per * threads / elapsed)
+    remove_journal(box)
+
+
+def write_fsync(root: Path, n: int, result: Result) -> None:
+    path = root / f"fsync-{secrets.token_hex(4)}"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    block = b"x" * 4096
+    try:
+        start = time.perf_counter()
+        for _ in range(n):
+            os.write(fd, block)
+            os.fsync(fd)
+        result.rates.append(n / (time.perf_counter() - start))
+    finally:
+        os.close(fd)
+        path.unlink()
+
+
+# ------------------------------------------------------------------ replay
+
+
+async def replay_into(
+    db: AsyncDatabase, root: Path, n: int, reps: int, result: Result, checks: Checks, tag: str
+) -> None:
+    applier = SqlApplier(db)
+
+    @applier.handler("stock.move")
+    async def move(session: Any, data: Any) -> None:
+        await session.execute(
+            text(
+                "INSERT INTO bench_movements (order_ref, sku, delta) VALUES (:order, :sku, :delta)"
+            ),
+            data,
+        )
+
+    async with db.session() as s:
+        await s.execute(
+            text(
+                "CREATE TABLE IF NOT EXISTS bench_movements (order_ref VARCHAR(40) PRIMARY KEY, "
+                "sku VARCHAR(20) NOT NULL, delta INTEGER NOT NULL)"
+            )
+        )
+    await applier.ensure_schema()
+    for rep in range(reps):
+        box = new_outbox(root, n)
+        for i in range(n):
+            data = payload(i)
+            data["order"] = f"{tag}-{rep}-{i:06d}"
+            box.submit("stock.move", data, stream=stream(i))
+        replayer = Replayer(box, applier)
+        start = time.perf_counter()
+        report = await replayer.drain()
+        elapsed = time.perf_counter() - start
+        checks.expect(report.applied == n, f"{tag}: applied {report.applied} of {n}")
+        checks.expect(box.pending_count() == 0, f"{tag}: intents left in the journal")
+        result.rates.append(n / elapsed)
+        remove_journal(box)
+    rows = await db.scalar(text("SELECT COUNT(*) FROM bench_movements"))
+    checks.expect(rows == n * reps, f"{tag}: {rows} rows, expected {n * reps}")
+
+
+async def sqlite_settings(db: AsyncDatabase) -> str:
+    mode = await db.scalar(text("PRAGMA journal_mode"))
+    sync = await db.scalar(text("PRAGMA synchronous"))
+    names = {0: "OFF", 1: "NORMAL", 2: "FULL", 3: "EXTRA"}
+    return f"journal_mode={mode}, synchronous={names.get(sync, sync)}"
+
+
+def pg_admin(url: str) -> Any:
+    import psycopg
+
+    return psycopg.connect(url, autocommit=True, connect_timeout=5)
+
+
+def pg_url_for(url: str, database: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return (
+        make_url(url)
+        .set(drivername="postgresql+asyncpg", database=database)
+        .render_as_string(hide_password=False)
+    )
+
+
+# ------------------------------------------------------------------ report
+
+
+def fmt_rate(values: list[float]) -> tuple[str, str]:
+    med = statistics.median(values)
+    return f"{med:,.0f}", f"{min(values):,.0f} to {max(values):,.0f}"
+
+
+def report(results: list[Result], info: dict[str, Any], params: dict[str, Any]) -> str:
+    rows: list[list[str]] = []
+    for r in results:
+        if not r.rates:
+            rows.append([r.scenario, r.target, "skipped", "", "", "", r.note])
+            continue
+        med, spread = fmt_rate(r.rates)
+        per_ms = 1000 / statistics.median(r.rates)
+        if r.latencies_us:
+            lat = sorted(r.latencies_us)
+            p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))]
+            latency = f"{statistics.median(lat) / 1000:.3f} / {p99 / 1000:.3f}"
+        else:
+            latency = ""
+        rows.append(
+            [
+                r.scenario,
+                r.target,
+                med,
+                spread,
+                f"{per_ms:.3f}",
+                latency,
+                f"{len(r.rates)} x {r.n:,}" + (f"; {r.note}" if r.note else ""),
+            ]
+        )
+    table = h.markdown_table(
+        [
+            "scenario",
+            "target",
+            "intents/s (median)",
+            "min to max",
+            "ms per intent",
+            "call p50 / p99 (ms)",
+            "reps x intents",
+        ],
+        rows,
+    )
+    return "\n".join(
+        [
+            "# Outbox throughput (issue #5)",
+            "",
+            h.header_line(info),
+            "",
+            f"Journal: SQLite {params['sqlite_version']}, journal_mode=WAL, synchronous=FULL "
+            f"(checked), one fsynced transaction per submit; directory on "
+            f"{params['filesystem']}. {STREAMS} streams, ~90-byte JSON payloads.",
+            f"Replay targets: {params['targets']}.",
+            "",
+            table,
+        ]
+    )
+
+
+# ------------------------------------------------------------------ main
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    p.add_argument("--reps", type=int, help="repetitions of each scenario (default 7)")
+    p.add_argument("--submits", type=int, help="intents per submit repetition (default 2000)")
+    p.add_argument("--replay", type=int, help="intents per replay repetition (default 500)")
+    p.add_argument("--pg-url", default=DEFAULT_PG, help=f"PostgreSQL server (default {DEFAULT_PG})")
+    p.add_argument("--no-pg", action="store_true", help="skip the PostgreSQL replay")
+    p.add_argument("--dir", type=Path, help="where the journals go (default: a temp dir)")
+    p.add_argument("--quick", action="store_true", help="small numbers, for a smoke test")
+    p.add_argument("--json", type=Path, metavar="PATH", help="also write the results as JSON")
+    args = p.parse_args(argv)
+    defaults = {"reps": 2, "submits": 100, "replay": 50} if args.quick else {}
+    defaults = {"reps": 7, "submits": 2000, "replay": 500, **defaults}
+    for key, default in defaults.items():
+        if getattr(args, key) is None:
+            setattr(args, key, default)
+        if getattr(args, key) < 1:
+            p.error(f"--{key} must be >= 1")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    import sqlite3
+
+    args = parse_args(argv)
+    info = h.machine_info(LIBRARIES)
+    checks = Checks()
+
+    def progress(msg: str) -> None:
+        print(f"[outbox_throughput] {msg}", file=sys.stderr, flush=True)
+
+    root = Path(tempfile.mkdtemp(prefix="outbox-bench-", dir=args.dir))
+    one = Result("1. submit, 1 thread", "SQLite journal", args.submits)
+    two = Result("2. submit, 2 threads", "SQLite journal", args.submits)
+    ref = Result("3. reference: write 4 KiB + fsync", "plain file", args.submits)
+    sq = Result("4. replay", "SQLite (aiosqlite)", args.replay)
+    pg = Result("5. replay", "PostgreSQL (asyncpg)", args.replay)
+    targets: list[str] = []
+    try:
+        progress(f"submits: {args.reps} x {args.submits} (1 thread, 2 threads, fsync reference)")
+        for _ in range(args.reps):  # interleaved, so machine noise lands on each alike
+            submit_one_thread(root, args.submits, one, checks)
+            submit_threads(root, args.submits, 2, two, checks)
+            write_fsync(root, args.submits, ref)
+
+        async def replays() -> None:
+            progress(f"replay into SQLite: {args.reps} x {args.replay}")
+            db = AsyncDatabase.from_url(f"sqlite+aiosqlite:///{root / 'target.db'}")
+            try:
+                targets.append(f"SQLite file ({await sqlite_settings(db)})")
+                await replay_into(db, root, args.replay, args.reps, sq, checks, "sqlite")
+            finally:
+                await db.close()
+            if args.no_pg:
+                pg.note = "--no-pg"
+                return
+            name = f"brownout_bench_outbox_{os.getpid()}_{secrets.token_hex(3)}"
+            try:
+                admin = pg_admin(args.pg_url)
+            except Exception as exc:
+                pg.note = f"PostgreSQL unreachable: {type(exc).__name__}"
+                progress(pg.note)
+                return
+            try:
+                admin.execute(f'CREATE DATABASE "{name}"')
+                settings = {
+                    key: admin.execute(f"SHOW {key}").fetchone()[0]
+                    for key in ("server_version", "synchronous_commit", "fsync", "wal_sync_method")
+                }
+                progress(f"replay into PostgreSQL {settings['server_version']}: database {name}")
+                pdb = AsyncDatabase.from_url(pg_url_for(args.pg_url, name))
+                try:
+                    await replay_into(pdb, root, args.replay, args.reps, pg, checks, "pg")
+                finally:
+                    await pdb.close()
+                targets.append(
+                    f"PostgreSQL {settings['server_version']} on 127.0.0.1 (shared server, "
+                    f"throwaway database; synchronous_commit={settings['synchronous_commit']}, "
+                    f"fsync={settings['fsync']}, wal_sync_method={settings['wal_sync_method']})"
+                )
+            finally:
+                admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                admin.close()
+                progress(f"dropped database {name}")
+
+        asyncio.run(replays())
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+    params = {
+        "reps": args.reps,
+        "submits": args.submits,
+        "replay": args.replay,
+        "sqlite_version": sqlite3.sqlite_version,
+        "filesystem": filesystem_of(root),
+        "targets": "; ".join(targets) or "none",
+    }
+    results = [one, two, ref, sq, pg]
+    print(report(results, info, params))
+    if args.json is not None:
+        data = {
+            "benchmark": "outbox_throughput",
+            "machine": info,
+            "params": params,
+            "results": [
+                {"scenario": r.scenario, "target": r.target, "n": r.n, "rates": r.rates}
+                for r in results
+            ],
+            "checks_failed": checks.failed,
+        }
+        args.json.write_text(json.dumps(data, indent=2) + "\n")
+    if checks.failed:
+        print("sanity checks FAILED (figures are not valid):", file=sys.stderr)
+        for what in checks.failed:
+            print(f"  - {what}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -150,3 +150,56 @@ def test_error_table_rows_for_docs() -> None:
     rows = FakeAdapter.errors.rows()
     assert rows[0] == ("ConnectionError", "counts", "connection", "unreachable")
     assert rows[1][1] == "does not count"
+
+
+def test_figures_age_out_after_the_horizon() -> None:
+    """An outage's failures stop weighing on the success rate after a minute, traffic or not."""
+    clock = FakeClock()
+    fa = FakeAdapter(clock=clock, config=BreakerConfig(consecutive_failures=10))
+    fa.up = False
+    for _ in range(3):
+        with pytest.raises(ConnectionError):
+            fa.get("k")
+    fa.up = True
+    fa.get("k")
+    success, p95, samples = fa.stats.window()
+    assert (success, samples) == (0.25, 4)
+    assert p95 is not None
+    clock.advance(fa.stats.horizon - 1)
+    fa.get("k")
+    assert fa.stats.window() == (pytest.approx(0.4), fa.stats.window()[1], 5)
+    clock.advance(2)  # the first four are now older than the horizon
+    success, _, samples = fa.stats.window()
+    assert (success, samples) == (1.0, 1)
+    assert fa.stats.window(calls=0)[2] == 0
+    clock.advance(fa.stats.horizon)
+    assert fa.stats.window() == (None, None, 0)
+
+
+def test_a_component_recovers_its_score_once_the_outage_ages_out() -> None:
+    from brownout.health import Component, DegradationManager
+
+    clock = FakeClock()
+    fa = FakeAdapter(clock=clock, config=BreakerConfig(consecutive_failures=10))
+    manager = DegradationManager([Component.of(fa, "cache")], clock=clock)
+    fa.up = False
+    for _ in range(2):
+        with pytest.raises(ConnectionError):
+            fa.get("k")
+    fa.up = True
+    for _ in range(8):
+        fa.get("k")
+    manager.evaluate("test")
+    before = _score(manager, "cache")
+    assert before < 90  # 80 % success: -60 points
+    clock.advance(fa.stats.horizon + 1)  # no traffic at all
+    fa.get("k")
+    manager.evaluate("test")
+    assert _score(manager, "cache") == 100.0
+    manager.close()
+
+
+def _score(manager: object, name: str) -> float:
+    components = manager.explain()["components"]  # type: ignore[attr-defined]
+    (found,) = [c for c in components if c["name"] == name]
+    return float(found["score"])

@@ -179,10 +179,16 @@ class AdapterStats:
 
     latency_samples: int = 512
     recent_size: int = 50
+    #: Outcomes older than this (seconds, on ``clock``) no longer count in
+    #: :meth:`window`: after an outage the figures recover with time, not only
+    #: with traffic.
+    horizon: float = 60.0
+    clock: Callable[[], float] = field(default=time.monotonic, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     operations: dict[str, dict[str, int]] = field(default_factory=dict)
     outcomes: deque[bool] = field(init=False)  # recent counted outcomes (True: ok)
     latencies: deque[float] = field(init=False)
+    stamps: deque[float] = field(init=False)  # when each outcome was recorded (``clock``)
     recent: deque[dict[str, Any]] = field(init=False)
     totals: dict[str, int] = field(default_factory=dict)
     tokens_by_model: dict[str, dict[str, int]] = field(default_factory=dict)
@@ -194,6 +200,7 @@ class AdapterStats:
     def __post_init__(self) -> None:
         self.outcomes = deque(maxlen=self.latency_samples)
         self.latencies = deque(maxlen=self.latency_samples)
+        self.stamps = deque(maxlen=self.latency_samples)
         self.recent = deque(maxlen=self.recent_size)
 
     def add(self, event: OperationEvent, error: str | None) -> None:
@@ -203,6 +210,7 @@ class AdapterStats:
             if event.outcome in ("success", "failure"):
                 self.outcomes.append(event.outcome == "success")
                 self.latencies.append(event.duration)
+                self.stamps.append(self.clock())
             for name in (
                 "bytes_sent",
                 "bytes_received",
@@ -266,6 +274,23 @@ class AdapterStats:
             latencies = sorted(self.latencies)
         return _percentile(latencies, 0.95) if latencies else None
 
+    def window(self, calls: int = 100) -> tuple[float | None, float | None, int]:
+        """(success rate, p95 latency, samples) over the last ``calls`` counted
+        outcomes that are at most :attr:`horizon` seconds old; ``None`` without any.
+        """
+        oldest = self.clock() - self.horizon
+        with self._lock:
+            n = 0
+            for stamp in reversed(self.stamps):
+                if stamp < oldest or n >= calls:
+                    break
+                n += 1
+            if not n:
+                return None, None, 0
+            outcomes = list(self.outcomes)[-n:]
+            latencies = sorted(list(self.latencies)[-n:])
+        return sum(outcomes) / n, _percentile(latencies, 0.95), n
+
 
 def _percentile(sorted_values: Sequence[float], q: float) -> float:
     index = min(len(sorted_values) - 1, max(0, round(q * (len(sorted_values) - 1))))
@@ -321,7 +346,7 @@ class Adapter:
         self._clock: Clock = clock or breaker.clock
         self._secrets = tuple(s for s in secrets if s)
         breaker.add_secrets(*self._secrets)
-        self.stats = AdapterStats(recent_size=recent_operations)
+        self.stats = AdapterStats(recent_size=recent_operations, clock=self._clock)
         self._listeners: tuple[Callable[[OperationEvent], object], ...] = ()
 
     # ------------------------------------------------------------ listeners

@@ -462,9 +462,8 @@ class DegradationManager:
                 success = 1.0 - failures / calls
         if c.adapter is not None:
             stats = c.adapter.stats
-            outcomes = list(stats.outcomes)[-100:]
-            success = sum(outcomes) / len(outcomes) if outcomes else None
-            p95 = stats.p95()
+            # the last 100 counted calls of the last minute: figures age after an outage
+            success, p95, _ = stats.window(100)
             credentials = stats.credentials_problem
             last_error = stats.last_error or last_error
         probe = self._probes[c.name].last_ok

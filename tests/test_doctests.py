@@ -20,6 +20,14 @@ MODULES = [
     "brownout.health._model",
     "brownout.health._scoring",
     "brownout.testing",
+    "brownout.coherence",
+    "brownout.outbox",
+    "brownout.spool",
+    "brownout.chaos",
+    "brownout.redis",
+    "brownout.s3",
+    "brownout.sql",
+    "brownout.openai",
 ]
 
 

@@ -194,6 +194,7 @@ def build_runtime(settings: Settings) -> Runtime:
     metrics.attach(registry)
     metrics.attach(manager)
     metrics.attach(outbox)  # brownout_outbox_* (backlog, replayed, dead letters, latency)
+    metrics.attach(spool)  # brownout_spool_* (invoice files waiting for S3, uploads)
     for adapter in (db, cache, s3, ai):
         if adapter is not None:
             metrics.attach(adapter)

@@ -577,6 +577,8 @@ async def test_s3_unreachable_spools_then_the_uploader_drains_into_s3(
         file = await client.get(f"/invoices/{invoice['id']}/file")
         assert file.content == TEXT_INVOICE and file.headers["X-Invoice-Storage"] == "spool"
         assert (await client.get("/about")).json()["spool"]["files"] == 1
+        metrics = (await client.get("/metrics")).text
+        assert 'brownout_spool_pending_files{spool="spool"} 1.0' in metrics
 
         s3_proxy.set_mode(Mode.PASS)
         rt.extras["spool_uploader"].wake()
@@ -585,6 +587,8 @@ async def test_s3_unreachable_spools_then_the_uploader_drains_into_s3(
         assert key.endswith(f"{invoice['id']}.txt")
         assert in_s3(s3_server, fresh_bucket, key) == TEXT_INVOICE
         assert (await client.get(f"/invoices/{invoice['id']}")).json()["storage"] == "s3"
+        metrics = (await client.get("/metrics")).text
+        assert 'brownout_spool_uploaded_total{spool="spool"} 1.0' in metrics
         file = await client.get(f"/invoices/{invoice['id']}/file")
         assert file.content == TEXT_INVOICE and file.headers["X-Invoice-Storage"] == "s3"
 

@@ -96,6 +96,68 @@ def test_cache_down_alone_lands_in_degraded_not_lower() -> None:
     assert w.manager.settings.cache_ttl == 1800
 
 
+def test_cache_down_alone_is_degraded_even_where_the_cache_weighs_a_third() -> None:
+    """Only a database and a cache: the cache down scores 66.7 (LIMITED by score), but
+    the cache_down rule replaces the cache's share when the level is read."""
+    clock = FakeClock()
+    registry = Registry.with_defaults(clock=clock)
+    manager = DegradationManager(
+        [
+            Component("database", breaker=registry.get("database")),
+            Component("cache", breaker=registry.get("redis")),
+            Component("openai", configured=False),
+        ],
+        clock=clock,
+    )
+    cache = registry.get("redis")
+    while cache.state is not State.OPEN:
+        with pytest.raises(ConnectionError):
+            cache.call(_boom)
+    assert manager.score == pytest.approx(66.67, abs=0.01)  # the score says what is
+    assert manager.level is Level.DEGRADED
+    explained = manager.explain()
+    assert explained["level_score"] == 100.0
+    assert explained["score_level"] == "OPTIMAL"
+    assert explained["rule_level"] == "DEGRADED"
+    assert "without cache" in explained["decision"] or "rule" in explained["decision"]
+    assert manager.enabled("database_write")
+    # the database failing as well: the rule no longer applies (not alone), scores count
+    db = registry.get("database")
+    while db.state is not State.OPEN:
+        with pytest.raises(ConnectionError):
+            db.call(_boom)
+    assert manager.level is Level.EMERGENCY
+    assert manager.explain()["level_score"] == manager.score == 0.0
+    manager.close()
+
+
+def test_a_replacing_rule_also_governs_recovery() -> None:
+    """Recovering from LIMITED to DEGRADED while the cache is still down needs the level
+    score (without the cache) above DEGRADED's threshold, not the raw score."""
+    clock = FakeClock()
+    registry = Registry.with_defaults(clock=clock)
+    manager = DegradationManager(
+        [
+            Component("database", breaker=registry.get("database")),
+            Component("cache", breaker=registry.get("redis")),
+        ],
+        clock=clock,
+        dwell=5.0,
+    )
+    manager.pin(Level.LIMITED, duration=1.0, reason="test")
+    cache = registry.get("redis")
+    while cache.state is not State.OPEN:
+        with pytest.raises(ConnectionError):
+            cache.call(_boom)
+    assert manager.level is Level.LIMITED
+    clock.advance(1.5)
+    for _ in range(3):
+        clock.advance(3.0)
+        manager.evaluate("heartbeat")
+    assert manager.level is Level.DEGRADED, manager.explain()["decision"]
+    manager.close()
+
+
 def test_openai_down_is_limited_by_rule() -> None:
     w = world()
     w.fail("openai")

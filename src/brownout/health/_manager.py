@@ -128,6 +128,7 @@ class Evaluation:
     components: tuple[ComponentView, ...]
     down: frozenset[str]
     pending_degrade: int
+    level_score: float  # the score the level is read from (see LevelRule.replaces_score)
 
     def component(self, name: str) -> ComponentView:
         for view in self.components:
@@ -520,16 +521,30 @@ class DegradationManager:
             for c, result, weight, bstate in scored
         ]
 
-        score_level = self._level_for(score)
         rule_level = Level.OPTIMAL
         rule_text: str | None = None
+        covered: set[str] = set()
         for rule in self._rules:
-            if rule.applies(frozen_down) and rule.level > rule_level:
+            if not rule.applies(frozen_down):
+                continue
+            if rule.replaces_score:
+                covered |= rule.down
+            if rule.level > rule_level:
                 rule_level = rule.level
                 rule_text = rule.describe()
+        level_score = score
+        score_text = f"score {score:.1f}"
+        if covered:
+            rest = [
+                (w, r.score) for c, r, w, _ in scored if r is not None and c.name not in covered
+            ]
+            rest_w = sum(w for w, _ in rest)
+            level_score = round(sum(w * v for w, v in rest) / rest_w, 2) if rest_w else 100.0
+            score_text += f" ({level_score:.1f} without {', '.join(sorted(covered))})"
+        score_level = self._level_for(level_score)
         target = max(score_level, rule_level)
         if score_level >= rule_level:
-            why_target = f"score {score:.1f} => {score_level.name}"
+            why_target = f"{score_text} => {score_level.name}"
         else:
             why_target = f"rule {rule_text}"
 
@@ -570,9 +585,9 @@ class DegradationManager:
                     f"hold {current.name}: recovering ({why_target}), level held {held:.1f} s, "
                     f"better for {better_for:.1f} s; both must reach {self._dwell:g} s"
                 )
-            elif score < needed:
+            elif level_score < needed:
                 decision = (
-                    f"hold {current.name}: score {score:.1f} < {needed:g} "
+                    f"hold {current.name}: {score_text} < {needed:g} "
                     f"({candidate.name} threshold + margin {self._margin:g})"
                 )
             else:
@@ -596,6 +611,7 @@ class DegradationManager:
             tuple(views),
             frozen_down,
             self._bad,
+            level_score,
         )
         self._last = evaluation
         if new is not current:
@@ -830,6 +846,7 @@ class DegradationManager:
         return {
             "level": evaluation.level.name,
             "score": evaluation.score,
+            "level_score": evaluation.level_score,
             "decision": evaluation.decision,
             "trigger": evaluation.trigger,
             "score_level": evaluation.score_level.name,

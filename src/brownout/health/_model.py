@@ -123,6 +123,12 @@ class LevelRule:
     level: Level
     plus_any: int = 0  # how many *other* components must be down as well
     alone: bool = False  # only when nothing else is down
+    #: While the rule applies, the components it names count through the rule only:
+    #: the score *level* is taken over the other components (the score itself is
+    #: unchanged). So "cache down alone => DEGRADED" means DEGRADED, not lower,
+    #: even where the cache carries a large share of the weight (a service with
+    #: only a database and a cache: cache down scores 66.7).
+    replaces_score: bool = False
 
     def applies(self, down: frozenset[str]) -> bool:
         if not self.down <= down:
@@ -141,7 +147,7 @@ class LevelRule:
 
 #: The default dependency rules (rules naming an absent component never apply).
 DEFAULT_RULES: tuple[LevelRule, ...] = (
-    LevelRule("cache_down", frozenset({"cache"}), Level.DEGRADED, alone=True),
+    LevelRule("cache_down", frozenset({"cache"}), Level.DEGRADED, alone=True, replaces_score=True),
     LevelRule("openai_down", frozenset({"openai"}), Level.LIMITED),
     LevelRule("database_down", frozenset({"database"}), Level.MINIMAL),
     LevelRule("database_and_more_down", frozenset({"database"}), Level.EMERGENCY, plus_any=1),

@@ -39,6 +39,8 @@ test: lint typecheck pytest
 bench: $(STAMP)
 	$(BIN)/python bench/breaker_overhead.py
 	$(BIN)/python bench/degradation.py
+	$(BIN)/python bench/adapter_overhead.py
+	$(BIN)/python bench/service_latency.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

@@ -333,7 +333,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     status.set_defaults(func=_status)
     demo = sub.add_parser("demo", help="a full local stack, a request mix and a fault timeline")
-    demo.add_argument("--quick", action="store_true", help="shorter phases")
+    demo.add_argument("--quick", action="store_true", help="shorter phases (about a minute)")
+    demo.add_argument("--rate", type=float, default=25.0, help="requests per second (default: 25)")
+    demo.add_argument(
+        "--summary-json", metavar="PATH", default=None, help="also write the summary as JSON"
+    )
     demo.set_defaults(func=_demo)
     args = parser.parse_args(argv)
     result: int = args.func(args)

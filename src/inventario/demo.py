@@ -1045,9 +1045,13 @@ def _on_sigterm(signum: int, frame: Any) -> None:
 def run_demo(args: argparse.Namespace) -> int:
     """Start the stack, play the timeline, print the summary; the exit status."""
     summary_json = getattr(args, "summary_json", None)
-    rate = float(getattr(args, "rate", None) or 25.0)
+    given = getattr(args, "rate", None)
+    rate = 25.0 if given is None else float(given)
     if not 0 < rate <= 1000:
-        print(f"inventario demo: --rate must be in (0, 1000] requests/s, got {rate:g}")
+        print(
+            f"inventario demo: --rate must be in (0, 1000] requests/s, got {rate:g}",
+            file=sys.stderr,
+        )
         return 2
     options = DemoOptions(
         quick=bool(getattr(args, "quick", False)),

@@ -1022,11 +1022,14 @@ def summarize(demo: Demo, stack: Stack, out: TextIO) -> Verdict:
         },
         outbox=outbox,
     )
+    skipped = [p.name for p in demo.phases if p.skipped]
+    report["skipped"] = skipped
     if ok:
+        which = f"every phase that could run ({len(skipped)} skipped: " if skipped else ""
+        which = f"{which}{', '.join(skipped)})" if skipped else "every phase"
         _say(
             out,
-            f"result: PASS - every phase reached its level; writes accepted = applied = "
-            f"{len(applied)}",
+            f"result: PASS - {which} reached its level; writes accepted = applied = {len(applied)}",
         )
     else:
         _say(out, "result: FAIL")

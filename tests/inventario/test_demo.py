@@ -144,6 +144,21 @@ def test_a_level_not_reached_fails_the_demo() -> None:
     assert re.search(r"^database down\s+MINIMAL\s+NO ", text, re.M)
 
 
+def test_phases_of_a_missing_dependency_are_skipped_and_said_so() -> None:
+    stack = FakeStack(set(), {})
+    stack.deps["redis"] = Dependency("redis", "redis-server", missing="redis-server not found")
+    demo = _finished_demo(stack)
+    p = demo.prefix
+    stack.keys = {f"{p}move-1", f"{p}move-2", f"{p}update-3"}
+    stack.moves = {f"{p}move-1": ("DEMO-001", 2), f"{p}move-2": ("DEMO-002", -1)}
+    ok, _, report, text = _verdict(demo, stack)
+    assert ok
+    assert report["skipped"] == ["redis down"]
+    assert report["missing"] == {"redis": "redis-server not found"}
+    assert "not started: redis: redis-server not found" in text
+    assert "result: PASS - every phase that could run (1 skipped: redis down)" in text
+
+
 # ------------------------------------------------------------------ the real thing
 
 
@@ -196,7 +211,7 @@ def test_quick_demo_reaches_every_level_and_applies_every_accepted_write(
     # the same, machine-readable
     report = json.loads(summary_path.read_text())
     assert report["ok"] is True and report["reasons"] == []
-    assert report["missing"] == {}
+    assert report["missing"] == {} and report["skipped"] == []
     expected = {
         "baseline": "OPTIMAL",
         "redis down": "DEGRADED",

@@ -117,9 +117,9 @@ def test_cache_down_alone_is_degraded_even_where_the_cache_weighs_a_third() -> N
     assert manager.level is Level.DEGRADED
     explained = manager.explain()
     assert explained["level_score"] == 100.0
-    assert explained["score_level"] == "OPTIMAL"
+    assert explained["score_level"] == "DEGRADED"  # 66.7 reads LIMITED; capped
     assert explained["rule_level"] == "DEGRADED"
-    assert "without cache" in explained["decision"] or "rule" in explained["decision"]
+    assert "100.0 without cache, which may cost at most DEGRADED" in explained["decision"]
     assert manager.enabled("database_write")
     # the database failing as well: the rule no longer applies (not alone), scores count
     db = registry.get("database")
@@ -128,6 +128,48 @@ def test_cache_down_alone_is_degraded_even_where_the_cache_weighs_a_third() -> N
             db.call(_boom)
     assert manager.level is Level.EMERGENCY
     assert manager.explain()["level_score"] == manager.score == 0.0
+    manager.close()
+
+
+def test_a_failing_but_not_down_cache_costs_no_more_than_a_lost_one() -> None:
+    """Recovering (held, half-open, or failing below the trip threshold) must not put
+    the level below what losing the cache entirely does."""
+    clock = FakeClock()
+    registry = Registry.with_defaults(clock=clock)
+    manager = DegradationManager(
+        [
+            Component("database", breaker=registry.get("database")),
+            Component("cache", breaker=registry.get("redis")),
+        ],
+        clock=clock,
+    )
+    manager.hold("cache", "stale keys being invalidated")  # capped at 50: impaired, not down
+    for _ in range(3):  # no breaker opened: degrading takes 3 bad evaluations
+        clock.advance(1)
+        manager.evaluate("heartbeat")
+    assert manager.score == pytest.approx(83.33, abs=0.01)
+    assert manager.level is Level.DEGRADED
+    cache = registry.get("redis")
+    for _ in range(4):  # failing below the 5-failure trip: success rate 0 => score 0
+        with pytest.raises(ConnectionError):
+            cache.call(_boom)
+    manager.release("cache")
+    for _ in range(3):
+        clock.advance(1)
+        manager.evaluate("heartbeat")
+    explained = manager.explain()
+    assert cache.state is State.CLOSED
+    assert manager.score == pytest.approx(66.67, abs=0.01)
+    assert manager.level is Level.DEGRADED, explained["decision"]
+    # the database impaired too: the cache no longer bounds anything, scores count
+    db = registry.get("database")
+    for _ in range(2):
+        with pytest.raises(ConnectionError):
+            db.call(_boom)
+    for _ in range(3):
+        clock.advance(1)
+        manager.evaluate("heartbeat")
+    assert manager.explain()["level_score"] == manager.score
     manager.close()
 
 

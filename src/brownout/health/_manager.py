@@ -523,25 +523,36 @@ class DegradationManager:
 
         rule_level = Level.OPTIMAL
         rule_text: str | None = None
-        covered: set[str] = set()
         for rule in self._rules:
-            if not rule.applies(frozen_down):
-                continue
-            if rule.replaces_score:
-                covered |= rule.down
-            if rule.level > rule_level:
+            if rule.applies(frozen_down) and rule.level > rule_level:
                 rule_level = rule.level
                 rule_text = rule.describe()
+        score_level = self._level_for(score)
         level_score = score
         score_text = f"score {score:.1f}"
+        # LevelRule.replaces_score: the components such a rule names, impaired or down
+        # while nothing else is down, cost the level at most the rule's level; the
+        # level is then read from the other components' score.
+        impaired = {c.name for c, r, _, _ in scored if r is not None and (r.down or r.score < 100)}
+        covered: set[str] = set()
+        cap = Level.OPTIMAL
+        for rule in self._rules:
+            if rule.replaces_score and rule.down & impaired and frozen_down <= rule.down:
+                covered |= rule.down
+                cap = max(cap, rule.level)
         if covered:
             rest = [
                 (w, r.score) for c, r, w, _ in scored if r is not None and c.name not in covered
             ]
             rest_w = sum(w for w, _ in rest)
-            level_score = round(sum(w * v for w, v in rest) / rest_w, 2) if rest_w else 100.0
-            score_text += f" ({level_score:.1f} without {', '.join(sorted(covered))})"
-        score_level = self._level_for(level_score)
+            rest_score = round(sum(w * v for w, v in rest) / rest_w, 2) if rest_w else 100.0
+            bounded = max(self._level_for(rest_score), min(score_level, cap))
+            if bounded < score_level:
+                names = ", ".join(sorted(covered))
+                score_text += (
+                    f" ({rest_score:.1f} without {names}, which may cost at most {cap.name})"
+                )
+                score_level, level_score = bounded, rest_score
         target = max(score_level, rule_level)
         if score_level >= rule_level:
             why_target = f"{score_text} => {score_level.name}"

@@ -46,7 +46,9 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         lifespan=lifespan,
     )
     app.state.runtime = rt
-    app.state.product_cache = ProductCache(rt.cache, rt.manager, rt.extras.get("coherence"))
+    app.state.product_cache = rt.extras.get("product_cache") or ProductCache(
+        rt.cache, rt.manager, rt.extras.get("coherence")
+    )
 
     @app.exception_handler(store.StoreError)
     async def store_error(request: Request, exc: Exception) -> JSONResponse:

@@ -10,17 +10,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from brownout import Registry
 from brownout.coherence import CacheCoherence
 from brownout.health import Component, DegradationManager, Feature, Level
-from brownout.outbox import Outbox, Replayer, SqlApplier
+from brownout.outbox import Intent, Outbox, Replayer, SqlApplier
 from brownout.prometheus import PrometheusMetrics
 from brownout.redis import AsyncRedisAdapter
 from brownout.spool import Spool, SpoolUploader
 from brownout.sql import AsyncDatabase
+from inventario.cache import ProductCache
 from inventario.config import Settings
 from inventario.db import create_schema
 from inventario.writes import OPERATIONS, apply_write
@@ -31,8 +33,10 @@ logger = logging.getLogger("inventario")
 
 #: The seed's feature matrix, mapped onto inventario's endpoints.
 FEATURES: tuple[Feature, ...] = (
-    Feature("cache_read", {"cache"}, Level.DEGRADED, "product and stock reads from Redis"),
-    Feature("cache_write", {"cache"}, Level.DEGRADED, "populate the cache after a read"),
+    # the cache is most useful when the rest is in trouble: with the database down
+    # (MINIMAL) cached product reads are the only reads left, so they stay on
+    Feature("cache_read", {"cache"}, Level.MINIMAL, "product and stock reads from Redis"),
+    Feature("cache_write", {"cache"}, Level.MINIMAL, "populate the cache after a read"),
     Feature("database_write", {"database"}, Level.LIMITED, "direct writes (else: outbox)"),
     Feature("complex_queries", {"database"}, Level.DEGRADED, "searches, reports (low stock)"),
     Feature("batch_processing", {"database"}, Level.DEGRADED, "applying an invoice"),
@@ -178,18 +182,23 @@ def build_runtime(settings: Settings) -> Runtime:
     manager = DegradationManager(
         components, FEATURES, heartbeat=settings.heartbeat, dwell=settings.recovery_dwell
     )
-    outbox = Outbox(settings.var_dir / "outbox.db", max_pending=settings.outbox_max_pending)
-    applier = SqlApplier(db)
-    for operation in OPERATIONS:
-        applier.register(operation, _replay_handler(operation))
-    replayer = Replayer(outbox, applier)
-    replayer.watch(db.breaker)
+    coherence = None
     if cache is not None:
         # keys a write invalidates while Redis is away are journaled and deleted before
         # cached reads resume (the cache component is held "recovering" until then)
         coherence = CacheCoherence(cache, settings.var_dir / "coherence.db", manager=manager)
         coherence.watch(cache.breaker)
         spool_parts["coherence"] = coherence
+    product_cache = ProductCache(cache, manager, coherence)
+    spool_parts["product_cache"] = product_cache
+    outbox = Outbox(settings.var_dir / "outbox.db", max_pending=settings.outbox_max_pending)
+    # a replayed write invalidates its product's cache entry once committed: a read
+    # between the database's return and the replay may have cached the old row
+    applier = SqlApplier(db, after_commit=_invalidate_after_replay(product_cache))
+    for operation in OPERATIONS:
+        applier.register(operation, _replay_handler(operation))
+    replayer = Replayer(outbox, applier)
+    replayer.watch(db.breaker)
 
     metrics.attach(registry)
     metrics.attach(manager)
@@ -213,6 +222,22 @@ def build_runtime(settings: Settings) -> Runtime:
         ai,
         extras=spool_parts,
     )
+
+
+def _invalidate_after_replay(cache: ProductCache) -> Callable[[Intent], None]:
+    """``SqlApplier(after_commit=...)``: drop the replayed product's cache entry."""
+    pending: set[asyncio.Task[None]] = set()
+
+    def after_commit(intent: Intent) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # replayed outside an event loop: nothing cached to race
+            return
+        task = loop.create_task(cache.invalidate(intent.stream))
+        pending.add(task)
+        task.add_done_callback(pending.discard)
+
+    return after_commit
 
 
 def _replay_handler(operation: str) -> Any:

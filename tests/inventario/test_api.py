@@ -215,6 +215,60 @@ async def test_writes_are_queued_while_the_database_is_down_and_applied_after(
         assert [(m["delta"], m["source"]) for m in history] == [(-3, "outbox")]
 
 
+async def test_cached_reads_are_served_while_the_database_is_down(
+    make_app: Callable[..., FastAPI], redis_server: object
+) -> None:
+    """MINIMAL is "reads only": the reads left with the database down are the cached ones."""
+    app = make_app(redis_url=redis_server.url)  # type: ignore[attr-defined]
+    async with running(app) as client:
+        await create(client, sku="MIN-1")
+        await create(client, sku="MIN-2")
+        assert (await client.get("/products/MIN-1")).status_code == 200  # now cached
+        rt = app.state.runtime
+        rt.db.breaker.force_open()
+        r = await client.get("/products/MIN-1")
+        assert r.status_code == 200, r.text
+        assert r.json()["sku"] == "MIN-1"
+        assert r.headers["X-Degradation-Level"] == "MINIMAL"
+        missed = await client.get("/products/MIN-2")  # never read: not cached
+        assert missed.status_code == 503 and "Retry-After" in missed.headers
+
+
+async def test_a_replayed_write_drops_a_cache_entry_refilled_meanwhile(
+    make_app: Callable[..., FastAPI], redis_server: object
+) -> None:
+    """Between the database's return and the replay, a read can cache the old row; the
+    replay's commit invalidates it, so the next read shows the replayed write."""
+    import asyncio
+    import json
+
+    import redis
+
+    from inventario.cache import product_key
+
+    app = make_app(redis_url=redis_server.url)  # type: ignore[attr-defined]
+    async with running(app) as client:
+        await create(client, sku="RPL-1")
+        old = (await client.get("/products/RPL-1")).json()
+        rt = app.state.runtime
+        rt.db.breaker.force_open()
+        r = await client.patch("/products/RPL-1", json={"name": "Renamed"})
+        assert r.status_code == 202, r.text
+        # a read in the window after the database returned, before the replay, cached
+        # the old row again
+        raw = redis.Redis.from_url(redis_server.url)  # type: ignore[attr-defined]
+        raw.set(product_key("RPL-1"), json.dumps(old))
+        rt.db.breaker.reset()
+        report = await rt.replayer.drain()
+        assert report.applied == 1
+        for _ in range(100):  # the invalidation runs as a task right after the commit
+            if not raw.exists(product_key("RPL-1")):
+                break
+            await asyncio.sleep(0.01)
+        raw.close()
+        assert (await client.get("/products/RPL-1")).json()["name"] == "Renamed"
+
+
 async def test_a_queued_write_that_cannot_apply_is_dead_with_its_reason(
     make_app: Callable[..., FastAPI], redis_server: object
 ) -> None:

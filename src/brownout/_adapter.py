@@ -21,8 +21,8 @@ import threading
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, ClassVar, NamedTuple, TypeVar
+from dataclasses import dataclass
+from typing import Any, ClassVar, NamedTuple, TypeAlias, TypeVar
 
 from brownout._breaker import BreakerSnapshot, CircuitBreaker
 from brownout._clock import Clock
@@ -46,6 +46,12 @@ logger = logging.getLogger("brownout")
 
 R = TypeVar("R")
 Matcher = type[BaseException] | Callable[[BaseException], bool]
+#: One client call for :meth:`Adapter._command`: (operation, the client's method name,
+#: args, kwargs, read, key, bytes sent); ``read(reply, figs)`` returns the result and
+#: fills in ``figs`` = ``[bytes_sent, bytes_received, cache_hits, cache_misses]``.
+Command: TypeAlias = tuple[
+    str, str, tuple[Any, ...], dict[str, Any], Callable[[Any, list[int]], R], str | None, int
+]
 
 
 class DependencyError(BrownoutError):
@@ -173,87 +179,278 @@ class Figures:
     completion_tokens: int = 0
 
 
-@dataclass
+#: What an operation adds to the figures, as kept in :class:`AdapterStats`' log:
+#: ``[bytes_sent, bytes_received, cache_hits, cache_misses]`` (the lean runners fill
+#: in a list) or all seven figures (from a :class:`Figures`, copied when recorded).
+_FigureValues = list[int] | tuple[int, int, int, int, str | None, int, int]
+#: One operation in :class:`AdapterStats`' log: (operation, outcome, duration,
+#: stamp on the adapter's clock, wall time, key, error kind, error text, figures).
+_Record = tuple[
+    str, str, float, float, float, str | None, str | None, str | None, "_FigureValues | None"
+]
+
+_wall = time.time
+
+
+def _figure_values(figs: Figures) -> tuple[int, int, int, int, str | None, int, int]:
+    return (
+        figs.bytes_sent,
+        figs.bytes_received,
+        figs.cache_hits,
+        figs.cache_misses,
+        figs.model,
+        figs.prompt_tokens,
+        figs.completion_tokens,
+    )
+
+
+def _recent_entry(record: _Record) -> dict[str, Any]:
+    operation, outcome, duration, _stamp, wall, key, error_kind, _error, figs = record
+    return {
+        "at": wall,
+        "operation": operation,
+        "key": key,
+        "outcome": outcome,
+        "latency_ms": round(duration * 1000, 3),
+        "bytes": figs[0] + figs[1] if figs is not None else 0,
+        "error_kind": error_kind,
+    }
+
+
 class AdapterStats:
-    """Rolling figures of one adapter, for ``health()`` and status pages. Thread-safe."""
+    """Rolling figures of one adapter, for ``health()`` and status pages. Thread-safe.
 
-    latency_samples: int = 512
-    recent_size: int = 50
-    #: Outcomes older than this (seconds, on ``clock``) no longer count in
-    #: :meth:`window`: after an outage the figures recover with time, not only
-    #: with traffic.
-    horizon: float = 60.0
-    clock: Callable[[], float] = field(default=time.monotonic, repr=False)
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-    operations: dict[str, dict[str, int]] = field(default_factory=dict)
-    outcomes: deque[bool] = field(init=False)  # recent counted outcomes (True: ok)
-    latencies: deque[float] = field(init=False)
-    stamps: deque[float] = field(init=False)  # when each outcome was recorded (``clock``)
-    recent: deque[dict[str, Any]] = field(init=False)
-    totals: dict[str, int] = field(default_factory=dict)
-    tokens_by_model: dict[str, dict[str, int]] = field(default_factory=dict)
-    last_error: str | None = None
-    last_error_at: float | None = None
-    last_probe: ProbeResult | None = None
-    credentials_problem: str | None = None
+    Recording an operation is one append of a tuple to a log, without a lock
+    (``list.append`` is atomic): an adapter's operations stay cheap. The log is
+    folded into the figures, under the lock, whenever they are read (every
+    attribute below, :meth:`view`, :meth:`window`, :meth:`p95`) and whenever
+    more than :attr:`drain_after` records are pending, so the figures are exact
+    (every operation counted once, in order) and the log's memory is bounded.
 
-    def __post_init__(self) -> None:
-        self.outcomes = deque(maxlen=self.latency_samples)
-        self.latencies = deque(maxlen=self.latency_samples)
-        self.stamps = deque(maxlen=self.latency_samples)
-        self.recent = deque(maxlen=self.recent_size)
+    ``operations`` (per operation, per outcome counts), ``totals`` (bytes, hits,
+    misses, tokens), ``tokens_by_model``, ``last_error``/``last_error_at`` and
+    ``outcomes``/``latencies``/``stamps`` (the last ``latency_samples`` counted
+    outcomes) are the live figures; ``recent`` is a copy of the last
+    ``recent_size`` operations as dicts.
+    """
+
+    #: Pending records folded in at once by the operation that finds more than this.
+    drain_after: int = 1024
+
+    def __init__(
+        self,
+        latency_samples: int = 512,
+        recent_size: int = 50,
+        horizon: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.latency_samples = latency_samples
+        self.recent_size = recent_size
+        #: Outcomes older than this (seconds, on ``clock``) no longer count in
+        #: :meth:`window`: after an outage the figures recover with time, not only
+        #: with traffic.
+        self.horizon = horizon
+        self.clock = clock
+        self.last_probe: ProbeResult | None = None
+        self.credentials_problem: str | None = None
+        self._lock = threading.Lock()
+        self._log: list[_Record] = []
+        self._operations: dict[str, dict[str, int]] = {}
+        self._outcomes: deque[bool] = deque(maxlen=latency_samples)  # True: ok
+        self._latencies: deque[float] = deque(maxlen=latency_samples)
+        self._stamps: deque[float] = deque(maxlen=latency_samples)  # on ``clock``
+        self._recent: deque[_Record] = deque(maxlen=recent_size)
+        self._totals: dict[str, int] = {}
+        self._tokens_by_model: dict[str, dict[str, int]] = {}
+        self._last_error: str | None = None
+        self._last_error_at: float | None = None
+
+    def __repr__(self) -> str:
+        return (
+            f"AdapterStats(latency_samples={self.latency_samples}, recent_size="
+            f"{self.recent_size}, horizon={self.horizon}, operations={self.operations!r})"
+        )
+
+    # ------------------------------------------------------------ recording
 
     def add(self, event: OperationEvent, error: str | None) -> None:
-        with self._lock:
-            per_op = self.operations.setdefault(event.operation, {})
-            per_op[event.outcome] = per_op.get(event.outcome, 0) + 1
-            if event.outcome in ("success", "failure"):
-                self.outcomes.append(event.outcome == "success")
-                self.latencies.append(event.duration)
-                self.stamps.append(self.clock())
-            for name in (
-                "bytes_sent",
-                "bytes_received",
-                "cache_hits",
-                "cache_misses",
-                "prompt_tokens",
-                "completion_tokens",
-            ):
-                value = getattr(event, name)
-                if value:
-                    self.totals[name] = self.totals.get(name, 0) + value
-            if event.model and (event.prompt_tokens or event.completion_tokens):
-                per_model = self.tokens_by_model.setdefault(event.model, {})
-                per_model["prompt"] = per_model.get("prompt", 0) + event.prompt_tokens
-                per_model["completion"] = per_model.get("completion", 0) + event.completion_tokens
-            if error is not None:
-                self.last_error = error
-                self.last_error_at = time.time()
-            self.recent.append(
-                {
-                    "at": time.time(),
-                    "operation": event.operation,
-                    "key": event.key,
-                    "outcome": event.outcome,
-                    "latency_ms": round(event.duration * 1000, 3),
-                    "bytes": event.bytes_sent + event.bytes_received,
-                    "error_kind": event.error_kind,
-                }
+        """Record one operation (``error``: its redacted error text, for ``last_error``)."""
+        self._append(
+            (
+                event.operation,
+                event.outcome,
+                event.duration,
+                self.clock(),
+                _wall(),
+                event.key,
+                event.error_kind,
+                error,
+                (
+                    event.bytes_sent,
+                    event.bytes_received,
+                    event.cache_hits,
+                    event.cache_misses,
+                    event.model,
+                    event.prompt_tokens,
+                    event.completion_tokens,
+                ),
             )
+        )
+
+    def _append(self, record: _Record) -> None:
+        log = self._log
+        log.append(record)
+        if len(log) > self.drain_after:
+            self._spill()
+
+    def _spill(self) -> None:
+        """Fold the pending records in, unless another thread is already at it."""
+        if self._lock.acquire(blocking=False):
+            try:
+                self._fold_locked()
+            finally:
+                self._lock.release()
+
+    def _fold_locked(self) -> None:
+        log = self._log
+        n = len(log)
+        if not n:
+            return
+        # Appends only ever add at the end and only this (locked) method removes,
+        # so the first n records are exactly the ones taken.
+        batch = log[:n]
+        del log[:n]
+        operations = self._operations
+        ok, latency, stamp_of = self._outcomes.append, self._latencies.append, self._stamps.append
+        sent = received = hits = misses = prompt = completion = 0
+        for operation, outcome, duration, stamp, wall, _, _, error, figs in batch:
+            per_op = operations.get(operation)
+            if per_op is None:
+                per_op = operations[operation] = {}
+            per_op[outcome] = per_op.get(outcome, 0) + 1
+            if outcome == "success" or outcome == "failure":
+                ok(outcome == "success")
+                latency(duration)
+                stamp_of(stamp)
+            if error is not None:
+                self._last_error, self._last_error_at = error, wall
+            if figs is None:
+                continue
+            sent += figs[0]
+            received += figs[1]
+            hits += figs[2]
+            misses += figs[3]
+            if type(figs) is tuple:
+                model, p, c = figs[4], figs[5], figs[6]
+                prompt += p
+                completion += c
+                if model and (p or c):
+                    per_model = self._tokens_by_model.setdefault(model, {})
+                    per_model["prompt"] = per_model.get("prompt", 0) + p
+                    per_model["completion"] = per_model.get("completion", 0) + c
+        totals = self._totals
+        for name, value in (
+            ("bytes_sent", sent),
+            ("bytes_received", received),
+            ("cache_hits", hits),
+            ("cache_misses", misses),
+            ("prompt_tokens", prompt),
+            ("completion_tokens", completion),
+        ):
+            if value:
+                totals[name] = totals.get(name, 0) + value
+        self._recent.extend(batch[-self.recent_size :] if self.recent_size else ())
+
+    # ------------------------------------------------------------ reading
+
+    def _folded(self) -> None:
+        with self._lock:
+            self._fold_locked()
+
+    @property
+    def operations(self) -> dict[str, dict[str, int]]:
+        """Counts per operation and outcome (``success``, ``failure``, ...)."""
+        self._folded()
+        return self._operations
+
+    @property
+    def totals(self) -> dict[str, int]:
+        """Lifetime sums of the non-zero figures: bytes sent/received, cache hits/misses, tokens."""
+        self._folded()
+        return self._totals
+
+    @property
+    def tokens_by_model(self) -> dict[str, dict[str, int]]:
+        """``{model: {"prompt": n, "completion": n}}`` over the adapter's lifetime."""
+        self._folded()
+        return self._tokens_by_model
+
+    @property
+    def outcomes(self) -> deque[bool]:
+        """The last ``latency_samples`` counted outcomes (True: success), oldest first."""
+        self._folded()
+        return self._outcomes
+
+    @property
+    def latencies(self) -> deque[float]:
+        """Their durations in seconds."""
+        self._folded()
+        return self._latencies
+
+    @property
+    def stamps(self) -> deque[float]:
+        """When each was recorded, on ``clock``."""
+        self._folded()
+        return self._stamps
+
+    @property
+    def recent(self) -> deque[dict[str, Any]]:
+        """The last ``recent_size`` operations (at, operation, key, outcome, latency_ms,
+        bytes, error_kind), oldest first: a copy."""
+        with self._lock:
+            self._fold_locked()
+            records = list(self._recent)
+        return deque(map(_recent_entry, records), maxlen=self.recent_size)
+
+    @property
+    def last_error(self) -> str | None:
+        """The redacted text of the last failure (not caller errors)."""
+        self._folded()
+        return self._last_error
+
+    @last_error.setter
+    def last_error(self, value: str | None) -> None:
+        with self._lock:
+            self._fold_locked()
+            self._last_error = value
+
+    @property
+    def last_error_at(self) -> float | None:
+        """Its wall-clock time."""
+        self._folded()
+        return self._last_error_at
+
+    @last_error_at.setter
+    def last_error_at(self, value: float | None) -> None:
+        with self._lock:
+            self._fold_locked()
+            self._last_error_at = value
 
     def view(self) -> dict[str, Any]:
         with self._lock:
-            outcomes = list(self.outcomes)
-            latencies = sorted(self.latencies)
+            self._fold_locked()
+            outcomes = list(self._outcomes)
+            latencies = sorted(self._latencies)
+            records = list(self._recent)
             view: dict[str, Any] = {
                 "success_rate": (sum(outcomes) / len(outcomes)) if outcomes else None,
                 "latency_avg_ms": (sum(latencies) / len(latencies) * 1000) if latencies else None,
                 "latency_p95_ms": _percentile(latencies, 0.95) * 1000 if latencies else None,
                 "samples": len(outcomes),
-                "operations": {op: dict(c) for op, c in self.operations.items()},
-                "totals": dict(self.totals),
-                "last_error": self.last_error,
-                "last_error_at": self.last_error_at,
+                "operations": {op: dict(c) for op, c in self._operations.items()},
+                "totals": dict(self._totals),
+                "last_error": self._last_error,
+                "last_error_at": self._last_error_at,
                 "last_probe": None
                 if self.last_probe is None
                 else {
@@ -263,15 +460,17 @@ class AdapterStats:
                     "at": self.last_probe.at,
                 },
                 "credentials_problem": self.credentials_problem,
-                "recent": list(self.recent),
+                "recent": records,
             }
-            if self.tokens_by_model:
-                view["tokens_by_model"] = {m: dict(t) for m, t in self.tokens_by_model.items()}
-            return view
+            if self._tokens_by_model:
+                view["tokens_by_model"] = {m: dict(t) for m, t in self._tokens_by_model.items()}
+        view["recent"] = [_recent_entry(r) for r in records]
+        return view
 
     def p95(self) -> float | None:
         with self._lock:
-            latencies = sorted(self.latencies)
+            self._fold_locked()
+            latencies = sorted(self._latencies)
         return _percentile(latencies, 0.95) if latencies else None
 
     def window(self, calls: int = 100) -> tuple[float | None, float | None, int]:
@@ -280,16 +479,37 @@ class AdapterStats:
         """
         oldest = self.clock() - self.horizon
         with self._lock:
+            self._fold_locked()
             n = 0
-            for stamp in reversed(self.stamps):
+            for stamp in reversed(self._stamps):
                 if stamp < oldest or n >= calls:
                     break
                 n += 1
             if not n:
                 return None, None, 0
-            outcomes = list(self.outcomes)[-n:]
-            latencies = sorted(list(self.latencies)[-n:])
+            outcomes = list(self._outcomes)[-n:]
+            latencies = sorted(list(self._latencies)[-n:])
         return sum(outcomes) / n, _percentile(latencies, 0.95), n
+
+
+def _read_reply(
+    fn: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    read: Callable[[Any, list[int]], R],
+    figs: list[int],
+) -> R:
+    return read(fn(*args, **kwargs), figs)
+
+
+async def _aread_reply(
+    fn: Callable[..., Awaitable[Any]],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    read: Callable[[Any, list[int]], R],
+    figs: list[int],
+) -> R:
+    return read(await fn(*args, **kwargs), figs)
 
 
 def _percentile(sorted_values: Sequence[float], q: float) -> float:
@@ -313,6 +533,8 @@ class Adapter:
     kind: ClassVar[str] = "dependency"
     errors: ClassVar[ErrorTable] = ErrorTable()
     probe_timeout: float = 2.0
+    #: Whether operations keep their key (in ``recent`` and the events).
+    record_keys: bool = True
 
     def __init__(
         self,
@@ -374,21 +596,23 @@ class Adapter:
         **kwargs: Any,
     ) -> R:
         """Run ``fn(*args, **kwargs)`` through the breaker, accounting for it as ``operation``."""
-        figs = figures or Figures()
-        start = self._clock()
+        clock = self._clock
+        start = clock()
         try:
             result = self.breaker.call(fn, *args, **kwargs)
         except BreakerOpen:
-            self._emit(operation, "rejected", 0.0, figs, None)
+            self._emit(operation, "rejected", 0.0, figures, None)
             raise
         except Exception as exc:
-            scrubbed = self._failed(operation, exc, self._clock() - start, figs)
+            scrubbed = self._failed(operation, exc, clock() - start, figures)
             if scrubbed is None:
                 raise
             raise scrubbed from None
         if on_result is not None:
-            on_result(result, figs)
-        self._emit(operation, "success", self._clock() - start, figs, None)
+            if figures is None:
+                figures = Figures()
+            on_result(result, figures)
+        self._emit(operation, "success", clock() - start, figures, None)
         return result
 
     async def _arun(
@@ -401,25 +625,157 @@ class Adapter:
         **kwargs: Any,
     ) -> R:
         """Await ``fn(*args, **kwargs)`` through the breaker (see :meth:`_run`)."""
-        figs = figures or Figures()
-        start = self._clock()
+        clock = self._clock
+        start = clock()
         try:
             result = await self.breaker.acall(fn, *args, **kwargs)
         except BreakerOpen:
-            self._emit(operation, "rejected", 0.0, figs, None)
+            self._emit(operation, "rejected", 0.0, figures, None)
             raise
         except Exception as exc:
-            scrubbed = self._failed(operation, exc, self._clock() - start, figs)
+            scrubbed = self._failed(operation, exc, clock() - start, figures)
             if scrubbed is None:
                 raise
             raise scrubbed from None
         if on_result is not None:
-            on_result(result, figs)
-        self._emit(operation, "success", self._clock() - start, figs, None)
+            if figures is None:
+                figures = Figures()
+            on_result(result, figures)
+        self._emit(operation, "success", clock() - start, figures, None)
         return result
 
+    def _command(self, client: Any, op: Command[R]) -> R:
+        """Run one client call described by ``op`` through the breaker: the lean path.
+
+        For adapters whose operations are many and quick (Redis): no closure,
+        no :class:`Figures`, no event without listeners, and the breaker's
+        lock-free path taken inline. ``op`` is (operation, the client's method
+        name, args, kwargs, read, key, bytes sent); ``read(reply, figs)`` runs
+        inside the guarded call (an error there is classified like the client's
+        own), returns the result and fills in ``figs``, a list
+        ``[bytes_sent, bytes_received, cache_hits, cache_misses]``.
+        """
+        operation, method, args, kwargs, read, key, sent = op
+        fn = getattr(client, method)
+        figs = [sent, 0, 0, 0]
+        cb = self.breaker
+        clock = self._clock
+        start = clock()
+        try:
+            if cb._fast:
+                # CircuitBreaker.call's lock-free CLOSED path, inline (the same steps).
+                gen = cb._gen
+                try:
+                    result = read(fn(*args, **kwargs), figs)
+                except Exception as exc:
+                    if not (cb._on_error(gen, exc, 0.0) and cb._fallback is not None):
+                        raise
+                    result = cb._fallback(exc)
+                else:
+                    cb._outcomes.append(0)
+            else:
+                result = cb.call(_read_reply, fn, args, kwargs, read, figs)
+        except BreakerOpen:
+            self._record(operation, "rejected", 0.0, key if self.record_keys else None, figs)
+            raise
+        except Exception as exc:
+            scrubbed = self._failed(operation, exc, clock() - start, self._figures(key, figs))
+            if scrubbed is None:
+                raise
+            raise scrubbed from None
+        end = clock()
+        record = (
+            operation,
+            "success",
+            end - start,
+            end,
+            _wall(),
+            key if self.record_keys else None,
+            None,
+            None,
+            figs,
+        )
+        stats = self.stats
+        log = stats._log
+        log.append(record)
+        if len(log) > stats.drain_after:
+            stats._spill()
+        if self._listeners:
+            self._publish(record)
+        if stats.credentials_problem is not None:
+            self._succeeded()
+        return result
+
+    async def _acommand(self, client: Any, op: Command[R]) -> R:
+        """Await one client call described by ``op`` through the breaker (see :meth:`_command`)."""
+        operation, method, args, kwargs, read, key, sent = op
+        fn = getattr(client, method)
+        figs = [sent, 0, 0, 0]
+        cb = self.breaker
+        clock = self._clock
+        start = clock()
+        try:
+            if cb._fast:
+                # CircuitBreaker.acall's lock-free CLOSED path, inline (the same steps):
+                # one coroutine less to resume on every wake-up of the client's.
+                gen = cb._gen
+                try:
+                    result = read(await fn(*args, **kwargs), figs)
+                except Exception as exc:
+                    if not (cb._on_error(gen, exc, 0.0) and cb._fallback is not None):
+                        raise
+                    result = await cb._afallback(exc)
+                else:
+                    cb._outcomes.append(0)
+            else:
+                result = await cb.acall(_aread_reply, fn, args, kwargs, read, figs)
+        except BreakerOpen:
+            self._record(operation, "rejected", 0.0, key if self.record_keys else None, figs)
+            raise
+        except Exception as exc:
+            scrubbed = self._failed(operation, exc, clock() - start, self._figures(key, figs))
+            if scrubbed is None:
+                raise
+            raise scrubbed from None
+        end = clock()
+        record = (
+            operation,
+            "success",
+            end - start,
+            end,
+            _wall(),
+            key if self.record_keys else None,
+            None,
+            None,
+            figs,
+        )
+        stats = self.stats
+        log = stats._log
+        log.append(record)
+        if len(log) > stats.drain_after:
+            stats._spill()
+        if self._listeners:
+            self._publish(record)
+        if stats.credentials_problem is not None:
+            self._succeeded()
+        return result
+
+    def _figures(self, key: str | None, figs: list[int]) -> Figures:
+        sent, received, hits, misses = figs
+        return Figures(
+            key=key if self.record_keys else None,
+            bytes_sent=sent,
+            bytes_received=received,
+            cache_hits=hits,
+            cache_misses=misses,
+        )
+
+    def _succeeded(self) -> None:
+        """Hook: an operation of :meth:`_command` succeeded while ``stats.credentials_problem``
+        is set (e.g. clear it)."""
+
     def _failed(
-        self, operation: str, exc: Exception, duration: float, figs: Figures
+        self, operation: str, exc: Exception, duration: float, figs: Figures | None
     ) -> DependencyError | None:
         """Account for a failed operation.
 
@@ -445,10 +801,60 @@ class Adapter:
         operation: str,
         outcome: str,
         duration: float,
-        figs: Figures,
+        figs: Figures | None,
         error_kind: str | None,
         error_text: str | None = None,
     ) -> None:
+        """Record one operation and publish it to the listeners.
+
+        ``error_text`` (redacted) becomes ``last_error`` for a ``failure``.
+        """
+        self._record(
+            operation,
+            outcome,
+            duration,
+            None if figs is None else figs.key,
+            None if figs is None else _figure_values(figs),
+            error_kind,
+            error_text if outcome == "failure" else None,
+        )
+
+    def _record(
+        self,
+        operation: str,
+        outcome: str,
+        duration: float,
+        key: str | None,
+        figs: _FigureValues | None,
+        error_kind: str | None = None,
+        error: str | None = None,
+    ) -> None:
+        record = (
+            operation,
+            outcome,
+            duration,
+            self._clock(),
+            _wall(),
+            key,
+            error_kind,
+            error,
+            figs,
+        )
+        self.stats._append(record)
+        if self._listeners:
+            self._publish(record)
+
+    def _publish(self, record: _Record) -> None:
+        """Build the record's :class:`OperationEvent` (only with listeners) and hand it out."""
+        operation, outcome, duration, _, _, key, error_kind, _, figs = record
+        model: str | None = None
+        if figs is None:
+            sent = received = hits = misses = prompt = completion = 0
+        elif isinstance(figs, list):
+            sent, received, hits, misses = figs
+            prompt = completion = 0
+        else:
+            sent, received, hits, misses, model, prompt, completion = figs
         event = OperationEvent(
             self.kind,
             self.name,
@@ -456,16 +862,15 @@ class Adapter:
             outcome,
             duration,
             error_kind,
-            figs.key,
-            figs.bytes_sent,
-            figs.bytes_received,
-            figs.cache_hits,
-            figs.cache_misses,
-            figs.model,
-            figs.prompt_tokens,
-            figs.completion_tokens,
+            key,
+            sent,
+            received,
+            hits,
+            misses,
+            model,
+            prompt,
+            completion,
         )
-        self.stats.add(event, error_text if outcome == "failure" else None)
         for listener in self._listeners:
             try:
                 listener(event)

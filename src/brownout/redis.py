@@ -21,8 +21,9 @@ False
 >>> cache.close()
 
 The two classes share everything but the call into the client: each command
-is described once (:class:`_Op`: the redis-py method, its arguments and how
-to read the reply), and the sync and async methods are one line each.
+is described once (an ``_ops`` builder: the redis-py method, its arguments and
+how to read the reply), and the sync and async methods are one line each, run
+by the adapter base's lean path (``Adapter._command`` / ``_acommand``).
 """
 
 from __future__ import annotations
@@ -30,11 +31,10 @@ from __future__ import annotations
 import json
 import threading
 import urllib.parse
-from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping
 from datetime import timedelta
 from types import TracebackType
-from typing import Any, Generic, ParamSpec, Self, TypeAlias, TypeVar
+from typing import Any, ParamSpec, Self, TypeAlias, TypeVar
 
 try:
     import redis
@@ -46,7 +46,7 @@ try:
 except ImportError as _exc:  # pragma: no cover - depends on the environment
     raise ImportError("brownout.redis needs redis-py >= 5: pip install 'brownout[redis]'") from _exc
 
-from brownout._adapter import Adapter, ErrorRule, ErrorTable, Figures
+from brownout._adapter import Adapter, Command, ErrorRule, ErrorTable, Figures
 from brownout._breaker import CircuitBreaker
 from brownout._clock import Clock
 from brownout._config import BreakerConfig
@@ -243,6 +243,8 @@ REDIS_ERRORS = ErrorTable(
 
 
 def _size(value: object) -> int:
+    if type(value) is bytes:
+        return len(value)
     if isinstance(value, bytes | bytearray):
         return len(value)
     if isinstance(value, memoryview):
@@ -255,6 +257,8 @@ def _size(value: object) -> int:
 
 
 def _key_text(key: object) -> str:
+    if type(key) is str:
+        return key
     if isinstance(key, bytes | bytearray):
         return bytes(key).decode("utf-8", "backslashreplace")
     if isinstance(key, memoryview):
@@ -291,75 +295,72 @@ def _decode_json(key: Key, raw: object) -> Any:
         ) from exc
 
 
-def _as_bool(raw: Any, figs: Figures) -> bool:
+# Readers: ``read(reply, figs)`` returns the result and fills in the figures of
+# ``figs`` = [bytes_sent, bytes_received, cache_hits, cache_misses] (see
+# ``Adapter._command``); they run inside the guarded call.
+_RECEIVED, _HITS, _MISSES = 1, 2, 3
+
+
+def _as_bool(raw: Any, figs: list[int]) -> bool:
     return bool(raw)
 
 
-def _as_int(raw: Any, figs: Figures) -> int:
+def _as_int(raw: Any, figs: list[int]) -> int:
     return int(raw)
 
 
-def _as_list(raw: Any, figs: Figures) -> list[Any]:
+def _as_list(raw: Any, figs: list[int]) -> list[Any]:
     return list(raw)
 
 
-def _as_dict(raw: Any, figs: Figures) -> dict[Any, Any]:
-    figs.bytes_received = sum(_size(v) for v in raw.values())
+def _as_dict(raw: Any, figs: list[int]) -> dict[Any, Any]:
+    figs[_RECEIVED] = sum(_size(v) for v in raw.values())
     return dict(raw)
 
 
-def _as_set(raw: Any, figs: Figures) -> set[Any]:
+def _as_set(raw: Any, figs: list[int]) -> set[Any]:
     return set(raw)
 
 
-def _lookup(raw: Any, figs: Figures) -> Any:
+def _lookup(raw: Any, figs: list[int]) -> Any:
     """One lookup: a hit unless the reply is None."""
     if raw is None:
-        figs.cache_misses = 1
+        figs[_MISSES] = 1
     else:
-        figs.cache_hits = 1
-        figs.bytes_received = _size(raw)
+        figs[_HITS] = 1
+        figs[_RECEIVED] = _size(raw)
     return raw
 
 
-def _lookups(raw: Any, figs: Figures) -> list[Any]:
+def _lookups(raw: Any, figs: list[int]) -> list[Any]:
     values = list(raw)
     hits = [v for v in values if v is not None]
-    figs.cache_hits = len(hits)
-    figs.cache_misses = len(values) - len(hits)
-    figs.bytes_received = sum(_size(v) for v in hits)
+    figs[_HITS] = len(hits)
+    figs[_MISSES] = len(values) - len(hits)
+    figs[_RECEIVED] = sum(_size(v) for v in hits)
     return values
 
 
-def _received(raw: Any, figs: Figures) -> Any:
+def _received(raw: Any, figs: list[int]) -> Any:
     if raw is not None:
-        figs.bytes_received = _size(raw)
+        figs[_RECEIVED] = _size(raw)
     return raw
 
 
-@dataclass(slots=True)
-class _Op(Generic[R]):
-    """One Redis command: the redis-py method to call, its arguments, how to read the reply.
-
-    Built by the ``_ops`` functions below, shared by the sync and the async adapter;
-    ``read`` runs inside the guarded call (so a reply that cannot be decoded is
-    classified like any other error) and fills in the operation's figures.
-    """
-
-    name: str
-    method: str
-    args: tuple[Any, ...]
-    read: Callable[[Any, Figures], R]
-    kwargs: dict[str, Any] = field(default_factory=dict)
-    figures: Figures = field(default_factory=Figures)
+_NO_KWARGS: dict[str, Any] = {}  # never mutated: ``**`` copies it
 
 
 class _ops:  # a namespace of operation builders: ``_ops.get``
-    """Builders of :class:`_Op`, one per guarded command."""
+    """One builder per guarded command, shared by the sync and the async adapter.
+
+    Each returns a :data:`~brownout._adapter.Command`: (operation, the redis-py
+    method, its args and kwargs, how to read the reply, the key as text, the
+    bytes sent). A plain tuple: it is built on every call.
+    """
 
     @staticmethod
-    def get(key: Key) -> _Op[Any]:
-        return _Op("get", "get", (key,), _lookup, figures=Figures(key=_key_text(key)))
+    def get(key: Key) -> Command[Any]:
+        return ("get", "get", (key,), _NO_KWARGS, _lookup, _key_text(key), 0)
 
     @staticmethod
     def set(
@@ -370,119 +371,103 @@ class _ops:  # a namespace of operation builders: ``_ops.get``
         px: Expiry | None = None,
         nx: bool = False,
         xx: bool = False,
-    ) -> _Op[bool]:
-        return _Op(
-            "set",
-            "set",
-            (key, value),
-            _as_bool,
-            {"ex": ex, "px": px, "nx": nx, "xx": xx},
-            Figures(key=_key_text(key), bytes_sent=_size(value)),
-        )
+    ) -> Command[bool]:
+        # Only what differs from redis-py's own defaults (ex=px=None, nx=xx=False):
+        # a plain SET passes no keywords at all.
+        if ex is None and px is None and not nx and not xx:
+            kwargs = _NO_KWARGS
+        else:
+            kwargs = {"ex": ex, "px": px, "nx": nx, "xx": xx}
+        return ("set", "set", (key, value), kwargs, _as_bool, _key_text(key), _size(value))
 
     @staticmethod
-    def delete(*keys: Key) -> _Op[int]:
-        return _Op("delete", "delete", keys, _as_int, figures=Figures(key=_keys_text(keys)))
+    def delete(*keys: Key) -> Command[int]:
+        return ("delete", "delete", keys, _NO_KWARGS, _as_int, _keys_text(keys), 0)
 
     @staticmethod
-    def exists(*keys: Key) -> _Op[int]:
-        return _Op("exists", "exists", keys, _as_int, figures=Figures(key=_keys_text(keys)))
+    def exists(*keys: Key) -> Command[int]:
+        return ("exists", "exists", keys, _NO_KWARGS, _as_int, _keys_text(keys), 0)
 
     @staticmethod
-    def expire(key: Key, time: Expiry) -> _Op[bool]:
-        return _Op("expire", "expire", (key, time), _as_bool, figures=Figures(key=_key_text(key)))
+    def expire(key: Key, time: Expiry) -> Command[bool]:
+        return ("expire", "expire", (key, time), _NO_KWARGS, _as_bool, _key_text(key), 0)
 
     @staticmethod
-    def ttl(key: Key) -> _Op[int]:
-        return _Op("ttl", "ttl", (key,), _as_int, figures=Figures(key=_key_text(key)))
+    def ttl(key: Key) -> Command[int]:
+        return ("ttl", "ttl", (key,), _NO_KWARGS, _as_int, _key_text(key), 0)
 
     @staticmethod
-    def incrby(key: Key, amount: int = 1, *, name: str = "incrby") -> _Op[int]:
-        return _Op(name, "incrby", (key, amount), _as_int, figures=Figures(key=_key_text(key)))
+    def incrby(key: Key, amount: int = 1, *, name: str = "incrby") -> Command[int]:
+        return (name, "incrby", (key, amount), _NO_KWARGS, _as_int, _key_text(key), 0)
 
     @staticmethod
-    def decrby(key: Key, amount: int = 1) -> _Op[int]:
-        return _Op("decr", "decrby", (key, amount), _as_int, figures=Figures(key=_key_text(key)))
+    def decrby(key: Key, amount: int = 1) -> Command[int]:
+        return ("decr", "decrby", (key, amount), _NO_KWARGS, _as_int, _key_text(key), 0)
 
     @staticmethod
-    def mget(keys: Iterable[Key]) -> _Op[list[Any]]:
+    def mget(keys: Iterable[Key]) -> Command[list[Any]]:
         keys = tuple(keys)
-        return _Op("mget", "mget", (list(keys),), _lookups, figures=Figures(key=_keys_text(keys)))
+        return ("mget", "mget", (list(keys),), _NO_KWARGS, _lookups, _keys_text(keys), 0)
 
     @staticmethod
-    def mset(mapping: Mapping[Key, Value]) -> _Op[bool]:
+    def mset(mapping: Mapping[Key, Value]) -> Command[bool]:
         keys = tuple(mapping)
         sent = sum(_size(v) for v in mapping.values())
-        return _Op(
-            "mset",
-            "mset",
-            (dict(mapping),),
-            _as_bool,
-            figures=Figures(key=_keys_text(keys), bytes_sent=sent),
-        )
+        return ("mset", "mset", (dict(mapping),), _NO_KWARGS, _as_bool, _keys_text(keys), sent)
 
     @staticmethod
-    def push(method: str, key: Key, values: tuple[Value, ...]) -> _Op[int]:
+    def push(method: str, key: Key, values: tuple[Value, ...]) -> Command[int]:
         sent = sum(_size(v) for v in values)
-        figs = Figures(key=_key_text(key), bytes_sent=sent)
-        return _Op(method, method, (key, *values), _as_int, figures=figs)
+        return (method, method, (key, *values), _NO_KWARGS, _as_int, _key_text(key), sent)
 
     @staticmethod
-    def pop(method: str, key: Key) -> _Op[Any]:
-        return _Op(method, method, (key,), _received, figures=Figures(key=_key_text(key)))
+    def pop(method: str, key: Key) -> Command[Any]:
+        return (method, method, (key,), _NO_KWARGS, _received, _key_text(key), 0)
 
     @staticmethod
-    def llen(key: Key) -> _Op[int]:
-        return _Op("llen", "llen", (key,), _as_int, figures=Figures(key=_key_text(key)))
+    def llen(key: Key) -> Command[int]:
+        return ("llen", "llen", (key,), _NO_KWARGS, _as_int, _key_text(key), 0)
 
     @staticmethod
-    def lrange(key: Key, start: int, end: int) -> _Op[list[Any]]:
-        return _Op(
-            "lrange", "lrange", (key, start, end), _as_list, figures=Figures(key=_key_text(key))
-        )
+    def lrange(key: Key, start: int, end: int) -> Command[list[Any]]:
+        return ("lrange", "lrange", (key, start, end), _NO_KWARGS, _as_list, _key_text(key), 0)
 
     @staticmethod
     def hset(
         key: Key, field: Key | None, value: Value | None, mapping: Mapping[Key, Value] | None
-    ) -> _Op[int]:
+    ) -> Command[int]:
         sent = _size(value) + sum(_size(v) for v in (mapping or {}).values())
-        return _Op(
-            "hset",
-            "hset",
-            (key,),
-            _as_int,
-            {"key": field, "value": value, "mapping": dict(mapping) if mapping else None},
-            Figures(key=_key_text(key), bytes_sent=sent),
-        )
+        kwargs = {"key": field, "value": value, "mapping": dict(mapping) if mapping else None}
+        return ("hset", "hset", (key,), kwargs, _as_int, _key_text(key), sent)
 
     @staticmethod
-    def hget(key: Key, field: Key) -> _Op[Any]:
-        return _Op("hget", "hget", (key, field), _lookup, figures=Figures(key=_key_text(key)))
+    def hget(key: Key, field: Key) -> Command[Any]:
+        return ("hget", "hget", (key, field), _NO_KWARGS, _lookup, _key_text(key), 0)
 
     @staticmethod
-    def hgetall(key: Key) -> _Op[dict[Any, Any]]:
-        return _Op("hgetall", "hgetall", (key,), _as_dict, figures=Figures(key=_key_text(key)))
+    def hgetall(key: Key) -> Command[dict[Any, Any]]:
+        return ("hgetall", "hgetall", (key,), _NO_KWARGS, _as_dict, _key_text(key), 0)
 
     @staticmethod
-    def members(method: str, key: Key, members: tuple[Any, ...]) -> _Op[int]:
-        return _Op(method, method, (key, *members), _as_int, figures=Figures(key=_key_text(key)))
+    def members(method: str, key: Key, members: tuple[Any, ...]) -> Command[int]:
+        return (method, method, (key, *members), _NO_KWARGS, _as_int, _key_text(key), 0)
 
     @staticmethod
-    def smembers(key: Key) -> _Op[Members]:
-        return _Op("smembers", "smembers", (key,), _as_set, figures=Figures(key=_key_text(key)))
+    def smembers(key: Key) -> Command[Members]:
+        return ("smembers", "smembers", (key,), _NO_KWARGS, _as_set, _key_text(key), 0)
 
     @staticmethod
-    def ping() -> _Op[bool]:
-        return _Op("ping", "ping", (), _as_bool)
+    def ping() -> Command[bool]:
+        return ("ping", "ping", (), _NO_KWARGS, _as_bool, None, 0)
 
     @staticmethod
-    def get_json(key: Key, default: Any) -> _Op[Any]:
-        def read(raw: Any, figs: Figures) -> Any:
+    def get_json(key: Key, default: Any) -> Command[Any]:
+        def read(raw: Any, figs: list[int]) -> Any:
             if _lookup(raw, figs) is None:
                 return default
             return _decode_json(key, raw)
 
-        return _Op("get_json", "get", (key,), read, figures=Figures(key=_key_text(key)))
+        return ("get_json", "get", (key,), _NO_KWARGS, read, _key_text(key), 0)
 
     @staticmethod
     def set_json(
@@ -493,10 +478,9 @@ class _ops:  # a namespace of operation builders: ``_ops.get``
         px: Expiry | None = None,
         nx: bool = False,
         xx: bool = False,
-    ) -> _Op[bool]:
+    ) -> Command[bool]:
         op = _ops.set(key, _encode_json(key, value), ex=ex, px=px, nx=nx, xx=xx)
-        op.name = "set_json"
-        return op
+        return ("set_json", *op[1:])
 
 
 # ---------------------------------------------------------------- client settings
@@ -580,17 +564,16 @@ class _RedisAdapterBase(Adapter):
         self._probe_client: Any = None
         self._probe_lock = threading.Lock()
 
-    def _prepare(self, build: Callable[P, _Op[R]], *args: P.args, **kwargs: P.kwargs) -> _Op[R]:
+    def _prepare(
+        self, build: Callable[P, Command[R]], *args: P.args, **kwargs: P.kwargs
+    ) -> Command[R]:
         """Build an operation; a value that cannot be encoded is accounted as a caller error."""
         try:
-            op = build(*args, **kwargs)
+            return build(*args, **kwargs)
         except SerializationError as exc:
             figs = Figures(key=exc.key if self.record_keys else None)
             self._failed(getattr(build, "__name__", "operation"), exc, 0.0, figs)
             raise
-        if not self.record_keys:
-            op.figures.key = None
-        return op
 
     def _succeeded(self) -> None:
         if self.stats.credentials_problem is not None:
@@ -795,24 +778,11 @@ class RedisAdapter(_RedisAdapterBase):
             owns_client=True,
         )
 
-    # -- running
-
-    def _do(self, build: Callable[P, _Op[R]], *args: P.args, **kwargs: P.kwargs) -> R:
-        op = self._prepare(build, *args, **kwargs)
-        method = getattr(self.client, op.method)
-
-        def call() -> R:
-            return op.read(method(*op.args, **op.kwargs), op.figures)
-
-        result = self._run(op.name, call, figures=op.figures)
-        self._succeeded()
-        return result
-
     # -- strings
 
     def get(self, key: Key) -> Any:
         """GET: the value, or ``None`` (a cache miss)."""
-        return self._do(_ops.get, key)
+        return self._command(self.client, _ops.get(key))
 
     def set(
         self,
@@ -825,69 +795,69 @@ class RedisAdapter(_RedisAdapterBase):
         xx: bool = False,
     ) -> bool:
         """SET with an optional expiry (``ex`` seconds, ``px`` ms); False if nx/xx prevented it."""
-        return self._do(_ops.set, key, value, ex=ex, px=px, nx=nx, xx=xx)
+        return self._command(self.client, _ops.set(key, value, ex=ex, px=px, nx=nx, xx=xx))
 
     def delete(self, *keys: Key) -> int:
         """DEL: how many of ``keys`` existed."""
-        return self._do(_ops.delete, *keys)
+        return self._command(self.client, _ops.delete(*keys))
 
     def exists(self, *keys: Key) -> int:
         """EXISTS: how many of ``keys`` exist."""
-        return self._do(_ops.exists, *keys)
+        return self._command(self.client, _ops.exists(*keys))
 
     def expire(self, key: Key, time: Expiry) -> bool:
         """EXPIRE: False if the key does not exist."""
-        return self._do(_ops.expire, key, time)
+        return self._command(self.client, _ops.expire(key, time))
 
     def ttl(self, key: Key) -> int:
         """TTL in seconds (-1: no expiry, -2: no such key)."""
-        return self._do(_ops.ttl, key)
+        return self._command(self.client, _ops.ttl(key))
 
     def incr(self, key: Key, amount: int = 1) -> int:
         """INCRBY ``amount``: the new value."""
-        return self._do(_ops.incrby, key, amount, name="incr")
+        return self._command(self.client, _ops.incrby(key, amount, name="incr"))
 
     def incrby(self, key: Key, amount: int) -> int:
         """INCRBY: the new value."""
-        return self._do(_ops.incrby, key, amount)
+        return self._command(self.client, _ops.incrby(key, amount))
 
     def decr(self, key: Key, amount: int = 1) -> int:
         """DECRBY ``amount``: the new value."""
-        return self._do(_ops.decrby, key, amount)
+        return self._command(self.client, _ops.decrby(key, amount))
 
     def mget(self, keys: Iterable[Key]) -> list[Any]:
         """MGET: one value or ``None`` per key (each counted as a hit or a miss)."""
-        return self._do(_ops.mget, keys)
+        return self._command(self.client, _ops.mget(keys))
 
     def mset(self, mapping: Mapping[Key, Value]) -> bool:
         """MSET: set every key of ``mapping``."""
-        return self._do(_ops.mset, mapping)
+        return self._command(self.client, _ops.mset(mapping))
 
     # -- lists
 
     def lpush(self, key: Key, *values: Value) -> int:
         """LPUSH: the list's new length."""
-        return self._do(_ops.push, "lpush", key, values)
+        return self._command(self.client, _ops.push("lpush", key, values))
 
     def rpush(self, key: Key, *values: Value) -> int:
         """RPUSH: the list's new length."""
-        return self._do(_ops.push, "rpush", key, values)
+        return self._command(self.client, _ops.push("rpush", key, values))
 
     def lpop(self, key: Key) -> Any:
         """LPOP: the first element, or ``None``."""
-        return self._do(_ops.pop, "lpop", key)
+        return self._command(self.client, _ops.pop("lpop", key))
 
     def rpop(self, key: Key) -> Any:
         """RPOP: the last element, or ``None``."""
-        return self._do(_ops.pop, "rpop", key)
+        return self._command(self.client, _ops.pop("rpop", key))
 
     def llen(self, key: Key) -> int:
         """LLEN."""
-        return self._do(_ops.llen, key)
+        return self._command(self.client, _ops.llen(key))
 
     def lrange(self, key: Key, start: int = 0, end: int = -1) -> list[Any]:
         """LRANGE (inclusive ``end``; the whole list by default)."""
-        return self._do(_ops.lrange, key, start, end)
+        return self._command(self.client, _ops.lrange(key, start, end))
 
     # -- hashes
 
@@ -900,44 +870,44 @@ class RedisAdapter(_RedisAdapterBase):
         mapping: Mapping[Key, Value] | None = None,
     ) -> int:
         """HSET one ``field``/``value`` and/or a ``mapping``: how many fields were added."""
-        return self._do(_ops.hset, key, field, value, mapping)
+        return self._command(self.client, _ops.hset(key, field, value, mapping))
 
     def hget(self, key: Key, field: Key) -> Any:
         """HGET: the value, or ``None`` (a cache miss)."""
-        return self._do(_ops.hget, key, field)
+        return self._command(self.client, _ops.hget(key, field))
 
     def hgetall(self, key: Key) -> dict[Any, Any]:
         """HGETALL (an empty dict for a missing key)."""
-        return self._do(_ops.hgetall, key)
+        return self._command(self.client, _ops.hgetall(key))
 
     def hdel(self, key: Key, *fields: Key) -> int:
         """HDEL: how many fields were removed."""
-        return self._do(_ops.members, "hdel", key, fields)
+        return self._command(self.client, _ops.members("hdel", key, fields))
 
     # -- sets
 
     def sadd(self, key: Key, *members: Value) -> int:
         """SADD: how many members were added."""
-        return self._do(_ops.members, "sadd", key, members)
+        return self._command(self.client, _ops.members("sadd", key, members))
 
     def srem(self, key: Key, *members: Value) -> int:
         """SREM: how many members were removed."""
-        return self._do(_ops.members, "srem", key, members)
+        return self._command(self.client, _ops.members("srem", key, members))
 
     def smembers(self, key: Key) -> Members:
         """SMEMBERS."""
-        return self._do(_ops.smembers, key)
+        return self._command(self.client, _ops.smembers(key))
 
     # -- misc
 
     def ping(self) -> bool:
         """PING through the breaker (the health probe, :meth:`probe`, bypasses it)."""
-        return self._do(_ops.ping)
+        return self._command(self.client, _ops.ping())
 
     def get_json(self, key: Key, default: Any = None) -> Any:
         """GET and decode JSON; ``default`` for a missing key; :class:`SerializationError`
         if the stored value is not JSON."""
-        return self._do(_ops.get_json, key, default)
+        return self._command(self.client, _ops.get_json(key, default))
 
     def set_json(
         self,
@@ -951,7 +921,9 @@ class RedisAdapter(_RedisAdapterBase):
     ) -> bool:
         """SET ``value`` as compact JSON; :class:`SerializationError` (before anything is
         sent) if it is not JSON-serialisable (sets, bytes, NaN, objects)."""
-        return self._do(_ops.set_json, key, value, ex=ex, px=px, nx=nx, xx=xx)
+        return self._command(
+            self.client, self._prepare(_ops.set_json, key, value, ex=ex, px=px, nx=nx, xx=xx)
+        )
 
     def pipeline(self, transaction: bool = True) -> RedisPipeline:
         """A pipeline whose :meth:`~RedisPipeline.execute` is one guarded call.
@@ -1105,24 +1077,11 @@ class AsyncRedisAdapter(_RedisAdapterBase):
             owns_client=True,
         )
 
-    # -- running
-
-    async def _do(self, build: Callable[P, _Op[R]], *args: P.args, **kwargs: P.kwargs) -> R:
-        op = self._prepare(build, *args, **kwargs)
-        method: Callable[..., Awaitable[Any]] = getattr(self.client, op.method)
-
-        async def call() -> R:
-            return op.read(await method(*op.args, **op.kwargs), op.figures)
-
-        result = await self._arun(op.name, call, figures=op.figures)
-        self._succeeded()
-        return result
-
     # -- strings
 
     async def get(self, key: Key) -> Any:
         """GET: the value, or ``None`` (a cache miss)."""
-        return await self._do(_ops.get, key)
+        return await self._acommand(self.client, _ops.get(key))
 
     async def set(
         self,
@@ -1135,69 +1094,69 @@ class AsyncRedisAdapter(_RedisAdapterBase):
         xx: bool = False,
     ) -> bool:
         """SET with an optional expiry (``ex`` seconds, ``px`` ms); False if nx/xx prevented it."""
-        return await self._do(_ops.set, key, value, ex=ex, px=px, nx=nx, xx=xx)
+        return await self._acommand(self.client, _ops.set(key, value, ex=ex, px=px, nx=nx, xx=xx))
 
     async def delete(self, *keys: Key) -> int:
         """DEL: how many of ``keys`` existed."""
-        return await self._do(_ops.delete, *keys)
+        return await self._acommand(self.client, _ops.delete(*keys))
 
     async def exists(self, *keys: Key) -> int:
         """EXISTS: how many of ``keys`` exist."""
-        return await self._do(_ops.exists, *keys)
+        return await self._acommand(self.client, _ops.exists(*keys))
 
     async def expire(self, key: Key, time: Expiry) -> bool:
         """EXPIRE: False if the key does not exist."""
-        return await self._do(_ops.expire, key, time)
+        return await self._acommand(self.client, _ops.expire(key, time))
 
     async def ttl(self, key: Key) -> int:
         """TTL in seconds (-1: no expiry, -2: no such key)."""
-        return await self._do(_ops.ttl, key)
+        return await self._acommand(self.client, _ops.ttl(key))
 
     async def incr(self, key: Key, amount: int = 1) -> int:
         """INCRBY ``amount``: the new value."""
-        return await self._do(_ops.incrby, key, amount, name="incr")
+        return await self._acommand(self.client, _ops.incrby(key, amount, name="incr"))
 
     async def incrby(self, key: Key, amount: int) -> int:
         """INCRBY: the new value."""
-        return await self._do(_ops.incrby, key, amount)
+        return await self._acommand(self.client, _ops.incrby(key, amount))
 
     async def decr(self, key: Key, amount: int = 1) -> int:
         """DECRBY ``amount``: the new value."""
-        return await self._do(_ops.decrby, key, amount)
+        return await self._acommand(self.client, _ops.decrby(key, amount))
 
     async def mget(self, keys: Iterable[Key]) -> list[Any]:
         """MGET: one value or ``None`` per key (each counted as a hit or a miss)."""
-        return await self._do(_ops.mget, keys)
+        return await self._acommand(self.client, _ops.mget(keys))
 
     async def mset(self, mapping: Mapping[Key, Value]) -> bool:
         """MSET: set every key of ``mapping``."""
-        return await self._do(_ops.mset, mapping)
+        return await self._acommand(self.client, _ops.mset(mapping))
 
     # -- lists
 
     async def lpush(self, key: Key, *values: Value) -> int:
         """LPUSH: the list's new length."""
-        return await self._do(_ops.push, "lpush", key, values)
+        return await self._acommand(self.client, _ops.push("lpush", key, values))
 
     async def rpush(self, key: Key, *values: Value) -> int:
         """RPUSH: the list's new length."""
-        return await self._do(_ops.push, "rpush", key, values)
+        return await self._acommand(self.client, _ops.push("rpush", key, values))
 
     async def lpop(self, key: Key) -> Any:
         """LPOP: the first element, or ``None``."""
-        return await self._do(_ops.pop, "lpop", key)
+        return await self._acommand(self.client, _ops.pop("lpop", key))
 
     async def rpop(self, key: Key) -> Any:
         """RPOP: the last element, or ``None``."""
-        return await self._do(_ops.pop, "rpop", key)
+        return await self._acommand(self.client, _ops.pop("rpop", key))
 
     async def llen(self, key: Key) -> int:
         """LLEN."""
-        return await self._do(_ops.llen, key)
+        return await self._acommand(self.client, _ops.llen(key))
 
     async def lrange(self, key: Key, start: int = 0, end: int = -1) -> list[Any]:
         """LRANGE (inclusive ``end``; the whole list by default)."""
-        return await self._do(_ops.lrange, key, start, end)
+        return await self._acommand(self.client, _ops.lrange(key, start, end))
 
     # -- hashes
 
@@ -1210,44 +1169,44 @@ class AsyncRedisAdapter(_RedisAdapterBase):
         mapping: Mapping[Key, Value] | None = None,
     ) -> int:
         """HSET one ``field``/``value`` and/or a ``mapping``: how many fields were added."""
-        return await self._do(_ops.hset, key, field, value, mapping)
+        return await self._acommand(self.client, _ops.hset(key, field, value, mapping))
 
     async def hget(self, key: Key, field: Key) -> Any:
         """HGET: the value, or ``None`` (a cache miss)."""
-        return await self._do(_ops.hget, key, field)
+        return await self._acommand(self.client, _ops.hget(key, field))
 
     async def hgetall(self, key: Key) -> dict[Any, Any]:
         """HGETALL (an empty dict for a missing key)."""
-        return await self._do(_ops.hgetall, key)
+        return await self._acommand(self.client, _ops.hgetall(key))
 
     async def hdel(self, key: Key, *fields: Key) -> int:
         """HDEL: how many fields were removed."""
-        return await self._do(_ops.members, "hdel", key, fields)
+        return await self._acommand(self.client, _ops.members("hdel", key, fields))
 
     # -- sets
 
     async def sadd(self, key: Key, *members: Value) -> int:
         """SADD: how many members were added."""
-        return await self._do(_ops.members, "sadd", key, members)
+        return await self._acommand(self.client, _ops.members("sadd", key, members))
 
     async def srem(self, key: Key, *members: Value) -> int:
         """SREM: how many members were removed."""
-        return await self._do(_ops.members, "srem", key, members)
+        return await self._acommand(self.client, _ops.members("srem", key, members))
 
     async def smembers(self, key: Key) -> Members:
         """SMEMBERS."""
-        return await self._do(_ops.smembers, key)
+        return await self._acommand(self.client, _ops.smembers(key))
 
     # -- misc
 
     async def ping(self) -> bool:
         """PING through the breaker (the health probe, :meth:`aprobe`, bypasses it)."""
-        return await self._do(_ops.ping)
+        return await self._acommand(self.client, _ops.ping())
 
     async def get_json(self, key: Key, default: Any = None) -> Any:
         """GET and decode JSON; ``default`` for a missing key; :class:`SerializationError`
         if the stored value is not JSON."""
-        return await self._do(_ops.get_json, key, default)
+        return await self._acommand(self.client, _ops.get_json(key, default))
 
     async def set_json(
         self,
@@ -1261,7 +1220,9 @@ class AsyncRedisAdapter(_RedisAdapterBase):
     ) -> bool:
         """SET ``value`` as compact JSON; :class:`SerializationError` (before anything is
         sent) if it is not JSON-serialisable."""
-        return await self._do(_ops.set_json, key, value, ex=ex, px=px, nx=nx, xx=xx)
+        return await self._acommand(
+            self.client, self._prepare(_ops.set_json, key, value, ex=ex, px=px, nx=nx, xx=xx)
+        )
 
     def pipeline(self, transaction: bool = True) -> AsyncRedisPipeline:
         """A pipeline whose :meth:`~AsyncRedisPipeline.execute` is one guarded call."""

@@ -83,6 +83,12 @@ def _unavailable(rt: Runtime, exc: BaseException) -> DependencyUnavailable:
 
 async def _read(rt: Runtime, fn: Any, *args: Any, **kwargs: Any) -> Any:
     """Run a read in one guarded database session; dependency failures become 503."""
+    if not rt.manager.enabled("read_only_database"):  # EMERGENCY: maintenance mode
+        raise DependencyUnavailable(
+            "database",
+            f"database reads are off at level {rt.manager.level.name}",
+            rt.manager.retry_after(),
+        )
     try:
         async with rt.db.session() as s:
             return await fn(s, *args, **kwargs)

@@ -306,6 +306,11 @@ async def test_emergency_refuses_writes_with_503_and_retry_after(
         assert r.headers["X-Degradation-Level"] == "EMERGENCY"
         assert (await client.get("/health/live")).status_code == 200
         assert (await client.get("/health/ready")).status_code == 503
+        # maintenance mode: database reads are off too, with the reason
+        read = await client.get("/products/W-1")
+        assert read.status_code == 503 and "Retry-After" in read.headers
+        assert "database reads are off at level EMERGENCY" in read.json()["detail"]
+        assert (await client.get("/status/data")).status_code == 200
 
 
 # ------------------------------------------------------------------ pricing, misc

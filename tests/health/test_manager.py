@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 
@@ -96,19 +97,24 @@ def test_cache_down_alone_lands_in_degraded_not_lower() -> None:
     assert w.manager.settings.cache_ttl == 1800
 
 
+def _database_and_cache(
+    *more: Component, **kwargs: Any
+) -> tuple[FakeClock, Registry, DegradationManager]:
+    """A service with only a database and a cache (the cache weighs a third)."""
+    clock = FakeClock()
+    registry = Registry.with_defaults(clock=clock)
+    components = [
+        Component("database", breaker=registry.get("database")),
+        Component("cache", breaker=registry.get("redis")),
+        *more,
+    ]
+    return clock, registry, DegradationManager(components, clock=clock, **kwargs)
+
+
 def test_cache_down_alone_is_degraded_even_where_the_cache_weighs_a_third() -> None:
     """Only a database and a cache: the cache down scores 66.7 (LIMITED by score), but
     the cache_down rule replaces the cache's share when the level is read."""
-    clock = FakeClock()
-    registry = Registry.with_defaults(clock=clock)
-    manager = DegradationManager(
-        [
-            Component("database", breaker=registry.get("database")),
-            Component("cache", breaker=registry.get("redis")),
-            Component("openai", configured=False),
-        ],
-        clock=clock,
-    )
+    _, registry, manager = _database_and_cache(Component("openai", configured=False))
     cache = registry.get("redis")
     while cache.state is not State.OPEN:
         with pytest.raises(ConnectionError):
@@ -134,15 +140,7 @@ def test_cache_down_alone_is_degraded_even_where_the_cache_weighs_a_third() -> N
 def test_a_failing_but_not_down_cache_costs_no_more_than_a_lost_one() -> None:
     """Recovering (held, half-open, or failing below the trip threshold) must not put
     the level below what losing the cache entirely does."""
-    clock = FakeClock()
-    registry = Registry.with_defaults(clock=clock)
-    manager = DegradationManager(
-        [
-            Component("database", breaker=registry.get("database")),
-            Component("cache", breaker=registry.get("redis")),
-        ],
-        clock=clock,
-    )
+    clock, registry, manager = _database_and_cache()
     manager.hold("cache", "stale keys being invalidated")  # capped at 50: impaired, not down
     for _ in range(3):  # no breaker opened: degrading takes 3 bad evaluations
         clock.advance(1)
@@ -176,16 +174,7 @@ def test_a_failing_but_not_down_cache_costs_no_more_than_a_lost_one() -> None:
 def test_a_replacing_rule_also_governs_recovery() -> None:
     """Recovering from LIMITED to DEGRADED while the cache is still down needs the level
     score (without the cache) above DEGRADED's threshold, not the raw score."""
-    clock = FakeClock()
-    registry = Registry.with_defaults(clock=clock)
-    manager = DegradationManager(
-        [
-            Component("database", breaker=registry.get("database")),
-            Component("cache", breaker=registry.get("redis")),
-        ],
-        clock=clock,
-        dwell=5.0,
-    )
+    clock, registry, manager = _database_and_cache(dwell=5.0)
     manager.pin(Level.LIMITED, duration=1.0, reason="test")
     cache = registry.get("redis")
     while cache.state is not State.OPEN:

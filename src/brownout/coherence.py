@@ -50,6 +50,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from brownout import _sqlite
 from brownout._adapter import DependencyError
 from brownout._breaker import CircuitBreaker
 from brownout._errors import BreakerOpen, BrownoutError
@@ -66,9 +67,6 @@ __all__ = [
 logger = logging.getLogger("brownout.coherence")
 
 Key = str | bytes
-
-#: A write-ahead log this long or shorter holds no frame (its header only).
-_WAL_HEADER = 32
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS pending (
@@ -253,13 +251,11 @@ class CacheCoherence:
         self._refuse_orphaned_log()
         db: sqlite3.Connection | None = None
         try:
-            db = sqlite3.connect(
-                self.path, timeout=30, isolation_level=None, check_same_thread=False
-            )
+            db = _sqlite.connect(self.path)
             # look before changing anything: a foreign database is refused untouched
             tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
             columns = tuple(row[1] for row in db.execute("PRAGMA table_info(pending)"))
-            check = db.execute("PRAGMA quick_check").fetchone()
+            integrity = _sqlite.integrity_problem(db)
         except sqlite3.DatabaseError as exc:
             if db is not None:
                 db.close()
@@ -269,9 +265,9 @@ class CacheCoherence:
                 "cache (FLUSHDB) before moving the file aside"
             ) from exc
         problem = None
-        if check is None or check[0] != "ok":
+        if integrity is not None:
             problem = (
-                f"failed its integrity check ({check}); it was left as it is. Flush the cache "
+                f"failed its integrity check ({integrity}); it was left as it is. Flush the cache "
                 "(FLUSHDB) before moving the file aside"
             )
         elif tables and (not tables <= {"pending", "counters"} or columns != _PENDING_COLUMNS):
@@ -283,9 +279,7 @@ class CacheCoherence:
             db.close()
             raise CoherenceError(f"coherence journal {self.path} {problem}")
         try:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=FULL")
-            db.executescript(_SCHEMA)
+            _sqlite.make_durable(db, _SCHEMA)
         except sqlite3.Error as exc:
             db.close()
             raise CoherenceError(
@@ -295,27 +289,16 @@ class CacheCoherence:
         return db
 
     def _refuse_orphaned_log(self) -> None:
-        """Refuse a missing or empty journal next to a write-ahead log that holds frames.
-
-        SQLite would open it as a new database and discard the log, and with it
-        keys recorded since the last checkpoint: their stale values would be
-        served. The journal was deleted or copied without its ``-wal``.
-        """
-        wal = self.path.with_name(self.path.name + "-wal")
-        try:
-            wal_size = wal.stat().st_size
-        except OSError:
-            return
-        try:
-            size: int | None = self.path.stat().st_size
-        except FileNotFoundError:
-            size = None
-        if wal_size > _WAL_HEADER and not size:
-            state = "missing" if size is None else "empty"
+        """Refuse a missing or empty journal next to a write-ahead log that holds frames
+        (see :func:`brownout._sqlite.orphaned_log`): the keys recorded in the log would be
+        lost, and their stale values served."""
+        orphan = _sqlite.orphaned_log(self.path)
+        if orphan is not None:
+            state = "missing" if orphan.missing else "empty"
             raise CoherenceError(
-                f"coherence journal {self.path} is {state} but its write-ahead log {wal} "
-                f"holds {wal_size} bytes: refusing to start a new journal, which would discard "
-                "recorded keys. Restore the journal next to its -wal, or flush the cache "
+                f"coherence journal {self.path} is {state} but its write-ahead log {orphan.wal} "
+                f"holds {orphan.wal_size} bytes: refusing to start a new journal, which would "
+                "discard recorded keys. Restore the journal next to its -wal, or flush the cache "
                 "(FLUSHDB) and move both aside"
             )
 
@@ -343,15 +326,8 @@ class CacheCoherence:
             if self._closed:
                 raise CoherenceError(f"coherence journal {self.path}: {what}: it is closed")
             try:
-                self._db.execute("BEGIN IMMEDIATE")
-                try:
-                    yield self._db
-                    self._db.execute("COMMIT")
-                except BaseException:
-                    if self._db.in_transaction:
-                        with contextlib.suppress(sqlite3.Error):
-                            self._db.execute("ROLLBACK")
-                    raise
+                with _sqlite.immediate(self._db) as db:
+                    yield db
             except sqlite3.Error as exc:
                 text = str(exc)
                 hint = " (disk full, or a file size limit?)" if "full" in text else ""

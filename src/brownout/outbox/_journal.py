@@ -11,11 +11,12 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from brownout import _sqlite
 from brownout._errors import BrownoutError
 
 __all__ = [
@@ -27,9 +28,6 @@ __all__ = [
     "OutboxError",
     "OutboxFull",
 ]
-
-#: Size of a SQLite write-ahead log's header: a log this long or shorter holds no frame.
-_WAL_HEADER = 32
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS intents (
@@ -178,21 +176,14 @@ class Outbox:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._refuse_orphaned_log()
         try:
-            self._db = sqlite3.connect(
-                self.path, timeout=30, isolation_level=None, check_same_thread=False
-            )
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.execute("PRAGMA foreign_keys=ON")
-            self._db.executescript(_SCHEMA)
-            check = self._db.execute("PRAGMA quick_check").fetchone()
+            self._db = _sqlite.connect(self.path)
+            _sqlite.make_durable(self._db, _SCHEMA)
+            problem = _sqlite.integrity_problem(self._db)
         except sqlite3.DatabaseError as exc:
             if hasattr(self, "_db"):
                 self._db.close()
-            code = getattr(exc, "sqlite_errorname", "") or ""
-            if isinstance(exc, sqlite3.OperationalError) and not code.startswith(
-                ("SQLITE_CORRUPT", "SQLITE_NOTADB")
-            ):
+            code = _sqlite.error_code(exc) or ""
+            if isinstance(exc, sqlite3.OperationalError) and not _sqlite.is_corruption(exc):
                 raise OutboxError(
                     f"cannot open outbox journal {self.path}: {exc} [{code}] (a directory, "
                     "missing permissions, a full disk, or locked by another process?); "
@@ -203,39 +194,25 @@ class Outbox:
                 "it was left as it is: move it aside to start a new one, and inspect it "
                 "with sqlite3 to recover what it holds"
             ) from exc
-        if check is None or check[0] != "ok":
+        if problem is not None:
             self._db.close()
             raise OutboxCorrupted(
-                f"outbox journal {self.path} failed its integrity check ({check}); "
+                f"outbox journal {self.path} failed its integrity check ({problem}); "
                 "it was left as it is"
             )
 
     def _refuse_orphaned_log(self) -> None:
-        """A missing or empty journal next to a write-ahead log that holds frames.
-
-        SQLite would open that as a new, empty database and delete the log, and
-        with it every intent committed since the last checkpoint. An Outbox
-        never leaves that state behind (its first commit writes the journal's
-        first page before the log has any frame): the journal was deleted,
-        truncated or copied without its ``-wal``. Refuse, touching nothing.
-        """
-        wal = self.path.with_name(self.path.name + "-wal")
-        try:
-            wal_size = wal.stat().st_size
-        except FileNotFoundError:
-            return
-        try:
-            size: int | None = self.path.stat().st_size
-        except FileNotFoundError:
-            size = None
-        if wal_size > _WAL_HEADER and not size:
-            state = "missing" if size is None else "empty (0 bytes)"
+        """Refuse a missing or empty journal next to a write-ahead log that holds frames
+        (see :func:`brownout._sqlite.orphaned_log`): it would lose the intents in the log."""
+        orphan = _sqlite.orphaned_log(self.path)
+        if orphan is not None:
+            state = "missing" if orphan.missing else "empty (0 bytes)"
             raise OutboxCorrupted(
-                f"outbox journal {self.path} is {state} but its write-ahead log {wal} holds "
-                f"{wal_size} bytes: the journal was deleted, truncated or copied without its "
-                "-wal file; refusing to start a new journal, which would discard the log and "
-                "the intents in it. Restore the journal next to its -wal (or move both aside "
-                "to start afresh); nothing was changed"
+                f"outbox journal {self.path} is {state} but its write-ahead log {orphan.wal} "
+                f"holds {orphan.wal_size} bytes: the journal was deleted, truncated or copied "
+                "without its -wal file; refusing to start a new journal, which would discard "
+                "the log and the intents in it. Restore the journal next to its -wal (or move "
+                "both aside to start afresh); nothing was changed"
             )
 
     # ------------------------------------------------------------------ plumbing
@@ -243,13 +220,11 @@ class Outbox:
     def _failure(self, what: str, exc: sqlite3.Error) -> OutboxError:
         """The error to raise for ``exc``: it names the journal and what was being done."""
         text = str(exc)
-        code = getattr(exc, "sqlite_errorname", None)
+        code = _sqlite.error_code(exc)
         detail = f"{text} [{code}]" if code else text
         if isinstance(exc, sqlite3.ProgrammingError) and self._closed:
             return OutboxError(f"outbox journal {self.path}: {what} failed: the outbox is closed")
-        if (code or "").startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB")) or (
-            type(exc) is sqlite3.DatabaseError
-        ):
+        if _sqlite.is_corruption(exc) or type(exc) is sqlite3.DatabaseError:
             return OutboxCorrupted(
                 f"outbox journal {self.path}: {what} failed: {detail}; the journal file is "
                 "damaged: stop the service, copy the file (with its -wal) aside and inspect it "
@@ -267,16 +242,8 @@ class Outbox:
     def _tx(self, what: str) -> Iterator[sqlite3.Connection]:
         with self._lock:
             try:
-                self._db.execute("BEGIN IMMEDIATE")
-                try:
-                    yield self._db
-                    self._db.execute("COMMIT")
-                except BaseException:
-                    # SQLite may already have rolled back (e.g. SQLITE_FULL)
-                    if self._db.in_transaction:
-                        with suppress(sqlite3.Error):
-                            self._db.execute("ROLLBACK")
-                    raise
+                with _sqlite.immediate(self._db) as db:
+                    yield db
             except sqlite3.Error as exc:
                 raise self._failure(what, exc) from exc
 

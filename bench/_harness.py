@@ -16,34 +16,47 @@ What every benchmark here does the same way:
   the same scenario measured in the same run.
 
 :func:`machine_info` and :func:`header_line` describe where and how a run was
-made; :func:`markdown_table` renders rows.
+made; :func:`markdown_table` renders rows; :func:`print_problems` and
+:func:`write_json` end a run. :func:`private_redis` starts a throwaway
+``redis-server`` for the benchmarks that need one.
 """
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import datetime as _dt
 import gc
+import json
 import os
 import platform
 import shlex
 import statistics
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from brownout.testing.servers import RedisServer
 
 __all__ = [
     "BatchRunner",
     "Cell",
+    "SetupError",
     "command_line",
     "header_line",
     "machine_info",
     "markdown_table",
+    "percentile",
+    "print_problems",
+    "private_redis",
     "quantiles",
     "run_interleaved",
     "timed_batch",
+    "write_json",
 ]
 
 #: A batch runner: given ``n``, make ``n`` calls and return the elapsed nanoseconds.
@@ -78,6 +91,12 @@ def quantiles(values: Sequence[float]) -> tuple[float, float, float]:
         return v, v, v
     q1, q2, q3 = statistics.quantiles(values, n=4, method="inclusive")
     return q1, q2, q3
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The value at rank ``q`` (0 to 1) of ``values`` (nearest rank, no interpolation)."""
+    s = sorted(values)
+    return s[min(len(s) - 1, max(0, round(q * (len(s) - 1))))]
 
 
 def timed_batch(run: BatchRunner, n: int) -> int:
@@ -216,3 +235,43 @@ def markdown_table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> str
         "-" * (w + 2) if i < 2 else "-" * (w + 1) + ":" for i, w in enumerate(widths)
     )
     return "\n".join([fmt(headers), sep + "|", *(fmt(r) for r in rows)])
+
+
+def print_problems(problems: Sequence[str]) -> None:
+    """The checks that failed (the figures above them are then not what they claim)."""
+    if problems:
+        print()
+        for problem in problems:
+            print(f"- **check failed:** {problem}")
+
+
+def write_json(
+    path: Path, info: dict[str, Any], args: argparse.Namespace, results: dict[str, Any]
+) -> None:
+    """Write ``results`` with the machine ``info`` and the run's ``args`` (as strings)."""
+    data = {"machine": info, "args": {k: str(v) for k, v in vars(args).items()}, **results}
+    path.write_text(json.dumps(data, indent=1))
+
+
+# --------------------------------------------------------------- servers
+
+
+class SetupError(RuntimeError):
+    """The run cannot be made here (a server missing or not starting): nothing was measured."""
+
+
+@contextlib.contextmanager
+def private_redis() -> Iterator[RedisServer]:
+    """A ``redis-server`` of the benchmark's own (free port, own directory; never the
+    shared 6379), removed at the end."""
+    from brownout.testing.servers import RedisServer, redis_unavailable
+
+    reason = redis_unavailable()
+    if reason is not None:
+        raise SetupError(reason)
+    server = RedisServer()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.close()

@@ -36,7 +36,7 @@ timeout" means: it is abandoned after ``--hang-cap`` seconds.
 
 Servers: a private ``redis-server`` on a free port with its own directory
 (never the shared 6379) and, unless ``--postgres-url`` is given, a private
-PostgreSQL cluster (``tests/servers``); both are removed at the end.
+PostgreSQL cluster (``brownout.testing.servers``); both are removed at the end.
 
 Run: ``.venv/bin/python bench/adapter_overhead.py [--rounds R] [--quick]
 [--json PATH] [--postgres-url postgresql://postgres@127.0.0.1:5432/postgres]``.
@@ -47,9 +47,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import logging
-import shutil
 import statistics
 import sys
 import time
@@ -60,23 +58,19 @@ from pathlib import Path
 from time import perf_counter_ns, process_time_ns
 from typing import Any
 
+import redis.asyncio as aredis
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
+
+from brownout import BreakerOpen, State
+from brownout import sql as bsql
+from brownout.redis import DEFAULT_SOCKET_TIMEOUT, AsyncRedisAdapter
+
 try:  # run as a script: bench/ is sys.path[0]
     import _harness as h
 except ImportError:  # imported as bench.adapter_overhead
     from bench import _harness as h
-
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.append(str(ROOT))  # for tests.servers (the private server launchers)
-
-import redis.asyncio as aredis  # noqa: E402
-from sqlalchemy import text  # noqa: E402
-from sqlalchemy.engine import make_url  # noqa: E402
-from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine  # noqa: E402
-
-from brownout import BreakerOpen, State  # noqa: E402
-from brownout import sql as bsql  # noqa: E402
-from brownout.redis import DEFAULT_SOCKET_TIMEOUT, AsyncRedisAdapter  # noqa: E402
 
 # A tripped breaker logs a warning; keep the output to the tables.
 logging.getLogger("brownout").addHandler(logging.NullHandler())
@@ -92,10 +86,6 @@ VALUE = b"x" * 100
 GET = "1. Redis GET, 50 tasks"
 SET = "2. Redis SET, 50 tasks"
 SELECT = "3. PostgreSQL SELECT 1, 10 tasks"
-
-
-class SetupError(RuntimeError):
-    pass
 
 
 @dataclass
@@ -183,14 +173,7 @@ class Servers(contextlib.ExitStack):
         self.postgres_note = ""
 
     def start_redis(self) -> None:
-        if shutil.which("redis-server") is None:
-            raise SetupError("redis-server not found on PATH (apt-get install redis-server)")
-        from tests.servers.redis_server import RedisServer
-
-        server = RedisServer()
-        self.callback(server.close)
-        server.start()
-        self.redis = server
+        self.redis = self.enter_context(h.private_redis())
 
     def start_postgres(self, url: str | None) -> None:
         if url:
@@ -200,11 +183,11 @@ class Servers(contextlib.ExitStack):
                 f"PostgreSQL given by --postgres-url ({parsed.host}:{parsed.port}), read-only"
             )
             return
-        from tests.servers.postgres_server import PostgresServer, find_pg_bin
+        from brownout.testing.servers import PostgresServer, find_pg_bin
 
         pg_bin = find_pg_bin()
         if pg_bin is None:
-            raise SetupError(
+            raise h.SetupError(
                 "PostgreSQL server binaries not found (apt-get install postgresql, or "
                 "BROWNOUT_PG_BIN); or pass --postgres-url"
             )
@@ -386,7 +369,7 @@ async def time_to_fail(
                 await guarded.get("bench:ttf")
             out.trip_calls.append(time.perf_counter() - s)
             if len(out.trip_calls) > 50:
-                raise SetupError("the breaker did not open after 50 failed GETs")
+                raise h.SetupError("the breaker did not open after 50 failed GETs")
         out.time_to_open = time.perf_counter() - t0
         before = guarded.breaker.snapshot().total_rejected
         per_round = max(1, guarded_calls // max(1, unguarded_calls))
@@ -518,11 +501,6 @@ def own_cost_table(cells: list[h.Cell], timed: list[Timed]) -> str:
     )
 
 
-def pct(values: list[float], q: float) -> float:
-    s = sorted(values)
-    return s[min(len(s) - 1, max(0, round(q * (len(s) - 1))))]
-
-
 def fail_table(f: FailTimes) -> str:
     g_med = statistics.median(f.guarded_open) * 1000
     rows = [
@@ -531,7 +509,7 @@ def fail_table(f: FailTimes) -> str:
             "`AsyncRedisAdapter.get` → `BreakerOpen`",
             str(len(f.guarded_open)),
             f"{g_med:.4f}",
-            f"{pct(f.guarded_open, 0.99) * 1000:.4f}",
+            f"{h.percentile(f.guarded_open, 0.99) * 1000:.4f}",
             f"{max(f.guarded_open) * 1000:.3f}",
             f"< {TARGET_OPEN_MS} ms",
             "yes" if g_med < TARGET_OPEN_MS else "**no**",
@@ -542,7 +520,7 @@ def fail_table(f: FailTimes) -> str:
             + "/".join(sorted(set(f.unguarded_errors))),
             str(len(f.unguarded)),
             f"{statistics.median(f.unguarded) * 1000:.1f}",
-            f"{pct(f.unguarded, 0.99) * 1000:.1f}",
+            f"{h.percentile(f.unguarded, 0.99) * 1000:.1f}",
             f"{max(f.unguarded) * 1000:.1f}",
             "—",
             "—",
@@ -640,7 +618,7 @@ def main(argv: list[str] | None = None) -> int:
             print("starting private redis-server and PostgreSQL ...", file=sys.stderr)
             servers.start_redis()
             servers.start_postgres(args.postgres_url)
-        except SetupError as exc:
+        except h.SetupError as exc:
             print(f"adapter_overhead: {exc}", file=sys.stderr)
             return 2
         assert servers.postgres_url is not None
@@ -693,44 +671,38 @@ def main(argv: list[str] | None = None) -> int:
     print(own_cost_table(own, timed))
     print()
     print(fail_table(fails))
-    if problems:
-        print()
-        for problem in problems:
-            print(f"- **check failed:** {problem}")
+    h.print_problems(problems)
     if args.json is not None:
-        args.json.write_text(
-            json.dumps(
-                {
-                    "machine": info,
-                    "args": {k: str(v) for k, v in vars(args).items()},
-                    "cells": [
-                        {
-                            "scenario": t.cell.scenario,
-                            "label": t.cell.label,
-                            "batch": t.batch,
-                            "ns_per_op": t.cell.samples,
-                            "paired_ratio": t.paired,
-                            "cpu_ns_per_op": t.cpu,
-                        }
-                        for t in timed
-                    ],
-                    "own_cost": [
-                        {"operation": c.scenario, "label": c.label, "ns_per_op": c.samples}
-                        for c in own
-                    ],
-                    "time_to_fail": {
-                        "trip_calls_s": fails.trip_calls,
-                        "time_to_open_s": fails.time_to_open,
-                        "guarded_open_s": fails.guarded_open,
-                        "unguarded_s": fails.unguarded,
-                        "unguarded_errors": fails.unguarded_errors,
-                        "default_client_s": fails.default_client,
-                        "default_client_outcome": fails.default_client_outcome,
-                    },
-                    "problems": problems,
+        h.write_json(
+            args.json,
+            info,
+            args,
+            {
+                "cells": [
+                    {
+                        "scenario": t.cell.scenario,
+                        "label": t.cell.label,
+                        "batch": t.batch,
+                        "ns_per_op": t.cell.samples,
+                        "paired_ratio": t.paired,
+                        "cpu_ns_per_op": t.cpu,
+                    }
+                    for t in timed
+                ],
+                "own_cost": [
+                    {"operation": c.scenario, "label": c.label, "ns_per_op": c.samples} for c in own
+                ],
+                "time_to_fail": {
+                    "trip_calls_s": fails.trip_calls,
+                    "time_to_open_s": fails.time_to_open,
+                    "guarded_open_s": fails.guarded_open,
+                    "unguarded_s": fails.unguarded,
+                    "unguarded_errors": fails.unguarded_errors,
+                    "default_client_s": fails.default_client,
+                    "default_client_outcome": fails.default_client_outcome,
                 },
-                indent=1,
-            )
+                "problems": problems,
+            },
         )
     return 1 if problems else 0
 

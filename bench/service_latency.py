@@ -41,10 +41,8 @@ import argparse
 import asyncio
 import contextlib
 import itertools
-import json
 import os
 import random
-import shutil
 import signal
 import statistics
 import subprocess
@@ -56,18 +54,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import asyncpg
+import httpx
+from sqlalchemy.engine import make_url
+
+from brownout.testing.servers import free_port
+
 try:  # run as a script: bench/ is sys.path[0]
     import _harness as h
 except ImportError:  # imported as bench.service_latency
     from bench import _harness as h
-
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.append(str(ROOT))  # for tests.servers (the private server launchers)
-
-import asyncpg  # noqa: E402
-import httpx  # noqa: E402
-from sqlalchemy.engine import make_url  # noqa: E402
 
 LIBRARIES = ("brownout", "fastapi", "uvicorn", "httpx", "redis", "asyncpg")
 TARGET_P99_MS = 25.0
@@ -90,10 +86,6 @@ MIX = (
     ("GET /products/{sku}/movements", 15),
     ("POST /products/{sku}/movements", 5),
 )
-
-
-class SetupError(RuntimeError):
-    pass
 
 
 @dataclass
@@ -131,7 +123,7 @@ async def throwaway_database(admin_url: str) -> Any:
         conn = await asyncpg.connect(dsn, timeout=10)
     except (OSError, asyncpg.PostgresError) as exc:
         shown = url.render_as_string(hide_password=True)
-        raise SetupError(f"cannot connect to PostgreSQL at {shown}: {exc}") from exc
+        raise h.SetupError(f"cannot connect to PostgreSQL at {shown}: {exc}") from exc
     try:
         await conn.execute(f'CREATE DATABASE "{name}"')
     finally:
@@ -152,8 +144,6 @@ class Service:
     """``python -m inventario serve`` in a child process on a free port."""
 
     def __init__(self, variant: str, env: dict[str, str], var_dir: Path) -> None:
-        from tests.servers._util import free_port
-
         self.variant = variant
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
@@ -181,7 +171,7 @@ class Service:
         async with httpx.AsyncClient(base_url=self.base, timeout=2.0) as client:
             while True:
                 if self.proc is not None and self.proc.poll() is not None:
-                    raise SetupError(
+                    raise h.SetupError(
                         f"{self.variant} service exited with {self.proc.returncode}; "
                         f"log {self.log_path}:\n{self.log_tail()}"
                     )
@@ -189,7 +179,7 @@ class Service:
                     if (await client.get("/health/live")).status_code == 200:
                         return
                 if time.monotonic() > deadline:
-                    raise SetupError(f"{self.variant} service not ready after {limit:g} s")
+                    raise h.SetupError(f"{self.variant} service not ready after {limit:g} s")
                 await asyncio.sleep(0.1)
 
     def log_tail(self, lines: int = 20) -> str:
@@ -233,12 +223,12 @@ async def seed(clients: dict[str, httpx.AsyncClient]) -> None:
     for i in range(PRODUCTS):
         r = await guarded.post("/products", json=product_body(i))
         if r.status_code not in (200, 201):
-            raise SetupError(f"seeding product {i}: HTTP {r.status_code} {r.text[:200]}")
+            raise h.SetupError(f"seeding product {i}: HTTP {r.status_code} {r.text[:200]}")
     for client in clients.values():
         for i in range(PRODUCTS):
             r = await client.get(f"/products/BENCH-{i:03d}")
             if r.status_code != 200:
-                raise SetupError(f"warming the cache: HTTP {r.status_code} {r.text[:200]}")
+                raise h.SetupError(f"warming the cache: HTTP {r.status_code} {r.text[:200]}")
 
 
 def request_for(kind: str, rng: random.Random) -> tuple[str, str, dict[str, Any] | None]:
@@ -367,9 +357,11 @@ async def watch(
 # ------------------------------------------------------------------ report
 
 
-def pct(values: list[float], q: float) -> float:
-    s = sorted(values)
-    return s[min(len(s) - 1, max(0, round(q * (len(s) - 1))))]
+def latency_cells(lat: list[float]) -> list[str]:
+    """Count, p50 and p99 of latencies in ms (for the per-variant columns)."""
+    if not lat:
+        return ["0", "—", "—"]
+    return [str(len(lat)), f"{statistics.median(lat):.1f}", f"{h.percentile(lat, 0.99):.1f}"]
 
 
 def summary_rows(samples: list[Sample], kinds: set[str] | None) -> list[list[str]]:
@@ -390,14 +382,14 @@ def summary_rows(samples: list[Sample], kinds: set[str] | None) -> list[list[str
             transport = sum(1 for s in sel if s.status == 0)
             met = "—"
             if phase == OPEN and variant == GUARDED and kinds == {PRODUCT_GET}:
-                met = "yes" if pct(lat, 0.99) <= TARGET_P99_MS else "**no**"
+                met = "yes" if h.percentile(lat, 0.99) <= TARGET_P99_MS else "**no**"
             rows.append(
                 [
                     phase,
                     variant,
                     str(len(sel)),
                     f"{statistics.median(lat):.1f}",
-                    f"{pct(lat, 0.99):.1f}",
+                    f"{h.percentile(lat, 0.99):.1f}",
                     f"{max(lat):.1f}",
                     f"{ok} / {http_err} / {transport}",
                     f"<= {TARGET_P99_MS:g} ms" if met != "—" else "—",
@@ -422,11 +414,7 @@ def window_rows(samples: list[Sample], timeline: Timeline, width: float) -> list
                 for s in samples
                 if s.variant == variant and s.kind == PRODUCT_GET and lo <= s.at < hi
             ]
-            cells += (
-                [str(len(lat)), f"{statistics.median(lat):.1f}", f"{pct(lat, 0.99):.1f}"]
-                if lat
-                else ["0", "—", "—"]
-            )
+            cells += latency_cells(lat)
         rows.append(cells)
         lo = hi
     return rows
@@ -444,35 +432,19 @@ def kind_rows(samples: list[Sample]) -> list[list[str]]:
                     for s in samples
                     if s.variant == variant and s.kind == kind and s.phase == phase
                 ]
-                cells += (
-                    [str(len(lat)), f"{statistics.median(lat):.1f}", f"{pct(lat, 0.99):.1f}"]
-                    if lat
-                    else ["0", "—", "—"]
-                )
+                cells += latency_cells(lat)
             rows.append(cells)
     return rows
 
 
-KIND_HEADERS = [
-    "request",
-    "phase",
-    "brownout n",
-    "brownout p50 ms",
-    "brownout p99 ms",
-    "unguarded n",
-    "unguarded p50 ms",
-    "unguarded p99 ms",
+#: The columns of :func:`latency_cells`, for each variant in turn.
+VARIANT_HEADERS = [
+    f"{variant} {column}"
+    for variant in ("brownout", "unguarded")
+    for column in ("n", "p50 ms", "p99 ms")
 ]
-
-WINDOW_HEADERS = [
-    "since the pause",
-    "brownout n",
-    "brownout p50 ms",
-    "brownout p99 ms",
-    "unguarded n",
-    "unguarded p50 ms",
-    "unguarded p99 ms",
-]
+KIND_HEADERS = ["request", "phase", *VARIANT_HEADERS]
+WINDOW_HEADERS = ["since the pause", *VARIANT_HEADERS]
 
 HEADERS = [
     "phase",
@@ -491,49 +463,37 @@ HEADERS = [
 
 
 async def run(args: argparse.Namespace) -> tuple[list[Sample], Load, Timeline, list[str]]:
-    from tests.servers.redis_server import RedisServer
-
     problems: list[str] = []
     timeline = Timeline()
-    if shutil.which("redis-server") is None:
-        raise SetupError("redis-server not found on PATH (apt-get install redis-server)")
-    redis_server = RedisServer()
     services: list[Service] = []
-    try:
-        redis_server.start()
-        async with throwaway_database(args.postgres_admin_url) as db_url:
-            with tempfile.TemporaryDirectory(prefix="brownout-bench-svc-") as tmp:
-                envs = {
-                    GUARDED: {"REDIS_URL": redis_server.url_for(0), "BROWNOUT_DISABLED": ""},
-                    UNGUARDED: {"REDIS_URL": redis_server.url_for(1), "BROWNOUT_DISABLED": "1"},
-                }
-                for variant in VARIANTS:  # one after the other: both create the schema
-                    env = {"DATABASE_URL": db_url, **envs[variant]}
-                    name = "guarded" if variant == GUARDED else "unguarded"
-                    svc = Service(variant, env, Path(tmp) / name)
-                    services.append(svc)
-                    svc.start()
-                    await svc.wait_ready()
-                limits = httpx.Limits(max_connections=1000, max_keepalive_connections=200)
-                clients = {
-                    s.variant: httpx.AsyncClient(base_url=s.base, limits=limits, timeout=10.0)
-                    for s in services
-                }
-                try:
-                    await seed(clients)
-                    state = await service_state(clients[UNGUARDED])
-                    if state.breaker != "disabled":
-                        problems.append(f"the unguarded service's {state}")
-                    samples, load = await drive(args, clients, redis_server, timeline, problems)
-                finally:
-                    for client in clients.values():
-                        await client.aclose()
-                    for svc in services:
-                        svc.stop()
-    finally:
-        for svc in services:
-            svc.stop()
-        redis_server.close()
+    async with contextlib.AsyncExitStack() as stack:  # closed in reverse order
+        redis_server = stack.enter_context(h.private_redis())
+        db_url = await stack.enter_async_context(throwaway_database(args.postgres_admin_url))
+        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="brownout-bench-svc-")))
+        envs = {
+            GUARDED: {"REDIS_URL": redis_server.url_for(0), "BROWNOUT_DISABLED": ""},
+            UNGUARDED: {"REDIS_URL": redis_server.url_for(1), "BROWNOUT_DISABLED": "1"},
+        }
+        for variant in VARIANTS:  # one after the other: both create the schema
+            env = {"DATABASE_URL": db_url, **envs[variant]}
+            name = "guarded" if variant == GUARDED else "unguarded"
+            svc = Service(variant, env, tmp / name)
+            services.append(svc)
+            stack.callback(svc.stop)
+            svc.start()
+            await svc.wait_ready()
+        limits = httpx.Limits(max_connections=1000, max_keepalive_connections=200)
+        clients = {
+            s.variant: httpx.AsyncClient(base_url=s.base, limits=limits, timeout=10.0)
+            for s in services
+        }
+        for client in clients.values():
+            stack.push_async_callback(client.aclose)
+        await seed(clients)
+        state = await service_state(clients[UNGUARDED])
+        if state.breaker != "disabled":
+            problems.append(f"the unguarded service's {state}")
+        samples, load = await drive(args, clients, redis_server, timeline, problems)
     return samples, load, timeline, problems
 
 
@@ -609,14 +569,14 @@ def main(argv: list[str] | None = None) -> int:
     load_before = os.getloadavg()
     try:
         samples, load, timeline, problems = asyncio.run(run(args))
-    except SetupError as exc:
+    except h.SetupError as exc:
         print(f"service_latency: {exc}", file=sys.stderr)
         return 2
     load_after = os.getloadavg()
 
     print(h.header_line(info))
     print()
-    lag99 = pct(load.lags, 0.99) * 1000 if load.lags else float("nan")
+    lag99 = h.percentile(load.lags, 0.99) * 1000 if load.lags else float("nan")
     print(
         f"{args.rate:g} req/s to each service (open loop, same requests at the same instants); "
         f"phases: healthy {args.healthy:g} s, tripping (until the breaker opened), breaker "
@@ -648,26 +608,21 @@ def main(argv: list[str] | None = None) -> int:
     print()
     for t, what in timeline.events:
         print(f"- {t:6.1f} s: {what}")
-    if problems:
-        print()
-        for problem in problems:
-            print(f"- **check failed:** {problem}")
+    h.print_problems(problems)
     if args.json is not None:
-        args.json.write_text(
-            json.dumps(
-                {
-                    "machine": info,
-                    "args": {k: str(v) for k, v in vars(args).items()},
-                    "load_average": {"before": load_before, "after": load_after},
-                    "timeline": timeline.events,
-                    "started": timeline.started,
-                    "paused_at": timeline.paused_at,
-                    "resumed_at": timeline.resumed_at,
-                    "samples": [s.__dict__ for s in samples],
-                    "problems": problems,
-                },
-                indent=0,
-            )
+        h.write_json(
+            args.json,
+            info,
+            args,
+            {
+                "load_average": {"before": load_before, "after": load_after},
+                "timeline": timeline.events,
+                "started": timeline.started,
+                "paused_at": timeline.paused_at,
+                "resumed_at": timeline.resumed_at,
+                "samples": [s.__dict__ for s in samples],
+                "problems": problems,
+            },
         )
     return 1 if problems else 0
 

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -20,6 +18,7 @@ from brownout.outbox import Intent, Outbox, OutboxError, OutboxFull, Replayer
 from brownout.prometheus import PrometheusMetrics
 from brownout.spool import Spool, SpoolUploader
 from brownout.testing import FakeClock
+from tests._durability import MemoryS3
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -239,34 +238,6 @@ def test_a_failing_stats_is_logged_and_does_not_break_the_scrape(
 # ------------------------------------------------------------------ spool
 
 
-class FakeS3:
-    """An in-memory async S3 adapter stand-in; ``refuse`` makes uploads fail (a caller error)."""
-
-    def __init__(self) -> None:
-        self.objects: dict[tuple[str, str], tuple[bytes, dict[str, str]]] = {}
-        self.refuse: set[str] = set()
-
-    async def upload(
-        self,
-        key: str,
-        data: bytes,
-        *,
-        content_type: str | None = None,
-        metadata: Mapping[str, str] | None = None,
-        bucket: str | None = None,
-    ) -> str:
-        assert bucket is not None
-        if key in self.refuse:
-            raise PermissionError("AccessDenied")  # an OSError: map it to a caller error below
-        self.objects[(bucket, key)] = (data, dict(metadata or {}))
-        return hashlib.md5(data).hexdigest()
-
-    async def head(self, key: str, *, bucket: str | None = None) -> Any:
-        assert bucket is not None
-        data, meta = self.objects[(bucket, key)]
-        return SimpleNamespace(size=len(data), metadata=meta, etag=hashlib.md5(data).hexdigest())
-
-
 async def test_spool_backlog_uploads_failures_and_quarantine(
     tmp_path: Path, clock: FakeClock
 ) -> None:
@@ -295,7 +266,7 @@ async def test_spool_backlog_uploads_failures_and_quarantine(
         assert get(s, "brownout_spool_put_seconds_count", spool="uploads") == 5
 
         (spool.directory / "objects" / damaged.payload).write_bytes(b"X" * 5)
-        s3 = FakeS3()
+        s3 = MemoryS3()
         s3.refuse.add("denied.pdf")
         uploader = SpoolUploader(spool, s3, is_outage=lambda exc: False)
         report = await uploader.drain()

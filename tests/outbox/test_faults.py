@@ -15,13 +15,7 @@ from __future__ import annotations
 import datetime
 import decimal
 import hashlib
-import json
-import os
 import re
-import shutil
-import subprocess
-import sys
-import textwrap
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -29,6 +23,7 @@ from typing import Any
 import pytest
 
 from brownout.outbox import Outbox, OutboxCorrupted, OutboxError, OutboxFull
+from tests._durability import in_a_tiny_tmpfs, run_python
 
 PAGE = 4096
 
@@ -44,19 +39,6 @@ def fill(path: Path, n: int) -> list[str]:
 
 def sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def run_child(code: str, *args: str, timeout: float = 60) -> dict[str, Any]:
-    """Run ``code`` in a fresh interpreter; it prints one JSON document on its last line."""
-    proc = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code), *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    assert proc.returncode == 0, proc.stderr
-    result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
-    return result
 
 
 # ------------------------------------------------------------------ a damaged journal
@@ -141,7 +123,7 @@ def test_a_lost_journal_next_to_its_log_is_refused_not_recreated(tmp_path: Path,
     """SQLite alone would open a missing/empty journal as a new database and delete the
     -wal that holds every intent since the last checkpoint. The outbox refuses."""
     path = tmp_path / "outbox.db"
-    keys = run_child(ORPHAN_CHILD, str(path), "40")["keys"]
+    keys = run_python(ORPHAN_CHILD, str(path), "40")["keys"]
     wal = tmp_path / "outbox.db-wal"
     assert wal.stat().st_size > PAGE  # the intents are in the log
     saved = path.read_bytes()
@@ -266,7 +248,7 @@ FSIZE_CHILD = """
 
 def test_a_file_size_limit_is_a_clear_error_and_keeps_what_was_accepted(tmp_path: Path) -> None:
     path = tmp_path / "outbox.db"
-    result = run_child(FSIZE_CHILD, str(path))
+    result = run_python(FSIZE_CHILD, str(path))
     accepted, error = result["accepted"], result["error"]
     assert error is not None, "the size limit was never reached"
     assert error.startswith("OutboxError: ") and "OutboxFull" not in error
@@ -309,46 +291,8 @@ TMPFS_CHILD = """
 """
 
 
-def _in_a_tiny_tmpfs(code: str, size_kib: int, tmp_path: Path) -> dict[str, Any]:
-    """Run ``code`` with a ``size_kib`` tmpfs at argv[1], in a user + mount namespace."""
-    unshare = shutil.which("unshare")
-    if unshare is None:
-        pytest.skip("unshare (util-linux) is not installed: no tmpfs without privileges")
-    mountpoint = tmp_path / "tiny"
-    mountpoint.mkdir()
-    probe = subprocess.run(
-        [unshare, "-rm", "sh", "-c", f"mount -t tmpfs -o size=64k tmpfs {mountpoint}"],
-        capture_output=True,
-        text=True,
-    )
-    if probe.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs in a user namespace here: {probe.stderr.strip()}")
-    script = tmp_path / "child.py"
-    script.write_text(textwrap.dedent(code))
-    proc = subprocess.run(
-        [
-            unshare,
-            "-rm",
-            "sh",
-            "-c",
-            f'mount -t tmpfs -o size={size_kib}k tmpfs "$1" && exec "$2" "$3" "$1"',
-            "sh",
-            str(mountpoint),
-            sys.executable,
-            str(script),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
-    )
-    assert proc.returncode == 0, proc.stderr
-    result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
-    return result
-
-
 def test_a_really_full_disk_is_a_clear_error_and_keeps_what_was_accepted(tmp_path: Path) -> None:
-    result = _in_a_tiny_tmpfs(TMPFS_CHILD, 384, tmp_path)
+    result = in_a_tiny_tmpfs(TMPFS_CHILD, 384, tmp_path)
     accepted, error = result["accepted"], result["error"]
     assert error is not None, "the tmpfs never filled up"
     assert error.startswith("OutboxError: ") and "disk full" in error

@@ -15,17 +15,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import subprocess
-import sys
-import textwrap
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from brownout.spool import Spool, SpoolCorrupted, SpoolEntry, SpoolError, SpoolUploader
+from tests._durability import MemoryS3, in_a_tiny_tmpfs, run_python
 
 
 def body(i: int, size: int = 2048) -> bytes:
@@ -47,13 +44,6 @@ def quarantine(directory: Path) -> dict[str, bytes]:
 
 def reasons(directory: Path) -> str:
     return "\n".join(p.read_text() for p in sorted((directory / "quarantine").glob("*.reason.txt")))
-
-
-def run_child(argv: list[str], **kwargs: Any) -> dict[str, Any]:
-    proc = subprocess.run(argv, capture_output=True, text=True, timeout=60, **kwargs)
-    assert proc.returncode == 0, proc.stderr
-    result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
-    return result
 
 
 # ------------------------------------------------------------------ damaged manifests
@@ -164,31 +154,6 @@ def test_a_payload_of_the_wrong_size_is_quarantined_on_open(tmp_path: Path, dama
     assert why in reasons(directory) and "b/victim" in reasons(directory)
 
 
-class MemoryS3:
-    def __init__(self) -> None:
-        self.objects: dict[tuple[str, str], bytes] = {}
-
-    async def upload(
-        self,
-        key: str,
-        data: bytes,
-        *,
-        content_type: str | None = None,
-        metadata: Mapping[str, str] | None = None,
-        bucket: str | None = None,
-    ) -> str:
-        assert bucket is not None
-        self.objects[(bucket, key)] = data
-        return hashlib.md5(data).hexdigest()
-
-    async def head(self, key: str, *, bucket: str | None = None) -> Any:
-        from types import SimpleNamespace
-
-        assert bucket is not None
-        data = self.objects[(bucket, key)]
-        return SimpleNamespace(size=len(data), metadata={}, etag=hashlib.md5(data).hexdigest())
-
-
 async def test_a_payload_flipped_in_place_is_never_uploaded(tmp_path: Path) -> None:
     """Same size, other bytes: only the checksum sees it, at upload time."""
     directory = tmp_path / "spool"
@@ -202,7 +167,7 @@ async def test_a_payload_flipped_in_place_is_never_uploaded(tmp_path: Path) -> N
         s3 = MemoryS3()
         report = await SpoolUploader(sp, s3).drain()
         assert (report.uploaded, report.quarantined) == (1, 1)
-        assert s3.objects == {("b", "other"): body(1)}
+        assert s3.bodies() == {("b", "other"): body(1)}
         assert "checksum mismatch" in report.errors[0] and "b/victim" in report.errors[0]
         with pytest.raises(KeyError):  # gone from the spool, kept in quarantine
             sp.read(victim)
@@ -238,7 +203,7 @@ FSIZE_CHILD = """
 
 def test_a_file_size_limit_is_a_clear_error_and_keeps_what_was_spooled(tmp_path: Path) -> None:
     directory = tmp_path / "spool"
-    result = run_child([sys.executable, "-c", textwrap.dedent(FSIZE_CHILD), str(directory)])
+    result = run_python(FSIZE_CHILD, str(directory))
     assert len(result["errors"]) == 2
     for key, error in zip(("big", "big-stream"), result["errors"], strict=True):
         assert f"writing b/{key} failed" in error
@@ -301,40 +266,8 @@ TMPFS_CHILD = """
 """
 
 
-def _in_a_tiny_tmpfs(code: str, size_kib: int, tmp_path: Path) -> dict[str, Any]:
-    """Run ``code`` with a ``size_kib`` tmpfs at argv[1], in a user + mount namespace."""
-    unshare = shutil.which("unshare")
-    if unshare is None:
-        pytest.skip("unshare (util-linux) is not installed: no tmpfs without privileges")
-    mountpoint = tmp_path / "tiny"
-    mountpoint.mkdir()
-    probe = subprocess.run(
-        [unshare, "-rm", "sh", "-c", f"mount -t tmpfs -o size=64k tmpfs {mountpoint}"],
-        capture_output=True,
-        text=True,
-    )
-    if probe.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs in a user namespace here: {probe.stderr.strip()}")
-    script = tmp_path / "child.py"
-    script.write_text(textwrap.dedent(code))
-    return run_child(
-        [
-            unshare,
-            "-rm",
-            "sh",
-            "-c",
-            f'mount -t tmpfs -o size={size_kib}k tmpfs "$1" && exec "$2" "$3" "$1"',
-            "sh",
-            str(mountpoint),
-            sys.executable,
-            str(script),
-        ],
-        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
-    )
-
-
 def test_a_really_full_disk_is_a_clear_error_and_keeps_what_was_spooled(tmp_path: Path) -> None:
-    result = _in_a_tiny_tmpfs(TMPFS_CHILD, 512, tmp_path)
+    result = in_a_tiny_tmpfs(TMPFS_CHILD, 512, tmp_path)
     error = result["error"]
     assert error is not None, "the tmpfs never filled up"
     assert "No space left on device (disk full?)" in error and "nothing was spooled" in error

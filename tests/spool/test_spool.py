@@ -23,6 +23,7 @@ from brownout.spool import (
     SpoolUploader,
 )
 from brownout.spool._store import entry_id
+from tests._durability import MemoryS3
 
 
 @pytest.fixture
@@ -342,46 +343,8 @@ def test_verify_checks_every_payload(spool: Spool) -> None:
 # ------------------------------------------------------------------ uploader with a fake S3
 
 
-class FakeS3:
-    """An in-memory async S3 adapter stand-in."""
-
-    def __init__(self) -> None:
-        self.objects: dict[tuple[str, str], tuple[bytes, dict[str, str]]] = {}
-        self.fail: BaseException | None = None
-        self.uploads = 0
-        self.corrupt_on_upload = False
-
-    async def upload(
-        self,
-        key: str,
-        data: bytes,
-        *,
-        content_type: str | None = None,
-        metadata: Mapping[str, str] | None = None,
-        bucket: str | None = None,
-    ) -> str:
-        if self.fail is not None:
-            raise self.fail
-        assert bucket is not None
-        self.uploads += 1
-        stored = data[:-1] + b"?" if self.corrupt_on_upload else data
-        self.objects[(bucket, key)] = (stored, dict(metadata or {}))
-        return hashlib.md5(stored).hexdigest()
-
-    async def head(self, key: str, *, bucket: str | None = None) -> Any:
-        from types import SimpleNamespace
-
-        assert bucket is not None
-        data, meta = self.objects[(bucket, key)]
-        return SimpleNamespace(size=len(data), metadata=meta, etag=hashlib.md5(data).hexdigest())
-
-    async def download(self, key: str, *, bucket: str | None = None) -> bytes:
-        assert bucket is not None
-        return self.objects[(bucket, key)][0]
-
-
 async def test_drain_uploads_verifies_and_removes(spool: Spool) -> None:
-    s3 = FakeS3()
+    s3 = MemoryS3()
     spool.put("b", "k1", b"one", metadata={"a": "1"})
     spool.put("b", "k2", b"two")
     report = await SpoolUploader(spool, s3).drain()
@@ -394,7 +357,7 @@ async def test_drain_uploads_verifies_and_removes(spool: Spool) -> None:
 
 
 async def test_drain_stops_on_an_outage_and_keeps_the_rest(spool: Spool) -> None:
-    s3 = FakeS3()
+    s3 = MemoryS3()
     spool.put("b", "k1", b"one")
     s3.fail = BreakerOpen("s3", State.OPEN, 5.0)
     report = await SpoolUploader(spool, s3).drain()
@@ -404,7 +367,7 @@ async def test_drain_stops_on_an_outage_and_keeps_the_rest(spool: Spool) -> None
 
 
 async def test_caller_errors_and_bad_verification_count_attempts(spool: Spool) -> None:
-    s3 = FakeS3()
+    s3 = MemoryS3()
     spool.put("b", "k1", b"one")
     uploader = SpoolUploader(spool, s3, max_attempts=2)
     s3.corrupt_on_upload = True
@@ -428,7 +391,7 @@ async def test_caller_errors_and_bad_verification_count_attempts(spool: Spool) -
 
 
 async def test_corrupted_entry_is_never_uploaded(spool: Spool) -> None:
-    s3 = FakeS3()
+    s3 = MemoryS3()
     e = spool.put("b", "k", b"abc")
     (spool.directory / "objects" / e.payload).write_bytes(b"xyz")
     report = await SpoolUploader(spool, s3).drain()
@@ -437,7 +400,7 @@ async def test_corrupted_entry_is_never_uploaded(spool: Spool) -> None:
 
 
 async def test_upload_helper_spools_behind_an_older_spooled_version(spool: Spool) -> None:
-    s3 = FakeS3()
+    s3 = MemoryS3()
     uploader = SpoolUploader(spool, s3)
     assert await uploader.upload("b", "k", b"v1") == "uploaded"
     s3.fail = ConnectionRefusedError("refused")

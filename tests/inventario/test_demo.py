@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import queue
 import re
 import signal
@@ -23,6 +22,7 @@ from typing import Any
 import pytest
 
 from brownout.testing.servers import postgres_unavailable, redis_unavailable, s3_unavailable
+from brownout.testing.servers._process import _pid_alive
 from inventario.demo import Demo, DemoOptions, Dependency, Sample, WriteRecord, summarize
 from tests.servers._util import missing
 
@@ -246,16 +246,6 @@ def _lines(proc: subprocess.Popen[str]) -> queue.Queue[str | None]:
 
     threading.Thread(target=pump, daemon=True).start()
     return lines
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 @real_stack

@@ -1,4 +1,5 @@
-"""Shared plumbing for the private servers: ports, waiting, cleanup, child processes."""
+"""Shared plumbing for the private servers: ports, waiting, cleanup, child processes,
+in-process server threads."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import os
 import shutil
 import signal
 import socket
+import socketserver
 import subprocess
 import tempfile
 import threading
@@ -143,6 +145,63 @@ def tail(path: Path, lines: int = 30) -> str:
     except OSError:
         return "<no log>"
     return "\n".join(text.splitlines()[-lines:])
+
+
+# -- in-process servers -----------------------------------------------------------------
+
+
+class Connections:
+    """The open connections of an in-process server, added and discarded by its request
+    handler, so that stopping the server can drop keep-alive clients too."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._open: set[socket.socket] = set()
+
+    def add(self, conn: socket.socket) -> None:
+        with self._lock:
+            self._open.add(conn)
+
+    def discard(self, conn: socket.socket) -> None:
+        with self._lock:
+            self._open.discard(conn)
+
+    def __len__(self) -> int:
+        return len(self._open)
+
+    def drop_all(self) -> None:
+        """Shut every open connection down (its handler then sees the end and finishes)."""
+        with self._lock:
+            connections = list(self._open)
+        for conn in connections:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+
+
+def serve_in_thread(
+    server: socketserver.BaseServer, name: str, *, poll_interval: float = 0.5
+) -> threading.Thread:
+    """Run ``server.serve_forever`` in a started daemon thread."""
+    thread = threading.Thread(
+        target=server.serve_forever,
+        kwargs={"poll_interval": poll_interval},
+        name=name,
+        daemon=True,
+    )
+    thread.start()
+    return thread
+
+
+def stop_serving(
+    server: socketserver.BaseServer, thread: threading.Thread | None, connections: Connections
+) -> None:
+    """Stop a server run by :func:`serve_in_thread` so that its endpoint really goes away:
+    no more accepts, the listening socket closed, open connections dropped, thread joined."""
+    server.shutdown()
+    server.server_close()
+    connections.drop_all()
+    if thread is not None:
+        thread.join(10)
 
 
 # -- child server processes -------------------------------------------------------------

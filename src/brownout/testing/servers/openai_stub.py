@@ -32,7 +32,14 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Self
 
-from brownout.testing.servers._process import LOOPBACK, track, untrack
+from brownout.testing.servers._process import (
+    LOOPBACK,
+    Connections,
+    serve_in_thread,
+    stop_serving,
+    track,
+    untrack,
+)
 
 DEFAULT_CHAT_MODEL = "gpt-4o-mini"
 DEFAULT_EMBEDDING_MODEL = "text-embedding-3-small"
@@ -153,10 +160,10 @@ class _Handler(BaseHTTPRequestHandler):
 
     def setup(self) -> None:
         super().setup()
-        self.server.stub._connection_opened(self.connection)
+        self.server.stub._connections.add(self.connection)
 
     def finish(self) -> None:
-        self.server.stub._connection_closed(self.connection)
+        self.server.stub._connections.discard(self.connection)
         with contextlib.suppress(OSError):
             super().finish()
 
@@ -206,7 +213,7 @@ class OpenAIStub:
         self._requests: list[RecordedRequest] = []
         self._release = threading.Event()
         self._closing = threading.Event()
-        self._connections: set[socket.socket] = set()
+        self._connections = Connections()
         self._server: _StubHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._counter = 0
@@ -219,13 +226,7 @@ class OpenAIStub:
         self._closing.clear()
         self._server = _StubHTTPServer((self.host, self._requested_port), self)
         self._requested_port = self._server.server_address[1]
-        self._thread = threading.Thread(
-            target=self._server.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            name="openai-stub",
-            daemon=True,
-        )
-        self._thread.start()
+        self._thread = serve_in_thread(self._server, "openai-stub", poll_interval=0.05)
         track(self)
         return self
 
@@ -237,15 +238,7 @@ class OpenAIStub:
             return
         self._closing.set()
         self._release.set()
-        server.shutdown()
-        server.server_close()
-        with self._lock:
-            connections = list(self._connections)
-        for conn in connections:
-            with contextlib.suppress(OSError):
-                conn.shutdown(socket.SHUT_RDWR)
-        if thread is not None:
-            thread.join(10)
+        stop_serving(server, thread, self._connections)
         deadline = time.monotonic() + 5
         while self._connections and time.monotonic() < deadline:
             time.sleep(0.01)
@@ -273,14 +266,6 @@ class OpenAIStub:
     def base_url_for(self, *, host: str | None = None, port: int | None = None) -> str:
         """The base URL through another address (a proxy)."""
         return f"http://{host or self.host}:{port or self.port}/v1"
-
-    def _connection_opened(self, conn: socket.socket) -> None:
-        with self._lock:
-            self._connections.add(conn)
-
-    def _connection_closed(self, conn: socket.socket) -> None:
-        with self._lock:
-            self._connections.discard(conn)
 
     # -- scripting ----------------------------------------------------------------------
 

@@ -8,9 +8,7 @@ endpoint really becomes unreachable, and it can ``pause()`` (requests hang until
 
 from __future__ import annotations
 
-import contextlib
 import importlib
-import socket
 import threading
 import uuid
 from collections.abc import Callable, Iterable
@@ -18,8 +16,11 @@ from typing import Any
 
 from brownout.testing.servers._process import (
     LOOPBACK,
+    Connections,
     free_port,
     port_open,
+    serve_in_thread,
+    stop_serving,
     track,
     untrack,
     wait_until,
@@ -54,8 +55,7 @@ class S3Server:
         self.secret_key = SECRET_KEY
         self._server: Any = None
         self._thread: threading.Thread | None = None
-        self._connections: set[socket.socket] = set()
-        self._conn_lock = threading.Lock()
+        self._connections = Connections()
         self._unpaused = threading.Event()
         self._unpaused.set()
         self._closed = False
@@ -135,12 +135,10 @@ class S3Server:
         class Handler(base):  # type: ignore[misc]
             def setup(self) -> None:
                 super().setup()
-                with owner._conn_lock:
-                    owner._connections.add(self.connection)
+                owner._connections.add(self.connection)
 
             def finish(self) -> None:
-                with owner._conn_lock:
-                    owner._connections.discard(self.connection)
+                owner._connections.discard(self.connection)
                 super().finish()
 
             def log_request(self, *args: Any, **kwargs: Any) -> None:
@@ -162,11 +160,8 @@ class S3Server:
             self.host, self.port, self._app(), threaded=True, request_handler=self._handler()
         )
         setattr(server, "daemon_threads", True)  # noqa: B010 - not in werkzeug's types
-        thread = threading.Thread(
-            target=server.serve_forever, name=f"moto-s3-{self.port}", daemon=True
-        )
-        thread.start()
-        self._server, self._thread = server, thread
+        self._server = server
+        self._thread = serve_in_thread(server, f"moto-s3-{self.port}")
         wait_until(lambda: port_open(self.host, self.port), timeout=15, what="moto S3")
 
     def stop(self) -> None:
@@ -174,17 +169,8 @@ class S3Server:
         self.resume()
         server, thread = self._server, self._thread
         self._server = self._thread = None
-        if server is None:
-            return
-        server.shutdown()
-        server.server_close()
-        with self._conn_lock:
-            connections = list(self._connections)
-        for conn in connections:
-            with contextlib.suppress(OSError):
-                conn.shutdown(socket.SHUT_RDWR)
-        if thread is not None:
-            thread.join(10)
+        if server is not None:
+            stop_serving(server, thread, self._connections)
 
     kill = stop
 

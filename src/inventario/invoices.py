@@ -151,6 +151,10 @@ class InvoiceConflict(store.StoreError):
         super().__init__(detail)
         self.error, self.state = error, state
 
+    @classmethod
+    def already_applied(cls, invoice_id: str, state: str = "applied") -> InvoiceConflict:
+        return cls("invoice_applied", f"invoice {invoice_id} is already applied", state)
+
     def body(self) -> dict[str, Any]:
         return {"error": self.error, "detail": str(self), "state": self.state}
 
@@ -236,9 +240,7 @@ async def _update(s: AsyncSession, invoice_id: str, values: dict[str, Any]) -> d
     )
     if result.first() is None:
         row = await _get(s, invoice_id)
-        raise InvoiceConflict(
-            "invoice_applied", f"invoice {invoice_id} is already applied", row["state"]
-        )
+        raise InvoiceConflict.already_applied(invoice_id, row["state"])
     return await _get(s, invoice_id)
 
 
@@ -260,11 +262,19 @@ async def _list(
     return [dict(r) for r in rows], total
 
 
-async def _missing_skus(s: AsyncSession, skus: set[str]) -> set[str]:
+async def _check_skus(s: AsyncSession, invoice_id: str, lines: list[dict[str, Any]]) -> None:
+    """Raise :class:`UnknownSku` if a line's sku names no product."""
+    skus = {line["sku"] for line in lines}
     if not skus:
-        return set()
+        return
     found = await s.execute(select(products.c.sku).where(products.c.sku.in_(sorted(skus))))
-    return skus - {row[0] for row in found}
+    missing = skus - {row[0] for row in found}
+    if missing:
+        raise UnknownSku(
+            invoice_id,
+            sorted(missing),
+            [n for n, line in enumerate(lines, 1) if line["sku"] in missing],
+        )
 
 
 # ------------------------------------------------------------------ extraction
@@ -735,16 +745,8 @@ async def set_lines(invoice_id: InvoiceId, body: InvoiceLines, rt: RuntimeDep) -
     async def run(s: AsyncSession) -> dict[str, Any]:
         row = await _get(s, invoice_id)
         if row["state"] == "applied":
-            raise InvoiceConflict(
-                "invoice_applied", f"invoice {invoice_id} is already applied", "applied"
-            )
-        missing = await _missing_skus(s, {line["sku"] for line in lines})
-        if missing:
-            raise UnknownSku(
-                invoice_id,
-                sorted(missing),
-                [n for n, ln in enumerate(lines, 1) if ln["sku"] in missing],
-            )
+            raise InvoiceConflict.already_applied(invoice_id)
+        await _check_skus(s, invoice_id, lines)
         values = {
             "state": "extracted",
             "lines": json.dumps(lines),
@@ -766,9 +768,7 @@ async def extract_again(invoice_id: InvoiceId, rt: RuntimeDep) -> dict[str, Any]
     files = _files(rt)
     row = await _read(rt, _get, invoice_id)
     if row["state"] == "applied":
-        raise InvoiceConflict(
-            "invoice_applied", f"invoice {invoice_id} is already applied", "applied"
-        )
+        raise InvoiceConflict.already_applied(invoice_id)
     data, _ = await files.fetch(row["bucket"], row["object_key"])
     return _view(await _extract(rt, row, data), files)
 
@@ -796,9 +796,7 @@ async def apply_invoice(invoice_id: InvoiceId, rt: RuntimeDep, cache: CacheDep) 
         if got is None:
             row = await _get(s, invoice_id)
             if row["state"] == "applied":
-                raise InvoiceConflict(
-                    "invoice_applied", f"invoice {invoice_id} is already applied", "applied"
-                )
+                raise InvoiceConflict.already_applied(invoice_id)
             raise InvoiceConflict(
                 "invoice_not_ready",
                 f"invoice {invoice_id} is {row['state']}: it needs extracted lines first "
@@ -814,13 +812,7 @@ async def apply_invoice(invoice_id: InvoiceId, rt: RuntimeDep, cache: CacheDep) 
                 f"line{'s' if len(no_sku) > 1 else ''} {', '.join(map(str, no_sku))} "
                 f"name no product (no sku): set them with PUT /invoices/{invoice_id}/lines"
             )
-        missing = await _missing_skus(s, {line["sku"] for line in lines})
-        if missing:
-            raise UnknownSku(
-                invoice_id,
-                sorted(missing),
-                [n for n, ln in enumerate(lines, 1) if ln["sku"] in missing],
-            )
+        await _check_skus(s, invoice_id, lines)
         moved = []
         for n, line in enumerate(lines, 1):
             moved.append(

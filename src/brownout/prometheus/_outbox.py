@@ -26,7 +26,7 @@ import logging
 import threading
 import weakref
 from collections.abc import Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
@@ -60,7 +60,16 @@ WAIT_BUCKETS: tuple[float, ...] = (
 #: Histogram buckets (seconds) for one spooled upload (bigger bodies than a database call).
 UPLOAD_BUCKETS: tuple[float, ...] = (*DURATION_BUCKETS, 30.0, 60.0)
 
-T = TypeVar("T")
+Listener = Callable[[str, Mapping[str, Any]], object]
+
+
+class _Source(Protocol):
+    """An outbox or a spool: it reports events to listeners and has ``stats()``."""
+
+    def add_listener(self, listener: Listener) -> None: ...
+
+
+T = TypeVar("T", bound=_Source)
 
 #: (stats key, metric name, help) of the outbox gauges read at scrape time.
 _OUTBOX_GAUGES = (
@@ -129,6 +138,27 @@ class _Tracked(Generic[T]):
             pairs = list(self._items.items())
         pairs.sort(key=lambda pair: pair[1][0])
         return [(item, label) for item, (_, label) in pairs]
+
+    def listen(self, item: T, label: str, on_event: Listener) -> Callable[[], None]:
+        """Track ``item`` and pass its events to ``on_event`` until the returned function
+        detaches it (nothing happens for an item already tracked)."""
+        if not self.add(item, label):
+            return _noop
+        attached = True
+
+        def listener(event: str, fields: Mapping[str, Any]) -> None:
+            if attached:
+                on_event(event, fields)
+
+        # listeners cannot be removed: this one goes inert on detach
+        item.add_listener(listener)
+
+        def detach() -> None:
+            nonlocal attached
+            attached = False
+            self.remove(item)
+
+        return detach
 
 
 class _StatsCollector:
@@ -226,9 +256,6 @@ class OutboxMetrics:
     def attach_outbox(self, outbox: Outbox) -> Callable[[], None]:
         """Feed the metrics from ``outbox``; returns a function that detaches it."""
         label = outbox.path.stem or outbox.path.name
-        if not self._outboxes.add(outbox, label):
-            return _noop
-        attached = True
         submit_seconds = self.submit_seconds.labels(label)
         replay_seconds = self.replay_seconds.labels(label)
         queued_seconds = self.queued_seconds.labels(label)
@@ -236,8 +263,6 @@ class OutboxMetrics:
             self.refused.labels(label, reason)
 
         def on_event(event: str, fields: Mapping[str, Any]) -> None:
-            if not attached:
-                return
             operation = str(fields.get("operation", ""))
             if event == "submitted":
                 self.submitted.labels(label, operation).inc()
@@ -252,15 +277,7 @@ class OutboxMetrics:
             elif event == "dead":
                 self.dead.labels(label, operation).inc()
 
-        # Outbox listeners cannot be removed: the handler goes inert on detach
-        outbox.add_listener(on_event)
-
-        def detach() -> None:
-            nonlocal attached
-            attached = False
-            self._outboxes.remove(outbox)
-
-        return detach
+        return self._outboxes.listen(outbox, label, on_event)
 
 
 class SpoolMetrics:
@@ -309,9 +326,6 @@ class SpoolMetrics:
     def attach_spool(self, spool: Spool) -> Callable[[], None]:
         """Feed the metrics from ``spool``; returns a function that detaches it."""
         label = spool.directory.name or str(spool.directory)
-        if not self._spools.add(spool, label):
-            return _noop
-        attached = True
         series = {
             "spooled": self.spooled.labels(label),
             "spooled_bytes": self.spooled_bytes.labels(label),
@@ -324,8 +338,6 @@ class SpoolMetrics:
         upload_seconds = self.upload_seconds.labels(label)
 
         def on_event(event: str, fields: Mapping[str, Any]) -> None:
-            if not attached:
-                return
             if event == "spooled":
                 series["spooled"].inc()
                 series["spooled_bytes"].inc(fields.get("size", 0))
@@ -339,12 +351,4 @@ class SpoolMetrics:
             elif event == "quarantined":
                 series["quarantined"].inc()
 
-        # Spool listeners cannot be removed: the handler goes inert on detach
-        spool.add_listener(on_event)
-
-        def detach() -> None:
-            nonlocal attached
-            attached = False
-            self._spools.remove(spool)
-
-        return detach
+        return self._spools.listen(spool, label, on_event)

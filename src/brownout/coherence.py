@@ -51,10 +51,10 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from brownout import _sqlite
-from brownout._adapter import DependencyError
 from brownout._breaker import CircuitBreaker
-from brownout._errors import BreakerOpen, BrownoutError
+from brownout._errors import BrownoutError
 from brownout._events import StateChange
+from brownout._outage import default_is_outage
 from brownout._redact import redact
 from brownout._state import State
 
@@ -199,7 +199,7 @@ class CacheCoherence:
         self.component = component
         self.batch_size = batch_size
         self.max_keys = max_keys
-        self._is_outage = is_outage or _default_is_outage(redis)
+        self._is_outage = is_outage or default_is_outage(redis)
         self._async = inspect.iscoroutinefunction(delete)
         self._clock = clock
         self._lock = threading.RLock()  # the connection, the counts, the volatile keys
@@ -856,19 +856,3 @@ class _Overflow(Exception):
     def __init__(self, count: int) -> None:
         super().__init__(count)
         self.count = count
-
-
-def _default_is_outage(redis: Any) -> Callable[[BaseException], bool]:
-    """Whether a DEL's error means "Redis is failing" (record the keys) or is the caller's."""
-    errors = getattr(redis, "errors", None)
-
-    def is_outage(exc: BaseException) -> bool:
-        if isinstance(exc, BreakerOpen):
-            return True
-        if errors is None:
-            return isinstance(exc, OSError)  # ConnectionError, TimeoutError, socket errors
-        if isinstance(exc, DependencyError):  # re-raised with a secret scrubbed: use its kind
-            return any(rule.counts for rule in errors.rules if rule.kind == exc.kind)
-        return bool(errors.counts(exc))
-
-    return is_outage

@@ -11,10 +11,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from brownout._adapter import DependencyError
 from brownout._breaker import CircuitBreaker
-from brownout._errors import BreakerOpen
 from brownout._events import StateChange
+from brownout._outage import default_is_outage
 from brownout._redact import redact
 from brownout._state import State
 from brownout.spool._store import SHA256_METADATA, Spool, SpoolCorrupted, SpoolEntry
@@ -79,7 +78,7 @@ class SpoolUploader:
         self.heartbeat = heartbeat
         self.max_attempts = max_attempts
         self._async = inspect.iscoroutinefunction(getattr(s3, "upload", None))
-        self._is_outage = is_outage or _default_is_outage(s3)
+        self._is_outage = is_outage or default_is_outage(s3)
         self._lock = asyncio.Lock()
         self._wake: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -272,18 +271,3 @@ class SpoolUploader:
         for undo in self._unsubscribe:
             undo()
         self._unsubscribe.clear()
-
-
-def _default_is_outage(s3: Any) -> Callable[[BaseException], bool]:
-    errors = getattr(s3, "errors", None)
-
-    def is_outage(exc: BaseException) -> bool:
-        if isinstance(exc, BreakerOpen):
-            return True
-        if errors is None:
-            return isinstance(exc, OSError | TimeoutError | ConnectionError)
-        if isinstance(exc, DependencyError):  # re-raised with a secret scrubbed: use its kind
-            return any(rule.counts for rule in errors.rules if rule.kind == exc.kind)
-        return bool(errors.counts(exc))
-
-    return is_outage

@@ -22,7 +22,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, NamedTuple, TypeAlias, TypeVar
+from typing import Any, ClassVar, NamedTuple, TypeVar
 
 from brownout._breaker import BreakerSnapshot, CircuitBreaker
 from brownout._clock import Clock
@@ -46,12 +46,6 @@ logger = logging.getLogger("brownout")
 
 R = TypeVar("R")
 Matcher = type[BaseException] | Callable[[BaseException], bool]
-#: One client call for :meth:`Adapter._command`: (operation, the client's method name,
-#: args, kwargs, read, key, bytes sent); ``read(reply, figs)`` returns the result and
-#: fills in ``figs`` = ``[bytes_sent, bytes_received, cache_hits, cache_misses]``.
-Command: TypeAlias = tuple[
-    str, str, tuple[Any, ...], dict[str, Any], Callable[[Any, list[int]], R], str | None, int
-]
 
 
 class DependencyError(BrownoutError):
@@ -179,41 +173,40 @@ class Figures:
     completion_tokens: int = 0
 
 
-#: What an operation adds to the figures, as kept in :class:`AdapterStats`' log:
-#: ``[bytes_sent, bytes_received, cache_hits, cache_misses]`` (the lean runners fill
-#: in a list) or all seven figures (from a :class:`Figures`, copied when recorded).
-_FigureValues = list[int] | tuple[int, int, int, int, str | None, int, int]
-#: One operation in :class:`AdapterStats`' log: (operation, outcome, duration,
-#: stamp on the adapter's clock, wall time, key, error kind, error text, figures).
+#: One operation in :class:`AdapterStats`' log: the fields of its :class:`OperationEvent`
+#: after ``dependency`` and ``name``, then its stamp on the adapter's clock, its wall-clock
+#: time and its (redacted) error text. Flat and made of atoms only: the garbage collector
+#: stops tracking such a tuple at its first pass, so pending records cost it nothing.
 _Record = tuple[
-    str, str, float, float, float, str | None, str | None, str | None, "_FigureValues | None"
+    str,  # operation
+    str,  # outcome
+    float,  # duration
+    str | None,  # error_kind
+    str | None,  # key
+    int,  # bytes_sent
+    int,  # bytes_received
+    int,  # cache_hits
+    int,  # cache_misses
+    str | None,  # model
+    int,  # prompt_tokens
+    int,  # completion_tokens
+    float,  # stamp (the adapter's clock)
+    float,  # wall-clock time
+    str | None,  # error text
 ]
 
 _wall = time.time
 
 
-def _figure_values(figs: Figures) -> tuple[int, int, int, int, str | None, int, int]:
-    return (
-        figs.bytes_sent,
-        figs.bytes_received,
-        figs.cache_hits,
-        figs.cache_misses,
-        figs.model,
-        figs.prompt_tokens,
-        figs.completion_tokens,
-    )
-
-
 def _recent_entry(record: _Record) -> dict[str, Any]:
-    operation, outcome, duration, _stamp, wall, key, error_kind, _error, figs = record
     return {
-        "at": wall,
-        "operation": operation,
-        "key": key,
-        "outcome": outcome,
-        "latency_ms": round(duration * 1000, 3),
-        "bytes": figs[0] + figs[1] if figs is not None else 0,
-        "error_kind": error_kind,
+        "at": record[13],
+        "operation": record[0],
+        "key": record[4],
+        "outcome": record[1],
+        "latency_ms": round(record[2] * 1000, 3),
+        "bytes": record[5] + record[6],
+        "error_kind": record[3],
     }
 
 
@@ -234,8 +227,10 @@ class AdapterStats:
     ``recent_size`` operations as dicts.
     """
 
-    #: Pending records folded in at once by the operation that finds more than this.
-    drain_after: int = 1024
+    #: Pending records are folded in by the operation that finds more than this many.
+    #: Kept under the garbage collector's first threshold (700 new objects), so that
+    #: the pending records alone never set off a collection.
+    drain_after: int = 256
 
     def __init__(
         self,
@@ -251,6 +246,7 @@ class AdapterStats:
         #: with traffic.
         self.horizon = horizon
         self.clock = clock
+        self.drain_after = type(self).drain_after
         self.last_probe: ProbeResult | None = None
         self.credentials_problem: str | None = None
         self._lock = threading.Lock()
@@ -275,27 +271,7 @@ class AdapterStats:
 
     def add(self, event: OperationEvent, error: str | None) -> None:
         """Record one operation (``error``: its redacted error text, for ``last_error``)."""
-        self._append(
-            (
-                event.operation,
-                event.outcome,
-                event.duration,
-                self.clock(),
-                _wall(),
-                event.key,
-                event.error_kind,
-                error,
-                (
-                    event.bytes_sent,
-                    event.bytes_received,
-                    event.cache_hits,
-                    event.cache_misses,
-                    event.model,
-                    event.prompt_tokens,
-                    event.completion_tokens,
-                ),
-            )
-        )
+        self._append((*event[2:], self.clock(), _wall(), error))
 
     def _append(self, record: _Record) -> None:
         log = self._log
@@ -323,7 +299,23 @@ class AdapterStats:
         operations = self._operations
         ok, latency, stamp_of = self._outcomes.append, self._latencies.append, self._stamps.append
         sent = received = hits = misses = prompt = completion = 0
-        for operation, outcome, duration, stamp, wall, _, _, error, figs in batch:
+        for (
+            operation,
+            outcome,
+            duration,
+            _,
+            _,
+            s,
+            r,
+            h,
+            m,
+            model,
+            p,
+            c,
+            stamp,
+            wall,
+            error,
+        ) in batch:
             per_op = operations.get(operation)
             if per_op is None:
                 per_op = operations[operation] = {}
@@ -334,17 +326,14 @@ class AdapterStats:
                 stamp_of(stamp)
             if error is not None:
                 self._last_error, self._last_error_at = error, wall
-            if figs is None:
-                continue
-            sent += figs[0]
-            received += figs[1]
-            hits += figs[2]
-            misses += figs[3]
-            if type(figs) is tuple:
-                model, p, c = figs[4], figs[5], figs[6]
+            sent += s
+            received += r
+            hits += h
+            misses += m
+            if p or c:
                 prompt += p
                 completion += c
-                if model and (p or c):
+                if model:
                     per_model = self._tokens_by_model.setdefault(model, {})
                     per_model["prompt"] = per_model.get("prompt", 0) + p
                     per_model["completion"] = per_model.get("completion", 0) + c
@@ -492,24 +481,25 @@ class AdapterStats:
         return sum(outcomes) / n, _percentile(latencies, 0.95), n
 
 
+_NO_FIGURES = Figures()  # read only
+
+
 def _read_reply(
     fn: Callable[..., Any],
     args: tuple[Any, ...],
-    kwargs: dict[str, Any],
     read: Callable[[Any, list[int]], R],
     figs: list[int],
 ) -> R:
-    return read(fn(*args, **kwargs), figs)
+    return read(fn(*args), figs)
 
 
 async def _aread_reply(
     fn: Callable[..., Awaitable[Any]],
     args: tuple[Any, ...],
-    kwargs: dict[str, Any],
     read: Callable[[Any, list[int]], R],
     figs: list[int],
 ) -> R:
-    return read(await fn(*args, **kwargs), figs)
+    return read(await fn(*args), figs)
 
 
 def _percentile(sorted_values: Sequence[float], q: float) -> float:
@@ -644,19 +634,28 @@ class Adapter:
         self._emit(operation, "success", clock() - start, figures, None)
         return result
 
-    def _command(self, client: Any, op: Command[R]) -> R:
-        """Run one client call described by ``op`` through the breaker: the lean path.
+    def _command(
+        self,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        operation: str,
+        read: Callable[[Any, list[int]], R],
+        key: object = None,
+        sent: int = 0,
+    ) -> R:
+        """``read(fn(*args), figs)`` through the breaker, as ``operation``: the lean path.
 
-        For adapters whose operations are many and quick (Redis): no closure,
-        no :class:`Figures`, no event without listeners, and the breaker's
-        lock-free path taken inline. ``op`` is (operation, the client's method
-        name, args, kwargs, read, key, bytes sent); ``read(reply, figs)`` runs
-        inside the guarded call (an error there is classified like the client's
-        own), returns the result and fills in ``figs``, a list
-        ``[bytes_sent, bytes_received, cache_hits, cache_misses]``.
+        For adapters whose operations are many and quick (Redis): no closure, no
+        :class:`Figures` and no :class:`OperationEvent` unless there are listeners,
+        and the breaker's lock-free path taken inline. ``read`` runs inside the
+        guarded call (an error there is classified like the client's own), returns
+        the result and fills in ``figs``, a list ``[bytes_sent, bytes_received,
+        cache_hits, cache_misses]`` that starts as ``[sent, 0, 0, 0]``. ``key`` is
+        the operation's key as text, or an object :meth:`_key_text` turns into text.
+        Keyword arguments go in ``fn`` (a ``functools.partial``).
         """
-        operation, method, args, kwargs, read, key, sent = op
-        fn = getattr(client, method)
+        if key is not None and type(key) is not str:
+            key = self._key_text(key)
         figs = [sent, 0, 0, 0]
         cb = self.breaker
         clock = self._clock
@@ -666,7 +665,7 @@ class Adapter:
                 # CircuitBreaker.call's lock-free CLOSED path, inline (the same steps).
                 gen = cb._gen
                 try:
-                    result = read(fn(*args, **kwargs), figs)
+                    result = read(fn(*args), figs)
                 except Exception as exc:
                     if not (cb._on_error(gen, exc, 0.0) and cb._fallback is not None):
                         raise
@@ -674,29 +673,36 @@ class Adapter:
                 else:
                     cb._outcomes.append(0)
             else:
-                result = cb.call(_read_reply, fn, args, kwargs, read, figs)
+                result = cb.call(_read_reply, fn, args, read, figs)
         except BreakerOpen:
-            self._record(operation, "rejected", 0.0, key if self.record_keys else None, figs)
+            self._record(operation, "rejected", 0.0, self._lean_figures(key, figs), None)
             raise
         except Exception as exc:
-            scrubbed = self._failed(operation, exc, clock() - start, self._figures(key, figs))
+            figures = self._lean_figures(key, figs)
+            scrubbed = self._failed(operation, exc, clock() - start, figures)
             if scrubbed is None:
                 raise
             raise scrubbed from None
         end = clock()
+        stats = self.stats
+        log = stats._log
         record = (
             operation,
             "success",
             end - start,
+            None,
+            key if self.record_keys else None,
+            figs[0],
+            figs[1],
+            figs[2],
+            figs[3],
+            None,
+            0,
+            0,
             end,
             _wall(),
-            key if self.record_keys else None,
             None,
-            None,
-            figs,
         )
-        stats = self.stats
-        log = stats._log
         log.append(record)
         if len(log) > stats.drain_after:
             stats._spill()
@@ -706,10 +712,18 @@ class Adapter:
             self._succeeded()
         return result
 
-    async def _acommand(self, client: Any, op: Command[R]) -> R:
-        """Await one client call described by ``op`` through the breaker (see :meth:`_command`)."""
-        operation, method, args, kwargs, read, key, sent = op
-        fn = getattr(client, method)
+    async def _acommand(
+        self,
+        fn: Callable[..., Awaitable[Any]],
+        args: tuple[Any, ...],
+        operation: str,
+        read: Callable[[Any, list[int]], R],
+        key: object = None,
+        sent: int = 0,
+    ) -> R:
+        """Await ``fn(*args)`` through the breaker: the lean path of :meth:`_command`."""
+        if key is not None and type(key) is not str:
+            key = self._key_text(key)
         figs = [sent, 0, 0, 0]
         cb = self.breaker
         clock = self._clock
@@ -720,7 +734,7 @@ class Adapter:
                 # one coroutine less to resume on every wake-up of the client's.
                 gen = cb._gen
                 try:
-                    result = read(await fn(*args, **kwargs), figs)
+                    result = read(await fn(*args), figs)
                 except Exception as exc:
                     if not (cb._on_error(gen, exc, 0.0) and cb._fallback is not None):
                         raise
@@ -728,29 +742,36 @@ class Adapter:
                 else:
                     cb._outcomes.append(0)
             else:
-                result = await cb.acall(_aread_reply, fn, args, kwargs, read, figs)
+                result = await cb.acall(_aread_reply, fn, args, read, figs)
         except BreakerOpen:
-            self._record(operation, "rejected", 0.0, key if self.record_keys else None, figs)
+            self._record(operation, "rejected", 0.0, self._lean_figures(key, figs), None)
             raise
         except Exception as exc:
-            scrubbed = self._failed(operation, exc, clock() - start, self._figures(key, figs))
+            figures = self._lean_figures(key, figs)
+            scrubbed = self._failed(operation, exc, clock() - start, figures)
             if scrubbed is None:
                 raise
             raise scrubbed from None
         end = clock()
+        stats = self.stats
+        log = stats._log
         record = (
             operation,
             "success",
             end - start,
+            None,
+            key if self.record_keys else None,
+            figs[0],
+            figs[1],
+            figs[2],
+            figs[3],
+            None,
+            0,
+            0,
             end,
             _wall(),
-            key if self.record_keys else None,
             None,
-            None,
-            figs,
         )
-        stats = self.stats
-        log = stats._log
         log.append(record)
         if len(log) > stats.drain_after:
             stats._spill()
@@ -760,15 +781,19 @@ class Adapter:
             self._succeeded()
         return result
 
-    def _figures(self, key: str | None, figs: list[int]) -> Figures:
+    def _lean_figures(self, key: object, figs: list[int]) -> Figures:
         sent, received, hits, misses = figs
         return Figures(
-            key=key if self.record_keys else None,
+            key=key if self.record_keys and isinstance(key, str) else None,
             bytes_sent=sent,
             bytes_received=received,
             cache_hits=hits,
             cache_misses=misses,
         )
+
+    def _key_text(self, key: object) -> str:
+        """An operation's key as text, for :meth:`_command` (subclasses decode bytes etc.)."""
+        return str(key)
 
     def _succeeded(self) -> None:
         """Hook: an operation of :meth:`_command` succeeded while ``stats.credentials_problem``
@@ -813,8 +838,7 @@ class Adapter:
             operation,
             outcome,
             duration,
-            None if figs is None else figs.key,
-            None if figs is None else _figure_values(figs),
+            figs,
             error_kind,
             error_text if outcome == "failure" else None,
         )
@@ -824,53 +848,36 @@ class Adapter:
         operation: str,
         outcome: str,
         duration: float,
-        key: str | None,
-        figs: _FigureValues | None,
-        error_kind: str | None = None,
+        figs: Figures | None,
+        error_kind: str | None,
         error: str | None = None,
     ) -> None:
+        if figs is None:
+            figs = _NO_FIGURES
         record = (
             operation,
             outcome,
             duration,
+            error_kind,
+            figs.key,
+            figs.bytes_sent,
+            figs.bytes_received,
+            figs.cache_hits,
+            figs.cache_misses,
+            figs.model,
+            figs.prompt_tokens,
+            figs.completion_tokens,
             self._clock(),
             _wall(),
-            key,
-            error_kind,
             error,
-            figs,
         )
         self.stats._append(record)
         if self._listeners:
             self._publish(record)
 
     def _publish(self, record: _Record) -> None:
-        """Build the record's :class:`OperationEvent` (only with listeners) and hand it out."""
-        operation, outcome, duration, _, _, key, error_kind, _, figs = record
-        model: str | None = None
-        if figs is None:
-            sent = received = hits = misses = prompt = completion = 0
-        elif isinstance(figs, list):
-            sent, received, hits, misses = figs
-            prompt = completion = 0
-        else:
-            sent, received, hits, misses, model, prompt, completion = figs
-        event = OperationEvent(
-            self.kind,
-            self.name,
-            operation,
-            outcome,
-            duration,
-            error_kind,
-            key,
-            sent,
-            received,
-            hits,
-            misses,
-            model,
-            prompt,
-            completion,
-        )
+        """Hand the record out as an :class:`OperationEvent` (made only for listeners)."""
+        event = OperationEvent(self.kind, self.name, *record[:12])
         for listener in self._listeners:
             try:
                 listener(event)

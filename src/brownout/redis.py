@@ -20,14 +20,16 @@ cache hits and misses of the lookups, and report connection-pool figures.
 False
 >>> cache.close()
 
-The two classes share everything but the call into the client: each command
-is described once (an ``_ops`` builder: the redis-py method, its arguments and
-how to read the reply), and the sync and async methods are one line each, run
-by the adapter base's lean path (``Adapter._command`` / ``_acommand``).
+The two classes share everything but the call into the client: the error
+table, the readers of the replies (``_lookup``, ``_as_int``, ...) and the
+figures; each sync or async method is one call of the adapter base's lean path
+(``Adapter._command`` / ``_acommand``: the redis-py method, its arguments, the
+operation's name, how to read the reply, the key and the bytes sent).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import threading
 import urllib.parse
@@ -46,7 +48,7 @@ try:
 except ImportError as _exc:  # pragma: no cover - depends on the environment
     raise ImportError("brownout.redis needs redis-py >= 5: pip install 'brownout[redis]'") from _exc
 
-from brownout._adapter import Adapter, Command, ErrorRule, ErrorTable, Figures
+from brownout._adapter import Adapter, ErrorRule, ErrorTable, Figures
 from brownout._breaker import CircuitBreaker
 from brownout._clock import Clock
 from brownout._config import BreakerConfig
@@ -328,7 +330,7 @@ def _lookup(raw: Any, figs: list[int]) -> Any:
         figs[_MISSES] = 1
     else:
         figs[_HITS] = 1
-        figs[_RECEIVED] = _size(raw)
+        figs[_RECEIVED] = len(raw) if type(raw) is bytes else _size(raw)
     return raw
 
 
@@ -347,140 +349,44 @@ def _received(raw: Any, figs: list[int]) -> Any:
     return raw
 
 
-_NO_KWARGS: dict[str, Any] = {}  # never mutated: ``**`` copies it
+def _sizes(values: Iterable[object]) -> int:
+    return sum(_size(v) for v in values)
 
 
-class _ops:  # a namespace of operation builders: ``_ops.get``
-    """One builder per guarded command, shared by the sync and the async adapter.
+def _set_call(
+    set_: Callable[..., R], ex: Expiry | None, px: Expiry | None, nx: bool, xx: bool
+) -> Callable[..., R]:
+    """The client's ``set`` with its options bound; as is when they are redis-py's own
+    defaults (a plain SET passes no keywords)."""
+    if ex is None and px is None and not nx and not xx:
+        return set_
+    return functools.partial(set_, ex=ex, px=px, nx=nx, xx=xx)
 
-    Each returns a :data:`~brownout._adapter.Command`: (operation, the redis-py
-    method, its args and kwargs, how to read the reply, the key as text, the
-    bytes sent). A plain tuple: it is built on every call.
-    """
 
-    @staticmethod
-    def get(key: Key) -> Command[Any]:
-        return ("get", "get", (key,), _NO_KWARGS, _lookup, _key_text(key), 0)
+def _hset_call(
+    hset: Callable[..., R],
+    field: Key | None,
+    value: Value | None,
+    mapping: Mapping[Key, Value] | None,
+) -> Callable[..., R]:
+    return functools.partial(
+        hset, key=field, value=value, mapping=dict(mapping) if mapping else None
+    )
 
-    @staticmethod
-    def set(
-        key: Key,
-        value: Value,
-        *,
-        ex: Expiry | None = None,
-        px: Expiry | None = None,
-        nx: bool = False,
-        xx: bool = False,
-    ) -> Command[bool]:
-        # Only what differs from redis-py's own defaults (ex=px=None, nx=xx=False):
-        # a plain SET passes no keywords at all.
-        if ex is None and px is None and not nx and not xx:
-            kwargs = _NO_KWARGS
-        else:
-            kwargs = {"ex": ex, "px": px, "nx": nx, "xx": xx}
-        return ("set", "set", (key, value), kwargs, _as_bool, _key_text(key), _size(value))
 
-    @staticmethod
-    def delete(*keys: Key) -> Command[int]:
-        return ("delete", "delete", keys, _NO_KWARGS, _as_int, _keys_text(keys), 0)
+def _hset_sent(value: Value | None, mapping: Mapping[Key, Value] | None) -> int:
+    return _size(value) + _sizes((mapping or {}).values())
 
-    @staticmethod
-    def exists(*keys: Key) -> Command[int]:
-        return ("exists", "exists", keys, _NO_KWARGS, _as_int, _keys_text(keys), 0)
 
-    @staticmethod
-    def expire(key: Key, time: Expiry) -> Command[bool]:
-        return ("expire", "expire", (key, time), _NO_KWARGS, _as_bool, _key_text(key), 0)
+def _json_reader(key: Key, default: Any) -> Callable[[Any, list[int]], Any]:
+    """GET's reader for ``get_json``: a lookup, then the JSON decoded (inside the guarded call)."""
 
-    @staticmethod
-    def ttl(key: Key) -> Command[int]:
-        return ("ttl", "ttl", (key,), _NO_KWARGS, _as_int, _key_text(key), 0)
+    def read(raw: Any, figs: list[int]) -> Any:
+        if _lookup(raw, figs) is None:
+            return default
+        return _decode_json(key, raw)
 
-    @staticmethod
-    def incrby(key: Key, amount: int = 1, *, name: str = "incrby") -> Command[int]:
-        return (name, "incrby", (key, amount), _NO_KWARGS, _as_int, _key_text(key), 0)
-
-    @staticmethod
-    def decrby(key: Key, amount: int = 1) -> Command[int]:
-        return ("decr", "decrby", (key, amount), _NO_KWARGS, _as_int, _key_text(key), 0)
-
-    @staticmethod
-    def mget(keys: Iterable[Key]) -> Command[list[Any]]:
-        keys = tuple(keys)
-        return ("mget", "mget", (list(keys),), _NO_KWARGS, _lookups, _keys_text(keys), 0)
-
-    @staticmethod
-    def mset(mapping: Mapping[Key, Value]) -> Command[bool]:
-        keys = tuple(mapping)
-        sent = sum(_size(v) for v in mapping.values())
-        return ("mset", "mset", (dict(mapping),), _NO_KWARGS, _as_bool, _keys_text(keys), sent)
-
-    @staticmethod
-    def push(method: str, key: Key, values: tuple[Value, ...]) -> Command[int]:
-        sent = sum(_size(v) for v in values)
-        return (method, method, (key, *values), _NO_KWARGS, _as_int, _key_text(key), sent)
-
-    @staticmethod
-    def pop(method: str, key: Key) -> Command[Any]:
-        return (method, method, (key,), _NO_KWARGS, _received, _key_text(key), 0)
-
-    @staticmethod
-    def llen(key: Key) -> Command[int]:
-        return ("llen", "llen", (key,), _NO_KWARGS, _as_int, _key_text(key), 0)
-
-    @staticmethod
-    def lrange(key: Key, start: int, end: int) -> Command[list[Any]]:
-        return ("lrange", "lrange", (key, start, end), _NO_KWARGS, _as_list, _key_text(key), 0)
-
-    @staticmethod
-    def hset(
-        key: Key, field: Key | None, value: Value | None, mapping: Mapping[Key, Value] | None
-    ) -> Command[int]:
-        sent = _size(value) + sum(_size(v) for v in (mapping or {}).values())
-        kwargs = {"key": field, "value": value, "mapping": dict(mapping) if mapping else None}
-        return ("hset", "hset", (key,), kwargs, _as_int, _key_text(key), sent)
-
-    @staticmethod
-    def hget(key: Key, field: Key) -> Command[Any]:
-        return ("hget", "hget", (key, field), _NO_KWARGS, _lookup, _key_text(key), 0)
-
-    @staticmethod
-    def hgetall(key: Key) -> Command[dict[Any, Any]]:
-        return ("hgetall", "hgetall", (key,), _NO_KWARGS, _as_dict, _key_text(key), 0)
-
-    @staticmethod
-    def members(method: str, key: Key, members: tuple[Any, ...]) -> Command[int]:
-        return (method, method, (key, *members), _NO_KWARGS, _as_int, _key_text(key), 0)
-
-    @staticmethod
-    def smembers(key: Key) -> Command[Members]:
-        return ("smembers", "smembers", (key,), _NO_KWARGS, _as_set, _key_text(key), 0)
-
-    @staticmethod
-    def ping() -> Command[bool]:
-        return ("ping", "ping", (), _NO_KWARGS, _as_bool, None, 0)
-
-    @staticmethod
-    def get_json(key: Key, default: Any) -> Command[Any]:
-        def read(raw: Any, figs: list[int]) -> Any:
-            if _lookup(raw, figs) is None:
-                return default
-            return _decode_json(key, raw)
-
-        return ("get_json", "get", (key,), _NO_KWARGS, read, _key_text(key), 0)
-
-    @staticmethod
-    def set_json(
-        key: Key,
-        value: object,
-        *,
-        ex: Expiry | None = None,
-        px: Expiry | None = None,
-        nx: bool = False,
-        xx: bool = False,
-    ) -> Command[bool]:
-        op = _ops.set(key, _encode_json(key, value), ex=ex, px=px, nx=nx, xx=xx)
-        return ("set_json", *op[1:])
+    return read
 
 
 # ---------------------------------------------------------------- client settings
@@ -564,16 +470,18 @@ class _RedisAdapterBase(Adapter):
         self._probe_client: Any = None
         self._probe_lock = threading.Lock()
 
-    def _prepare(
-        self, build: Callable[P, Command[R]], *args: P.args, **kwargs: P.kwargs
-    ) -> Command[R]:
-        """Build an operation; a value that cannot be encoded is accounted as a caller error."""
+    def _encoded(self, key: Key, value: object) -> str:
+        """``value`` as JSON for ``set_json``; one that cannot be encoded is accounted as a
+        caller error (nothing is sent)."""
         try:
-            return build(*args, **kwargs)
+            return _encode_json(key, value)
         except SerializationError as exc:
             figs = Figures(key=exc.key if self.record_keys else None)
-            self._failed(getattr(build, "__name__", "operation"), exc, 0.0, figs)
+            self._failed("set_json", exc, 0.0, figs)
             raise
+
+    def _key_text(self, key: object) -> str:
+        return _key_text(key)
 
     def _succeeded(self) -> None:
         if self.stats.credentials_problem is not None:
@@ -782,7 +690,7 @@ class RedisAdapter(_RedisAdapterBase):
 
     def get(self, key: Key) -> Any:
         """GET: the value, or ``None`` (a cache miss)."""
-        return self._command(self.client, _ops.get(key))
+        return self._command(self.client.get, (key,), "get", _lookup, key)
 
     def set(
         self,
@@ -795,69 +703,88 @@ class RedisAdapter(_RedisAdapterBase):
         xx: bool = False,
     ) -> bool:
         """SET with an optional expiry (``ex`` seconds, ``px`` ms); False if nx/xx prevented it."""
-        return self._command(self.client, _ops.set(key, value, ex=ex, px=px, nx=nx, xx=xx))
+        return self._command(
+            _set_call(self.client.set, ex, px, nx, xx),
+            (key, value),
+            "set",
+            _as_bool,
+            key,
+            _size(value),
+        )
 
     def delete(self, *keys: Key) -> int:
         """DEL: how many of ``keys`` existed."""
-        return self._command(self.client, _ops.delete(*keys))
+        return self._command(self.client.delete, keys, "delete", _as_int, _keys_text(keys))
 
     def exists(self, *keys: Key) -> int:
         """EXISTS: how many of ``keys`` exist."""
-        return self._command(self.client, _ops.exists(*keys))
+        return self._command(self.client.exists, keys, "exists", _as_int, _keys_text(keys))
 
     def expire(self, key: Key, time: Expiry) -> bool:
         """EXPIRE: False if the key does not exist."""
-        return self._command(self.client, _ops.expire(key, time))
+        return self._command(self.client.expire, (key, time), "expire", _as_bool, key)
 
     def ttl(self, key: Key) -> int:
         """TTL in seconds (-1: no expiry, -2: no such key)."""
-        return self._command(self.client, _ops.ttl(key))
+        return self._command(self.client.ttl, (key,), "ttl", _as_int, key)
 
     def incr(self, key: Key, amount: int = 1) -> int:
         """INCRBY ``amount``: the new value."""
-        return self._command(self.client, _ops.incrby(key, amount, name="incr"))
+        return self._command(self.client.incrby, (key, amount), "incr", _as_int, key)
 
     def incrby(self, key: Key, amount: int) -> int:
         """INCRBY: the new value."""
-        return self._command(self.client, _ops.incrby(key, amount))
+        return self._command(self.client.incrby, (key, amount), "incrby", _as_int, key)
 
     def decr(self, key: Key, amount: int = 1) -> int:
         """DECRBY ``amount``: the new value."""
-        return self._command(self.client, _ops.decrby(key, amount))
+        return self._command(self.client.decrby, (key, amount), "decr", _as_int, key)
 
     def mget(self, keys: Iterable[Key]) -> list[Any]:
         """MGET: one value or ``None`` per key (each counted as a hit or a miss)."""
-        return self._command(self.client, _ops.mget(keys))
+        keys = tuple(keys)
+        return self._command(self.client.mget, (list(keys),), "mget", _lookups, _keys_text(keys))
 
     def mset(self, mapping: Mapping[Key, Value]) -> bool:
         """MSET: set every key of ``mapping``."""
-        return self._command(self.client, _ops.mset(mapping))
+        return self._command(
+            self.client.mset,
+            (dict(mapping),),
+            "mset",
+            _as_bool,
+            _keys_text(tuple(mapping)),
+            _sizes(mapping.values()),
+        )
 
     # -- lists
 
     def lpush(self, key: Key, *values: Value) -> int:
         """LPUSH: the list's new length."""
-        return self._command(self.client, _ops.push("lpush", key, values))
+        return self._command(
+            self.client.lpush, (key, *values), "lpush", _as_int, key, _sizes(values)
+        )
 
     def rpush(self, key: Key, *values: Value) -> int:
         """RPUSH: the list's new length."""
-        return self._command(self.client, _ops.push("rpush", key, values))
+        return self._command(
+            self.client.rpush, (key, *values), "rpush", _as_int, key, _sizes(values)
+        )
 
     def lpop(self, key: Key) -> Any:
         """LPOP: the first element, or ``None``."""
-        return self._command(self.client, _ops.pop("lpop", key))
+        return self._command(self.client.lpop, (key,), "lpop", _received, key)
 
     def rpop(self, key: Key) -> Any:
         """RPOP: the last element, or ``None``."""
-        return self._command(self.client, _ops.pop("rpop", key))
+        return self._command(self.client.rpop, (key,), "rpop", _received, key)
 
     def llen(self, key: Key) -> int:
         """LLEN."""
-        return self._command(self.client, _ops.llen(key))
+        return self._command(self.client.llen, (key,), "llen", _as_int, key)
 
     def lrange(self, key: Key, start: int = 0, end: int = -1) -> list[Any]:
         """LRANGE (inclusive ``end``; the whole list by default)."""
-        return self._command(self.client, _ops.lrange(key, start, end))
+        return self._command(self.client.lrange, (key, start, end), "lrange", _as_list, key)
 
     # -- hashes
 
@@ -870,44 +797,51 @@ class RedisAdapter(_RedisAdapterBase):
         mapping: Mapping[Key, Value] | None = None,
     ) -> int:
         """HSET one ``field``/``value`` and/or a ``mapping``: how many fields were added."""
-        return self._command(self.client, _ops.hset(key, field, value, mapping))
+        return self._command(
+            _hset_call(self.client.hset, field, value, mapping),
+            (key,),
+            "hset",
+            _as_int,
+            key,
+            _hset_sent(value, mapping),
+        )
 
     def hget(self, key: Key, field: Key) -> Any:
         """HGET: the value, or ``None`` (a cache miss)."""
-        return self._command(self.client, _ops.hget(key, field))
+        return self._command(self.client.hget, (key, field), "hget", _lookup, key)
 
     def hgetall(self, key: Key) -> dict[Any, Any]:
         """HGETALL (an empty dict for a missing key)."""
-        return self._command(self.client, _ops.hgetall(key))
+        return self._command(self.client.hgetall, (key,), "hgetall", _as_dict, key)
 
     def hdel(self, key: Key, *fields: Key) -> int:
         """HDEL: how many fields were removed."""
-        return self._command(self.client, _ops.members("hdel", key, fields))
+        return self._command(self.client.hdel, (key, *fields), "hdel", _as_int, key)
 
     # -- sets
 
     def sadd(self, key: Key, *members: Value) -> int:
         """SADD: how many members were added."""
-        return self._command(self.client, _ops.members("sadd", key, members))
+        return self._command(self.client.sadd, (key, *members), "sadd", _as_int, key)
 
     def srem(self, key: Key, *members: Value) -> int:
         """SREM: how many members were removed."""
-        return self._command(self.client, _ops.members("srem", key, members))
+        return self._command(self.client.srem, (key, *members), "srem", _as_int, key)
 
     def smembers(self, key: Key) -> Members:
         """SMEMBERS."""
-        return self._command(self.client, _ops.smembers(key))
+        return self._command(self.client.smembers, (key,), "smembers", _as_set, key)
 
     # -- misc
 
     def ping(self) -> bool:
         """PING through the breaker (the health probe, :meth:`probe`, bypasses it)."""
-        return self._command(self.client, _ops.ping())
+        return self._command(self.client.ping, (), "ping", _as_bool)
 
     def get_json(self, key: Key, default: Any = None) -> Any:
         """GET and decode JSON; ``default`` for a missing key; :class:`SerializationError`
         if the stored value is not JSON."""
-        return self._command(self.client, _ops.get_json(key, default))
+        return self._command(self.client.get, (key,), "get_json", _json_reader(key, default), key)
 
     def set_json(
         self,
@@ -921,8 +855,14 @@ class RedisAdapter(_RedisAdapterBase):
     ) -> bool:
         """SET ``value`` as compact JSON; :class:`SerializationError` (before anything is
         sent) if it is not JSON-serialisable (sets, bytes, NaN, objects)."""
+        encoded = self._encoded(key, value)
         return self._command(
-            self.client, self._prepare(_ops.set_json, key, value, ex=ex, px=px, nx=nx, xx=xx)
+            _set_call(self.client.set, ex, px, nx, xx),
+            (key, encoded),
+            "set_json",
+            _as_bool,
+            key,
+            _size(encoded),
         )
 
     def pipeline(self, transaction: bool = True) -> RedisPipeline:
@@ -1081,7 +1021,7 @@ class AsyncRedisAdapter(_RedisAdapterBase):
 
     async def get(self, key: Key) -> Any:
         """GET: the value, or ``None`` (a cache miss)."""
-        return await self._acommand(self.client, _ops.get(key))
+        return await self._acommand(self.client.get, (key,), "get", _lookup, key)
 
     async def set(
         self,
@@ -1094,69 +1034,90 @@ class AsyncRedisAdapter(_RedisAdapterBase):
         xx: bool = False,
     ) -> bool:
         """SET with an optional expiry (``ex`` seconds, ``px`` ms); False if nx/xx prevented it."""
-        return await self._acommand(self.client, _ops.set(key, value, ex=ex, px=px, nx=nx, xx=xx))
+        return await self._acommand(
+            _set_call(self.client.set, ex, px, nx, xx),
+            (key, value),
+            "set",
+            _as_bool,
+            key,
+            _size(value),
+        )
 
     async def delete(self, *keys: Key) -> int:
         """DEL: how many of ``keys`` existed."""
-        return await self._acommand(self.client, _ops.delete(*keys))
+        return await self._acommand(self.client.delete, keys, "delete", _as_int, _keys_text(keys))
 
     async def exists(self, *keys: Key) -> int:
         """EXISTS: how many of ``keys`` exist."""
-        return await self._acommand(self.client, _ops.exists(*keys))
+        return await self._acommand(self.client.exists, keys, "exists", _as_int, _keys_text(keys))
 
     async def expire(self, key: Key, time: Expiry) -> bool:
         """EXPIRE: False if the key does not exist."""
-        return await self._acommand(self.client, _ops.expire(key, time))
+        return await self._acommand(self.client.expire, (key, time), "expire", _as_bool, key)
 
     async def ttl(self, key: Key) -> int:
         """TTL in seconds (-1: no expiry, -2: no such key)."""
-        return await self._acommand(self.client, _ops.ttl(key))
+        return await self._acommand(self.client.ttl, (key,), "ttl", _as_int, key)
 
     async def incr(self, key: Key, amount: int = 1) -> int:
         """INCRBY ``amount``: the new value."""
-        return await self._acommand(self.client, _ops.incrby(key, amount, name="incr"))
+        return await self._acommand(self.client.incrby, (key, amount), "incr", _as_int, key)
 
     async def incrby(self, key: Key, amount: int) -> int:
         """INCRBY: the new value."""
-        return await self._acommand(self.client, _ops.incrby(key, amount))
+        return await self._acommand(self.client.incrby, (key, amount), "incrby", _as_int, key)
 
     async def decr(self, key: Key, amount: int = 1) -> int:
         """DECRBY ``amount``: the new value."""
-        return await self._acommand(self.client, _ops.decrby(key, amount))
+        return await self._acommand(self.client.decrby, (key, amount), "decr", _as_int, key)
 
     async def mget(self, keys: Iterable[Key]) -> list[Any]:
         """MGET: one value or ``None`` per key (each counted as a hit or a miss)."""
-        return await self._acommand(self.client, _ops.mget(keys))
+        keys = tuple(keys)
+        return await self._acommand(
+            self.client.mget, (list(keys),), "mget", _lookups, _keys_text(keys)
+        )
 
     async def mset(self, mapping: Mapping[Key, Value]) -> bool:
         """MSET: set every key of ``mapping``."""
-        return await self._acommand(self.client, _ops.mset(mapping))
+        return await self._acommand(
+            self.client.mset,
+            (dict(mapping),),
+            "mset",
+            _as_bool,
+            _keys_text(tuple(mapping)),
+            _sizes(mapping.values()),
+        )
 
     # -- lists
 
     async def lpush(self, key: Key, *values: Value) -> int:
         """LPUSH: the list's new length."""
-        return await self._acommand(self.client, _ops.push("lpush", key, values))
+        return await self._acommand(
+            self.client.lpush, (key, *values), "lpush", _as_int, key, _sizes(values)
+        )
 
     async def rpush(self, key: Key, *values: Value) -> int:
         """RPUSH: the list's new length."""
-        return await self._acommand(self.client, _ops.push("rpush", key, values))
+        return await self._acommand(
+            self.client.rpush, (key, *values), "rpush", _as_int, key, _sizes(values)
+        )
 
     async def lpop(self, key: Key) -> Any:
         """LPOP: the first element, or ``None``."""
-        return await self._acommand(self.client, _ops.pop("lpop", key))
+        return await self._acommand(self.client.lpop, (key,), "lpop", _received, key)
 
     async def rpop(self, key: Key) -> Any:
         """RPOP: the last element, or ``None``."""
-        return await self._acommand(self.client, _ops.pop("rpop", key))
+        return await self._acommand(self.client.rpop, (key,), "rpop", _received, key)
 
     async def llen(self, key: Key) -> int:
         """LLEN."""
-        return await self._acommand(self.client, _ops.llen(key))
+        return await self._acommand(self.client.llen, (key,), "llen", _as_int, key)
 
     async def lrange(self, key: Key, start: int = 0, end: int = -1) -> list[Any]:
         """LRANGE (inclusive ``end``; the whole list by default)."""
-        return await self._acommand(self.client, _ops.lrange(key, start, end))
+        return await self._acommand(self.client.lrange, (key, start, end), "lrange", _as_list, key)
 
     # -- hashes
 
@@ -1169,44 +1130,53 @@ class AsyncRedisAdapter(_RedisAdapterBase):
         mapping: Mapping[Key, Value] | None = None,
     ) -> int:
         """HSET one ``field``/``value`` and/or a ``mapping``: how many fields were added."""
-        return await self._acommand(self.client, _ops.hset(key, field, value, mapping))
+        return await self._acommand(
+            _hset_call(self.client.hset, field, value, mapping),
+            (key,),
+            "hset",
+            _as_int,
+            key,
+            _hset_sent(value, mapping),
+        )
 
     async def hget(self, key: Key, field: Key) -> Any:
         """HGET: the value, or ``None`` (a cache miss)."""
-        return await self._acommand(self.client, _ops.hget(key, field))
+        return await self._acommand(self.client.hget, (key, field), "hget", _lookup, key)
 
     async def hgetall(self, key: Key) -> dict[Any, Any]:
         """HGETALL (an empty dict for a missing key)."""
-        return await self._acommand(self.client, _ops.hgetall(key))
+        return await self._acommand(self.client.hgetall, (key,), "hgetall", _as_dict, key)
 
     async def hdel(self, key: Key, *fields: Key) -> int:
         """HDEL: how many fields were removed."""
-        return await self._acommand(self.client, _ops.members("hdel", key, fields))
+        return await self._acommand(self.client.hdel, (key, *fields), "hdel", _as_int, key)
 
     # -- sets
 
     async def sadd(self, key: Key, *members: Value) -> int:
         """SADD: how many members were added."""
-        return await self._acommand(self.client, _ops.members("sadd", key, members))
+        return await self._acommand(self.client.sadd, (key, *members), "sadd", _as_int, key)
 
     async def srem(self, key: Key, *members: Value) -> int:
         """SREM: how many members were removed."""
-        return await self._acommand(self.client, _ops.members("srem", key, members))
+        return await self._acommand(self.client.srem, (key, *members), "srem", _as_int, key)
 
     async def smembers(self, key: Key) -> Members:
         """SMEMBERS."""
-        return await self._acommand(self.client, _ops.smembers(key))
+        return await self._acommand(self.client.smembers, (key,), "smembers", _as_set, key)
 
     # -- misc
 
     async def ping(self) -> bool:
         """PING through the breaker (the health probe, :meth:`aprobe`, bypasses it)."""
-        return await self._acommand(self.client, _ops.ping())
+        return await self._acommand(self.client.ping, (), "ping", _as_bool)
 
     async def get_json(self, key: Key, default: Any = None) -> Any:
         """GET and decode JSON; ``default`` for a missing key; :class:`SerializationError`
         if the stored value is not JSON."""
-        return await self._acommand(self.client, _ops.get_json(key, default))
+        return await self._acommand(
+            self.client.get, (key,), "get_json", _json_reader(key, default), key
+        )
 
     async def set_json(
         self,
@@ -1220,8 +1190,14 @@ class AsyncRedisAdapter(_RedisAdapterBase):
     ) -> bool:
         """SET ``value`` as compact JSON; :class:`SerializationError` (before anything is
         sent) if it is not JSON-serialisable."""
+        encoded = self._encoded(key, value)
         return await self._acommand(
-            self.client, self._prepare(_ops.set_json, key, value, ex=ex, px=px, nx=nx, xx=xx)
+            _set_call(self.client.set, ex, px, nx, xx),
+            (key, encoded),
+            "set_json",
+            _as_bool,
+            key,
+            _size(encoded),
         )
 
     def pipeline(self, transaction: bool = True) -> AsyncRedisPipeline:

@@ -191,16 +191,18 @@ _Record = tuple[
     int,  # prompt_tokens
     int,  # completion_tokens
     float,  # stamp (the adapter's clock)
-    float,  # wall-clock time
+    float | None,  # wall-clock time; None: derived from the stamp when read
     str | None,  # error text
 ]
 
 _wall = time.time
 
 
-def _recent_entry(record: _Record) -> dict[str, Any]:
+def _recent_entry(record: _Record, offset: float) -> dict[str, Any]:
+    """The record for people; ``offset`` turns a stamp into wall-clock time."""
+    wall = record[13]
     return {
-        "at": record[13],
+        "at": wall if wall is not None else record[12] + offset,
         "operation": record[0],
         "key": record[4],
         "outcome": record[1],
@@ -399,7 +401,8 @@ class AdapterStats:
         with self._lock:
             self._fold_locked()
             records = list(self._recent)
-        return deque(map(_recent_entry, records), maxlen=self.recent_size)
+        offset = self._wall_offset()
+        return deque((_recent_entry(r, offset) for r in records), maxlen=self.recent_size)
 
     @property
     def last_error(self) -> str | None:
@@ -453,8 +456,14 @@ class AdapterStats:
             }
             if self._tokens_by_model:
                 view["tokens_by_model"] = {m: dict(t) for m, t in self._tokens_by_model.items()}
-        view["recent"] = [_recent_entry(r) for r in records]
+        offset = self._wall_offset()
+        view["recent"] = [_recent_entry(r, offset) for r in records]
         return view
+
+    def _wall_offset(self) -> float:
+        """Wall-clock time minus ``clock`` time now: the lean path stamps an operation on
+        the adapter's clock only, and its wall-clock time is derived when it is shown."""
+        return _wall() - self.clock()
 
     def p95(self) -> float | None:
         with self._lock:
@@ -700,7 +709,7 @@ class Adapter:
             0,
             0,
             end,
-            _wall(),
+            None,
             None,
         )
         log.append(record)
@@ -769,7 +778,7 @@ class Adapter:
             0,
             0,
             end,
-            _wall(),
+            None,
             None,
         )
         log.append(record)

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import sys
+import threading
+import time
+from collections.abc import Iterator
 
 import pytest
 
-from brownout import BreakerConfig, BreakerOpen, Registry, State
+from brownout import BreakerConfig, BreakerOpen, CircuitBreaker, Registry, State
 from brownout.adapter import (
     Adapter,
+    AdapterStats,
     DependencyError,
     ErrorRule,
     ErrorTable,
@@ -203,3 +208,251 @@ def _score(manager: object, name: str) -> float:
     components = manager.explain()["components"]  # type: ignore[attr-defined]
     (found,) = [c for c in components if c["name"] == name]
     return float(found["score"])
+
+
+# ---------------------------------------------------------------- the lean path and lazy figures
+
+
+class LeanAdapter(Adapter):
+    """Runs its operations through the lean path (``_command`` / ``_acommand``), as Redis does."""
+
+    kind = "lean"
+    errors = FakeAdapter.errors
+
+    def __init__(self, **kw: object) -> None:
+        super().__init__(**kw)  # type: ignore[arg-type]
+        self.store: dict[str, bytes] = {}
+        self.up = True
+
+    def _fetch(self, key: str) -> bytes | None:
+        if not self.up:
+            raise ConnectionError(f"cannot reach fake://user:{SECRET}@host")
+        if key == "missing":
+            raise Missing(key)
+        return self.store.get(key)
+
+    async def _afetch(self, key: str) -> bytes | None:
+        return self._fetch(key)
+
+    def get(self, key: str) -> bytes | None:
+        return self._command(self._fetch, (key,), "get", _lookup, key)
+
+    async def aget(self, key: str) -> bytes | None:
+        return await self._acommand(self._afetch, (key,), "get", _lookup, key)
+
+    def put(self, key: str, value: bytes) -> bool:
+        return self._command(self.store.__setitem__, (key, value), "put", _done, key, len(value))
+
+    def decode(self, key: str) -> object:
+        return self._command(self._fetch, (key,), "decode", _lookup_then_decode, key)
+
+
+def _lookup(raw: bytes | None, figs: list[int]) -> bytes | None:
+    if raw is None:
+        figs[3] = 1
+    else:
+        figs[1], figs[2] = len(raw), 1
+    return raw
+
+
+def _done(raw: object, figs: list[int]) -> bool:
+    return True
+
+
+def _lookup_then_decode(raw: bytes | None, figs: list[int]) -> object:
+    if _lookup(raw, figs) is None:
+        return None
+    raise Missing("not decodable")  # after the lookup filled in its figures
+
+
+def lean(**kw: object) -> tuple[LeanAdapter, list[OperationEvent]]:
+    adapter = LeanAdapter(
+        config=BreakerConfig(consecutive_failures=2, open_for=10), clock=FakeClock(), **kw
+    )
+    events: list[OperationEvent] = []
+    adapter.add_listener(events.append)
+    return adapter, events
+
+
+async def test_the_lean_path_accounts_like_the_generic_one() -> None:
+    adapter, events = lean()
+    assert adapter.put("a", b"xyz") is True
+    assert adapter.get("a") == b"xyz"
+    assert await adapter.aget("b") is None
+    assert [(e.operation, e.outcome, e.key) for e in events] == [
+        ("put", "success", "a"),
+        ("get", "success", "a"),
+        ("get", "success", "b"),
+    ]
+    assert (events[0].bytes_sent, events[1].bytes_received, events[1].cache_hits) == (3, 3, 1)
+    assert events[2].cache_misses == 1 and events[0].dependency == "lean"
+    health = adapter.health()
+    assert health["operations"] == {"put": {"success": 1}, "get": {"success": 2}}
+    assert health["totals"] == {
+        "bytes_sent": 3,
+        "bytes_received": 3,
+        "cache_hits": 1,
+        "cache_misses": 1,
+    }
+    assert [(r["operation"], r["key"], r["bytes"]) for r in health["recent"]] == [
+        ("put", "a", 3),
+        ("get", "a", 3),
+        ("get", "b", 0),
+    ]
+    # the lean path stamps on the adapter's clock; 'at' is still wall-clock time
+    assert abs(health["recent"][-1]["at"] - time.time()) < 60
+    assert health["samples"] == 3 and health["success_rate"] == 1.0
+    assert adapter.breaker.snapshot().calls == 3
+
+
+def test_the_lean_path_classifies_errors_and_trips_the_breaker() -> None:
+    adapter, events = lean(secrets=[SECRET])
+    for _ in range(5):
+        with pytest.raises(Missing):
+            adapter.get("missing")
+    assert adapter.breaker.state is State.CLOSED  # caller errors never count
+    adapter.up = False
+    for _ in range(2):
+        with pytest.raises(DependencyError) as info:
+            adapter.get("k")
+        assert SECRET not in str(info.value)
+    assert adapter.breaker.snapshot().state is State.OPEN
+    with pytest.raises(BreakerOpen):
+        adapter.get("k")
+    assert [e.outcome for e in events] == ["caller_error"] * 5 + ["failure"] * 2 + ["rejected"]
+    assert adapter.stats.operations["get"] == {"caller_error": 5, "failure": 2, "rejected": 1}
+    assert adapter.stats.last_error is not None and SECRET not in adapter.stats.last_error
+    assert adapter.stats.window()[:1] == (0.0,)  # two counted outcomes, both failures
+
+
+def test_a_read_that_fails_keeps_the_figures_it_filled_in() -> None:
+    adapter, events = lean()
+    adapter.store["j"] = b"{not json"
+    with pytest.raises(Missing):
+        adapter.decode("j")
+    assert (events[-1].outcome, events[-1].cache_hits, events[-1].bytes_received) == (
+        "caller_error",
+        1,
+        9,
+    )
+    assert adapter.breaker.snapshot().total_ignored == 1  # read runs inside the guarded call
+
+
+def test_the_lean_path_returns_the_breaker_fallback() -> None:
+    breaker = CircuitBreaker(
+        "fb",
+        BreakerConfig(consecutive_failures=1, record=(ConnectionError,)),
+        fallback=lambda e: b"-",
+    )
+    adapter = LeanAdapter(breaker=breaker)
+    adapter.up = False
+    assert adapter.get("k") == b"-"  # the failure is recorded, then the fallback answers
+    assert breaker.state is State.OPEN
+    assert adapter.get("k") == b"-"  # rejected: the fallback answers again
+
+
+def test_record_keys_off_drops_keys_everywhere() -> None:
+    adapter, events = lean()
+    adapter.record_keys = False
+    adapter.get("secret-key")
+    adapter.up = False
+    with pytest.raises(ConnectionError):
+        adapter.get("secret-key")
+    assert [e.key for e in events] == [None, None]
+    assert "secret-key" not in repr(adapter.health())
+
+
+def test_no_event_is_built_without_listeners(monkeypatch: pytest.MonkeyPatch) -> None:
+    import brownout._adapter as base
+
+    built: list[object] = []
+
+    class Counting(OperationEvent):
+        def __new__(cls, *args: object) -> Counting:
+            built.append(args)
+            return super().__new__(cls, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(base, "OperationEvent", Counting)
+    adapter = LeanAdapter()
+    fake = FakeAdapter()
+    for _ in range(3):
+        adapter.get("k")
+        fake.get("k")
+    assert built == []
+    adapter.add_listener(lambda e: None)
+    adapter.get("k")
+    assert len(built) == 1
+
+
+def test_pending_records_stay_bounded_and_are_all_counted() -> None:
+    adapter = LeanAdapter()
+    stats = adapter.stats
+    stats.drain_after = 10
+    most = 0
+    for i in range(1000):
+        adapter.put(f"k{i % 7}", b"v")
+        most = max(most, len(stats._log))
+    assert most <= 10  # folded in as soon as more than drain_after are pending
+    assert stats.operations == {"put": {"success": 1000}}
+    assert stats._log == []  # reading folds in the rest
+    assert stats.totals == {"bytes_sent": 1000}
+    assert len(stats.outcomes) == stats.latency_samples  # the last 512
+    assert len(stats.recent) == stats.recent_size == 50
+    assert stats.recent[-1]["key"] == "k5"  # 999 % 7, the newest last
+
+
+@pytest.fixture
+def frequent_switches() -> Iterator[None]:
+    """Threads switch as often as possible, so that races show up."""
+    before = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    yield
+    sys.setswitchinterval(before)
+
+
+@pytest.mark.usefixtures("frequent_switches")
+def test_counts_are_exact_under_threads() -> None:
+    adapter = LeanAdapter()
+    adapter.stats.drain_after = 2  # fold all the time, while other threads append
+    generic = FakeAdapter()
+    threads, per_thread = 8, 4000
+    barrier = threading.Barrier(threads)
+
+    def work(n: int) -> None:
+        barrier.wait()
+        for i in range(per_thread):
+            adapter.put(f"t{n}", b"ab")
+            adapter.get(f"t{n}")
+            generic.get("k" if i % 2 else "none")
+            if i % 100 == 0:  # readers fold in concurrently
+                adapter.stats.view()
+                generic.stats.view()
+
+    pool = [threading.Thread(target=work, args=(n,)) for n in range(threads)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    total = threads * per_thread
+    assert adapter.stats.operations == {"put": {"success": total}, "get": {"success": total}}
+    assert adapter.stats.totals == {
+        "bytes_sent": 2 * total,
+        "bytes_received": 2 * total,
+        "cache_hits": total,
+    }
+    assert generic.stats.operations == {"get": {"success": total}}
+    assert generic.stats.totals == {"cache_hits": total // 2, "cache_misses": total // 2}
+
+
+def test_add_records_a_published_event() -> None:
+    stats = AdapterStats(clock=FakeClock())
+    stats.add(OperationEvent("redis", "r", "get", "failure", 0.25, "timeout", "k"), "boom")
+    stats.add(
+        OperationEvent("openai", "o", "chat", "success", 0.5, model="m", prompt_tokens=3), None
+    )
+    assert stats.operations == {"get": {"failure": 1}, "chat": {"success": 1}}
+    assert stats.last_error == "boom" and stats.last_error_at is not None
+    assert stats.tokens_by_model == {"m": {"prompt": 3, "completion": 0}}
+    assert stats.totals == {"prompt_tokens": 3}
+    assert stats.p95() == 0.5
+    assert [r["error_kind"] for r in stats.recent] == ["timeout", None]

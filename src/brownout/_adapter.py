@@ -521,7 +521,8 @@ class Adapter:
 
     Subclasses set :attr:`kind` and :attr:`errors`, implement
     :meth:`_probe_once` (sync) or :meth:`_aprobe_once` (async), and run every
-    operation through :meth:`_run` / :meth:`_arun`.
+    operation through :meth:`_run` / :meth:`_arun`, or, for many quick
+    operations (Redis), the lean :meth:`_command` / :meth:`_acommand`.
 
     The breaker is ``breaker`` if given (its ``record``/``ignore`` are then the
     caller's business), else one made from ``config`` (default: the preset

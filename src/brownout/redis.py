@@ -353,13 +353,11 @@ def _sizes(values: Iterable[object]) -> int:
     return sum(_size(v) for v in values)
 
 
-def _set_call(
+def _set_options(
     set_: Callable[..., R], ex: Expiry | None, px: Expiry | None, nx: bool, xx: bool
 ) -> Callable[..., R]:
-    """The client's ``set`` with its options bound; as is when they are redis-py's own
-    defaults (a plain SET passes no keywords)."""
-    if ex is None and px is None and not nx and not xx:
-        return set_
+    """The client's ``set`` with its options bound (when one differs from redis-py's
+    defaults: a plain SET passes no keywords)."""
     return functools.partial(set_, ex=ex, px=px, nx=nx, xx=xx)
 
 
@@ -703,14 +701,10 @@ class RedisAdapter(_RedisAdapterBase):
         xx: bool = False,
     ) -> bool:
         """SET with an optional expiry (``ex`` seconds, ``px`` ms); False if nx/xx prevented it."""
-        return self._command(
-            _set_call(self.client.set, ex, px, nx, xx),
-            (key, value),
-            "set",
-            _as_bool,
-            key,
-            _size(value),
-        )
+        set_ = self.client.set
+        if ex is not None or px is not None or nx or xx:
+            set_ = _set_options(set_, ex, px, nx, xx)
+        return self._command(set_, (key, value), "set", _as_bool, key, _size(value))
 
     def delete(self, *keys: Key) -> int:
         """DEL: how many of ``keys`` existed."""
@@ -856,14 +850,10 @@ class RedisAdapter(_RedisAdapterBase):
         """SET ``value`` as compact JSON; :class:`SerializationError` (before anything is
         sent) if it is not JSON-serialisable (sets, bytes, NaN, objects)."""
         encoded = self._encoded(key, value)
-        return self._command(
-            _set_call(self.client.set, ex, px, nx, xx),
-            (key, encoded),
-            "set_json",
-            _as_bool,
-            key,
-            _size(encoded),
-        )
+        set_ = self.client.set
+        if ex is not None or px is not None or nx or xx:
+            set_ = _set_options(set_, ex, px, nx, xx)
+        return self._command(set_, (key, encoded), "set_json", _as_bool, key, _size(encoded))
 
     def pipeline(self, transaction: bool = True) -> RedisPipeline:
         """A pipeline whose :meth:`~RedisPipeline.execute` is one guarded call.
@@ -1034,14 +1024,10 @@ class AsyncRedisAdapter(_RedisAdapterBase):
         xx: bool = False,
     ) -> bool:
         """SET with an optional expiry (``ex`` seconds, ``px`` ms); False if nx/xx prevented it."""
-        return await self._acommand(
-            _set_call(self.client.set, ex, px, nx, xx),
-            (key, value),
-            "set",
-            _as_bool,
-            key,
-            _size(value),
-        )
+        set_ = self.client.set
+        if ex is not None or px is not None or nx or xx:
+            set_ = _set_options(set_, ex, px, nx, xx)
+        return await self._acommand(set_, (key, value), "set", _as_bool, key, _size(value))
 
     async def delete(self, *keys: Key) -> int:
         """DEL: how many of ``keys`` existed."""
@@ -1191,14 +1177,10 @@ class AsyncRedisAdapter(_RedisAdapterBase):
         """SET ``value`` as compact JSON; :class:`SerializationError` (before anything is
         sent) if it is not JSON-serialisable."""
         encoded = self._encoded(key, value)
-        return await self._acommand(
-            _set_call(self.client.set, ex, px, nx, xx),
-            (key, encoded),
-            "set_json",
-            _as_bool,
-            key,
-            _size(encoded),
-        )
+        set_ = self.client.set
+        if ex is not None or px is not None or nx or xx:
+            set_ = _set_options(set_, ex, px, nx, xx)
+        return await self._acommand(set_, (key, encoded), "set_json", _as_bool, key, _size(encoded))
 
     def pipeline(self, transaction: bool = True) -> AsyncRedisPipeline:
         """A pipeline whose :meth:`~AsyncRedisPipeline.execute` is one guarded call."""

@@ -233,3 +233,39 @@ def test_listener_may_reenter_the_breaker() -> None:
     with pytest.raises(ZeroDivisionError):
         cb.call(lambda: 1 / 0)
     assert states == [State.OPEN]
+
+
+@pytest.mark.parametrize("keep_more", [False, True])
+def test_snapshots_while_threads_call_through_the_lock_free_path(keep_more: bool) -> None:
+    """snapshot() reads the count window while other threads append to it without the
+    lock: it must copy atomically, never iterate the live deque."""
+    cfg = BreakerConfig(  # consecutive_failures > window_size: the window keeps more
+        consecutive_failures=1000 if keep_more else 5,
+        failure_rate=0.99,
+        window_size=50,
+        minimum_calls=10,
+    )
+    cb = CircuitBreaker("race", cfg)
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def hammer() -> None:
+        while not stop.is_set():
+            cb.call(int, 1)
+
+    threads = [threading.Thread(target=hammer) for _ in range(4)]
+    try:
+        for t in threads:
+            t.start()
+        for _ in range(3000):
+            try:
+                cb.snapshot()
+            except RuntimeError as exc:  # "deque mutated during iteration"
+                errors.append(exc)
+                break
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert errors == []
+    assert cb.snapshot().calls == 50

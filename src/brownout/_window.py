@@ -24,7 +24,9 @@ _FAILURE = 1
 def _trailing_ones(outcomes: deque[int], limit: int) -> int:
     """How many of the last (up to ``limit``) outcomes are failures, counted from the end."""
     run = 0
-    for value in list(islice(reversed(outcomes), limit)):  # list(): one atomic copy
+    # copy() is one C call, atomic under the GIL; iterating the live deque is not: the
+    # lock-free fast path of another thread may append between reversed() and list()
+    for value in islice(reversed(outcomes.copy()), limit):
         if value != _FAILURE:
             break
         run += 1
@@ -55,7 +57,7 @@ class CountWindow:
         if outcomes.maxlen == self.size:
             copy = outcomes.copy()
         else:
-            copy = deque(list(islice(reversed(outcomes), self.size)))
+            copy = deque(islice(reversed(outcomes.copy()), self.size))
         return len(copy), sum(copy), sum(self.slows)
 
     def trailing_failures(self, limit: int) -> int:

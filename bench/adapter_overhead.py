@@ -20,8 +20,9 @@ over ``--rounds`` rounds of one batch of operations spread over N asyncio tasks)
    await s.commit()``, the same unit of work the adapter runs) vs
    ``brownout.sql.AsyncDatabase.scalar(q)``; a raw Core
    ``engine.connect()`` + ``conn.scalar(q)`` is timed too, for reference. Both
-   engines use asyncpg and the adapter's pool settings (``from_url``
-   defaults: pool 10 + 10 overflow, pre-ping, timeouts).
+   engines are built by ``AsyncDatabase.from_url`` (asyncpg, its default pool
+   settings: 10 + 10 overflow, pre-ping, timeouts); the raw cells use only that
+   engine, not the adapter around it.
 
 Target (issue #3): guarded >= 97 % of raw throughput.
 
@@ -61,7 +62,7 @@ from typing import Any
 import redis.asyncio as aredis
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from brownout import BreakerOpen, State
 from brownout import sql as bsql
@@ -209,22 +210,12 @@ async def build_redis(url: str, prefix: str) -> tuple[aredis.Redis, AsyncRedisAd
     return raw, guarded
 
 
-def pg_engine_options(url: str) -> dict[str, Any]:
-    """The keyword arguments ``AsyncDatabase.from_url(url)`` gives ``create_async_engine``."""
-    return bsql._engine_options(
-        make_url(url),
-        pool_size=bsql.DEFAULT_POOL_SIZE,
-        max_overflow=bsql.DEFAULT_MAX_OVERFLOW,
-        pool_timeout=bsql.DEFAULT_POOL_TIMEOUT,
-        pool_recycle=1800.0,
-        connect_timeout=bsql.DEFAULT_CONNECT_TIMEOUT,
-        statement_timeout=bsql.DEFAULT_STATEMENT_TIMEOUT,
-        command_timeout=bsql.DEFAULT_COMMAND_TIMEOUT,
-        sqlite_timeout=bsql.DEFAULT_SQLITE_TIMEOUT,
-        hide_parameters=True,
-        connect_args=None,
-        engine_options=None,
-    )
+def raw_pg_engine(url: str) -> tuple[bsql.AsyncDatabase, AsyncEngine]:
+    """A plain SQLAlchemy ``AsyncEngine`` built exactly as ``AsyncDatabase.from_url(url)``
+    builds one (same pool and driver settings). The raw cells use only the engine, never
+    the adapter around it; closing that adapter disposes of the engine."""
+    holder = bsql.AsyncDatabase.from_url(url, name="bench-raw-engine")
+    return holder, holder.engine
 
 
 def build_cells(
@@ -232,7 +223,7 @@ def build_cells(
     raw: aredis.Redis,
     guarded: AsyncRedisAdapter,
     prefix: str,
-    engine: Any,
+    engine: AsyncEngine,
     db: bsql.AsyncDatabase,
     *,
     redis_batch: int,
@@ -624,22 +615,19 @@ def main(argv: list[str] | None = None) -> int:
         assert servers.postgres_url is not None
         pg_url = servers.postgres_url.replace("postgresql://", "postgresql+asyncpg://", 1)
         raw, guarded = loop.run_until_complete(build_redis(servers.redis.url, prefix))
-        engine = create_async_engine(make_url(pg_url), **pg_engine_options(pg_url))
+        engine_holder, engine = raw_pg_engine(pg_url)
         db = bsql.AsyncDatabase.from_url(pg_url, name="bench-database")
         timed = build_cells(
             loop, raw, guarded, prefix, engine, db,
             redis_batch=args.redis_batch, pg_batch=args.pg_batch,
         )  # fmt: skip
-        if engine.pool.size() != db.engine.pool.size():
-            print("adapter_overhead: the two engines' pools differ", file=sys.stderr)
-            return 1
         run_rounds(timed, rounds=args.rounds, warmup=args.warmup)
         own = own_cost_cells(loop)
         h.run_interleaved(own, rounds=args.rounds, batch=args.own_batch, warmup=args.warmup)
         problems = post_checks(guarded, db, timed, args.rounds, args.warmup)
         loop.run_until_complete(raw.aclose())
         loop.run_until_complete(guarded.aclose())
-        loop.run_until_complete(engine.dispose())
+        loop.run_until_complete(engine_holder.close())
         loop.run_until_complete(db.close())
         print("time-to-fail: pausing the private redis-server ...", file=sys.stderr)
         fails = loop.run_until_complete(

@@ -8,7 +8,7 @@ import uuid
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi import APIRouter, Depends, Header, Query
 from fastapi.responses import JSONResponse
 
 from brownout import BreakerOpen
@@ -16,6 +16,13 @@ from brownout.outbox import IdempotencyConflict, OutboxFull
 from brownout.web import requires_feature
 from inventario import store
 from inventario.cache import ProductCache
+from inventario.deps import (
+    CacheDep,
+    DependencyUnavailable,
+    RuntimeDep,
+    jsonable,
+    run_in_database,
+)
 from inventario.runtime import Runtime
 from inventario.schemas import (
     SKU_PATTERN,
@@ -49,59 +56,6 @@ IdempotencyKey = Annotated[
 Sku = Annotated[str, Query(pattern=SKU_PATTERN)]
 
 
-class DependencyUnavailable(Exception):
-    """A dependency needed for this request is down (503 with Retry-After)."""
-
-    def __init__(self, dependency: str, detail: str, retry_after: float) -> None:
-        super().__init__(detail)
-        self.dependency = dependency
-        self.retry_after = retry_after
-
-
-def runtime(request: Request) -> Runtime:
-    rt: Runtime = request.app.state.runtime
-    return rt
-
-
-def product_cache(request: Request) -> ProductCache:
-    cache: ProductCache = request.app.state.product_cache
-    return cache
-
-
-RuntimeDep = Annotated[Runtime, Depends(runtime)]
-CacheDep = Annotated[ProductCache, Depends(product_cache)]
-
-
-def _unavailable(rt: Runtime, exc: BaseException) -> DependencyUnavailable:
-    if isinstance(exc, BreakerOpen):
-        wait = exc.retry_after if exc.retry_after is not None else rt.manager.retry_after()
-        return DependencyUnavailable(exc.name, f"{exc.name} is unavailable ({exc.state})", wait)
-    return DependencyUnavailable(
-        "database", f"database error: {rt.db.describe(exc)}", rt.manager.retry_after()
-    )
-
-
-async def _read(rt: Runtime, fn: Any, *args: Any, **kwargs: Any) -> Any:
-    """Run a read in one guarded database session; dependency failures become 503."""
-    if not rt.manager.enabled("read_only_database"):  # EMERGENCY: maintenance mode
-        raise DependencyUnavailable(
-            "database",
-            f"database reads are off at level {rt.manager.level.name}",
-            rt.manager.retry_after(),
-        )
-    try:
-        async with rt.db.session() as s:
-            return await fn(s, *args, **kwargs)
-    except store.StoreError:
-        raise
-    except BreakerOpen as exc:
-        raise _unavailable(rt, exc) from None
-    except Exception as exc:
-        if rt.db.errors.counts(exc):
-            raise _unavailable(rt, exc) from None
-        raise
-
-
 async def _write(
     rt: Runtime,
     cache: ProductCache,
@@ -130,7 +84,7 @@ async def _write(
             await cache.invalidate(sku)
             status = 201 if created and not repeated else 200
             return JSONResponse(
-                _jsonable(result), status_code=status, headers={"Idempotency-Key": key}
+                jsonable(result), status_code=status, headers={"Idempotency-Key": key}
             )
     try:
         rt.outbox.submit(operation, {"data": data, "key": key}, stream=sku, idempotency_key=key)
@@ -151,16 +105,6 @@ async def _write(
     return JSONResponse(body.model_dump(), status_code=202, headers={"Idempotency-Key": key})
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, Decimal):
-        return str(value)
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_jsonable(v) for v in value]
-    return value
-
-
 # ------------------------------------------------------------------- products
 
 
@@ -175,7 +119,7 @@ def _jsonable(value: Any) -> Any:
 async def create_product(
     body: ProductIn, rt: RuntimeDep, cache: CacheDep, key: IdempotencyKey = None
 ) -> JSONResponse:
-    data = _jsonable(body.model_dump())
+    data = jsonable(body.model_dump())
     return await _write(
         rt, cache, operation="product.create", data=data, sku=body.sku, key=key, created=True
     )
@@ -199,7 +143,7 @@ async def list_products(
             f"({rt.manager.feature_reason('complex_queries')}); filter by category instead",
             rt.manager.retry_after(),
         )
-    items, total = await _read(
+    items, total = await run_in_database(
         rt,
         store.list_products,
         q=q,
@@ -218,12 +162,9 @@ async def get_product(sku: str, rt: RuntimeDep, cache: CacheDep) -> Any:
     cached = await cache.get(sku)
     if cached is not None:
         return JSONResponse(cached, headers={"X-Cache": "hit"})
-    try:
-        product = await _read(rt, store.get_product, sku)
-    except DependencyUnavailable:
-        raise
-    await cache.put(sku, _jsonable(product))
-    return JSONResponse(_jsonable(product), headers={"X-Cache": "miss"})
+    product = await run_in_database(rt, store.get_product, sku)
+    await cache.put(sku, jsonable(product))
+    return JSONResponse(jsonable(product), headers={"X-Cache": "miss"})
 
 
 @router.patch(
@@ -236,7 +177,7 @@ async def get_product(sku: str, rt: RuntimeDep, cache: CacheDep) -> Any:
 async def update_product(
     sku: str, body: ProductPatch, rt: RuntimeDep, cache: CacheDep, key: IdempotencyKey = None
 ) -> JSONResponse:
-    patch = _jsonable(body.model_dump(exclude_unset=True))
+    patch = jsonable(body.model_dump(exclude_unset=True))
     if "price" in patch and not rt.manager.enabled("pricing_update"):
         raise DependencyUnavailable(
             "database",
@@ -283,7 +224,7 @@ async def movement_history(
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> Any:
-    return await _read(rt, store.movement_history, sku, limit=limit, offset=offset)
+    return await run_in_database(rt, store.movement_history, sku, limit=limit, offset=offset)
 
 
 @router.get(
@@ -293,7 +234,7 @@ async def movement_history(
     tags=["stock"],
 )
 async def low_stock_report(rt: RuntimeDep) -> Any:
-    return await _read(rt, store.low_stock)
+    return await run_in_database(rt, store.low_stock)
 
 
 @router.get("/writes/{key}", response_model=WriteStatus, tags=["writes"])
@@ -340,8 +281,8 @@ def rule_price(cost: Decimal, markup: float, monthly_inflation: float, age_s: fl
 
 @router.get("/products/{sku}/price-suggestion", response_model=PriceSuggestion, tags=["pricing"])
 async def price_suggestion(sku: str, rt: RuntimeDep) -> dict[str, Any]:
-    product = await _read(rt, store.get_product, sku)
-    age = await _read(rt, store.product_age, sku)
+    product = await run_in_database(rt, store.get_product, sku)
+    age = await run_in_database(rt, store.product_age, sku)
     settings = rt.settings
     rule = rule_price(
         product["cost"], settings.pricing_markup, settings.pricing_monthly_inflation, age

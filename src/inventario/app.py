@@ -13,10 +13,10 @@ from fastapi.responses import JSONResponse, RedirectResponse
 from brownout import BreakerOpen
 from brownout.web import check_features, install
 from inventario import __version__, store
-from inventario.api import DependencyUnavailable
 from inventario.api import router as api_router
 from inventario.cache import ProductCache
 from inventario.config import Settings, load_settings
+from inventario.deps import DependencyUnavailable
 from inventario.runtime import Runtime, build_runtime
 
 __all__ = ["create_app"]

@@ -33,7 +33,7 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from brownout import BreakerOpen
 from brownout.spool import Spool, SpoolCorrupted, SpoolError, SpoolFull
 from inventario import store
-from inventario.api import DependencyUnavailable
+from inventario.deps import DependencyUnavailable
 
 __all__ = [
     "ALLOWED_TYPES",

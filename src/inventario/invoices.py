@@ -48,15 +48,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from brownout import BreakerOpen, State
 from brownout.web import requires_feature
 from inventario import store
-from inventario.api import (
+from inventario.db import invoices, products
+from inventario.deps import (
     CacheDep,
     DependencyUnavailable,
     RuntimeDep,
-    _jsonable,
-    _read,
-    _unavailable,
+    jsonable,
+    run_in_database,
+    unavailable,
 )
-from inventario.db import invoices, products
 from inventario.invoice_storage import InvoiceFiles, object_key, read_upload
 from inventario.runtime import Runtime
 from inventario.schemas import (
@@ -551,7 +551,7 @@ def _ai_unavailable(rt: Runtime, invoice_id: str) -> str | None:
 async def _catalogue(rt: Runtime) -> str:
     """Known products for the prompt (best effort: none if the database cannot say)."""
     try:
-        items, _ = await _read(rt, store.list_products, limit=CATALOGUE_SIZE)
+        items, _ = await run_in_database(rt, store.list_products, limit=CATALOGUE_SIZE)
     except Exception as exc:
         logger.info("invoice extraction without the catalogue: %r", exc)
         return "(catalogue unavailable)"
@@ -574,9 +574,8 @@ async def _extract(rt: Runtime, row: Mapping[str, Any], data: bytes) -> dict[str
             why_not = str(exc)
     if why_not is not None:
         values = {"state": "needs_review", "reason": why_not}
-        updated: dict[str, Any] = await _read(rt, _update, invoice_id, values)
-        return updated
-    await _read(rt, _update, invoice_id, {"state": "extracting", "reason": None})
+        return await run_in_database(rt, _update, invoice_id, values)
+    await run_in_database(rt, _update, invoice_id, {"state": "extracting", "reason": None})
     catalogue = await _catalogue(rt)
     messages = [
         {"role": "system", "content": f"{_PROMPT}\n\nCatalogue (sku: name):\n{catalogue}"},
@@ -590,8 +589,7 @@ async def _extract(rt: Runtime, row: Mapping[str, Any], data: bytes) -> dict[str
         why = rt.ai.describe(exc)
         logger.info("invoice %s needs review: AI extraction failed: %s", invoice_id, why)
         values = {"state": "needs_review", "reason": f"AI extraction failed: {why}"}
-        failed: dict[str, Any] = await _read(rt, _update, invoice_id, values)
-        return failed
+        return await run_in_database(rt, _update, invoice_id, values)
     done: dict[str, Any] = {
         "state": "extracted",
         "lines": json.dumps(lines),
@@ -601,7 +599,7 @@ async def _extract(rt: Runtime, row: Mapping[str, Any], data: bytes) -> dict[str
     supplier = answer.get("supplier")
     if not row["supplier"] and isinstance(supplier, str) and supplier.strip():
         done["supplier"] = supplier.strip()[:200]
-    extracted: dict[str, Any] = await _read(rt, _update, invoice_id, done)
+    extracted = await run_in_database(rt, _update, invoice_id, done)
     logger.info(
         "invoice %s: %d lines extracted in %.2f s",
         invoice_id,
@@ -679,7 +677,7 @@ async def upload_invoice(request: Request, rt: RuntimeDep) -> JSONResponse:
         if isinstance(exc, BreakerOpen) or (
             isinstance(exc, Exception) and rt.db.errors.counts(exc)
         ):
-            raise _unavailable(rt, exc) from None
+            raise unavailable(rt, exc) from None
         raise
     try:
         row = await _extract(rt, row, upload.data)
@@ -699,7 +697,7 @@ async def list_invoices(
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> dict[str, Any]:
     """Invoices, newest first, optionally in one state."""
-    rows, total = await _read(rt, _list, state, limit, offset)
+    rows, total = await run_in_database(rt, _list, state, limit, offset)
     files = _files(rt)
     return {
         "items": [_view(r, files) for r in rows],
@@ -711,7 +709,7 @@ async def list_invoices(
 
 @router.get("/{invoice_id}", response_model=Invoice)
 async def get_invoice(invoice_id: InvoiceId, rt: RuntimeDep) -> dict[str, Any]:
-    return _view(await _read(rt, _get, invoice_id), _files(rt))
+    return _view(await run_in_database(rt, _get, invoice_id), _files(rt))
 
 
 @router.get(
@@ -721,7 +719,7 @@ async def get_invoice(invoice_id: InvoiceId, rt: RuntimeDep) -> dict[str, Any]:
 )
 async def invoice_file(invoice_id: InvoiceId, rt: RuntimeDep) -> Response:
     """The uploaded file: from the spool while it waits for S3, else from S3."""
-    row = await _read(rt, _get, invoice_id)
+    row = await run_in_database(rt, _get, invoice_id)
     data, where = await _files(rt).fetch(row["bucket"], row["object_key"])
     name = row["filename"]
     ascii_name = re.sub(r"[^A-Za-z0-9._ -]", "_", name)
@@ -755,7 +753,7 @@ async def set_lines(invoice_id: InvoiceId, body: InvoiceLines, rt: RuntimeDep) -
         }
         return await _update(s, invoice_id, values)
 
-    return _view(await _read(rt, run), _files(rt))
+    return _view(await run_in_database(rt, run), _files(rt))
 
 
 @router.post(
@@ -766,7 +764,7 @@ async def set_lines(invoice_id: InvoiceId, body: InvoiceLines, rt: RuntimeDep) -
 async def extract_again(invoice_id: InvoiceId, rt: RuntimeDep) -> dict[str, Any]:
     """Run the AI extraction again (after ``needs_review``, or to replace the lines)."""
     files = _files(rt)
-    row = await _read(rt, _get, invoice_id)
+    row = await run_in_database(rt, _get, invoice_id)
     if row["state"] == "applied":
         raise InvoiceConflict.already_applied(invoice_id)
     data, _ = await files.fetch(row["bucket"], row["object_key"])
@@ -829,8 +827,8 @@ async def apply_invoice(invoice_id: InvoiceId, rt: RuntimeDep, cache: CacheDep) 
             )
         return await _get(s, invoice_id), moved
 
-    row, moved = await _read(rt, run)
+    row, moved = await run_in_database(rt, run)
     for sku in sorted({m["sku"] for m in moved}):
         await cache.invalidate(sku)
     logger.info("invoice %s applied: %d movements", invoice_id, len(moved))
-    return {"invoice": _view(row, _files(rt)), "movements": _jsonable(moved)}
+    return {"invoice": _view(row, _files(rt)), "movements": jsonable(moved)}

@@ -1,0 +1,106 @@
+"""What inventario's routers share: the runtime as a dependency, guarded database calls, 503s.
+
+:mod:`inventario.api` (products, stock, writes, pricing) and
+:mod:`inventario.invoices` both run their database work through
+:func:`run_in_database`, so a failing or rejecting database becomes the same
+503 (:class:`DependencyUnavailable`, with ``Retry-After``) everywhere.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from decimal import Decimal
+from typing import Annotated, Any, TypeVar
+
+from fastapi import Depends, Request
+
+from brownout import BreakerOpen
+from inventario import store
+from inventario.cache import ProductCache
+from inventario.runtime import Runtime
+
+__all__ = [
+    "CacheDep",
+    "DependencyUnavailable",
+    "RuntimeDep",
+    "jsonable",
+    "run_in_database",
+    "unavailable",
+]
+
+T = TypeVar("T")
+
+
+class DependencyUnavailable(Exception):
+    """A dependency needed for this request is down (503 with Retry-After)."""
+
+    def __init__(self, dependency: str, detail: str, retry_after: float) -> None:
+        super().__init__(detail)
+        self.dependency = dependency
+        self.retry_after = retry_after
+
+
+def runtime(request: Request) -> Runtime:
+    rt: Runtime = request.app.state.runtime
+    return rt
+
+
+def product_cache(request: Request) -> ProductCache:
+    cache: ProductCache = request.app.state.product_cache
+    return cache
+
+
+RuntimeDep = Annotated[Runtime, Depends(runtime)]
+CacheDep = Annotated[ProductCache, Depends(product_cache)]
+
+
+def unavailable(rt: Runtime, exc: BaseException) -> DependencyUnavailable:
+    """The 503 for a database call that was rejected (``BreakerOpen``) or failed."""
+    if isinstance(exc, BreakerOpen):
+        wait = exc.retry_after if exc.retry_after is not None else rt.manager.retry_after()
+        return DependencyUnavailable(exc.name, f"{exc.name} is unavailable ({exc.state})", wait)
+    return DependencyUnavailable(
+        "database", f"database error: {rt.db.describe(exc)}", rt.manager.retry_after()
+    )
+
+
+async def run_in_database(
+    rt: Runtime,
+    fn: Callable[..., Awaitable[T]],
+    *args: Any,
+    **kwargs: Any,
+) -> T:
+    """``fn(session, *args, **kwargs)`` in one guarded database session (one transaction).
+
+    Refused while database reads are off (EMERGENCY: maintenance mode); a
+    rejected or failing database becomes :class:`DependencyUnavailable` (503),
+    a :class:`inventario.store.StoreError` passes through (the client's 4xx).
+    """
+    if not rt.manager.enabled("read_only_database"):  # EMERGENCY: maintenance mode
+        raise DependencyUnavailable(
+            "database",
+            f"database reads are off at level {rt.manager.level.name}",
+            rt.manager.retry_after(),
+        )
+    try:
+        async with rt.db.session() as s:
+            return await fn(s, *args, **kwargs)
+    except store.StoreError:
+        raise
+    except BreakerOpen as exc:
+        raise unavailable(rt, exc) from None
+    except Exception as exc:
+        if rt.db.errors.counts(exc):
+            raise unavailable(rt, exc) from None
+        raise
+
+
+def jsonable(value: Any) -> Any:
+    """``value`` with every ``Decimal`` (at any depth in dicts and lists) as its string."""
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: jsonable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [jsonable(v) for v in value]
+    return value

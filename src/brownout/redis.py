@@ -36,7 +36,7 @@ import urllib.parse
 from collections.abc import Callable, Iterable, Mapping
 from datetime import timedelta
 from types import TracebackType
-from typing import Any, ParamSpec, Self, TypeAlias, TypeVar
+from typing import Any, Self, TypeAlias, TypeVar
 
 try:
     import redis
@@ -68,7 +68,6 @@ __all__ = [
     "SerializationError",
 ]
 
-P = ParamSpec("P")
 R = TypeVar("R")
 
 #: A Redis key or field name as redis-py accepts it.
@@ -356,8 +355,8 @@ def _sizes(values: Iterable[object]) -> int:
 def _set_options(
     set_: Callable[..., R], ex: Expiry | None, px: Expiry | None, nx: bool, xx: bool
 ) -> Callable[..., R]:
-    """The client's ``set`` with its options bound (when one differs from redis-py's
-    defaults: a plain SET passes no keywords)."""
+    """The client's ``set`` with its options bound (called only when one differs from
+    redis-py's defaults: a plain SET passes no keywords)."""
     return functools.partial(set_, ex=ex, px=px, nx=nx, xx=xx)
 
 

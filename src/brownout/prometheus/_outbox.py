@@ -68,6 +68,8 @@ class _Source(Protocol):
 
     def add_listener(self, listener: Listener) -> None: ...
 
+    def stats(self) -> Mapping[str, Any]: ...
+
 
 T = TypeVar("T", bound=_Source)
 

@@ -25,6 +25,7 @@ __all__ = [
     "RuntimeDep",
     "jsonable",
     "run_in_database",
+    "try_again",
     "unavailable",
 ]
 
@@ -54,13 +55,23 @@ RuntimeDep = Annotated[Runtime, Depends(runtime)]
 CacheDep = Annotated[ProductCache, Depends(product_cache)]
 
 
+def try_again(seconds: float) -> str:
+    """What a 503's detail tells the client to do (the same seconds as its Retry-After)."""
+    return f"try again in {max(1, round(seconds))} s"
+
+
 def unavailable(rt: Runtime, exc: BaseException) -> DependencyUnavailable:
     """The 503 for a database call that was rejected (``BreakerOpen``) or failed."""
     if isinstance(exc, BreakerOpen):
         wait = exc.retry_after if exc.retry_after is not None else rt.manager.retry_after()
-        return DependencyUnavailable(exc.name, f"{exc.name} is unavailable ({exc.state})", wait)
+        detail = (
+            f"{exc.name} is unavailable (circuit breaker {exc.state.value}: the request was "
+            f"not attempted): {try_again(wait)}"
+        )
+        return DependencyUnavailable(exc.name, detail, wait)
+    wait = rt.manager.retry_after()
     return DependencyUnavailable(
-        "database", f"database error: {rt.db.describe(exc)}", rt.manager.retry_after()
+        "database", f"database error: {rt.db.describe(exc)}: {try_again(wait)}", wait
     )
 
 
@@ -77,10 +88,12 @@ async def run_in_database(
     a :class:`inventario.store.StoreError` passes through (the client's 4xx).
     """
     if not rt.manager.enabled("read_only_database"):  # EMERGENCY: maintenance mode
+        wait = rt.manager.retry_after()
         raise DependencyUnavailable(
             "database",
-            f"database reads are off at level {rt.manager.level.name}",
-            rt.manager.retry_after(),
+            f"database reads are off at level {rt.manager.level.name} "
+            f"({rt.manager.feature_reason('read_only_database')}): {try_again(wait)}",
+            wait,
         )
     try:
         async with rt.db.session() as s:

@@ -33,7 +33,7 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from brownout import BreakerOpen
 from brownout.spool import Spool, SpoolCorrupted, SpoolError, SpoolFull
 from inventario import store
-from inventario.deps import DependencyUnavailable
+from inventario.deps import DependencyUnavailable, try_again
 
 __all__ = [
     "ALLOWED_TYPES",
@@ -219,7 +219,12 @@ class _FormReader:
     def _part_begin(self) -> None:
         self.parts += 1
         if self.parts > _MAX_PARTS:
-            raise FileProblem(422, "too_many_parts", f"more than {_MAX_PARTS} form parts")
+            raise FileProblem(
+                422,
+                "too_many_parts",
+                f"the form has more than {_MAX_PARTS} parts: send one 'file' part and, "
+                "optionally, 'supplier'",
+            )
         self._headers = {}
         self._target = None
 
@@ -242,7 +247,11 @@ class _FormReader:
         name = msg.get_param("name", header="content-disposition")
         filename = msg.get_param("filename", header="content-disposition")
         if not isinstance(name, str) or not name:
-            raise FileProblem(422, "malformed_form", "a form part has no name")
+            raise FileProblem(
+                422,
+                "malformed_form",
+                "a form part has no name (Content-Disposition: form-data; name=...)",
+            )
         if name == "file":
             if self.file is not None:
                 raise FileProblem(422, "malformed_form", "send exactly one 'file' part")
@@ -412,7 +421,10 @@ class InvoiceFiles:
             ) from None
         except SpoolError as exc:
             raise FileProblem(
-                507, "spool_unavailable", f"the invoice could not be spooled: {exc}"
+                507,
+                "spool_unavailable",
+                f"the invoice file could not be written to the local spool ({exc}): nothing "
+                "was stored; try again later",
             ) from None
         except BreakerOpen:  # pragma: no cover - the uploader spools on an open breaker
             raise
@@ -420,7 +432,10 @@ class InvoiceFiles:
             why = self.s3.describe(exc) if self.s3 is not None else repr(exc)
             logger.warning("invoice file %s refused by S3: %s", key, why)
             raise FileProblem(
-                502, "storage_failed", f"S3 refused the invoice file: {why}"
+                502,
+                "storage_failed",
+                f"S3 refused the invoice file ({why}): nothing was stored; check S3_BUCKET "
+                "and that the S3 credentials may write to it",
             ) from None
 
     def where(self, bucket: str, key: str, recorded: str) -> Storage:
@@ -440,7 +455,13 @@ class InvoiceFiles:
         try:
             data = await asyncio.to_thread(self.spool.get, bucket, key)
         except SpoolCorrupted as exc:
-            raise FileProblem(500, "file_corrupted", str(exc)) from None
+            logger.error("invoice file %s/%s: %s", bucket, key, exc)
+            raise FileProblem(
+                500,
+                "file_corrupted",
+                "the invoice's stored file is damaged (it was quarantined on the server and "
+                "will not be uploaded to S3): upload the invoice again",
+            ) from None
         if data is not None:
             return data, "spool"
         if self.s3 is None:
@@ -453,9 +474,9 @@ class InvoiceFiles:
             raise
         except Exception as exc:
             if self.s3.errors.counts(exc):
-                wait = self.s3.breaker.snapshot().retry_after
+                wait = self.s3.breaker.snapshot().retry_after or 5.0
                 raise DependencyUnavailable(
-                    "s3", f"S3 is unavailable: {self.s3.describe(exc)}", wait or 5.0
+                    "s3", f"S3 is unavailable ({self.s3.describe(exc)}): {try_again(wait)}", wait
                 ) from None
             raise FileProblem(
                 404, "file_missing", f"S3 does not have the file: {self.s3.describe(exc)}"

@@ -55,6 +55,7 @@ from inventario.deps import (
     RuntimeDep,
     jsonable,
     run_in_database,
+    try_again,
     unavailable,
 )
 from inventario.invoice_storage import InvoiceFiles, object_key, read_upload
@@ -641,10 +642,12 @@ async def upload_invoice(request: Request, rt: RuntimeDep) -> JSONResponse:
         max_bytes=rt.settings.invoice_max_bytes,
     )
     if _database_rejecting(rt):  # check before storing anything we could not record
+        wait = rt.manager.retry_after()
         raise DependencyUnavailable(
             "database",
-            "the database is unavailable: invoices cannot be recorded now",
-            rt.manager.retry_after(),
+            "the database is unavailable: invoices cannot be recorded now and nothing was "
+            f"stored; {try_again(wait)}",
+            wait,
         )
     invoice_id = uuid.uuid4().hex
     key = object_key(invoice_id, upload.content_type)
@@ -803,7 +806,12 @@ async def apply_invoice(invoice_id: InvoiceId, rt: RuntimeDep, cache: CacheDep) 
             )
         lines: list[dict[str, Any]] = json.loads(got[0] or "[]")
         if not lines:
-            raise InvoiceConflict("invoice_not_ready", "the invoice has no lines", "extracted")
+            raise InvoiceConflict(
+                "invoice_not_ready",
+                f"invoice {invoice_id} has no lines: enter them with PUT "
+                f"/invoices/{invoice_id}/lines",
+                "extracted",
+            )
         no_sku = [n for n, line in enumerate(lines, 1) if not line.get("sku")]
         if no_sku:
             raise LinesMissing(

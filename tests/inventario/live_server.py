@@ -3,22 +3,15 @@
 from __future__ import annotations
 
 import contextlib
-import socket
 import threading
-import time
 from collections.abc import Iterator
 
 import uvicorn
 from fastapi import FastAPI
 
+from tests.servers._util import free_port, wait_until
+
 __all__ = ["serving"]
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @contextlib.contextmanager
@@ -27,7 +20,7 @@ def serving(app: FastAPI, *, startup_timeout: float = 20.0) -> Iterator[str]:
     config = uvicorn.Config(
         app,
         host="127.0.0.1",
-        port=_free_port(),
+        port=free_port(),
         log_level="warning",
         lifespan="on",
         access_log=False,
@@ -35,14 +28,21 @@ def serving(app: FastAPI, *, startup_timeout: float = 20.0) -> Iterator[str]:
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="inventario-uvicorn", daemon=True)
     thread.start()
-    deadline = time.monotonic() + startup_timeout
-    while not server.started:
+
+    def still_running() -> None:
         if not thread.is_alive():
             raise RuntimeError("uvicorn exited while starting inventario (see the log above)")
-        if time.monotonic() > deadline:
-            server.should_exit = True
-            raise TimeoutError(f"inventario did not start within {startup_timeout:g} s")
-        time.sleep(0.02)
+
+    try:
+        wait_until(
+            lambda: server.started,
+            timeout=startup_timeout,
+            what="inventario to start",
+            check=still_running,
+        )
+    except TimeoutError:
+        server.should_exit = True
+        raise
     try:
         yield f"http://127.0.0.1:{config.port}"
     finally:

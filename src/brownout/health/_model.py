@@ -123,11 +123,13 @@ class LevelRule:
     level: Level
     plus_any: int = 0  # how many *other* components must be down as well
     alone: bool = False  # only when nothing else is down
-    #: While the rule applies, the components it names count through the rule only:
-    #: the score *level* is taken over the other components (the score itself is
-    #: unchanged). So "cache down alone => DEGRADED" means DEGRADED, not lower,
-    #: even where the cache carries a large share of the weight (a service with
-    #: only a database and a cache: cache down scores 66.7).
+    #: While the components the rule names are down or impaired (failing, held,
+    #: half-open) and nothing else is down, they count through the rule only: they
+    #: cost the level at most the rule's level, which is otherwise read from the
+    #: other components' score (the score itself is unchanged). So "cache down alone
+    #: => DEGRADED" means DEGRADED, not lower, even where the cache carries a large
+    #: share of the weight (a service with only a database and a cache: cache down
+    #: scores 66.7), and a failing cache costs no more than a lost one.
     replaces_score: bool = False
 
     def applies(self, down: frozenset[str]) -> bool:

@@ -12,7 +12,7 @@
   const $ = (id) => document.querySelector('[data-testid="' + id + '"]');
 
   let lastOk = null; // Date of the last successful poll
-  let failures = 0;
+  const drawnFrom = {}; // section -> the JSON text it was last drawn from
 
   // ------------------------------------------------------------- helpers
 
@@ -301,11 +301,20 @@
     document.body.setAttribute("data-connection", state);
   }
 
+  // Most polls change a few figures only: a list is rebuilt when its own data changed,
+  // not every second (rebuilding churns the DOM and loses the reader's text selection).
+  function changed(section, data) {
+    const text = JSON.stringify(data === undefined ? null : data);
+    if (drawnFrom[section] === text) return false;
+    drawnFrom[section] = text;
+    return true;
+  }
+
   function render(doc) {
     renderHero(doc);
-    renderComponents(doc);
-    renderFeatures(doc);
-    renderTimeline(doc);
+    if (changed("components", [doc.components, doc.backlogs])) renderComponents(doc);
+    if (changed("features", doc.features)) renderFeatures(doc);
+    if (changed("timeline", doc.transitions)) renderTimeline(doc);
     lastOk = new Date();
     $("updated").textContent = lastOk.toLocaleTimeString([], { hour12: false });
   }
@@ -322,10 +331,8 @@
       if (!response.ok) throw new Error("HTTP " + response.status);
       const doc = await response.json();
       render(doc);
-      failures = 0;
       setConnection("live", "live");
     } catch (err) {
-      failures += 1;
       $("last-update").textContent = lastOk ? lastOk.toLocaleTimeString([], { hour12: false }) : "never";
       setConnection("lost", "connection lost (" + (err && err.name === "AbortError" ? "timeout" : String(err && err.message ? err.message : err)) + ")");
     } finally {

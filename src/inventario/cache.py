@@ -1,7 +1,8 @@
 """Read-through caching of product reads in Redis, degraded gracefully.
 
 * Reads use the cache only while the ``cache_read`` feature is on (Redis up,
-  not recovering, level no worse than DEGRADED) and, when a coherence journal
+  not recovering, level no worse than MINIMAL: with the database down, cached
+  reads are the only ones left) and, when a coherence journal
   is configured, only once the keys written during an outage are invalidated.
 * While the Redis breaker is half-open (and those keys are invalidated), reads
   are its trial calls: the breaker lets ``half_open_calls`` of them through and

@@ -630,6 +630,8 @@ def _database_rejecting(rt: Runtime) -> bool:
         413: {"description": "the file is larger than INVOICE_MAX_BYTES"},
         415: {"description": "not a PDF, PNG, JPEG, WEBP or text file"},
         422: {"description": "bad file name or form"},
+        502: {"description": "S3 refused the file (no such bucket, access denied)"},
+        503: {"description": "the database is unavailable: nothing was stored"},
         507: {"description": "S3 is down and the spool is full"},
     },
 )
@@ -778,7 +780,10 @@ async def extract_again(invoice_id: InvoiceId, rt: RuntimeDep) -> dict[str, Any]
     "/{invoice_id}/apply",
     response_model=AppliedInvoice,
     dependencies=[Depends(requires_feature("batch_processing"))],
-    responses={409: {"description": "already applied, or no lines yet"}},
+    responses={
+        409: {"description": "already applied, or no lines yet"},
+        422: {"description": "a line has no sku or names no product: nothing applied"},
+    },
 )
 async def apply_invoice(invoice_id: InvoiceId, rt: RuntimeDep, cache: CacheDep) -> Any:
     """Receive the invoice's lines into stock: one ``in`` movement per line, one transaction."""

@@ -99,7 +99,10 @@ def fetch_status(url: str, *, timeout: float = 5.0) -> dict[str, Any]:
                 continue  # not inventario: try brownout's plain /health
             raw = exc.read()  # a 503 may still carry the document
             if not raw:
-                raise StatusError(f"{base}{path} answered HTTP {exc.code}") from None
+                raise StatusError(
+                    f"{base}{path} answered HTTP {exc.code} ({exc.reason}) without a status "
+                    "document: is the URL that of an inventario service, and is it up?"
+                ) from None
         except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
             raise StatusError(f"cannot reach {base}: {_reason(exc)}") from None
         try:

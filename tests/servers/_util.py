@@ -1,7 +1,7 @@
 """Test-suite policy for the private servers (skip or fail when one is missing).
 
 The plumbing itself (ports, waiting, cleanup, :class:`ServerProcess`) lives in
-:mod:`brownout.testing.servers._process` and is re-exported here for older imports.
+:mod:`brownout.testing.servers`; the names tests used from here are re-exported.
 """
 
 from __future__ import annotations
@@ -13,52 +13,17 @@ from typing import NoReturn
 
 import pytest
 
-from brownout.testing.servers._process import (
-    _OWNER_FILE,
-    LOOPBACK,
-    Closeable,
-    ServerProcess,
-    _close_everything,
-    _descendants,
-    _live,
-    _live_lock,
-    _pdeathsig_prefix,
-    _pid_alive,
-    _sweep_stale_dirs,
-    find_binary,
-    free_port,
-    make_temp_dir,
-    port_open,
-    tail,
-    track,
-    untrack,
-    wait_until,
-)
+from brownout.testing.servers import LOOPBACK, ServerProcess, find_binary, free_port, wait_until
 
 __all__ = [
     "LOOPBACK",
     "REQUIRE_ENV",
-    "_OWNER_FILE",
-    "Closeable",
     "ServerProcess",
-    "_close_everything",
-    "_descendants",
-    "_live",
-    "_live_lock",
-    "_pdeathsig_prefix",
-    "_pid_alive",
-    "_sweep_stale_dirs",
-    "find_binary",
     "free_port",
-    "make_temp_dir",
     "missing",
-    "port_open",
     "require_binary",
     "require_module",
     "services_required",
-    "tail",
-    "track",
-    "untrack",
     "wait_until",
 ]
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from brownout.testing.servers.openai_stub import (
-    _ERROR_TYPES,
     DEFAULT_CHAT_MODEL,
     DEFAULT_EMBEDDING_MODEL,
     DEFAULT_TEXT,
@@ -11,10 +10,6 @@ from brownout.testing.servers.openai_stub import (
     OpenAIStub,
     RecordedRequest,
     Rule,
-    _embedding,
-    _Handler,
-    _norm,
-    _StubHTTPServer,
     _tokens,
     example_from_schema,
 )
@@ -23,15 +18,10 @@ __all__ = [
     "DEFAULT_CHAT_MODEL",
     "DEFAULT_EMBEDDING_MODEL",
     "DEFAULT_TEXT",
-    "_ERROR_TYPES",
     "Content",
     "OpenAIStub",
     "RecordedRequest",
     "Rule",
-    "_Handler",
-    "_StubHTTPServer",
-    "_embedding",
-    "_norm",
     "_tokens",
     "example_from_schema",
 ]

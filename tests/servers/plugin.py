@@ -30,13 +30,13 @@ A missing binary or package skips the test with the reason, or fails it when
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
 import pytest
 
 from brownout.chaos import ThreadedFaultProxy
+from brownout.testing.servers import postgres_unavailable, redis_unavailable, s3_unavailable
 from tests.servers._util import missing, require_binary, require_module
 from tests.servers.openai_stub import OpenAIStub
 from tests.servers.postgres_server import PostgresServer, find_pg_bin
@@ -98,26 +98,16 @@ def _brownout_revive_session_servers() -> Iterator[None]:
 # -- requirements -----------------------------------------------------------------------
 
 
-def _redis_binary() -> str:
-    return require_binary("redis-server", "install the Debian package redis-server")
+def _require_redis() -> None:
+    if (reason := redis_unavailable()) is not None:
+        missing(reason)
 
 
 def _pg_bin() -> str:
     pg_bin = find_pg_bin()
-    if pg_bin is None:
-        missing(
-            "PostgreSQL server binaries (initdb, postgres) not found: install the Debian "
-            "package postgresql (or set BROWNOUT_PG_BIN to their directory)"
-        )
-    for tool in ("initdb", "postgres", "psql"):
-        require_binary(os.path.join(pg_bin, tool), f"incomplete PostgreSQL install in {pg_bin}")
-    if os.geteuid() == 0:
-        import pwd
-
-        try:
-            pwd.getpwnam("postgres")
-        except KeyError:
-            missing("running as root but there is no 'postgres' OS user to run PostgreSQL as")
+    if (reason := postgres_unavailable(pg_bin)) is not None:
+        missing(reason)
+    assert pg_bin is not None  # postgres_unavailable() names what is missing otherwise
     return pg_bin
 
 
@@ -127,7 +117,8 @@ def _pg_bin() -> str:
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[RedisServer]:
     """A shared redis-server on a private port."""
-    server = RedisServer(binary=_redis_binary())
+    _require_redis()
+    server = RedisServer()
     try:
         server.start()
         _session_servers.append(server)
@@ -141,11 +132,11 @@ def redis_server() -> Iterator[RedisServer]:
 @pytest.fixture
 def make_redis() -> Iterator[Callable[..., RedisServer]]:
     """``make_redis(appendonly=False, extra_args=())`` -> a started private Redis."""
-    binary = _redis_binary()
+    _require_redis()
     servers: list[RedisServer] = []
 
     def make(**kwargs: Any) -> RedisServer:
-        server = RedisServer(binary=binary, **kwargs)
+        server = RedisServer(**kwargs)
         servers.append(server)
         server.start()
         return server
@@ -222,8 +213,8 @@ def postgres_proxy(postgres_server: PostgresServer) -> Iterator[ThreadedFaultPro
 @pytest.fixture(scope="session")
 def s3_server() -> Iterator[S3Server]:
     """A shared moto S3 server on a private port."""
-    require_module("moto.moto_server.werkzeug_app", "moto[server,s3]")
-    require_module("boto3")
+    if (reason := s3_unavailable()) is not None:
+        missing(reason)
     server = S3Server()
     try:
         server.start()

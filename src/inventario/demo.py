@@ -36,7 +36,7 @@ import sys
 import time
 import urllib.request
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -55,6 +55,7 @@ from brownout.testing.servers import (
     redis_unavailable,
     s3_unavailable,
 )
+from brownout.testing.servers._process import tail
 from brownout.testing.servers.openai_stub import example_from_schema
 from brownout.testing.servers.postgres import TEMPLATE
 
@@ -396,13 +397,7 @@ class Stack:
         return keys, moves
 
     def service_log_tail(self, lines: int = 40) -> str:
-        if self.service is None:
-            return ""
-        try:
-            text = self.service.log_path.read_text(errors="replace")
-        except OSError:
-            return "<no log>"
-        return "\n".join(text.splitlines()[-lines:])
+        return "" if self.service is None else tail(self.service.log_path, lines)
 
     def close(self) -> None:
         """Stop the service, the proxies and the servers; delete their data."""
@@ -476,6 +471,14 @@ def percentile(values: Sequence[float], q: float) -> float | None:
     return ordered[rank - 1]
 
 
+def _outcomes(samples: Iterable[Sample]) -> dict[str, int]:
+    """How many of ``samples`` were ok, degraded and failed."""
+    counts = {"ok": 0, "degraded": 0, "failed": 0}
+    for s in samples:
+        counts[s.outcome] += 1
+    return counts
+
+
 def classify(kind: str, response: httpx.Response) -> str:
     """ok: the full answer; degraded: queued, a fallback or a refusal with Retry-After."""
     status = response.status_code
@@ -514,7 +517,7 @@ class Demo:
         self.components: dict[str, dict[str, Any]] = {}
         self.outbox: dict[str, Any] = {}
         self.transitions: list[dict[str, Any]] = []
-        self.invoice_field: str | None = None
+        self.invoices = False  # the service has POST /invoices (an optional router)
         self.t0 = time.monotonic()
         self._counter = 0
         self._rng_state = 0x5EED
@@ -559,7 +562,7 @@ class Demo:
             self.writes.append(WriteRecord(key, "product.create", r.status_code, 0, sku))
         with contextlib.suppress(httpx.HTTPError, ValueError, KeyError, TypeError):
             spec = (await client.get("/openapi.json")).json()
-            self.invoice_field = _upload_field(spec)
+            self.invoices = bool((spec["paths"].get("/invoices") or {}).get("post"))
 
     # -- traffic -------------------------------------------------------------------
 
@@ -598,9 +601,8 @@ class Demo:
             elif kind == "price":
                 r = await client.get(f"/products/{sku}/price-suggestion")
             else:  # invoice
-                assert self.invoice_field is not None
                 text = f"Supplier: Demo Supplies\n{sku}  Widget  qty 5  unit cost 4.20\n"
-                files = {self.invoice_field: (f"invoice-{self._counter}.txt", text, "text/plain")}
+                files = {"file": (f"invoice-{self._counter}.txt", text, "text/plain")}
                 r = await client.post("/invoices", files=files, data={"supplier": "Demo"})
         except httpx.HTTPError:
             self.samples.append(Sample(phase, kind, "failed", 0, time.monotonic() - start, None))
@@ -623,7 +625,7 @@ class Demo:
 
     async def traffic(self, client: httpx.AsyncClient) -> None:
         loop = asyncio.get_running_loop()
-        kinds = [k for k, _ in MIX if k != "invoice" or self.invoice_field is not None]
+        kinds = [k for k, _ in MIX if k != "invoice" or self.invoices]
         weights = [w for k, w in MIX if k in kinds]
         total = sum(weights)
         cumulative: list[tuple[float, str]] = []
@@ -677,9 +679,7 @@ class Demo:
 
     def progress(self) -> None:
         phase = self.phases[self.phase_index].name if self.phases else "start"
-        counts = {"ok": 0, "degraded": 0, "failed": 0}
-        for s in self.samples:
-            counts[s.outcome] += 1
+        counts = _outcomes(self.samples)
         _say(
             self.out,
             f"[{self.now():6.1f}s] {phase:<14} {self.level:<9} score {self.score:5.1f}  "
@@ -803,7 +803,7 @@ class Demo:
             httpx.AsyncClient(base_url=self.url, timeout=timeout) as watcher,
         ):
             await self.seed(client)
-            if self.invoice_field is None:
+            if not self.invoices:
                 _say(self.out, "  (the service has no POST /invoices: no invoice uploads)")
             self.build_timeline()
             await self.poll(watcher)
@@ -825,22 +825,6 @@ class Demo:
             finally:  # interrupted or failed: stop at once
                 for task in (traffic, watch):
                     task.cancel()
-
-
-def _upload_field(spec: dict[str, Any]) -> str | None:
-    """The multipart file field of ``POST /invoices`` in the OpenAPI document, if any."""
-    operation = (spec.get("paths", {}).get("/invoices") or {}).get("post")
-    if not operation:
-        return None
-    content = (operation.get("requestBody") or {}).get("content") or {}
-    schema = (content.get("multipart/form-data") or {}).get("schema") or {}
-    ref = schema.get("$ref")
-    if ref:
-        schema = spec.get("components", {}).get("schemas", {}).get(ref.rsplit("/", 1)[-1], {})
-    for name, prop in (schema.get("properties") or {}).items():
-        if prop.get("format") == "binary" or prop.get("contentMediaType"):
-            return str(name)
-    return "file" if schema else None
 
 
 # --------------------------------------------------------------------------- the summary
@@ -888,9 +872,7 @@ def summarize(demo: Demo, stack: Stack, out: TextIO) -> Verdict:
     _say(out, header)
     for index, phase in enumerate(demo.phases):
         samples = [s for s in demo.samples if s.phase == index]
-        counts = {
-            k: sum(1 for s in samples if s.outcome == k) for k in ("ok", "degraded", "failed")
-        }
+        counts = _outcomes(samples)
         latencies = [s.latency for s in samples]
         p50, p99 = percentile(latencies, 50), percentile(latencies, 99)
         durations = _level_durations(demo.levels, phase.started, phase.ended or end)
@@ -934,9 +916,7 @@ def summarize(demo: Demo, stack: Stack, out: TextIO) -> Verdict:
     overall = _level_durations(demo.levels, 0.0, end)
     seen = [lvl for lvl in LEVELS if lvl in overall]
     _say(out, "levels reached: " + ", ".join(f"{lvl} {overall[lvl]:.1f} s" for lvl in seen))
-    totals = {
-        k: sum(1 for s in demo.samples if s.outcome == k) for k in ("ok", "degraded", "failed")
-    }
+    totals = _outcomes(demo.samples)
     all_latencies = [s.latency for s in demo.samples]
     _say(
         out,
@@ -1074,10 +1054,12 @@ def run_demo(args: argparse.Namespace) -> int:
         try:
             stack.start()
         except Exception as exc:
-            _say(out, f"inventario demo: could not start the stack: {exc}")
-            tail = stack.service_log_tail()
-            if tail:
-                _say(out, f"service log:\n{tail}")
+            # the first line only: the service's log follows (its data dir goes on exit)
+            what = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            _say(out, f"inventario demo: could not start the service: {what}")
+            log = stack.service_log_tail()
+            if log:
+                _say(out, f"service log (last lines):\n{log}")
             return 2
         demo = Demo(stack, options, out)
         try:

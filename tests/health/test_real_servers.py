@@ -104,9 +104,16 @@ class Stack:
         await asyncio.gather(*(one(c) for c in components))
 
     async def run_until(
-        self, done: Callable[[], bool], what: str, *, tick: bool = True, limit: float = EVENTUALLY
+        self,
+        done: Callable[[], bool],
+        what: str,
+        *,
+        tick: bool = True,
+        traffic: bool = True,
+        limit: float = EVENTUALLY,
     ) -> None:
-        """Drive traffic (and the manager's heartbeat, unless it runs by itself) until done."""
+        """Drive traffic (unless told not to) and the manager's heartbeat (unless it runs
+        by itself) until done."""
         deadline = time.monotonic() + limit
         while not done():
             if time.monotonic() > deadline:
@@ -114,7 +121,8 @@ class Stack:
                     f"timed out waiting for {what}; level {self.manager.level.name}, "
                     f"explain: {self.manager.explain()['decision']}"
                 )
-            await self.traffic()
+            if traffic:
+                await self.traffic()
             if tick:
                 await self.manager.tick()
             await asyncio.sleep(0.02)
@@ -278,9 +286,11 @@ async def test_each_dependency_failing_alone_and_recovering_through_probes(
             assert await stack.call(name), name
             assert views[name]["score"] == 100.0 and not views[name]["down"], views[name]
         # probes keep failing while it is down: the breaker stays open, the level holds
-        for _ in range(3):
-            await stack.manager.tick()
-            await asyncio.sleep(0.05)
+        await stack.run_until(
+            lambda: stack.manager.probe_state(f.component)["failures"] >= 2,
+            "two failed probes",
+            traffic=False,
+        )
         assert stack.breaker_state(f.component) is State.OPEN
         assert stack.level() is expected
         assert stack.manager.probe_state(f.component)["ok"] is False

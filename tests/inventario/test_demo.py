@@ -80,6 +80,13 @@ def _finished_demo(stack: FakeStack, *, reached: bool = True) -> Demo:
     return demo
 
 
+def _apply_every_accepted_write(stack: FakeStack, demo: Demo) -> None:
+    """The database holds the accepted writes of :func:`_finished_demo`, as accepted."""
+    p = demo.prefix
+    stack.keys = {f"{p}move-1", f"{p}move-2", f"{p}update-3"}
+    stack.moves = {f"{p}move-1": ("DEMO-001", 2), f"{p}move-2": ("DEMO-002", -1)}
+
+
 def _verdict(demo: Demo, stack: FakeStack) -> tuple[bool, list[str], dict[str, Any], str]:
     out = io.StringIO()
     verdict = summarize(demo, stack, out)  # type: ignore[arg-type]
@@ -89,9 +96,7 @@ def _verdict(demo: Demo, stack: FakeStack) -> tuple[bool, list[str], dict[str, A
 def test_verdict_passes_when_every_accepted_write_is_in_the_database() -> None:
     stack = FakeStack(set(), {})
     demo = _finished_demo(stack)
-    p = demo.prefix
-    stack.keys = {f"{p}move-1", f"{p}move-2", f"{p}update-3"}
-    stack.moves = {f"{p}move-1": ("DEMO-001", 2), f"{p}move-2": ("DEMO-002", -1)}
+    _apply_every_accepted_write(stack, demo)
     ok, reasons, report, text = _verdict(demo, stack)
     assert ok, reasons
     assert report["writes"] == {
@@ -135,9 +140,7 @@ def test_a_movement_applied_with_another_quantity_fails_the_demo() -> None:
 def test_a_level_not_reached_fails_the_demo() -> None:
     stack = FakeStack(set(), {})
     demo = _finished_demo(stack, reached=False)
-    p = demo.prefix
-    stack.keys = {f"{p}move-1", f"{p}move-2", f"{p}update-3"}
-    stack.moves = {f"{p}move-1": ("DEMO-001", 2), f"{p}move-2": ("DEMO-002", -1)}
+    _apply_every_accepted_write(stack, demo)
     ok, reasons, _, text = _verdict(demo, stack)
     assert not ok
     assert reasons == ["phase 'database down': expected MINIMAL, still LIMITED"]
@@ -148,9 +151,7 @@ def test_phases_of_a_missing_dependency_are_skipped_and_said_so() -> None:
     stack = FakeStack(set(), {})
     stack.deps["redis"] = Dependency("redis", "redis-server", missing="redis-server not found")
     demo = _finished_demo(stack)
-    p = demo.prefix
-    stack.keys = {f"{p}move-1", f"{p}move-2", f"{p}update-3"}
-    stack.moves = {f"{p}move-1": ("DEMO-001", 2), f"{p}move-2": ("DEMO-002", -1)}
+    _apply_every_accepted_write(stack, demo)
     ok, _, report, text = _verdict(demo, stack)
     assert ok
     assert report["skipped"] == ["redis down"]

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import uvicorn
 from fastapi import FastAPI
 
-from tests.servers._util import free_port, wait_until
+from brownout.testing.servers import free_port, wait_until
 
 __all__ = ["serving"]
 

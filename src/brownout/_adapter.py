@@ -924,7 +924,8 @@ class Adapter:
         """Run the async health probe with :attr:`probe_timeout` (not through the breaker)."""
         start = self._clock()
         try:
-            await asyncio.wait_for(self._aprobe_once(), self.probe_timeout)
+            async with asyncio.timeout(self.probe_timeout):  # see brownout._aio
+                await self._aprobe_once()
         except TimeoutError:
             result = ProbeResult(
                 False,

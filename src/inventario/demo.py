@@ -648,7 +648,8 @@ class Demo:
             if delay < -1.0:
                 next_at = loop.time()  # far behind: do not burst to catch up
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop_traffic.wait(), max(0.0, delay))
+                async with asyncio.timeout(max(0.0, delay)):
+                    await self._stop_traffic.wait()
         if tasks:
             await asyncio.wait(tasks)
 
@@ -675,7 +676,8 @@ class Demo:
                 last_line = self.now()
                 self.progress()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop_watch.wait(), 0.25)
+                async with asyncio.timeout(0.25):
+                    await self._stop_watch.wait()
 
     def progress(self) -> None:
         phase = self.phases[self.phase_index].name if self.phases else "start"

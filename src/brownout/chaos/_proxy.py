@@ -461,10 +461,11 @@ class FaultProxy:
                 graceful = True
                 return
             try:
-                up_reader, up_writer = await asyncio.wait_for(
-                    asyncio.open_connection(self.upstream_host, self.upstream_port, limit=_CHUNK),
-                    timeout=self._connect_timeout,
-                )
+                async with asyncio.timeout(self._connect_timeout):  # not wait_for: 3.11's
+                    # can swallow the cancellation that stop() sends (see brownout._aio)
+                    up_reader, up_writer = await asyncio.open_connection(
+                        self.upstream_host, self.upstream_port, limit=_CHUNK
+                    )
             except (OSError, TimeoutError):
                 return  # upstream unreachable: the client sees a reset
             conn.upstream = up_writer

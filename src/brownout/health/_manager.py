@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from brownout._aio import cancel_and_wait
 from brownout._clock import Clock, monotonic
 from brownout._errors import BreakerOpen
 from brownout._events import StateChange
@@ -920,7 +921,8 @@ class DegradationManager:
         try:
             result: Any = c.probe()
             if inspect.isawaitable(result):
-                result = await asyncio.wait_for(result, self._probe_timeout)
+                async with asyncio.timeout(self._probe_timeout):  # see brownout._aio
+                    result = await result
             ok = result is None or result is True or bool(getattr(result, "ok", False))
             if not ok:
                 return False, getattr(result, "error", None) or "probe returned failure"
@@ -989,9 +991,7 @@ class DegradationManager:
         """Stop the heartbeat task and wait for it."""
         task, self._task = self._task, None
         if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait(task)
         for t in list(self._background):
             t.cancel()
 

@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from brownout._aio import cancel_and_wait
 from brownout._breaker import CircuitBreaker
 from brownout._events import StateChange
 from brownout._outage import default_is_outage
@@ -258,16 +259,15 @@ class SpoolUploader:
             except Exception:
                 logger.exception("spool: drain failed")
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.heartbeat)
+                async with asyncio.timeout(self.heartbeat):  # not wait_for: see brownout._aio
+                    await self._wake.wait()
             self._wake.clear()
 
     async def stop(self) -> None:
         """Stop the background task and the breaker subscriptions."""
         task, self._task = self._task, None
         if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait(task)
         for undo in self._unsubscribe:
             undo()
         self._unsubscribe.clear()

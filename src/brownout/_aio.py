@@ -7,21 +7,31 @@ happened (fixed in 3.12, where ``wait_for`` is built on ``asyncio.timeout``).
 A background loop that waits for "wake up or heartbeat" with ``wait_for`` then
 never ends, and whoever awaits it after ``cancel()`` waits forever. brownout
 waits with ``asyncio.timeout`` instead (which never swallows a cancellation),
-and stops its tasks with :func:`cancel_and_wait`, which also copes with a task
-that swallowed one anyway (a user's callback may).
+(:func:`wait_woken`), and stops its tasks with :func:`cancel_and_wait`, which
+also copes with a task that swallowed one anyway (a user's callback may).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import Any
 
-__all__ = ["cancel_and_wait"]
+__all__ = ["cancel_and_wait", "wait_woken"]
 
 logger = logging.getLogger("brownout")
 
 RECANCEL_AFTER = 0.5  # seconds a cancelled task gets before it is cancelled again
+
+
+async def wait_woken(event: asyncio.Event, heartbeat: float) -> None:
+    """Wait until ``event`` is set or ``heartbeat`` seconds have passed, then clear it:
+    the "woken, or the heartbeat is due" wait of a background loop."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(heartbeat):
+            await event.wait()
+    event.clear()
 
 
 async def cancel_and_wait(
@@ -30,8 +40,8 @@ async def cancel_and_wait(
     """Cancel ``task`` and return once it has ended, cancelling it again every
     ``recancel_after`` seconds while it is still running (it swallowed the
     cancellation). The task's own error, if it ended with one, is logged, not
-    raised; a cancellation of the caller propagates as usual (``task`` keeps
-    being cancelled by nobody then: it was cancelled once already)."""
+    raised. If the caller is cancelled meanwhile, that cancellation propagates
+    and ``task`` is left with the one cancel it already had."""
     while not task.done():
         task.cancel()
         await asyncio.wait({task}, timeout=recancel_after)

@@ -461,8 +461,8 @@ class FaultProxy:
                 graceful = True
                 return
             try:
-                async with asyncio.timeout(self._connect_timeout):  # not wait_for: 3.11's
-                    # can swallow the cancellation that stop() sends (see brownout._aio)
+                # not wait_for: 3.11's can swallow stop()'s cancellation (brownout._aio)
+                async with asyncio.timeout(self._connect_timeout):
                     up_reader, up_writer = await asyncio.open_connection(
                         self.upstream_host, self.upstream_port, limit=_CHUNK
                     )

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from brownout._aio import cancel_and_wait
+from brownout._aio import cancel_and_wait, wait_woken
 from brownout._breaker import CircuitBreaker
 from brownout._errors import BreakerOpen
 from brownout._events import StateChange
@@ -166,10 +165,7 @@ class Replayer:
                 raise
             except Exception:
                 logger.exception("outbox: replay failed")
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.heartbeat):  # not wait_for: see brownout._aio
-                    await self._wake.wait()
-            self._wake.clear()
+            await wait_woken(self._wake, self.heartbeat)
 
     async def stop(self) -> None:
         task, self._task = self._task, None

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import inspect
 import logging
 import time
@@ -11,7 +10,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from brownout._aio import cancel_and_wait
+from brownout._aio import cancel_and_wait, wait_woken
 from brownout._breaker import CircuitBreaker
 from brownout._events import StateChange
 from brownout._outage import default_is_outage
@@ -258,10 +257,7 @@ class SpoolUploader:
                 raise
             except Exception:
                 logger.exception("spool: drain failed")
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.heartbeat):  # not wait_for: see brownout._aio
-                    await self._wake.wait()
-            self._wake.clear()
+            await wait_woken(self._wake, self.heartbeat)
 
     async def stop(self) -> None:
         """Stop the background task and the breaker subscriptions."""

@@ -28,6 +28,7 @@ MODULES = [
     "brownout.s3",
     "brownout.sql",
     "brownout.openai",
+    "inventario.invoices",
 ]
 
 

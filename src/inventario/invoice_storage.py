@@ -24,6 +24,7 @@ import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from email.message import Message
+from email.utils import collapse_rfc2231_value
 from typing import Any, Literal
 from urllib.parse import unquote
 
@@ -185,6 +186,28 @@ def _check_content(declared: str, data: bytes) -> None:
         )
 
 
+def _part_filename(msg: Message) -> str | None:
+    """The ``filename`` of a form part's Content-Disposition, exactly as the client meant it.
+
+    An RFC 2231/5987 ``filename*=UTF-8''...`` wins over a plain ``filename`` (it is the
+    exact one; the plain one is then a fallback). WHATWG's form encoding writes a ``"``
+    in the name as ``%22``: it is turned back into the quote.
+    """
+    plain: str | None = None
+    params: list[tuple[str, Any]] = msg.get_params(header="content-disposition") or []
+    for key, value in params:  # typeshed says str values; RFC 2231 ones are tuples
+        if key.lower() != "filename":
+            continue
+        if isinstance(value, tuple):  # filename*=charset'lang'percent-encoded
+            try:
+                return str(collapse_rfc2231_value(value, errors="strict"))
+            except (LookupError, UnicodeError):
+                continue  # an unknown charset or bad bytes: use the plain one
+        elif plain is None:
+            plain = value
+    return None if plain is None else plain.replace("%22", '"')
+
+
 class _FormReader:
     """python-multipart callbacks collecting one file part (bounded) and small fields."""
 
@@ -236,7 +259,14 @@ class _FormReader:
 
     def _header_end(self) -> None:
         name = self._field.decode("latin-1").strip().lower()
-        self._headers[name] = self._value.decode("latin-1").strip()
+        # browsers (and httpx) send a part's file name as raw UTF-8 (WHATWG's form
+        # encoding): read the value as UTF-8, and as Latin-1 only when it is not UTF-8
+        # (an old client's 8-bit header) -- never UTF-8 bytes as Latin-1 ("MÃ¼ller")
+        try:
+            value = self._value.decode("utf-8")
+        except UnicodeDecodeError:
+            value = self._value.decode("latin-1")
+        self._headers[name] = value.strip()
         self._field.clear()
         self._value.clear()
 
@@ -245,7 +275,7 @@ class _FormReader:
         msg = Message()
         msg["content-disposition"] = disposition
         name = msg.get_param("name", header="content-disposition")
-        filename = msg.get_param("filename", header="content-disposition")
+        filename = _part_filename(msg)
         if not isinstance(name, str) or not name:
             raise FileProblem(
                 422,

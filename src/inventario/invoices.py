@@ -32,6 +32,7 @@ import json
 import logging
 import re
 import time
+import unicodedata
 import uuid
 import zlib
 from collections.abc import Mapping, Sequence
@@ -70,7 +71,7 @@ from inventario.schemas import (
     InvoiceState,
 )
 
-__all__ = ["pdf_text", "router"]
+__all__ = ["content_disposition", "pdf_text", "router"]
 
 logger = logging.getLogger("inventario")
 router = APIRouter(prefix="/invoices", tags=["invoices"])
@@ -187,6 +188,23 @@ class LinesMissing(store.StoreError):
 
 
 # ------------------------------------------------------------------ rows
+
+
+def content_disposition(name: str) -> str:
+    """``attachment`` with the file's exact name per RFC 6266.
+
+    ``filename*=UTF-8''<percent-encoded>`` carries the exact name (every client of the
+    last decade reads it); ``filename="..."`` is the ASCII fallback for the others:
+    accents dropped (``Müller`` -> ``Muller``), any other character outside a safe set
+    (quotes, backslashes, ``;``, non-Latin letters) replaced by ``_``.
+
+    >>> print(content_disposition("Müller 3€.pdf"))
+    attachment; filename="Muller 3_.pdf"; filename*=UTF-8''M%C3%BCller%203%E2%82%AC.pdf
+    """
+    decomposed = unicodedata.normalize("NFKD", name)
+    plain = "".join(c for c in decomposed if not unicodedata.combining(c))
+    fallback = re.sub(r"[^A-Za-z0-9._ ()+,=@-]", "_", plain)
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(name, safe='')}"
 
 
 def _files(rt: Runtime) -> InvoiceFiles:
@@ -726,14 +744,11 @@ async def invoice_file(invoice_id: InvoiceId, rt: RuntimeDep) -> Response:
     """The uploaded file: from the spool while it waits for S3, else from S3."""
     row = await run_in_database(rt, _get, invoice_id)
     data, where = await _files(rt).fetch(row["bucket"], row["object_key"])
-    name = row["filename"]
-    ascii_name = re.sub(r"[^A-Za-z0-9._ -]", "_", name)
-    disposition = f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(name)}"
     return Response(
         data,
         media_type=row["content_type"],
         headers={
-            "Content-Disposition": disposition,
+            "Content-Disposition": content_disposition(row["filename"]),
             "X-Invoice-Storage": where,
             "X-Content-Type-Options": "nosniff",
         },

@@ -10,10 +10,12 @@ import asyncio
 import base64
 import hashlib
 import json
+import re
 import time
 import zlib
 from collections.abc import AsyncIterator, Callable
 from typing import Any
+from urllib.parse import unquote
 
 import httpx
 import pytest
@@ -609,3 +611,64 @@ async def test_open_s3_breaker_spools_and_closing_it_drains(
         assert rt.s3.breaker.state is State.CLOSED
         (key,) = s3_keys(s3_server, fresh_bucket)
         assert in_s3(s3_server, fresh_bucket, key) == PNG
+
+
+# ------------------------------------------------------------------ file names (RFC 6266)
+
+NON_ASCII_NAMES = ["Müller.txt", "Rechnung Größe 3 €.txt", "請求書.txt", 'quo"te;name.txt']
+
+
+def _disposition(header: str) -> tuple[str, str]:
+    """(the quoted ``filename`` fallback, the decoded ``filename*``) of a Content-Disposition."""
+    fallback = re.search(r'filename="((?:[^"\\]|\\.)*)"', header)
+    extended = re.search(r"filename\*=UTF-8''([^;\s]+)", header)
+    assert fallback is not None and extended is not None, header
+    return fallback.group(1), unquote(extended.group(1), errors="strict")
+
+
+@pytest.mark.parametrize("name", NON_ASCII_NAMES)
+async def test_a_non_ascii_file_name_is_kept_and_sent_back_per_rfc_6266(
+    make_app: Callable[..., FastAPI], name: str
+) -> None:
+    """Browsers and httpx send the name as raw UTF-8 in the form part's header: it is kept
+    exactly and sent back with an ASCII ``filename`` and a ``filename*=UTF-8''`` one."""
+    async with running(make_app()) as client:
+        r = await upload(client, filename=name)
+        assert r.status_code == 201, r.text
+        assert r.json()["filename"] == name
+        invoice_id = r.json()["id"]
+        assert (await client.get(f"/invoices/{invoice_id}")).json()["filename"] == name
+        file = await client.get(f"/invoices/{invoice_id}/file")
+        assert file.status_code == 200
+        header = file.headers["Content-Disposition"]
+        assert header.isascii() and header.startswith("attachment;")
+        fallback, exact = _disposition(header)
+        assert exact == name
+        assert fallback.isascii() and fallback.endswith(".txt") and '"' not in fallback
+        # the fallback keeps what ASCII can say: letters lose their accents, not the letter
+        if name == "Müller.txt":
+            assert fallback == "Muller.txt"
+
+
+async def test_an_rfc_2231_file_name_is_decoded(make_app: Callable[..., FastAPI]) -> None:
+    """A client that sends ``filename*=UTF-8''...`` (RFC 2231/5987) gets the name it meant."""
+    body = (
+        b'--B0undary\r\nContent-Disposition: form-data; name="file"; filename="M_ller.txt"; '
+        b"filename*=UTF-8''M%C3%BCller.txt\r\nContent-Type: text/plain\r\n\r\n"
+        + TEXT_INVOICE
+        + b"\r\n--B0undary--\r\n"
+    )
+    async with running(make_app()) as client:
+        r = await client.post("/invoices", content=body, headers=FORM)
+        assert r.status_code == 201, r.text
+        assert r.json()["filename"] == "Müller.txt"
+
+
+async def test_a_latin_1_file_name_is_still_read(make_app: Callable[..., FastAPI]) -> None:
+    """A header that is not UTF-8 (an old client's Latin-1) is read as Latin-1, not refused."""
+    async with running(make_app()) as client:
+        r = await client.post(
+            "/invoices", content=raw_form("Müller.txt".encode("latin-1")), headers=FORM
+        )
+        assert r.status_code == 201, r.text
+        assert r.json()["filename"] == "Müller.txt"

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import errno
+import fcntl
 import http.client
 import json
+import os
 import socket
 import sys
+import tempfile
+import textwrap
 import urllib.error
 import urllib.request
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -17,7 +23,87 @@ from brownout import redact
 from inventario import __version__
 from inventario.config import ConfigError, load_settings
 
-__all__ = ["main"]
+__all__ = ["build_parser", "main"]
+
+
+class StartupError(Exception):
+    """``inventario serve`` cannot start; the message names the problem and what to do."""
+
+
+def _check_var_dir(var_dir: Path) -> None:
+    """Create ``VAR_DIR`` if needed and prove a file can be written there."""
+    shown = var_dir.absolute()  # "var" alone does not say where
+    try:
+        var_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=var_dir, prefix=".write-test-"):
+            pass
+    except OSError as exc:
+        what = "not writable" if isinstance(exc, PermissionError) else "not usable"
+        raise StartupError(
+            f"VAR_DIR {shown} is {what} ({_reason(exc)}): set VAR_DIR to a directory "
+            "this user can write, or fix its permissions"
+        ) from None
+
+
+def _lock_var_dir(var_dir: Path) -> int:
+    """Hold ``VAR_DIR/serve.lock`` for the life of the process: one instance per VAR_DIR.
+
+    The outbox, the spool and the coherence journal under ``VAR_DIR`` each belong to one
+    process; a second instance would fail deep inside start-up. The lock goes with the
+    process, even on kill -9, so a stale file never blocks a restart.
+    """
+    path = var_dir / "serve.lock"
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise StartupError(
+            f"VAR_DIR {var_dir.absolute()} is not usable: cannot open {path.name} ({_reason(exc)})"
+        ) from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        holder = os.read(fd, 32).decode("ascii", "replace").strip() or "unknown"
+        os.close(fd)
+        raise StartupError(
+            f"another inventario (pid {holder}) is already running on VAR_DIR "
+            f"{var_dir.absolute()}: "
+            "stop it first, or give this one its own VAR_DIR"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    return fd  # never closed: the lock lasts as long as the process
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    """The listening socket, bound before the banner so a busy port is reported first."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    # as uvicorn does: a restart may rebind while old connections sit in TIME_WAIT
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise StartupError(
+                f"port {port} on {host} is already in use (another inventario or another "
+                "program): stop it, or choose another port with --port or PORT"
+            ) from None
+        if exc.errno == errno.EACCES:
+            raise StartupError(
+                f"not allowed to listen on port {port} of {host} (ports below 1024 need "
+                "privileges): choose another port with --port or PORT"
+            ) from None
+        if isinstance(exc, socket.gaierror) or exc.errno == errno.EADDRNOTAVAIL:
+            raise StartupError(
+                f"cannot listen on {host}: not an address of this machine ({_reason(exc)}): "
+                "choose another with --host or HOST"
+            ) from None
+        raise StartupError(
+            f"cannot listen on {host}:{port} ({_reason(exc)}): check --host/HOST and --port/PORT"
+        ) from None
+    sock.set_inheritable(True)
+    return sock
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -35,14 +121,28 @@ def _serve(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"inventario: {exc}", file=sys.stderr)
         return 2
+    try:
+        _check_var_dir(settings.var_dir)
+        _lock_var_dir(settings.var_dir)
+        sock = _bind(settings.host, settings.port)
+    except StartupError as exc:
+        print(f"inventario serve: {exc}", file=sys.stderr)
+        return 2
     app = create_app(settings)
     print(
         f"inventario on http://{settings.host}:{settings.port}  "
         f"(status page: http://{settings.host}:{settings.port}/status)",
         flush=True,
     )
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=args.log_level)
-    return 0
+    server = uvicorn.Server(uvicorn.Config(app, log_level=args.log_level))
+    try:
+        server.run(sockets=[sock])
+    except KeyboardInterrupt:
+        pass
+    finally:
+        sock.close()
+    # uvicorn logged why the application did not start (its lifespan failed)
+    return 0 if server.started else 3
 
 
 # ------------------------------------------------------------------- status
@@ -310,13 +410,78 @@ def _demo(args: argparse.Namespace) -> int:
     return result
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="inventario", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    serve = sub.add_parser("serve", help="run the service (embedded defaults when unconfigured)")
-    serve.add_argument("--host", default=None)
-    serve.add_argument("--port", type=int, default=None)
-    serve.add_argument("--log-level", default="info")
+_LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
+
+_SERVE = """\
+Run the service with uvicorn, configured by the environment variables below
+(README: "Configuring inventario"); with none set it runs on an embedded SQLite
+database under VAR_DIR, without cache, S3 or AI.
+
+Before listening it checks that VAR_DIR is writable, that no other inventario
+runs on the same VAR_DIR and that the port is free. If one fails it prints one
+line saying what is wrong and what to do, and exits with status 2 (status 3:
+the application failed while starting; uvicorn logged why)."""
+
+
+def _settings_epilog() -> str:
+    """Every environment variable with its default, from the settings model itself."""
+    from inventario.config import Settings
+
+    lines = ["environment variables (default in brackets):"]
+    for name, field in Settings.model_fields.items():
+        text = str(field.description or "")
+        if field.default is not None:
+            text += f" [{field.default}]"
+        elif "unset" not in text and "default" not in text:
+            text += " [unset]"
+        lines += textwrap.wrap(
+            text,
+            width=79,
+            initial_indent=f"  {name.upper():<26} ",
+            subsequent_indent=" " * 29,
+            break_on_hyphens=False,
+        )
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``inventario`` argument parser: every option has help text and a default."""
+    parser = argparse.ArgumentParser(
+        prog="inventario",
+        description="inventario: a retail inventory service that degrades gracefully "
+        "instead of failing. Run `inventario COMMAND --help` for a command's options.",
+    )
+    parser.add_argument(
+        "--version", action="version", version=f"inventario {__version__}", help="print the version"
+    )
+    sub = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", help="one of (each has its --help):"
+    )
+    serve = sub.add_parser(
+        "serve",
+        help="run the service (embedded defaults when unconfigured)",
+        description=_SERVE,
+        epilog=_settings_epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    serve.add_argument(
+        "--host",
+        default=None,
+        help="address to listen on (default: the HOST variable, else 127.0.0.1)",
+    )
+    serve.add_argument(
+        "--port",
+        type=int,
+        default=None,
+        help="TCP port to listen on (default: the PORT variable, else 8000)",
+    )
+    serve.add_argument(
+        "--log-level",
+        default="info",
+        choices=_LOG_LEVELS,
+        metavar="LEVEL",
+        help=f"uvicorn's log level, one of {', '.join(_LOG_LEVELS)} (default: info)",
+    )
     serve.set_defaults(func=_serve)
     status = sub.add_parser(
         "status",
@@ -326,23 +491,53 @@ def main(argv: list[str] | None = None) -> int:
         "0 when the service answered, 2 when it could not be reached or is not inventario.",
     )
     status.add_argument(
-        "url", nargs="?", default="http://127.0.0.1:8000", help="default http://127.0.0.1:8000"
+        "url",
+        nargs="?",
+        default="http://127.0.0.1:8000",
+        help="the service's base URL; host:port is enough (default: http://127.0.0.1:8000)",
     )
     status.add_argument(
         "--timeout",
         type=_seconds_arg,
         default=5.0,
-        help="seconds to wait for an answer (default 5)",
+        metavar="SECONDS",
+        help="seconds to wait for an answer, more than 0 and less than 3600 (default: 5)",
     )
     status.set_defaults(func=_status)
-    demo = sub.add_parser("demo", help="a full local stack, a request mix and a fault timeline")
-    demo.add_argument("--quick", action="store_true", help="shorter phases (about a minute)")
-    demo.add_argument("--rate", type=float, default=25.0, help="requests per second (default: 25)")
+    demo = sub.add_parser(
+        "demo",
+        help="a full local stack, a request mix and a fault timeline",
+        description="Start a private Redis, PostgreSQL, moto S3 and an OpenAI stub, each "
+        "behind a fault proxy, and inventario on them; send a request mix through a fault "
+        "timeline and end with a summary per phase. Missing server binaries are named and "
+        "their phases skipped. Exit status: 0 when every accepted write was applied, 1 "
+        "otherwise, 2 when the stack could not start.",
+    )
     demo.add_argument(
-        "--summary-json", metavar="PATH", default=None, help="also write the summary as JSON"
+        "--quick",
+        action="store_true",
+        help="shorter phases, about a minute (default: off, the full timeline of about two "
+        "minutes)",
+    )
+    demo.add_argument(
+        "--rate",
+        type=float,
+        default=25.0,
+        help="requests per second, more than 0 and at most 1000 (default: 25)",
+    )
+    demo.add_argument(
+        "--summary-json",
+        metavar="PATH",
+        default=None,
+        help="also write the summary as JSON to PATH (default: not written)",
     )
     demo.set_defaults(func=_demo)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the ``inventario`` command line; the exit status."""
+    args = build_parser().parse_args(argv)
     result: int = args.func(args)
     return result
 

@@ -34,3 +34,27 @@ def test_every_route_is_documented(tmp_path: Path) -> None:
             assert "/admin/" in documented
             continue
         assert path.replace("{invoice_id}", "{id}") in documented, path
+
+
+def test_the_cli_section_names_every_option_of_every_command() -> None:
+    """Each ``inventario CMD`` bullet of the CLI section lists every flag ``--help`` shows."""
+    import argparse
+
+    from inventario.cli import build_parser
+
+    section = DOC.split("## CLI", 1)[1].split("\n## ", 1)[0]
+    bullets = {
+        m[1]: m[0]
+        for m in re.finditer(r"^- `inventario (\w+)[^`]*`.*?(?=^- |\Z)", section, re.S | re.M)
+    }
+    parser = build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    assert set(bullets) == set(commands.choices)
+    for name, sub in commands.choices.items():
+        for action in sub._actions:
+            if isinstance(action, argparse._HelpAction):
+                continue
+            for flag in action.option_strings or [action.metavar or action.dest.upper()]:
+                assert flag in bullets[name], f"docs/inventario.md: inventario {name}: {flag}"
+    for failure in ("VAR_DIR", "already in use", "already running", "exit status 2"):
+        assert failure in section, failure

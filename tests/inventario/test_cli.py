@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import argparse
 import os
+import re
+import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Callable
@@ -12,10 +16,10 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from inventario.cli import main, render_status
+from brownout.testing.servers import free_port, port_open, wait_until
+from inventario.cli import build_parser, main, render_status
 from tests.inventario.conftest import WIDGET
 from tests.inventario.live_server import serving
-from tests.servers._util import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -198,6 +202,63 @@ def test_help() -> None:
     assert bad.returncode == 2 and "must be > 0" in bad.stderr
 
 
+def _option_help(text: str) -> dict[str, str]:
+    """``--help`` output as {option or positional: its help text}, argparse's layout."""
+    found: dict[str, str] = {}
+    current: str | None = None
+    section = ""
+    for line in text.splitlines():
+        if line and not line.startswith(" "):
+            section, current = line, None  # "options:", "positional arguments:", "usage: ..."
+            continue
+        if section not in ("options:", "positional arguments:"):
+            continue
+        m = re.match(r"^  (\S.*?)(?:  +(\S.*))?$", line)
+        if m and not line.startswith("   "):
+            current = m[1].split(",")[-1].split()[0]  # "-h, --help" -> "--help"
+            found[current] = m[2] or ""
+        elif current is not None and line.strip():
+            found[current] += " " + line.strip()
+    return found
+
+
+def _subcommands() -> dict[str, argparse.ArgumentParser]:
+    parser = build_parser()
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return dict(action.choices)
+    raise AssertionError("inventario has no subcommands")
+
+
+def test_main_help_names_every_command_with_what_it_does() -> None:
+    result = _run("--help")
+    assert result.returncode == 0, result.stderr
+    commands = _subcommands()
+    assert {"serve", "status", "demo"} <= set(commands)
+    for name in commands:
+        line = next((x for x in result.stdout.splitlines() if x.split()[:1] == [name]), None)
+        assert line is not None and len(line.split()) > 3, (name, result.stdout)
+    version = _run("--version")
+    assert version.returncode == 0 and version.stdout.strip().startswith("inventario ")
+
+
+@pytest.mark.parametrize("command", sorted(_subcommands()))
+def test_every_option_of_every_command_has_help_and_a_default(command: str) -> None:
+    """``inventario CMD --help`` describes each option and says what happens without it."""
+    result = _run(command, "--help")
+    assert result.returncode == 0, result.stderr
+    shown = _option_help(result.stdout)
+    parser = _subcommands()[command]
+    assert parser.description, f"{command} --help has no description"
+    for action in parser._actions:
+        if isinstance(action, argparse._HelpAction | argparse._VersionAction):
+            continue
+        name = action.option_strings[-1] if action.option_strings else action.dest
+        text = shown.get(name)
+        assert text, f"inventario {command} --help: {name} has no help text:\n{result.stdout}"
+        assert "default" in text.lower(), f"inventario {command} --help: {name}: no default: {text}"
+
+
 def test_console_script_help() -> None:
     script = Path(sys.executable).parent / "inventario"
     if not script.exists():
@@ -207,3 +268,94 @@ def test_console_script_help() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "usage: inventario" in result.stdout
+
+
+# ------------------------------------------------------------ serve: start-up failures
+
+
+def _serve_env(var_dir: Path, port: int) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
+    return {**env, "PYTHONPATH": str(REPO / "src"), "VAR_DIR": str(var_dir), "PORT": str(port)}
+
+
+def _serve(var_dir: Path, port: int) -> subprocess.CompletedProcess[str]:
+    """``inventario serve`` expected to refuse to start: it must exit on its own."""
+    return subprocess.run(
+        [sys.executable, "-m", "inventario", "serve", "--log-level", "warning"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=_serve_env(var_dir, port),
+        check=False,
+    )
+
+
+def _refused(result: subprocess.CompletedProcess[str], *words: str) -> str:
+    """A refusal: non-zero exit, no banner, one line on stderr naming the problem."""
+    assert result.returncode != 0, (result.stdout, result.stderr)
+    assert result.stdout == "", f"the banner was printed: {result.stdout!r}"
+    assert "Traceback" not in result.stderr, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    for word in words:
+        assert word in lines[0], (word, lines[0])
+    return lines[0]
+
+
+def test_serve_refuses_a_second_instance_on_the_same_var_dir(tmp_path: Path) -> None:
+    var_dir = tmp_path / "var"
+    port = free_port()
+    first = subprocess.Popen(
+        [sys.executable, "-m", "inventario", "serve", "--log-level", "warning"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_serve_env(var_dir, port),
+    )
+    try:
+
+        def first_is_up() -> bool:
+            try:
+                return httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        def still_running() -> None:
+            if first.poll() is not None:
+                raise RuntimeError(f"the first inventario exited: {first.communicate()}")
+
+        wait_until(first_is_up, timeout=60, what="the first inventario", check=still_running)
+        second_port = free_port()
+        line = _refused(_serve(var_dir, second_port), str(var_dir), f"pid {first.pid}")
+        assert "VAR_DIR" in line
+        assert not port_open("127.0.0.1", second_port)
+        assert first_is_up(), "the first instance must be left alone"
+    finally:
+        first.send_signal(signal.SIGTERM)
+        first.communicate(timeout=30)
+
+
+def test_serve_refuses_a_busy_port(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        line = _refused(_serve(tmp_path / "var", port), f"port {port}", "in use", "PORT")
+    assert "--port" in line
+
+
+def test_serve_refuses_a_var_dir_it_cannot_create(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    var_dir = blocker / "var"
+    _refused(_serve(var_dir, free_port()), str(var_dir), "VAR_DIR")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only directories")
+def test_serve_refuses_a_read_only_var_dir(tmp_path: Path) -> None:
+    var_dir = tmp_path / "var"
+    var_dir.mkdir(mode=0o555)
+    try:
+        _refused(_serve(var_dir, free_port()), str(var_dir), "VAR_DIR", "not writable")
+    finally:
+        var_dir.chmod(0o755)

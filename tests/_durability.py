@@ -77,9 +77,11 @@ class MemoryS3:
     ``fail``: raised by every upload while set; ``refuse``: keys whose upload raises
     ``PermissionError("AccessDenied")``; ``corrupt_on_upload``: store the data with its
     last byte changed (as a bad transfer would). ``objects`` holds (data, metadata).
+    ``bucket`` is the default bucket (an S3 adapter's own), used when a call names none.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, bucket: str | None = None) -> None:
+        self.bucket = bucket
         self.objects: dict[tuple[str, str], tuple[bytes, dict[str, str]]] = {}
         self.fail: BaseException | None = None
         self.refuse: set[str] = set()
@@ -101,6 +103,7 @@ class MemoryS3:
     ) -> str:
         if self.fail is not None:
             raise self.fail
+        bucket = bucket or self.bucket
         assert bucket is not None
         if key in self.refuse:
             raise PermissionError("AccessDenied")  # an OSError: tests decide what it counts as
@@ -110,10 +113,12 @@ class MemoryS3:
         return hashlib.md5(stored).hexdigest()
 
     async def head(self, key: str, *, bucket: str | None = None) -> Any:
+        bucket = bucket or self.bucket
         assert bucket is not None
         data, meta = self.objects[(bucket, key)]
         return SimpleNamespace(size=len(data), metadata=meta, etag=hashlib.md5(data).hexdigest())
 
     async def download(self, key: str, *, bucket: str | None = None) -> bytes:
+        bucket = bucket or self.bucket
         assert bucket is not None
         return self.objects[(bucket, key)][0]

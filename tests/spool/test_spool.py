@@ -11,8 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from botocore.exceptions import ClientError
 
 from brownout import BreakerOpen, State
+from brownout.s3 import S3_ERRORS
 from brownout.spool import (
     DEFAULT_MAX_BYTES,
     Spool,
@@ -422,3 +424,136 @@ def test_entry_is_a_value(spool: Spool) -> None:
     e = spool.put("b", "k", b"x")
     assert isinstance(e, SpoolEntry)
     assert "payload" not in repr(e)
+
+
+# ------------------------------------------------------------------ failed entries (operator)
+
+
+class ForbiddingS3(MemoryS3):
+    """A fake with the S3 adapter's error table, refusing uploads as S3 would."""
+
+    errors = S3_ERRORS
+
+    def __init__(self, code: str, status: int) -> None:
+        super().__init__(bucket="configured")
+        self.code, self.status = code, status
+
+    async def upload(self, key: str, data: bytes, **kwargs: Any) -> str:
+        if kwargs.get("bucket") != "configured" and self.code:
+            error = {"Error": {"Code": self.code, "Message": "refused"}}
+            meta = {"ResponseMetadata": {"HTTPStatusCode": self.status}}
+            raise ClientError({**error, **meta}, "PutObject")  # type: ignore[arg-type]
+        return await super().upload(key, data, **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("code", "status"), [("NoSuchBucket", 404), ("AccessDenied", 403), ("InvalidArgument", 400)]
+)
+async def test_a_destination_refusing_for_good_fails_the_entry_at_once(
+    spool: Spool, code: str, status: int
+) -> None:
+    events: list[tuple[str, Mapping[str, Any]]] = []
+    spool.add_listener(lambda event, fields: events.append((event, fields)))
+    spool.put("gone", "k", b"x")
+    report = await SpoolUploader(spool, ForbiddingS3(code, status), max_attempts=5).drain()
+    (entry,) = spool.failed()
+    assert (report.failed, report.gave_up, entry.attempts) == (1, 1, 1)
+    assert entry.failed is not None and code in entry.failed and "'gone'" in entry.failed
+    assert ("failed", True) in [(e, f.get("gave_up")) for e, f in events]
+
+
+async def test_other_errors_fail_the_entry_after_max_attempts(spool: Spool) -> None:
+    s3 = MemoryS3()
+    s3.fail = KeyError("odd")  # a fake without an error table: never permanent
+    spool.put("b", "k", b"x")
+    uploader = SpoolUploader(spool, s3, max_attempts=3)
+    for attempt in (1, 2):
+        await uploader.drain()
+        assert [(e.attempts, e.failed) for e in spool.entries()] == [(attempt, None)]
+    report = await uploader.drain()
+    (entry,) = spool.failed()
+    assert report.gave_up == 1 and entry.failed is not None
+    assert entry.failed.startswith("gave up after 3 attempts: bucket 'b': KeyError")
+
+
+def test_failed_entries_survive_reopening_and_are_grouped_in_stats(tmp_path: Path) -> None:
+    with Spool(tmp_path) as sp:
+        for key in ("a", "b", "c"):
+            sp.mark_failed(sp.put("old", key, b"xy"), "NoSuchBucket", give_up=True)
+        sp.mark_failed(sp.put("other", "d", b"z"), "AccessDenied", give_up=True)
+        sp.put(None, "e", b"pending")
+    with Spool(tmp_path) as sp:
+        stats = sp.stats()
+        assert (stats["files"], stats["failed"], stats["failed_bytes"], stats["unbound"]) == (
+            5,
+            4,
+            7,
+            1,
+        )
+        assert [(g["reason"], g["count"]) for g in stats["failures"]] == [
+            ("NoSuchBucket", 3),
+            ("AccessDenied", 1),
+        ]
+        assert stats["failures"][0]["destination"] == "old/a"
+        assert sp.reset_attempts() == 4
+        assert sp.failed() == [] and sp.stats()["failures"] == []
+
+
+def test_retarget_moves_the_entry_and_its_bytes(spool: Spool) -> None:
+    old = spool.mark_failed(spool.put("gone", "k", b"data"), "NoSuchBucket", give_up=True)
+    assert old is not None
+    moved = spool.retarget(old, "new")
+    assert (moved.bucket, moved.key, moved.failed, moved.attempts) == ("new", "k", None, 0)
+    assert moved.id == entry_id("new", "k") and moved.sha256 == old.sha256
+    assert spool.entry("gone", "k") is None and spool.get("new", "k") == b"data"
+    assert len(files(spool)) == 2  # one manifest, one payload: the old ones are gone
+    with pytest.raises(KeyError):
+        spool.retarget(old, "elsewhere")  # that version is no longer spooled
+    to_none = spool.retarget(moved, None)
+    assert to_none.bucket is None and spool.get(None, "k") == b"data"
+
+
+def test_retarget_refuses_to_replace_an_entry_already_there(spool: Spool) -> None:
+    old = spool.put("gone", "k", b"old")
+    spool.put("new", "k", b"newer")
+    with pytest.raises(SpoolError, match="already spooled"):
+        spool.retarget(old, "new")
+    assert spool.get("gone", "k") == b"old" and spool.get("new", "k") == b"newer"
+
+
+def test_a_retarget_interrupted_after_its_commit_is_finished_on_open(tmp_path: Path) -> None:
+    """Both manifests on disk (the crash came after the new one was renamed into place):
+    the next open keeps the new destination only, with its bytes."""
+    with Spool(tmp_path) as sp:
+        old = sp.put("gone", "k", b"payload")
+        saved = {
+            name: (tmp_path / "objects" / name).read_bytes()
+            for name in (f"{old.id}.json", old.payload)
+        }
+        sp.retarget(old, "new")
+    for name, data in saved.items():  # undo the removal of the old files
+        (tmp_path / "objects" / name).write_bytes(data)
+    with Spool(tmp_path) as sp:
+        assert [(e.bucket, e.key) for e in sp.entries()] == [("new", "k")]
+        assert sp.get("new", "k") == b"payload"
+        assert len(list((tmp_path / "objects").iterdir())) == 2
+        assert sp.quarantined() == []
+
+
+def test_discard_deletes_and_tells_listeners(spool: Spool) -> None:
+    events: list[str] = []
+    spool.add_listener(lambda event, fields: events.append(event))
+    entry = spool.put("b", "k", b"x")
+    assert spool.discard(entry, "test")
+    assert not spool.discard(entry)
+    assert spool.entries() == [] and files(spool) == []
+    assert events == ["spooled", "discarded"]
+
+
+def test_a_manifest_without_a_bucket_is_read_back(tmp_path: Path) -> None:
+    with Spool(tmp_path) as sp:
+        entry = sp.put(None, "k", b"x")
+    doc = json.loads((tmp_path / "objects" / f"{entry.id}.json").read_text())
+    assert doc["bucket"] is None and doc["failed"] is None
+    with Spool(tmp_path) as sp:
+        assert sp.entry(None, "k") == entry and sp.entry("k", "") is None

@@ -128,18 +128,55 @@ async def test_sync_adapter_through_a_thread(
     assert in_s3(s3_server, fresh_bucket, "a.txt") == b"hello"
 
 
-async def test_a_missing_bucket_is_counted_on_the_entry_not_an_outage(
+async def test_a_missing_bucket_marks_the_entry_failed_at_once_not_an_outage(
     spool: Spool, s3_server: S3Server, fresh_bucket: str
 ) -> None:
+    """NoSuchBucket is no outage (the drain goes on) and no retrying fixes it: the entry is
+    marked failed with the bucket and the reason, kept, and not tried again."""
     async with AsyncS3Adapter.create(fresh_bucket, **_settings(s3_server.endpoint_url)) as s3:
         spool.put("no-such-bucket-brownout", "k", b"x")
         spool.put(fresh_bucket, "k", b"y")
-        report = await SpoolUploader(spool, s3).drain()
-    assert (report.uploaded, report.failed, report.stopped) == (1, 1, None)
-    (left,) = spool.entries()
-    assert left.attempts == 1
-    assert left.last_error is not None
-    assert "NoSuchBucket" in left.last_error
+        uploader = SpoolUploader(spool, s3)
+        report = await uploader.drain()
+        assert (report.uploaded, report.failed, report.gave_up, report.stopped) == (1, 1, 1, None)
+        (left,) = spool.entries()
+        assert left.attempts == 1
+        assert left.failed is not None and left.failed_at is not None
+        assert "NoSuchBucket" in left.failed and "'no-such-bucket-brownout'" in left.failed
+        assert spool.failed() == [left]
+        stats = spool.stats()
+        assert (stats["failed"], stats["failed_bytes"], stats["files"]) == (1, 1, 1)
+        (group,) = stats["failures"]
+        assert group["count"] == 1 and group["destination"] == "no-such-bucket-brownout/k"
+        assert "NoSuchBucket" in group["reason"]
+        # not tried again: a failed entry waits for an operator
+        report = await uploader.drain()
+        assert (report.failed, report.skipped) == (0, 1)
+        assert spool.entries()[0].attempts == 1
+        # ... who retargets it to the configured bucket: it is uploaded and verified
+        moved = spool.retarget(left, None)
+        assert (moved.bucket, moved.failed, moved.attempts) == (None, None, 0)
+        report = await uploader.drain()
+        assert (report.uploaded, report.failed) == (1, 0)
+    assert spool.entries() == []
+    assert in_s3(s3_server, fresh_bucket, "k") == b"x"  # the retargeted one came last
+
+
+async def test_entries_spooled_without_a_bucket_go_to_the_configured_one(
+    spool: Spool, s3_server: S3Server, fresh_bucket: str
+) -> None:
+    """An upload spooled before any bucket was configured (bucket None) goes to the bucket
+    the adapter has when it is uploaded; the spool serves it under None until then."""
+    spool.put(None, "inv/1.txt", b"first", content_type="text/plain")
+    assert spool.get(None, "inv/1.txt") == b"first"
+    assert spool.stats()["unbound"] == 1
+    async with AsyncS3Adapter.create(fresh_bucket, **_settings(s3_server.endpoint_url)) as s3:
+        uploader = SpoolUploader(spool, s3)
+        assert uploader.bucket == fresh_bucket
+        report = await uploader.drain()
+        assert (report.uploaded, report.failed) == (1, 0)
+        assert await uploader.download(None, "inv/1.txt") == b"first"  # now from S3
+    assert in_s3(s3_server, fresh_bucket, "inv/1.txt") == b"first"
 
 
 async def test_a_crash_between_upload_and_local_delete_loses_nothing(

@@ -10,6 +10,13 @@ Stdlib only. Layout of ``directory``::
 
 ``<id>`` is the sha256 of ``bucket \\0 key``: no part of a file name comes from
 the caller, so a key such as ``../../etc/passwd`` cannot leave the directory.
+
+The bucket of an entry is its destination. ``None`` means "the uploader's
+bucket": the one the S3 adapter is configured with *when the entry is
+uploaded* (for uploads accepted before any bucket was configured). A failed
+entry (``failed`` set: its destination refused it for good) waits for an
+operator: :meth:`Spool.reset_attempts` (retry), :meth:`Spool.retarget`
+(another destination) or :meth:`Spool.discard`.
 """
 
 from __future__ import annotations
@@ -52,6 +59,8 @@ DEFAULT_MAX_BYTES = 1024 * 1024 * 1024
 DEFAULT_MAX_FILES = 10_000
 #: The user-metadata name under which the payload's sha256 is uploaded (``x-amz-meta-sha256``).
 SHA256_METADATA = "sha256"
+#: How many distinct failure reasons :meth:`Spool.stats` lists.
+FAILURE_GROUPS = 5
 
 _CHUNK = 1024 * 1024
 _MANIFEST_VERSION = 1
@@ -84,10 +93,16 @@ class _Readable(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class SpoolEntry:
-    """One spooled upload (the content of its manifest)."""
+    """One spooled upload (the content of its manifest).
+
+    ``bucket`` is the destination; ``None`` stands for the uploader's bucket at upload
+    time. ``failed`` is set (with ``failed_at``, wall-clock seconds) once the uploader
+    gave up on the entry: it is kept, not uploaded again until an operator retries,
+    retargets or discards it.
+    """
 
     id: str
-    bucket: str
+    bucket: str | None
     key: str
     sha256: str
     md5: str
@@ -98,6 +113,14 @@ class SpoolEntry:
     attempts: int = 0
     last_error: str | None = None
     payload: str = field(default="", repr=False)  # file name of the payload in objects/
+    failed: str | None = None
+    failed_at: float | None = None
+    retargeted_from: str | None = field(default=None, repr=False)  # the id it had before
+
+    @property
+    def destination(self) -> str:
+        """``bucket/key`` for people; ``(configured bucket)/key`` when not bound to one."""
+        return f"{self.bucket if self.bucket is not None else '(configured bucket)'}/{self.key}"
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -113,12 +136,19 @@ class SpoolEntry:
             "attempts": self.attempts,
             "last_error": self.last_error,
             "payload": self.payload,
+            "failed": self.failed,
+            "failed_at": self.failed_at,
+            "retargeted_from": self.retargeted_from,
         }
 
 
-def entry_id(bucket: str, key: str) -> str:
-    """The file-name stem of ``bucket``/``key``: a sha256, never the key itself."""
-    return hashlib.sha256(f"{bucket}\0{key}".encode("utf-8", "surrogatepass")).hexdigest()
+def entry_id(bucket: str | None, key: str) -> str:
+    """The file-name stem of ``bucket``/``key``: a sha256, never the key itself.
+
+    ``None`` (the uploader's bucket) hashes as the empty name, which no real bucket has.
+    """
+    name = "" if bucket is None else bucket
+    return hashlib.sha256(f"{name}\0{key}".encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def _fsync_dir(path: Path) -> None:
@@ -134,8 +164,8 @@ def _parse_manifest(ident: str, raw: bytes) -> SpoolEntry:
     if not isinstance(doc, dict) or doc.get("version") != _MANIFEST_VERSION:
         raise ValueError("not a version 1 spool manifest")
     bucket, key = doc["bucket"], doc["key"]
-    if not isinstance(bucket, str) or not isinstance(key, str):
-        raise ValueError("bucket and key must be strings")
+    if not (bucket is None or (isinstance(bucket, str) and bucket)) or not isinstance(key, str):
+        raise ValueError("bucket must be a non-empty string or null, key a string")
     if entry_id(bucket, key) != ident:
         raise ValueError("the manifest's bucket/key do not match its file name")
     sha, md5, size = doc["sha256"], doc["md5"], doc["size"]
@@ -156,6 +186,8 @@ def _parse_manifest(ident: str, raw: bytes) -> SpoolEntry:
     if content_type is not None and not isinstance(content_type, str):
         raise ValueError("bad content_type")
     last_error = doc.get("last_error")
+    failed, failed_at = doc.get("failed"), doc.get("failed_at")
+    origin = doc.get("retargeted_from")
     return SpoolEntry(
         id=ident,
         bucket=bucket,
@@ -169,6 +201,9 @@ def _parse_manifest(ident: str, raw: bytes) -> SpoolEntry:
         attempts=int(doc.get("attempts") or 0),
         last_error=last_error if isinstance(last_error, str) else None,
         payload=payload,
+        failed=failed if isinstance(failed, str) else None,
+        failed_at=float(failed_at) if isinstance(failed_at, int | float) and failed else None,
+        retargeted_from=origin if isinstance(origin, str) and _ID.match(origin) else None,
     )
 
 
@@ -235,8 +270,9 @@ class Spool:
     # ------------------------------------------------------------------ plumbing
 
     def add_listener(self, listener: Callable[[str, Mapping[str, Any]], object]) -> None:
-        """``listener(event, fields)`` for ``spooled``, ``uploaded``, ``failed``,
-        ``quarantined`` (metrics, alerts)."""
+        """``listener(event, fields)`` for ``spooled``, ``uploaded``, ``failed`` (with
+        ``gave_up``), ``retried``, ``retargeted``, ``discarded``, ``quarantined``
+        (metrics, alerts, health)."""
         self._listeners = (*self._listeners, listener)
 
     def _emit(self, event: str, **fields: Any) -> None:
@@ -323,6 +359,16 @@ class Spool:
                 continue
             self._index[ident] = entry
             referenced.add(entry.payload)
+        for entry in list(self._index.values()):
+            old = self._index.get(entry.retargeted_from or "")
+            if old is not None and old.key == entry.key and old.sha256 == entry.sha256:
+                # a retarget that crashed after its commit point (the new manifest) and
+                # before it removed the old one: the new destination wins
+                logger.info("spool: finishing the retarget of %s", entry.destination)
+                with contextlib.suppress(OSError):
+                    self._manifest_path(old.id).unlink()
+                referenced.discard(old.payload)
+                del self._index[old.id]
         for path in self._objects.iterdir():
             # a payload no manifest names: from a put that crashed before its manifest
             # was renamed (never accepted), or the older version a replacing put had
@@ -343,7 +389,7 @@ class Spool:
                 with contextlib.suppress(FileNotFoundError):
                     os.replace(path, target)
                     moved.append(target.name)
-        what = f"{entry.bucket}/{entry.key}" if entry is not None else ident
+        what = entry.destination if entry is not None else ident
         note = f"{what}\n{reason}\nfiles: {', '.join(moved)}\n"
         reason_file = self._quarantine / f"{stamp}-{ident}.reason.txt"
         try:
@@ -368,7 +414,7 @@ class Spool:
 
     def put(
         self,
-        bucket: str,
+        bucket: str | None,
         key: str,
         data: bytes | bytearray | memoryview | _Readable,
         content_type: str | None = None,
@@ -378,13 +424,14 @@ class Spool:
 
         ``data`` is bytes or a binary file object (read in 1 MiB chunks, never
         all in memory). A bucket/key already spooled is replaced by this newer
-        version. Raises :class:`SpoolFull` at the bounds, ``ValueError`` /
-        ``TypeError`` for bad arguments, :class:`SpoolError` for a disk error;
-        in every error case nothing is written and the older version (if any)
-        is kept.
+        version. ``bucket=None``: the uploader's bucket at upload time (for an upload
+        accepted before any bucket was configured). Raises :class:`SpoolFull` at the
+        bounds, ``ValueError`` / ``TypeError`` for bad arguments, :class:`SpoolError`
+        for a disk error; in every error case nothing is written and the older version
+        (if any) is kept.
         """
-        if not isinstance(bucket, str) or not bucket:
-            raise ValueError("Spool.put: bucket must be a non-empty string")
+        if bucket is not None and (not isinstance(bucket, str) or not bucket):
+            raise ValueError("Spool.put: bucket must be a non-empty string or None")
         if not isinstance(key, str) or not key:
             raise ValueError("Spool.put: key must be a non-empty string")
         meta = dict(metadata or {})
@@ -488,10 +535,15 @@ class Spool:
         if self._lock_fd is None:
             raise SpoolError(f"spool {self.directory} is closed")
 
-    def entry(self, bucket: str, key: str) -> SpoolEntry | None:
+    def entry(self, bucket: str | None, key: str) -> SpoolEntry | None:
         """The spooled entry of ``bucket``/``key``, or ``None``."""
         with self._lock:
             return self._index.get(entry_id(bucket, key))
+
+    def by_id(self, ident: str) -> SpoolEntry | None:
+        """The entry whose :attr:`SpoolEntry.id` is ``ident``, or ``None``."""
+        with self._lock:
+            return self._index.get(ident)
 
     def entries(self) -> list[SpoolEntry]:
         """Every spooled entry, oldest first."""
@@ -508,7 +560,7 @@ class Spool:
             self._check_open()
             current = self._index.get(entry.id)
             if current is None or current.payload != entry.payload:
-                raise KeyError(f"{entry.bucket}/{entry.key}: that version is no longer spooled")
+                raise KeyError(f"{entry.destination}: that version is no longer spooled")
             try:
                 data = (self._objects / entry.payload).read_bytes()
             except FileNotFoundError:
@@ -522,11 +574,11 @@ class Spool:
                 )
             self._quarantine_files(entry.id, reason, entry)
         raise SpoolCorrupted(
-            f"spooled {entry.bucket}/{entry.key} is corrupted ({reason}); it was moved to "
+            f"spooled {entry.destination} is corrupted ({reason}); it was moved to "
             f"{self._quarantine} and will not be uploaded"
         )
 
-    def get(self, bucket: str, key: str) -> bytes | None:
+    def get(self, bucket: str | None, key: str) -> bytes | None:
         """The spooled bytes of ``bucket``/``key`` (checked), or ``None`` if not spooled.
 
         Serve downloads from here first: a key still in the spool is newer than
@@ -556,15 +608,46 @@ class Spool:
         """The reason files in ``quarantine/`` (one per quarantined entry)."""
         return sorted(self._quarantine.glob("*.reason.txt"))
 
+    def failed(self) -> list[SpoolEntry]:
+        """The entries the uploader gave up on (oldest failure first): they wait for an
+        operator to retry, retarget or discard them."""
+        with self._lock:
+            out = [e for e in self._index.values() if e.failed is not None]
+        return sorted(out, key=lambda e: (e.failed_at or 0.0, e.id))
+
     def stats(self) -> dict[str, Any]:
-        """Figures for health pages and metrics: files, bytes, oldest age, quarantined."""
+        """Figures for health pages and metrics.
+
+        ``files``, ``bytes``, ``oldest_age_s`` (every entry, failed ones included),
+        ``failed`` / ``failed_bytes`` (entries given up on), ``failures`` (up to
+        :data:`FAILURE_GROUPS` distinct reasons, most frequent first, each with its
+        ``count`` and an example ``destination``), ``unbound`` (entries waiting for the
+        uploader's bucket), ``quarantined`` and the bounds.
+        """
         with self._lock:
             entries = list(self._index.values())
         oldest = min((e.created for e in entries), default=None)
+        failed = [e for e in entries if e.failed is not None]
+        groups: dict[str, list[SpoolEntry]] = {}
+        for e in sorted(failed, key=lambda e: (e.failed_at or 0.0, e.id)):
+            groups.setdefault(e.failed or "", []).append(e)
+        ranked = sorted(groups.items(), key=lambda item: -len(item[1]))[:FAILURE_GROUPS]
         return {
             "files": len(entries),
             "bytes": sum(e.size for e in entries),
             "oldest_age_s": None if oldest is None else max(0.0, self._clock() - oldest),
+            "failed": len(failed),
+            "failed_bytes": sum(e.size for e in failed),
+            "failures": [
+                {
+                    "reason": reason,
+                    "count": len(group),
+                    "destination": group[0].destination,
+                    "since": group[0].failed_at,
+                }
+                for reason, group in ranked
+            ],
+            "unbound": sum(1 for e in entries if e.bucket is None),
             "quarantined": len(self.quarantined()),
             "max_files": self.max_files,
             "max_bytes": self.max_bytes,
@@ -587,33 +670,142 @@ class Spool:
             del self._index[entry.id]
         return True
 
-    def mark_failed(self, entry: SpoolEntry, reason: str) -> SpoolEntry | None:
+    def mark_failed(
+        self, entry: SpoolEntry, reason: str, *, give_up: bool = False
+    ) -> SpoolEntry | None:
         """Count a failed upload attempt of ``entry`` (in its manifest); the updated entry,
-        or ``None`` if it was replaced or removed meanwhile."""
+        or ``None`` if it was replaced or removed meanwhile.
+
+        ``give_up=True`` also marks it failed with ``reason`` (see :meth:`failed`): it
+        is kept but not uploaded again until :meth:`reset_attempts`, :meth:`retarget`
+        or :meth:`discard`.
+        """
+        reason = reason[:2000]
         with self._lock:
             self._check_open()
             current = self._index.get(entry.id)
             if current is None or current.payload != entry.payload:
                 return None
-            updated = replace(current, attempts=current.attempts + 1, last_error=reason[:2000])
+            updated = replace(current, attempts=current.attempts + 1, last_error=reason)
+            if give_up:
+                updated = replace(updated, failed=reason, failed_at=self._clock())
             self._update_manifest(updated)
             self._index[entry.id] = updated
-        self._emit("failed", bucket=entry.bucket, key=entry.key, reason=reason)
+        self._emit("failed", bucket=entry.bucket, key=entry.key, reason=reason, gave_up=give_up)
         return updated
 
     def reset_attempts(self, entry: SpoolEntry | None = None) -> int:
-        """Set the attempts of one entry (or all) back to 0, e.g. after fixing a bucket policy."""
+        """Retry: set the attempts of one entry (or all) back to 0 and clear ``failed``
+        (after creating the bucket or fixing its policy); how many entries changed."""
         count = 0
         with self._lock:
+            self._check_open()
             for current in list(self._index.values()):
                 if entry is not None and current.id != entry.id:
                     continue
-                if current.attempts:
-                    updated = replace(current, attempts=0, last_error=None)
+                if current.attempts or current.failed is not None:
+                    updated = replace(
+                        current, attempts=0, last_error=None, failed=None, failed_at=None
+                    )
                     self._update_manifest(updated)
                     self._index[current.id] = updated
                     count += 1
+        if count:
+            self._emit("retried", count=count)
         return count
+
+    def retarget(self, entry: SpoolEntry, bucket: str | None) -> SpoolEntry:
+        """Send ``entry`` to another bucket (``None``: the uploader's bucket at upload
+        time); its attempts and failure are cleared. Returns the moved entry.
+
+        The payload is hard-linked (copied where links are not possible) under the new
+        id, the new manifest is the commit point, then the old files go: a crash in
+        between leaves the old entry (before the commit) or is finished on the next
+        open (after it). Raises ``KeyError`` if ``entry`` was replaced or removed
+        meanwhile, :class:`SpoolError` if the key is already spooled for ``bucket``.
+        """
+        if bucket is not None and (not isinstance(bucket, str) or not bucket):
+            raise ValueError("Spool.retarget: bucket must be a non-empty string or None")
+        with self._lock:
+            self._check_open()
+            current = self._index.get(entry.id)
+            if current is None or current.payload != entry.payload:
+                raise KeyError(f"{entry.destination}: that version is no longer spooled")
+            same = bucket == current.bucket
+        if same:  # nothing to move: a retry
+            self.reset_attempts(current)
+            return self.by_id(current.id) or current
+        with self._lock:
+            self._check_open()
+            current = self._index.get(entry.id)
+            if current is None or current.payload != entry.payload:
+                raise KeyError(f"{entry.destination}: that version is no longer spooled")
+            ident = entry_id(bucket, current.key)
+            if ident in self._index:
+                taken = self._index[ident]
+                raise SpoolError(
+                    f"spool: cannot retarget {current.destination}: {taken.destination} is "
+                    "already spooled (discard one of them first)"
+                )
+            payload = f"{ident}.{secrets.token_hex(8)}.data"
+            source, target = self._objects / current.payload, self._objects / payload
+            moved = replace(
+                current,
+                id=ident,
+                bucket=bucket,
+                payload=payload,
+                attempts=0,
+                last_error=None,
+                failed=None,
+                failed_at=None,
+                retargeted_from=current.id,
+            )
+            try:
+                try:
+                    os.link(source, target)
+                except OSError:  # no hard links here (some network file systems): copy
+
+                    def copy(fh: BinaryIO) -> None:
+                        with open(source, "rb") as src:
+                            while chunk := src.read(_CHUNK):
+                                fh.write(chunk)
+
+                    self._write_atomic(target, copy)
+                self._write_manifest(moved)  # the commit point
+            except OSError as exc:
+                if self._manifest_payload(ident) != payload:
+                    with contextlib.suppress(OSError):
+                        target.unlink()
+                    raise SpoolError(
+                        f"spool: retargeting {current.destination} failed: {exc}"
+                        f"{_disk_hint(exc)}; it is still spooled for its old destination"
+                    ) from exc
+            self._index[ident] = moved
+            del self._index[current.id]
+            with contextlib.suppress(OSError):
+                self._manifest_path(current.id).unlink()
+            with contextlib.suppress(OSError):
+                source.unlink()
+            with contextlib.suppress(OSError):
+                _fsync_dir(self._objects)
+        logger.warning("spool: %s retargeted to %s", current.destination, moved.destination)
+        self._emit("retargeted", bucket=bucket, key=current.key, old_bucket=current.bucket)
+        return moved
+
+    def discard(self, entry: SpoolEntry, reason: str = "discarded by an operator") -> bool:
+        """Delete ``entry`` without uploading it (an operator's decision: it is lost);
+        False if it was replaced or removed meanwhile."""
+        if not self.remove(entry):
+            return False
+        logger.warning(
+            "spool: %s (%d bytes, sha256 %s) discarded: %s",
+            entry.destination,
+            entry.size,
+            entry.sha256,
+            reason,
+        )
+        self._emit("discarded", bucket=entry.bucket, key=entry.key, reason=reason)
+        return True
 
     def close(self) -> None:
         with self._lock:

@@ -22,6 +22,26 @@ __all__ = ["DrainReport", "SpoolUploader", "VerificationFailed"]
 
 logger = logging.getLogger("brownout.spool")
 
+#: Error kinds (of the adapter's error table) that mean "this destination refuses the
+#: entry for good": retrying the same upload cannot help, an operator has to act.
+PERMANENT_KINDS = frozenset({"auth", "not_found", "caller"})
+
+
+def _default_is_permanent(adapter: Any) -> Callable[[BaseException], bool]:
+    """By the adapter's error table: a :data:`PERMANENT_KINDS` error; never for an object
+    without one (a fake): its errors only count attempts."""
+    errors = getattr(adapter, "errors", None)
+
+    def is_permanent(exc: BaseException) -> bool:
+        if errors is None:
+            return False
+        kind = getattr(exc, "kind", None)  # a DependencyError re-raised without a secret
+        if not isinstance(kind, str):
+            kind = errors.classify(exc).kind
+        return kind in PERMANENT_KINDS
+
+    return is_permanent
+
 
 class VerificationFailed(Exception):
     """S3 holds something other than what was uploaded (size or checksum differ)."""
@@ -33,9 +53,10 @@ class DrainReport:
 
     uploaded: int = 0
     bytes: int = 0
-    failed: int = 0  # caller errors or verification failures (kept, retried later)
+    failed: int = 0  # caller errors or verification failures (kept)
+    gave_up: int = 0  # of those, entries now marked failed (they wait for an operator)
     quarantined: int = 0  # corrupted entries moved aside (never uploaded)
-    skipped: int = 0  # entries at max_attempts, waiting for reset_attempts()
+    skipped: int = 0  # entries marked failed before this drain, waiting for an operator
     stopped: str | None = None  # why it stopped early: S3 is failing
     seconds: float = 0.0
     errors: list[str] = field(default_factory=list)
@@ -52,12 +73,20 @@ class SpoolUploader:
     and only then deleted locally. A crash between the upload and the local
     delete re-uploads the same bytes to the same key next time: idempotent.
 
+    An entry spooled with ``bucket=None`` goes to the adapter's own bucket (the
+    one configured when it is uploaded).
+
     An error that counts against S3 (connection refused, timeout, 5xx) or a
     rejected call (``BreakerOpen``) stops the drain: everything left stays
-    spooled. Any other error (no such bucket, access denied) or a failed
-    verification is counted on the entry (``attempts``, ``last_error``); the
-    drain goes on with the next one, and after ``max_attempts`` the entry is
-    skipped until :meth:`Spool.reset_attempts`. Nothing is ever dropped.
+    spooled. An error that says the destination refuses the entry for good
+    (``is_permanent``; by default the adapter's ``auth``, ``not_found`` and
+    ``caller`` kinds: no such bucket, access denied, invalid request) marks the
+    entry failed at once, with the reason. Any other error or a failed
+    verification is counted on the entry (``attempts``, ``last_error``), and
+    after ``max_attempts`` it is marked failed too. The drain goes on with the
+    next entry. A failed entry is kept, never dropped, and not tried again until
+    an operator calls :meth:`Spool.reset_attempts`, :meth:`Spool.retarget` or
+    :meth:`Spool.discard` (then :meth:`wake`).
     """
 
     def __init__(
@@ -68,6 +97,7 @@ class SpoolUploader:
         heartbeat: float = 5.0,
         max_attempts: int = 5,
         is_outage: Callable[[BaseException], bool] | None = None,
+        is_permanent: Callable[[BaseException], bool] | None = None,
     ) -> None:
         if heartbeat <= 0:
             raise ValueError(f"SpoolUploader.heartbeat must be > 0 seconds, got {heartbeat!r}")
@@ -79,6 +109,7 @@ class SpoolUploader:
         self.max_attempts = max_attempts
         self._async = inspect.iscoroutinefunction(getattr(s3, "upload", None))
         self._is_outage = is_outage or default_is_outage(s3)
+        self._is_permanent = is_permanent or _default_is_permanent(s3)
         self._lock = asyncio.Lock()
         self._wake: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -96,9 +127,18 @@ class SpoolUploader:
 
     # ------------------------------------------------------------------ app helpers
 
+    @property
+    def bucket(self) -> str | None:
+        """The adapter's own bucket: where entries spooled with ``bucket=None`` go."""
+        bucket = getattr(self.s3, "bucket", None)
+        return bucket if isinstance(bucket, str) else None
+
+    def _where(self, entry: SpoolEntry) -> str:
+        return entry.bucket if entry.bucket is not None else str(self.bucket)
+
     async def upload(
         self,
-        bucket: str,
+        bucket: str | None,
         key: str,
         data: bytes,
         *,
@@ -129,7 +169,7 @@ class SpoolUploader:
         self.wake()
         return "spooled"
 
-    async def download(self, bucket: str, key: str) -> bytes:
+    async def download(self, bucket: str | None, key: str) -> bytes:
         """The spooled bytes if the key is still spooled, else S3's object."""
         data = await asyncio.to_thread(self.spool.get, bucket, key)
         if data is not None:
@@ -175,7 +215,7 @@ class SpoolUploader:
             for entry in await asyncio.to_thread(self.spool.entries):
                 if limit is not None and report.uploaded >= limit:
                     break
-                if entry.attempts >= self.max_attempts:
+                if entry.failed is not None:
                     report.skipped += 1
                     continue
                 try:
@@ -205,14 +245,23 @@ class SpoolUploader:
                     if not isinstance(exc, VerificationFailed) and self._is_outage(exc):
                         report.stopped = reason
                         break
+                    where = self._where(entry)
+                    reason = f"bucket {where!r}: {reason}"
+                    permanent = not isinstance(exc, VerificationFailed) and self._is_permanent(exc)
+                    give_up = permanent or entry.attempts + 1 >= self.max_attempts
+                    if give_up and not permanent:
+                        reason = f"gave up after {entry.attempts + 1} attempts: {reason}"
                     report.failed += 1
-                    report.errors.append(f"{entry.bucket}/{entry.key}: {reason}")
-                    await asyncio.to_thread(self.spool.mark_failed, entry, reason)
-                    logger.warning(
-                        "spool: upload of %s/%s failed (attempt %d): %s",
-                        entry.bucket,
+                    report.gave_up += give_up
+                    report.errors.append(f"{where}/{entry.key}: {reason}")
+                    await asyncio.to_thread(self.spool.mark_failed, entry, reason, give_up=give_up)
+                    log = logger.error if give_up else logger.warning
+                    log(
+                        "spool: upload of %s/%s failed (attempt %d%s): %s",
+                        where,
                         entry.key,
                         entry.attempts + 1,
+                        "; marked failed, waiting for an operator" if give_up else "",
                         reason,
                     )
                     continue

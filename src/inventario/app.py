@@ -8,15 +8,15 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, RedirectResponse
+from fastapi.responses import RedirectResponse, Response
 
 from brownout import BreakerOpen
-from brownout.web import check_features, install
+from brownout.web import check_features, install, problem, problem_response
 from inventario import __version__, store
 from inventario.api import router as api_router
 from inventario.cache import ProductCache
 from inventario.config import Settings, load_settings
-from inventario.deps import DependencyUnavailable
+from inventario.deps import DependencyUnavailable, try_again
 from inventario.runtime import Runtime, build_runtime
 
 __all__ = ["create_app"]
@@ -51,40 +51,41 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     )
 
     @app.exception_handler(store.StoreError)
-    async def store_error(request: Request, exc: Exception) -> JSONResponse:
+    async def store_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, store.StoreError)
-        return JSONResponse(exc.body(), status_code=exc.status)
+        facts = exc.body()
+        code = str(facts.pop("error", exc.code))
+        detail = str(facts.pop("detail", exc))
+        return problem_response(problem(exc.status, code, detail, **facts))
 
     @app.exception_handler(DependencyUnavailable)
-    async def dependency_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    async def dependency_unavailable(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, DependencyUnavailable)
-        wait = max(1, round(exc.retry_after))
-        return JSONResponse(
-            {
-                "error": "dependency_unavailable",
-                "dependency": exc.dependency,
-                "detail": str(exc),
-                "level": rt.manager.level.name,
-                "retry_after": wait,
-            },
-            status_code=503,
-            headers={"Retry-After": str(wait)},
+        return problem_response(
+            problem(
+                503,
+                "dependency_unavailable",
+                str(exc),
+                retry_after=exc.retry_after,
+                dependency=exc.dependency,
+                level=rt.manager.level.name,
+            )
         )
 
     @app.exception_handler(BreakerOpen)
-    async def breaker_open(request: Request, exc: Exception) -> JSONResponse:
+    async def breaker_open(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, BreakerOpen)
-        wait = max(1, round(exc.retry_after or rt.manager.retry_after()))
-        return JSONResponse(
-            {
-                "error": "dependency_unavailable",
-                "dependency": exc.name,
-                "detail": str(exc),
-                "level": rt.manager.level.name,
-                "retry_after": wait,
-            },
-            status_code=503,
-            headers={"Retry-After": str(wait)},
+        wait = exc.retry_after or rt.manager.retry_after()
+        return problem_response(
+            problem(
+                503,
+                "dependency_unavailable",
+                f"{exc.name} is unavailable (circuit breaker {exc.state.value}: the request was "
+                f"not attempted): {try_again(wait)}",
+                retry_after=wait,
+                dependency=exc.name,
+                level=rt.manager.level.name,
+            )
         )
 
     @app.get("/", include_in_schema=False)

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from typing import Annotated, Any, TypeVar
@@ -30,6 +31,8 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+
+logger = logging.getLogger("inventario")
 
 
 class DependencyUnavailable(Exception):
@@ -70,8 +73,10 @@ def unavailable(rt: Runtime, exc: BaseException) -> DependencyUnavailable:
         )
         return DependencyUnavailable(exc.name, detail, wait)
     wait = rt.manager.retry_after()
+    # the driver's message names hosts, databases and SQL: the log gets it, the client does not
+    logger.warning("database call failed: %s", rt.db.describe(exc))
     return DependencyUnavailable(
-        "database", f"database error: {rt.db.describe(exc)}: {try_again(wait)}", wait
+        "database", f"the database is unavailable: {try_again(wait)}", wait
     )
 
 

@@ -27,25 +27,34 @@ __all__ = [
 
 
 class StoreError(Exception):
-    """A request the data does not allow. ``permanent``: retrying cannot help."""
+    """A request the data does not allow. ``permanent``: retrying cannot help.
+
+    Answered as an RFC 9457 problem: ``status``, ``code`` (snake_case) and the
+    message as ``detail``; :meth:`body` adds the problem's own facts.
+    """
 
     permanent = True
     status = 400
+    code = "invalid_request"
 
     def body(self) -> dict[str, Any]:
-        return {"error": type(self).__name__, "detail": str(self)}
+        """``{"error": code, "detail": message, ...facts}`` (the app renders it as a problem)."""
+        return {"error": self.code, "detail": str(self)}
 
 
 class NotFound(StoreError):
     status = 404
+    code = "not_found"
 
 
 class SkuTaken(StoreError):
     status = 409
+    code = "sku_taken"
 
 
 class InsufficientStock(StoreError):
     status = 409
+    code = "insufficient_stock"
 
     def __init__(self, sku: str, stock: int, requested: int) -> None:
         super().__init__(f"only {stock} of {sku} in stock, cannot take out {requested}")

@@ -35,6 +35,7 @@ class IdempotencyMismatch(store.StoreError):
     """An ``Idempotency-Key`` was reused with a different request (422)."""
 
     status = 422
+    code = "idempotency_key_reused"
 
 
 def digest(operation: str, payload: Mapping[str, Any]) -> str:

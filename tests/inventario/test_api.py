@@ -66,7 +66,9 @@ async def test_bad_product_bodies_are_422_naming_the_field(
 ) -> None:
     r = await client.post("/products", json=body)
     assert r.status_code == 422
-    assert any(field in err["loc"] for err in r.json()["detail"]), r.json()
+    assert r.headers["content-type"] == "application/problem+json"
+    assert r.json()["code"] == "validation_error"
+    assert any(err["field"] == f"body.{field}" for err in r.json()["errors"]), r.json()
     assert (await client.get("/products")).json()["total"] == 0  # nothing half written
 
 
@@ -111,7 +113,7 @@ async def test_stock_never_goes_negative(client: httpx.AsyncClient) -> None:
     r = await client.post("/products/W-1/movements", json={"kind": "out", "quantity": 3})
     assert r.status_code == 409
     body = r.json()
-    assert body["error"] == "insufficient_stock" and body["stock"] == 2 and body["requested"] == 3
+    assert body["code"] == "insufficient_stock" and body["stock"] == 2 and body["requested"] == 3
     assert (await client.get("/products/W-1")).json()["stock"] == 2
     assert (await client.get("/products/W-1/movements")).json() == []
 

@@ -170,7 +170,7 @@ async def test_text_invoice_goes_to_s3_is_extracted_and_applied_once(
 
         again = await client.post(f"/invoices/{invoice['id']}/apply")
         assert again.status_code == 409
-        assert again.json()["error"] == "invoice_applied"
+        assert again.json()["code"] == "invoice_applied"
         assert (await client.get("/products/W-1")).json()["stock"] == 15
         assert len((await client.get("/products/W-1/movements")).json()) == 1
         # and the lines of an applied invoice cannot be changed any more
@@ -216,7 +216,7 @@ async def test_oversized_upload_is_413_while_reading(make_app: Callable[..., Fas
     async with running(app) as client:
         r = await upload(client, b"x" * 1001)
         assert r.status_code == 413
-        assert r.json()["error"] == "file_too_large" and r.json()["max_bytes"] == 1000
+        assert r.json()["code"] == "file_too_large" and r.json()["max_bytes"] == 1000
         assert "INVOICE_MAX_BYTES" in r.json()["detail"]
 
         sent = 0
@@ -251,7 +251,7 @@ async def test_unsupported_or_mislabelled_file_is_415(
         r = await upload(client, data, "invoice.bin", declared)
         assert r.status_code == 415, r.text
         body = r.json()
-        assert body["error"] == "unsupported_file_type" and declared in body["detail"]
+        assert body["code"] == "unsupported_file_type" and declared in body["detail"]
         if "detected" in body:
             assert body["detected"] == detected
         await nothing_stored(client, app)
@@ -275,7 +275,7 @@ async def test_bad_file_names_are_422_naming_the_problem(
     async with running(app) as client:
         r = await client.post("/invoices", content=raw_form(filename), headers=FORM)
         assert r.status_code == 422, r.text
-        assert r.json()["error"] == "invalid_file_name"
+        assert r.json()["code"] == "invalid_file_name"
         assert problem in json.dumps(r.json()["detail"]), r.json()
         await nothing_stored(client, app)
 
@@ -286,9 +286,9 @@ async def test_malformed_forms_are_clear(make_app: Callable[..., FastAPI]) -> No
         r = await client.post("/invoices", json={"file": "x"})
         assert r.status_code == 415 and "multipart/form-data" in r.json()["detail"]
         r = await client.post("/invoices", data={"supplier": "ACME"}, files={"other": b"x"})
-        assert r.status_code == 422 and r.json()["error"] == "missing_file"
+        assert r.status_code == 422 and r.json()["code"] == "missing_file"
         r = await upload(client, b"")
-        assert r.status_code == 422 and r.json()["error"] == "empty_file"
+        assert r.status_code == 422 and r.json()["code"] == "empty_file"
         r = await client.post("/invoices", content=b"--B0undary\r\ngarbage", headers=FORM)
         assert r.status_code == 422
         await nothing_stored(client, app)
@@ -299,7 +299,7 @@ async def test_full_spool_is_507_and_nothing_is_written(make_app: Callable[..., 
     async with running(app) as client:
         r = await upload(client, b"z" * 101)
         assert r.status_code == 507
-        assert r.json()["error"] == "spool_full" and "SPOOL_MAX_BYTES" in r.json()["detail"]
+        assert r.json()["code"] == "spool_full" and "SPOOL_MAX_BYTES" in r.json()["detail"]
         await nothing_stored(client, app)
 
 
@@ -386,7 +386,7 @@ async def test_unknown_sku_applies_nothing(
         assert invoice["state"] == "extracted"
         r = await client.post(f"/invoices/{invoice['id']}/apply")
         assert r.status_code == 422
-        assert r.json()["error"] == "unknown_sku" and r.json()["skus"] == ["NOPE-9"]
+        assert r.json()["code"] == "unknown_sku" and r.json()["skus"] == ["NOPE-9"]
         assert r.json()["lines"] == [3]
         # nothing applied: not the good lines either, and the invoice is still open
         assert (await client.get("/products/W-1")).json()["stock"] == 10

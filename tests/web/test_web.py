@@ -19,6 +19,7 @@ pytest.importorskip("prometheus_client")
 import httpx
 from fastapi import APIRouter, Depends, FastAPI
 from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, Field
 
 import brownout.web
 from brownout import BreakerConfig, CircuitBreaker, State
@@ -306,8 +307,13 @@ async def test_requires_feature_503_with_retry_after(world: World) -> None:
     assert r.status_code == 503
     retry = int(r.headers["Retry-After"])
     assert retry >= 1
+    assert r.headers["Content-Type"] == "application/problem+json"
     assert r.json() == {
-        "error": "feature_unavailable",
+        "type": "urn:problem:feature_unavailable",
+        "title": "Service Unavailable",
+        "status": 503,
+        "detail": f"cache_read is off at level DEGRADED (cache down): try again in {retry} s",
+        "code": "feature_unavailable",
         "feature": "cache_read",
         "level": "DEGRADED",
         "reason": "cache down",
@@ -350,7 +356,7 @@ async def test_requires_feature_with_an_explicit_manager(world: World) -> None:
         trip(world, "cache")
         r = await http.get("/x")
     assert r.status_code == 503  # FastAPI's default handler: the same body under "detail"
-    assert r.json()["detail"]["error"] == "feature_unavailable"
+    assert r.json()["detail"]["code"] == "feature_unavailable"
     assert "Retry-After" in r.headers
 
 
@@ -473,10 +479,21 @@ async def test_level_header_on_every_response(world: World) -> None:
         assert r.headers.get_list("X-Degradation-Level") == ["DEGRADED"], r.request.url
 
 
-async def test_unhandled_errors_still_reach_the_server(world: World) -> None:
+async def test_unhandled_errors_answer_a_problem_and_go_to_the_log(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
     async with client(make_app(world)) as http:
-        with pytest.raises(RuntimeError, match="handler exploded"):
-            await http.get("/boom")
+        with caplog.at_level(logging.ERROR, logger="brownout.web"):
+            r = await http.get("/boom")
+    assert r.status_code == 500
+    assert r.headers["Content-Type"] == "application/problem+json"
+    body = r.json()
+    assert body["code"] == "internal_error" and body["status"] == 500
+    request_id = body["request_id"]
+    assert r.headers["X-Request-ID"] == request_id and request_id in body["detail"]
+    assert "exploded" not in r.text and "RuntimeError" not in r.text  # details: log only
+    assert request_id in caplog.text and "handler exploded" in caplog.text
+    assert "Traceback" in caplog.text
 
 
 async def test_level_header_on_streaming_responses(world: World) -> None:
@@ -541,10 +558,10 @@ async def test_admin_refuses_a_missing_or_wrong_token(
     for r in (missing, basic):
         assert r.status_code == 401
         assert r.headers["WWW-Authenticate"].startswith("Bearer")
-        assert r.json()["error"] == "unauthorized"
+        assert r.json()["code"] == "unauthorized"
     for r in (wrong, prefix):
         assert r.status_code == 403
-        assert r.json()["error"] == "forbidden"
+        assert r.json()["code"] == "forbidden"
     for r in (missing, basic, wrong, prefix):
         assert TOKEN not in r.text
         assert r.headers["X-Degradation-Level"] == "OPTIMAL"
@@ -573,8 +590,8 @@ async def test_admin_breaker_control(world: World, caplog: pytest.LogCaptureFixt
             assert world.breaker("cache").state is State.DISABLED
             r = await http.post("/admin/breakers/nope/open", headers=bearer())
             assert r.status_code == 404
-            assert r.json()["error"] == "unknown_breaker"
-            assert "'cache'" in r.json()["message"]  # lists the known breakers
+            assert r.json()["code"] == "unknown_breaker"
+            assert "'cache'" in r.json()["detail"]  # lists the known breakers
             r = await http.post("/admin/breakers/kv/open", headers=bearer())  # adapter's breaker
             assert r.status_code == 200
             assert world.kv.breaker.state is State.FORCED_OPEN
@@ -631,8 +648,8 @@ async def test_admin_pin_rejects_bad_bodies(world: World, body: Any, error: str)
         else:
             r = await http.post("/admin/level/pin", json=body, headers=bearer())
     assert r.status_code == 422
-    assert r.json()["error"] == error
-    assert r.json()["message"]
+    assert r.json()["code"] == error
+    assert r.json()["detail"]
     assert world.manager.pinned is None
 
 
@@ -692,7 +709,7 @@ async def test_plain_asgi_app_admin_and_errors(world: World) -> None:
         assert (await http.get("/metrics")).status_code == 404
         nope = await http.get("/nope")
         assert nope.status_code == 404
-        assert nope.json()["error"] == "not_found"
+        assert nope.json()["code"] == "not_found"
         assert nope.headers["X-Degradation-Level"] == "OPTIMAL"
         r = await http.post("/health")
         assert r.status_code == 405
@@ -713,7 +730,7 @@ async def test_plain_asgi_app_admin_and_errors(world: World) -> None:
         assert r.status_code == 404
         r = await http.post("/admin/breakers/ghost/open", headers=bearer())
         assert r.status_code == 404
-        assert r.json()["error"] == "unknown_breaker"
+        assert r.json()["code"] == "unknown_breaker"
         r = await http.post(
             "/admin/level/pin", json={"level": "LIMITED", "duration": 60}, headers=bearer()
         )
@@ -879,3 +896,95 @@ def test_grafana_dashboard_is_valid_json_with_the_panels(world: World) -> None:
         for target in panel["targets"]:
             for name in _mentioned(target["expr"]):
                 assert name in exported or name.removesuffix("_total") in exported, name
+
+
+# ------------------------------------------------------------- problems
+
+
+class Order(BaseModel):
+    name: str = Field(max_length=20)
+    quantity: int
+
+
+def _problem_app(world: World) -> FastAPI:
+    app = FastAPI()
+
+    @app.post("/orders")
+    async def order(body: Order) -> dict[str, str]:
+        return {"name": body.name}
+
+    install(app, world.manager)
+    return app
+
+
+def _is_problem(r: httpx.Response, status: int, code: str) -> dict[str, Any]:
+    assert r.status_code == status, r.text
+    assert r.headers["Content-Type"] == "application/problem+json"
+    body: dict[str, Any] = r.json()
+    assert body["type"] == f"urn:problem:{code}" and body["code"] == code
+    assert body["status"] == status and body["title"] and body["detail"]
+    return body
+
+
+async def test_every_error_of_an_installed_app_is_a_problem(world: World) -> None:
+    async with client(_problem_app(world)) as http:
+        _is_problem(await http.get("/no/such/path"), 404, "not_found")
+        allowed = await http.get("/orders")
+        _is_problem(allowed, 405, "method_not_allowed")
+        assert allowed.headers["Allow"] == "POST"
+        body = _is_problem(await http.post("/orders", json={"name": "x"}), 422, "validation_error")
+        assert body["errors"] == [
+            {"field": "body.quantity", "message": "Field required", "code": "missing"}
+        ]
+        assert "body.quantity" in body["detail"]
+
+
+async def test_validation_problems_survive_nan_and_quote_only_an_excerpt(world: World) -> None:
+    async with client(_problem_app(world)) as http:
+        # a raw NaN token: Python's json accepts it; the 422 must still be valid JSON
+        nan = await http.post(
+            "/orders",
+            content=b'{"name": "x", "quantity": NaN}',
+            headers={"Content-Type": "application/json"},
+        )
+        body = _is_problem(nan, 422, "validation_error")
+        assert body["errors"][0]["field"] == "body.quantity"
+        huge = await http.post("/orders", json={"name": "n" * 1_000_000, "quantity": 1})
+        body = _is_problem(huge, 422, "validation_error")
+        assert len(huge.content) < 2000  # not echoed back
+        assert body["errors"][0]["input"] == "n" * 40 + "…"
+        surrogate = await http.post(
+            "/orders",
+            content=b'{"name": "\\ud800' + b"x" * 30 + b'", "quantity": "q"}',
+            headers={"Content-Type": "application/json"},
+        )
+        _is_problem(surrogate, 422, "validation_error")
+
+
+async def test_the_openapi_documents_problems(world: World) -> None:
+    async with client(_problem_app(world)) as http:
+        doc = (await http.get("/openapi.json")).json()
+    assert doc["components"]["schemas"]["Problem"]["required"][:4] == [
+        "type",
+        "title",
+        "status",
+        "detail",
+    ]
+    responses = doc["paths"]["/orders"]["post"]["responses"]
+    for status in ("422", "500"):
+        assert list(responses[status]["content"]) == ["application/problem+json"]
+    assert "HTTPValidationError" not in json.dumps(doc)
+
+
+def test_problem_refuses_what_is_not_a_problem() -> None:
+    from brownout.web import problem
+
+    reply = problem(409, "sku_taken", "taken", retry_after=2.2, sku="A")
+    assert reply.headers == {"Retry-After": "3"} and reply.body["retry_after"] == 3
+    assert reply.body["sku"] == "A" and reply.content_type == "application/problem+json"
+    with pytest.raises(ValueError, match="snake_case"):
+        problem(409, "SkuTaken", "taken")
+    with pytest.raises(ValueError, match="4xx or 5xx"):
+        problem(200, "ok", "fine")
+    with pytest.raises(ValueError, match="cannot replace"):
+        problem(409, "x", "y", type="about:blank")

@@ -12,14 +12,18 @@
 ...     return []
 >>> router = install(app, manager)  # app.state.brownout, routes, middleware, 503 handler, checks
 
+Every error is an RFC 9457 problem (``application/problem+json``, built by
+:func:`problem`): admin refusals, feature gates (503 with ``Retry-After``)
+and, with :func:`install`, the app's own 404/422/500s.
+
 Without FastAPI, :class:`StatusApp` serves the same endpoints as a plain ASGI
 app and :class:`DegradationHeaderMiddleware` wraps any ASGI app. The JSON
 documents themselves come from framework-neutral functions
 (:func:`health_document`, :func:`ready`, ...). See ``docs/operations.md``.
 
 The FastAPI names (``health_router``, ``requires_feature``, ``check_features``,
-``install``, ``FeatureUnavailable``, ``feature_unavailable_handler``) are
-imported on first use, so the rest works without FastAPI installed.
+``install``, ``FeatureUnavailable``, ``feature_unavailable_handler`` and the
+problem helpers for FastAPI) are imported on first use, so the rest works without FastAPI installed.
 """
 
 from __future__ import annotations
@@ -28,8 +32,9 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from brownout.web._asgi import DegradationHeaderMiddleware, StatusApp
+from brownout.web._problem import PROBLEM_CONTENT_TYPE, PROBLEM_SCHEMA, excerpt, problem
+from brownout.web._reply import Reply
 from brownout.web._status import (
-    Reply,
     feature_unavailable,
     health_document,
     live,
@@ -41,37 +46,56 @@ if TYPE_CHECKING:
     from brownout.web._fastapi import (
         FeatureUnavailable,
         check_features,
+        document_problems,
         feature_unavailable_handler,
         health_router,
         install,
+        install_problem_handlers,
+        problem_response,
+        problem_responses,
         requires_feature,
+        validation_problem,
     )
 
 __all__ = [
+    "PROBLEM_CONTENT_TYPE",
+    "PROBLEM_SCHEMA",
     "DegradationHeaderMiddleware",
     "FeatureUnavailable",
     "Reply",
     "StatusApp",
     "check_features",
+    "document_problems",
+    "excerpt",
     "feature_unavailable",
     "feature_unavailable_handler",
     "health_document",
     "health_router",
     "install",
+    "install_problem_handlers",
     "live",
+    "problem",
+    "problem_response",
+    "problem_responses",
     "ready",
     "requires_feature",
     "retry_after_seconds",
+    "validation_problem",
 ]
 
 _FASTAPI = frozenset(
     {
         "FeatureUnavailable",
         "check_features",
+        "document_problems",
         "feature_unavailable_handler",
         "health_router",
         "install",
+        "install_problem_handlers",
+        "problem_response",
+        "problem_responses",
         "requires_feature",
+        "validation_problem",
     }
 )
 

@@ -10,13 +10,14 @@ Starlette, :class:`StatusApp`, ...).
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import TYPE_CHECKING, Any
 
+from brownout.web._problem import problem
+from brownout.web._reply import Reply
 from brownout.web._status import (
-    JSON_CONTENT_TYPE,
     MAX_BODY,
-    Reply,
     admin_breaker,
     admin_pin,
     admin_unpin,
@@ -45,7 +46,31 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 HEADER = "X-Degradation-Level"
-_ERROR_BODY = b"Internal Server Error"
+
+
+def internal_error(scope: Scope, exc: BaseException) -> Reply:
+    """The 500 problem for an unexpected exception, logged with its traceback and request id.
+
+    The body names only the request id (``request_id``, also the
+    ``X-Request-ID`` header): the exception, its message and the traceback go
+    to the log, never to the client.
+    """
+    request_id = uuid.uuid4().hex
+    logger.error(
+        "unhandled error in %s %s (request id %s)",
+        scope.get("method", "?"),
+        scope.get("path", "?"),
+        request_id,
+        exc_info=(type(exc), exc, exc.__traceback__),
+    )
+    return problem(
+        500,
+        "internal_error",
+        f"an unexpected error occurred; the service's log has the details under request id "
+        f"{request_id}",
+        headers={"X-Request-ID": request_id},
+        request_id=request_id,
+    )
 
 
 class DegradationHeaderMiddleware:
@@ -53,9 +78,11 @@ class DegradationHeaderMiddleware:
 
     The level is read when the response starts. Only the ``http.response.start``
     message is touched, so streaming bodies pass through untouched. If the
-    wrapped app raises before it started a response, the middleware answers a
-    plain ``500 Internal Server Error`` (with the header) and re-raises, so the
-    server still logs the error.
+    wrapped app raises before it started a response, the middleware logs the
+    exception with a request id and answers a 500 problem
+    (``application/problem+json``, code ``internal_error``) naming only that
+    id; an exception after the response started is re-raised (the server
+    closes the connection and logs it).
 
     FastAPI / Starlette: ``app.add_middleware(DegradationHeaderMiddleware, manager=manager)``;
     anything else: ``app = DegradationHeaderMiddleware(app, manager)``.
@@ -87,20 +114,10 @@ class DegradationHeaderMiddleware:
 
         try:
             await self.app(scope, receive, send_with_level)
-        except Exception:
-            if not started:
-                await send_with_level(
-                    {
-                        "type": "http.response.start",
-                        "status": 500,
-                        "headers": [
-                            (b"content-type", b"text/plain; charset=utf-8"),
-                            (b"content-length", str(len(_ERROR_BODY)).encode()),
-                        ],
-                    }
-                )
-                await send({"type": "http.response.body", "body": _ERROR_BODY})
-            raise
+        except Exception as exc:
+            if started:
+                raise
+            await _send_reply(send_with_level, internal_error(scope, exc))
 
 
 def check_prefix(prefix: str) -> str:
@@ -247,7 +264,7 @@ async def _read_body(receive: Receive) -> bytes:
 
 
 async def _send_reply(send: Send, reply: Reply) -> None:
-    await _send(send, reply.status, reply.content(), JSON_CONTENT_TYPE, reply.headers)
+    await _send(send, reply.status, reply.content(), reply.content_type, reply.headers)
 
 
 async def _send(send: Send, status: int, body: bytes, content_type: str, headers: Any) -> None:

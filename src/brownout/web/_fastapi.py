@@ -9,6 +9,7 @@ one explicitly.
 from __future__ import annotations
 
 import difflib
+import json
 import logging
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
@@ -17,17 +18,25 @@ try:
     from fastapi import APIRouter, FastAPI, HTTPException, Request, Response
     from fastapi.dependencies.models import Dependant
     from fastapi.dependencies.utils import get_dependant
+    from fastapi.exceptions import RequestValidationError
+    from starlette.exceptions import HTTPException as StarletteHTTPException
 except ImportError as exc:  # pragma: no cover - exercised by hiding the module
     raise ImportError(
         "brownout.web's FastAPI integration needs fastapi: pip install 'brownout[web]'"
     ) from exc
 
 from brownout.health import DegradationManager, UnknownFeature
-from brownout.web._asgi import DegradationHeaderMiddleware, check_prefix
+from brownout.web._asgi import DegradationHeaderMiddleware, check_prefix, internal_error
+from brownout.web._problem import (
+    PROBLEM_CONTENT_TYPE,
+    PROBLEM_SCHEMA,
+    code_for_status,
+    excerpt,
+    problem,
+)
+from brownout.web._reply import Reply
 from brownout.web._status import (
     BREAKER_ACTIONS,
-    JSON_CONTENT_TYPE,
-    Reply,
     admin_breaker,
     admin_pin,
     admin_unpin,
@@ -45,22 +54,30 @@ if TYPE_CHECKING:
 __all__ = [
     "FeatureUnavailable",
     "check_features",
+    "document_problems",
     "feature_unavailable_handler",
     "health_router",
     "install",
+    "install_problem_handlers",
+    "problem_response",
+    "problem_responses",
     "requires_feature",
 ]
 
 logger = logging.getLogger("brownout.web")
 
 
-def _respond(reply: Reply) -> Response:
+def problem_response(reply: Reply) -> Response:
+    """A :class:`~brownout.web.Reply` (a problem or any JSON answer) as a Starlette response."""
     return Response(
         reply.content(),
         status_code=reply.status,
         headers=dict(reply.headers),
-        media_type=JSON_CONTENT_TYPE,
+        media_type=reply.content_type,
     )
+
+
+_respond = problem_response
 
 
 def health_router(
@@ -147,9 +164,10 @@ class FeatureUnavailable(HTTPException):
     """Raised by :class:`requires_feature` while its feature is off: a 503 with ``Retry-After``.
 
     With :func:`feature_unavailable_handler` installed (:func:`install` does)
-    the body is ``{"error": "feature_unavailable", "feature", "level",
-    "reason", "retry_after"}``; with FastAPI's default handler it is the same
-    object under ``"detail"``.
+    the body is a problem (``application/problem+json``) with code
+    ``feature_unavailable``, ``feature``, ``level``, ``reason`` and
+    ``retry_after``; with FastAPI's default handler it is the same object
+    under ``"detail"``.
     """
 
     def __init__(self, reply: Reply) -> None:
@@ -158,7 +176,7 @@ class FeatureUnavailable(HTTPException):
 
 
 async def feature_unavailable_handler(request: Request, exc: Exception) -> Response:
-    """Exception handler rendering :class:`FeatureUnavailable` as its flat JSON body."""
+    """Exception handler rendering :class:`FeatureUnavailable` as its problem body."""
     if not isinstance(exc, FeatureUnavailable):  # pragma: no cover - registered for it only
         raise exc
     return _respond(exc.reply)
@@ -310,6 +328,7 @@ def install(
     admin_token: str | None = None,
     prefix: str = "",
     check: bool = True,
+    problem_details: bool = True,
 ) -> APIRouter:
     """Wire ``manager`` into ``app`` in one call; returns the status router it included.
 
@@ -317,13 +336,175 @@ def install(
     :class:`~brownout.web.DegradationHeaderMiddleware`, registers
     :func:`feature_unavailable_handler`, and (``check=True``) runs
     :func:`check_features` on the routes defined so far: call it after your
-    routes, or call ``check_features(app)`` again later.
+    routes, or call ``check_features(app)`` again later. With
+    ``problem_details=True`` (the default) every error of the app becomes an
+    RFC 9457 problem: :func:`install_problem_handlers` and
+    :func:`document_problems`.
     """
     app.state.brownout = manager
     router = health_router(manager, metrics=metrics, admin_token=admin_token, prefix=prefix)
     app.include_router(router)
     app.add_middleware(DegradationHeaderMiddleware, manager=manager)
     app.add_exception_handler(FeatureUnavailable, feature_unavailable_handler)
+    if problem_details:
+        install_problem_handlers(app)
+        document_problems(app)
     if check:
         check_features(app, manager)
     return router
+
+
+# ------------------------------------------------------------ problems
+
+
+def _field(loc: Iterable[Any]) -> str:
+    return ".".join(str(part) for part in loc) or "request"
+
+
+def validation_problem(errors: Iterable[Any]) -> Reply:
+    """The 422 problem for pydantic/FastAPI validation ``errors``: field, message, excerpt.
+
+    Only a short excerpt of each offending input is quoted (never the whole
+    value: a 50 MB field is not echoed back), and nothing that cannot be
+    encoded (NaN, lone surrogates) breaks the answer.
+    """
+    out: list[dict[str, Any]] = []
+    for error in errors:
+        if not isinstance(error, dict):
+            continue
+        item: dict[str, Any] = {
+            "field": _field(error.get("loc", ())),
+            "message": str(error.get("msg", "invalid")),
+            "code": str(error.get("type", "invalid")),
+        }
+        quoted = excerpt(error.get("input")) if "input" in error else None
+        if quoted is not None and item["code"] != "missing":
+            item["input"] = quoted
+        out.append(item)
+        if len(out) >= 20:  # a list of 10,000 bad items is not answered item by item
+            break
+    first = f"{out[0]['field']}: {out[0]['message']}" if out else "the request is not valid"
+    more = f" (and {len(out) - 1} more)" if len(out) > 1 else ""
+    return problem(422, "validation_error", f"the request is not valid: {first}{more}", errors=out)
+
+
+async def _http_exception(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StarletteHTTPException)
+    if isinstance(exc, FeatureUnavailable):
+        return problem_response(exc.reply)
+    detail = exc.detail
+    if not isinstance(detail, str) or not detail:
+        detail = code_for_status(exc.status_code).replace("_", " ")
+    if exc.status_code < 400:  # pragma: no cover - HTTPException for a redirect: not an error
+        return Response(status_code=exc.status_code, headers=exc.headers)
+    return problem_response(
+        problem(
+            exc.status_code,
+            code_for_status(exc.status_code),
+            detail,
+            headers=dict(exc.headers or {}),
+        )
+    )
+
+
+async def _validation_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    return problem_response(validation_problem(exc.errors()))
+
+
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    return problem_response(internal_error(request.scope, exc))
+
+
+def install_problem_handlers(app: FastAPI) -> None:
+    """Make every error of ``app`` an RFC 9457 problem (``application/problem+json``).
+
+    ``HTTPException`` (404, 405, ... with its detail), request validation
+    (422 with ``errors``: field, message, code and a short excerpt of the
+    input) and unexpected exceptions (500 naming a request id; the traceback
+    goes to the log). :func:`install` calls it.
+    """
+    app.add_exception_handler(StarletteHTTPException, _http_exception)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(Exception, _unexpected)
+
+
+_PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
+_DESCRIPTIONS = {
+    400: "Bad request",
+    401: "No admin token",
+    403: "Wrong admin token",
+    404: "Not found",
+    405: "Method not allowed",
+    409: "Conflict",
+    413: "Request body too large",
+    415: "Unsupported media type",
+    422: "Validation error",
+    500: "Unexpected error (the request id names it in the log)",
+    502: "A dependency answered badly",
+    503: "Unavailable now: a dependency or feature is off (Retry-After)",
+    507: "Out of local storage",
+}
+
+
+def problem_responses(*statuses: int, **descriptions: str) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses=`` entries for ``statuses`` answering a problem body.
+
+    ``descriptions`` overrides a status's description: ``problem_responses(404,
+    409, s409="the sku is taken")``.
+    """
+    out: dict[int | str, dict[str, Any]] = {}
+    for status in statuses:
+        out[status] = {
+            "description": descriptions.get(f"s{status}")
+            or _DESCRIPTIONS.get(status, code_for_status(status).replace("_", " ")),
+            "content": {PROBLEM_CONTENT_TYPE: {"schema": _PROBLEM_REF}},
+        }
+    return out
+
+
+def document_problems(app: FastAPI, *, always: Iterable[int] = (500,)) -> None:
+    """Make ``app``'s OpenAPI document its problems: every error response has the Problem schema.
+
+    Adds the ``Problem`` schema; the 422 FastAPI documents (``HTTPValidationError``)
+    becomes a problem; every status in ``always`` is documented on every
+    operation; any 4xx/5xx response documented with ``application/json`` or no
+    content at all is given the problem content type instead.
+    """
+    original = app.openapi
+    statuses = tuple(always)
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        doc = original()
+        schemas = doc.setdefault("components", {}).setdefault("schemas", {})
+        schemas["Problem"] = PROBLEM_SCHEMA
+        for item in doc.get("paths", {}).values():
+            for operation in item.values():
+                if not isinstance(operation, dict) or "responses" not in operation:
+                    continue
+                responses = operation["responses"]
+                for status in statuses:
+                    responses.setdefault(str(status), problem_responses(status)[status])
+                for status, response in responses.items():
+                    if not status.isdigit() or int(status) < 400:
+                        continue
+                    content = response.get("content") or {}
+                    if PROBLEM_CONTENT_TYPE in content:
+                        continue
+                    entry = content.pop("application/json", None)
+                    schema = (entry or {}).get("schema")
+                    if int(status) == 422 or not schema or schema == {}:
+                        schema = _PROBLEM_REF
+                    content[PROBLEM_CONTENT_TYPE] = {"schema": schema}
+                    response["content"] = content
+        for unused in ("HTTPValidationError", "ValidationError"):
+            if unused in schemas and unused not in json.dumps(
+                {k: v for k, v in doc.items() if k != "components"}
+            ):
+                del schemas[unused]
+        app.openapi_schema = doc
+        return doc
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -20,11 +20,12 @@ import json
 import logging
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from brownout._redact import redact
 from brownout.health import Level, UnknownFeature
+from brownout.web._problem import problem
+from brownout.web._reply import JSON_CONTENT_TYPE, Reply, encode
 
 if TYPE_CHECKING:
     from brownout._breaker import CircuitBreaker
@@ -48,8 +49,6 @@ __all__ = [
 
 logger = logging.getLogger("brownout.web")
 
-JSON_CONTENT_TYPE = "application/json"
-
 #: How many transitions ``/health`` lists (most recent last).
 RECENT_TRANSITIONS = 20
 #: Longest accepted pin reason (characters).
@@ -58,35 +57,6 @@ MAX_REASON = 200
 MAX_BODY = 16 * 1024
 
 BREAKER_ACTIONS = ("open", "close", "disable")
-
-
-@dataclass(frozen=True, slots=True)
-class Reply:
-    """One HTTP answer: status, JSON body, extra headers."""
-
-    status: int
-    body: Mapping[str, Any]
-    headers: Mapping[str, str] = field(default_factory=dict)
-
-    def content(self) -> bytes:
-        return encode(self.body)
-
-
-def encode(body: Any) -> bytes:
-    """Compact UTF-8 JSON; non-finite floats become ``null`` (JSON has no NaN or infinity)."""
-    return json.dumps(
-        _finite(body), ensure_ascii=False, allow_nan=False, separators=(",", ":")
-    ).encode("utf-8")
-
-
-def _finite(value: Any) -> Any:
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, Mapping):
-        return {str(k): _finite(v) for k, v in value.items()}
-    if isinstance(value, list | tuple | set | frozenset):
-        return [_finite(v) for v in value]
-    return value
 
 
 def _scrub(value: Any) -> Any:
@@ -232,23 +202,30 @@ def health_document(manager: DegradationManager) -> dict[str, Any]:
 
 
 def feature_unavailable(manager: DegradationManager, feature: str) -> Reply:
-    """The 503 answer for a request that needs ``feature`` while it is off."""
+    """The 503 problem for a request that needs ``feature`` while it is off.
+
+    ``code`` ``feature_unavailable`` with ``feature``, ``level``, ``reason``
+    and ``retry_after`` (also the ``Retry-After`` header).
+    """
     wait = retry_after_seconds(manager)
-    body = {
-        "error": "feature_unavailable",
-        "feature": feature,
-        "level": manager.level.name,
-        "reason": redact(manager.feature_reason(feature)),
-        "retry_after": wait,
-    }
-    return Reply(503, body, {"Retry-After": str(wait)})
+    level = manager.level.name
+    reason = redact(manager.feature_reason(feature))
+    return problem(
+        503,
+        "feature_unavailable",
+        f"{feature} is off at level {level} ({reason}): try again in {wait} s",
+        retry_after=wait,
+        feature=feature,
+        level=level,
+        reason=reason,
+    )
 
 
 # -------------------------------------------------------------------- admin
 
 
 def _error(status: int, error: str, message: str, **headers: str) -> Reply:
-    return Reply(status, {"error": error, "message": message}, headers)
+    return problem(status, error, message, headers=headers)
 
 
 def authorize(admin_token: str, authorization: str | None) -> Reply | None:

@@ -14,6 +14,7 @@ from brownout import BreakerOpen
 from brownout.web import check_features, install, problem, problem_response
 from inventario import __version__, store
 from inventario.api import router as api_router
+from inventario.api_docs import install_docs
 from inventario.cache import ProductCache
 from inventario.config import Settings, load_settings
 from inventario.deps import DependencyUnavailable, try_again
@@ -44,6 +45,8 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         version=__version__,
         summary="Retail inventory that degrades gracefully instead of failing",
         lifespan=lifespan,
+        docs_url=None,  # served from local files by install_docs: FastAPI's load a CDN
+        redoc_url=None,
     )
     app.state.runtime = rt
     app.state.product_cache = rt.extras.get("product_cache") or ProductCache(
@@ -103,6 +106,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         }
 
     app.include_router(api_router)
+    install_docs(app)
     for module in ("inventario.invoices", "inventario.status_page"):
         router = _optional_router(module)
         if router is not None:

@@ -60,8 +60,8 @@ LEFT_OUT: dict[str, str] = {
     "test_notify_called_on_state_change": "mocks a private state class and assigns `state`",
     "test_failure_count_not_reset_during_creation": "counter read from a state storage",
     "test_state_opened_at_not_reset_during_creation": "opened_at read from a state storage",
-    "CircuitBreakerRedisTestCase (the storage mixin again, and test_namespace, "
-    "test_fallback_state, test_missing_state, test_cluster_mode)": "Redis state storage "
+    "CircuitBreakerRedisTestCase: the 16 cases of the storage mixin again, test_namespace, "
+    "test_fallback_state, test_missing_state, test_cluster_mode (20 cases)": "Redis state storage "
     "shared between processes; brownout's breakers are per process by design",
     "CircuitBreakerRedisConcurrencyTestCase (4 cases)": "the thread cases again against Redis "
     "storage; ported once, against brownout's in-process state",

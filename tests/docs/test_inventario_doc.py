@@ -47,14 +47,25 @@ def test_the_cli_section_names_every_option_of_every_command() -> None:
         m[1]: m[0]
         for m in re.finditer(r"^- `inventario (\w+)[^`]*`.*?(?=^- |\Z)", section, re.S | re.M)
     }
-    parser = build_parser()
-    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    assert set(bullets) == set(commands.choices)
-    for name, sub in commands.choices.items():
-        for action in sub._actions:
+
+    def walk(parser: argparse.ArgumentParser, path: tuple[str, ...]) -> None:
+        for action in parser._actions:
             if isinstance(action, argparse._HelpAction):
                 continue
+            if isinstance(action, argparse._SubParsersAction):
+                if not path:
+                    assert set(bullets) == set(action.choices), (
+                        "docs/inventario.md, CLI: one '- `inventario CMD ...`' bullet per command"
+                    )
+                for name, sub in action.choices.items():
+                    if path:  # a nested command is named in its top command's bullet
+                        assert name in bullets[path[0]], f"inventario {' '.join(path)} {name}"
+                    walk(sub, (*path, name))
+                continue
             for flag in action.option_strings or [action.metavar or action.dest.upper()]:
-                assert flag in bullets[name], f"docs/inventario.md: inventario {name}: {flag}"
+                if path:
+                    assert flag in bullets[path[0]], f"inventario {' '.join(path)}: {flag}"
+
+    walk(build_parser(), ())
     for failure in ("VAR_DIR", "already in use", "already running", "exit status 2"):
         assert failure in section, failure

@@ -222,52 +222,56 @@ def _option_help(text: str) -> dict[str, str]:
     return found
 
 
-def _subcommands() -> dict[str, argparse.ArgumentParser]:
-    parser = build_parser()
+def _subcommands(
+    parser: argparse.ArgumentParser | None = None, prefix: tuple[str, ...] = ()
+) -> dict[tuple[str, ...], argparse.ArgumentParser]:
+    """Every command, nested ones too: ``{("serve",): parser, ("outbox", "list"): ...}``."""
+    found: dict[tuple[str, ...], argparse.ArgumentParser] = {}
+    for action in (parser or build_parser())._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                found[(*prefix, name)] = sub
+                found.update(_subcommands(sub, (*prefix, name)))
+    return found
+
+
+def _names_its_commands(text: str, parser: argparse.ArgumentParser) -> None:
+    """Each subcommand of ``parser`` is listed in its ``--help`` with what it does."""
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
-            return dict(action.choices)
-    raise AssertionError("inventario has no subcommands")
+            for name in action.choices:
+                line = next((x for x in text.splitlines() if x.split()[:1] == [name]), None)
+                assert line is not None and len(line.split()) > 3, (name, text)
 
 
 def test_main_help_names_every_command_with_what_it_does() -> None:
     result = _run("--help")
     assert result.returncode == 0, result.stderr
-    commands = _subcommands()
-    assert {"serve", "status", "demo"} <= set(commands)
-    for name in commands:
-        line = next((x for x in result.stdout.splitlines() if x.split()[:1] == [name]), None)
-        assert line is not None and len(line.split()) > 3, (name, result.stdout)
+    assert {("serve",), ("status",), ("demo",)} <= set(_subcommands())
+    _names_its_commands(result.stdout, build_parser())
     version = _run("--version")
     assert version.returncode == 0 and version.stdout.strip().startswith("inventario ")
 
 
-@pytest.mark.parametrize("command", sorted(_subcommands()))
-def test_every_option_of_every_command_has_help_and_a_default(command: str) -> None:
+@pytest.mark.parametrize("command", sorted(_subcommands()), ids=" ".join)
+def test_every_option_of_every_command_has_help_and_a_default(command: tuple[str, ...]) -> None:
     """``inventario CMD --help`` describes each option and says what happens without it."""
-    result = _run(command, "--help")
+    shown_as = "inventario " + " ".join(command)
+    result = _run(*command, "--help")
     assert result.returncode == 0, result.stderr
     shown = _option_help(result.stdout)
     parser = _subcommands()[command]
-    assert parser.description, f"{command} --help has no description"
+    assert parser.description, f"{shown_as} --help has no description"
     for action in parser._actions:
         if isinstance(action, argparse._HelpAction | argparse._VersionAction):
             continue
+        if isinstance(action, argparse._SubParsersAction):
+            _names_its_commands(result.stdout, parser)
+            continue
         name = action.option_strings[-1] if action.option_strings else action.dest
-        text = shown.get(name)
-        assert text, f"inventario {command} --help: {name} has no help text:\n{result.stdout}"
-        assert "default" in text.lower(), f"inventario {command} --help: {name}: no default: {text}"
-
-
-def test_console_script_help() -> None:
-    script = Path(sys.executable).parent / "inventario"
-    if not script.exists():
-        pytest.skip(f"the console script is not installed next to {sys.executable}")
-    result = subprocess.run(
-        [str(script), "--help"], capture_output=True, text=True, timeout=60, check=False
-    )
-    assert result.returncode == 0, result.stderr
-    assert "usage: inventario" in result.stdout
+        text = shown.get(name) or shown.get(str(action.metavar))
+        assert text, f"{shown_as} --help: {name} has no help text:\n{result.stdout}"
+        assert "default" in text.lower(), f"{shown_as} --help: {name}: no default: {text}"
 
 
 # ------------------------------------------------------------ serve: start-up failures

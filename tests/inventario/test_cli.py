@@ -363,3 +363,9 @@ def test_serve_refuses_a_read_only_var_dir(tmp_path: Path) -> None:
         _refused(_serve(var_dir, free_port()), str(var_dir), "VAR_DIR", "not writable")
     finally:
         var_dir.chmod(0o755)
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux /proc")
+def test_serve_refuses_a_var_dir_where_no_file_can_be_written() -> None:
+    """An existing directory that refuses new files, even to root (so this runs in CI)."""
+    _refused(_serve(Path("/proc"), free_port()), "VAR_DIR /proc is not", "VAR_DIR to a directory")

@@ -674,14 +674,15 @@ class Adapter:
             if cb._fast:
                 # CircuitBreaker.call's lock-free CLOSED path, inline (the same steps).
                 gen = cb._gen
+                succ = cb._succ
                 try:
                     result = read(fn(*args), figs)
                 except Exception as exc:
-                    if not (cb._on_error(gen, exc, 0.0) and cb._fallback is not None):
+                    if not (cb._on_error(gen, exc, -1.0) and cb._fallback is not None):
                         raise
                     result = cb._fallback(exc)
                 else:
-                    cb._outcomes.append(0)
+                    next(succ)
             else:
                 result = cb.call(_read_reply, fn, args, read, figs)
         except BreakerOpen:
@@ -743,14 +744,18 @@ class Adapter:
                 # CircuitBreaker.acall's lock-free CLOSED path, inline (the same steps):
                 # one coroutine less to resume on every wake-up of the client's.
                 gen = cb._gen
+                succ = cb._succ
                 try:
                     result = read(await fn(*args), figs)
                 except Exception as exc:
-                    if not (cb._on_error(gen, exc, 0.0) and cb._fallback is not None):
+                    if not (cb._on_error(gen, exc, -1.0) and cb._fallback is not None):
                         raise
                     result = await cb._afallback(exc)
+                except asyncio.CancelledError as exc:  # the caller's timeout counts
+                    cb._on_interrupt(gen, exc, clock() - start)
+                    raise
                 else:
-                    cb._outcomes.append(0)
+                    next(succ)
             else:
                 result = await cb.acall(_aread_reply, fn, args, read, figs)
         except BreakerOpen:

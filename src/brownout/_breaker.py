@@ -9,17 +9,21 @@ Design notes (see ``docs/breaker.md`` for the user-facing description):
   threads and asyncio tasks alike.
 * Every admission carries a *token*: the generation (``_gen``) of the state
   it was admitted in, bitwise-inverted for half-open probes, ``None`` for
-  calls that count for nothing (``DISABLED``). ``_gen`` changes on every
-  transition, so an outcome that arrives after the state moved on is not
-  counted against the new state, and a probe's permit is only returned to
+  calls that count for nothing (``DISABLED``), ``_SHADOW`` for calls shadow
+  mode lets through where it would have rejected them. ``_gen`` changes on
+  every transition, so an outcome that arrives after the state moved on is
+  not counted against the new state, and a probe's permit is only returned to
   the half-open period that issued it.
 * The hot path takes no lock at all: in ``CLOSED``, with a count window and
   nothing that needs timing (no slow-call threshold, no call listener, no
-  ``failure_result``), a successful call is recorded by one atomic
-  ``deque.append``; while ``OPEN``, a rejection reads two attributes and
-  bumps an ``itertools.count``. Both are single C-level operations, atomic
-  under the GIL. Everything else (failures, probes, transitions) takes the
-  lock.
+  ``failure_result``, no ``call_timeout``), a successful call is recorded by
+  one ``next()`` on the window's success counter, an ``itertools.count``
+  read when the call was admitted; while ``OPEN``, a rejection reads two
+  attributes and bumps another ``itertools.count``. Both are single C-level
+  operations, atomic under the GIL. Every new ``CLOSED`` period starts a new
+  success counter, so a success that outlives its period advances a retired
+  counter and cannot reset the failures of a later one. Everything else
+  (failures, probes, transitions) takes the lock.
 * Transitions are queued under the lock as plain tuples and published
   (listeners, log line) after the lock is released, in order, by whichever
   thread drains the queue first.
@@ -27,6 +31,7 @@ Design notes (see ``docs/breaker.md`` for the user-facing description):
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import functools
 import inspect
@@ -34,9 +39,10 @@ import itertools
 import logging
 import math
 import os
+import sys
 import threading
 from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine, Generator
 from dataclasses import asdict, dataclass
 from types import MethodType, TracebackType
 from typing import Any, ParamSpec, TypeVar, overload
@@ -47,7 +53,7 @@ from brownout._errors import BreakerOpen
 from brownout._events import CallEvent, Outcome, StateChange
 from brownout._redact import redact
 from brownout._state import TRANSITIONS, State
-from brownout._window import CountWindow, TimeWindow
+from brownout._window import CountWindow, TimeWindow, count_value
 
 __all__ = ["BreakerSnapshot", "CircuitBreaker", "kill_switch_active"]
 
@@ -68,6 +74,20 @@ _DISABLED = State.DISABLED
 
 _TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
 
+#: The token of a call shadow mode let through instead of rejecting it: it never equals a
+#: generation, nor the inverse of one (generations stay far below 2**62).
+_SHADOW = -(1 << 62)
+#: The duration passed for a call that was not timed (the lock-free fast path).
+_UNTIMED = -1.0
+#: Retired success counters kept readable (see ``_new_period_locked``).
+_RETIRED = 4
+#: Lock-free durations are summed into the totals every this many (a power of two, minus 1).
+_FOLD_MASK = 1023
+#: How many loop iterations a cancellation's source is watched before waiting for its task.
+_CANCEL_POLLS = 3
+#: 3.11's wait_for runs its awaitable in an inner task; from 3.12 on it uses asyncio.timeout.
+_WAIT_FOR_HAS_INNER_TASK = sys.version_info < (3, 12)
+
 
 def kill_switch_active() -> bool:
     """True when ``BROWNOUT_DISABLED`` is set to 1/true/yes/on in the environment.
@@ -85,13 +105,14 @@ class BreakerSnapshot:
 
     Window figures (``calls``, ``failures``, ``slow_calls`` and the rates)
     cover the configured sliding window; ``total_*`` figures count since the
-    breaker was created. Rates are ``None`` while the window is empty.
-    ``opened_at`` is the breaker clock's reading at the last trip,
-    ``retry_after`` the seconds until a probe is let through (``None`` unless
-    ``OPEN``), ``last_error`` the redacted text of the last recorded error.
-    Successes are not counted over the breaker's lifetime (that would cost a
-    lock on the hot path): attach a listener (e.g. ``brownout.prometheus``)
-    for lifetime call counts.
+    breaker was created (``DISABLED`` counts nothing). Rates are ``None``
+    while the window is empty. ``opened_at`` is the breaker clock's reading
+    at the last trip, ``retry_after`` the seconds until a probe is let through
+    (``None`` unless ``OPEN``), ``last_error`` the redacted text of the last
+    recorded error. ``call_duration_sum`` (seconds) and ``call_duration_count``
+    cover the calls that were timed: every call except those of the untimed
+    fast path (see ``docs/breaker.md``). ``shadow`` is true in shadow mode
+    (the breaker never rejects; ``state`` is the state it would be in).
     """
 
     name: str
@@ -113,6 +134,10 @@ class BreakerSnapshot:
     total_slow: int
     last_error: str | None
     last_failure_at: float | None
+    total_successes: int = 0
+    call_duration_sum: float = 0.0
+    call_duration_count: int = 0
+    shadow: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (the state as its string value)."""
@@ -137,16 +162,41 @@ def _split(
     return types, preds
 
 
-def _count_value(counter: itertools.count[int]) -> int:
-    """The next value an ``itertools.count`` would return, i.e. how often it was advanced."""
-    return int(repr(counter)[6:-1])
-
-
 def _describe(exc: BaseException | None, secrets: tuple[str, ...] = ()) -> str | None:
     if exc is None:
         return None
     text = str(exc)
     return redact(f"{type(exc).__name__}: {text}" if text else type(exc).__name__, *secrets)
+
+
+def _wait_for_timed_out(task: asyncio.Task[Any]) -> bool | None:
+    """Python 3.11: was ``task`` cancelled by an ``asyncio.wait_for`` that timed out?
+
+    3.11's ``wait_for`` runs a coroutine in an inner task and, when its timer
+    fires, cancels that task and raises ``TimeoutError`` in the outer one. The
+    outer task is suspended in ``wait_for`` (in ``_cancel_and_wait``) by the
+    time the inner one sees its ``CancelledError``: its frame holds the inner
+    task as ``fut`` and its timer's future as ``waiter``, which the timer
+    resolved (a timeout) or the outer task's own cancellation cancelled.
+    ``None``: no ``wait_for`` awaits ``task``.
+    """
+    code = asyncio.tasks.wait_for.__code__
+    for other in asyncio.all_tasks(task.get_loop()):
+        coro: Any = other.get_coro()
+        while coro is not None:
+            frame = getattr(coro, "cr_frame", None)
+            if frame is None:
+                break
+            if frame.f_code is code:
+                local = frame.f_locals
+                if local.get("fut") is task:
+                    waiter = local.get("waiter")
+                    if waiter is None:  # wait_for(..., timeout <= 0): timed out at once
+                        return True
+                    return bool(waiter.done() and not waiter.cancelled())
+                break
+            coro = getattr(coro, "cr_await", None)
+    return None
 
 
 class _Guarded(functools.partial[Any]):
@@ -177,21 +227,25 @@ class CircuitBreaker:
     <State.HALF_OPEN: 'half_open'>
 
     Use it with :meth:`call` / :meth:`acall`, as a decorator (sync or async
-    functions), or as a context manager (``with cb:`` / ``async with cb:``).
-    ``fallback`` (sync, or async for async calls) receives the exception and
-    its return value is returned instead, when a call is rejected or fails
-    with a recorded error.
+    functions, generators and async generators), or as a context manager
+    (``with cb:`` / ``async with cb:``). ``fallback`` (sync, or async for
+    async calls) receives the exception and its return value is returned
+    instead, when a call is rejected or fails with a recorded error.
     """
 
     __slots__ = (
         "__weakref__",
         "_armed",
         "_call_listeners",
+        "_call_timeout",
         "_clock",
         "_config",
         "_count_window",
         "_ctx",
         "_dispatch_lock",
+        "_dur_count",
+        "_dur_sum",
+        "_durations",
         "_failure_result",
         "_fallback",
         "_fast",
@@ -199,9 +253,12 @@ class CircuitBreaker:
         "_frozen",
         "_gen",
         "_ho_calls",
+        "_ho_done",
+        "_ho_failed",
         "_ho_in_flight",
+        "_ho_rate",
         "_ho_since",
-        "_ho_successes",
+        "_ho_slow",
         "_ho_wait",
         "_ign_preds",
         "_ign_types",
@@ -215,20 +272,22 @@ class CircuitBreaker:
         "_open_for_mult",
         "_open_until",
         "_opened_at",
-        "_outcomes",
         "_pending",
         "_rate",
         "_rec_preds",
         "_rec_types",
         "_reject",
         "_rejections",
+        "_retired",
         "_retry_after",
         "_secrets",
+        "_shadow",
         "_slow_rate",
         "_slow_s",
-        "_slows",
         "_state",
         "_state_listeners",
+        "_succ",
+        "_succ_base",
         "_totals",
         "_trip_after",
         "_trip_keep",
@@ -258,7 +317,6 @@ class CircuitBreaker:
         if fallback is not None and not callable(fallback):
             raise TypeError("CircuitBreaker fallback must be a callable taking the exception")
         self._name = name
-        self._config = config
         self._clock: Clock = clock if clock is not None else monotonic
         self._fallback = fallback
         self._secrets: tuple[str, ...] = ()
@@ -270,8 +328,52 @@ class CircuitBreaker:
         self._ctx: contextvars.ContextVar[tuple[tuple[int | None, float], ...]] = (
             contextvars.ContextVar(f"brownout-{name}", default=())
         )
+        self._compile(config)
+        self._window: CountWindow | TimeWindow = self._new_window(config)
 
-        # compiled configuration
+        # dynamic state (guarded by _lock)
+        self._frozen = kill_switch_active()
+        self._shadow = config.shadow
+        self._state = _DISABLED if self._frozen else _CLOSED
+        self._gen = 0
+        # Rates cannot rise on a success, except while the window is still filling
+        # up to ``minimum_calls``: after a failure below that, successes are checked
+        # too (on the locked path) until the window holds enough calls.
+        self._armed = False
+        # The success counter of the current CLOSED period (the window's), read by the
+        # fast path when it admits a call; retired ones stay readable for lifetime totals.
+        self._succ = self._window.successes
+        self._retired: deque[itertools.count[int]] = deque()
+        self._succ_base = 0
+        self._fast = self._state is _CLOSED and self._fast_capable
+        # Rejections without the lock (OPEN or FORCED_OPEN, no fallback, no call
+        # listener, no shadow mode): (open until, name, state, timed) in one tuple, so
+        # readers see a consistent snapshot and the hot path reads one attribute.
+        self._reject: tuple[float, str, State, bool] | None = None
+        self._opened_at: float | None = None
+        self._open_until = 0.0
+        self._trips = 0
+        self._trips_in_row = 0
+        self._ho_since = 0.0
+        self._ho_in_flight = 0
+        self._ho_done = 0
+        self._ho_failed = 0
+        self._ho_slow = 0
+        self._last_error: str | None = None
+        self._last_failure_at: float | None = None
+        # failures, ignored, slow, successes outside the window's counter (under the lock);
+        # rejections are lock-free
+        self._totals = [0, 0, 0, 0]
+        self._rejections = itertools.count()
+        # durations of timed calls: appended without the lock (list.append is atomic),
+        # summed into _dur_sum/_dur_count under the lock now and then
+        self._durations: list[float] = []
+        self._dur_sum = 0.0
+        self._dur_count = 0
+
+    def _compile(self, config: BreakerConfig) -> None:
+        """Set the attributes the hot paths read from ``config`` (lock held, or in __init__)."""
+        self._config = config
         self._rec_types, self._rec_preds = _split(tuple(config.record))
         self._ign_types, self._ign_preds = _split(tuple(config.ignore))
         self._failure_result = config.failure_result
@@ -291,58 +393,30 @@ class CircuitBreaker:
         self._open_for_mult = float(config.open_for_multiplier)
         self._open_for_max = config.effective_open_for_max
         self._ho_calls = config.half_open_calls
+        self._ho_rate = config.half_open_policy == "rate"
         self._ho_wait = (
             to_seconds(config.half_open_max_wait)
             if config.half_open_max_wait is not None
             else math.inf
         )
-        self._window: CountWindow | TimeWindow
-        if config.window_duration is None:
-            window = CountWindow(config.window_size, self._trip_keep)
-            self._window = window
-            self._outcomes = window.outcomes
-            self._slows = window.slows
-            self._count_window = True
-        else:
-            self._window = TimeWindow(
-                to_seconds(config.window_duration),
-                to_seconds(config.window_bucket),
-                self._trip_keep,
-            )
-            self._outcomes = deque()  # unused: time windows are only touched under the lock
-            self._slows = deque()
-            self._count_window = False
+        self._call_timeout = (
+            to_seconds(config.call_timeout) if config.call_timeout is not None else None
+        )
+        self._count_window = config.window_duration is None
         # The lock-free success path needs nothing but "it returned": no duration, no
-        # result check, no listener; it is re-evaluated on every transition.
+        # result check, no timeout, no listener; it is re-evaluated on every transition.
         self._fast_capable = (
-            self._count_window and self._slow_s == math.inf and self._failure_result is None
+            self._count_window
+            and self._slow_s == math.inf
+            and self._failure_result is None
+            and self._call_timeout is None
         )
 
-        # dynamic state (guarded by _lock)
-        self._frozen = kill_switch_active()
-        self._state = _DISABLED if self._frozen else _CLOSED
-        self._gen = 0
-        # Rates cannot rise on a success, except while the window is still filling
-        # up to ``minimum_calls``: after a failure below that, successes are checked
-        # too (on the locked path) until the window holds enough calls.
-        self._armed = False
-        self._fast = self._state is _CLOSED and self._fast_capable
-        # Rejections without the lock (OPEN or FORCED_OPEN, no fallback, no call
-        # listener): (open until, name, state, timed) in one tuple, so readers see a
-        # consistent snapshot and the hot path reads one attribute.
-        self._reject: tuple[float, str, State, bool] | None = None
-        self._opened_at: float | None = None
-        self._open_until = 0.0
-        self._trips = 0
-        self._trips_in_row = 0
-        self._ho_since = 0.0
-        self._ho_in_flight = 0
-        self._ho_successes = 0
-        self._last_error: str | None = None
-        self._last_failure_at: float | None = None
-        # failures, ignored, slow (under the lock); rejections are lock-free
-        self._totals = [0, 0, 0]
-        self._rejections = itertools.count()
+    @staticmethod
+    def _new_window(config: BreakerConfig) -> CountWindow | TimeWindow:
+        if config.window_duration is None:
+            return CountWindow(config.window_size)
+        return TimeWindow(to_seconds(config.window_duration), to_seconds(config.window_bucket))
 
     # ------------------------------------------------------------------ views
 
@@ -357,6 +431,11 @@ class CircuitBreaker:
     @property
     def clock(self) -> Clock:
         return self._clock
+
+    @property
+    def shadow(self) -> bool:
+        """True in shadow mode: the breaker records and transitions but never rejects."""
+        return self._shadow
 
     @property
     def state(self) -> State:
@@ -375,6 +454,7 @@ class CircuitBreaker:
         now = self._clock()
         with self._lock:
             self._advance_locked(now)
+            self._fold_durations_locked()
             calls, failures, slow = self._window.totals(now)
             state = self._state
             t = self._totals
@@ -386,9 +466,7 @@ class CircuitBreaker:
                 slow_calls=slow,
                 failure_rate=failures / calls if calls else None,
                 slow_rate=slow / calls if calls else None,
-                consecutive_failures=self._window.trailing_failures(
-                    self._trip_keep or self._config.window_size
-                ),
+                consecutive_failures=self._window.trailing_failures(),
                 opened_at=self._opened_at,
                 open_for=(self._open_until - self._opened_at)
                 if self._opened_at is not None and state is _OPEN
@@ -398,13 +476,34 @@ class CircuitBreaker:
                 trips=self._trips,
                 total_failures=t[0],
                 total_ignored=t[1],
-                total_rejected=_count_value(self._rejections),
+                total_rejected=count_value(self._rejections),
                 total_slow=t[2],
                 last_error=self._last_error,
                 last_failure_at=self._last_failure_at,
+                total_successes=self._total_successes_locked(),
+                call_duration_sum=self._dur_sum,
+                call_duration_count=self._dur_count,
+                shadow=self._shadow,
             )
         self._drain()
         return snap
+
+    def _total_successes_locked(self) -> int:
+        return (
+            self._succ_base
+            + self._totals[3]
+            + count_value(self._succ)
+            + sum(count_value(c) for c in self._retired)
+        )
+
+    def _fold_durations_locked(self) -> None:
+        durations = self._durations
+        n = len(durations)
+        if n:
+            # slice and del are each atomic: appends made meanwhile stay for the next fold
+            self._dur_sum += math.fsum(durations[:n])
+            del durations[:n]
+            self._dur_count += n
 
     def add_secrets(self, *secrets: str | None) -> None:
         """Strings (passwords, API keys) to remove from the errors this breaker keeps and logs.
@@ -480,17 +579,20 @@ class CircuitBreaker:
 
         Raises :class:`BreakerOpen` (or returns the fallback's value) when
         rejected; re-raises whatever ``fn`` raised (or returns the fallback's
-        value for recorded failures).
+        value for recorded failures). A sync call cannot be bounded in time
+        (``call_timeout`` applies to async calls only): give the client its own
+        timeout.
         """
         if self._fast:
             gen = self._gen
+            succ = self._succ
             try:
                 result = fn(*args, **kwargs)
             except Exception as exc:
-                if self._on_error(gen, exc, 0.0) and self._fallback is not None:
+                if self._on_error(gen, exc, _UNTIMED) and self._fallback is not None:
                     return self._fallback(exc)  # type: ignore[no-any-return]
                 raise
-            self._outcomes.append(0)
+            next(succ)
             return result
         reject = self._reject
         if reject is not None:  # (open until, name, state, timed): one atomic snapshot
@@ -504,6 +606,8 @@ class CircuitBreaker:
             if self._fallback is None:
                 raise
             return self._fallback(exc)  # type: ignore[no-any-return]
+        if token is None:  # DISABLED: straight through, nothing counted
+            return fn(*args, **kwargs)
         clock = self._clock
         start = clock()
         try:
@@ -512,8 +616,8 @@ class CircuitBreaker:
             if self._on_error(token, exc, clock() - start) and self._fallback is not None:
                 return self._fallback(exc)  # type: ignore[no-any-return]
             raise
-        except BaseException as exc:  # cancelled, interrupted: counts as nothing
-            self._release(token, exc, clock() - start)
+        except BaseException as exc:  # interrupted: counts as nothing
+            self._on_interrupt(token, exc, clock() - start)
             raise
         end = clock()
         if self._failure_result is not None and self._failure_result(result):
@@ -536,31 +640,41 @@ class CircuitBreaker:
         stack = self._ctx.get()
         token, start = stack[-1]
         self._ctx.set(stack[:-1])
+        if token is None:
+            return
         end = self._clock()
         if exc is None:
             self._on_success(token, end - start, end)
         elif isinstance(exc, Exception):
             self._on_error(token, exc, end - start)
         else:
-            self._release(token, exc, end - start)
+            self._on_interrupt(token, exc, end - start)
 
     # ----------------------------------------------------------- async shells
 
     async def acall(self, fn: Callable[P, Awaitable[R]], /, *args: P.args, **kwargs: P.kwargs) -> R:
         """Await ``fn(*args, **kwargs)`` through the breaker (see :meth:`call`).
 
-        A call cancelled while running (``asyncio.CancelledError``) counts as
-        nothing and gives its half-open permit back.
+        With ``call_timeout`` set, the call is bounded by ``asyncio.timeout``
+        and raises (and records) ``TimeoutError`` when it runs out. A call
+        ended by the caller's own timeout (``asyncio.timeout``,
+        ``asyncio.wait_for``) counts as a failure with a ``TimeoutError``; a
+        call cancelled for any other reason counts as nothing and gives its
+        half-open permit back (see ``docs/breaker.md`` for what is detected).
         """
         if self._fast:
             gen = self._gen
+            succ = self._succ
             try:
                 result = await fn(*args, **kwargs)
             except Exception as exc:
-                if self._on_error(gen, exc, 0.0) and self._fallback is not None:
+                if self._on_error(gen, exc, _UNTIMED) and self._fallback is not None:
                     return await self._afallback(exc)  # type: ignore[no-any-return]
                 raise
-            self._outcomes.append(0)
+            except asyncio.CancelledError as exc:
+                self._on_interrupt(gen, exc, _UNTIMED)
+                raise
+            next(succ)
             return result
         reject = self._reject
         if reject is not None:  # (open until, name, state, timed): one atomic snapshot
@@ -574,16 +688,21 @@ class CircuitBreaker:
             if self._fallback is None:
                 raise
             return await self._afallback(exc)  # type: ignore[no-any-return]
+        if token is None:  # DISABLED: straight through, nothing counted
+            return await fn(*args, **kwargs)
         clock = self._clock
         start = clock()
         try:
-            result = await fn(*args, **kwargs)
+            if self._call_timeout is None:
+                result = await fn(*args, **kwargs)
+            else:
+                result = await self._bounded(self._call_timeout, fn(*args, **kwargs))
         except Exception as exc:
             if self._on_error(token, exc, clock() - start) and self._fallback is not None:
                 return await self._afallback(exc)  # type: ignore[no-any-return]
             raise
-        except BaseException as exc:  # cancelled, interrupted: counts as nothing
-            self._release(token, exc, clock() - start)
+        except BaseException as exc:  # cancelled, interrupted: see _on_interrupt
+            self._on_interrupt(token, exc, clock() - start)
             raise
         end = clock()
         if self._failure_result is not None and self._failure_result(result):
@@ -591,6 +710,19 @@ class CircuitBreaker:
         else:
             self._on_success(token, end - start, end)
         return result
+
+    async def _bounded(self, seconds: float, aw: Awaitable[R]) -> R:
+        """Await ``aw`` within ``seconds`` (``call_timeout``); TimeoutError names the breaker."""
+        limit = asyncio.timeout(seconds)
+        try:
+            async with limit:
+                return await aw
+        except TimeoutError as exc:
+            if not limit.expired():
+                raise  # the awaitable's own TimeoutError
+            raise TimeoutError(
+                f"call through breaker {self._name!r} took longer than call_timeout={seconds:g} s"
+            ) from exc
 
     async def _afallback(self, exc: BaseException) -> Any:
         assert self._fallback is not None
@@ -621,22 +753,127 @@ class CircuitBreaker:
     def __call__(self, fn: Callable[P, R]) -> Callable[P, R]: ...
 
     def __call__(self, fn: Callable[P, Any]) -> Callable[P, Any]:
-        """Decorate a sync or async function so every call goes through the breaker.
+        """Decorate a function so every call goes through the breaker.
 
-        The wrapper is a ``functools.partial`` of :meth:`call` / :meth:`acall`
-        (argument forwarding in C, no extra Python frame) that also binds as a
-        method when used on one.
+        For sync and async functions the wrapper is a ``functools.partial`` of
+        :meth:`call` / :meth:`acall` (argument forwarding in C, no extra Python
+        frame) that also binds as a method when used on one. For generator and
+        async generator functions the wrapper guards the iteration: one
+        admission per generator, taken at its first ``next()`` (``BreakerOpen``
+        is raised there); an error raised while iterating is classified like
+        any other; a generator closed early counts as a success. The fallback
+        is not used for generators.
         """
         if not callable(fn):
             raise TypeError(f"{self!r} decorates callables, got {fn!r}")
+        if inspect.isasyncgenfunction(fn):
+            agen_fn = fn
+
+            def aguarded(*args: Any, **kwargs: Any) -> AsyncGenerator[Any, Any]:
+                return self._aiterate(agen_fn(*args, **kwargs))
+
+            return functools.update_wrapper(aguarded, fn)
+        if inspect.isgeneratorfunction(fn):
+            gen_fn = fn
+
+            def guarded(*args: Any, **kwargs: Any) -> Generator[Any, Any, Any]:
+                return self._iterate(gen_fn(*args, **kwargs))
+
+            return functools.update_wrapper(guarded, fn)
         runner = self.acall if inspect.iscoroutinefunction(fn) else self.call
         return functools.update_wrapper(_Guarded(runner, fn), fn)
 
+    def _iterate(self, gen: Generator[Any, Any, R]) -> Generator[Any, Any, R]:
+        """Iterate ``gen`` as one guarded call (see :meth:`__call__`)."""
+        token = self._gen if self._state is _CLOSED else self._acquire()
+        clock = self._clock
+        start = clock()
+        try:
+            result = yield from gen
+        except GeneratorExit:  # closed early: what it produced, it produced
+            end = clock()
+            self._on_success(token, end - start, end)
+            raise
+        except Exception as exc:
+            self._on_error(token, exc, clock() - start)
+            raise
+        except BaseException as exc:
+            self._on_interrupt(token, exc, clock() - start)
+            raise
+        end = clock()
+        self._on_success(token, end - start, end)
+        return result
+
+    async def _aiterate(self, agen: AsyncGenerator[Any, Any]) -> AsyncGenerator[Any, Any]:
+        """Iterate ``agen`` as one guarded call, forwarding asend/athrow/aclose."""
+        token = self._gen if self._state is _CLOSED else self._acquire()
+        clock = self._clock
+        start = clock()
+        try:
+            value = await agen.__anext__()
+            while True:
+                try:
+                    sent = yield value
+                except GeneratorExit:
+                    await agen.aclose()
+                    raise
+                except BaseException as thrown:  # athrow() into us: pass it on
+                    value = await agen.athrow(thrown)
+                else:
+                    value = await agen.asend(sent)
+        except StopAsyncIteration:
+            pass
+        except GeneratorExit:  # closed early: what it produced, it produced
+            end = clock()
+            self._on_success(token, end - start, end)
+            raise
+        except Exception as exc:
+            self._on_error(token, exc, clock() - start)
+            raise
+        except BaseException as exc:
+            self._on_interrupt(token, exc, clock() - start)
+            raise
+        end = clock()
+        self._on_success(token, end - start, end)
+
     # --------------------------------------------------------- manual control
 
-    def force_open(self, reason: str = "forced open by operator") -> None:
-        """Reject every call until :meth:`reset` (state ``FORCED_OPEN``)."""
-        self._manual(_FORCED_OPEN, reason)
+    def force_open(
+        self, reason: str = "forced open by operator", duration: float | None = None
+    ) -> None:
+        """Reject every call until :meth:`reset` (state ``FORCED_OPEN``).
+
+        With ``duration`` (seconds, or a ``timedelta``) the breaker goes
+        ``OPEN`` for that long instead and then half-opens as after a trip
+        (resilience4j's ``transitionToOpenStateFor``); not counted as a trip.
+        """
+        if duration is None:
+            self._manual(_FORCED_OPEN, reason)
+            return
+        try:
+            seconds = to_seconds(duration)
+        except TypeError:
+            raise TypeError(
+                f"force_open duration must be seconds (float) or a timedelta, got {duration!r}"
+            ) from None
+        if not math.isfinite(seconds) or seconds <= 0:
+            raise ValueError(f"force_open duration must be > 0 seconds, got {seconds}")
+        if self._refused("open"):
+            return
+        now = self._clock()
+        with self._lock:
+            self._trips_in_row = 0
+            self._opened_at = now
+            self._open_until = now + seconds
+            reason = f"{reason} (for {seconds:g} s)"
+            if self._state is _OPEN:  # a new deadline for the same break
+                self._refresh_fast_locked()
+                self._pending.append(
+                    (_OPEN, _OPEN, reason, "manual", now, seconds, self._last_error)
+                )
+            else:
+                self._transition_locked(_OPEN, "manual", reason, now, seconds)
+        self._drain()
 
     def disable(self, reason: str = "disabled by operator") -> None:
         """Let every call through uncounted until :meth:`reset` (state ``DISABLED``)."""
@@ -659,13 +896,91 @@ class CircuitBreaker:
         self._drain()
         return moved
 
-    def _manual(self, to: State, reason: str) -> None:
+    def set_shadow(self, enabled: bool) -> None:
+        """Switch shadow mode on or off (resilience4j's ``METRICS_ONLY``).
+
+        In shadow mode the breaker counts and transitions as usual (publishing
+        every transition it makes) but never rejects a call: a call it would
+        reject runs, is counted in ``total_rejected`` and in the lifetime
+        totals, and stays out of the window. For rolling a breaker out on a
+        live dependency. Logged; not a transition.
+        """
+        if not isinstance(enabled, bool):
+            raise TypeError(f"set_shadow takes a bool, got {enabled!r}")
+        with self._lock:
+            changed = self._shadow is not enabled
+            self._shadow = enabled
+            self._refresh_fast_locked()
+        if changed:
+            logger.warning(
+                "breaker %r: shadow mode %s",
+                self._name,
+                "on: records, never rejects" if enabled else "off: rejects again",
+                extra={"breaker": self._name},
+            )
+
+    def reconfigure(self, config: BreakerConfig, reason: str = "reconfigured") -> None:
+        """Apply a new configuration now, keeping the state and what is counted.
+
+        The state, the current break, the half-open period and the lifetime
+        totals are kept. A count window keeps its calls when only its size
+        changes (a smaller one keeps the newest); a change of window kind,
+        duration or bucket starts an empty window. New thresholds apply from
+        the next outcome (they do not trip the breaker by themselves), a new
+        break length from the next break. ``config.shadow`` is applied.
+        Published as a :class:`StateChange` from the current state to itself
+        with trigger ``"reconfigured"``.
+        """
+        if not isinstance(config, BreakerConfig):
+            raise TypeError(f"reconfigure takes a BreakerConfig, got {type(config).__name__}")
+        now = self._clock()
+        with self._lock:
+            self._advance_locked(now)
+            old = self._config
+            changed = [
+                f"{name} {getattr(old, name)!r} -> {getattr(config, name)!r}"
+                for name in old.__dataclass_fields__
+                if getattr(old, name) != getattr(config, name)
+            ]
+            self._compile(config)
+            window = self._window
+            if (
+                isinstance(window, CountWindow)
+                and config.window_duration is None
+                and window.size != config.window_size
+            ):
+                window.resize(config.window_size)
+            elif isinstance(window, TimeWindow) != (config.window_duration is not None) or (
+                isinstance(window, TimeWindow)
+                and (
+                    window.duration != to_seconds(config.window_duration or 0)
+                    or window.bucket != to_seconds(config.window_bucket)
+                )
+            ):
+                self._window = self._new_window(config)
+                self._new_period_locked()
+            self._shadow = config.shadow
+            # re-check the rates on the next outcome, success or not, with the new minimum
+            self._armed = self._rate is not None or self._slow_rate is not None
+            self._refresh_fast_locked()
+            if self._state is _HALF_OPEN and self._ho_done >= self._ho_calls:
+                self._decide_half_open_locked(now, None)
+            state = self._state
+            text = f"{reason}: {'; '.join(changed) if changed else 'no change'}"
+            self._pending.append((state, state, text, "reconfigured", now, None, self._last_error))
+        self._drain()
+
+    def _refused(self, what: str) -> bool:
         if self._frozen:
             logger.warning(
                 "breaker %r: %s refused: BROWNOUT_DISABLED is set, the breaker stays disabled",
                 self._name,
-                to.value,
+                what,
             )
+        return self._frozen
+
+    def _manual(self, to: State, reason: str) -> None:
+        if self._refused(to.value):
             return
         now = self._clock()
         with self._lock:
@@ -673,6 +988,7 @@ class CircuitBreaker:
                 self._transition_locked(to, "manual", reason, now)
             elif to is _CLOSED:
                 self._window.clear()
+                self._new_period_locked()
                 self._armed = False
                 self._refresh_fast_locked()
         self._drain()
@@ -689,10 +1005,12 @@ class CircuitBreaker:
                 return self._gen
             if state is _DISABLED:
                 return None
-            if state is _HALF_OPEN and self._ho_in_flight + self._ho_successes < self._ho_calls:
+            if state is _HALF_OPEN and self._ho_in_flight + self._ho_done < self._ho_calls:
                 self._ho_in_flight += 1
                 return ~self._gen
             next(self._rejections)
+            if self._shadow:  # would be rejected: runs, counted as a would-be rejection
+                return _SHADOW
             retry_after = max(0.0, self._open_until - now) if state is _OPEN else None
         if self._pending:
             self._drain()
@@ -718,7 +1036,10 @@ class CircuitBreaker:
             )
 
     def _on_success(self, token: int | None, duration: float, now: float) -> None:
+        if token is None:  # DISABLED: counts nothing
+            return
         slow = duration >= self._slow_s
+        succ = self._succ  # read before the generation check: see the module docstring
         if (
             not slow
             and token == self._gen
@@ -727,11 +1048,16 @@ class CircuitBreaker:
             and not self._armed
         ):
             # lock-free, as on the fast path (see the module docstring)
-            self._outcomes.append(0)
-            if self._slow_s != math.inf:
-                self._slows.append(0)
+            if duration >= 0:
+                self._durations.append(duration)
+            if next(succ) & _FOLD_MASK == _FOLD_MASK:
+                with self._lock:
+                    self._fold_durations_locked()
         else:
             with self._lock:
+                if duration >= 0:
+                    self._dur_sum += duration
+                    self._dur_count += 1
                 if slow:
                     self._totals[2] += 1
                 if token == self._gen and self._state is _CLOSED:
@@ -742,24 +1068,10 @@ class CircuitBreaker:
                         or not self._count_window
                     ):
                         self._check_rates_locked(now, None)
-                elif token is not None and token < 0 and ~token == self._gen:
-                    self._ho_in_flight -= 1
-                    if slow and self._slow_rate is not None:
-                        self._trip_locked(
-                            "probe_failed",
-                            f"half-open probe was slow ({duration:.3g} s >= {self._slow_s:.3g} s)",
-                            now,
-                            None,
-                        )
-                    else:
-                        self._ho_successes += 1
-                        if self._ho_successes >= self._ho_calls:
-                            self._transition_locked(
-                                _CLOSED,
-                                "probes_succeeded",
-                                f"{self._ho_calls} half-open probe(s) succeeded",
-                                now,
-                            )
+                else:
+                    self._totals[3] += 1
+                    if token < 0 and ~token == self._gen:
+                        self._probe_done_locked(False, slow, None, duration, now, None)
             if self._pending:
                 self._drain()
         if self._call_listeners:
@@ -767,6 +1079,8 @@ class CircuitBreaker:
 
     def _on_error(self, token: int | None, exc: Exception, duration: float) -> bool:
         """Classify and count an error; True if it was recorded as a failure."""
+        if token is None:  # DISABLED: counts nothing, and the error passes through
+            return False
         if _match(exc, self._ign_types, self._ign_preds):
             self._release(token, exc, duration)
             return False
@@ -779,6 +1093,8 @@ class CircuitBreaker:
     def _on_failure(
         self, token: int | None, exc: BaseException | None, duration: float, now: float
     ) -> None:
+        if token is None:  # DISABLED: counts nothing
+            return
         slow = duration >= self._slow_s
         described = (
             _describe(exc, self._secrets) if exc is not None else "returned a failure result"
@@ -793,11 +1109,14 @@ class CircuitBreaker:
             self._totals[0] += 1
             if slow:
                 self._totals[2] += 1
+            if duration >= 0:
+                self._dur_sum += duration
+                self._dur_count += 1
             self._last_error = described
             self._last_failure_at = now
             if token == self._gen and self._state is _CLOSED:
                 self._window.record(now, True, slow)
-                run = self._window.trailing_failures(self._trip_keep) if self._trip_keep else 0
+                run = self._window.trailing_failures()
                 if run >= self._trip_after:
                     self._trip_locked(
                         "consecutive_failures",
@@ -807,27 +1126,155 @@ class CircuitBreaker:
                     )
                 else:
                     self._check_rates_locked(now, hint)
-            elif token is not None and token < 0 and ~token == self._gen:
-                self._ho_in_flight -= 1
-                self._trip_locked("probe_failed", f"half-open probe failed: {described}", now, hint)
+            elif token < 0 and ~token == self._gen:
+                self._probe_done_locked(True, slow, described, duration, now, hint)
         if self._pending:
             self._drain()
         if self._call_listeners:
             self._publish_call(CallEvent(self._name, Outcome.FAILURE, duration, slow, exc))
 
+    def _on_interrupt(self, token: int | None, exc: BaseException, duration: float) -> None:
+        """A call ended by a BaseException that is not an Exception.
+
+        A cancellation that comes from the caller's own timeout counts as a
+        ``TimeoutError`` failure; anything else (a cancellation for another
+        reason, ``KeyboardInterrupt``, ``GeneratorExit``) counts as nothing and
+        gives a half-open permit back. Telling the two apart may have to wait
+        until the cancellation has reached the ``asyncio.timeout`` that sent it:
+        the decision is then taken in a loop callback, soon after.
+        """
+        if token is None:
+            return
+        task = None
+        if isinstance(exc, asyncio.CancelledError):
+            try:
+                task = asyncio.current_task()
+            except RuntimeError:  # no running loop
+                task = None
+        if task is None:
+            self._release(token, exc, duration)
+            return
+        if _WAIT_FOR_HAS_INNER_TASK:
+            timed_out = _wait_for_timed_out(task)
+            if timed_out is not None:
+                if timed_out:
+                    self._timed_out(token, duration, "asyncio.wait_for")
+                else:
+                    self._release(token, exc, duration)
+                return
+        cancelling = task.cancelling()
+        if not cancelling:  # raised, not sent by task.cancel(): no timeout sent it
+            self._release(token, exc, duration)
+            return
+        task.get_loop().call_soon(self._decide_cancel, task, cancelling, token, exc, duration, 0)
+
+    def _decide_cancel(
+        self,
+        task: asyncio.Task[Any],
+        cancelling: int,
+        token: int,
+        exc: BaseException,
+        duration: float,
+        polls: int,
+    ) -> None:
+        """Was the cancellation consumed by ``uncancel()`` (a timeout) or did it go on?"""
+        if task.cancelling() < cancelling:
+            # asyncio.timeout (and 3.12+'s wait_for) uncancel() the cancellation they sent
+            # and raise TimeoutError instead
+            self._timed_out(token, duration, "asyncio.timeout")
+        elif task.done():
+            self._release(token, exc, duration)
+        elif polls < _CANCEL_POLLS:
+            task.get_loop().call_soon(
+                self._decide_cancel, task, cancelling, token, exc, duration, polls + 1
+            )
+        else:  # the cancellation is still on its way (cleanup awaiting): decide at the end
+            task.add_done_callback(
+                lambda t: self._decide_cancel(t, cancelling, token, exc, duration, _CANCEL_POLLS)
+            )
+
+    def _timed_out(self, token: int, duration: float, by: str) -> None:
+        took = f" after {duration:.3g} s" if duration >= 0 else ""
+        error = TimeoutError(f"cancelled by the caller's {by}{took}")
+        try:
+            self._on_error(token, error, duration)
+        except Exception:  # pragma: no cover - a predicate raised, from a loop callback
+            logger.exception("breaker %r: counting a timed-out call failed", self._name)
+
     def _release(
         self, token: int | None, exc: BaseException | None = None, duration: float = 0.0
     ) -> None:
         """The call counts as nothing (ignored error, cancellation): give its permit back."""
+        if token is None:
+            return
         with self._lock:
             self._totals[1] += 1
-            if token is not None and token < 0 and ~token == self._gen:
+            if token < 0 and ~token == self._gen:
                 self._ho_in_flight -= 1
         if self._call_listeners:
-            self._publish_call(CallEvent(self._name, Outcome.IGNORED, duration, False, exc))
+            self._publish_call(
+                CallEvent(self._name, Outcome.IGNORED, max(duration, 0.0), False, exc)
+            )
+
+    def _probe_done_locked(
+        self,
+        failed: bool,
+        slow: bool,
+        described: str | None,
+        duration: float,
+        now: float,
+        hint: float | None,
+    ) -> None:
+        """A half-open probe finished (lock held): reopen, close, or wait for the others."""
+        self._ho_in_flight -= 1
+        self._ho_done += 1
+        self._ho_failed += failed
+        self._ho_slow += slow
+        by_rate = self._ho_rate
+        if failed and not (by_rate and self._rate is not None):
+            self._trip_locked("probe_failed", f"half-open probe failed: {described}", now, hint)
+        elif slow and self._slow_rate is not None and not by_rate:
+            self._trip_locked(
+                "probe_failed",
+                f"half-open probe was slow ({duration:.3g} s >= {self._slow_s:.3g} s)",
+                now,
+                None,
+            )
+        elif self._ho_done >= self._ho_calls:
+            self._decide_half_open_locked(now, hint)
+
+    def _decide_half_open_locked(self, now: float, hint: float | None) -> None:
+        done = self._ho_done
+        if self._ho_rate:
+            failure_rate, slow_rate = self._ho_failed / done, self._ho_slow / done
+            if self._rate is not None and failure_rate >= self._rate:
+                self._trip_locked(
+                    "probe_failed",
+                    f"half-open failure rate {failure_rate:.2f} >= {self._rate:.2f} "
+                    f"over {done} probes",
+                    now,
+                    hint,
+                )
+                return
+            if self._slow_rate is not None and slow_rate >= self._slow_rate:
+                self._trip_locked(
+                    "probe_failed",
+                    f"half-open slow-call rate {slow_rate:.2f} >= {self._slow_rate:.2f} "
+                    f"over {done} probes",
+                    now,
+                    None,
+                )
+                return
+            reason = f"{done} half-open probe(s): failure rate {failure_rate:.2f}"
+        else:
+            reason = f"{done} half-open probe(s) succeeded"
+        self._transition_locked(_CLOSED, "probes_succeeded", reason, now)
 
     def _check_rates_locked(self, now: float, hint: float | None) -> None:
         if self._rate is None and self._slow_rate is None:
+            if self._armed:
+                self._armed = False
+                self._refresh_fast_locked()
             return
         calls, failures, slow = self._window.totals(now)
         armed = calls < self._min_calls
@@ -878,23 +1325,43 @@ class CircuitBreaker:
         if to is _HALF_OPEN:
             self._ho_since = now
             self._ho_in_flight = 0
-            self._ho_successes = 0
+            self._ho_done = self._ho_failed = self._ho_slow = 0
         elif to is _CLOSED:
             self._window.clear()
+            self._new_period_locked()
             self._armed = False
             self._trips_in_row = 0
             self._opened_at = None
         elif to is not _OPEN:
             self._trips_in_row = 0
         self._refresh_fast_locked()
+        if self._shadow and to in (_OPEN, _FORCED_OPEN):
+            reason = f"{reason} [shadow mode: not rejecting]"
         self._pending.append((frm, to, reason, trigger, now, open_for, self._last_error))
+
+    def _new_period_locked(self) -> None:
+        """The window was cleared or replaced: follow its new success counter (lock held).
+
+        The old counter is retired, not forgotten: calls admitted before may still
+        succeed and advance it (they count over the lifetime, not in the window). The
+        last few stay readable; an older one is summed up for good.
+        """
+        self._fold_durations_locked()
+        old, new = self._succ, self._window.successes
+        if old is new:
+            return
+        retired = self._retired
+        retired.append(old)
+        if len(retired) > _RETIRED:
+            self._succ_base += count_value(retired.popleft())
+        self._succ = new
 
     def _refresh_fast_locked(self) -> None:
         state = self._state
         self._fast = (
             state is _CLOSED and self._fast_capable and not self._call_listeners and not self._armed
         )
-        if state is _OPEN or state is _FORCED_OPEN:
+        if (state is _OPEN or state is _FORCED_OPEN) and not self._shadow:
             until = self._open_until if state is _OPEN else math.inf
             ok = self._fallback is None and not self._call_listeners
             self._reject = (until, self._name, state, state is _OPEN) if ok else None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeAlias
+from typing import Any, Literal, TypeAlias
 
 from brownout._clock import Duration, to_seconds
 
@@ -62,8 +62,14 @@ class BreakerConfig:
     #: Upper bound of the growing break, and of a break taken from a ``Retry-After``
     #: (``None``: the larger of ``open_for`` and 600 s).
     open_for_max: Duration | None = None
-    #: How many probes half-open lets through at once; all must succeed to close.
+    #: How many probes half-open lets through at once; all must succeed to close
+    #: (``half_open_policy="all"``).
     half_open_calls: int = 1
+    #: How half-open decides: ``"all"`` (every probe must succeed; the first failure
+    #: reopens) or ``"rate"`` (once all ``half_open_calls`` probes are done, reopen if
+    #: their failure rate reaches ``failure_rate`` or their slow rate ``slow_call_rate``;
+    #: a threshold that is ``None`` keeps the ``"all"`` rule for its kind).
+    half_open_policy: Literal["all", "rate"] = "all"
     #: Reopen if half-open has not finished its probes within this time (``None``: wait forever).
     half_open_max_wait: Duration | None = None
     #: Errors that count as failures (types or predicates). Others count as successes.
@@ -76,6 +82,12 @@ class BreakerConfig:
     retry_after: Callable[[BaseException], float | None] | None = field(
         default=retry_after_attribute
     )
+    #: Async calls (``acall``, decorated coroutine functions) are bounded by this
+    #: (``asyncio.timeout``); running out raises and records ``TimeoutError``. Sync calls
+    #: cannot be interrupted and are not bounded.
+    call_timeout: Duration | None = None
+    #: Shadow mode (resilience4j ``METRICS_ONLY``): count and transition, never reject.
+    shadow: bool = False
 
     def __post_init__(self) -> None:
         _check_count("consecutive_failures", self.consecutive_failures, allow_none=True)
@@ -122,7 +134,15 @@ class BreakerConfig:
                 f"got {to_seconds(self.open_for_max)} s"
             )
         _check_count("half_open_calls", self.half_open_calls)
+        if self.half_open_policy not in ("all", "rate"):
+            raise ValueError(
+                f"BreakerConfig.half_open_policy must be 'all' or 'rate', "
+                f"got {self.half_open_policy!r}"
+            )
         _check_duration("half_open_max_wait", self.half_open_max_wait, allow_none=True)
+        _check_duration("call_timeout", self.call_timeout, allow_none=True)
+        if not isinstance(self.shadow, bool):
+            raise TypeError(f"BreakerConfig.shadow must be a bool, got {self.shadow!r}")
         object.__setattr__(self, "record", _check_matchers("record", self.record))
         object.__setattr__(self, "ignore", _check_matchers("ignore", self.ignore))
         if self.failure_result is not None and not callable(self.failure_result):

@@ -28,6 +28,9 @@ TRANSITIONS: frozenset[tuple[State, State]] = frozenset(
         (State.OPEN, State.HALF_OPEN),  # the break is over (or a probe succeeded)
         (State.HALF_OPEN, State.CLOSED),  # every probe succeeded
         (State.HALF_OPEN, State.OPEN),  # a probe failed, or half-open waited too long
+        # a timed manual open (``force_open(duration=...)``) from the manual states
+        (State.FORCED_OPEN, State.OPEN),
+        (State.DISABLED, State.OPEN),
         # manual control, from anywhere to anywhere else
         *(
             (a, b)

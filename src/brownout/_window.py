@@ -1,90 +1,147 @@
 """Sliding windows of call outcomes: count-based and time-based (bucketed).
 
-The count window keeps outcomes in ``collections.deque`` objects with a
-``maxlen``: appending is a single C-level operation, atomic under the GIL,
-so the breaker records a successful call without taking its lock (the
-breaker's hot path). Everything that reads several values at once (totals,
-the run of trailing failures) first takes an atomic copy.
+The count window counts successes with an ``itertools.count``: ``next()`` on
+it is a single C-level operation, atomic under the GIL, so the breaker records
+a successful call without taking its lock (the breaker's hot path), and the
+same counter gives the breaker its lifetime count of successes for free.
+Failures and slow calls are recorded under the breaker's lock with their
+position in the sequence of calls (successes so far + failures so far), so
+"the last N calls" is still exact: a failure is in the window while its
+position is among the last ``size`` positions.
+
+``clear()`` does not empty a window in place: it starts a new success counter.
+A call admitted before the clear holds the old counter and advances it when it
+succeeds, so a stale success can never land in a later period (the breaker
+reads the counter again after every clear).
 
 The time window is a ring of ``ceil(duration / bucket)`` buckets, so its
 memory is O(buckets) whatever the call rate; it is only touched under the
 breaker's lock.
+
+Both keep the run of consecutive failures as a plain number (not bounded by
+the window), read by the breaker's ``consecutive_failures`` trip condition and
+its snapshot.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import deque
-from itertools import islice
-
-_SUCCESS = 0
-_FAILURE = 1
 
 
-def _trailing_ones(outcomes: deque[int], limit: int) -> int:
-    """How many of the last (up to ``limit``) outcomes are failures, counted from the end."""
-    run = 0
-    # copy() is one C call, atomic under the GIL; iterating the live deque is not: the
-    # lock-free fast path of another thread may append between reversed() and list()
-    for value in islice(reversed(outcomes.copy()), limit):
-        if value != _FAILURE:
-            break
-        run += 1
-    return run
+def count_value(counter: itertools.count[int]) -> int:
+    """The next value an ``itertools.count`` would return, i.e. how often it was advanced."""
+    return int(repr(counter)[6:-1])
 
 
 class CountWindow:
     """The outcomes of the last ``size`` calls.
 
-    ``outcomes`` may be longer than ``size`` (``keep``) so that a run of
-    consecutive failures longer than the window can still be counted.
+    ``successes`` is advanced without a lock by the breaker's fast path;
+    everything else is changed under the breaker's lock.
     """
 
-    __slots__ = ("outcomes", "size", "slows")
+    __slots__ = ("_fail_at", "_failures", "_run", "_run_at", "_slow_at", "size", "successes")
 
-    def __init__(self, size: int, keep: int = 0) -> None:
+    def __init__(self, size: int) -> None:
         self.size = size
-        self.outcomes: deque[int] = deque(maxlen=max(size, keep))
-        self.slows: deque[int] = deque(maxlen=size)
+        self.successes = itertools.count()
+        self._failures = 0
+        # positions (0-based index in this period's sequence of calls) of the last failures
+        # and slow calls; a window of ``size`` calls holds at most ``size`` of each
+        self._fail_at: deque[int] = deque(maxlen=size)
+        self._slow_at: deque[int] = deque(maxlen=size)
+        self._run = 0  # consecutive failures ...
+        self._run_at = -1  # ... all recorded after this many successes
 
     def record(self, now: float, failed: bool, slow: bool) -> None:
-        self.outcomes.append(_FAILURE if failed else _SUCCESS)
-        self.slows.append(1 if slow else 0)
+        if failed:
+            done = count_value(self.successes)
+            pos = done + self._failures
+            self._failures += 1
+            self._fail_at.append(pos)
+            if self._run_at == done:
+                self._run += 1
+            else:
+                self._run, self._run_at = 1, done
+        else:
+            pos = next(self.successes) + self._failures
+        if slow:
+            self._slow_at.append(pos)
 
     def totals(self, now: float) -> tuple[int, int, int]:
         """(calls, failures, slow calls) in the window."""
-        outcomes = self.outcomes
-        if outcomes.maxlen == self.size:
-            copy = outcomes.copy()
-        else:
-            copy = deque(islice(reversed(outcomes.copy()), self.size))
-        return len(copy), sum(copy), sum(self.slows)
+        total = count_value(self.successes) + self._failures
+        oldest = total - self.size
+        return (
+            min(total, self.size),
+            _at_or_after(self._fail_at, oldest),
+            _at_or_after(self._slow_at, oldest),
+        )
 
-    def trailing_failures(self, limit: int) -> int:
-        return _trailing_ones(self.outcomes, limit)
+    def trailing_failures(self) -> int:
+        """The failures recorded since the last success (not bounded by the window)."""
+        return self._run if self._run_at == count_value(self.successes) else 0
+
+    def resize(self, size: int) -> None:
+        """Change the window's length, keeping what the new length can hold."""
+        self.size = size
+        self._fail_at = deque(self._fail_at, maxlen=size)
+        self._slow_at = deque(self._slow_at, maxlen=size)
 
     def clear(self) -> None:
-        self.outcomes.clear()
-        self.slows.clear()
+        self.successes = itertools.count()
+        self._failures = 0
+        self._fail_at.clear()
+        self._slow_at.clear()
+        self._run, self._run_at = 0, -1
+
+
+def _at_or_after(positions: deque[int], oldest: int) -> int:
+    """How many of the (increasing) positions are >= ``oldest``."""
+    n = 0
+    for pos in reversed(positions.copy()):
+        if pos < oldest:
+            break
+        n += 1
+    return n
 
 
 class TimeWindow:
     """The outcomes of the last ``duration`` seconds, in ``ceil(duration/bucket)`` buckets."""
 
-    __slots__ = ("_bucket", "_calls", "_epochs", "_failures", "_n", "_recent", "_slow")
+    __slots__ = (
+        "_bucket",
+        "_calls",
+        "_epochs",
+        "_failures",
+        "_n",
+        "_run",
+        "_slow",
+        "duration",
+        "successes",
+    )
 
-    def __init__(self, duration: float, bucket: float, keep: int = 0) -> None:
+    def __init__(self, duration: float, bucket: float) -> None:
+        self.duration = duration
         self._bucket = bucket
         self._n = max(1, math.ceil(duration / bucket - 1e-9))
         self._epochs = [-1] * self._n
         self._calls = [0] * self._n
         self._failures = [0] * self._n
         self._slow = [0] * self._n
-        self._recent: deque[int] = deque(maxlen=max(keep, 1))
+        self._run = 0
+        # successes of this period (the breaker's lifetime count reads it, as for CountWindow)
+        self.successes = itertools.count()
 
     @property
     def buckets(self) -> int:
         return self._n
+
+    @property
+    def bucket(self) -> float:
+        return self._bucket
 
     def record(self, now: float, failed: bool, slow: bool) -> None:
         epoch = int(now // self._bucket)
@@ -95,9 +152,12 @@ class TimeWindow:
         self._calls[i] += 1
         if failed:
             self._failures[i] += 1
+            self._run += 1
+        else:
+            next(self.successes)
+            self._run = 0
         if slow:
             self._slow[i] += 1
-        self._recent.append(_FAILURE if failed else _SUCCESS)
 
     def totals(self, now: float) -> tuple[int, int, int]:
         """(calls, failures, slow calls) in the last ``duration`` seconds."""
@@ -110,12 +170,14 @@ class TimeWindow:
                 slow += self._slow[i]
         return calls, failures, slow
 
-    def trailing_failures(self, limit: int) -> int:
-        return _trailing_ones(self._recent, limit)
+    def trailing_failures(self) -> int:
+        """The failures recorded since the last success (not bounded by the window)."""
+        return self._run
 
     def clear(self) -> None:
         self._epochs = [-1] * self._n
         self._calls = [0] * self._n
         self._failures = [0] * self._n
         self._slow = [0] * self._n
-        self._recent.clear()
+        self._run = 0
+        self.successes = itertools.count()

@@ -243,8 +243,10 @@ class BreakerMetrics:
             with self._lock:  # the gauge first: it must not depend on the counters working
                 self._states[name] = event.to_state
                 self._from_events.add(name)
+            if event.from_state is event.to_state:  # reconfigured, or a new manual deadline
+                return
             self.transitions.labels(name, event.from_state.value, event.to_state.value).inc()
-            if event.to_state is State.OPEN:
+            if event.to_state is State.OPEN and event.trigger != "manual":  # a timed open
                 self.trips.labels(name, event.trigger).inc()
 
         return on_state_change, on_call

@@ -25,7 +25,7 @@ of the async half of ``test_functional.py`` (same cases, same numbers).
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 from unittest.mock import Mock
 
@@ -475,3 +475,37 @@ async def test_circuitbreaker_reopens_after_successful_calls(
     assert await run()
     assert await run()
     assert await run()
+
+
+async def test_circuitbreaker_handles_generator_functions(
+    is_async: bool, mock_remote_call: Mock
+) -> None:
+    cb = circuit("circuit_generator_failure", consecutive_failures=1)
+    if is_async:
+
+        @cb
+        async def agen() -> AsyncIterator[int]:
+            mock_remote_call()
+            yield 1
+            raise OSError
+
+        async def iterate() -> list[int]:
+            return [x async for x in agen()]
+    else:
+
+        @cb
+        def gen() -> Iterator[int]:
+            mock_remote_call()
+            yield 1
+            raise OSError
+
+        async def iterate() -> list[int]:
+            return list(gen())
+
+    assert cb.state is State.CLOSED
+    with pytest.raises(IOError):
+        await iterate()
+    assert cb.state is State.OPEN
+    with pytest.raises(BreakerOpen):
+        await iterate()
+    mock_remote_call.assert_called_once_with()

@@ -19,10 +19,13 @@ call slow by hand; brownout calls it slow when it lasted at least
 ``slow_call_duration``, so each test picks a threshold that puts the peer's
 durations on the peer's side. The split of slow calls into slow successes
 and slow failures is read from the call events (brownout's snapshot has
-only ``slow_calls``).
+only ``slow_calls``). resilience4j's window durations (total and average)
+read as the snapshot's ``call_duration_sum`` / ``call_duration_count``,
+which count over the breaker's lifetime.
 
 ``deliberate_difference``: rates are ``None`` (not 0) while the window is
-empty; a call's slowness follows its measured duration.
+empty; a call's slowness follows its measured duration; durations are
+lifetime totals, so they differ once calls have slid out of the window.
 
 Left out (``LEFT_OUT``): tests of resilience4j internals.
 """
@@ -105,6 +108,14 @@ def counts(snap: BreakerSnapshot) -> tuple[int, int, int]:
     return snap.calls, snap.calls - snap.failures, snap.failures
 
 
+def durations(snap: BreakerSnapshot) -> tuple[float, float]:
+    """(total, average) duration of the calls, in seconds."""
+    count = snap.call_duration_count
+    return round(snap.call_duration_sum, 6), round(
+        snap.call_duration_sum / count, 6
+    ) if count else 0
+
+
 class SlowSplit:
     """Slow successes and slow failures, from the call events."""
 
@@ -135,6 +146,7 @@ def test_r4j_fixed_size_record_success() -> None:
     assert counts(snap) == (1, 1, 0)
     assert snap.slow_calls == 0
     assert snap.failure_rate == 0
+    assert durations(snap) == (0.1, 0.1)
 
 
 def test_r4j_fixed_size_record_error() -> None:
@@ -144,6 +156,7 @@ def test_r4j_fixed_size_record_error() -> None:
     assert counts(snap) == (1, 0, 1)
     assert snap.slow_calls == 0
     assert snap.failure_rate == 1.0
+    assert durations(snap) == (0.1, 0.1)
 
 
 def test_r4j_fixed_size_record_slow_success() -> None:
@@ -155,6 +168,7 @@ def test_r4j_fixed_size_record_slow_success() -> None:
     assert snap.slow_calls == 1
     assert (split.slow(Outcome.SUCCESS), split.slow(Outcome.FAILURE)) == (1, 0)
     assert snap.failure_rate == 0
+    assert durations(snap) == (0.1, 0.1)
 
 
 def test_r4j_fixed_size_slow_calls_percentage() -> None:
@@ -171,8 +185,13 @@ def test_r4j_fixed_size_slow_calls_percentage() -> None:
     assert snap.slow_calls == 2
     assert (split.slow(Outcome.SUCCESS), split.slow(Outcome.FAILURE)) == (1, 1)
     assert snap.slow_rate == pytest.approx(0.40)
+    assert durations(snap) == (20.3, 4.06)
 
 
+@deliberate(
+    "durations are lifetime totals (call_duration_sum/count), not per window: after the "
+    "fifth call resilience4j's window holds 400 ms, the lifetime 500 ms"
+)
 def test_r4j_fixed_size_sliding_window_metrics() -> None:
     clock = FakeClock()
     cb = window(clock, size=4, slow=1.0)
@@ -188,9 +207,11 @@ def test_r4j_fixed_size_sliding_window_metrics() -> None:
     snap = record(cb, clock, 100 * MS)
     assert counts(snap) == (4, 3, 1)
     assert snap.failure_rate == 0.25
+    assert durations(snap) == (0.4, 0.1)
     snap = record(cb, clock, 100 * MS)  # the failure slides out
     assert counts(snap) == (4, 4, 0)
     assert snap.failure_rate == 0
+    assert durations(snap) == (0.5, 0.1)  # resilience4j: (400 ms, 100 ms)
 
 
 @deliberate(
@@ -236,6 +257,7 @@ def test_r4j_sliding_time_record_success() -> None:
     assert counts(snap) == (1, 1, 0)
     assert snap.slow_calls == 0
     assert snap.failure_rate == 0
+    assert durations(snap) == (0.1, 0.1)
 
 
 def test_r4j_sliding_time_record_error() -> None:
@@ -245,6 +267,7 @@ def test_r4j_sliding_time_record_error() -> None:
     assert counts(snap) == (1, 0, 1)
     assert snap.slow_calls == 0
     assert snap.failure_rate == 1.0
+    assert durations(snap) == (0.1, 0.1)
 
 
 def test_r4j_sliding_time_record_slow_success() -> None:
@@ -256,6 +279,7 @@ def test_r4j_sliding_time_record_slow_success() -> None:
     assert snap.slow_calls == 1
     assert (split.slow(Outcome.SUCCESS), split.slow(Outcome.FAILURE)) == (1, 0)
     assert snap.failure_rate == 0
+    assert durations(snap) == (0.1, 0.1)
 
 
 def test_r4j_sliding_time_slow_calls_percentage() -> None:
@@ -278,8 +302,13 @@ def test_r4j_sliding_time_slow_calls_percentage() -> None:
     assert snap.slow_calls == 2
     assert (split.slow(Outcome.SUCCESS), split.slow(Outcome.FAILURE)) == (1, 1)
     assert snap.slow_rate == pytest.approx(0.40)
+    assert durations(snap) == (20.3, 4.06)
 
 
+@deliberate(
+    "durations are lifetime totals, not per window: when the window has emptied, "
+    "resilience4j's total duration is 0, the lifetime total still 1.2 s"
+)
 def test_r4j_should_clear_sliding_time_window_metrics() -> None:
     # resilience4j's instants (s): error 0.0 (100 ms), success 0.1 (100 ms),
     # slow error 0.8 (1000 ms: it started at -0.2, before the first call ended)
@@ -297,6 +326,7 @@ def test_r4j_should_clear_sliding_time_window_metrics() -> None:
     snap = cb.snapshot()
     assert counts(snap) == (3, 1, 2)
     assert snap.slow_calls == 1
+    assert durations(snap) == (1.2, 0.4)
     clock.advance(4)
     snap = cb.snapshot()
     assert counts(snap) == (3, 1, 2)
@@ -305,6 +335,7 @@ def test_r4j_should_clear_sliding_time_window_metrics() -> None:
     snap = cb.snapshot()
     assert counts(snap) == (0, 0, 0)
     assert snap.slow_calls == 0
+    assert durations(snap) == (1.2, 0.4)  # resilience4j: (0, 0)
     snap = ending_at(cb, clock, 5.9, 100 * MS)
     assert counts(snap) == (1, 1, 0)
     assert snap.failure_rate == 0
@@ -314,6 +345,10 @@ def test_r4j_should_clear_sliding_time_window_metrics() -> None:
     assert snap.failure_rate == 0
 
 
+@deliberate(
+    "durations are lifetime totals, not per window (resilience4j: 500 ms once the first "
+    "second's calls have expired; lifetime: 800 ms)"
+)
 def test_r4j_sliding_time_sliding_time_window_metrics() -> None:
     clock = FakeClock(start=-0.1)  # each 100 ms call ends at resilience4j's instant
     cb = window(clock, duration=5, slow=1.0)
@@ -332,6 +367,7 @@ def test_r4j_sliding_time_sliding_time_window_metrics() -> None:
     for at, error, expected in timeline:
         snap = ending_at(cb, clock, at, 100 * MS, error=error)
         assert counts(snap) == expected, at
+    assert durations(cb.snapshot()) == (1.0, 0.1)  # resilience4j: (100 ms, 100 ms)
 
 
 # ----------------------------------------------------------------- the lock-free variants

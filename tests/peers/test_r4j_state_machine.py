@@ -13,8 +13,10 @@ resilience4j's tests drive the breaker by hand (``tryAcquirePermission()``,
 brownout's public protocol for that is the context manager, used here through
 ``tests.peers._peer.Permit`` (one admitted call, finished later). A call's
 duration is real time on the FakeClock: a 5 s slow call advances it by 5 s.
-``transitionToOpenState()`` is done the way a breaker opens in production,
-by failing calls; ``transitionToHalfOpenState()`` is ``cb.half_open()``;
+``transitionToOpenState()`` is ``force_open(duration=5)`` (OPEN for the 5 s
+break, then half-open as after a trip); ``transitionToHalfOpenState()`` is
+``cb.half_open()``; ``transitionToMetricsOnlyState()`` is
+``set_shadow(True)``; ``transitionToDisabledState()`` is ``disable()``;
 ``transitionToForcedOpenState()`` is ``force_open()``; ``reset()`` is
 ``reset()``. resilience4j's metrics (failure rate, successful, buffered,
 failed, not-permitted calls) read as ``snapshot()``'s ``failure_rate``,
@@ -26,9 +28,14 @@ failed, not-permitted calls) read as ``snapshot()``'s ``failure_rate``,
   (``minimum_calls`` only gates the trip decision; resilience4j reports -1
   below its minimum);
 * the snapshot keeps the window that tripped the breaker until it closes,
-  and counts rejections over the breaker's lifetime (resilience4j starts
-  fresh metrics on every transition);
-* ``half_open()`` from ``CLOSED`` returns ``False`` instead of raising.
+  does not show half-open probes in the window figures, and counts
+  rejections over the breaker's lifetime (resilience4j starts fresh
+  metrics in every state, and its half-open metrics are the probes);
+* ``half_open()`` from ``CLOSED`` returns ``False`` instead of raising;
+* shadow mode is a switch, not a state: the breaker transitions as it would
+  (and publishes it) but never rejects; resilience4j's ``METRICS_ONLY`` stays
+  in its state and publishes "rate exceeded" events instead;
+* a second timed ``force_open()`` publishes its new deadline (OPEN → OPEN).
 """
 
 from __future__ import annotations
@@ -37,7 +44,15 @@ from typing import Any
 
 import pytest
 
-from brownout import BreakerConfig, BreakerOpen, CircuitBreaker, State, StateChange
+from brownout import (
+    BreakerConfig,
+    BreakerOpen,
+    CallEvent,
+    CircuitBreaker,
+    Outcome,
+    State,
+    StateChange,
+)
 from brownout.testing import FakeClock
 from tests.peers._peer import Permit, try_acquire
 
@@ -96,7 +111,13 @@ def on_error(
 
 
 def transition_to_open(cb: CircuitBreaker, clock: FakeClock) -> None:
-    """``transitionToOpenState()``, the production way: failing calls."""
+    """``transitionToOpenState()``: OPEN for the configured break, then half-open."""
+    cb.force_open(duration=cb.config.open_for)
+    assert cb.state is State.OPEN
+
+
+def fail_until_open(cb: CircuitBreaker, clock: FakeClock) -> None:
+    """Open the breaker the production way: failing calls (a trip, which the backoff counts)."""
     while cb.state is State.CLOSED:
         on_error(cb, clock)
     assert cb.state is State.OPEN
@@ -173,11 +194,7 @@ def test_r4j_should_only_permit_four_calls_in_half_open_state(
     assert all(p is not None for p in probes)
     assert try_acquire(cb) is None
     assert try_acquire(cb) is None
-    # transitionToOpenState() from half-open: a probe fails
-    first = probes[0]
-    assert first is not None
-    first.error(RuntimeExc())
-    assert cb.state is State.OPEN
+    transition_to_open(cb, clock)
     cb.half_open()
     for _ in range(4):
         assert try_acquire(cb) is not None
@@ -291,25 +308,24 @@ def test_r4j_should_open_after_slow_call_rate_threshold_exceeded_using_mock_cloc
 
 
 @deliberate(
-    "the snapshot keeps the window that tripped the breaker until it closes, and "
-    "total_rejected counts over the breaker's lifetime (resilience4j: fresh metrics in "
-    "every state)"
+    "total_rejected counts over the breaker's lifetime (resilience4j: fresh metrics, its "
+    "not-permitted count back to 0, in every state)"
 )
 def test_r4j_should_transition_to_half_open_after_wait_duration(
     cb: CircuitBreaker, clock: FakeClock
 ) -> None:
     transition_to_open(cb, clock)
-    assert metrics(cb) == (100.0, 0, 5, 5, 0)  # resilience4j: reset
+    assert metrics(cb) == RESET
     assert cb.state is State.OPEN
     assert try_acquire(cb) is None
     clock.advance(3)
     assert cb.state is State.OPEN  # the 5 s break is not over
     assert try_acquire(cb) is None
-    assert metrics(cb) == (100.0, 0, 5, 5, 2)  # resilience4j: (-1, 0, 0, 0, 2)
+    assert metrics(cb) == (None, 0, 0, 0, 2)
     clock.advance(3)
     assert try_acquire(cb) is not None
     assert cb.state is State.HALF_OPEN
-    assert metrics(cb) == (100.0, 0, 5, 5, 2)  # resilience4j: reset
+    assert metrics(cb) == (None, 0, 0, 0, 2)  # resilience4j: (-1, 0, 0, 0, 0)
     assert cb.snapshot().half_open_in_flight == 1
 
 
@@ -333,7 +349,7 @@ def test_r4j_should_transition_to_half_open_after_wait_interval(clock: FakeClock
         ),
         clock=clock,
     )
-    transition_to_open(cb, clock)
+    fail_until_open(cb, clock)
     assert cb.state is State.OPEN
     assert try_acquire(cb) is None
     clock.advance(3)
@@ -379,8 +395,8 @@ def test_r4j_should_force_open_circuit_breaker(cb: CircuitBreaker, clock: FakeCl
 
 
 @deliberate(
-    "in half-open the snapshot's window figures are still those of the window that tripped "
-    "the breaker (probes are counted in half_open_in_flight), cleared when it closes"
+    "in half-open the snapshot's window figures do not show the probes (in flight: "
+    "half_open_in_flight; done: the lifetime totals); resilience4j's metrics are the probes"
 )
 def test_r4j_should_ignore_exceptions_and_then_transition_to_closed(
     cb: CircuitBreaker, clock: FakeClock
@@ -393,11 +409,12 @@ def test_r4j_should_ignore_exceptions_and_then_transition_to_closed(
         assert permit is not None
         permit.error(ValueError("not a number"))  # ignored: the permit is released
         assert cb.state is State.HALF_OPEN
-    assert metrics(cb) == (100.0, 0, 5, 5, 0)  # resilience4j: reset
+    assert metrics(cb) == RESET
     for _ in range(3):
         on_success(cb, clock)
         assert cb.state is State.HALF_OPEN
-    assert metrics(cb) == (100.0, 0, 5, 5, 0)  # resilience4j: (-1, 3, 3, 0, 0)
+    assert metrics(cb) == RESET  # resilience4j: (-1, 3, 3, 0, 0)
+    assert cb.snapshot().total_successes == 3
     on_success(cb, clock)
     assert cb.state is State.CLOSED
     assert metrics(cb) == RESET
@@ -437,3 +454,285 @@ def test_r4j_circuit_breaker_transitions_to_open_after_wait_duration_in_half_ope
     assert cb.state is State.HALF_OPEN
     clock.advance(2)  # maxWaitDurationInHalfOpenState is 1 s
     assert cb.state is State.OPEN
+
+
+def test_r4j_should_disable_circuit_breaker() -> None:
+    clock = FakeClock()
+    cb = setup(clock)
+    events: list[CallEvent] = []
+    cb.add_listener(on_call=events.append)
+    cb.disable()
+    assert cb.state is State.DISABLED
+    assert metrics(cb) == RESET
+    assert try_acquire(cb) is not None
+    on_success(cb, clock)
+    on_error(cb, clock)
+    on_error(cb, clock)
+    on_error(cb, clock)
+    Permit(cb).error(RuntimeExc())
+    assert metrics(cb) == RESET
+    snap = cb.snapshot()
+    assert snap.total_failures == snap.total_successes == 0
+    assert snap.last_error is None
+    assert events == []  # resilience4j publishes no call events while disabled
+
+
+def half_open_by_rate(clock: FakeClock, **overrides: object) -> CircuitBreaker:
+    """transitionToOpenState() + transitionToHalfOpenState(), probes decided by their rate."""
+    cb = setup(clock, half_open_policy="rate", **overrides)
+    cb.force_open(duration=5)
+    assert cb.half_open()
+    assert cb.state is State.HALF_OPEN
+    return cb
+
+
+def reopened_by(cb: CircuitBreaker) -> list[StateChange]:
+    changes: list[StateChange] = []
+    cb.add_listener(on_state_change=changes.append)
+    return changes
+
+
+@deliberate(
+    "probes are decided by their rate with half_open_policy='rate' (the default, 'all', "
+    "reopens on the first failed probe); their figures are in the StateChange, not in the "
+    "snapshot's window figures (resilience4j shows the probes as the metrics)"
+)
+def test_r4j_should_transition_back_to_open_state_when_failure_rate_is_above_threshold() -> None:
+    clock = FakeClock()
+    cb = half_open_by_rate(clock)
+    changes = reopened_by(cb)
+    assert metrics(cb) == RESET
+    on_error(cb, clock)
+    on_error(cb, clock)
+    on_success(cb, clock)
+    assert cb.state is State.HALF_OPEN
+    on_error(cb, clock)
+    assert cb.state is State.OPEN
+    (change,) = changes
+    assert change.trigger == "probe_failed"
+    assert "failure rate 0.75 >= 0.50 over 4 probes" in change.reason
+    assert metrics(cb) == RESET  # resilience4j: (75, 1, 4, 3, 0)
+
+
+@deliberate(
+    "probe figures are in the StateChange, not in the snapshot's window figures; and the "
+    "1 s half-open limit of the setup is lifted: here a 5 s probe really takes 5 s"
+)
+def test_r4j_should_transition_back_to_open_state_when_slow_call_rate_is_above_threshold() -> None:
+    clock = FakeClock()
+    cb = half_open_by_rate(clock, half_open_max_wait=None)
+    changes = reopened_by(cb)
+    on_success(cb, clock, 5)
+    on_success(cb, clock, 5)
+    on_success(cb, clock, 5)
+    on_success(cb, clock, 1)
+    assert cb.state is State.OPEN
+    (change,) = changes
+    assert "slow-call rate 0.75 >= 0.50 over 4 probes" in change.reason
+    snap = cb.snapshot()
+    assert snap.total_slow == 3
+    assert snap.total_failures == 0
+
+
+@deliberate(
+    "the window's failure rate is reported as soon as it has calls (resilience4j: -1 below "
+    "minimumNumberOfCalls)"
+)
+def test_r4j_should_transition_back_to_closed_state_when_failure_is_below_threshold() -> None:
+    clock = FakeClock()
+    cb = half_open_by_rate(clock)
+    assert metrics(cb) == RESET
+    on_error(cb, clock)
+    on_success(cb, clock)
+    on_success(cb, clock)
+    on_success(cb, clock)
+    assert try_acquire(cb) is not None
+    assert cb.state is State.CLOSED  # 1 of 4 probes failed: 25 %
+    assert metrics(cb) == RESET
+    on_success(cb, clock)
+    assert metrics(cb) == (0.0, 1, 1, 0, 0)  # resilience4j: (-1, 1, 1, 0, 0)
+
+
+@deliberate(
+    "in half-open the snapshot's window figures do not show the probes (resilience4j: the "
+    "probes are the metrics)"
+)
+def test_r4j_should_release_permission_when_exception_ignored() -> None:
+    clock = FakeClock()
+    cb = half_open_by_rate(clock)
+    for _ in range(3):
+        on_success(cb, clock)
+        assert cb.state is State.HALF_OPEN
+        assert metrics(cb) == RESET  # resilience4j: (-1, n, n, 0, 0)
+    permit = try_acquire(cb)
+    assert permit is not None
+    permit.error(ValueError("not a number"))  # ignored: the permit is released
+    assert cb.state is State.HALF_OPEN
+    assert cb.snapshot().half_open_in_flight == 0
+    on_error(cb, clock)
+    assert cb.state is State.CLOSED  # 1 of 4: 25 %
+    assert metrics(cb) == RESET
+
+
+@deliberate(
+    "shadow mode is a switch, not a state: turning it on keeps the state and the window "
+    "(resilience4j's METRICS_ONLY state starts fresh metrics)"
+)
+def test_r4j_should_reset_metrics_after_metrics_only_state_transition() -> None:
+    clock = FakeClock()
+    cb = setup(clock)
+    on_success(cb, clock)
+    on_success(cb, clock)
+    assert metrics(cb)[1] == 2
+    cb.set_shadow(True)
+    assert cb.shadow
+    assert cb.snapshot().shadow
+    assert cb.state is State.CLOSED
+    assert metrics(cb)[1] == 2  # resilience4j: 0
+
+
+@deliberate(
+    "shadow mode makes the transitions the breaker would make and publishes them (the state "
+    "shows the would-be state), but never rejects: a would-be rejection runs, counts in "
+    "total_rejected and the lifetime totals, and stays out of the window. resilience4j's "
+    "METRICS_ONLY stays in its state and publishes only 'rate exceeded' events"
+)
+def test_r4j_should_record_metrics_in_metrics_only_state() -> None:
+    clock = FakeClock()
+    cb = setup(clock)
+    cb.set_shadow(True)
+    assert try_acquire(cb) is not None
+    assert cb.state is State.CLOSED  # resilience4j: METRICS_ONLY
+    assert metrics(cb) == RESET
+    outcomes: list[Outcome] = []
+    changes: list[StateChange] = []
+    cb.add_listener(on_call=lambda e: outcomes.append(e.outcome), on_state_change=changes.append)
+
+    for n in (1, 2, 3):
+        on_error(cb, clock)
+        assert outcomes.count(Outcome.FAILURE) == n
+        assert cb.state is State.CLOSED
+        assert metrics(cb) == (100.0, 0, n, n, 0)  # resilience4j: (-1, 0, n, n, 0)
+    on_success(cb, clock)
+    assert outcomes.count(Outcome.SUCCESS) == 1
+    assert metrics(cb) == (75.0, 1, 4, 3, 0)  # resilience4j: (-1, 1, 4, 3, 0)
+    on_success(cb, clock)
+    assert outcomes.count(Outcome.SUCCESS) == 2
+
+    assert [(c.to_state, c.trigger) for c in changes] == [(State.OPEN, "failure_rate")]
+    assert cb.state is State.OPEN  # the state it would be in; resilience4j: METRICS_ONLY
+    assert metrics(cb) == (60.0, 2, 5, 3, 0)
+
+    on_error(cb, clock)  # would be rejected: runs, and is counted as such
+    assert outcomes.count(Outcome.FAILURE) == 4
+    assert len(changes) == 1
+    assert metrics(cb) == (60.0, 2, 5, 3, 1)
+    assert cb.snapshot().total_failures == 4
+
+
+@deliberate(
+    "a trip is one transition with one trigger (the first condition that held), not one "
+    "event per exceeded rate; both rates are in the snapshot"
+)
+def test_r4j_should_publish_each_event_once_in_metric_only_state() -> None:
+    clock = FakeClock()
+    cb = setup(clock)
+    cb.set_shadow(True)
+    changes: list[StateChange] = []
+    cb.add_listener(on_state_change=changes.append)
+    permits = [Permit(cb) for _ in range(5)]  # five 5 s calls, recorded at one instant
+    clock.advance(5)
+    for permit in permits:
+        permit.error(RuntimeExc())
+    assert [(c.to_state, c.trigger) for c in changes] == [(State.OPEN, "failure_rate")]
+    snap = cb.snapshot()
+    assert snap.failure_rate == 1.0
+    assert snap.slow_rate == 1.0
+
+
+def _in_every_state(clock: FakeClock) -> list[tuple[str, CircuitBreaker]]:
+    closed = setup(clock)
+    opened = setup(clock)
+    opened.force_open(duration=5)
+    half = setup(clock)
+    half.force_open(duration=5)
+    half.half_open()
+    forced = setup(clock)
+    forced.force_open()
+    disabled = setup(clock)
+    disabled.disable()
+    shadow = setup(clock)
+    shadow.set_shadow(True)
+    return [
+        ("closed", closed),
+        ("open", opened),
+        ("half_open", half),
+        ("forced_open", forced),
+        ("disabled", disabled),
+        ("shadow", shadow),
+    ]
+
+
+def test_r4j_all_circuit_breaker_states_allow_transition_to_metrics_only_mode() -> None:
+    clock = FakeClock()
+    for label, cb in _in_every_state(clock):
+        state = cb.state
+        cb.set_shadow(True)
+        assert cb.shadow, label
+        assert cb.state is state, label
+
+
+def test_r4j_all_circuit_breaker_states_allow_transition_to_its_own_state() -> None:
+    clock = FakeClock()
+    again = {
+        "closed": lambda cb: cb.reset(),
+        "open": lambda cb: cb.force_open(duration=5),
+        "half_open": lambda cb: cb.half_open(),
+        "forced_open": lambda cb: cb.force_open(),
+        "disabled": lambda cb: cb.disable(),
+        "shadow": lambda cb: cb.set_shadow(True),
+    }
+    for label, cb in _in_every_state(clock):
+        state, shadow = cb.state, cb.shadow
+        again[label](cb)
+        assert (cb.state, cb.shadow) == (state, shadow), label
+
+
+@deliberate(
+    "a second timed force_open() sets a new deadline for the break and publishes it (OPEN -> "
+    "OPEN, so the log shows who extended it); shadow mode is a switch, logged, not a "
+    "transition"
+)
+def test_r4j_circuit_breaker_does_not_publish_state_transition_events_for_internal_transitions() -> (  # noqa: E501 - the peer's name
+    None
+):
+    clock = FakeClock()
+    cb = setup(clock)
+    changes: list[StateChange] = []
+    cb.add_listener(on_state_change=changes.append)
+
+    cb.force_open(duration=5)
+    assert len(changes) == 1
+    cb.force_open(duration=5)
+    assert len(changes) == 2  # resilience4j: 1
+    assert (changes[-1].from_state, changes[-1].to_state) == (State.OPEN, State.OPEN)
+
+    cb.half_open()
+    assert len(changes) == 3
+    cb.half_open()
+    assert len(changes) == 3
+
+    cb.disable()
+    assert len(changes) == 4
+    cb.disable()
+    assert len(changes) == 4
+
+    cb.set_shadow(True)  # resilience4j: a transition to METRICS_ONLY
+    assert len(changes) == 4
+    cb.set_shadow(True)
+    assert len(changes) == 4
+
+    cb.reset()
+    assert len(changes) == 5
+    cb.reset()
+    assert len(changes) == 5

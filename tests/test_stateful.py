@@ -33,11 +33,16 @@ class Model:
     minimum: int
     open_for: float
     probes: int
+    policy: str = "all"
+    shadow: bool = False
     state: State = State.CLOSED
     outcomes: list[tuple[bool, bool]] = field(default_factory=list)  # (failed, slow)
     open_until: float = 0.0
-    probe_successes: int = 0
+    probe_done: int = 0  # finished probes ("all": only successes, a failure reopens)
+    probe_failed: int = 0
+    probe_slow: int = 0
     in_flight: int = 0
+    successes: int = 0  # lifetime: every call that ran and returned
     trips: int = 0
     gen: int = 0  # bumps on every transition: late outcomes of older states count for nothing
 
@@ -45,14 +50,14 @@ class Model:
         if self.state is State.OPEN and now >= self.open_until:
             self.state = State.HALF_OPEN
             self.gen += 1
-            self.probe_successes = 0
+            self.probe_done = self.probe_failed = self.probe_slow = 0
             self.in_flight = 0
 
     def admit(self, now: float) -> tuple[str, int]:
         self.tick(now)
         if self.state is State.CLOSED:
             return "closed", self.gen
-        if self.state is State.HALF_OPEN and self.in_flight + self.probe_successes < self.probes:
+        if self.state is State.HALF_OPEN and self.in_flight + self.probe_done < self.probes:
             self.in_flight += 1
             return "probe", self.gen
         return "rejected", self.gen
@@ -63,8 +68,18 @@ class Model:
         self.trips += 1
         self.gen += 1
 
+    def open_for_a_while(self, now: float, seconds: float) -> None:
+        """force_open(duration=seconds): OPEN for that long, not a trip."""
+        self.tick(now)
+        if self.state is not State.OPEN:
+            self.state = State.OPEN
+            self.gen += 1
+        self.open_until = now + seconds
+
     def finish(self, admission: tuple[str, int], failed: bool, slow: bool, now: float) -> None:
         admitted, gen = admission
+        if not failed:
+            self.successes += 1
         if gen != self.gen:
             return
         if admitted == "closed" and self.state is State.CLOSED:
@@ -90,11 +105,23 @@ class Model:
                 self.trip(now)
         elif admitted == "probe" and self.state is State.HALF_OPEN:
             self.in_flight -= 1
-            if failed or (slow and self.slow_rate is not None):
+            if self.policy == "all":
+                if failed or (slow and self.slow_rate is not None):
+                    self.trip(now)
+                    return
+            elif failed and self.rate is None:  # "rate" without failure_rate: as "all"
                 self.trip(now)
-            else:
-                self.probe_successes += 1
-                if self.probe_successes >= self.probes:
+                return
+            self.probe_done += 1
+            self.probe_failed += failed
+            self.probe_slow += slow
+            if self.probe_done >= self.probes:
+                done = self.probe_done
+                if (self.rate is not None and self.probe_failed / done >= self.rate) or (
+                    self.slow_rate is not None and self.probe_slow / done >= self.slow_rate
+                ):
+                    self.trip(now)
+                else:
                     self.state = State.CLOSED
                     self.gen += 1
                     self.outcomes = []
@@ -118,6 +145,7 @@ class BreakerMachine(RuleBasedStateMachine):
         open_for=st.sampled_from([1.0, 5.0, 30.0]),
         probes=st.integers(1, 3),
         listener=st.booleans(),
+        policy=st.sampled_from(["all", "rate"]),
     )
     def setup(
         self,
@@ -129,10 +157,13 @@ class BreakerMachine(RuleBasedStateMachine):
         open_for: float,
         probes: int,
         listener: bool,
+        policy: str,
     ) -> None:
         minimum = min(minimum, window)
         self.clock = FakeClock()
-        self.model = Model(consecutive, rate, slow_rate, 2.0, window, minimum, open_for, probes)
+        self.model = Model(
+            consecutive, rate, slow_rate, 2.0, window, minimum, open_for, probes, policy
+        )
         self.cb = CircuitBreaker(
             "dep",
             BreakerConfig(
@@ -144,6 +175,7 @@ class BreakerMachine(RuleBasedStateMachine):
                 minimum_calls=minimum,
                 open_for=open_for,
                 half_open_calls=probes,
+                half_open_policy=policy,  # type: ignore[arg-type]
                 ignore=(Mine,),
             ),
             clock=self.clock,
@@ -168,7 +200,7 @@ class BreakerMachine(RuleBasedStateMachine):
             outcome = "rejected"
         except Down:
             outcome = "failed"
-        if expected[0] == "rejected":
+        if expected[0] == "rejected" and not self.model.shadow:
             assert outcome == "rejected"
             return
         assert outcome != "rejected", f"model admitted ({expected}), breaker rejected"
@@ -192,10 +224,10 @@ class BreakerMachine(RuleBasedStateMachine):
         try:
             self.cb.call(lambda: (_ for _ in ()).throw(Mine()))
         except BreakerOpen:
-            assert expected[0] == "rejected"
+            assert expected[0] == "rejected" and not self.model.shadow
             return
         except Mine:
-            assert expected[0] != "rejected"
+            assert expected[0] != "rejected" or self.model.shadow
         self.model.release(expected)
 
     @rule(dt=st.sampled_from([0.5, 1.0, 4.0, 10.0, 31.0]))
@@ -209,9 +241,9 @@ class BreakerMachine(RuleBasedStateMachine):
         try:
             self.cb.__enter__()
         except BreakerOpen:
-            assert expected[0] == "rejected"
+            assert expected[0] == "rejected" and not self.model.shadow
             return
-        assert expected[0] != "rejected"
+        assert expected[0] != "rejected" or self.model.shadow
         self.held.append((expected, self.clock()))
 
     @precondition(lambda self: bool(self.held))
@@ -228,6 +260,21 @@ class BreakerMachine(RuleBasedStateMachine):
             self.cb.__exit__(None, None, None)
         self.model.finish(admitted, failed, slow, self.clock())
 
+    @rule(enabled=st.booleans())
+    def shadow(self, enabled: bool) -> None:
+        self.cb.set_shadow(enabled)
+        self.model.shadow = enabled
+
+    @rule(seconds=st.sampled_from([1.0, 5.0]))
+    def timed_open(self, seconds: float) -> None:
+        self.cb.force_open(duration=seconds)
+        self.model.open_for_a_while(self.clock(), seconds)
+
+    @rule()
+    def reconfigure_unchanged(self) -> None:
+        """Reconfiguring with the same thresholds changes no decision."""
+        self.cb.reconfigure(self.cb.config.replace())
+
     @invariant()
     def same_state(self) -> None:
         if not hasattr(self, "cb"):
@@ -236,6 +283,8 @@ class BreakerMachine(RuleBasedStateMachine):
         assert self.cb.state is self.model.state
         snap = self.cb.snapshot()
         assert snap.trips == self.model.trips
+        assert snap.total_successes == self.model.successes
+        assert snap.shadow is self.model.shadow
         if self.model.state is State.CLOSED:
             recent = self.model.outcomes[-self.model.window :]
             assert snap.calls == len(recent)

@@ -903,13 +903,15 @@ class CircuitBreaker:
         every transition it makes) but never rejects a call: a call it would
         reject runs, is counted in ``total_rejected`` and in the lifetime
         totals, and stays out of the window. For rolling a breaker out on a
-        live dependency. Logged; not a transition.
+        live dependency. Logged; not a transition. ``config.shadow`` follows.
         """
         if not isinstance(enabled, bool):
             raise TypeError(f"set_shadow takes a bool, got {enabled!r}")
         with self._lock:
             changed = self._shadow is not enabled
             self._shadow = enabled
+            if self._config.shadow is not enabled:  # config reads back the mode in force
+                self._config = self._config.replace(shadow=enabled)
             self._refresh_fast_locked()
         if changed:
             logger.warning(
@@ -1385,7 +1387,9 @@ class CircuitBreaker:
                         self._name, frm, to, reason, trigger, at, open_for, last_error
                     )
                     logger.log(
-                        logging.WARNING if to in (_OPEN, _FORCED_OPEN) else logging.INFO,
+                        logging.WARNING
+                        if to in (_OPEN, _FORCED_OPEN) and trigger != "reconfigured"
+                        else logging.INFO,
                         "breaker %r: %s -> %s (%s)%s",
                         self._name,
                         frm.value,

@@ -82,6 +82,7 @@ __all__ = [
     "AsyncDatabase",
     "CommandTimeout",
     "Database",
+    "is_missing_schema",
 ]
 
 logger = logging.getLogger("brownout")
@@ -207,6 +208,29 @@ def _sqlite_code(exc: BaseException) -> int | None:
     err = _driver_error(exc)
     code = getattr(err, "sqlite_errorcode", None) if isinstance(err, sqlite3.Error) else None
     return code & 0xFF if isinstance(code, int) else None
+
+
+#: SQLSTATEs meaning "the table (or schema) is not there": 42P01 undefined_table,
+#: 3F000 invalid_schema_name.
+_MISSING_SCHEMA_STATES = frozenset({"42P01", "3F000"})
+
+
+def is_missing_schema(exc: BaseException) -> bool:
+    """Whether ``exc`` says a table the statement needs does not exist (yet).
+
+    PostgreSQL SQLSTATE 42P01 / 3F000, SQLite ``no such table``. The server is up
+    and answered, so :data:`SQL_ERRORS` does not count it as an outage; but for work
+    kept for later (an outbox intent) it is not the work's fault either: the schema
+    is not created yet (a database created after the service started), so the work
+    waits rather than being given up on.
+
+    >>> is_missing_schema(ValueError("no such table: products"))
+    False
+    """
+    if _sqlstate(exc) in _MISSING_SCHEMA_STATES:
+        return True
+    err = _driver_error(exc)
+    return isinstance(err, sqlite3.OperationalError) and str(err).startswith("no such table")
 
 
 def _is_client_timeout(exc: BaseException) -> bool:

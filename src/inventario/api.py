@@ -8,10 +8,9 @@ import uuid
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Query
+from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import JSONResponse
 
-from brownout import BreakerOpen
 from brownout.outbox import IdempotencyConflict, OutboxFull
 from brownout.web import requires_feature
 from inventario import store
@@ -66,20 +65,31 @@ async def _write(
     key: str | None,
     created: bool,
 ) -> JSONResponse:
-    """Apply a write now, or accept it into the outbox when the database cannot take it."""
+    """Apply a write now, or accept it into the outbox when the database cannot take it.
+
+    Queued (202) whenever the database cannot take it, whatever the level: it is
+    down, its breaker is open, its schema is not created yet, or the direct
+    attempt failed with an outage; or direct writes are off at this level
+    (``database_write``). The 202 says which, truthfully.
+    """
     key = key or uuid.uuid4().hex
-    if rt.manager.enabled("database_write"):
+    why = rt.database_unavailable()
+    if why is None and not rt.manager.enabled("database_write"):
+        why = (
+            f"direct writes are off at level {rt.manager.level.name} "
+            f"({rt.manager.feature_reason('database_write')})"
+        )
+    if why is None:
         try:
             async with rt.db.session() as s:
                 result, repeated = await apply_write(s, operation, data, key)
         except store.StoreError:
             raise
-        except BreakerOpen:
-            pass  # queue it
         except Exception as exc:
-            if not rt.db.errors.counts(exc):
+            why = rt.database_failure(exc)
+            if why is None:
                 raise
-            logger.info("write %s queued after a database failure: %s", key, rt.db.describe(exc))
+            logger.info("write %s queued: %s", key, rt.db.describe(exc).splitlines()[0])
         else:
             await cache.invalidate(sku)
             status = 201 if created and not repeated else 200
@@ -93,16 +103,28 @@ async def _write(
             f"Idempotency-Key {key!r} was already used for a different request ({exc})"
         ) from None
     except OutboxFull as exc:
-        raise DependencyUnavailable("outbox", str(exc), exc.retry_after) from None
+        raise DependencyUnavailable("outbox", f"{why}, and {exc}", exc.retry_after) from None
     await cache.invalidate(sku)
     body = Queued(
         idempotency_key=key,
         operation=operation,
         status_url=f"/writes/{key}",
-        detail="the database is unavailable: the write is stored durably and will be applied "
-        "exactly once when it is back",
+        detail=f"{why}: the write is stored durably and will be applied exactly once "
+        "when the database can take it",
     )
     return JSONResponse(body.model_dump(), status_code=202, headers={"Idempotency-Key": key})
+
+
+class accepts_writes(requires_feature):  # lower case: used like a function, as its base
+    """``inventory_write`` (503 while it is off), except while the database is the thing
+    that is down: then the write goes to the outbox (202) at any level, as long as the
+    outbox has room (else 503). A level pinned to EMERGENCY with the database up
+    (maintenance) still refuses writes."""
+
+    async def __call__(self, request: Request) -> None:
+        rt: Runtime = request.app.state.runtime
+        if rt.database_unavailable() is None:
+            await super().__call__(request)
 
 
 # ------------------------------------------------------------------- products
@@ -113,7 +135,7 @@ async def _write(
     status_code=201,
     response_model=Product,
     responses={202: {"model": Queued}, 409: {"description": "sku taken"}},
-    dependencies=[Depends(requires_feature("inventory_write"))],
+    dependencies=[Depends(accepts_writes("inventory_write"))],
     tags=["products"],
 )
 async def create_product(
@@ -171,7 +193,7 @@ async def get_product(sku: str, rt: RuntimeDep, cache: CacheDep) -> Any:
     "/products/{sku}",
     response_model=Product,
     responses={202: {"model": Queued}},
-    dependencies=[Depends(requires_feature("inventory_write"))],
+    dependencies=[Depends(accepts_writes("inventory_write"))],
     tags=["products"],
 )
 async def update_product(
@@ -203,7 +225,7 @@ async def update_product(
     status_code=201,
     response_model=Movement,
     responses={202: {"model": Queued}, 409: {"description": "not enough stock"}},
-    dependencies=[Depends(requires_feature("inventory_write"))],
+    dependencies=[Depends(accepts_writes("inventory_write"))],
     tags=["stock"],
 )
 async def move_stock(

@@ -110,6 +110,11 @@ async def run_in_database(
     except Exception as exc:
         if rt.db.errors.counts(exc):
             raise unavailable(rt, exc) from None
+        if rt.database_failure(exc) is not None:  # no schema yet: it is being created
+            wait = rt.manager.retry_after()
+            raise DependencyUnavailable(
+                "database", f"the database is not ready: {try_again(wait)}", wait
+            ) from None
         raise
 
 

@@ -8,6 +8,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+from inventario import store
 from tests.inventario.conftest import WIDGET, running
 
 
@@ -313,6 +314,56 @@ async def test_emergency_refuses_writes_with_503_and_retry_after(
         assert read.status_code == 503 and "Retry-After" in read.headers
         assert "database reads are off at level EMERGENCY" in read.json()["detail"]
         assert (await client.get("/status/data")).status_code == 200
+
+
+@pytest.mark.parametrize("pinned", [False, True], ids=["database-alone", "and-emergency"])
+async def test_with_the_database_alone_an_outage_queues_writes(
+    make_app: Callable[..., FastAPI], pinned: bool
+) -> None:
+    """The embedded SQLite default, nothing else configured: the database down is
+    EMERGENCY by the score, and the outbox still takes the writes (it exists for this)."""
+    from brownout.health import Level
+
+    app = make_app()
+    async with running(app) as client:
+        await create(client)
+        rt = app.state.runtime
+        rt.db.breaker.force_open()
+        if pinned:  # down and in maintenance: the write is kept all the same
+            rt.manager.pin(Level.EMERGENCY, duration=60)
+        rt.manager.evaluate(immediate=True)
+        r = await client.post(
+            "/products/W-1/movements",
+            json={"kind": "in", "quantity": 2},
+            headers={"Idempotency-Key": "alone-1"},
+        )
+        assert r.status_code == 202, r.text
+        assert r.headers["X-Degradation-Level"] == "EMERGENCY"
+        detail = r.json()["detail"]
+        assert detail.startswith("the database is unavailable (circuit breaker forced_open)")
+        rt.db.breaker.reset()
+        assert (await rt.replayer.drain()).applied == 1
+        async with rt.db.session() as s:  # still EMERGENCY (recovery dwell): not via HTTP
+            assert (await store.get_product(s, "W-1"))["stock"] == 12
+
+
+async def test_a_write_queued_with_the_database_up_says_why_truthfully(
+    make_app: Callable[..., FastAPI],
+) -> None:
+    """MINIMAL with the database healthy (Redis, S3 and OpenAI down): direct writes are
+    off at that level, and the 202 says so, not that the database is unavailable."""
+    from brownout.health import Level
+
+    app = make_app()
+    async with running(app) as client:
+        await create(client)
+        rt = app.state.runtime
+        rt.manager.pin(Level.MINIMAL, duration=60)
+        r = await client.post("/products/W-1/movements", json={"kind": "in", "quantity": 1})
+        assert r.status_code == 202, r.text
+        detail = r.json()["detail"]
+        assert "database is unavailable" not in detail
+        assert detail.startswith("direct writes are off at level MINIMAL"), detail
 
 
 # ------------------------------------------------------------------ pricing, misc

@@ -152,3 +152,63 @@ async def test_replayer_drains_when_the_breaker_closes(tmp_path: Path, db: Async
     await replayer.stop()
     assert await rows(db) == [("A", 7)]
     box.close()
+
+
+async def test_a_missing_table_waits_and_is_never_dead_lettered(
+    tmp_path: Path, db: AsyncDatabase
+) -> None:
+    """The database came before its schema (created after the service started): the
+    intents wait, with the reason, and are applied once the tables exist."""
+    box = Outbox(tmp_path / "o.db", max_attempts=1)
+    applier = make_applier(db)  # brownout_applied not created yet
+    intent = box.submit("move", {"sku": "A", "n": 1}, stream="A")
+    replayer = Replayer(box, applier, backoff=(0.001, 0.001))
+    for _ in range(3):
+        report = await replayer.drain()
+        assert report.applied == report.dead == 0
+        assert report.stopped is not None and "no such table" in report.stopped
+    assert box.status(intent.key) == "pending" and not box.dead_letters()
+    (waiting,) = box.pending()
+    assert waiting.attempts == 0 and "no such table" in (waiting.last_error or "")
+    await applier.ensure_schema()
+    assert (await replayer.drain()).applied == 1
+    assert await rows(db) == [("A", 1)]
+    box.close()
+
+
+async def test_an_outage_is_never_dead_lettered_whatever_the_applier(tmp_path: Path) -> None:
+    """One classifier (brownout._outage): a connection error from an applier without an
+    error table waits; a caller error does not."""
+    box = Outbox(tmp_path / "o.db", max_attempts=1)
+    errors: list[BaseException] = [ConnectionRefusedError("refused"), TimeoutError("slow")]
+
+    async def apply(intent: object) -> None:
+        if errors:
+            raise errors.pop(0)
+        raise LookupError("no such product")
+
+    intent = box.submit("move", {"sku": "A"}, stream="A")
+    replayer = Replayer(box, apply, backoff=(0.001, 0.001))
+    assert (await replayer.drain()).stopped is not None
+    assert (await replayer.drain()).stopped is not None
+    assert box.status(intent.key) == "pending"
+    report = await replayer.drain()
+    assert report.dead == 1 and box.status(intent.key) == "dead"
+    assert box.dead_letters()[0].reason == "LookupError: no such product"
+    box.close()
+
+
+async def test_the_replayer_backs_off_while_the_dependency_stays_down(tmp_path: Path) -> None:
+    from brownout.outbox._replay import outage_wait
+
+    assert [outage_wait(n, heartbeat=1.0, cap=60.0) for n in range(8)] == [
+        1.0,
+        1.0,
+        2.0,
+        4.0,
+        8.0,
+        16.0,
+        32.0,
+        60.0,
+    ]
+    assert outage_wait(3, heartbeat=5.0, cap=2.0) == 5.0  # never below the heartbeat

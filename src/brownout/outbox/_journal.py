@@ -489,6 +489,14 @@ class Outbox:
             waited=max(0.0, self._clock() - intent.created),
         )
 
+    def mark_waiting(self, intent: Intent, reason: str) -> None:
+        """The dependency is down (or not ready): note why the intent waits, without
+        counting an attempt (an outage is never the intent's fault)."""
+        with self._tx("note why an intent waits") as db:
+            db.execute(
+                "UPDATE intents SET last_error = ? WHERE key = ?", (reason[:2000], intent.key)
+            )
+
     def mark_failed(
         self, intent: Intent, reason: str, *, backoff: float = 1.0, final: bool = False
     ) -> bool:

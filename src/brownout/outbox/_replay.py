@@ -11,13 +11,13 @@ from typing import Any
 
 from brownout._aio import cancel_and_wait, wait_woken
 from brownout._breaker import CircuitBreaker
-from brownout._errors import BreakerOpen
 from brownout._events import StateChange
+from brownout._outage import default_is_outage
 from brownout._redact import redact
 from brownout._state import State
 from brownout.outbox._journal import Intent, Outbox, next_backoff
 
-__all__ = ["ReplayReport", "Replayer"]
+__all__ = ["ReplayReport", "Replayer", "outage_wait"]
 
 logger = logging.getLogger("brownout.outbox")
 
@@ -41,13 +41,24 @@ class Replayer:
 
     ``apply(intent)`` must apply the intent's effect in one database transaction
     that also records ``intent.key`` (see :class:`~brownout.outbox.SqlApplier`),
-    so applying twice has no second effect. An error for which ``is_outage(exc)``
-    is true (default: the breaker rejected the call, or the adapter's error
-    table counts the error) stops the drain: the dependency is down, try later.
+    so applying twice has no second effect.
+
+    An error for which ``is_outage(exc)`` is true stops the drain: the dependency
+    is down (or not ready), try later. Such an error is never held against the
+    intent: it stays pending, with the error as its ``last_error``, however long
+    the outage lasts; while it lasts the background task tries again after a
+    growing wait (:func:`outage_wait`: the heartbeat, doubled per failed drain up
+    to ``backoff``'s cap) or at once when :meth:`wake` is called (the breaker
+    closed). The default ``is_outage`` is :func:`brownout._outage.default_is_outage`
+    of ``apply.database`` (the breaker rejected the call, the adapter's error
+    table counts the error, or, without a table, an ``OSError``), or'ed with
+    ``apply.not_ready(exc)`` where ``apply`` has one (:class:`SqlApplier`: a table
+    is missing: the schema is not created yet).
+
     Any other error is the intent's own problem: it is retried with backoff and
-    dead-lettered after the outbox's ``max_attempts`` (at once if the error has a
-    true ``permanent`` attribute: retrying cannot help), and never blocks its
-    stream forever; other streams go on.
+    dead-lettered, with the error as its reason, after the outbox's
+    ``max_attempts`` (at once if the error has a true ``permanent`` attribute:
+    retrying cannot help). It never blocks its stream forever; other streams go on.
     """
 
     def __init__(
@@ -105,9 +116,11 @@ class Replayer:
                     except asyncio.CancelledError:
                         raise
                     except Exception as exc:
-                        reason = redact(f"{type(exc).__name__}: {exc}")
+                        reason = _reason(exc)
                         if self._is_outage(exc):
                             report.stopped = reason
+                            # shown by /writes/{key}: why it waits (not an attempt)
+                            await asyncio.to_thread(self.outbox.mark_waiting, intent, reason)
                             break
                         report.failed += 1
                         report.errors.append(f"{intent.key}: {reason}")
@@ -158,14 +171,23 @@ class Replayer:
 
     async def _run(self) -> None:
         assert self._wake is not None
+        stopped = 0  # drains in a row stopped by an outage
         while True:
             try:
-                await self.drain()
+                report = await self.drain()
+                stopped = stopped + 1 if report.stopped else 0
             except asyncio.CancelledError:
                 raise
-            except Exception:
+            except Exception:  # the journal itself failed (disk): try again later
+                stopped += 1
                 logger.exception("outbox: replay failed")
-            await wait_woken(self._wake, self.heartbeat)
+            if stopped == 1 and self.last_report is not None:
+                logger.warning(
+                    "outbox: %d intents wait for the database: %s",
+                    self.outbox.pending_count(),
+                    self.last_report.stopped,
+                )
+            await wait_woken(self._wake, outage_wait(stopped, self.heartbeat, self._backoff[1]))
 
     async def stop(self) -> None:
         task, self._task = self._task, None
@@ -176,14 +198,26 @@ class Replayer:
         self._unsubscribe.clear()
 
 
+def outage_wait(stopped: int, heartbeat: float, cap: float) -> float:
+    """Seconds before the next drain after ``stopped`` drains in a row stopped by an
+    outage: the heartbeat, then doubling up to ``cap`` (never below the heartbeat)."""
+    if stopped <= 1:
+        return heartbeat
+    return max(heartbeat, min(cap, heartbeat * 2.0 ** (stopped - 1)))
+
+
+def _reason(exc: BaseException) -> str:
+    """The error in one line, secrets removed (SQLAlchemy appends the statement and a
+    link on further lines: they say nothing an operator acts on)."""
+    text = redact(f"{type(exc).__name__}: {exc}")
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def _default_is_outage(apply: Any) -> Callable[[BaseException], bool]:
-    errors = getattr(getattr(apply, "database", None), "errors", None)
+    is_down = default_is_outage(getattr(apply, "database", None))
+    not_ready = getattr(apply, "not_ready", None)
 
     def is_outage(exc: BaseException) -> bool:
-        if isinstance(exc, BreakerOpen):
-            return True
-        if errors is not None:
-            return bool(errors.counts(exc))
-        return isinstance(exc, OSError | TimeoutError | ConnectionError)
+        return is_down(exc) or (not_ready is not None and bool(not_ready(exc)))
 
     return is_outage

@@ -17,6 +17,7 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
 
 from brownout._errors import BrownoutError
 from brownout.outbox._journal import Intent
+from brownout.sql import is_missing_schema
 
 __all__ = ["Handler", "SqlApplier", "UnknownOperation"]
 
@@ -95,6 +96,13 @@ class SqlApplier:
                     "applied_at DOUBLE PRECISION NOT NULL)"
                 )
             )
+
+    def not_ready(self, exc: BaseException) -> bool:
+        """Whether ``exc`` means the schema is not there yet (a missing table: the
+        applied-keys table or a handler's), not that the intent is wrong: the
+        :class:`~brownout.outbox.Replayer` keeps such intents waiting, never
+        dead-letters them."""
+        return is_missing_schema(exc)
 
     async def is_applied(self, key: str) -> bool:
         async with self._session() as session:

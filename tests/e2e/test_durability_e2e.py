@@ -1,0 +1,254 @@
+"""Nothing accepted is lost: every write answered 202 is applied exactly once.
+
+Two ways to lose one, each on a private PostgreSQL cluster started by the suite:
+
+* the database does not exist yet when the service starts (the late-database test):
+  writes are queued, ``createdb`` happens, the service creates its schema by itself
+  and applies the queue;
+* the service is killed with SIGKILL while writes are queued and again while they are
+  replayed (the kill -9 test): the restarted service applies each exactly once.
+
+"Exactly once" is read from PostgreSQL itself: one movement row per accepted key,
+and the stock equal to the sum of the accepted movements.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from brownout.testing.servers import free_port, wait_until
+from inventario.app import create_app
+from inventario.config import Settings, load_settings
+from tests.inventario.conftest import WIDGET, running
+from tests.servers.postgres_server import PostgresServer
+
+HEARTBEAT = 0.2
+DWELL = 0.5
+
+
+def movement_rows(server: PostgresServer, database: str, sku: str) -> dict[str, int]:
+    """Reason -> how many movement rows carry it, straight from PostgreSQL (the tests
+    give each write its idempotency key as its reason)."""
+    out = server.psql(
+        f"SELECT reason, COUNT(*) FROM movements WHERE sku = '{sku}' GROUP BY reason",
+        dbname=database,
+    )
+    return {k: int(n) for k, n in (line.split("|") for line in out.splitlines() if line)}
+
+
+def stock_of(server: PostgresServer, database: str, sku: str) -> int | None:
+    out = server.psql(f"SELECT stock FROM products WHERE sku = '{sku}'", dbname=database)
+    return int(out.strip()) if out.strip() else None
+
+
+async def test_late_database_every_accepted_write_is_applied_once(
+    tmp_path: Path, postgres_server: PostgresServer
+) -> None:
+    """Started before ``createdb``, PostgreSQL the only dependency configured."""
+    database = f"late_{uuid.uuid4().hex[:12]}"
+    settings = load_settings(
+        var_dir=tmp_path / "var",
+        database_url=postgres_server.dsn_for(database),
+        heartbeat=HEARTBEAT,
+        recovery_dwell=DWELL,
+    )
+    sku = f"LATE-{uuid.uuid4().hex[:6].upper()}"
+    accepted: dict[str, int] = {}  # key -> delta, for every 201/202 movement
+    app = create_app(settings)
+    try:
+        async with running(app) as client:
+            r = await client.post("/products", json={**WIDGET, "sku": sku, "stock": 0})
+            assert r.status_code == 202, r.text
+            assert "database" in r.json()["detail"]
+            create_key = r.headers["Idempotency-Key"]
+            for i in range(12):
+                key = f"late-{i}"
+                r = await client.post(
+                    f"/products/{sku}/movements",
+                    json={"kind": "in", "quantity": i + 1, "reason": key},
+                    headers={"Idempotency-Key": key},
+                )
+                # PostgreSQL alone configured and missing: the outbox takes the write
+                assert r.status_code == 202, r.text
+                accepted[key] = i + 1
+            assert (await client.get("/writes/late-0")).json()["status"] == "pending"
+
+            postgres_server.create_database(database)
+
+            async def all_applied() -> bool:
+                for key in (create_key, *accepted):
+                    status = (await client.get(f"/writes/{key}")).json()
+                    assert status["status"] != "dead", status
+                    if status["status"] != "applied":
+                        return False
+                return True
+
+            deadline = time.monotonic() + 30
+            while not await all_applied():
+                assert time.monotonic() < deadline, (await client.get("/health")).json()
+                await asyncio.sleep(0.1)
+            # the service recovers by itself, and answers directly again
+            deadline = time.monotonic() + 30
+            while (await client.get("/health")).json()["level"] != "OPTIMAL":
+                assert time.monotonic() < deadline, (await client.get("/health")).json()
+                await client.get(f"/products/{sku}")
+                await asyncio.sleep(0.1)
+            r = await client.post(
+                f"/products/{sku}/movements",
+                json={"kind": "in", "quantity": 100, "reason": "direct"},
+            )
+            assert r.status_code == 201, r.text
+            about = (await client.get("/about")).json()
+            assert about["outbox"]["dead_letters"] == 0, about
+        rows = movement_rows(postgres_server, database, sku)
+        assert rows == {**dict.fromkeys(accepted, 1), "direct": 1}
+        assert stock_of(postgres_server, database, sku) == sum(accepted.values()) + 100
+        print(f"late database: accepted {len(accepted) + 1} (202), applied {len(accepted) + 1}")
+    finally:
+        postgres_server.ensure_running()
+        postgres_server.drop_database(database)
+
+
+# -- kill -9 ----------------------------------------------------------------------------
+
+
+class ServiceProcess:
+    """``inventario serve`` as a child process (so that it can be SIGKILLed)."""
+
+    def __init__(self, env: dict[str, str], log: Path) -> None:
+        self.port = free_port()
+        self.env = env
+        self.log = log
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "inventario", "serve", "--port", str(self.port)],
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+
+        def up() -> bool:
+            try:
+                return httpx.get(f"{self.url}/health/live", timeout=1).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        def alive() -> None:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"inventario exited:\n{self.log.read_text()[-3000:]}")
+
+        wait_until(up, timeout=30, what="inventario to answer", check=alive)
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+
+@pytest.fixture
+def service_process(tmp_path: Path) -> Iterator[Callable[[dict[str, str]], ServiceProcess]]:
+    started: list[ServiceProcess] = []
+
+    def make(settings: dict[str, str]) -> ServiceProcess:
+        env = {k: v for k, v in os.environ.items() if k.lower() not in Settings.model_fields}
+        env.update(settings)
+        service = ServiceProcess(env, tmp_path / "service.log")
+        started.append(service)
+        return service
+
+    yield make
+    for service in started:
+        service.stop()
+
+
+def test_kill_9_every_accepted_write_is_applied_once(
+    tmp_path: Path,
+    make_postgres: Callable[..., PostgresServer],
+    service_process: Callable[[dict[str, str]], ServiceProcess],
+) -> None:
+    """SIGKILL while writes are queued, and again while they are replayed."""
+    server = make_postgres()
+    dsn = server.create_database("killed")
+    sku = "KILL-1"
+    settings = {
+        "VAR_DIR": str(tmp_path / "var"),
+        "DATABASE_URL": dsn,
+        "HEARTBEAT": str(HEARTBEAT),
+        "RECOVERY_DWELL": str(DWELL),
+    }
+    service = service_process(settings)
+    service.start()
+    r = httpx.post(f"{service.url}/products", json={**WIDGET, "sku": sku, "stock": 0})
+    assert r.status_code == 201, r.text
+
+    server.stop()  # the database goes away; writes are queued
+    accepted: dict[str, int] = {}
+    answered: dict[str, Any] = {}
+    with httpx.Client(base_url=service.url, timeout=10) as client:
+        for round_ in range(3):
+            for i in range(15):
+                key = f"k9-{round_}-{i}"
+                r = client.post(
+                    f"/products/{sku}/movements",
+                    json={"kind": "in", "quantity": 1 + i % 4, "reason": key},
+                    headers={"Idempotency-Key": key},
+                )
+                answered[key] = r.status_code
+                if r.status_code in (201, 202):
+                    accepted[key] = 1 + i % 4
+            service.kill9()  # right after the last 202: nothing flushed on exit
+            service.start()
+        assert set(answered.values()) == {202}, answered
+
+        server.start()  # the database is back: the replay starts ...
+        deadline = time.monotonic() + 60
+        kills = 0
+        while True:
+            rows = movement_rows(server, "killed", sku) if kills < 3 else {}
+            if kills < 3 and 0 < len(rows) < len(accepted):
+                service.kill9()  # ... and is killed in the middle, more than once
+                kills += 1
+                service.start()
+                continue
+            pending = client.get("/about").json()["outbox"]
+            if pending["pending"] == 0:
+                break
+            assert time.monotonic() < deadline, pending
+            time.sleep(0.05)
+        assert pending["dead_letters"] == 0, pending
+    rows = movement_rows(server, "killed", sku)
+    assert rows == dict.fromkeys(accepted, 1)
+    assert stock_of(server, "killed", sku) == sum(accepted.values())
+    print(
+        f"kill -9: accepted {len(accepted)} (202), applied {len(rows)}, "
+        f"killed {3 + kills} times ({kills} during the replay)"
+    )

@@ -22,7 +22,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
 import brownout.web
-from brownout import BreakerConfig, CircuitBreaker, State
+from brownout import BreakerConfig, BreakerOpen, CircuitBreaker, State
 from brownout.adapter import Adapter, DependencyError, ErrorRule, ErrorTable, Figures
 from brownout.health import Component, DegradationManager, Feature, Level, UnknownFeature
 from brownout.prometheus import CONTENT_TYPE, PrometheusMetrics
@@ -528,6 +528,8 @@ ADMIN_CALLS = [
     ("POST", "/admin/breakers/cache/open", None),
     ("POST", "/admin/breakers/cache/close", None),
     ("POST", "/admin/breakers/cache/disable", None),
+    ("POST", "/admin/breakers/cache/shadow", None),
+    ("POST", "/admin/breakers/cache/open?seconds=30", None),
     ("POST", "/admin/level/pin", {"level": "MINIMAL", "duration": 300}),
     ("DELETE", "/admin/level/pin", None),
 ]
@@ -566,6 +568,7 @@ async def test_admin_refuses_a_missing_or_wrong_token(
         assert TOKEN not in r.text
         assert r.headers["X-Degradation-Level"] == "OPTIMAL"
     assert world.breaker("cache").state is State.CLOSED
+    assert not world.breaker("cache").shadow
     assert world.manager.pinned is None
 
 
@@ -578,6 +581,7 @@ async def test_admin_breaker_control(world: World, caplog: pytest.LogCaptureFixt
                 "breaker": "cache",
                 "action": "open",
                 "state": "forced_open",
+                "shadow": False,
                 "level": "DEGRADED",
             }
             assert r.headers["X-Degradation-Level"] == "DEGRADED"
@@ -597,6 +601,33 @@ async def test_admin_breaker_control(world: World, caplog: pytest.LogCaptureFixt
             assert world.kv.breaker.state is State.FORCED_OPEN
     assert "breaker 'cache' open" in caplog.text
     assert TOKEN not in caplog.text
+
+
+@pytest.mark.parametrize("app", ["fastapi", "asgi"])
+async def test_admin_timed_open_and_shadow_mode(world: World, app: str) -> None:
+    served = make_app(world) if app == "fastapi" else StatusApp(world.manager, admin_token=TOKEN)
+    cache = world.breaker("cache")
+    async with client(served) as http:
+        r = await http.post("/admin/breakers/cache/open?seconds=30", headers=bearer())
+        assert r.status_code == 200
+        assert (r.json()["state"], r.json()["seconds"]) == ("open", 30.0)
+        assert cache.snapshot().retry_after == pytest.approx(30)
+        world.clock.advance(30)
+        assert cache.state is State.HALF_OPEN  # then half-opens as after a trip
+        for bad in ("0", "-5", "nan", "inf", "1e9", "soon"):
+            r = await http.post(f"/admin/breakers/cache/open?seconds={bad}", headers=bearer())
+            assert r.status_code == 400, bad
+            assert "seconds" in r.json()["detail"]
+        r = await http.post("/admin/breakers/cache/close?seconds=5", headers=bearer())
+        assert r.status_code == 400
+        r = await http.post("/admin/breakers/cache/shadow", headers=bearer())
+        assert r.status_code == 200 and r.json()["shadow"] is True
+        cache.force_open()
+        assert cache.call(lambda: "through") == "through"  # shadow: never rejects
+        r = await http.post("/admin/breakers/cache/unshadow", headers=bearer())
+        assert r.json()["shadow"] is False
+        with pytest.raises(BreakerOpen):
+            cache.call(lambda: "through")
 
 
 async def test_admin_pin_and_unpin(world: World, caplog: pytest.LogCaptureFixture) -> None:

@@ -13,10 +13,12 @@ import logging
 import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs
 
 from brownout.web._problem import problem
 from brownout.web._reply import Reply
 from brownout.web._status import (
+    BREAKER_ACTIONS,
     MAX_BODY,
     admin_breaker,
     admin_pin,
@@ -135,7 +137,8 @@ class StatusApp:
 
     ``GET /health/live``, ``GET /health/ready``, ``GET /health``, ``GET /metrics``
     (only with ``metrics``), and with ``admin_token`` the admin endpoints
-    ``POST /admin/breakers/{name}/open|close|disable``, ``POST`` and
+    ``POST /admin/breakers/{name}/open|close|disable|shadow|unshadow`` (``open?seconds=N``:
+    open for N seconds), ``POST`` and
     ``DELETE /admin/level/pin``; all under ``prefix``. Every response carries
     ``X-Degradation-Level``. Serve it on its own (``uvicorn module:app``) or
     mount it in another framework.
@@ -219,7 +222,7 @@ class StatusApp:
             and parts[1] == "admin"
             and parts[2] == "breakers"
             and parts[3]
-            and parts[4] in ("open", "close", "disable")
+            and parts[4] in BREAKER_ACTIONS
         ):
             allowed = ("POST",)
         else:
@@ -233,7 +236,9 @@ class StatusApp:
             if method == "DELETE":
                 return admin_unpin(self.manager)
             return admin_pin(self.manager, await _read_body(receive))
-        return admin_breaker(self.manager, parts[3], parts[4])
+        query = parse_qs(bytes(scope.get("query_string", b"")).decode("latin-1"))
+        seconds = query.get("seconds", [None])[-1]
+        return admin_breaker(self.manager, parts[3], parts[4], seconds)
 
 
 def _health(manager: DegradationManager) -> Reply:

@@ -151,7 +151,8 @@ def health_router(
 def _breaker_endpoint(manager: DegradationManager, token: str, action: str) -> Any:
     async def endpoint(name: str, request: Request) -> Response:
         denied = authorize(token, request.headers.get("authorization"))
-        return _respond(denied or admin_breaker(manager, name, action))
+        seconds = request.query_params.get("seconds")
+        return _respond(denied or admin_breaker(manager, name, action, seconds))
 
     endpoint.__name__ = f"admin_breaker_{action}"
     return endpoint

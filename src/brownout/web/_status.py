@@ -56,7 +56,9 @@ MAX_REASON = 200
 #: Largest accepted admin request body (bytes).
 MAX_BODY = 16 * 1024
 
-BREAKER_ACTIONS = ("open", "close", "disable")
+BREAKER_ACTIONS = ("open", "close", "disable", "shadow", "unshadow")
+#: Longest timed open the admin API accepts (seconds): a day.
+MAX_OPEN_SECONDS = 86_400.0
 
 
 def _scrub(value: Any) -> Any:
@@ -277,30 +279,59 @@ def find_breaker(manager: DegradationManager, name: str) -> CircuitBreaker | Non
     return None
 
 
-def admin_breaker(manager: DegradationManager, name: str, action: str) -> Reply:
-    """``POST /admin/breakers/{name}/{open|close|disable}``."""
+def admin_breaker(
+    manager: DegradationManager, name: str, action: str, seconds: str | None = None
+) -> Reply:
+    """``POST /admin/breakers/{name}/{open|close|disable|shadow|unshadow}``.
+
+    ``open?seconds=N`` opens for N seconds, then half-opens as after a trip
+    (without it: forced open until closed); ``shadow`` / ``unshadow`` switch
+    shadow mode (count, never reject) on and off.
+    """
     if action not in BREAKER_ACTIONS:
         return _error(404, "not_found", f"unknown breaker action {action!r}")
+    duration = None
+    if seconds is not None:
+        if action != "open":
+            return _error(400, "bad_request", f"seconds= applies to 'open' only, not {action!r}")
+        try:
+            duration = float(seconds)
+        except ValueError:
+            duration = math.nan
+        if not 0 < duration <= MAX_OPEN_SECONDS:  # also refuses nan
+            return _error(
+                400,
+                "bad_request",
+                f"seconds must be a number in (0, {MAX_OPEN_SECONDS:g}], got {seconds[:40]!r}",
+            )
     breaker = find_breaker(manager, name)
     if breaker is None:
         known = sorted({c.breaker.name for c in manager.components if c.breaker is not None})
         return _error(404, "unknown_breaker", f"no breaker named {name!r}; known: {known}")
     if action == "open":
-        breaker.force_open("forced open via the admin API")
+        breaker.force_open("forced open via the admin API", duration=duration)
     elif action == "close":
         breaker.reset("reset via the admin API")
-    else:
+    elif action == "disable":
         breaker.disable("disabled via the admin API")
-    logger.warning("brownout.web admin: breaker %r %s", breaker.name, action)
-    return Reply(
-        200,
-        {
-            "breaker": breaker.name,
-            "action": action,
-            "state": breaker.state.value,
-            "level": manager.level.name,
-        },
+    else:
+        breaker.set_shadow(action == "shadow")
+    logger.warning(
+        "brownout.web admin: breaker %r %s%s",
+        breaker.name,
+        action,
+        f" for {duration:g} s" if duration is not None else "",
     )
+    body: dict[str, Any] = {
+        "breaker": breaker.name,
+        "action": action,
+        "state": breaker.state.value,
+        "shadow": breaker.shadow,
+        "level": manager.level.name,
+    }
+    if duration is not None:
+        body["seconds"] = duration
+    return Reply(200, body)
 
 
 def _parse_level(value: Any) -> Level | None:

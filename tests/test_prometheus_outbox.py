@@ -287,6 +287,32 @@ async def test_spool_backlog_uploads_failures_and_quarantine(
     assert get(s, "brownout_spool_uploaded_total", spool="uploads") == 2
 
 
+def test_spool_failed_entries_and_operator_actions(tmp_path: Path) -> None:
+    """An entry given up on is a gauge (until retried, retargeted or discarded) and each
+    operator action a counter: an alert can fire on ``brownout_spool_failed_entries > 0``."""
+    metrics = PrometheusMetrics()
+    with Spool(tmp_path / "uploads") as spool:
+        metrics.attach(spool)
+        gone = [spool.put("gone", f"{i}.pdf", b"x" * (i + 1)) for i in range(3)]
+        for entry in gone:
+            spool.mark_failed(entry, "NoSuchBucket", give_up=True)
+        spool.mark_failed(spool.put("b", "later.pdf", b"y"), "odd")  # an attempt, not failed
+        s = scrape(metrics)
+        assert get(s, "brownout_spool_failed_entries", spool="uploads") == 3
+        assert get(s, "brownout_spool_failed_bytes", spool="uploads") == 1 + 2 + 3
+        assert get(s, "brownout_spool_gave_up_total", spool="uploads") == 3
+        assert get(s, "brownout_spool_upload_failures_total", spool="uploads") == 4
+        spool.retarget(gone[0], None)
+        spool.discard(gone[1])
+        spool.reset_attempts(gone[2])
+        s = scrape(metrics)
+        assert get(s, "brownout_spool_failed_entries", spool="uploads") == 0
+        assert get(s, "brownout_spool_failed_bytes", spool="uploads") == 0
+        assert get(s, "brownout_spool_retargeted_total", spool="uploads") == 1
+        assert get(s, "brownout_spool_discarded_total", spool="uploads") == 1
+        assert get(s, "brownout_spool_pending_files", spool="uploads") == 3
+
+
 def test_spool_attach_twice_and_detach(tmp_path: Path) -> None:
     metrics = PrometheusMetrics()
     with Spool(tmp_path / "s") as spool:

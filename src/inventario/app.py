@@ -112,6 +112,10 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         if router is not None:
             app.include_router(router)
     admin = rt.settings.admin_token.get_secret_value() if rt.settings.admin_token else None
+    if admin:  # the spool's operator endpoints, as brownout's admin ones: only with a token
+        from inventario.spool_admin import router as spool_admin
+
+        app.include_router(spool_admin)
     install(app, rt.manager, metrics=rt.metrics, admin_token=admin, check=False)
     check_features(app, rt.manager)
     return app

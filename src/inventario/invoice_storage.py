@@ -13,6 +13,13 @@ Keeping (:class:`InvoiceFiles`): a file goes to S3 through the S3 adapter
 when it can, else into the spool (``brownout.spool``), which the runtime's
 ``SpoolUploader`` drains into S3 later; downloads look in the spool first.
 Object keys come from the invoice id only, never from the file name.
+
+Which bucket a file goes to: with S3 configured, the configured bucket at the
+time of the upload (recorded with the invoice, also when the file is spooled
+during an outage). Without S3, no bucket is chosen yet: the invoice records
+:data:`UNBOUND` and the file is spooled for "the configured bucket", so it goes
+to whatever bucket S3 is configured with when it is finally uploaded. An
+operator can send spooled files elsewhere (``inventario spool retarget``).
 """
 
 from __future__ import annotations
@@ -35,10 +42,12 @@ from brownout import BreakerOpen
 from brownout.spool import Spool, SpoolCorrupted, SpoolError, SpoolFull
 from inventario import store
 from inventario.deps import DependencyUnavailable, try_again
+from inventario.spool_health import LOCAL_BUCKET, UNBOUND
 
 __all__ = [
     "ALLOWED_TYPES",
     "LOCAL_BUCKET",
+    "UNBOUND",
     "FileProblem",
     "InvoiceFiles",
     "Upload",
@@ -50,8 +59,6 @@ __all__ = [
 
 logger = logging.getLogger("inventario")
 
-#: The bucket name spooled files are kept under when S3 is not configured.
-LOCAL_BUCKET = "inventario-invoices"
 
 #: Declared content type -> file extension of the stored object.
 ALLOWED_TYPES: dict[str, str] = {
@@ -417,7 +424,17 @@ class InvoiceFiles:
 
     @property
     def bucket(self) -> str:
-        return str(self.s3.bucket) if self.s3 is not None else LOCAL_BUCKET
+        """What a new invoice records: the configured bucket, or :data:`UNBOUND`."""
+        return str(self.s3.bucket) if self.s3 is not None else UNBOUND
+
+    @staticmethod
+    def destination(bucket: str, recorded: str = "spool") -> str | None:
+        """The spool's and the S3 adapter's bucket for an invoice's recorded ``bucket``:
+        ``None`` (the configured one) for :data:`UNBOUND`, and for an older release's
+        :data:`LOCAL_BUCKET` on a file that was spooled (S3 was not configured then)."""
+        if bucket == UNBOUND or (bucket == LOCAL_BUCKET and recorded == "spool"):
+            return None
+        return bucket
 
     async def store(self, key: str, upload: Upload, invoice_id: str) -> Storage:
         """Put the file in S3, or in the spool if S3 is missing, rejecting or failing.
@@ -427,10 +444,11 @@ class InvoiceFiles:
         outage (no such bucket, access denied). Nothing is stored then.
         """
         metadata = {"invoice-id": invoice_id}
+        bucket = self.destination(self.bucket)
         try:
             if self.uploader is not None:
                 outcome = await self.uploader.upload(
-                    self.bucket,
+                    bucket,
                     key,
                     upload.data,
                     content_type=upload.content_type,
@@ -438,7 +456,7 @@ class InvoiceFiles:
                 )
                 return "s3" if outcome == "uploaded" else "spool"
             await asyncio.to_thread(
-                self.spool.put, self.bucket, key, upload.data, upload.content_type, metadata
+                self.spool.put, bucket, key, upload.data, upload.content_type, metadata
             )
             return "spool"
         except SpoolFull as exc:
@@ -470,20 +488,23 @@ class InvoiceFiles:
 
     def where(self, bucket: str, key: str, recorded: str) -> Storage:
         """Where the file is now: ``spool`` while spooled, else ``s3`` once drained."""
-        if self.spool.entry(bucket, key) is not None:
+        if self.spool.entry(self.destination(bucket, recorded), key) is not None:
             return "spool"
         if recorded == "spool" and self.s3 is None:
             return "spool"  # no S3 to drain into; only a quarantined entry gets here
         return "s3"
 
-    async def fetch(self, bucket: str, key: str) -> tuple[bytes, Storage]:
+    async def fetch(self, bucket: str, key: str, recorded: str = "s3") -> tuple[bytes, Storage]:
         """The file's bytes: from the spool while it is there, else from S3.
 
-        ``BreakerOpen`` and S3 outages propagate (the app answers 503); a file
-        that is nowhere raises :class:`FileProblem` 404, a damaged one 500.
+        ``bucket`` and ``recorded`` are what the invoice recorded (see
+        :meth:`destination`). ``BreakerOpen`` and S3 outages propagate (the app
+        answers 503); a file that is nowhere raises :class:`FileProblem` 404, a
+        damaged one 500.
         """
+        where = self.destination(bucket, recorded)
         try:
-            data = await asyncio.to_thread(self.spool.get, bucket, key)
+            data = await asyncio.to_thread(self.spool.get, where, key)
         except SpoolCorrupted as exc:
             logger.error("invoice file %s/%s: %s", bucket, key, exc)
             raise FileProblem(
@@ -499,7 +520,7 @@ class InvoiceFiles:
                 404, "file_missing", "the invoice's file is not in the spool and S3 is not set up"
             )
         try:
-            data = await self.s3.download(key, bucket=bucket)
+            data = await self.s3.download(key, bucket=where)
         except BreakerOpen:
             raise
         except Exception as exc:
@@ -515,11 +536,12 @@ class InvoiceFiles:
 
     async def discard(self, bucket: str, key: str, storage: Storage) -> None:
         """Best effort removal of a file whose invoice could not be recorded."""
+        where = self.destination(bucket, storage)
         try:
-            entry = self.spool.entry(bucket, key)
+            entry = self.spool.entry(where, key)
             if entry is not None:
                 await asyncio.to_thread(self.spool.remove, entry)
             elif storage == "s3" and self.s3 is not None:
-                await self.s3.delete(key, bucket=bucket)
+                await self.s3.delete(key, bucket=where)
         except Exception as exc:  # an orphan file is harmless: no invoice names its key
             logger.warning("invoice file %s/%s could not be removed: %r", bucket, key, exc)

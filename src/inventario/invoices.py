@@ -743,7 +743,7 @@ async def get_invoice(invoice_id: InvoiceId, rt: RuntimeDep) -> dict[str, Any]:
 async def invoice_file(invoice_id: InvoiceId, rt: RuntimeDep) -> Response:
     """The uploaded file: from the spool while it waits for S3, else from S3."""
     row = await run_in_database(rt, _get, invoice_id)
-    data, where = await _files(rt).fetch(row["bucket"], row["object_key"])
+    data, where = await _files(rt).fetch(row["bucket"], row["object_key"], row["storage"])
     return Response(
         data,
         media_type=row["content_type"],
@@ -787,7 +787,7 @@ async def extract_again(invoice_id: InvoiceId, rt: RuntimeDep) -> dict[str, Any]
     row = await run_in_database(rt, _get, invoice_id)
     if row["state"] == "applied":
         raise InvoiceConflict.already_applied(invoice_id)
-    data, _ = await files.fetch(row["bucket"], row["object_key"])
+    data, _ = await files.fetch(row["bucket"], row["object_key"], row["storage"])
     return _view(await _extract(rt, row, data), files)
 
 

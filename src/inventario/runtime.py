@@ -27,6 +27,7 @@ from brownout.sql import AsyncDatabase, is_missing_schema
 from inventario.cache import ProductCache
 from inventario.config import Settings
 from inventario.db import create_schema
+from inventario.spool_health import SpoolHealth, adopt_local_bucket, spool_backlog
 from inventario.writes import OPERATIONS, apply_write
 
 __all__ = ["FEATURES", "Runtime", "build_runtime"]
@@ -82,6 +83,12 @@ class Runtime:
             self._start_creating_schema()
         await self.manager.start()
         await self.replayer.start()
+        spool = self.extras.get("spool")
+        if spool is not None:
+            await asyncio.to_thread(adopt_local_bucket, spool)
+        health = self.extras.get("spool_health")
+        if health is not None:
+            health.refresh()  # entries that failed before this start
         for name in ("spool_uploader",):
             part = self.extras.get(name)
             if part is not None:
@@ -191,7 +198,7 @@ class Runtime:
         out: dict[str, Any] = {"outbox": self.outbox.stats()}
         spool = self.extras.get("spool")
         if spool is not None:
-            out["spool"] = spool.stats()
+            out["spool"] = spool_backlog(spool, self.s3.bucket if self.s3 is not None else None)
         coherence = self.extras.get("coherence")
         if coherence is not None:
             out["coherence"] = coherence.stats()
@@ -259,6 +266,10 @@ def build_runtime(settings: Settings) -> Runtime:
     manager = DegradationManager(
         components, FEATURES, heartbeat=settings.heartbeat, dwell=settings.recovery_dwell
     )
+    # spooled files their bucket refuses for good show as a problem of S3 on /health
+    spool_health = SpoolHealth(spool, manager if s3 is not None else None)
+    spool.add_listener(spool_health.on_event)
+    spool_parts["spool_health"] = spool_health
     coherence = None
     if cache is not None:
         # keys a write invalidates while Redis is away are journaled and deleted before

@@ -273,6 +273,7 @@ class DegradationManager:
         self._better_since: float | None = None
         self._pin: tuple[Level, float, str] | None = None
         self._holds: dict[str, str] = {}
+        self._problems: dict[str, dict[str, str]] = {}
         self._down_since: dict[str, float] = {}
         self._cause: dict[str, str] = {}
         self._outages: dict[str, list[float]] = {}
@@ -469,8 +470,11 @@ class DegradationManager:
             credentials = stats.credentials_problem
             last_error = stats.last_error or last_error
         probe = self._probes[c.name].last_ok
+        problems = tuple(self._problems.get(c.name, {}).values())
         return (
-            ComponentInputs(state, success, p95, c.latency_target, probe, credentials, last_error),
+            ComponentInputs(
+                state, success, p95, c.latency_target, probe, credentials, last_error, problems
+            ),
             state.value if state is not None else None,
         )
 
@@ -812,6 +816,46 @@ class DegradationManager:
         with self._lock:
             self._holds.pop(component, None)
         self.evaluate(f"release {component}")
+
+    def set_problem(self, component: str, source: str, problem: str | None) -> None:
+        """Report (or, with ``None``, clear) a problem of ``component`` its breaker cannot
+        see: work the application cannot finish through it (uploads its bucket refuses).
+
+        While any is reported the component is "degraded" with each problem in its
+        ``why``, its score capped at :data:`~brownout.health._scoring.PROBLEM_CAP` (it
+        answers, so it is not down). ``source`` names the reporter: one problem per
+        source. Re-evaluates only when something changed.
+
+        >>> from brownout.health import Component, DegradationManager
+        >>> manager = DegradationManager([Component("s3"), Component("database")])
+        >>> manager.set_problem("s3", "spool", "2 uploads refused: NoSuchBucket")
+        >>> view = {v.name: v for v in manager.last_evaluation.components}["s3"]
+        >>> view.status, view.score, view.why
+        ('degraded', 50.0, ('2 uploads refused: NoSuchBucket (capped at 50)',))
+        >>> manager.set_problem("s3", "spool", None)
+        >>> {v.name: v for v in manager.last_evaluation.components}["s3"].status
+        'up'
+        """
+        self.component(component)
+        with self._lock:
+            current = self._problems.get(component, {})
+            if current.get(source) == problem:
+                return
+            updated = dict(current)
+            if problem is None:
+                updated.pop(source, None)
+            else:
+                updated[source] = problem
+            if updated:
+                self._problems[component] = updated
+            else:
+                self._problems.pop(component, None)
+        what = f"problem of {component} ({source})"
+        self.evaluate(f"{what}: {problem}" if problem is not None else f"{what} cleared")
+
+    def problems(self, component: str) -> dict[str, str]:
+        """The problems reported for ``component`` (source -> problem)."""
+        return dict(self._problems.get(component, {}))
 
     # -------------------------------------------------------------- prediction
 

@@ -16,6 +16,8 @@ __all__ = ["ComponentInputs", "ComponentScore", "score_component"]
 HALF_OPEN_CAP = 50.0
 #: A component whose last probe failed scores at most this.
 PROBE_FAILED_CAP = 40.0
+#: A component with a reported problem (``DegradationManager.set_problem``) scores at most this.
+PROBLEM_CAP = 50.0
 #: Each point of failure rate costs this many points (10 % failures => -30).
 FAILURE_RATE_WEIGHT = 3.0
 #: p95 latency may cost at most this many points (at 4x the target or slower).
@@ -33,6 +35,7 @@ class ComponentInputs:
     probe_ok: bool | None  # last probe, None if never probed
     credentials_problem: str | None = None
     last_error: str | None = None  # redacted, shown in the explanation
+    problems: tuple[str, ...] = ()  # reported by the application (work it cannot finish)
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +82,10 @@ def score_component(inputs: ComponentInputs) -> ComponentScore:
     if inputs.probe_ok is False and score > PROBE_FAILED_CAP:
         score = PROBE_FAILED_CAP
         why.append(f"last probe failed (capped at {PROBE_FAILED_CAP:.0f})")
+    for problem in inputs.problems:
+        if score > PROBLEM_CAP:
+            score = PROBLEM_CAP
+        why.append(f"{problem} (capped at {PROBLEM_CAP:.0f})")
     status = "up"
     if state is State.HALF_OPEN:
         status = "recovering"

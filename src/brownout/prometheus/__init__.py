@@ -80,11 +80,15 @@ Spool metrics (``metrics.attach(spool)``, a :class:`~brownout.spool.Spool`;
 
 * gauges ``brownout_spool_pending_files{spool}``, ``brownout_spool_pending_bytes{spool}``,
   ``brownout_spool_oldest_pending_age_seconds{spool}``,
+  ``brownout_spool_failed_entries{spool}``, ``brownout_spool_failed_bytes{spool}``
+  (entries the uploader gave up on, waiting for an operator),
   ``brownout_spool_quarantined_entries{spool}``, ``brownout_spool_max_files{spool}``,
   ``brownout_spool_max_bytes{spool}``, read from ``spool.stats()`` at each scrape;
 * counters ``brownout_spool_spooled_total``, ``brownout_spool_spooled_bytes_total``,
   ``brownout_spool_uploaded_total``, ``brownout_spool_uploaded_bytes_total``,
-  ``brownout_spool_upload_failures_total``, ``brownout_spool_quarantined_total``
+  ``brownout_spool_upload_failures_total``, ``brownout_spool_gave_up_total``,
+  ``brownout_spool_retargeted_total``, ``brownout_spool_discarded_total``,
+  ``brownout_spool_quarantined_total``
   and histograms ``brownout_spool_put_seconds``, ``brownout_spool_upload_seconds``
   (label ``spool``).
 

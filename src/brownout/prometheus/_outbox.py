@@ -6,8 +6,8 @@ One :class:`OutboxMetrics` and one :class:`SpoolMetrics` per
 
 * **gauges read at scrape time** by a custom collector: ``outbox.stats()`` /
   ``spool.stats()`` of every attached journal or spool (the backlog, its age,
-  the bounds), so they are right even when nothing happened since the last
-  scrape and after a restart;
+  the spool's failed entries, the bounds), so they are right even when nothing
+  happened since the last scrape and after a restart;
 * **counters and histograms fed by listeners** (``Outbox.add_listener``,
   ``Spool.add_listener``): what this process did since it started (intents
   accepted, refused, replayed, dead-lettered; uploads spooled, uploaded, failed,
@@ -96,6 +96,13 @@ _SPOOL_GAUGES = (
         "spool_oldest_pending_age_seconds",
         "Age of the oldest spooled upload (0 when nothing is spooled).",
     ),
+    (
+        "failed",
+        "spool_failed_entries",
+        "Spooled uploads their destination refused for good (no such bucket, access denied): "
+        "kept, waiting for an operator to retry, retarget or discard them.",
+    ),
+    ("failed_bytes", "spool_failed_bytes", "Payload bytes of the failed spooled uploads."),
     (
         "quarantined",
         "spool_quarantined_entries",
@@ -308,6 +315,17 @@ class SpoolMetrics:
         self.quarantined = counter(
             "spool_quarantined", "Corrupted entries moved to quarantine/ by this process."
         )
+        self.gave_up = counter(
+            "spool_gave_up",
+            "Spooled uploads marked failed (their destination refused them for good, or "
+            "max_attempts was reached).",
+        )
+        self.retargeted = counter(
+            "spool_retargeted", "Spooled uploads sent to another bucket by an operator."
+        )
+        self.discarded = counter(
+            "spool_discarded", "Spooled uploads deleted without uploading, by an operator."
+        )
         self.put_seconds = Histogram(
             "spool_put_seconds",
             "Duration of writing one upload to the spool (fsyncs included).",
@@ -335,6 +353,9 @@ class SpoolMetrics:
             "uploaded_bytes": self.uploaded_bytes.labels(label),
             "failed": self.failed.labels(label),
             "quarantined": self.quarantined.labels(label),
+            "gave_up": self.gave_up.labels(label),
+            "retargeted": self.retargeted.labels(label),
+            "discarded": self.discarded.labels(label),
         }
         put_seconds = self.put_seconds.labels(label)
         upload_seconds = self.upload_seconds.labels(label)
@@ -350,7 +371,9 @@ class SpoolMetrics:
                 upload_seconds.observe(fields.get("seconds", 0.0))
             elif event == "failed":
                 series["failed"].inc()
-            elif event == "quarantined":
-                series["quarantined"].inc()
+                if fields.get("gave_up"):
+                    series["gave_up"].inc()
+            elif event in ("quarantined", "retargeted", "discarded"):
+                series[event].inc()
 
         return self._spools.listen(spool, label, on_event)

@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import IntegrityError
 
 from brownout.outbox import IdempotencyConflict, OutboxFull
 from brownout.web import requires_feature
@@ -81,8 +82,7 @@ async def _write(
         )
     if why is None:
         try:
-            async with rt.db.session() as s:
-                result, repeated = await apply_write(s, operation, data, key)
+            result, repeated = await _apply_now(rt, operation, data, key)
         except store.StoreError:
             raise
         except Exception as exc:
@@ -125,6 +125,32 @@ class accepts_writes(requires_feature):  # lower case: used like a function, as 
         rt: Runtime = request.app.state.runtime
         if rt.database_unavailable() is None:
             await super().__call__(request)
+
+
+#: How often a write that lost a race (a unique key committed meanwhile) is looked at again.
+RACE_ATTEMPTS = 3
+
+
+async def _apply_now(
+    rt: Runtime, operation: str, data: dict[str, Any], key: str
+) -> tuple[dict[str, Any], bool]:
+    """:func:`apply_write` in one transaction; a lost race is answered like the sequential case.
+
+    Two requests creating one sku, or carrying one ``Idempotency-Key``, can both
+    pass their checks before either commits; the second then violates a unique
+    constraint. Its transaction is rolled back and the write is looked at again,
+    now seeing the winner's row: the sku is taken (409) or the key's answer is
+    replayed. A violation that persists is a conflict with the data (409).
+    """
+    for attempt in range(RACE_ATTEMPTS):
+        try:
+            async with rt.db.session() as s:
+                return await apply_write(s, operation, data, key)
+        except IntegrityError as exc:
+            logger.info("write %s lost a race (attempt %d): %s", key, attempt + 1, exc.orig)
+    raise store.Conflict(
+        "the write conflicts with data changed at the same time; nothing was written: retry"
+    )
 
 
 # ------------------------------------------------------------------- products

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from inventario.db import movements, products
 
 __all__ = [
+    "Conflict",
     "InsufficientStock",
     "NotFound",
     "SkuTaken",
@@ -50,6 +51,13 @@ class NotFound(StoreError):
 class SkuTaken(StoreError):
     status = 409
     code = "sku_taken"
+
+
+class Conflict(StoreError):
+    """The write conflicts with the data as it is now (409)."""
+
+    status = 409
+    code = "conflict"
 
 
 class InsufficientStock(StoreError):

@@ -8,7 +8,7 @@ import uuid
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi import APIRouter, Depends, Header, Path, Query, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import IntegrityError
 
@@ -25,6 +25,8 @@ from inventario.deps import (
 )
 from inventario.runtime import Runtime
 from inventario.schemas import (
+    MAX_OFFSET,
+    MAX_PRICE,
     SKU_PATTERN,
     Movement,
     MovementIn,
@@ -34,6 +36,7 @@ from inventario.schemas import (
     ProductPage,
     ProductPatch,
     Queued,
+    Text,
     WriteStatus,
 )
 from inventario.writes import IdempotencyMismatch, apply_write
@@ -53,7 +56,10 @@ IdempotencyKey = Annotated[
         description="retrying with the same key never applies a write twice",
     ),
 ]
-Sku = Annotated[str, Query(pattern=SKU_PATTERN)]
+#: A product's sku in a path: what ``ProductIn.sku`` accepts (anything else is a 422).
+Sku = Annotated[str, Path(pattern=SKU_PATTERN, description="letters, digits, . _ - (max 64)")]
+Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET, description=f"0 to {MAX_OFFSET}")]
+PriceFilter = Annotated[Decimal | None, Query(ge=0, le=MAX_PRICE, description=f"0 to {MAX_PRICE}")]
 
 
 async def _write(
@@ -176,13 +182,13 @@ async def create_product(
 @router.get("/products", response_model=ProductPage, tags=["products"])
 async def list_products(
     rt: RuntimeDep,
-    q: Annotated[str | None, Query(max_length=100)] = None,
-    category: Annotated[str | None, Query(max_length=100)] = None,
-    min_price: Annotated[Decimal | None, Query(ge=0)] = None,
-    max_price: Annotated[Decimal | None, Query(ge=0)] = None,
+    q: Annotated[Text | None, Query(max_length=100)] = None,
+    category: Annotated[Text | None, Query(max_length=100)] = None,
+    min_price: PriceFilter = None,
+    max_price: PriceFilter = None,
     low_stock: bool = False,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
 ) -> dict[str, Any]:
     if q and not rt.manager.enabled("complex_queries"):
         raise DependencyUnavailable(
@@ -206,7 +212,7 @@ async def list_products(
 
 
 @router.get("/products/{sku}", response_model=Product, tags=["products"])
-async def get_product(sku: str, rt: RuntimeDep, cache: CacheDep) -> Any:
+async def get_product(sku: Sku, rt: RuntimeDep, cache: CacheDep) -> Any:
     cached = await cache.get(sku)
     if cached is not None:
         return JSONResponse(cached, headers={"X-Cache": "hit"})
@@ -223,7 +229,7 @@ async def get_product(sku: str, rt: RuntimeDep, cache: CacheDep) -> Any:
     tags=["products"],
 )
 async def update_product(
-    sku: str, body: ProductPatch, rt: RuntimeDep, cache: CacheDep, key: IdempotencyKey = None
+    sku: Sku, body: ProductPatch, rt: RuntimeDep, cache: CacheDep, key: IdempotencyKey = None
 ) -> JSONResponse:
     patch = jsonable(body.model_dump(exclude_unset=True))
     if "price" in patch and not rt.manager.enabled("pricing_update"):
@@ -255,10 +261,8 @@ async def update_product(
     tags=["stock"],
 )
 async def move_stock(
-    sku: str, body: MovementIn, rt: RuntimeDep, cache: CacheDep, key: IdempotencyKey = None
+    sku: Sku, body: MovementIn, rt: RuntimeDep, cache: CacheDep, key: IdempotencyKey = None
 ) -> JSONResponse:
-    if body.kind in ("in", "out") and body.quantity < 1:
-        raise store.StoreError("quantity must be >= 1 for in/out movements")
     data = {"sku": sku, "kind": body.kind, "quantity": body.quantity, "reason": body.reason}
     return await _write(
         rt, cache, operation="stock.move", data=data, sku=sku, key=key, created=True
@@ -267,10 +271,10 @@ async def move_stock(
 
 @router.get("/products/{sku}/movements", response_model=list[Movement], tags=["stock"])
 async def movement_history(
-    sku: str,
+    sku: Sku,
     rt: RuntimeDep,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
 ) -> Any:
     return await run_in_database(rt, store.movement_history, sku, limit=limit, offset=offset)
 
@@ -328,7 +332,7 @@ def rule_price(cost: Decimal, markup: float, monthly_inflation: float, age_s: fl
 
 
 @router.get("/products/{sku}/price-suggestion", response_model=PriceSuggestion, tags=["pricing"])
-async def price_suggestion(sku: str, rt: RuntimeDep) -> dict[str, Any]:
+async def price_suggestion(sku: Sku, rt: RuntimeDep) -> dict[str, Any]:
     product = await run_in_database(rt, store.get_product, sku)
     age = await run_in_database(rt, store.product_age, sku)
     settings = rt.settings

@@ -11,7 +11,13 @@ from fastapi import FastAPI, Request
 from fastapi.responses import RedirectResponse, Response
 
 from brownout import BreakerOpen
-from brownout.web import check_features, install, problem, problem_response
+from brownout.web import (
+    BodyLimitMiddleware,
+    check_features,
+    install,
+    problem,
+    problem_response,
+)
 from inventario import __version__, store
 from inventario.api import router as api_router
 from inventario.api_docs import install_docs
@@ -111,6 +117,13 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         router = _optional_router(module)
         if router is not None:
             app.include_router(router)
+    # before install(): inside the level-header middleware, so a 413 carries the header too
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_bytes=rt.settings.max_body_bytes,
+        exempt={("POST", "/invoices")},  # uploads stream to disk under INVOICE_MAX_BYTES
+        hint="MAX_BODY_BYTES",
+    )
     admin = rt.settings.admin_token.get_secret_value() if rt.settings.admin_token else None
     if admin:  # the spool's operator endpoints, as brownout's admin ones: only with a token
         from inventario.spool_admin import router as spool_admin

@@ -45,6 +45,9 @@ class Settings(BaseSettings):
     openai_model: str = Field("gpt-4o-mini", description="model for extraction and pricing")
     admin_token: SecretStr | None = Field(None, description="unset: no admin endpoints")
     invoice_max_bytes: int = Field(10 * 1024 * 1024, description="largest invoice upload")
+    max_body_bytes: int = Field(
+        1024 * 1024, description="largest JSON request body (bytes); larger ones get 413"
+    )
     pricing_markup: float = Field(0.35, description="rule-based price: cost x (1 + markup)")
     pricing_monthly_inflation: float = Field(
         0.02, description="rule-based price grows by this per month since the last price change"
@@ -58,7 +61,7 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", description="where `inventario serve` listens")
     port: int = Field(8000, description="where `inventario serve` listens")
 
-    @field_validator("invoice_max_bytes", "outbox_max_pending", "spool_max_bytes")
+    @field_validator("invoice_max_bytes", "max_body_bytes", "outbox_max_pending", "spool_max_bytes")
     @classmethod
     def _positive(cls, value: int) -> int:
         if value < 1:

@@ -3,16 +3,54 @@
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 SKU_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 Money = Decimal
 
+#: Limits (docs/inventario.md, "Limits"): every accepted number fits where it is stored.
+#: Stock and quantities: at most a billion units (the columns are 32-bit on every backend).
+MAX_STOCK = 1_000_000_000
+MAX_QUANTITY = MAX_STOCK
+#: Prices and costs: NUMERIC(12, 2).
+MAX_PRICE = Decimal("9999999999.99")
+#: How far a list can be paged.
+MAX_OFFSET = 1_000_000_000
+
+
+def check_text(value: str) -> str:
+    """``value`` if it can be stored alike on every backend: no NUL, no lone surrogate.
+
+    PostgreSQL refuses both (SQLite would store them): refused with a 422
+    everywhere, before any database sees them.
+    """
+    if "\x00" in value:
+        raise ValueError("must not contain NUL (\\x00) characters")
+    if any("\ud800" <= ch <= "\udfff" for ch in value):
+        raise ValueError("must not contain lone surrogates (text must be valid Unicode)")
+    return value
+
+
+#: A text field or query parameter under the text rules of :func:`check_text`.
+Text = Annotated[str, AfterValidator(check_text)]
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _text(cls, value: Any) -> Any:
+        return check_text(value) if isinstance(value, str) else value
 
 
 class ProductIn(_Strict):
@@ -21,8 +59,8 @@ class ProductIn(_Strict):
     category: str = Field("", max_length=100)
     price: Money = Field(ge=0, max_digits=12, decimal_places=2)
     cost: Money = Field(ge=0, max_digits=12, decimal_places=2)
-    stock: int = Field(0, ge=0, le=1_000_000_000)
-    min_stock: int = Field(0, ge=0, le=1_000_000_000)
+    stock: int = Field(0, ge=0, le=MAX_STOCK)
+    min_stock: int = Field(0, ge=0, le=MAX_STOCK)
 
 
 class ProductPatch(_Strict):
@@ -30,7 +68,7 @@ class ProductPatch(_Strict):
     category: str | None = Field(None, max_length=100)
     price: Money | None = Field(None, ge=0, max_digits=12, decimal_places=2)
     cost: Money | None = Field(None, ge=0, max_digits=12, decimal_places=2)
-    min_stock: int | None = Field(None, ge=0, le=1_000_000_000)
+    min_stock: int | None = Field(None, ge=0, le=MAX_STOCK)
 
 
 class Product(BaseModel):
@@ -58,9 +96,15 @@ class MovementIn(_Strict):
         description="in: receive, out: ship, adjust: set the counted stock"
     )
     quantity: int = Field(
-        ge=0, le=1_000_000_000, description="units moved (in/out: >= 1); adjust: the new stock"
+        ge=0, le=MAX_QUANTITY, description="units moved (in/out: >= 1); adjust: the new stock"
     )
     reason: str = Field("", max_length=200)
+
+    @model_validator(mode="after")
+    def _in_out_move_something(self) -> MovementIn:
+        if self.kind in ("in", "out") and self.quantity < 1:
+            raise ValueError("quantity must be >= 1 for in/out movements")
+        return self
 
 
 class Movement(BaseModel):

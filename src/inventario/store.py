@@ -11,12 +11,14 @@ from sqlalchemy import and_, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from inventario.db import movements, products
+from inventario.schemas import MAX_STOCK
 
 __all__ = [
     "Conflict",
     "InsufficientStock",
     "NotFound",
     "SkuTaken",
+    "StockLimit",
     "create_product",
     "get_product",
     "list_products",
@@ -75,6 +77,30 @@ class InsufficientStock(StoreError):
             "sku": self.sku,
             "stock": self.stock,
             "requested": self.requested,
+        }
+
+
+class StockLimit(StoreError):
+    """A movement would take the stock past :data:`~inventario.schemas.MAX_STOCK` (409)."""
+
+    status = 409
+    code = "stock_limit"
+
+    def __init__(self, sku: str, stock: int, delta: int) -> None:
+        super().__init__(
+            f"{sku} has {stock} in stock: adding {delta} would pass the maximum stock of "
+            f"{MAX_STOCK} units; nothing was moved"
+        )
+        self.sku, self.stock, self.delta = sku, stock, delta
+
+    def body(self) -> dict[str, Any]:
+        return {
+            "error": self.code,
+            "detail": str(self),
+            "sku": self.sku,
+            "stock": self.stock,
+            "requested": self.delta,
+            "max_stock": MAX_STOCK,
         }
 
 
@@ -208,6 +234,8 @@ async def move_stock(
         raise StoreError(f"unknown movement kind {kind!r}")
     if kind in ("in", "out") and quantity < 1:
         raise StoreError("quantity must be >= 1 for in/out movements")
+    if not 0 <= quantity <= MAX_STOCK:
+        raise StoreError(f"quantity must be between 0 and {MAX_STOCK}")
     if kind == "adjust":
         current = await s.execute(
             select(products.c.stock).where(products.c.sku == sku).with_for_update()
@@ -224,9 +252,14 @@ async def move_stock(
         delta = quantity - int(before)
     else:
         delta = quantity if kind == "in" else -quantity
+        # both bounds in the one statement: concurrent movements cannot pass either
         row = await s.execute(
             update(products)
-            .where(products.c.sku == sku, products.c.stock + delta >= 0)
+            .where(
+                products.c.sku == sku,
+                products.c.stock + delta >= 0,
+                products.c.stock + delta <= MAX_STOCK,
+            )
             .values(stock=products.c.stock + delta, updated_at=time.time())
             .returning(products.c.stock)
         )
@@ -236,6 +269,8 @@ async def move_stock(
             stock = current.scalar()
             if stock is None:
                 raise NotFound(f"no product with sku {sku!r}")
+            if delta > 0:
+                raise StockLimit(sku, int(stock), delta)
             raise InsufficientStock(sku, int(stock), quantity)
     result = await s.execute(
         insert(movements)

@@ -44,6 +44,7 @@ from brownout.web._status import (
 
 if TYPE_CHECKING:
     from brownout.web._fastapi import (
+        BodyLimitMiddleware,
         FeatureUnavailable,
         check_features,
         document_problems,
@@ -60,6 +61,7 @@ if TYPE_CHECKING:
 __all__ = [
     "PROBLEM_CONTENT_TYPE",
     "PROBLEM_SCHEMA",
+    "BodyLimitMiddleware",
     "DegradationHeaderMiddleware",
     "FeatureUnavailable",
     "Reply",
@@ -85,6 +87,7 @@ __all__ = [
 
 _FASTAPI = frozenset(
     {
+        "BodyLimitMiddleware",
         "FeatureUnavailable",
         "check_features",
         "document_problems",

@@ -52,6 +52,7 @@ if TYPE_CHECKING:
     from brownout.prometheus import PrometheusMetrics
 
 __all__ = [
+    "BodyLimitMiddleware",
     "FeatureUnavailable",
     "check_features",
     "document_problems",
@@ -391,8 +392,9 @@ def validation_problem(errors: Iterable[Any]) -> Reply:
 
 async def _http_exception(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
-    if isinstance(exc, FeatureUnavailable):
-        return problem_response(exc.reply)
+    reply = getattr(exc, "reply", None)
+    if isinstance(reply, Reply):  # FeatureUnavailable, a body over its limit: their problem
+        return problem_response(reply)
     detail = exc.detail
     if not isinstance(detail, str) or not detail:
         detail = code_for_status(exc.status_code).replace("_", " ")
@@ -509,3 +511,81 @@ def document_problems(app: FastAPI, *, always: Iterable[int] = (500,)) -> None:
         return doc
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+class _BodyTooLarge(HTTPException):
+    """Raised from ``receive`` once a body passes its limit (an HTTPException: FastAPI lets it
+    through its body parsing instead of calling it a parse error)."""
+
+    def __init__(self, reply: Reply) -> None:
+        super().__init__(reply.status, detail=str(reply.body["detail"]))
+        self.reply = reply
+
+
+class BodyLimitMiddleware:
+    """ASGI middleware: a request body larger than ``max_bytes`` is a 413 problem, unparsed.
+
+    A ``Content-Length`` over the limit is refused before anything is read; a
+    body without one (chunked) is counted while the app reads it and refused
+    as soon as it passes the limit. ``exempt`` is a set of ``(method, path)``
+    that keep their own limit (uploads streamed to disk). ``hint`` is added to
+    the problem's detail (e.g. the setting that changes the limit).
+    """
+
+    def __init__(
+        self,
+        app: Any,
+        max_bytes: int,
+        *,
+        exempt: Iterable[tuple[str, str]] = (),
+        hint: str = "",
+    ) -> None:
+        if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 1:
+            raise ValueError(f"max_bytes must be a positive int, got {max_bytes!r}")
+        self.app = app
+        self.max_bytes = max_bytes
+        self._exempt = frozenset((m.upper(), p) for m, p in exempt)
+        self._hint = hint
+
+    def _problem(self) -> Reply:
+        detail = f"the request body must be at most {self.max_bytes} bytes; nothing was read"
+        if self._hint:
+            detail += f" ({self._hint})"
+        return problem(413, "body_too_large", detail, max_bytes=self.max_bytes)
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or (scope.get("method", ""), scope.get("path", "")) in (
+            self._exempt
+        ):
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope.get("headers", ()):
+            if bytes(name).lower() == b"content-length":
+                declared = bytes(value).strip()
+                if not declared.isdigit() or int(declared) > self.max_bytes:
+                    await problem_response(self._problem())(scope, receive, send)
+                    return
+        received = 0
+        started = False
+
+        async def counted() -> Any:
+            nonlocal received
+            message = await receive()
+            if message.get("type") == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise _BodyTooLarge(self._problem())
+            return message
+
+        async def tracked(message: Any) -> None:
+            nonlocal started
+            if message.get("type") == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, counted, tracked)
+        except _BodyTooLarge:
+            if started:
+                raise
+            await problem_response(self._problem())(scope, receive, send)

@@ -359,12 +359,19 @@ def render_status(doc: dict[str, Any]) -> str:
             )
         spool = backlogs.get("spool")
         if isinstance(spool, dict):
+            detail = f"{spool.get('bytes', '?')} bytes, quarantined {spool.get('quarantined', '?')}"
+            if spool.get("failed"):
+                failures = spool.get("failures") or [{}]
+                reason = failures[0].get("reason", "") if isinstance(failures[0], dict) else ""
+                detail += f", FAILED {spool['failed']}: {_cut(reason, 60)} (inventario spool list)"
+            if spool.get("s3_configured") is False:
+                detail += ", S3 not configured: kept until a bucket is set"
             rows.append(
                 [
                     "spool",
                     f"{spool.get('files', '?')} files",
                     f"oldest {_secs(spool.get('oldest_age_s'))}",
-                    f"{spool.get('bytes', '?')} bytes, quarantined {spool.get('quarantined', '?')}",
+                    detail,
                 ]
             )
         if backlogs.get("error"):
@@ -532,6 +539,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="also write the summary as JSON to PATH (default: not written)",
     )
     demo.set_defaults(func=_demo)
+    from inventario.cli_spool import add_spool_commands  # it builds on this module's helpers
+
+    add_spool_commands(sub)
     return parser
 
 

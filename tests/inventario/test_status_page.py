@@ -19,6 +19,7 @@ from tests.inventario.live_server import serving
 from tests.servers._util import missing, require_module
 from tests.servers.openai_stub import OpenAIStub
 from tests.servers.redis_server import RedisServer
+from tests.servers.s3_server import S3Server
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -305,4 +306,51 @@ def test_page_escapes_hostile_text(
         expect(page.get_by_test_id("recovery")).to_have_text(
             "Predicted recovery to OPTIMAL in about 42 s (from past recoveries)"
         )
+        context.close()
+
+
+def test_spool_card_says_s3_is_not_configured_and_shows_failed_files(
+    chromium: Any,
+    make_app: Callable[..., FastAPI],
+    s3_server: S3Server,
+    fresh_bucket: str,
+    tmp_path: Path,
+) -> None:
+    """Without S3 the spool is where invoice files live: the card says so (no backlog
+    warning). With S3, files their bucket refuses for good turn the card 'failed', with
+    the reasons, and S3's card 'degraded'."""
+    from playwright.sync_api import expect
+
+    from brownout.testing.servers import wait_until
+    from tests.inventario.test_invoices import s3_settings
+
+    local = make_app(var_dir=tmp_path / "local")
+    with serving(local) as base:
+        local.state.runtime.extras["spool"].put(None, "inv.txt", b"x")
+        context = chromium.new_context()
+        page = context.new_page()
+        page.goto(f"{base}/status")
+        card = page.get_by_test_id("backlog-spool")
+        expect(card).to_have_attribute("data-state", "local")
+        expect(card).to_have_attribute("data-busy", "false")
+        expect(page.get_by_test_id("spool-badge")).to_have_text("local store")
+        expect(page.get_by_test_id("spool-sub")).to_contain_text("S3 is not configured")
+        expect(page.get_by_test_id("spool-files")).to_have_text("1")
+        context.close()
+
+    app = make_app(var_dir=tmp_path / "s3", **s3_settings(s3_server, fresh_bucket))
+    spool = app.state.runtime.extras["spool"]
+    with serving(app) as base:
+        spool.put(f"gone-{fresh_bucket}", "inv.txt", b"x")
+        app.state.runtime.extras["spool_uploader"].wake()
+        wait_until(lambda: spool.stats()["failed"] == 1, timeout=15, what="a failed entry")
+        context = chromium.new_context()
+        page = context.new_page()
+        page.goto(f"{base}/status")
+        card = page.get_by_test_id("backlog-spool")
+        expect(card).to_have_attribute("data-state", "failed")
+        expect(page.get_by_test_id("spool-failed")).to_have_text("1")
+        expect(page.get_by_test_id("spool-failures")).to_contain_text("NoSuchBucket")
+        expect(page.get_by_test_id("spool-sub")).to_contain_text(fresh_bucket)
+        expect(page.get_by_test_id("status-s3")).to_have_text("degraded")
         context.close()

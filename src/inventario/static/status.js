@@ -242,19 +242,43 @@
       );
     }
     const s = backlogs.spool;
-    if (s) {
-      out.push(
-        el("article", { class: "card backlog", testid: "backlog-spool", data: { busy: (s.files || 0) > 0 } },
-          el("header", null, el("h3", null, "spool"), el("span", { class: "badge" }, "backlog")),
-          el("div", { class: "sub" }, "uploads kept locally until S3 takes them"),
-          el("dl", { class: "figs" },
-            fig("files", num(s.files), "spool-files"),
-            fig("size", bytes(s.bytes)),
-            fig("oldest", seconds(s.oldest_age_s)),
-            fig("quarantined", num(s.quarantined))))
-      );
-    }
+    if (s) out.push(spoolCard(s));
     return out;
+  }
+
+  // The spool: without S3 it is where invoice files live (not a backlog to worry about);
+  // with S3, files its bucket refused for good are "failed", with the reasons.
+  function spoolCard(s) {
+    const local = s.s3_configured === false;
+    const failed = isNum(s.failed) ? s.failed : 0;
+    const state = failed > 0 ? "failed" : local ? "local" : (s.files || 0) > 0 ? "busy" : "idle";
+    const sub = local
+      ? "S3 is not configured: invoice files are kept here, and go to the bucket configured later"
+      : "uploads kept locally until S3 takes them" + (s.s3_bucket ? " (bucket " + s.s3_bucket + ")" : "");
+    const card = el("article", { class: "card backlog", testid: "backlog-spool",
+        data: { busy: state === "busy" || state === "failed", state: state } },
+      el("header", null, el("h3", null, "spool"),
+        el("span", { class: "badge", testid: "spool-badge" }, local ? "local store" : failed > 0 ? "failed" : "backlog")),
+      el("div", { class: "sub", testid: "spool-sub" }, sub),
+      el("dl", { class: "figs" },
+        fig("files", num(s.files), "spool-files"),
+        fig("size", bytes(s.bytes)),
+        fig(local ? "oldest kept" : "oldest", seconds(s.oldest_age_s)),
+        fig("failed", num(failed), "spool-failed"),
+        fig("quarantined", num(s.quarantined))));
+    const failures = Array.isArray(s.failures) ? s.failures : [];
+    if (failed > 0) {
+      const list = el("ul", { class: "failures", testid: "spool-failures" });
+      for (const f of failures) {
+        if (!f || typeof f !== "object") continue;
+        list.append(el("li", null, num(f.count) + " × " + String(f.reason || "") +
+          (f.destination ? " (e.g. " + f.destination + ")" : "")));
+      }
+      card.append(
+        el("p", { class: "error" }, "refused for good by their bucket: retry, retarget or discard them (inventario spool list)"),
+        list);
+    }
+    return card;
   }
 
   function renderComponents(doc) {

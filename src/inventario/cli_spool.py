@@ -1,0 +1,308 @@
+"""``inventario spool list | retry | retarget | discard``: the invoice spool of a running service.
+
+The spool directory is locked by the service that uses it, so these commands do
+not open it: they call the service's admin endpoints (``/admin/spool...``, see
+:mod:`inventario.spool_admin`) with the admin token from ``ADMIN_TOKEN``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import sys
+import urllib.error
+import urllib.request
+from typing import Any
+
+from inventario import __version__
+from inventario.cli import StatusError, _base_url, _cut, _reason, _seconds_arg, _secs, _table
+
+__all__ = ["add_spool_commands", "render_spool"]
+
+_DEFAULT_URL = "http://127.0.0.1:8000"
+
+
+class SpoolCommandError(StatusError):
+    """A spool command could not be done; the message says why and what to do."""
+
+
+def _call(
+    args: argparse.Namespace, method: str, path: str, body: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """One admin request; its JSON answer, or :class:`SpoolCommandError` saying why not."""
+    token = os.environ.get("ADMIN_TOKEN", "").strip()
+    if not token:
+        raise SpoolCommandError(
+            "set ADMIN_TOKEN to the service's admin token (the spool is changed through the "
+            "running service's admin endpoints)"
+        )
+    base = _base_url(args.url)
+    request = urllib.request.Request(
+        base + path,
+        method=method,
+        data=None if body is None else json.dumps(body).encode(),
+        headers={
+            "Accept": "application/json",
+            "Authorization": f"Bearer {token}",
+            "Content-Type": "application/json",
+            "User-Agent": f"inventario-cli/{__version__}",
+        },
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=args.timeout) as response:
+            raw = response.read()
+    except urllib.error.HTTPError as exc:
+        detail = _detail(exc.read())
+        if exc.code == 404:
+            raise SpoolCommandError(
+                f"{base} has no spool admin endpoints: is ADMIN_TOKEN set on the service, and "
+                "is this inventario?"
+            ) from None
+        if exc.code in (401, 403):
+            raise SpoolCommandError(
+                f"{base} refused the admin token (HTTP {exc.code}): set ADMIN_TOKEN to the "
+                "service's"
+            ) from None
+        raise SpoolCommandError(f"{base}{path}: HTTP {exc.code}: {detail or exc.reason}") from None
+    except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
+        raise SpoolCommandError(f"cannot reach {base}: {_reason(exc)}") from None
+    try:
+        doc = json.loads(raw)
+    except ValueError:
+        raise SpoolCommandError(f"{base}{path} did not answer JSON") from None
+    if not isinstance(doc, dict):
+        raise SpoolCommandError(f"{base}{path} answered an unexpected document")
+    return doc
+
+
+def _detail(raw: bytes) -> str:
+    """The ``detail`` of an error body (a problem, or FastAPI's), else ''."""
+    try:
+        doc = json.loads(raw)
+    except ValueError:
+        return ""
+    detail = doc.get("detail") if isinstance(doc, dict) else None
+    if isinstance(detail, list):  # FastAPI's validation errors
+        return "; ".join(str(d.get("msg", d)) if isinstance(d, dict) else str(d) for d in detail)
+    return str(detail or "")
+
+
+def render_spool(doc: dict[str, Any]) -> str:
+    """``GET /admin/spool`` as a summary line and a table of entries."""
+    stats = doc.get("stats") if isinstance(doc.get("stats"), dict) else {}
+    assert isinstance(stats, dict)
+    lines = []
+    if stats.get("s3_configured") is False:
+        lines.append(
+            "S3 is not configured: invoice files are kept here and go to the bucket "
+            "configured later (S3_BUCKET)"
+        )
+    else:
+        lines.append(f"S3 bucket: {stats.get('s3_bucket', '?')}")
+    lines.append(
+        f"{stats.get('files', '?')} files ({stats.get('bytes', '?')} bytes), "
+        f"{stats.get('failed', 0)} failed, oldest {_secs(stats.get('oldest_age_s'))}, "
+        f"quarantined {stats.get('quarantined', 0)}"
+    )
+    entries = [e for e in doc.get("entries") or [] if isinstance(e, dict)]
+    if entries:
+        rows = [
+            [
+                str(e.get("id", ""))[:12],
+                str(e.get("state", "?")),
+                str(e.get("size", "?")),
+                _secs(e.get("age_s")),
+                _cut(e.get("destination", ""), 60),
+                _cut(e.get("failed") or e.get("last_error") or "", 80),
+            ]
+            for e in entries
+        ]
+        lines += ["", _table(["ID", "STATE", "BYTES", "AGE", "DESTINATION", "REASON"], rows)]
+    total = doc.get("total")
+    if isinstance(total, int) and total > len(entries):
+        lines.append(f"... and {total - len(entries)} more (--limit)")
+    return "\n".join(lines)
+
+
+def _selection(args: argparse.Namespace) -> dict[str, Any]:
+    if bool(args.ids) == bool(args.all_failed):
+        raise SpoolCommandError("give entry ids (as `inventario spool list` shows) or --all-failed")
+    return {"all_failed": True} if args.all_failed else {"ids": list(args.ids)}
+
+
+def _missing(doc: dict[str, Any]) -> int:
+    missing = [str(m) for m in doc.get("missing") or []]
+    if missing:
+        print(f"not in the spool: {', '.join(missing)}", file=sys.stderr)
+    return 1 if missing else 0
+
+
+def _list(args: argparse.Namespace) -> int:
+    state = "failed" if args.failed else "all"
+    doc = _call(args, "GET", f"/admin/spool?state={state}&limit={args.limit}")
+    print(render_spool(doc))
+    return 0
+
+
+def _retry(args: argparse.Namespace) -> int:
+    doc = _call(args, "POST", "/admin/spool/retry", _selection(args))
+    done = doc.get("retried") or []
+    print(f"retried {len(done)} entries: the service uploads them again now")
+    return _missing(doc)
+
+
+def _retarget(args: argparse.Namespace) -> int:
+    bucket = None if args.to_configured else args.to
+    doc = _call(args, "POST", "/admin/spool/retarget", {**_selection(args), "bucket": bucket})
+    for moved in doc.get("retargeted") or []:
+        print(f"{moved.get('from')} -> {moved.get('to')}")
+    for refused in doc.get("refused") or []:
+        print(f"not moved: {refused.get('id')}: {refused.get('detail')}", file=sys.stderr)
+    print(f"retargeted {len(doc.get('retargeted') or [])} entries")
+    return 1 if doc.get("refused") else _missing(doc)
+
+
+def _discard(args: argparse.Namespace) -> int:
+    if not args.yes:
+        raise SpoolCommandError(
+            "discarding deletes the files for good (their invoices stay, without a file): add --yes"
+        )
+    doc = _call(args, "POST", "/admin/spool/discard", _selection(args))
+    print(f"discarded {len(doc.get('discarded') or [])} entries")
+    return _missing(doc)
+
+
+def _run(handler: Any) -> Any:
+    def run(args: argparse.Namespace) -> int:
+        try:
+            result: int = handler(args)
+        except StatusError as exc:  # SpoolCommandError, or a bad --url
+            print(f"inventario spool {args.spool_command}: {exc}", file=sys.stderr)
+            return 2
+        return result
+
+    return run
+
+
+def _limit(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if not 1 <= value <= 1000:
+        raise argparse.ArgumentTypeError(f"must be 1 to 1000, got {value}")
+    return value
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--url",
+        default=_DEFAULT_URL,
+        help=f"the service's base URL; host:port is enough (default: {_DEFAULT_URL})",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=_seconds_arg,
+        default=10.0,
+        metavar="SECONDS",
+        help="seconds to wait for an answer, more than 0 and less than 3600 (default: 10)",
+    )
+
+
+def _selected(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "ids",
+        nargs="*",
+        metavar="ID",
+        help="entry ids or unique prefixes of at least 8 characters, as `inventario spool "
+        "list` shows them (default: none; then --all-failed is needed)",
+    )
+    parser.add_argument(
+        "--all-failed",
+        action="store_true",
+        help="every failed entry instead of ids (default: off)",
+    )
+
+
+def add_spool_commands(sub: Any) -> None:
+    """Add ``spool`` and its subcommands to ``inventario``'s subparsers ``sub``."""
+    spool = sub.add_parser(
+        "spool",
+        help="list, retry, retarget or discard the invoice files waiting for S3",
+        description="The invoice files a running inventario keeps in its spool until S3 "
+        "takes them. A file whose bucket refuses it for good (no such bucket, access "
+        "denied) is marked failed and waits for you: retry it after fixing the bucket, "
+        "retarget it to another bucket, or discard it. The commands call the service's "
+        "admin endpoints with the token in ADMIN_TOKEN. Exit status: 0 done, 1 some ids "
+        "were not found or not moved, 2 the service could not do it.",
+    )
+    commands = spool.add_subparsers(
+        dest="spool_command", required=True, metavar="COMMAND", help="one of (each has --help):"
+    )
+    listing = commands.add_parser(
+        "list",
+        help="the spooled files, oldest first, with why the failed ones failed",
+        description="Print where spooled files go (the configured S3 bucket, or that S3 is "
+        "not configured), the spool's figures, and its entries: id, state (pending or "
+        "failed), size, age, destination and the reason of the last failure.",
+    )
+    _common(listing)
+    listing.add_argument(
+        "--failed", action="store_true", help="only the failed entries (default: all entries)"
+    )
+    listing.add_argument(
+        "--limit",
+        type=_limit,
+        default=100,
+        metavar="N",
+        help="list at most N entries, 1 to 1000 (default: 100)",
+    )
+    listing.set_defaults(func=_run(_list))
+    retry = commands.add_parser(
+        "retry",
+        help="upload failed files again (after creating the bucket or fixing its policy)",
+        description="Clear the failure of the given entries: the service tries to upload "
+        "them again at once, to the same destination.",
+    )
+    _selected(retry)
+    _common(retry)
+    retry.set_defaults(func=_run(_retry))
+    retarget = commands.add_parser(
+        "retarget",
+        help="send files to another bucket (the invoices follow)",
+        description="Send the given entries to another bucket and upload them there; the "
+        "invoices that name these files are updated with them. --to-configured sends them "
+        "to the bucket S3 is configured with when they are uploaded (as for files spooled "
+        "while S3 was not configured).",
+    )
+    _selected(retarget)
+    where = retarget.add_mutually_exclusive_group(required=True)
+    where.add_argument(
+        "--to",
+        metavar="BUCKET",
+        default=None,
+        help="the new bucket (default: none; required unless --to-configured)",
+    )
+    where.add_argument(
+        "--to-configured",
+        action="store_true",
+        help="the bucket configured when the file is uploaded (default: off)",
+    )
+    _common(retarget)
+    retarget.set_defaults(func=_run(_retarget))
+    discard = commands.add_parser(
+        "discard",
+        help="delete files without uploading them (their invoices stay, fileless)",
+        description="Delete the given entries from the spool for good, without uploading "
+        "them. Their invoices keep their lines but have no file any more.",
+    )
+    _selected(discard)
+    discard.add_argument(
+        "--yes",
+        action="store_true",
+        help="confirm that the files are to be deleted (default: off, nothing is deleted)",
+    )
+    _common(discard)
+    discard.set_defaults(func=_run(_discard))

@@ -66,8 +66,7 @@ def _lock_var_dir(var_dir: Path) -> int:
         os.close(fd)
         raise StartupError(
             f"another inventario (pid {holder}) is already running on VAR_DIR "
-            f"{var_dir.absolute()}: "
-            "stop it first, or give this one its own VAR_DIR"
+            f"{var_dir.absolute()}: stop it first, or give this one its own VAR_DIR"
         ) from None
     os.ftruncate(fd, 0)
     os.write(fd, f"{os.getpid()}\n".encode())
@@ -102,20 +101,15 @@ def _bind(host: str, port: int) -> socket.socket:
         raise StartupError(
             f"cannot listen on {host}:{port} ({_reason(exc)}): check --host/HOST and --port/PORT"
         ) from None
-    sock.set_inheritable(True)
     return sock
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
-    from inventario.app import create_app
-
     try:
         overrides: dict[str, Any] = {}
-        if args.host:
+        if args.host is not None:
             overrides["host"] = args.host
-        if args.port:
+        if args.port is not None:
             overrides["port"] = args.port
         settings = load_settings(**overrides)
     except ConfigError as exc:
@@ -128,13 +122,19 @@ def _serve(args: argparse.Namespace) -> int:
     except StartupError as exc:
         print(f"inventario serve: {exc}", file=sys.stderr)
         return 2
+    # imported after the checks: a refusal comes at once, not after seconds of imports
+    import uvicorn
+
+    from inventario.app import create_app
+
     app = create_app(settings)
     print(
         f"inventario on http://{settings.host}:{settings.port}  "
         f"(status page: http://{settings.host}:{settings.port}/status)",
         flush=True,
     )
-    server = uvicorn.Server(uvicorn.Config(app, log_level=args.log_level))
+    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=args.log_level)
+    server = uvicorn.Server(config)
     try:
         server.run(sockets=[sock])
     except KeyboardInterrupt:

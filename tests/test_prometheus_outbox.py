@@ -175,6 +175,16 @@ async def test_replayed_and_dead_letters_are_counted(box: Outbox, clock: FakeClo
     assert (
         get(s, "brownout_outbox_dead_letters_total", outbox="writes", operation="stock.move") == 1
     )
+    labels = {"outbox": "writes", "operation": "stock.move"}
+    assert get(s, "brownout_outbox_dead_letters_retried_total", **labels) == 1
+    # dead again (two attempts), then given up on by the operator
+    for _ in range(2):
+        clock.advance(120)
+        await Replayer(box, Flaky(clock)).drain()
+    assert box.discard_dead() == 1
+    s = scrape(metrics)
+    assert get(s, "brownout_outbox_dead_letters_discarded_total", **labels) == 1
+    assert get(s, "brownout_outbox_dead_letters_stored", outbox="writes") == 0
 
 
 def test_attach_twice_counts_once_and_detach_stops_everything(box: Outbox, tmp_path: Path) -> None:

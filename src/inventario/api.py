@@ -291,23 +291,28 @@ async def low_stock_report(rt: RuntimeDep) -> Any:
 
 @router.get("/writes/{key}", response_model=WriteStatus, tags=["writes"])
 async def write_status(key: str, rt: RuntimeDep) -> dict[str, Any]:
-    """Where a write accepted with 202 stands: pending, applied or dead (with the reason)."""
+    """Where a write accepted with 202 stands: ``pending`` (with why it waits),
+    ``applied``, ``dead`` (with the reason: an operator may retry or discard it) or
+    ``discarded`` (an operator gave up on it)."""
     status = rt.outbox.status(key)
     if status is None:
         return {"idempotency_key": key, "status": "unknown"}
     out: dict[str, Any] = {"idempotency_key": key, "status": status}
     if status == "pending":
-        for intent in rt.outbox.pending():
-            if intent.key == key:
-                out.update(
-                    operation=intent.operation,
-                    attempts=intent.attempts,
-                    last_error=intent.last_error,
-                )
+        intent = rt.outbox.pending_intent(key)
+        if intent is not None:
+            last_error = intent.last_error
+            if intent.attempts == 0 and last_error:
+                # it waits for the database (an outage is never the write's fault); the
+                # error itself is for operators (GET /admin/outbox), not for clients
+                last_error = "waiting: the database could not take it yet"
+            out.update(operation=intent.operation, attempts=intent.attempts, last_error=last_error)
     elif status == "dead":
-        for dead in rt.outbox.dead_letters():
-            if dead.key == key:
-                out.update(operation=dead.operation, attempts=dead.attempts, last_error=dead.reason)
+        dead = rt.outbox.dead_letter(key)
+        if dead is not None:
+            out.update(operation=dead.operation, attempts=dead.attempts, last_error=dead.reason)
+    elif status == "discarded":
+        out.update(last_error=rt.outbox.discarded_reason(key))
     return out
 
 

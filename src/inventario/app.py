@@ -125,10 +125,12 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         hint="MAX_BODY_BYTES",
     )
     admin = rt.settings.admin_token.get_secret_value() if rt.settings.admin_token else None
-    if admin:  # the spool's operator endpoints, as brownout's admin ones: only with a token
+    if admin:  # the spool's and the outbox's operator endpoints, as brownout's admin ones
+        from inventario.outbox_admin import router as outbox_admin
         from inventario.spool_admin import router as spool_admin
 
         app.include_router(spool_admin)
+        app.include_router(outbox_admin)
     install(app, rt.manager, metrics=rt.metrics, admin_token=admin, check=False)
     check_features(app, rt.manager)
     return app

@@ -8,12 +8,13 @@
 
 from __future__ import annotations
 
+import hmac
 import logging
 from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from typing import Annotated, Any, TypeVar
 
-from fastapi import Depends, Request
+from fastapi import Depends, HTTPException, Request
 
 from brownout import BreakerOpen
 from inventario import store
@@ -25,6 +26,7 @@ __all__ = [
     "DependencyUnavailable",
     "RuntimeDep",
     "jsonable",
+    "require_admin",
     "run_in_database",
     "try_again",
     "unavailable",
@@ -55,6 +57,27 @@ def product_cache(request: Request) -> ProductCache:
 
 
 RuntimeDep = Annotated[Runtime, Depends(runtime)]
+
+
+def require_admin(request: Request) -> None:
+    """inventario's own admin endpoints (the outbox's): ``Authorization: Bearer
+    <ADMIN_TOKEN>`` as brownout's ``/admin`` ones: 401 without it, 403 with a wrong one
+    (compared in constant time), 404 while no ``ADMIN_TOKEN`` is set."""
+    expected = request.app.state.runtime.settings.admin_token
+    if expected is None:
+        raise HTTPException(404, "no admin endpoints: ADMIN_TOKEN is not set")
+    challenge = {"WWW-Authenticate": 'Bearer realm="brownout-admin"'}
+    scheme, _, offered = (request.headers.get("authorization") or "").strip().partition(" ")
+    if scheme.lower() != "bearer" or not offered.strip():
+        raise HTTPException(
+            401,
+            "this endpoint needs an 'Authorization: Bearer <admin token>' header",
+            headers=challenge,
+        )
+    if not hmac.compare_digest(offered.strip().encode(), expected.get_secret_value().encode()):
+        raise HTTPException(403, "the admin token is not valid")
+
+
 CacheDep = Annotated[ProductCache, Depends(product_cache)]
 
 

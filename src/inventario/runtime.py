@@ -17,7 +17,7 @@ from typing import Any
 from brownout import BreakerOpen, Registry, State
 from brownout._aio import cancel_and_wait, wait_woken
 from brownout.coherence import CacheCoherence
-from brownout.health import Component, DegradationManager, Feature, Level
+from brownout.health import DEFAULT_RULES, Component, DegradationManager, Feature, Level, LevelRule
 from brownout.outbox import Intent, Outbox, Replayer, SqlApplier
 from brownout.outbox._replay import outage_wait
 from brownout.prometheus import PrometheusMetrics
@@ -30,7 +30,7 @@ from inventario.db import create_schema
 from inventario.spool_health import SpoolHealth, adopt_local_bucket, spool_backlog
 from inventario.writes import OPERATIONS, apply_write
 
-__all__ = ["FEATURES", "Runtime", "build_runtime"]
+__all__ = ["FEATURES", "RULES", "Runtime", "build_runtime"]
 
 logger = logging.getLogger("inventario")
 
@@ -50,6 +50,17 @@ FEATURES: tuple[Feature, ...] = (
     Feature("file_upload", set(), Level.MINIMAL, "invoice uploads (spooled if S3 is down)"),
     Feature("read_only_database", {"database"}, Level.MINIMAL, "product reads"),
     Feature("health_status", set(), Level.EMERGENCY, "health, status page, metrics"),
+)
+
+
+#: brownout's default rules, except that the database down *alone* costs the level
+#: MINIMAL and no more, whatever else is configured (``replaces_score``): with the
+#: database the only component (the embedded SQLite default, or PostgreSQL alone)
+#: its outage scored 0 => EMERGENCY, maintenance mode, although the outbox keeps
+#: taking writes and health answers. With something else down too it is EMERGENCY.
+RULES: tuple[LevelRule, ...] = tuple(
+    LevelRule(r.name, r.down, r.level, replaces_score=True) if r.name == "database_down" else r
+    for r in DEFAULT_RULES
 )
 
 
@@ -264,7 +275,11 @@ def build_runtime(settings: Settings) -> Runtime:
         components.append(Component("openai", configured=False))
 
     manager = DegradationManager(
-        components, FEATURES, heartbeat=settings.heartbeat, dwell=settings.recovery_dwell
+        components,
+        FEATURES,
+        rules=RULES,
+        heartbeat=settings.heartbeat,
+        dwell=settings.recovery_dwell,
     )
     # spooled files their bucket refuses for good show as a problem of S3 on /health
     spool_health = SpoolHealth(spool, manager if s3 is not None else None)

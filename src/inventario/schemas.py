@@ -131,7 +131,7 @@ class Queued(BaseModel):
 
 class WriteStatus(BaseModel):
     idempotency_key: str
-    status: Literal["pending", "applied", "dead", "unknown"]
+    status: Literal["pending", "applied", "dead", "discarded", "unknown"]
     operation: str | None = None
     attempts: int | None = None
     last_error: str | None = None

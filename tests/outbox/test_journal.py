@@ -159,3 +159,31 @@ def test_a_final_failure_dead_letters_at_once(box: Outbox) -> None:
     intent = box.submit("op", {"n": 1})
     assert box.mark_failed(intent, "not enough stock", backoff=0, final=True) is True
     assert box.status(intent.key) == "dead"
+
+
+def test_an_operator_can_list_retry_and_discard_dead_letters(box: Outbox) -> None:
+    events: list[tuple[str, dict[str, object]]] = []
+    box.add_listener(lambda event, fields: events.append((event, dict(fields))))
+    one = box.submit("op", {"n": 1}, stream="A", idempotency_key="one")
+    two = box.submit("op", {"n": 2}, stream="B", idempotency_key="two")
+    three = box.submit("op", {"n": 3}, stream="C", idempotency_key="three")
+    for intent in (one, two, three):
+        assert box.mark_failed(intent, "SkuTaken: W-1 exists", final=True) is True
+    assert box.dead_letter("two") is not None and box.dead_letter("nope") is None
+    assert box.retry_dead("one") == 1 and box.status("one") == "pending"
+    assert box.retry_dead("one") == 0  # not dead any more: nothing to do
+    assert box.discard_dead("two") == 1
+    assert box.status("two") == "discarded"
+    assert box.dead_letter("two") is None
+    # a discarded key stays used: the same request again is not a new write
+    again = box.submit("op", {"n": 2}, stream="B", idempotency_key="two")
+    assert again.seq == 0 and box.status("two") == "discarded"
+    assert box.discard_dead() == 1  # all that are left: three
+    stats = box.stats()
+    assert stats["dead_letters"] == 0 and stats["discarded_total"] == 2
+    assert stats["retried_total"] == 1
+    assert [e for e, _ in events if e in ("retried", "discarded")] == [
+        "retried",
+        "discarded",
+        "discarded",
+    ]

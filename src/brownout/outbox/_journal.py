@@ -63,6 +63,14 @@ CREATE TABLE IF NOT EXISTS done (
     digest       TEXT NOT NULL,
     applied_at   REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS discarded (
+    key          TEXT PRIMARY KEY,
+    operation    TEXT NOT NULL,
+    stream       TEXT NOT NULL,
+    digest       TEXT NOT NULL,
+    reason       TEXT NOT NULL,
+    discarded_at REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS counters (
     name         TEXT PRIMARY KEY,
     value        INTEGER NOT NULL
@@ -263,7 +271,8 @@ class Outbox:
     def add_listener(self, listener: Callable[[str, Mapping[str, Any]], object]) -> None:
         """``listener(event, fields)``, for metrics: ``submitted`` (operation, seconds),
         ``refused`` (operation, reason ``full`` or ``error``), ``replayed`` (operation,
-        seconds: the apply, waited: since accepted) and ``dead`` (operation, reason)."""
+        seconds: the apply, waited: since accepted), ``dead`` (operation, reason), and an
+        operator's ``retried`` and ``discarded`` (operation) of a dead letter."""
         self._listeners = (*self._listeners, listener)
 
     def _emit(self, event: str, **fields: Any) -> None:
@@ -356,7 +365,7 @@ class Outbox:
         return Intent(seq, key, stream, operation, json.loads(body), now)
 
     def _find_locked(self, db: sqlite3.Connection, key: str) -> tuple[str, str, str] | None:
-        for table in ("intents", "done", "dead"):
+        for table in ("intents", "done", "dead", "discarded"):
             row = db.execute(
                 f"SELECT key, digest, operation FROM {table} WHERE key = ?",
                 (key,),
@@ -378,9 +387,15 @@ class Outbox:
     # ------------------------------------------------------------------ reading
 
     def status(self, key: str) -> str | None:
-        """``pending``, ``applied``, ``dead`` or ``None`` (unknown key)."""
+        """``pending``, ``applied``, ``dead``, ``discarded`` (a dead letter an operator
+        gave up on) or ``None`` (unknown key)."""
         with self._read("status") as db:
-            for table, name in (("intents", "pending"), ("done", "applied"), ("dead", "dead")):
+            for table, name in (
+                ("intents", "pending"),
+                ("done", "applied"),
+                ("dead", "dead"),
+                ("discarded", "discarded"),
+            ):
                 row = db.execute(
                     f"SELECT 1 FROM {table} WHERE key = ?",
                     (key,),
@@ -437,6 +452,30 @@ class Outbox:
             for r in rows
         ]
 
+    def pending_intent(self, key: str) -> Intent | None:
+        """The pending intent of ``key``, or ``None`` if that key is not pending."""
+        with self._read("read an intent") as db:
+            r = db.execute(
+                "SELECT seq, key, stream, operation, payload, created, attempts, last_error "
+                "FROM intents WHERE key = ?",
+                (key,),
+            ).fetchone()
+        if r is None:
+            return None
+        return Intent(r[0], r[1], r[2], r[3], json.loads(r[4]), r[5], r[6], r[7])
+
+    def dead_letter(self, key: str) -> DeadLetter | None:
+        """The dead letter of ``key``, or ``None`` if that key is not dead."""
+        with self._read("read a dead letter") as db:
+            r = db.execute(
+                "SELECT seq, key, stream, operation, payload, created, attempts, reason, dead_at "
+                "FROM dead WHERE key = ?",
+                (key,),
+            ).fetchone()
+        if r is None:
+            return None
+        return DeadLetter(r[0], r[1], r[2], r[3], json.loads(r[4]), r[5], r[6], r[7], r[8])
+
     def counters(self) -> dict[str, int]:
         with self._read("read counters") as db:
             rows = db.execute("SELECT name, value FROM counters").fetchall()
@@ -454,6 +493,8 @@ class Outbox:
             "replayed_total": counters.get("replayed", 0),
             "dead_letters": dead,
             "dead_letter_total": counters.get("dead", 0),
+            "retried_total": counters.get("retried", 0),
+            "discarded_total": counters.get("discarded", 0),
             "max_pending": self.max_pending,
             "max_bytes": self.max_bytes,
         }
@@ -530,7 +571,9 @@ class Outbox:
         return True
 
     def retry_dead(self, key: str | None = None) -> int:
-        """Move dead letters (one, or all) back to the journal, at the end of their stream."""
+        """Move dead letters (one, or all) back to the journal, at the end of their stream,
+        with their attempts reset (the operator fixed what made them fail). Returns how
+        many moved (0 for a key that is not dead)."""
         with self._tx("retry dead letters") as db:
             where, args = ("WHERE key = ?", (key,)) if key is not None else ("", ())
             rows = db.execute(
@@ -545,7 +588,50 @@ class Outbox:
                     (k, stream, operation, payload, digest, len(payload.encode()), created),
                 )
                 db.execute("DELETE FROM dead WHERE key = ?", (k,))
+            self._count_locked(db, "retried", len(rows))
+        for row in rows:
+            self._emit("retried", operation=row[2])
         return len(rows)
+
+    def discard_dead(self, key: str | None = None) -> int:
+        """Give up on dead letters (one, or all) for good: their payload is deleted; the key
+        stays known (``status()`` says ``discarded``, with the reason it died), so a client
+        repeating the request under the same key does not make it a new write. Returns how
+        many were discarded (0 for a key that is not dead)."""
+        with self._tx("discard dead letters") as db:
+            where, args = ("WHERE key = ?", (key,)) if key is not None else ("", ())
+            rows = db.execute(
+                f"SELECT key, operation, stream, digest, reason FROM dead {where} ORDER BY seq",
+                args,
+            ).fetchall()
+            now = self._clock()
+            for k, operation, stream, digest, reason in rows:
+                db.execute(
+                    "INSERT OR REPLACE INTO discarded "
+                    "(key, operation, stream, digest, reason, discarded_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    (k, operation, stream, digest, reason, now),
+                )
+                db.execute("DELETE FROM dead WHERE key = ?", (k,))
+            self._count_locked(db, "discarded", len(rows))
+        for row in rows:
+            self._emit("discarded", operation=row[1])
+        return len(rows)
+
+    def discarded_reason(self, key: str) -> str | None:
+        """Why the discarded intent ``key`` had died (``None``: not discarded)."""
+        with self._read("read a discarded intent") as db:
+            row = db.execute("SELECT reason FROM discarded WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    @staticmethod
+    def _count_locked(db: sqlite3.Connection, name: str, n: int) -> None:
+        if n:
+            db.execute(
+                "INSERT INTO counters (name, value) VALUES (?, ?) "
+                "ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",
+                (name, n),
+            )
 
     def close(self) -> None:
         with self._lock:

@@ -70,7 +70,9 @@ each scrape, counters and histograms fed by the outbox's listener:
 * ``brownout_outbox_submitted_total{outbox,operation}``,
   ``brownout_outbox_refused_total{outbox,reason}`` (reason ``full`` or ``error``),
   ``brownout_outbox_replayed_total{outbox,operation}``,
-  ``brownout_outbox_dead_letters_total{outbox,operation}``;
+  ``brownout_outbox_dead_letters_total{outbox,operation}``, and what an operator
+  did with them: ``brownout_outbox_dead_letters_retried_total{outbox,operation}``,
+  ``brownout_outbox_dead_letters_discarded_total{outbox,operation}``;
 * histograms ``brownout_outbox_submit_seconds{outbox}`` (until on disk),
   ``brownout_outbox_replay_seconds{outbox}`` (applying one intent) and
   ``brownout_outbox_queued_seconds{outbox}`` (from accepted to applied).

@@ -246,6 +246,16 @@ class OutboxMetrics:
             "Intents moved to the dead letters (given up after caller errors).",
             ("outbox", "operation"),
         )
+        self.retried = counter(
+            "outbox_dead_letters_retried",
+            "Dead letters an operator sent back to the journal to be tried again.",
+            ("outbox", "operation"),
+        )
+        self.discarded = counter(
+            "outbox_dead_letters_discarded",
+            "Dead letters an operator gave up on for good (their payload deleted).",
+            ("outbox", "operation"),
+        )
         self.submit_seconds = histogram(
             "outbox_submit_seconds",
             "Duration of a submit, until the intent is on disk (fsync included).",
@@ -285,6 +295,10 @@ class OutboxMetrics:
                     queued_seconds.observe(fields["waited"])
             elif event == "dead":
                 self.dead.labels(label, operation).inc()
+            elif event == "retried":
+                self.retried.labels(label, operation).inc()
+            elif event == "discarded":
+                self.discarded.labels(label, operation).inc()
 
         return self._outboxes.listen(outbox, label, on_event)
 

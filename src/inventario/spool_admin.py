@@ -36,6 +36,7 @@ from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from brownout.spool import Spool, SpoolEntry, SpoolError
+from brownout.web import problem_responses
 from inventario.db import invoices
 from inventario.deps import RuntimeDep, run_in_database
 from inventario.invoice_storage import UNBOUND
@@ -161,7 +162,10 @@ def _wake(rt: Any) -> None:
         uploader.wake()
 
 
-@router.get("", dependencies=[Admin], summary="Spooled uploads (admin token)")
+_ERRORS = problem_responses(401, 403, 422, s422="a bad selection: ids or all_failed, not both")
+
+
+@router.get("", dependencies=[Admin], summary="Spooled uploads (admin token)", responses=_ERRORS)
 async def list_spool(
     rt: RuntimeDep,
     state: Annotated[Literal["all", "failed", "pending"], Query()] = "all",
@@ -181,7 +185,9 @@ async def list_spool(
     }
 
 
-@router.post("/retry", dependencies=[Admin], summary="Retry spooled uploads (admin token)")
+@router.post(
+    "/retry", dependencies=[Admin], summary="Retry spooled uploads (admin token)", responses=_ERRORS
+)
 async def retry_spool(body: Selection, rt: RuntimeDep) -> dict[str, Any]:
     """Clear the failure and the attempts of the selected entries; the uploader tries again."""
     spool = _spool(rt)
@@ -195,7 +201,12 @@ async def retry_spool(body: Selection, rt: RuntimeDep) -> dict[str, Any]:
     return {"retried": done, "missing": missing}
 
 
-@router.post("/discard", dependencies=[Admin], summary="Discard spooled uploads (admin token)")
+@router.post(
+    "/discard",
+    dependencies=[Admin],
+    summary="Discard spooled uploads (admin token)",
+    responses=_ERRORS,
+)
 async def discard_spool(body: Selection, rt: RuntimeDep) -> dict[str, Any]:
     """Delete the selected entries without uploading them: their files are lost."""
     spool = _spool(rt)
@@ -208,7 +219,13 @@ async def discard_spool(body: Selection, rt: RuntimeDep) -> dict[str, Any]:
 
 
 @router.post(
-    "/retarget", dependencies=[Admin], summary="Send spooled uploads elsewhere (admin token)"
+    "/retarget",
+    dependencies=[Admin],
+    summary="Send spooled uploads elsewhere (admin token)",
+    responses={
+        **_ERRORS,
+        **problem_responses(503, s503="the database is unavailable: nothing was changed"),
+    },
 )
 async def retarget_spool(body: Retarget, rt: RuntimeDep) -> dict[str, Any]:
     """Send the selected entries to ``bucket`` (``null``: the configured one when uploaded).

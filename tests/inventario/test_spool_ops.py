@@ -207,6 +207,8 @@ async def test_admin_spool_endpoints_check_the_token_and_the_selection(
     async with running(make_app(admin_token=TOKEN)) as client:
         r = await client.post("/admin/spool/retarget", json=body, headers=headers)
         assert r.status_code == status, r.text
+        assert r.headers["content-type"] == "application/problem+json"
+        assert r.json()["status"] == status and r.json()["detail"]
         assert TOKEN not in r.text
 
 

@@ -1,4 +1,4 @@
-"""``inventario serve | status | demo``."""
+"""``inventario serve | status | demo | outbox | spool``."""
 
 from __future__ import annotations
 
@@ -539,8 +539,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="also write the summary as JSON to PATH (default: not written)",
     )
     demo.set_defaults(func=_demo)
-    from inventario.cli_spool import add_spool_commands  # it builds on this module's helpers
+    # they build on this module's helpers
+    from inventario.cli_outbox import add_outbox_commands
+    from inventario.cli_spool import add_spool_commands
 
+    add_outbox_commands(sub)
     add_spool_commands(sub)
     return parser
 

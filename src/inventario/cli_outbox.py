@@ -1,0 +1,291 @@
+"""``inventario outbox list | retry | discard``: the queued writes of a running service.
+
+The outbox journal belongs to the service that uses it (``VAR_DIR`` is locked by
+``inventario serve``), so these commands do not open it: they call the service's
+admin endpoints (``/admin/outbox...``, see :mod:`inventario.outbox_admin`) with the
+admin token from ``ADMIN_TOKEN``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import sys
+import urllib.error
+import urllib.request
+from typing import Any
+
+from inventario import __version__
+from inventario.cli import StatusError, _base_url, _cut, _reason, _seconds_arg, _secs, _table
+
+__all__ = ["add_outbox_commands", "render_outbox"]
+
+_DEFAULT_URL = "http://127.0.0.1:8000"
+
+
+class OutboxCommandError(StatusError):
+    """An outbox command could not be done; the message says why and what to do."""
+
+
+def _call(
+    args: argparse.Namespace, method: str, path: str, body: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """One admin request; its JSON answer, or :class:`OutboxCommandError` saying why not."""
+    token = os.environ.get("ADMIN_TOKEN", "").strip()
+    if not token:
+        raise OutboxCommandError(
+            "set ADMIN_TOKEN to the service's admin token (the outbox is read and changed "
+            "through the running service's admin endpoints)"
+        )
+    base = _base_url(args.url)
+    request = urllib.request.Request(
+        base + path,
+        method=method,
+        data=None if body is None else json.dumps(body).encode(),
+        headers={
+            "Accept": "application/json",
+            "Authorization": f"Bearer {token}",
+            "Content-Type": "application/json",
+            "User-Agent": f"inventario-cli/{__version__}",
+        },
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=args.timeout) as response:
+            raw = response.read()
+    except urllib.error.HTTPError as exc:
+        if exc.code == 404:
+            raise OutboxCommandError(
+                f"{base} has no outbox admin endpoints: is ADMIN_TOKEN set on the service, "
+                "and is this inventario?"
+            ) from None
+        if exc.code in (401, 403):
+            raise OutboxCommandError(
+                f"{base} refused the admin token (HTTP {exc.code}): set ADMIN_TOKEN to the "
+                "service's"
+            ) from None
+        detail = _detail(exc.read())
+        raise OutboxCommandError(f"{base}{path}: HTTP {exc.code}: {detail or exc.reason}") from None
+    except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
+        raise OutboxCommandError(f"cannot reach {base}: {_reason(exc)}") from None
+    try:
+        doc = json.loads(raw)
+    except ValueError:
+        raise OutboxCommandError(f"{base}{path} did not answer JSON") from None
+    if not isinstance(doc, dict):
+        raise OutboxCommandError(f"{base}{path} answered an unexpected document")
+    return doc
+
+
+def _detail(raw: bytes) -> str:
+    """The ``detail`` of a problem body, else ''."""
+    try:
+        doc = json.loads(raw)
+    except ValueError:
+        return ""
+    return str(doc.get("detail") or "") if isinstance(doc, dict) else ""
+
+
+def render_outbox(doc: dict[str, Any], *, dead_only: bool = False) -> str:
+    """``GET /admin/outbox`` as a summary line and tables of dead letters and pending writes."""
+    stats = doc.get("stats") if isinstance(doc.get("stats"), dict) else {}
+    assert isinstance(stats, dict)
+    lines = [
+        f"{stats.get('pending', '?')} writes pending (oldest "
+        f"{_secs(stats.get('oldest_pending_age_s'))}, limit {stats.get('max_pending', '?')}), "
+        f"{stats.get('dead_letters', '?')} dead letters; replayed "
+        f"{stats.get('replayed_total', '?')}, retried {stats.get('retried_total', 0)}, "
+        f"discarded {stats.get('discarded_total', 0)}"
+    ]
+    dead = [d for d in doc.get("dead_letters") or [] if isinstance(d, dict)]
+    if dead:
+        rows = [
+            [
+                _cut(d.get("key", ""), 36),
+                str(d.get("operation", "?")),
+                _cut(d.get("stream", ""), 20),
+                str(d.get("attempts", "?")),
+                _secs(d.get("age_s")),
+                _cut(d.get("reason", ""), 80),
+            ]
+            for d in dead
+        ]
+        lines += [
+            "",
+            "dead letters (inventario outbox retry KEY... | discard KEY... --yes):",
+            _table(["KEY", "OPERATION", "STREAM", "ATTEMPTS", "AGE", "REASON"], rows),
+        ]
+    pending = [p for p in doc.get("pending") or [] if isinstance(p, dict)]
+    if pending and not dead_only:
+        rows = [
+            [
+                _cut(p.get("key", ""), 36),
+                str(p.get("operation", "?")),
+                _cut(p.get("stream", ""), 20),
+                str(p.get("attempts", "?")),
+                _secs(p.get("age_s")),
+                _cut(p.get("waiting_because") or "", 80),
+            ]
+            for p in pending
+        ]
+        lines += [
+            "",
+            "pending (applied when the database takes them):",
+            _table(["KEY", "OPERATION", "STREAM", "ATTEMPTS", "AGE", "WAITING BECAUSE"], rows),
+        ]
+    return "\n".join(lines)
+
+
+def _selection(args: argparse.Namespace) -> dict[str, Any]:
+    if bool(args.keys) == bool(args.all):
+        raise OutboxCommandError(
+            "give dead letters' keys (as `inventario outbox list` shows them) or --all"
+        )
+    return {"all": True} if args.all else {"keys": list(args.keys)}
+
+
+def _not_dead(doc: dict[str, Any]) -> int:
+    missing = [str(k) for k in doc.get("not_dead") or []]
+    if missing:
+        print(f"not dead letters (left as they are): {', '.join(missing)}", file=sys.stderr)
+    return 1 if missing else 0
+
+
+def _list(args: argparse.Namespace) -> int:
+    doc = _call(args, "GET", f"/admin/outbox?limit={args.limit}")
+    print(render_outbox(doc, dead_only=args.dead))
+    return 0
+
+
+def _retry(args: argparse.Namespace) -> int:
+    doc = _call(args, "POST", "/admin/outbox/retry", _selection(args))
+    print(
+        f"retried {doc.get('done', 0)} dead letters: the service applies them again now "
+        f"({doc.get('dead_letters', '?')} dead letters left)"
+    )
+    return _not_dead(doc)
+
+
+def _discard(args: argparse.Namespace) -> int:
+    if not args.yes:
+        raise OutboxCommandError(
+            "discarding gives up on the writes for good (they are never applied): add --yes"
+        )
+    doc = _call(args, "POST", "/admin/outbox/discard", _selection(args))
+    print(
+        f"discarded {doc.get('done', 0)} dead letters "
+        f"({doc.get('dead_letters', '?')} dead letters left)"
+    )
+    return _not_dead(doc)
+
+
+def _run(handler: Any) -> Any:
+    def run(args: argparse.Namespace) -> int:
+        try:
+            result: int = handler(args)
+        except StatusError as exc:  # OutboxCommandError, or a bad --url
+            print(f"inventario outbox {args.outbox_command}: {exc}", file=sys.stderr)
+            return 2
+        return result
+
+    return run
+
+
+def _limit(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if not 1 <= value <= 1000:
+        raise argparse.ArgumentTypeError(f"must be 1 to 1000, got {value}")
+    return value
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--url",
+        default=_DEFAULT_URL,
+        help=f"the service's base URL; host:port is enough (default: {_DEFAULT_URL})",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=_seconds_arg,
+        default=10.0,
+        metavar="SECONDS",
+        help="seconds to wait for an answer, more than 0 and less than 3600 (default: 10)",
+    )
+
+
+def _selected(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "keys",
+        nargs="*",
+        metavar="KEY",
+        help="dead letters' keys (the writes' Idempotency-Key), as `inventario outbox list` "
+        "shows them (default: none; then --all is needed)",
+    )
+    parser.add_argument(
+        "--all", action="store_true", help="every dead letter instead of keys (default: off)"
+    )
+
+
+def add_outbox_commands(sub: Any) -> None:
+    """Add ``outbox`` and its subcommands to ``inventario``'s subparsers ``sub``."""
+    outbox = sub.add_parser(
+        "outbox",
+        help="list, retry or discard the writes queued while the database was away",
+        description="The writes a running inventario answered 202 and keeps in its outbox "
+        "until the database takes them. An outage or a missing schema never gives up on "
+        "one; a write the database refuses for good (the sku was taken meanwhile, not "
+        "enough stock) is a dead letter with its reason and waits for you: retry it after "
+        "fixing the cause, or discard it. The commands call the service's admin endpoints "
+        "with the token in ADMIN_TOKEN. Exit status: 0 done, 1 some keys were not dead "
+        "letters, 2 the service could not do it.",
+    )
+    commands = outbox.add_subparsers(
+        dest="outbox_command", required=True, metavar="COMMAND", help="one of (each has --help):"
+    )
+    listing = commands.add_parser(
+        "list",
+        help="the dead letters with their reasons, and the pending writes",
+        description="Print the outbox's figures, its dead letters (key, operation, product, "
+        "attempts, age and why it died) and its pending writes (and why they wait), oldest "
+        "first.",
+    )
+    _common(listing)
+    listing.add_argument(
+        "--dead", action="store_true", help="only the dead letters (default: both lists)"
+    )
+    listing.add_argument(
+        "--limit",
+        type=_limit,
+        default=100,
+        metavar="N",
+        help="list at most N entries of each list, 1 to 1000 (default: 100)",
+    )
+    listing.set_defaults(func=_run(_list))
+    retry = commands.add_parser(
+        "retry",
+        help="apply dead letters again (after fixing what made them fail)",
+        description="Send the given dead letters back to the outbox, at the end of their "
+        "product's queue, with their attempts reset; the service applies them at once.",
+    )
+    _selected(retry)
+    _common(retry)
+    retry.set_defaults(func=_run(_retry))
+    discard = commands.add_parser(
+        "discard",
+        help="give up on dead letters for good (they are never applied)",
+        description="Delete the given dead letters without applying them. Their keys stay "
+        "known: GET /writes/KEY answers 'discarded' with the reason, and the same request "
+        "again is not a new write.",
+    )
+    _selected(discard)
+    discard.add_argument(
+        "--yes",
+        action="store_true",
+        help="confirm that the writes are to be given up on (default: off, nothing changes)",
+    )
+    _common(discard)
+    discard.set_defaults(func=_run(_discard))

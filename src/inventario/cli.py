@@ -348,13 +348,20 @@ def render_status(doc: dict[str, Any]) -> str:
         rows = []
         outbox = backlogs.get("outbox")
         if isinstance(outbox, dict):
+            detail = (
+                f"replayed {outbox.get('replayed_total', '?')}, "
+                f"dead letters {outbox.get('dead_letters', '?')}"
+            )
+            if outbox.get("dead_letters"):
+                detail += " (inventario outbox list)"
+            if outbox.get("waiting"):
+                detail += ", waiting for the database"
             rows.append(
                 [
                     "outbox",
                     f"{outbox.get('pending', '?')} writes",
                     f"oldest {_secs(outbox.get('oldest_pending_age_s'))}",
-                    f"replayed {outbox.get('replayed_total', '?')}, "
-                    f"dead letters {outbox.get('dead_letters', '?')}",
+                    detail,
                 ]
             )
         spool = backlogs.get("spool")

@@ -204,9 +204,28 @@ class Runtime:
                             await result
         await self.db.close()
 
+    def outbox_backlog(self) -> dict[str, Any]:
+        """The outbox's figures, whether its writes wait for the database (the last drain
+        stopped on an outage, or the schema is not there), and the latest dead letters
+        (key, operation, reason) for the status page's card."""
+        stats = self.outbox.stats()
+        report = self.replayer.last_report
+        stats["waiting"] = bool(stats["pending"]) and (
+            not self.schema_ready or (report is not None and report.stopped is not None)
+        )
+        stats["recent_dead"] = (
+            [
+                {"key": d.key, "operation": d.operation, "reason": d.reason[:200]}
+                for d in self.outbox.dead_letters(1000)[-5:]
+            ]
+            if stats["dead_letters"]
+            else []
+        )
+        return stats
+
     def health_extras(self) -> dict[str, Any]:
         """Backlogs shown on the status page."""
-        out: dict[str, Any] = {"outbox": self.outbox.stats()}
+        out: dict[str, Any] = {"outbox": self.outbox_backlog()}
         spool = self.extras.get("spool")
         if spool is not None:
             out["spool"] = spool_backlog(spool, self.s3.bucket if self.s3 is not None else None)

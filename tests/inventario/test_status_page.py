@@ -354,3 +354,42 @@ def test_spool_card_says_s3_is_not_configured_and_shows_failed_files(
         expect(page.get_by_test_id("spool-sub")).to_contain_text(fresh_bucket)
         expect(page.get_by_test_id("status-s3")).to_have_text("degraded")
         context.close()
+
+
+def test_outbox_card_shows_waiting_writes_and_dead_letters_with_their_reasons(
+    chromium: Any, make_app: Callable[..., FastAPI]
+) -> None:
+    """Writes waiting for the database say so; dead letters turn the card 'failed', with
+    each one's reason and the command that acts on them."""
+    from playwright.sync_api import expect
+
+    app = make_app()
+    rt = app.state.runtime
+    with serving(app) as base:
+        assert httpx.post(f"{base}/products", json={**WIDGET, "stock": 1}).status_code == 201
+        rt.db.breaker.force_open()
+        for key, quantity in (("too-many", 5), ("fine", 1)):
+            r = httpx.post(
+                f"{base}/products/W-1/movements",
+                json={"kind": "out", "quantity": quantity},
+                headers={"Idempotency-Key": key},
+            )
+            assert r.status_code == 202, r.text
+        rt.replayer.wake()  # rejected by the open breaker: the writes wait
+        context = chromium.new_context()
+        page = context.new_page()
+        page.goto(f"{base}/status")
+        card = page.get_by_test_id("backlog-outbox")
+        expect(card).to_have_attribute("data-state", "waiting")
+        expect(page.get_by_test_id("outbox-pending")).to_have_text("2")
+        expect(page.get_by_test_id("outbox-sub")).to_contain_text("waiting for the database")
+
+        rt.db.breaker.reset()
+        rt.replayer.wake()
+        expect(card).to_have_attribute("data-state", "failed")
+        expect(page.get_by_test_id("outbox-dead")).to_have_text("1")
+        expect(page.get_by_test_id("outbox-failures")).to_contain_text(
+            "too-many (stock.move): InsufficientStock: only 1 of W-1 in stock"
+        )
+        expect(card).to_contain_text("inventario outbox list")
+        context.close()

@@ -227,23 +227,47 @@
         el("header", null, el("h3", null, "backlogs")), el("p", { class: "error" }, String(backlogs.error))));
     }
     const o = backlogs.outbox;
-    if (o) {
-      out.push(
-        el("article", { class: "card backlog", testid: "backlog-outbox", data: { busy: (o.pending || 0) > 0 } },
-          el("header", null, el("h3", null, "outbox"), el("span", { class: "badge" }, "backlog")),
-          el("div", { class: "sub" }, "writes queued while the database is away"),
-          el("dl", { class: "figs" },
-            fig("pending", num(o.pending), "outbox-pending"),
-            fig("pending size", bytes(o.pending_bytes)),
-            fig("oldest pending", seconds(o.oldest_pending_age_s)),
-            fig("replayed", num(o.replayed_total)),
-            fig("dead letters", num(o.dead_letters)),
-            fig("limit", num(o.max_pending))))
-      );
-    }
+    if (o) out.push(outboxCard(o));
     const s = backlogs.spool;
     if (s) out.push(spoolCard(s));
     return out;
+  }
+
+  // The outbox: writes answered 202 until the database takes them. "waiting" while the
+  // database cannot (they are kept, never given up on); "failed" while dead letters
+  // (writes the database refused for good) wait for an operator, with their reasons.
+  function outboxCard(o) {
+    const dead = isNum(o.dead_letters) ? o.dead_letters : 0;
+    const pending = isNum(o.pending) ? o.pending : 0;
+    const state = dead > 0 ? "failed" : o.waiting ? "waiting" : pending > 0 ? "busy" : "idle";
+    const sub = o.waiting
+      ? "writes waiting for the database: kept, and applied once when it takes them"
+      : "writes queued while the database is away";
+    const card = el("article", { class: "card backlog", testid: "backlog-outbox",
+        data: { busy: pending > 0 || dead > 0, state: state } },
+      el("header", null, el("h3", null, "outbox"),
+        el("span", { class: "badge" }, dead > 0 ? "dead letters" : "backlog")),
+      el("div", { class: "sub", testid: "outbox-sub" }, sub),
+      el("dl", { class: "figs" },
+        fig("pending", num(o.pending), "outbox-pending"),
+        fig("pending size", bytes(o.pending_bytes)),
+        fig("oldest pending", seconds(o.oldest_pending_age_s)),
+        fig("replayed", num(o.replayed_total)),
+        fig("dead letters", num(dead), "outbox-dead"),
+        fig("limit", num(o.max_pending))));
+    if (dead > 0) {
+      const list = el("ul", { class: "failures", testid: "outbox-failures" });
+      for (const d of Array.isArray(o.recent_dead) ? o.recent_dead : []) {
+        if (!d || typeof d !== "object") continue;
+        list.append(el("li", null, String(d.key || "") + " (" + String(d.operation || "") + "): " +
+          String(d.reason || "")));
+      }
+      card.append(
+        el("p", { class: "error" }, "refused for good by the database: retry them once the cause is " +
+          "fixed, or discard them (inventario outbox list)"),
+        list);
+    }
+    return card;
   }
 
   // The spool: without S3 it is where invoice files live (not a backlog to worry about);

@@ -1,4 +1,5 @@
-"""brownout.prometheus: breaker metrics fed by listeners, in a registry of the caller's choosing."""
+"""brownout.prometheus: breaker metrics read from the breakers at scrape time, in a registry of
+the caller's choosing."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import pytest
 
 prometheus_client = pytest.importorskip("prometheus_client")
 
-from prometheus_client import CollectorRegistry, Counter, Histogram  # noqa: E402
+from prometheus_client import CollectorRegistry  # noqa: E402
 
 from brownout import BreakerConfig, BreakerOpen, CircuitBreaker, Registry, State  # noqa: E402
 from brownout.prometheus import CONTENT_TYPE, PrometheusMetrics  # noqa: E402
@@ -110,7 +111,8 @@ def test_explicit_registry_is_used() -> None:
     registry = CollectorRegistry()
     metrics = PrometheusMetrics(registry)
     assert metrics.registry is registry
-    metrics.attach(CircuitBreaker("db"))
+    cb = CircuitBreaker("db")
+    metrics.attach(cb)
     assert registry.get_sample_value("brownout_breaker_state", {"breaker": "db", "state": "closed"})
 
 
@@ -184,9 +186,42 @@ def test_successes(clock: FakeClock, metrics: PrometheusMetrics) -> None:
             )
             == 0.0
         )
-    assert value(metrics, "brownout_call_duration_seconds_count", breaker="redis") == 3.0
+    # the default configuration is the untimed lock-free path: no duration observed
+    assert value(metrics, "brownout_call_duration_seconds_count", breaker="redis") == 0.0
     assert value(metrics, "brownout_slow_calls_total", breaker="redis") == 0.0
     assert state_of(metrics, "redis") == "closed"
+    assert cb._fast, "attaching metrics must keep the lock-free fast path"
+
+
+def test_timed_calls_fill_the_histogram(clock: FakeClock, metrics: PrometheusMetrics) -> None:
+    cb = make(clock, slow_call_duration=60.0)  # a slow-call threshold: every call is timed
+    metrics.attach(cb)
+
+    def took(seconds: float) -> None:
+        clock.advance(seconds)
+
+    for seconds in (0.0004, 0.003, 0.003, 0.2, 30.0):
+        cb.call(took, seconds)
+    fail(cb)
+    assert value(metrics, "brownout_call_duration_seconds_count", breaker="redis") == 6.0
+    assert value(metrics, "brownout_call_duration_seconds_sum", breaker="redis") == pytest.approx(
+        30.2064
+    )
+    assert bucket(metrics, "redis", "0.0005") == 2.0  # 0.0004 and the failure (0 s)
+    assert bucket(metrics, "redis", "0.005") == 4.0
+    assert bucket(metrics, "redis", "0.25") == 5.0
+    assert bucket(metrics, "redis", "10.0") == 5.0
+    assert bucket(metrics, "redis", "+Inf") == 6.0
+
+
+def test_attaching_installs_no_call_listener(clock: FakeClock, metrics: PrometheusMetrics) -> None:
+    registry = Registry(clock=clock)
+    direct = make(clock, name="direct")
+    metrics.attach(registry)
+    metrics.attach(direct)
+    for cb in (registry.get("a"), direct):
+        assert cb._call_listeners == ()
+        assert cb._fast
 
 
 def test_failures_trip_and_transition(clock: FakeClock, metrics: PrometheusMetrics) -> None:
@@ -197,7 +232,6 @@ def test_failures_trip_and_transition(clock: FakeClock, metrics: PrometheusMetri
     assert state_of(metrics, "redis") == "closed"
     fail(cb)
     assert calls(metrics, "redis", "failure") == 2.0
-    assert value(metrics, "brownout_call_duration_seconds_count", breaker="redis") == 2.0
     assert state_of(metrics, "redis") == "open"
     assert transitions(metrics, "redis", "closed", "open") == 1.0
     assert trips(metrics, "redis", "consecutive_failures") == 1.0
@@ -215,15 +249,11 @@ def test_ignored_errors(clock: FakeClock, metrics: PrometheusMetrics) -> None:
         cb.call(missing)
     assert calls(metrics, "redis", "ignored") == 1.0
     assert calls(metrics, "redis", "failure") == 0.0
-    assert value(metrics, "brownout_call_duration_seconds_count", breaker="redis") == 1.0
-    assert value(metrics, "brownout_call_duration_seconds_sum", breaker="redis") == pytest.approx(
-        0.003
-    )
+    # ignored calls count as nothing: not in the histogram either (as in the snapshot)
+    assert value(metrics, "brownout_call_duration_seconds_count", breaker="redis") == 0.0
 
 
-async def test_cancelled_call_is_ignored_but_timed(
-    clock: FakeClock, metrics: PrometheusMetrics
-) -> None:
+async def test_cancelled_call_is_ignored(clock: FakeClock, metrics: PrometheusMetrics) -> None:
     cb = make(clock)
     metrics.attach(cb)
 
@@ -233,11 +263,11 @@ async def test_cancelled_call_is_ignored_but_timed(
     with pytest.raises(asyncio.CancelledError):
         await cb.acall(cancelled)
     assert calls(metrics, "redis", "ignored") == 1.0
-    assert value(metrics, "brownout_call_duration_seconds_count", breaker="redis") == 1.0
+    assert value(metrics, "brownout_call_duration_seconds_count", breaker="redis") == 0.0
 
 
 async def test_async_calls(clock: FakeClock, metrics: PrometheusMetrics) -> None:
-    cb = make(clock)
+    cb = make(clock, slow_call_duration=60.0)
     metrics.attach(cb)
 
     async def fetch() -> int:
@@ -251,7 +281,7 @@ async def test_async_calls(clock: FakeClock, metrics: PrometheusMetrics) -> None
 
 
 def test_rejections(clock: FakeClock, metrics: PrometheusMetrics) -> None:
-    cb = make(clock)
+    cb = make(clock, slow_call_duration=60.0)
     metrics.attach(cb)
     fail(cb, 2)
     for _ in range(3):
@@ -320,8 +350,8 @@ def test_state_set_on_attach(clock: FakeClock, metrics: PrometheusMetrics) -> No
     fail(cb, 2)  # open before anyone listens
     metrics.attach(cb)
     assert state_of(metrics, "redis") == "open"
-    # nothing was counted before the attach
-    assert calls(metrics, "redis", "failure") == 0.0
+    # lifetime counts, as in the snapshot: the calls made before the attach are in them
+    assert calls(metrics, "redis", "failure") == 2.0
 
 
 def test_full_cycle_of_transitions(clock: FakeClock, metrics: PrometheusMetrics) -> None:
@@ -471,18 +501,24 @@ def test_breaker_created_after_registry_attach_then_attached_directly(
     assert calls(metrics, "a", "success") == 1.0
 
 
-def test_detach_stops_counting_and_reattach_resumes(
+def test_detach_removes_the_series_and_reattach_shows_them_again(
     clock: FakeClock, metrics: PrometheusMetrics
 ) -> None:
     cb = make(clock)
     detach = metrics.attach(cb)
     cb.call(len, "x")
+    assert calls(metrics, "redis", "success") == 1.0
     detach()
     cb.call(len, "x")
-    assert calls(metrics, "redis", "success") == 1.0
+    assert (
+        metrics.registry.get_sample_value(
+            "brownout_calls_total", {"breaker": "redis", "outcome": "success"}
+        )
+        is None
+    )
     metrics.attach(cb)
     cb.call(len, "x")
-    assert calls(metrics, "redis", "success") == 2.0
+    assert calls(metrics, "redis", "success") == 3.0  # the breaker's lifetime count
     assert state_of(metrics, "redis") == "closed"
 
 
@@ -561,32 +597,6 @@ def test_same_namespace_twice_on_one_registry_is_refused(clock: FakeClock) -> No
 # ------------------------------------------------------------------------- safety
 
 
-def test_a_failing_metrics_listener_never_breaks_calls(
-    clock: FakeClock,
-    metrics: PrometheusMetrics,
-    monkeypatch: pytest.MonkeyPatch,
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    cb = make(clock)
-    metrics.attach(cb)
-
-    def broken(*args: object, **kwargs: object) -> None:
-        raise RuntimeError("metrics backend broke")
-
-    monkeypatch.setattr(Counter, "inc", broken)
-    monkeypatch.setattr(Histogram, "observe", broken)
-    with caplog.at_level(logging.ERROR, logger="brownout"):
-        assert cb.call(len, "abc") == 3
-        fail(cb, 2)
-        assert cb.state is State.OPEN
-        with pytest.raises(BreakerOpen):
-            cb.call(len, "x")
-    assert "listener" in caplog.text
-    assert "metrics backend broke" in caplog.text
-    monkeypatch.undo()
-    assert state_of(metrics, "redis") == "open"  # the state listener got past the counter
-
-
 def test_scrape_survives_a_broken_breaker(
     clock: FakeClock,
     metrics: PrometheusMetrics,
@@ -633,19 +643,29 @@ def test_counts_are_exact_under_threads(clock: FakeClock, metrics: PrometheusMet
 
     registry = Registry(clock=clock)
     metrics.attach(registry)
-    cb = registry.get("shared")
-    metrics.attach(cb)  # also directly: still counted once
+    fast = registry.get("shared")
+    timed = registry.get("timed", BreakerConfig(slow_call_duration=60.0))
+    metrics.attach(fast)  # also directly: still counted once
     barrier = threading.Barrier(8)
 
     def worker() -> None:
         barrier.wait()
         for _ in range(500):
-            cb.call(len, "x")
+            fast.call(len, "x")
+            timed.call(len, "x")
+            with pytest.raises(BreakerOpen):
+                opened.call(len, "x")
 
+    opened = registry.get("opened")
+    opened.force_open()
     threads = [threading.Thread(target=worker) for _ in range(8)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     assert calls(metrics, "shared", "success") == 4000.0
-    assert value(metrics, "brownout_call_duration_seconds_count", breaker="shared") == 4000.0
+    assert calls(metrics, "timed", "success") == 4000.0
+    assert value(metrics, "brownout_call_duration_seconds_count", breaker="timed") == 4000.0
+    assert bucket(metrics, "timed", "0.0005") == 4000.0  # the fake clock never moved
+    assert calls(metrics, "opened", "rejected") == 4000.0
+    assert value(metrics, "brownout_calls_rejected_total", breaker="opened") == 4000.0

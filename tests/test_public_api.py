@@ -9,6 +9,7 @@ DOCUMENTED = {
     "BreakerConfig",
     "BreakerOpen",
     "BreakerSnapshot",
+    "BreakerTotals",
     "BrownoutError",
     "CallEvent",
     "CircuitBreaker",

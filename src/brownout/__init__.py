@@ -6,7 +6,7 @@
 3
 """
 
-from brownout._breaker import BreakerSnapshot, CircuitBreaker, kill_switch_active
+from brownout._breaker import BreakerSnapshot, BreakerTotals, CircuitBreaker, kill_switch_active
 from brownout._clock import Clock, Duration
 from brownout._config import BreakerConfig, ErrorMatcher, retry_after_attribute
 from brownout._errors import BreakerOpen, BrownoutError
@@ -23,6 +23,7 @@ __all__ = [
     "BreakerConfig",
     "BreakerOpen",
     "BreakerSnapshot",
+    "BreakerTotals",
     "BrownoutError",
     "CallEvent",
     "CircuitBreaker",

@@ -28,6 +28,8 @@ from brownout._breaker import BreakerSnapshot, CircuitBreaker
 from brownout._clock import Clock
 from brownout._config import BreakerConfig
 from brownout._errors import BreakerOpen, BrownoutError
+from brownout._histogram import bucket_of
+from brownout._histogram import empty as _empty_histogram
 from brownout._redact import redact
 from brownout._registry import PRESETS, Registry
 
@@ -35,9 +37,11 @@ __all__ = [
     "Adapter",
     "AdapterStats",
     "DependencyError",
+    "DurationFigures",
     "ErrorRule",
     "ErrorTable",
     "Figures",
+    "MetricFigures",
     "OperationEvent",
     "ProbeResult",
 ]
@@ -212,6 +216,43 @@ def _recent_entry(record: _Record, offset: float) -> dict[str, Any]:
     }
 
 
+class DurationFigures:
+    """The durations of one operation's counted calls, for metrics: sum, count, buckets.
+
+    ``buckets`` are per bucket of ``brownout._histogram.DURATION_BUCKETS`` (not
+    cumulative; the last slot counts those above the largest bound). Updated by
+    :class:`AdapterStats` when it folds its log, under its lock.
+    """
+
+    __slots__ = ("buckets", "count", "sum")
+
+    def __init__(self) -> None:
+        self.sum = 0.0
+        self.count = 0
+        self.buckets = _empty_histogram()
+
+    def copy(self) -> DurationFigures:
+        other = DurationFigures()
+        other.sum, other.count, other.buckets = self.sum, self.count, list(self.buckets)
+        return other
+
+
+class MetricFigures(NamedTuple):
+    """A copy of what an adapter's metrics read at scrape time (:meth:`AdapterStats.metrics`).
+
+    ``operations``: counts per operation and outcome; ``durations``: per
+    operation, the calls that were not rejected; ``errors``: failures (counted
+    against the dependency) per error kind; ``totals`` and ``tokens_by_model``
+    as the properties of the same names.
+    """
+
+    operations: dict[str, dict[str, int]]
+    durations: dict[str, DurationFigures]
+    errors: dict[str, int]
+    totals: dict[str, int]
+    tokens_by_model: dict[str, dict[str, int]]
+
+
 class AdapterStats:
     """Rolling figures of one adapter, for ``health()`` and status pages. Thread-safe.
 
@@ -262,6 +303,9 @@ class AdapterStats:
         self._tokens_by_model: dict[str, dict[str, int]] = {}
         self._last_error: str | None = None
         self._last_error_at: float | None = None
+        # lifetime figures for metrics (read at scrape time by :meth:`metrics`)
+        self._durations: dict[str, DurationFigures] = {}
+        self._errors: dict[str, int] = {}
 
     def __repr__(self) -> str:
         return (
@@ -299,13 +343,14 @@ class AdapterStats:
         batch = log[:n]
         del log[:n]
         operations = self._operations
+        durations = self._durations
         ok, latency, stamp_of = self._outcomes.append, self._latencies.append, self._stamps.append
         sent = received = hits = misses = prompt = completion = 0
         for (
             operation,
             outcome,
             duration,
-            _,
+            kind,
             _,
             s,
             r,
@@ -322,10 +367,19 @@ class AdapterStats:
             if per_op is None:
                 per_op = operations[operation] = {}
             per_op[outcome] = per_op.get(outcome, 0) + 1
-            if outcome == "success" or outcome == "failure":
-                ok(outcome == "success")
-                latency(duration)
-                stamp_of(stamp)
+            if outcome != "rejected":
+                timed = durations.get(operation)
+                if timed is None:
+                    timed = durations[operation] = DurationFigures()
+                timed.sum += duration
+                timed.count += 1
+                timed.buckets[bucket_of(duration)] += 1
+                if outcome == "success" or outcome == "failure":
+                    ok(outcome == "success")
+                    latency(duration)
+                    stamp_of(stamp)
+                    if kind is not None and outcome == "failure":
+                        self._errors[kind] = self._errors.get(kind, 0) + 1
             if error is not None:
                 self._last_error, self._last_error_at = error, wall
             sent += s
@@ -427,6 +481,18 @@ class AdapterStats:
         with self._lock:
             self._fold_locked()
             self._last_error_at = value
+
+    def metrics(self) -> MetricFigures:
+        """A copy of the lifetime figures metrics read (see :class:`MetricFigures`)."""
+        with self._lock:
+            self._fold_locked()
+            return MetricFigures(
+                {op: dict(counts) for op, counts in self._operations.items()},
+                {op: timed.copy() for op, timed in self._durations.items()},
+                dict(self._errors),
+                dict(self._totals),
+                {model: dict(t) for model, t in self._tokens_by_model.items()},
+            )
 
     def view(self) -> dict[str, Any]:
         with self._lock:

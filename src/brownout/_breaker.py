@@ -41,21 +41,24 @@ import math
 import os
 import sys
 import threading
+import weakref
 from collections import deque
 from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine, Generator
 from dataclasses import asdict, dataclass
 from types import MethodType, TracebackType
-from typing import Any, ParamSpec, TypeVar, overload
+from typing import Any, NamedTuple, ParamSpec, TypeVar, overload
 
 from brownout._clock import Clock, monotonic, to_seconds
 from brownout._config import BreakerConfig
 from brownout._errors import BreakerOpen
 from brownout._events import CallEvent, Outcome, StateChange
+from brownout._histogram import add_batch, bucket_of
+from brownout._histogram import empty as _empty_histogram
 from brownout._redact import redact
 from brownout._state import TRANSITIONS, State
 from brownout._window import CountWindow, TimeWindow, count_value
 
-__all__ = ["BreakerSnapshot", "CircuitBreaker", "kill_switch_active"]
+__all__ = ["BreakerSnapshot", "BreakerTotals", "CircuitBreaker", "kill_switch_active"]
 
 logger = logging.getLogger("brownout")
 
@@ -144,6 +147,25 @@ class BreakerSnapshot:
         data = asdict(self)
         data["state"] = self.state.value
         return data
+
+
+class BreakerTotals(NamedTuple):
+    """A breaker's lifetime counts, as metrics read them (:meth:`CircuitBreaker.totals`).
+
+    The same figures as the ``total_*`` and ``call_duration_*`` ones of
+    :class:`BreakerSnapshot`, plus ``duration_buckets``: the timed calls per
+    bucket of ``brownout._histogram.DURATION_BUCKETS`` (not cumulative; the
+    last slot counts those above the largest bound).
+    """
+
+    successes: int
+    failures: int
+    ignored: int
+    rejected: int
+    slow: int
+    duration_sum: float
+    duration_count: int
+    duration_buckets: tuple[int, ...]
 
 
 def _match(
@@ -239,6 +261,7 @@ class CircuitBreaker:
         "_call_listeners",
         "_call_timeout",
         "_clock",
+        "_collected_hooks",
         "_config",
         "_count_window",
         "_ctx",
@@ -252,6 +275,7 @@ class CircuitBreaker:
         "_fast_capable",
         "_frozen",
         "_gen",
+        "_hist",
         "_ho_calls",
         "_ho_done",
         "_ho_failed",
@@ -370,6 +394,9 @@ class CircuitBreaker:
         self._durations: list[float] = []
         self._dur_sum = 0.0
         self._dur_count = 0
+        # the same durations per histogram bucket (metrics read them at scrape time)
+        self._hist = _empty_histogram()
+        self._collected_hooks: tuple[Callable[[str, BreakerTotals], object], ...] = ()
 
     def _compile(self, config: BreakerConfig) -> None:
         """Set the attributes the hot paths read from ``config`` (lock held, or in __init__)."""
@@ -501,9 +528,64 @@ class CircuitBreaker:
         n = len(durations)
         if n:
             # slice and del are each atomic: appends made meanwhile stay for the next fold
-            self._dur_sum += math.fsum(durations[:n])
+            batch = durations[:n]
             del durations[:n]
+            self._dur_sum += math.fsum(batch)
             self._dur_count += n
+            add_batch(self._hist, batch)
+
+    def totals(self) -> BreakerTotals:
+        """The lifetime counts metrics read at scrape time (cheaper than :meth:`snapshot`).
+
+        Counting them costs the calls nothing more than they already pay: the
+        successes on the lock-free path are the window's counter, the durations
+        are folded into the histogram in batches.
+        """
+        with self._lock:
+            self._fold_durations_locked()
+            t = self._totals
+            return BreakerTotals(
+                self._total_successes_locked(),
+                t[0],
+                t[1],
+                count_value(self._rejections),
+                t[2],
+                self._dur_sum,
+                self._dur_count,
+                tuple(self._hist),
+            )
+
+    def when_collected(self, hook: Callable[[str, BreakerTotals], object]) -> Callable[[], None]:
+        """Call ``hook(name, final totals)`` when this breaker is garbage-collected.
+
+        For metrics that keep counting a breaker's calls after it is gone (a
+        counter must not go down when a breaker is replaced by a new one of the
+        same name). The hook must not refer to the breaker. Returns a function
+        that removes it.
+        """
+        if not callable(hook):
+            raise TypeError(f"when_collected needs a callable, got {hook!r}")
+        with self._lock:
+            self._collected_hooks = (*self._collected_hooks, hook)
+        ref = weakref.ref(self)  # the remover must not keep the breaker alive
+
+        def remove() -> None:
+            me = ref()
+            if me is not None:
+                with me._lock:
+                    me._collected_hooks = tuple(h for h in me._collected_hooks if h is not hook)
+
+        return remove
+
+    def __del__(self) -> None:
+        hooks = getattr(self, "_collected_hooks", ())
+        if hooks:
+            final = self.totals()
+            for hook in hooks:
+                try:
+                    hook(self._name, final)
+                except Exception:  # pragma: no cover - a finalizer must not raise
+                    logger.exception("breaker %r: when_collected hook raised", self._name)
 
     def add_secrets(self, *secrets: str | None) -> None:
         """Strings (passwords, API keys) to remove from the errors this breaker keeps and logs.
@@ -1060,6 +1142,7 @@ class CircuitBreaker:
                 if duration >= 0:
                     self._dur_sum += duration
                     self._dur_count += 1
+                    self._hist[bucket_of(duration)] += 1
                 if slow:
                     self._totals[2] += 1
                 if token == self._gen and self._state is _CLOSED:
@@ -1114,6 +1197,7 @@ class CircuitBreaker:
             if duration >= 0:
                 self._dur_sum += duration
                 self._dur_count += 1
+                self._hist[bucket_of(duration)] += 1
             self._last_error = described
             self._last_failure_at = now
             if token == self._gen and self._state is _CLOSED:

@@ -1,8 +1,11 @@
 """Prometheus metrics for brownout (extra ``prometheus``: ``pip install 'brownout[prometheus]'``).
 
-Metrics are fed by breaker listeners and live in a ``CollectorRegistry`` of
-your choosing (a new private one by default, never the global
-``prometheus_client.REGISTRY`` unless you pass it):
+Metrics are *pulled*: breakers and adapters count in their own plain state on
+the path each call already takes, and the collectors here read it when
+Prometheus scrapes (``brownout._metrics``). Attaching them installs no call
+listener: a guarded call costs the same with metrics as without. They live in a
+``CollectorRegistry`` of your choosing (a new private one by default, never the
+global ``prometheus_client.REGISTRY`` unless you pass it):
 
 >>> from brownout import Registry
 >>> from brownout.prometheus import CONTENT_TYPE, PrometheusMetrics
@@ -20,8 +23,8 @@ your choosing (a new private one by default, never the global
 Breaker metrics (labels in braces; ``breaker`` is the breaker's name):
 
 * ``brownout_breaker_state{breaker,state}`` gauge: 1 for the current state, 0
-  for the others (set on attach, on every transition, and refreshed from
-  ``breaker.state`` at each scrape);
+  for the others (read from ``breaker.state`` at each scrape; none for a
+  breaker that was garbage-collected, whose counters stay);
 * ``brownout_breaker_transitions_total{breaker,from_state,to_state}``;
 * ``brownout_breaker_trips_total{breaker,trigger}``: transitions into ``open``,
   by ``StateChange.trigger``;
@@ -29,8 +32,12 @@ Breaker metrics (labels in braces; ``breaker`` is the breaker's name):
   ``failure``, ``ignored`` or ``rejected``;
 * ``brownout_calls_rejected_total{breaker}``;
 * ``brownout_slow_calls_total{breaker}``: calls at least ``slow_call_duration`` long;
-* ``brownout_call_duration_seconds{breaker}`` histogram (rejected and
-  cancelled calls are not observed).
+* ``brownout_call_duration_seconds{breaker}`` histogram of the *timed* calls
+  (successes and failures; a breaker on its untimed lock-free path times none).
+
+Counts are the breaker's lifetime counts (``CircuitBreaker.totals()``); a
+collected breaker's counts stay in its name's series and a new breaker of the
+same name carries them on.
 
 Degradation metrics (``metrics.attach(manager)``, a
 :class:`~brownout.health.DegradationManager`; level labels are level names):
@@ -93,6 +100,10 @@ Spool metrics (``metrics.attach(spool)``, a :class:`~brownout.spool.Spool`;
   ``brownout_spool_quarantined_total``
   and histograms ``brownout_spool_put_seconds``, ``brownout_spool_upload_seconds``
   (label ``spool``).
+
+Adapter figures are the adapters' lifetime figures (``AdapterStats.metrics()``),
+also read at scrape time. Outbox and spool counters are still fed by their
+listeners (one event per submit or upload, not per guarded call).
 
 Extending: each family of metrics is a *group*, a class in a private module of
 this package whose constructor takes ``(registry, namespace)`` and creates its
@@ -221,8 +232,8 @@ class PrometheusMetrics:
         """Feed the metrics from a breaker, a registry, a degradation manager, an adapter,
         an outbox or a spool.
 
-        For a :class:`~brownout.Registry` this uses ``Registry.add_listener``,
-        so breakers it creates later are covered too; it returns ``None``.
+        For a :class:`~brownout.Registry` the breakers it creates later are
+        covered too (read from the next scrape on); it returns ``None``.
         For a :class:`~brownout.CircuitBreaker` it returns a function that
         detaches it. Attaching a breaker (or a registry) again, or a breaker
         already covered through an attached registry, changes nothing: each

@@ -1,13 +1,16 @@
-"""Adapter metrics, fed by :class:`~brownout.adapter.Adapter` listeners.
+"""Adapter metrics, read from the adapters' own figures when Prometheus scrapes.
 
 One :class:`AdapterMetrics` per :class:`~brownout.prometheus.PrometheusMetrics`
-(created on first use through ``PrometheusMetrics.group``). Every
-:class:`~brownout.adapter.OperationEvent` counts a request (by operation and
-outcome), an error (by kind), a duration, and the figures the operation
-carried: cache hits and misses, S3 bytes, OpenAI tokens. Connection-pool
-gauges are a custom collector that reads ``adapter.extra_figures()``
-(``pool_in_use``, ``pool_size``) of every attached adapter at scrape time,
-for the adapters that report them.
+(created on first use through ``PrometheusMetrics.group``). It is a custom
+collector over a :class:`brownout._metrics.AdapterSource`: at each scrape it
+reads every attached adapter's lifetime figures
+(:meth:`~brownout.adapter.AdapterStats.metrics`: requests by operation and
+outcome, errors by kind, a duration histogram per operation, cache hits and
+misses, S3 bytes, OpenAI tokens), which the adapter keeps anyway for its
+health figures; nothing runs per operation. Connection-pool gauges are a
+second collector that reads ``adapter.extra_figures()`` (``pool_in_use``,
+``pool_size``) of every attached adapter at scrape time, for the adapters
+that report them.
 
 ``dependency`` is the adapter's kind (``redis``, ``s3``, ``sql``, ``openai``,
 ...), ``name`` its name (and its breaker's).
@@ -16,18 +19,24 @@ for the adapters that report them.
 from __future__ import annotations
 
 import logging
-import threading
-import weakref
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.metrics_core import GaugeMetricFamily, Metric
+from prometheus_client import CollectorRegistry
+from prometheus_client.metrics_core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 
-from brownout.prometheus._common import DURATION_BUCKETS, full_name
+from brownout._histogram import to_cumulative
+from brownout._metrics import AdapterSource
+from brownout.prometheus._breakers import bucket_labels
+from brownout.prometheus._common import full_name
 
 if TYPE_CHECKING:
-    from brownout._adapter import Adapter, OperationEvent
+    from brownout._adapter import Adapter
 
 __all__ = ["AdapterMetrics"]
 
@@ -85,146 +94,120 @@ class _PoolCollector:
         return list(families)
 
 
-class _Series:
-    """Labelled children of one (dependency, name), cached per operation/outcome/kind."""
-
-    __slots__ = ("durations", "errors", "requests")
-
-    def __init__(self) -> None:
-        self.requests: dict[tuple[str, str], Any] = {}
-        self.durations: dict[str, Any] = {}
-        self.errors: dict[str, Any] = {}
-
-
 class AdapterMetrics:
     """The adapter metric group of one ``PrometheusMetrics``; see the module docstring."""
 
     def __init__(self, registry: CollectorRegistry, namespace: str) -> None:
-        self._lock = threading.Lock()
-        # adapter -> attach order (scrapes list them in that order)
-        self._adapters: weakref.WeakKeyDictionary[Adapter, int] = weakref.WeakKeyDictionary()
-        self._next = 0
-        self._series: dict[tuple[str, str], _Series] = {}
-
-        def counter(name: str, doc: str, labels: tuple[str, ...]) -> Counter:
-            return Counter(name, doc, labels, namespace=namespace, registry=registry)
-
-        self.requests = counter(
-            "dependency_requests",
-            "Operations of a dependency adapter, by outcome "
-            "(success, failure, caller_error, rejected).",
-            ("dependency", "name", "operation", "outcome"),
-        )
-        self.errors = counter(
-            "dependency_errors",
-            "Failed operations of a dependency adapter (counted against it), by error kind.",
-            ("dependency", "name", "kind"),
-        )
-        self.duration = Histogram(
-            "dependency_request_duration_seconds",
-            "Duration of dependency operations (rejected operations excluded).",
-            ("dependency", "name", "operation"),
-            namespace=namespace,
-            registry=registry,
-            buckets=DURATION_BUCKETS,
-        )
-        self.cache_hits = counter("cache_hits", "Cache lookups that found the key.", ("name",))
-        self.cache_misses = counter(
-            "cache_misses", "Cache lookups that did not find the key.", ("name",)
-        )
-        self.s3_bytes = counter(
-            "s3_bytes",
-            "Bytes moved to (up) and from (down) object storage.",
-            ("name", "direction"),
-        )
-        self.tokens = counter(
-            "openai_tokens",
-            "Tokens used by LLM calls, by model and kind (prompt, completion).",
-            ("name", "model", "kind"),
-        )
+        self.source = AdapterSource()
+        self._ns = namespace
+        self._le = bucket_labels()
+        registry.register(self)
         registry.register(_PoolCollector(self, namespace))
 
     # ---------------------------------------------------------------- attach
 
     def attach_adapter(self, adapter: Adapter) -> Callable[[], None]:
-        """Feed the metrics from ``adapter``; returns a function that detaches it.
+        """Read ``adapter`` at every scrape; returns a function that detaches it.
 
         Attaching an adapter that is already attached changes nothing (and
         returns a no-op).
         """
-        with self._lock:
-            if adapter in self._adapters:
-                return _noop
-            self._adapters[adapter] = self._next
-            self._next += 1
-        unsubscribe = adapter.add_listener(self._on_operation)
-
-        def detach() -> None:
-            unsubscribe()
-            with self._lock:
-                self._adapters.pop(adapter, None)
-
-        return detach
+        return self.source.attach_adapter(adapter)
 
     def adapters(self) -> list[Adapter]:
         """The attached adapters, in attach order."""
-        with self._lock:
-            pairs = list(self._adapters.items())
-        return [adapter for adapter, _ in sorted(pairs, key=lambda pair: pair[1])]
+        return self.source.adapters()
 
-    # ------------------------------------------------------------- listeners
+    # ------------------------------------------------------------- collector
 
-    def _series_of(self, dependency: str, name: str) -> _Series:
-        key = (dependency, name)
-        series = self._series.get(key)
-        if series is None:
-            with self._lock:
-                series = self._series.setdefault(key, _Series())
-        return series
-
-    def _on_operation(self, event: OperationEvent) -> None:
-        dependency, name, operation, outcome = (
-            event.dependency,
-            event.name,
-            event.operation,
-            event.outcome,
+    def _families(
+        self,
+    ) -> tuple[
+        CounterMetricFamily,
+        CounterMetricFamily,
+        HistogramMetricFamily,
+        CounterMetricFamily,
+        CounterMetricFamily,
+        CounterMetricFamily,
+        CounterMetricFamily,
+    ]:
+        ns = self._ns
+        return (
+            CounterMetricFamily(
+                full_name(ns, "dependency_requests"),
+                "Operations of a dependency adapter, by outcome "
+                "(success, failure, caller_error, rejected).",
+                labels=("dependency", "name", "operation", "outcome"),
+            ),
+            CounterMetricFamily(
+                full_name(ns, "dependency_errors"),
+                "Failed operations of a dependency adapter (counted against it), by error kind.",
+                labels=("dependency", "name", "kind"),
+            ),
+            HistogramMetricFamily(
+                full_name(ns, "dependency_request_duration_seconds"),
+                "Duration of dependency operations (rejected operations excluded).",
+                labels=("dependency", "name", "operation"),
+            ),
+            CounterMetricFamily(
+                full_name(ns, "cache_hits"), "Cache lookups that found the key.", labels=("name",)
+            ),
+            CounterMetricFamily(
+                full_name(ns, "cache_misses"),
+                "Cache lookups that did not find the key.",
+                labels=("name",),
+            ),
+            CounterMetricFamily(
+                full_name(ns, "s3_bytes"),
+                "Bytes moved to (up) and from (down) object storage.",
+                labels=("name", "direction"),
+            ),
+            CounterMetricFamily(
+                full_name(ns, "openai_tokens"),
+                "Tokens used by LLM calls, by model and kind (prompt, completion).",
+                labels=("name", "model", "kind"),
+            ),
         )
-        series = self._series_of(dependency, name)
-        requests = series.requests.get((operation, outcome))
-        if requests is None:
-            requests = series.requests[(operation, outcome)] = self.requests.labels(
-                dependency, name, operation, outcome
-            )
-        requests.inc()
-        if outcome == "rejected":
-            return
-        duration = series.durations.get(operation)
-        if duration is None:
-            duration = series.durations[operation] = self.duration.labels(
-                dependency, name, operation
-            )
-        duration.observe(event.duration)
-        kind = event.error_kind
-        if kind is not None and outcome == "failure":
-            errors = series.errors.get(kind)
-            if errors is None:
-                errors = series.errors[kind] = self.errors.labels(dependency, name, kind)
-            errors.inc()
-        if event.cache_hits:
-            self.cache_hits.labels(name).inc(event.cache_hits)
-        if event.cache_misses:
-            self.cache_misses.labels(name).inc(event.cache_misses)
-        if dependency == "s3":
-            if event.bytes_sent:
-                self.s3_bytes.labels(name, "up").inc(event.bytes_sent)
-            if event.bytes_received:
-                self.s3_bytes.labels(name, "down").inc(event.bytes_received)
-        if event.prompt_tokens or event.completion_tokens:
-            model = event.model or "unknown"
-            if event.prompt_tokens:
-                self.tokens.labels(name, model, "prompt").inc(event.prompt_tokens)
-            if event.completion_tokens:
-                self.tokens.labels(name, model, "completion").inc(event.completion_tokens)
+
+    def describe(self) -> Iterable[Metric]:
+        return list(self._families())
+
+    def collect(self) -> Iterable[Metric]:
+        families = self._families()
+        requests, errors, duration, hits, misses, s3_bytes, tokens = families
+        for reading in self.source.read():
+            dependency, name, figs = reading.kind, reading.name, reading.figures
+            for operation, per in figs.operations.items():
+                for outcome, n in per.items():
+                    requests.add_metric((dependency, name, operation, outcome), n)
+            for kind, n in figs.errors.items():
+                errors.add_metric((dependency, name, kind), n)
+            for operation, timed in figs.durations.items():
+                duration.add_metric(
+                    (dependency, name, operation),
+                    list(zip(self._le, to_cumulative(timed.buckets), strict=True)),
+                    timed.sum,
+                )
+            totals = figs.totals
+            if "cache_hits" in totals or "cache_misses" in totals:
+                hits.add_metric((name,), totals.get("cache_hits", 0))
+                misses.add_metric((name,), totals.get("cache_misses", 0))
+            if dependency == "s3":
+                for key, direction in (("bytes_sent", "up"), ("bytes_received", "down")):
+                    if key in totals:
+                        s3_bytes.add_metric((name, direction), totals[key])
+            known = {"prompt": 0, "completion": 0}
+            for model, per_kind in figs.tokens_by_model.items():
+                for kind in ("prompt", "completion"):
+                    n = per_kind.get(kind, 0)
+                    known[kind] += n
+                    if n:
+                        tokens.add_metric((name, model, kind), n)
+            for kind in ("prompt", "completion"):  # tokens of calls that named no model
+                unknown = totals.get(f"{kind}_tokens", 0) - known[kind]
+                if unknown > 0:
+                    tokens.add_metric((name, "unknown", kind), unknown)
+        return list(families)
 
 
 def _noop() -> None:

@@ -2,25 +2,13 @@
 
 from __future__ import annotations
 
+from brownout._histogram import DURATION_BUCKETS as _BUCKETS
+
 __all__ = ["DURATION_BUCKETS", "full_name"]
 
-#: Histogram buckets (seconds) for calls to a dependency: 0.5 ms to 10 s.
-DURATION_BUCKETS: tuple[float, ...] = (
-    0.0005,
-    0.001,
-    0.0025,
-    0.005,
-    0.01,
-    0.025,
-    0.05,
-    0.1,
-    0.25,
-    0.5,
-    1.0,
-    2.5,
-    5.0,
-    10.0,
-)
+#: Histogram buckets (seconds) for calls to a dependency: 0.5 ms to 10 s. The breakers and
+#: adapters count into these in their own state (``brownout._histogram``).
+DURATION_BUCKETS: tuple[float, ...] = _BUCKETS
 
 
 def full_name(namespace: str, name: str) -> str:

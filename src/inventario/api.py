@@ -103,7 +103,11 @@ async def _write(
                 jsonable(result), status_code=status, headers={"Idempotency-Key": key}
             )
     try:
-        rt.outbox.submit(operation, {"data": data, "key": key}, stream=sku, idempotency_key=key)
+        # durable once this returns; the fsync waits in a thread (never on the event
+        # loop) and shares its commit with the other writes queued at the same time
+        await rt.outbox.asubmit(
+            operation, {"data": data, "key": key}, stream=sku, idempotency_key=key
+        )
     except IdempotencyConflict as exc:
         raise IdempotencyMismatch(
             f"Idempotency-Key {key!r} was already used for a different request ({exc})"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import math
@@ -11,6 +12,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -131,6 +133,31 @@ class DeadLetter:
     dead_at: float
 
 
+#: At most this many submits share one transaction (bounds a group's latency).
+_MAX_GROUP = 512
+#: Threads :meth:`Outbox.asubmit` may wait in at once (so up to this many tasks share a commit).
+_ASYNC_SUBMITTERS = 64
+
+
+@dataclass(slots=True)
+class _Request:
+    """One submit waiting for its group commit."""
+
+    operation: str
+    payload: Any
+    body: str
+    stream: str
+    key: str
+    digest: str
+    size: int
+    explicit_key: bool
+    intent: Intent | None = None
+    error: OutboxError | None = None
+    inserted: bool = False
+    done: bool = False
+    wake: threading.Lock | None = None  # released to wake the waiting submit
+
+
 def _digest(operation: str, payload_json: str) -> str:
     return hashlib.sha256(f"{operation}\0{payload_json}".encode()).hexdigest()
 
@@ -178,7 +205,17 @@ class Outbox:
         self.max_attempts = max_attempts
         self.done_retention = done_retention
         self._clock = clock
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the connection: one transaction at a time
+        # group commit: submits queue here; one of them (the leader) writes the whole
+        # queue in one transaction (one fsync) while the others wait for its result
+        self._group = threading.Condition(threading.Lock())
+        self._queue: list[_Request] = []
+        self._leading = False
+        self._pool: ThreadPoolExecutor | None = None
+        # (pending count, pending bytes) as of this connection's last write, valid while
+        # PRAGMA data_version says no other connection (another process) wrote since
+        self._usage: tuple[int, int] | None = None
+        self._usage_version = -1
         self._closed = False
         self._listeners: tuple[Callable[[str, Mapping[str, Any]], object], ...] = ()
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -248,12 +285,24 @@ class Outbox:
 
     @contextmanager
     def _tx(self, what: str) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            try:
-                with _sqlite.immediate(self._db) as db:
-                    yield db
-            except sqlite3.Error as exc:
-                raise self._failure(what, exc) from exc
+        """A write transaction under the lock (the pending figures are counted again
+        at the next submit)."""
+        with self._lock, self._tx_locked(what) as db:
+            self._usage = None
+            yield db
+
+    @contextmanager
+    def _tx_locked(self, what: str) -> Iterator[sqlite3.Connection]:
+        """A write transaction; the caller holds the lock."""
+        try:
+            with _sqlite.immediate(self._db) as db:
+                yield db
+        except sqlite3.Error as exc:
+            self._usage = None
+            raise self._failure(what, exc) from exc
+        except BaseException:
+            self._usage = None
+            raise
 
     @contextmanager
     def _read(self, what: str) -> Iterator[sqlite3.Connection]:
@@ -296,12 +345,53 @@ class Outbox:
     ) -> Intent:
         """Durably accept a write intent; returns once it is on disk.
 
+        Concurrent submits (from threads, or from :meth:`asubmit`) are written by
+        *group commit*: the submits waiting at the same moment share one journal
+        transaction and so one fsync, and each returns only once the transaction
+        holding its own intent is committed. A lone submit is one transaction, as
+        before.
+
         Reusing ``idempotency_key`` with the same operation and payload returns
         the intent already accepted (whether pending, applied or dead); with a
         different one raises :class:`IdempotencyConflict`. Raises
         :class:`OutboxFull` at the bounds and ``TypeError`` for a payload that
         is not JSON-serialisable; in every error case nothing is written.
         """
+        return self._finish(self._prepare(operation, payload, stream, idempotency_key))
+
+    async def asubmit(
+        self,
+        operation: str,
+        payload: Any,
+        *,
+        stream: str = "",
+        idempotency_key: str | None = None,
+    ) -> Intent:
+        """:meth:`submit` for the event loop: the fsync waits in a worker thread, never
+        on the loop. Concurrent ``asubmit`` calls share group commits like threads do.
+
+        Bad input raises here, before any thread is used. If the awaiting task is
+        cancelled, the submit still completes in its thread: the intent may be
+        accepted (submit it again with the same ``idempotency_key`` to find out).
+        """
+        request = self._prepare(operation, payload, stream, idempotency_key)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._submit_pool(), self._finish, request)
+
+    def _submit_pool(self) -> ThreadPoolExecutor:
+        """The threads :meth:`asubmit` waits in (its own: the loop's default executor
+        is small, and a submit waiting for its group there would hold up others)."""
+        with self._group:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(
+                    max_workers=_ASYNC_SUBMITTERS, thread_name_prefix="brownout-outbox-submit"
+                )
+            return self._pool
+
+    def _prepare(
+        self, operation: str, payload: Any, stream: str, idempotency_key: str | None
+    ) -> _Request:
+        """Check and serialise a submit (no I/O): raises for bad input."""
         if not isinstance(operation, str) or not operation:
             raise ValueError("Outbox.submit: operation must be a non-empty string")
         if not isinstance(stream, str):
@@ -323,46 +413,143 @@ class Outbox:
         key = idempotency_key or uuid.uuid4().hex
         if not isinstance(key, str) or not 1 <= len(key) <= 200:
             raise ValueError("Outbox.submit: idempotency_key must be a string of 1-200 characters")
-        digest = _digest(operation, body)
+        return _Request(
+            operation, payload, body, stream, key, _digest(operation, body), size,
+            idempotency_key is not None,
+        )  # fmt: skip
+
+    def _finish(self, request: _Request) -> Intent:
+        """Write ``request`` (in a group commit) and wait until it is durable."""
         start = time.perf_counter()
+        self._commit_in_group(request)
+        error = request.error
+        if error is not None:
+            if isinstance(error, OutboxFull):
+                self._emit("refused", operation=request.operation, reason="full")
+            elif not isinstance(error, IdempotencyConflict):
+                self._emit("refused", operation=request.operation, reason="error")
+            raise error
+        assert request.intent is not None
+        if request.inserted:
+            self._emit(
+                "submitted", operation=request.operation, seconds=time.perf_counter() - start
+            )
+        return request.intent
+
+    def _commit_in_group(self, request: _Request) -> None:
+        """Queue ``request`` and return once it is committed (or has its error).
+
+        The first submit to find no group being written leads: it writes the whole
+        queue in one transaction and wakes each submit of it; if more queued up
+        meanwhile it hands the lead to the oldest of those, which writes the next
+        group. Each waiter sleeps on its own lock: a commit wakes only its group.
+        """
+        with self._group:
+            self._queue.append(request)
+            if self._leading:
+                waiting = request.wake = threading.Lock()
+                waiting.acquire()
+            else:
+                self._leading = True
+                waiting = None
+        if waiting is not None:
+            waiting.acquire()  # released when done, or when handed the lead
+            if request.done:
+                return
+        group: list[_Request] = []
         try:
-            with self._tx("submit") as db:
-                existing = self._find_locked(db, key)
-                if existing is not None:
-                    if existing[1] != digest:
-                        raise IdempotencyConflict(
-                            f"idempotency key {key!r} was already used for a different "
-                            f"{'payload' if existing[2] == operation else 'operation'}"
-                        )
-                    return self._intent_for_locked(db, key, operation, payload, stream)
-                count, total = db.execute(
-                    "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM intents"
-                ).fetchone()
-                if count >= self.max_pending:
-                    raise OutboxFull(
-                        f"outbox is full: {count} pending intents (max_pending={self.max_pending})"
+            with self._lock:  # taken first: the group gathers while another write runs
+                with self._group:
+                    group = self._queue[:_MAX_GROUP]
+                    del self._queue[:_MAX_GROUP]
+                self._write_group(group)
+        except BaseException as exc:  # interrupted: no submit of the group may hang
+            for r in group:
+                if r.intent is None and r.error is None:
+                    r.error = OutboxError(
+                        f"outbox journal {self.path}: submit interrupted ({type(exc).__name__})"
                     )
-                if total + size > self.max_bytes:
-                    raise OutboxFull(
-                        f"outbox is full: {total + size} bytes pending (max_bytes={self.max_bytes})"
-                    )
+            raise
+        finally:
+            with self._group:
+                for r in group:
+                    r.done = True
+                    if r.wake is not None:
+                        r.wake.release()
+                if self._queue:  # hand the lead on (that submit is not done yet)
+                    successor = self._queue[0]
+                    assert successor.wake is not None
+                    successor.wake.release()
+                else:
+                    self._leading = False
+
+    def _write_group(self, group: list[_Request]) -> None:
+        """(Under the lock.) One transaction for every request of ``group`` (in order); sets each
+        request's ``intent`` or ``error``. A journal error fails them all (nothing of
+        the group is written); a full outbox or an idempotency conflict fails only
+        the request it concerns."""
+        try:
+            with self._tx_locked("submit") as db:
+                count, total = self._usage_locked(db)
                 now = self._clock()
-                cur = db.execute(
-                    "INSERT INTO intents (key, stream, operation, payload, digest, size, created) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (key, stream, operation, body, digest, size, now),
-                )
-                seq = int(cur.lastrowid or 0)
-        except IdempotencyConflict:
-            raise
-        except OutboxFull:
-            self._emit("refused", operation=operation, reason="full")
-            raise
-        except OutboxError:
-            self._emit("refused", operation=operation, reason="error")
-            raise
-        self._emit("submitted", operation=operation, seconds=time.perf_counter() - start)
-        return Intent(seq, key, stream, operation, json.loads(body), now)
+                for r in group:
+                    if r.explicit_key:
+                        existing = self._find_locked(db, r.key)
+                        if existing is not None:
+                            if existing[1] != r.digest:
+                                what = "payload" if existing[2] == r.operation else "operation"
+                                r.error = IdempotencyConflict(
+                                    f"idempotency key {r.key!r} was already used for a "
+                                    f"different {what}"
+                                )
+                            else:
+                                r.intent = self._intent_for_locked(
+                                    db, r.key, r.operation, r.payload, r.stream
+                                )
+                            continue
+                    if count >= self.max_pending:
+                        r.error = OutboxFull(
+                            f"outbox is full: {count} pending intents "
+                            f"(max_pending={self.max_pending})"
+                        )
+                        continue
+                    if total + r.size > self.max_bytes:
+                        r.error = OutboxFull(
+                            f"outbox is full: {total + r.size} bytes pending "
+                            f"(max_bytes={self.max_bytes})"
+                        )
+                        continue
+                    cur = db.execute(
+                        "INSERT INTO intents (key, stream, operation, payload, digest, size, "
+                        "created) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        (r.key, r.stream, r.operation, r.body, r.digest, r.size, now),
+                    )
+                    count += 1
+                    total += r.size
+                    r.inserted = True
+                    r.intent = Intent(
+                        int(cur.lastrowid or 0), r.key, r.stream, r.operation,
+                        json.loads(r.body), now,
+                    )  # fmt: skip
+                self._usage = (count, total)
+        except OutboxError as exc:
+            for r in group:  # rolled back: nothing of the group was written
+                r.intent = None
+                r.inserted = False
+                if not isinstance(r.error, IdempotencyConflict):  # that one stays true
+                    r.error = exc
+
+    def _usage_locked(self, db: sqlite3.Connection) -> tuple[int, int]:
+        """(pending intents, pending bytes), counted again only when another connection
+        (another process: the CLI) wrote to the journal since this one last did."""
+        version = int(db.execute("PRAGMA data_version").fetchone()[0])
+        if self._usage is None or version != self._usage_version:
+            count, total = db.execute(
+                "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM intents"
+            ).fetchone()
+            self._usage = (int(count), int(total))
+            self._usage_version = version
+        return self._usage
 
     def _find_locked(self, db: sqlite3.Connection, key: str) -> tuple[str, str, str] | None:
         for table in ("intents", "done", "dead", "discarded"):
@@ -634,6 +821,10 @@ class Outbox:
             )
 
     def close(self) -> None:
+        with self._group:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True)  # submits in flight finish first
         with self._lock:
             self._closed = True
             self._db.close()

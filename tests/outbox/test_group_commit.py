@@ -1,0 +1,190 @@
+"""Group commit: concurrent submits share one journal transaction (one fsync), and each
+returns only once its own intent is committed."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from brownout.outbox import IdempotencyConflict, Intent, Outbox, OutboxFull
+from brownout.testing.servers import wait_until
+
+CHILD = Path(__file__).with_name("_group_child.py")
+
+
+def count_commits(box: Outbox) -> list[str]:
+    """Every COMMIT the outbox's connection runs from now on."""
+    commits: list[str] = []
+    box._db.set_trace_callback(lambda sql: commits.append(sql) if sql == "COMMIT" else None)
+    return commits
+
+
+def test_submits_from_threads_waiting_together_share_one_commit(tmp_path: Path) -> None:
+    box = Outbox(tmp_path / "o.db")
+    commits = count_commits(box)
+    results: dict[int, Intent] = {}
+
+    def submit(i: int) -> None:
+        results[i] = box.submit("move", {"i": i}, stream=f"s{i % 3}")
+
+    with box._lock:  # another write holds the journal: the submits queue up behind it
+        threads = [threading.Thread(target=submit, args=(i,)) for i in range(8)]
+        for t in threads:
+            t.start()
+        wait_until(lambda: len(box._queue) == 8, timeout=10, what="8 queued submits")
+        assert not results  # none returned before its intent was committed
+    for t in threads:
+        t.join(10)
+    assert len(commits) == 1, commits  # eight intents, one transaction, one fsync
+    assert sorted(results) == list(range(8))
+    assert len({r.seq for r in results.values()}) == 8
+    assert [i.payload["i"] for i in box.pending()] == sorted(results, key=lambda i: results[i].seq)
+    box.close()
+
+
+async def test_submits_from_asyncio_tasks_share_one_commit_off_the_loop(tmp_path: Path) -> None:
+    box = Outbox(tmp_path / "o.db")
+    commits = count_commits(box)
+    committed_in: set[int] = set()
+    box.add_listener(
+        lambda event, _: committed_in.add(threading.get_ident()) if event == "submitted" else None
+    )
+    with box._lock:
+        tasks = [
+            asyncio.create_task(box.asubmit("move", {"i": i}, stream="s", idempotency_key=f"k{i}"))
+            for i in range(16)
+        ]
+        deadline = time.monotonic() + 10
+        while len(box._queue) < 16:  # the loop must keep running while they queue
+            assert time.monotonic() < deadline, "the submits did not queue up"
+            await asyncio.sleep(0.01)
+        assert not any(t.done() for t in tasks)
+    intents = await asyncio.gather(*tasks)
+    assert len(commits) == 1, commits
+    assert [i.key for i in intents] == [f"k{i}" for i in range(16)]
+    assert threading.get_ident() not in committed_in  # the fsync never ran on the loop
+    assert box.pending_count() == 16
+    box.close()
+
+
+def test_many_threads_submit_everything_once(tmp_path: Path) -> None:
+    box = Outbox(tmp_path / "o.db", max_pending=100_000)
+    commits = count_commits(box)
+    per, n = 60, 8
+
+    def work(t: int) -> None:
+        for j in range(per):
+            box.submit("move", {"t": t, "j": j}, stream=f"t{t}")
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    pending = box.pending(limit=10_000)
+    assert len(pending) == per * n
+    for t in range(n):  # each thread's intents in its own order
+        assert [i.payload["j"] for i in pending if i.stream == f"t{t}"] == list(range(per))
+    assert len(commits) <= per * n
+    box.close()
+
+
+def test_errors_in_a_group_stay_with_their_submit(tmp_path: Path) -> None:
+    box = Outbox(tmp_path / "o.db", max_pending=3)
+    box.submit("move", {"i": 0}, idempotency_key="taken")
+    outcomes: dict[str, object] = {}
+
+    def submit(name: str, payload: dict[str, int], key: str | None) -> None:
+        try:
+            outcomes[name] = box.submit("move", payload, idempotency_key=key).key
+        except Exception as exc:
+            outcomes[name] = type(exc)
+
+    calls = [
+        ("conflict", {"i": 99}, "taken"),  # same key, other payload
+        ("same", {"i": 0}, "taken"),  # same key, same payload: the accepted intent
+        ("a", {"i": 1}, "a"),
+        ("b", {"i": 2}, "b"),
+        ("full", {"i": 3}, "c"),  # the fourth pending intent: over max_pending=3
+    ]
+    with box._lock:
+        for n, (name, payload, key) in enumerate(calls, 1):  # in order: one group, this order
+            threading.Thread(target=submit, args=(name, payload, key)).start()
+            wait_until(lambda n=n: len(box._queue) == n, timeout=10, what="the submit queued")
+    wait_until(lambda: len(outcomes) == 5, timeout=10, what="every submit returned")
+    assert outcomes == {
+        "conflict": IdempotencyConflict,
+        "same": "taken",
+        "a": "a",
+        "b": "b",
+        "full": OutboxFull,
+    }
+    assert box.pending_count() == 3
+    box.close()
+
+
+def test_a_journal_error_fails_every_submit_of_the_group_and_writes_none(tmp_path: Path) -> None:
+    box = Outbox(tmp_path / "o.db")
+    errors: list[BaseException] = []
+
+    def submit(i: int) -> None:
+        try:
+            box.submit("move", {"i": i})
+        except Exception as exc:
+            errors.append(exc)
+
+    def refuse_commit(action: int, *args: object) -> int:
+        return sqlite3.SQLITE_DENY if action == sqlite3.SQLITE_INSERT else sqlite3.SQLITE_OK
+
+    with box._lock:
+        threads = [threading.Thread(target=submit, args=(i,)) for i in range(4)]
+        for t in threads:
+            t.start()
+        wait_until(lambda: len(box._queue) == 4, timeout=10, what="4 queued submits")
+        box._db.set_authorizer(refuse_commit)
+    for t in threads:
+        t.join(10)
+    box._db.set_authorizer(None)
+    assert len(errors) == 4 and all("submit failed" in str(e) for e in errors), errors
+    assert box.pending_count() == 0
+    assert box.submit("move", {"i": 9}).seq > 0  # and the outbox goes on
+    box.close()
+
+
+@pytest.mark.slow
+def test_kill_9_during_group_commits_loses_no_acknowledged_intent(tmp_path: Path) -> None:
+    """A child submits from 8 threads and prints each key once submit returned; it is
+    killed at random moments (mid-group, mid-fsync...). Every key it printed is in the
+    journal afterwards, and nothing is there twice."""
+    journal = tmp_path / "o.db"
+    acknowledged: set[str] = set()
+    rng = random.Random(11)
+    for run in range(4):
+        proc = subprocess.Popen(
+            [sys.executable, str(CHILD), str(journal), f"r{run}"],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert proc.stdout is not None
+        lines = [proc.stdout.readline() for _ in range(rng.randint(50, 400))]
+        proc.kill()  # while the 8 threads keep submitting: mid-group, mid-fsync...
+        out, _ = proc.communicate(timeout=30)
+        assert proc.returncode == -9
+        lines += out.splitlines()
+        keys = {line.split()[1] for line in lines if line.startswith("ACK ")}
+        assert len(keys) >= 50
+        acknowledged |= keys
+        box = Outbox(journal, max_pending=1_000_000)
+        stored = [i.key for i in box.pending(limit=1_000_000)]
+        box.close()
+        assert len(stored) == len(set(stored))
+        missing = acknowledged - set(stored)
+        assert not missing, f"{len(missing)} acknowledged intents lost, e.g. {sorted(missing)[:3]}"

@@ -737,10 +737,10 @@ class Adapter:
         clock = self._clock
         start = clock()
         try:
-            if cb._fast:
+            succ = cb._fast
+            if succ is not None:
                 # CircuitBreaker.call's lock-free CLOSED path, inline (the same steps).
                 gen = cb._gen
-                succ = cb._succ
                 try:
                     result = read(fn(*args), figs)
                 except Exception as exc:
@@ -806,11 +806,11 @@ class Adapter:
         clock = self._clock
         start = clock()
         try:
-            if cb._fast:
+            succ = cb._fast
+            if succ is not None:
                 # CircuitBreaker.acall's lock-free CLOSED path, inline (the same steps):
                 # one coroutine less to resume on every wake-up of the client's.
                 gen = cb._gen
-                succ = cb._succ
                 try:
                     result = read(await fn(*args), figs)
                 except Exception as exc:

@@ -13,19 +13,19 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import IntegrityError
 
 from brownout.outbox import IdempotencyConflict, OutboxFull
-from brownout.web import requires_feature
+from brownout.web import problem_responses, requires_feature
 from inventario import store
 from inventario.cache import ProductCache
 from inventario.deps import (
     CacheDep,
     DependencyUnavailable,
+    Offset,
     RuntimeDep,
     jsonable,
     run_in_database,
 )
 from inventario.runtime import Runtime
 from inventario.schemas import (
-    MAX_OFFSET,
     MAX_PRICE,
     SKU_PATTERN,
     Movement,
@@ -58,7 +58,6 @@ IdempotencyKey = Annotated[
 ]
 #: A product's sku in a path: what ``ProductIn.sku`` accepts (anything else is a 422).
 Sku = Annotated[str, Path(pattern=SKU_PATTERN, description="letters, digits, . _ - (max 64)")]
-Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET, description=f"0 to {MAX_OFFSET}")]
 PriceFilter = Annotated[Decimal | None, Query(ge=0, le=MAX_PRICE, description=f"0 to {MAX_PRICE}")]
 
 
@@ -170,7 +169,11 @@ async def _apply_now(
     "/products",
     status_code=201,
     response_model=Product,
-    responses={202: {"model": Queued}, 409: {"description": "sku taken"}},
+    responses={
+        200: {"model": Product, "description": "a replay: the answer to this Idempotency-Key"},
+        202: {"model": Queued, "description": "queued in the outbox: the database is down"},
+        **problem_responses(409, s409="sku_taken, or conflict (retry)"),
+    },
     dependencies=[Depends(accepts_writes("inventory_write"))],
     tags=["products"],
 )
@@ -228,7 +231,7 @@ async def get_product(sku: Sku, rt: RuntimeDep, cache: CacheDep) -> Any:
 @router.patch(
     "/products/{sku}",
     response_model=Product,
-    responses={202: {"model": Queued}},
+    responses={202: {"model": Queued, "description": "queued in the outbox: the database is down"}},
     dependencies=[Depends(accepts_writes("inventory_write"))],
     tags=["products"],
 )
@@ -260,7 +263,11 @@ async def update_product(
     "/products/{sku}/movements",
     status_code=201,
     response_model=Movement,
-    responses={202: {"model": Queued}, 409: {"description": "not enough stock"}},
+    responses={
+        200: {"model": Movement, "description": "a replay: the answer to this Idempotency-Key"},
+        202: {"model": Queued, "description": "queued in the outbox: the database is down"},
+        **problem_responses(409, s409="insufficient_stock or stock_limit (MAX_STOCK)"),
+    },
     dependencies=[Depends(accepts_writes("inventory_write"))],
     tags=["stock"],
 )

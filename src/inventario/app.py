@@ -14,6 +14,7 @@ from brownout import BreakerOpen
 from brownout.web import (
     BodyLimitMiddleware,
     check_features,
+    document_problems,
     install,
     problem,
     problem_response,
@@ -132,8 +133,25 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         app.include_router(spool_admin)
         app.include_router(outbox_admin)
     install(app, rt.manager, metrics=rt.metrics, admin_token=admin, check=False)
+    # what install() documents (500, 400/422 on bodies, 422 on parameters, 404 on paths),
+    # plus what inventario adds: 413 over MAX_BODY_BYTES, 503 wherever a dependency or a
+    # feature can be off (everywhere but the status endpoints)
+    document_problems(
+        app,
+        always=(503,),
+        with_body=(413,),
+        with_parameters=(),
+        with_path=(),
+        skip=_NEVER_UNAVAILABLE,
+    )
     check_features(app, rt.manager)
     return app
+
+
+#: Paths that answer whatever the dependencies do (no 503 of their own).
+_NEVER_UNAVAILABLE = frozenset(
+    {"/about", "/health", "/health/live", "/health/ready", "/metrics", "/writes/{key}"}
+)
 
 
 def _optional_router(module: str) -> Any:

@@ -14,16 +14,18 @@ from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from typing import Annotated, Any, TypeVar
 
-from fastapi import Depends, HTTPException, Request
+from fastapi import Depends, HTTPException, Query, Request
 
 from brownout import BreakerOpen
 from inventario import store
 from inventario.cache import ProductCache
 from inventario.runtime import Runtime
+from inventario.schemas import MAX_OFFSET
 
 __all__ = [
     "CacheDep",
     "DependencyUnavailable",
+    "Offset",
     "RuntimeDep",
     "jsonable",
     "require_admin",
@@ -78,6 +80,8 @@ def require_admin(request: Request) -> None:
         raise HTTPException(403, "the admin token is not valid")
 
 
+#: How far a list is paged: bounded, so every accepted offset fits the database's integers.
+Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET, description=f"0 to {MAX_OFFSET}")]
 CacheDep = Annotated[ProductCache, Depends(product_cache)]
 
 

@@ -47,12 +47,13 @@ from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from brownout import BreakerOpen, State
-from brownout.web import requires_feature
+from brownout.web import problem_responses, requires_feature
 from inventario import store
 from inventario.db import invoices, products
 from inventario.deps import (
     CacheDep,
     DependencyUnavailable,
+    Offset,
     RuntimeDep,
     jsonable,
     run_in_database,
@@ -717,7 +718,7 @@ async def list_invoices(
     rt: RuntimeDep,
     state: InvoiceState | None = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
 ) -> dict[str, Any]:
     """Invoices, newest first, optionally in one state."""
     rows, total = await run_in_database(rt, _list, state, limit, offset)
@@ -755,7 +756,11 @@ async def invoice_file(invoice_id: InvoiceId, rt: RuntimeDep) -> Response:
     )
 
 
-@router.put("/{invoice_id}/lines", response_model=Invoice)
+@router.put(
+    "/{invoice_id}/lines",
+    response_model=Invoice,
+    responses=problem_responses(409, s409="invoice_applied: the invoice is already applied"),
+)
 async def set_lines(invoice_id: InvoiceId, body: InvoiceLines, rt: RuntimeDep) -> dict[str, Any]:
     """Enter the lines by hand (every sku must exist); the invoice is then ready to apply."""
     lines = [_line_json(line) for line in body.lines]
@@ -780,6 +785,7 @@ async def set_lines(invoice_id: InvoiceId, body: InvoiceLines, rt: RuntimeDep) -
     "/{invoice_id}/extract",
     response_model=Invoice,
     dependencies=[Depends(requires_feature("ai_invoice_extraction"))],
+    responses=problem_responses(409, s409="invoice_applied: the invoice is already applied"),
 )
 async def extract_again(invoice_id: InvoiceId, rt: RuntimeDep) -> dict[str, Any]:
     """Run the AI extraction again (after ``needs_review``, or to replace the lines)."""

@@ -54,6 +54,22 @@ class _Strict(BaseModel):
 
 
 class ProductIn(_Strict):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "sku": "W-1",
+                    "name": "Widget",
+                    "category": "tools",
+                    "price": "9.99",
+                    "cost": "5.00",
+                    "stock": 10,
+                    "min_stock": 3,
+                }
+            ]
+        }
+    )
+
     sku: str = Field(pattern=SKU_PATTERN, description="letters, digits, . _ - (max 64)")
     name: str = Field(min_length=1, max_length=200)
     category: str = Field("", max_length=100)
@@ -64,6 +80,8 @@ class ProductIn(_Strict):
 
 
 class ProductPatch(_Strict):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"price": "10.49"}]})
+
     name: str | None = Field(None, min_length=1, max_length=200)
     category: str | None = Field(None, max_length=100)
     price: Money | None = Field(None, ge=0, max_digits=12, decimal_places=2)
@@ -92,6 +110,10 @@ class ProductPage(BaseModel):
 
 
 class MovementIn(_Strict):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"kind": "in", "quantity": 5, "reason": "delivery"}]}
+    )
+
     kind: Literal["in", "out", "adjust"] = Field(
         description="in: receive, out: ship, adjust: set the counted stock"
     )

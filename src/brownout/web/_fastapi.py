@@ -19,6 +19,7 @@ try:
     from fastapi.dependencies.models import Dependant
     from fastapi.dependencies.utils import get_dependant
     from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import PlainTextResponse
     from starlette.exceptions import HTTPException as StarletteHTTPException
 except ImportError as exc:  # pragma: no cover - exercised by hiding the module
     raise ImportError(
@@ -34,7 +35,7 @@ from brownout.web._problem import (
     excerpt,
     problem,
 )
-from brownout.web._reply import Reply
+from brownout.web._reply import JSON_CONTENT_TYPE, Reply
 from brownout.web._status import (
     BREAKER_ACTIONS,
     admin_breaker,
@@ -106,6 +107,12 @@ def health_router(
         "/health/ready",
         tags=["health"],
         summary="Readiness: 503 at EMERGENCY or while a required component is down",
+        responses={
+            503: {
+                "description": "not ready: the reasons, with Retry-After",
+                "content": {JSON_CONTENT_TYPE: {"schema": {"type": "object"}}},
+            }
+        },
     )
     async def health_ready() -> Response:
         return _respond(ready(manager))
@@ -117,7 +124,13 @@ def health_router(
     if metrics is not None:
         from brownout.prometheus import CONTENT_TYPE
 
-        @router.get("/metrics", tags=["health"], summary="Prometheus metrics")
+        @router.get(
+            "/metrics",
+            tags=["health"],
+            summary="Prometheus metrics",
+            response_class=PlainTextResponse,
+            responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
+        )
         async def prometheus_metrics() -> Response:
             return Response(metrics.render(), media_type=CONTENT_TYPE)
 
@@ -132,16 +145,27 @@ def health_router(
             tags=["admin"],
             summary=f"{action.capitalize()} a circuit breaker (admin token)",
             name=f"admin_breaker_{action}",
+            responses=problem_responses(400, 401, 403, 404),
         )
 
-    @router.post("/admin/level/pin", tags=["admin"], summary="Pin the level (admin token)")
+    @router.post(
+        "/admin/level/pin",
+        tags=["admin"],
+        summary="Pin the level (admin token)",
+        responses=problem_responses(401, 403, 413, 422),
+    )
     async def pin_level(request: Request) -> Response:
         denied = authorize(token, request.headers.get("authorization"))
         if denied is not None:
             return _respond(denied)
         return _respond(admin_pin(manager, await request.body()))
 
-    @router.delete("/admin/level/pin", tags=["admin"], summary="Unpin the level (admin token)")
+    @router.delete(
+        "/admin/level/pin",
+        tags=["admin"],
+        summary="Unpin the level (admin token)",
+        responses=problem_responses(401, 403),
+    )
     async def unpin_level(request: Request) -> Response:
         denied = authorize(token, request.headers.get("authorization"))
         return _respond(denied or admin_unpin(manager))
@@ -466,16 +490,40 @@ def problem_responses(*statuses: int, **descriptions: str) -> dict[int | str, di
     return out
 
 
-def document_problems(app: FastAPI, *, always: Iterable[int] = (500,)) -> None:
+def document_problems(
+    app: FastAPI,
+    *,
+    always: Iterable[int] = (500,),
+    with_body: Iterable[int] = (400, 422),
+    with_parameters: Iterable[int] = (422,),
+    with_path: Iterable[int] = (404,),
+    skip: Iterable[str] = (),
+) -> None:
     """Make ``app``'s OpenAPI document its problems: every error response has the Problem schema.
 
-    Adds the ``Problem`` schema; the 422 FastAPI documents (``HTTPValidationError``)
-    becomes a problem; every status in ``always`` is documented on every
-    operation; any 4xx/5xx response documented with ``application/json`` or no
-    content at all is given the problem content type instead.
+    Adds the ``Problem`` schema and documents, on every operation (except the
+    paths in ``skip``), the statuses in ``always``; in ``with_body`` on those
+    with a request body (a body that cannot be parsed is a 400, an invalid one
+    a 422); in ``with_parameters`` on those with query or header parameters; in
+    ``with_path`` on those with path parameters (no such resource). The 422
+    FastAPI documents (``HTTPValidationError``) becomes a problem, and any
+    4xx/5xx documented without a schema is given the problem content type.
+    Call it again to document more (each call adds to the last).
     """
     original = app.openapi
-    statuses = tuple(always)
+    statuses, bodies = tuple(always), tuple(with_body)
+    params, paths, skipped = tuple(with_parameters), tuple(with_path), frozenset(skip)
+
+    def wanted(operation: dict[str, Any]) -> list[int]:
+        out = list(statuses)
+        where = {p.get("in") for p in operation.get("parameters", ())}
+        if "requestBody" in operation:
+            out.extend(bodies)
+        if where & {"query", "header"}:
+            out.extend(params)
+        if "path" in where:
+            out.extend(paths)
+        return out
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is not None:
@@ -483,24 +531,24 @@ def document_problems(app: FastAPI, *, always: Iterable[int] = (500,)) -> None:
         doc = original()
         schemas = doc.setdefault("components", {}).setdefault("schemas", {})
         schemas["Problem"] = PROBLEM_SCHEMA
-        for item in doc.get("paths", {}).values():
+        for path, item in doc.get("paths", {}).items():
             for operation in item.values():
                 if not isinstance(operation, dict) or "responses" not in operation:
                     continue
                 responses = operation["responses"]
-                for status in statuses:
-                    responses.setdefault(str(status), problem_responses(status)[status])
+                if path not in skipped:
+                    for status in wanted(operation):
+                        responses.setdefault(str(status), problem_responses(status)[status])
                 for status, response in responses.items():
                     if not status.isdigit() or int(status) < 400:
                         continue
                     content = response.get("content") or {}
                     if PROBLEM_CONTENT_TYPE in content:
                         continue
-                    entry = content.pop("application/json", None)
-                    schema = (entry or {}).get("schema")
-                    if int(status) == 422 or not schema or schema == {}:
-                        schema = _PROBLEM_REF
-                    content[PROBLEM_CONTENT_TYPE] = {"schema": schema}
+                    schema = (content.get(JSON_CONTENT_TYPE) or {}).get("schema")
+                    if int(status) == 422 or not schema:
+                        content.pop(JSON_CONTENT_TYPE, None)
+                        content[PROBLEM_CONTENT_TYPE] = {"schema": _PROBLEM_REF}
                     response["content"] = content
         for unused in ("HTTPValidationError", "ValidationError"):
             if unused in schemas and unused not in json.dumps(

@@ -542,3 +542,41 @@ async def test_wait_for_with_timeout_zero_never_starts_the_call() -> None:
         await asyncio.wait_for(cb.acall(never), 0)
     await settle()
     assert not started and cb.snapshot().total_failures == 0
+
+
+# ------------------------------------------------------- acall misused by the caller
+
+
+@pytest.mark.parametrize("listener", [False, True], ids=["fast", "listener"])
+async def test_acall_refuses_generator_functions_without_counting_them(listener: bool) -> None:
+    cb = make(FakeClock(), consecutive_failures=1)
+    if listener:
+        cb.add_listener(on_call=lambda e: None)
+
+    def rows() -> Iterator[int]:
+        yield 1
+
+    async def arows() -> AsyncIterator[int]:
+        yield 1
+
+    with pytest.raises(TypeError, match="'.*rows' is a generator function: decorate it"):
+        await cb.acall(rows)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="is an async generator function"):
+        await cb.acall(arows)  # type: ignore[arg-type]
+
+    async def one(x: int) -> int:
+        return x
+
+    with pytest.raises(TypeError, match="positional argument"):
+        await cb.acall(one, 1, 2)  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="can't be used in 'await' expression"):
+        await cb.acall(len, "abc")  # type: ignore[arg-type]
+
+    async def dependency_type_error() -> None:
+        raise TypeError("the server sent a field of the wrong type")
+
+    snap = cb.snapshot()
+    assert (snap.state, snap.total_failures, snap.total_ignored) == (State.CLOSED, 0, 4)
+    with pytest.raises(TypeError, match="wrong type"):
+        await cb.acall(dependency_type_error)
+    assert cb.state is State.OPEN  # a TypeError from inside the call still counts

@@ -234,6 +234,34 @@ def _wait_for_timed_out(task: asyncio.Task[Any]) -> bool | None:
     return None
 
 
+def _misused(exc: TypeError) -> bool:
+    """Did ``acall`` itself raise this TypeError (bad arguments, nothing to await)?
+
+    True when every frame of its traceback is ``acall``'s (or ``_bounded``'s):
+    the error comes from calling ``fn`` with these arguments or from awaiting
+    what it returned, not from inside the dependency's code. Only looked at
+    when a call raised a TypeError.
+    """
+    tb = exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code not in _OWN_CODES:
+            return False
+        tb = tb.tb_next
+    return True
+
+
+def _explain_misuse(exc: TypeError, fn: Callable[..., Any]) -> TypeError:
+    target = fn.func if isinstance(fn, functools.partial) else fn
+    if inspect.isgeneratorfunction(target) or inspect.isasyncgenfunction(target):
+        kind = "an async generator" if inspect.isasyncgenfunction(target) else "a generator"
+        return TypeError(
+            f"acall() awaits a coroutine function; {getattr(target, '__qualname__', target)!r} "
+            f"is {kind} function: decorate it with the breaker (@cb) to guard its iteration "
+            f"(not counted against the dependency)"
+        )
+    return exc
+
+
 class _Guarded(functools.partial[Any]):
     """A decorated function: ``breaker.call(fn, ...)`` bound as a partial; binds like a method."""
 
@@ -769,6 +797,9 @@ class CircuitBreaker:
             try:
                 result = await fn(*args, **kwargs)
             except Exception as exc:
+                if type(exc) is TypeError and _misused(exc):
+                    self._release(gen, exc, _UNTIMED)
+                    raise _explain_misuse(exc, fn) from None
                 if self._on_error(gen, exc, _UNTIMED) and self._fallback is not None:
                     return await self._afallback(exc)  # type: ignore[no-any-return]
                 raise
@@ -799,6 +830,9 @@ class CircuitBreaker:
             else:
                 result = await self._bounded(self._call_timeout, fn(*args, **kwargs))
         except Exception as exc:
+            if type(exc) is TypeError and _misused(exc):
+                self._release(token, exc, clock() - start)
+                raise _explain_misuse(exc, fn) from None
             if self._on_error(token, exc, clock() - start) and self._fallback is not None:
                 return await self._afallback(exc)  # type: ignore[no-any-return]
             raise
@@ -1523,3 +1557,7 @@ class CircuitBreaker:
                 listener(event)
             except Exception:
                 logger.exception("breaker %r: call listener %r raised", self._name, listener)
+
+
+#: The frames of a TypeError that :func:`_misused` takes for the caller's mistake.
+_OWN_CODES = frozenset({CircuitBreaker.acall.__code__, CircuitBreaker._bounded.__code__})

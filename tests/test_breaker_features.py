@@ -559,7 +559,7 @@ async def test_acall_refuses_generator_functions_without_counting_them(listener:
     async def arows() -> AsyncIterator[int]:
         yield 1
 
-    with pytest.raises(TypeError, match="'.*rows' is a generator function: decorate it"):
+    with pytest.raises(TypeError, match=r"'.*rows' is a generator function: decorate it"):
         await cb.acall(rows)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="is an async generator function"):
         await cb.acall(arows)  # type: ignore[arg-type]

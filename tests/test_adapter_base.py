@@ -458,3 +458,69 @@ def test_add_records_a_published_event() -> None:
     assert stats.totals == {"prompt_tokens": 3}
     assert stats.p95() == 0.5
     assert [r["error_kind"] for r in stats.recent] == ["timeout", None]
+
+
+class StaleAdapter(LeanAdapter):
+    """A lean adapter whose fetch can run other calls while it is in flight (issue 10)."""
+
+    during: object = None
+
+    def _fetch(self, key: str) -> bytes | None:
+        if key == "slow" and callable(self.during):
+            self.during()
+        return super()._fetch(key)
+
+    async def _afetch(self, key: str) -> bytes | None:
+        if key == "hang":
+            await asyncio.Event().wait()
+        return self._fetch(key)
+
+
+@pytest.mark.parametrize("path", ["sync", "async"])
+async def test_the_lean_path_keeps_issue_10s_rules(path: str) -> None:
+    clock = FakeClock()
+    adapter = StaleAdapter(config=BreakerConfig(consecutive_failures=2, open_for=10), clock=clock)
+    cb = adapter.breaker
+
+    def story() -> None:  # trip, half-open, close, one more failure, while "slow" is in flight
+        adapter.up = False
+        for _ in range(2):
+            with pytest.raises(ConnectionError):
+                adapter.get("k")
+        clock.advance(10)
+        adapter.up = True
+        adapter.get("k")
+        adapter.up = False
+        with pytest.raises(ConnectionError):
+            adapter.get("k")
+        adapter.up = True
+
+    adapter.during = story
+    if path == "sync":
+        adapter.get("slow")
+    else:
+        await adapter.aget("slow")
+    assert cb.snapshot().consecutive_failures == 1  # the stale success reset nothing
+    adapter.during = None
+    adapter.up = False
+    with pytest.raises(ConnectionError):
+        adapter.get("k")
+    assert cb.state is State.OPEN
+
+    cb.reset()
+    with pytest.raises(TimeoutError):  # the caller's own timeout counts as a failure
+        async with asyncio.timeout(0):
+            await adapter.aget("hang")
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert cb.snapshot().consecutive_failures == 1
+
+    cb.disable()
+    before = cb.snapshot()
+    with pytest.raises(ConnectionError):
+        adapter.get("k")
+    after = cb.snapshot()
+    assert (after.total_failures, after.last_failure_at) == (
+        before.total_failures,
+        before.last_failure_at,
+    )

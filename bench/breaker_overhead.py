@@ -120,6 +120,8 @@ METRICS_TARGETS: dict[str, float | None] = {
 }
 #: the row label of brownout with metrics attached as inventario attaches them
 WITH_METRICS = "brownout + metrics (as inventario)"
+AB_OPEN = aiobreaker.CircuitBreakerState.OPEN
+AB_CLOSED = aiobreaker.CircuitBreakerState.CLOSED
 PEERS = ("pybreaker", "circuitbreaker", "aiobreaker", "purgatory")
 #: a count window with failure and slow-call rates: every call is timed
 TIMED_CONFIG = BreakerConfig(
@@ -520,7 +522,7 @@ def build_cells(runners: AsyncRunners, expected_calls: int) -> tuple[list[h.Cell
     counted(b1m.name, "success")
     post.append(("pybreaker sync closed stayed closed", lambda: p1.current_state == "closed"))
     post.append(("circuitbreaker sync closed stayed closed", lambda: c1.closed))
-    post.append(("aiobreaker sync closed stayed closed", lambda: a1.current_state is aiobreaker.CircuitBreakerState.CLOSED))
+    post.append(("aiobreaker sync closed stayed closed", lambda: a1.current_state is AB_CLOSED))
 
     # 2. sync open -------------------------------------------------------------
     b2 = brownout_tripped("bench-sync-open")
@@ -538,7 +540,7 @@ def build_cells(runners: AsyncRunners, expected_calls: int) -> tuple[list[h.Cell
     check("bench-sync-forced is forced open", b2f.state is State.FORCED_OPEN)
     check("pybreaker is open after 5 failures", p2.current_state == "open")
     check("circuitbreaker is open after 5 failures", c2.opened)
-    check("aiobreaker is open after 5 failures", a2.current_state is aiobreaker.CircuitBreakerState.OPEN)
+    check("aiobreaker is open after 5 failures", a2.current_state is AB_OPEN)
     expect_raises("raiser", E, lambda: raiser(1))
     expect_raises("brownout cb.call (open)", BreakerOpen, lambda: b2.call(f, 1))
     expect_raises("brownout @cb (open)", BreakerOpen, lambda: b2d_f(1))
@@ -575,7 +577,7 @@ def build_cells(runners: AsyncRunners, expected_calls: int) -> tuple[list[h.Cell
     post.append(("bench-sync-forced stayed forced open", lambda: b2f.state is State.FORCED_OPEN))
     post.append(("pybreaker sync open stayed open", lambda: p2.current_state == "open"))
     post.append(("circuitbreaker sync open stayed open", lambda: c2.opened))
-    post.append(("aiobreaker sync open stayed open", lambda: a2.current_state is aiobreaker.CircuitBreakerState.OPEN))
+    post.append(("aiobreaker sync open stayed open", lambda: a2.current_state is AB_OPEN))
 
     # 3. async closed ----------------------------------------------------------
     b3 = brownout_closed("bench-async-closed")
@@ -599,7 +601,7 @@ def build_cells(runners: AsyncRunners, expected_calls: int) -> tuple[list[h.Cell
         post.append((f"{b.name} stayed closed", lambda b=b: b.state is State.CLOSED))
     counted(b3m.name, "success")
     post.append(("circuitbreaker async closed stayed closed", lambda: c3.closed))
-    post.append(("aiobreaker async closed stayed closed", lambda: a3.current_state is aiobreaker.CircuitBreakerState.CLOSED))
+    post.append(("aiobreaker async closed stayed closed", lambda: a3.current_state is AB_CLOSED))
 
     # 4. async open ------------------------------------------------------------
     b4 = brownout_tripped("bench-async-open")
@@ -654,7 +656,7 @@ def build_cells(runners: AsyncRunners, expected_calls: int) -> tuple[list[h.Cell
         )
     counted(b4m.name, "rejected", 1)
     post.append(("circuitbreaker async open stayed open", lambda: c4.opened))
-    post.append(("aiobreaker async open stayed open", lambda: a4.current_state is aiobreaker.CircuitBreakerState.OPEN))
+    post.append(("aiobreaker async open stayed open", lambda: a4.current_state is AB_OPEN))
 
     # 5. count window + slow-call timing --------------------------------------
     b5 = CircuitBreaker("bench-timed", TIMED_CONFIG)

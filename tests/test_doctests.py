@@ -28,6 +28,8 @@ MODULES = [
     "brownout.s3",
     "brownout.sql",
     "brownout.openai",
+    "brownout.otel",
+    "brownout.prometheus",
     "inventario.invoices",
 ]
 

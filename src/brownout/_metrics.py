@@ -47,8 +47,10 @@ __all__ = [
     "AdapterSource",
     "BreakerReading",
     "BreakerSource",
+    "adapter_counts",
     "add_figures",
     "add_totals",
+    "pool_figures",
 ]
 
 logger = logging.getLogger("brownout.metrics")
@@ -394,3 +396,61 @@ class AdapterSource:
                 figures = figures_live if base is None else add_figures(base, figures_live)
             out.append(AdapterReading(key[0], key[1], figures, adapter_live))
         return out
+
+
+def adapter_counts(
+    reading: AdapterReading,
+) -> dict[str, list[tuple[tuple[str, ...], int]]]:
+    """An adapter reading's counters by metric (the name without namespace and ``_total``),
+    as (label values, value) pairs: what every backend exports, computed once here.
+
+    ``dependency_requests`` (dependency, name, operation, outcome), ``dependency_errors``
+    (dependency, name, kind), ``cache_hits`` / ``cache_misses`` (name; for adapters that
+    count lookups), ``s3_bytes`` (name, direction; S3 adapters), ``openai_tokens`` (name,
+    model, kind; ``unknown`` for calls that named no model).
+    """
+    dependency, name, figs = reading.kind, reading.name, reading.figures
+    out: dict[str, list[tuple[tuple[str, ...], int]]] = {
+        "dependency_requests": [
+            ((dependency, name, operation, outcome), n)
+            for operation, per in figs.operations.items()
+            for outcome, n in per.items()
+        ],
+        "dependency_errors": [((dependency, name, kind), n) for kind, n in figs.errors.items()],
+        "cache_hits": [],
+        "cache_misses": [],
+        "s3_bytes": [],
+        "openai_tokens": [],
+    }
+    totals = figs.totals
+    if "cache_hits" in totals or "cache_misses" in totals:
+        out["cache_hits"].append(((name,), totals.get("cache_hits", 0)))
+        out["cache_misses"].append(((name,), totals.get("cache_misses", 0)))
+    if dependency == "s3":
+        for key, direction in (("bytes_sent", "up"), ("bytes_received", "down")):
+            if key in totals:
+                out["s3_bytes"].append(((name, direction), totals[key]))
+    known = {"prompt": 0, "completion": 0}
+    for model, per_kind in figs.tokens_by_model.items():
+        for kind in ("prompt", "completion"):
+            n = per_kind.get(kind, 0)
+            known[kind] += n
+            if n:
+                out["openai_tokens"].append(((name, model, kind), n))
+    for kind in ("prompt", "completion"):  # tokens of calls that named no model
+        unknown = totals.get(f"{kind}_tokens", 0) - known[kind]
+        if unknown > 0:
+            out["openai_tokens"].append(((name, "unknown", kind), unknown))
+    return out
+
+
+def pool_figures(adapter: Adapter) -> dict[str, float]:
+    """``pool_in_use`` / ``pool_size`` from ``adapter.extra_figures()``, where it reports them
+    as numbers (raises what ``extra_figures()`` raises)."""
+    figures = adapter.extra_figures()
+    out = {}
+    for key in ("pool_in_use", "pool_size"):
+        value = figures.get(key)
+        if not isinstance(value, bool) and isinstance(value, int | float):
+            out[key] = float(value)
+    return out

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.metrics_core import (
@@ -31,7 +31,7 @@ from prometheus_client.metrics_core import (
 )
 
 from brownout._histogram import to_cumulative
-from brownout._metrics import AdapterSource
+from brownout._metrics import AdapterSource, adapter_counts, pool_figures
 from brownout.prometheus._breakers import bucket_labels
 from brownout.prometheus._common import full_name
 
@@ -46,12 +46,6 @@ _POOL_FIGURES = (
     ("pool_in_use", "pool_connections_in_use", "Connections of the pool checked out now."),
     ("pool_size", "pool_size", "Size of the connection pool (its configured maximum)."),
 )
-
-
-def _pool_value(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return float(value)
 
 
 class _PoolCollector:
@@ -81,14 +75,14 @@ class _PoolCollector:
                 continue
             seen.add(labels)
             try:
-                figures = adapter.extra_figures()
+                figures = pool_figures(adapter)
             except Exception:  # a scrape must not fail because one adapter misbehaved
                 logger.exception(
                     "brownout.prometheus: extra_figures() of adapter %r failed", adapter.name
                 )
                 continue
             for family, (key, _, _) in zip(families, self._names, strict=True):
-                value = _pool_value(figures.get(key))
+                value = figures.get(key)
                 if value is not None:
                     family.add_metric(labels, value)
         return list(families)
@@ -175,38 +169,25 @@ class AdapterMetrics:
     def collect(self) -> Iterable[Metric]:
         families = self._families()
         requests, errors, duration, hits, misses, s3_bytes, tokens = families
+        by_key = {
+            "dependency_requests": requests,
+            "dependency_errors": errors,
+            "cache_hits": hits,
+            "cache_misses": misses,
+            "s3_bytes": s3_bytes,
+            "openai_tokens": tokens,
+        }
         for reading in self.source.read():
-            dependency, name, figs = reading.kind, reading.name, reading.figures
-            for operation, per in figs.operations.items():
-                for outcome, n in per.items():
-                    requests.add_metric((dependency, name, operation, outcome), n)
-            for kind, n in figs.errors.items():
-                errors.add_metric((dependency, name, kind), n)
-            for operation, timed in figs.durations.items():
+            for key, series in adapter_counts(reading).items():
+                family = by_key[key]
+                for labels, n in series:
+                    family.add_metric(labels, float(n))
+            for operation, timed in reading.figures.durations.items():
                 duration.add_metric(
-                    (dependency, name, operation),
+                    (reading.kind, reading.name, operation),
                     list(zip(self._le, to_cumulative(timed.buckets), strict=True)),
                     timed.sum,
                 )
-            totals = figs.totals
-            if "cache_hits" in totals or "cache_misses" in totals:
-                hits.add_metric((name,), totals.get("cache_hits", 0))
-                misses.add_metric((name,), totals.get("cache_misses", 0))
-            if dependency == "s3":
-                for key, direction in (("bytes_sent", "up"), ("bytes_received", "down")):
-                    if key in totals:
-                        s3_bytes.add_metric((name, direction), totals[key])
-            known = {"prompt": 0, "completion": 0}
-            for model, per_kind in figs.tokens_by_model.items():
-                for kind in ("prompt", "completion"):
-                    n = per_kind.get(kind, 0)
-                    known[kind] += n
-                    if n:
-                        tokens.add_metric((name, model, kind), n)
-            for kind in ("prompt", "completion"):  # tokens of calls that named no model
-                unknown = totals.get(f"{kind}_tokens", 0) - known[kind]
-                if unknown > 0:
-                    tokens.add_metric((name, "unknown", kind), unknown)
         return list(families)
 
 

@@ -133,13 +133,13 @@ class BreakerMetrics:
                 ("ignored", t.ignored),
                 ("rejected", t.rejected),
             ):
-                calls_f.add_metric((name, outcome), n)
-            slow_f.add_metric((name,), t.slow)
-            rejected_f.add_metric((name,), t.rejected)
+                calls_f.add_metric((name, outcome), float(n))
+            slow_f.add_metric((name,), float(t.slow))
+            rejected_f.add_metric((name,), float(t.rejected))
             for (frm, to), n in reading.transitions.items():
-                trans_f.add_metric((name, frm.value, to.value), n)
+                trans_f.add_metric((name, frm.value, to.value), float(n))
             for trigger, n in reading.trips.items():
-                trips_f.add_metric((name, trigger), n)
+                trips_f.add_metric((name, trigger), float(n))
             duration_f.add_metric(
                 (name,),
                 list(zip(self._le, to_cumulative(t.duration_buckets), strict=True)),

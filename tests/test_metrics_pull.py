@@ -63,7 +63,7 @@ async def test_async_calls_are_counted_exactly() -> None:
         assert calls(metrics, name, "failure") == 200.0
     assert sample(metrics, "brownout_call_duration_seconds_count", breaker="timed") == 2200.0
     assert sample(metrics, "brownout_call_duration_seconds_count", breaker="fast") == 0.0
-    assert fast._fast, "metrics must not take the breaker off its lock-free path"
+    assert fast._fast is not None, "metrics must not take the breaker off its lock-free path"
 
 
 def test_scrape_while_calls_run() -> None:

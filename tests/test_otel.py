@@ -82,7 +82,7 @@ async def test_breaker_figures_are_exported(
             fast.call(boom)
     with pytest.raises(BreakerOpen):
         fast.call(len, "x")
-    assert fast._fast is False and timed._call_listeners == ()  # open; no call listener
+    assert fast._fast is None and timed._call_listeners == ()  # open; no call listener
 
     p = collect(reader)
     assert point(p, "brownout_calls", breaker="fast", outcome="success") == 10

@@ -190,7 +190,7 @@ def test_successes(clock: FakeClock, metrics: PrometheusMetrics) -> None:
     assert value(metrics, "brownout_call_duration_seconds_count", breaker="redis") == 0.0
     assert value(metrics, "brownout_slow_calls_total", breaker="redis") == 0.0
     assert state_of(metrics, "redis") == "closed"
-    assert cb._fast, "attaching metrics must keep the lock-free fast path"
+    assert cb._fast is not None, "attaching metrics must keep the lock-free fast path"
 
 
 def test_timed_calls_fill_the_histogram(clock: FakeClock, metrics: PrometheusMetrics) -> None:
@@ -221,7 +221,7 @@ def test_attaching_installs_no_call_listener(clock: FakeClock, metrics: Promethe
     metrics.attach(direct)
     for cb in (registry.get("a"), direct):
         assert cb._call_listeners == ()
-        assert cb._fast
+        assert cb._fast is not None
 
 
 def test_failures_trip_and_transition(clock: FakeClock, metrics: PrometheusMetrics) -> None:

@@ -10,16 +10,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from brownout import BreakerOpen, Registry, State
-from brownout._aio import cancel_and_wait, wait_woken
 from brownout.coherence import CacheCoherence
 from brownout.health import DEFAULT_RULES, Component, DegradationManager, Feature, Level, LevelRule
 from brownout.outbox import Intent, Outbox, Replayer, SqlApplier
-from brownout.outbox._replay import outage_wait
 from brownout.prometheus import PrometheusMetrics
 from brownout.redis import AsyncRedisAdapter
 from brownout.spool import Spool, SpoolUploader
@@ -80,18 +78,21 @@ class Runtime:
     s3: Any = None  # brownout.s3.AsyncS3Adapter when configured
     ai: Any = None  # brownout.openai.AsyncOpenAIAdapter when configured
     extras: dict[str, Any] = field(default_factory=dict)  # spool, coherence, ...
-    #: True once inventario's tables and the outbox's ``brownout_applied`` exist
-    schema_ready: bool = False
-    _schema_task: asyncio.Task[None] | None = None
-    _schema_wake: asyncio.Event | None = None
+
+    @property
+    def schema_ready(self) -> bool:
+        """True once inventario's tables and the outbox's ``brownout_applied`` exist.
+
+        The replayer creates them (its ``prepare``): at start, and, if the database is
+        down or not created yet then, before each drain until it succeeds: on its
+        heartbeat, doubling while it fails, and as soon as the database breaker closes.
+        """
+        return self.replayer.prepared
 
     async def start(self) -> None:
-        """Create the schema (now, or in the background until the database is there),
-        then start probing, replaying and uploading."""
-        if not await self._create_schema():
-            # the database may be down, or not created yet, at start: serve anyway (writes
-            # are queued) and create the schema as soon as it answers
-            self._start_creating_schema()
+        """Create the schema (now, or as soon as the database is there: the service
+        serves meanwhile, and queues writes), then start probing, replaying and uploading."""
+        await self.replayer.ensure_prepared()
         await self.manager.start()
         await self.replayer.start()
         spool = self.extras.get("spool")
@@ -104,49 +105,6 @@ class Runtime:
             part = self.extras.get(name)
             if part is not None:
                 await part.start()
-
-    async def _create_schema(self) -> bool:
-        try:
-            await create_schema(self.db.engine)
-            await self.applier.ensure_schema()
-        except Exception as exc:
-            logger.warning(
-                "schema creation deferred (retried until the database answers): %s",
-                self.db.describe(exc).splitlines()[0],
-            )
-            return False
-        self.schema_ready = True
-        return True
-
-    def _start_creating_schema(self) -> None:
-        """Start :meth:`_keep_creating_schema` unless it runs already (on the event loop)."""
-        if self._schema_task is not None and not self._schema_task.done():
-            if self._schema_wake is not None:
-                self._schema_wake.set()
-            return
-        loop = asyncio.get_running_loop()
-        wake = self._schema_wake = asyncio.Event()
-
-        def on_change(event: Any) -> None:  # the breaker may change state on any thread
-            if event.to_state is State.CLOSED and not loop.is_closed():
-                loop.call_soon_threadsafe(wake.set)
-
-        unsubscribe = self.db.breaker.add_listener(on_state_change=on_change)
-        self._schema_task = loop.create_task(self._keep_creating_schema(wake), name="schema")
-        self._schema_task.add_done_callback(lambda _: unsubscribe())
-
-    async def _keep_creating_schema(self, wake: asyncio.Event) -> None:
-        """Retry :meth:`_create_schema` on a backoff (and when the database breaker
-        closes) until it succeeds; then let the outbox replay what waited for it."""
-        failures = 1
-        heartbeat = self.settings.heartbeat
-        while True:
-            await wait_woken(wake, outage_wait(failures, heartbeat, 30.0))
-            if await self._create_schema():
-                logger.info("schema created after %d attempts: replaying the outbox", failures + 1)
-                self.replayer.wake()
-                return
-            failures += 1
 
     def database_unavailable(self) -> str | None:
         """Why the database cannot take a write now, in words for a client (no hosts,
@@ -165,8 +123,7 @@ class Runtime:
         """For an error from a direct write: why it may be queued (the database failed,
         or its tables are not there yet), or ``None``: the error is the request's."""
         if is_missing_schema(exc):
-            self.schema_ready = False
-            self._start_creating_schema()
+            self.replayer.prepare_again()
             return "the database has no schema yet (it is created as soon as it answers)"
         if isinstance(exc, BreakerOpen):
             return f"the database is unavailable (circuit breaker {exc.state.value})"
@@ -175,9 +132,6 @@ class Runtime:
         return None
 
     async def stop(self) -> None:
-        task, self._schema_task = self._schema_task, None
-        if task is not None:
-            await cancel_and_wait(task)
         for name in ("spool_uploader",):
             part = self.extras.get(name)
             if part is not None:
@@ -319,7 +273,7 @@ def build_runtime(settings: Settings) -> Runtime:
     applier = SqlApplier(db, after_commit=_invalidate_after_replay(product_cache))
     for operation in OPERATIONS:
         applier.register(operation, _replay_handler(operation))
-    replayer = Replayer(outbox, applier)
+    replayer = Replayer(outbox, applier, prepare=_schema_creator(db, applier))
     replayer.watch(db.breaker)
 
     metrics.attach(registry)
@@ -344,6 +298,18 @@ def build_runtime(settings: Settings) -> Runtime:
         ai,
         extras=spool_parts,
     )
+
+
+def _schema_creator(db: AsyncDatabase, applier: SqlApplier) -> Callable[[], Awaitable[None]]:
+    """The replayer's ``prepare``: inventario's tables, then the outbox's ``brownout_applied``
+    (idempotent: ``CREATE ... IF NOT EXISTS``)."""
+
+    async def create() -> None:
+        await create_schema(db.engine)
+        await applier.ensure_schema()
+        logger.info("schema ready")
+
+    return create
 
 
 def _invalidate_after_replay(cache: ProductCache) -> Callable[[Intent], None]:

@@ -212,3 +212,35 @@ async def test_the_replayer_backs_off_while_the_dependency_stays_down(tmp_path: 
         60.0,
     ]
     assert outage_wait(3, heartbeat=5.0, cap=2.0) == 5.0  # never below the heartbeat
+
+
+async def test_prepare_runs_until_it_succeeds_once_and_the_drain_waits_for_it(
+    tmp_path: Path, db: AsyncDatabase
+) -> None:
+    """``prepare`` (e.g. creating the schema) runs before the drain, on the replayer's
+    heartbeat and backoff, until it succeeds once; meanwhile nothing is tried or lost."""
+    box = Outbox(tmp_path / "o.db", max_attempts=1)
+    applier = make_applier(db)
+    calls: list[str] = []
+
+    async def prepare() -> None:
+        calls.append("prepare")
+        if len(calls) < 3:
+            raise ConnectionRefusedError("the database is not there yet")
+        await applier.ensure_schema()
+
+    replayer = Replayer(box, applier, prepare=prepare)
+    assert not replayer.prepared
+    box.submit("move", {"sku": "A", "n": 1}, stream="A")
+    assert not await replayer.ensure_prepared()
+    report = await replayer.drain()
+    assert report.stopped is not None and "not there yet" in report.stopped
+    assert box.pending_count() == 1 and box.pending()[0].attempts == 0
+    assert (await replayer.drain()).applied == 1
+    assert replayer.prepared and len(calls) == 3
+    assert (await replayer.drain()).stopped is None and len(calls) == 3  # once is enough
+    replayer.prepare_again()  # the tables were lost: prepare before the next drain
+    assert not replayer.prepared
+    await replayer.drain()
+    assert replayer.prepared and len(calls) == 4
+    box.close()

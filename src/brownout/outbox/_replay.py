@@ -55,6 +55,11 @@ class Replayer:
     ``apply.not_ready(exc)`` where ``apply`` has one (:class:`SqlApplier`: a table
     is missing: the schema is not created yet).
 
+    ``prepare()`` (optional: e.g. create the schema the intents need) runs before
+    the first drain and again before each one until it succeeds once (the
+    database may not exist yet when the service starts); until then the drain
+    stops as for an outage, on the same growing wait, and nothing is tried.
+
     Any other error is the intent's own problem: it is retried with backoff and
     dead-lettered, with the error as its reason, after the outbox's
     ``max_attempts`` (at once if the error has a true ``permanent`` attribute:
@@ -69,11 +74,14 @@ class Replayer:
         is_outage: Callable[[BaseException], bool] | None = None,
         heartbeat: float = 5.0,
         backoff: tuple[float, float] = (1.0, 60.0),
+        prepare: Callable[[], Awaitable[object]] | None = None,
     ) -> None:
         if heartbeat <= 0:
             raise ValueError(f"Replayer.heartbeat must be > 0 seconds, got {heartbeat!r}")
         self.outbox = outbox
         self._apply = apply
+        self._prepare = prepare
+        self._prepared = prepare is None
         self._is_outage = is_outage or _default_is_outage(apply)
         self.heartbeat = heartbeat
         self._backoff = backoff
@@ -83,6 +91,40 @@ class Replayer:
         self._task: asyncio.Task[None] | None = None
         self._unsubscribe: list[Callable[[], None]] = []
         self.last_report: ReplayReport | None = None
+        self._not_ready = ""
+
+    @property
+    def prepared(self) -> bool:
+        """True once ``prepare`` succeeded (always, without one)."""
+        return self._prepared
+
+    async def ensure_prepared(self) -> bool:
+        """Run ``prepare`` now unless it already succeeded; whether it has.
+
+        A failure is logged (a warning, the error in one line) and left for the next
+        drain to try again: ``prepare`` typically creates the schema, and the
+        database may not be there yet.
+        """
+        if self._prepared or self._prepare is None:
+            return True
+        try:
+            await self._prepare()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self._not_ready = _reason(exc)
+            logger.warning("outbox: not ready, tried again later: %s", self._not_ready)
+            return False
+        self._prepared = True
+        logger.info("outbox: ready")
+        return True
+
+    def prepare_again(self) -> None:
+        """Run ``prepare`` again before the next drain (e.g. the tables it creates were
+        lost), and drain soon."""
+        if self._prepare is not None:
+            self._prepared = False
+            self.wake()
 
     def watch(self, breaker: CircuitBreaker) -> None:
         """Drain as soon as ``breaker`` closes (the database is back)."""
@@ -104,7 +146,9 @@ class Replayer:
         async with self._lock:
             report = ReplayReport()
             start = time.perf_counter()
-            while limit is None or report.applied < limit:
+            if not await self.ensure_prepared():
+                report.stopped = f"not ready: {self._not_ready}"
+            while not report.stopped and (limit is None or report.applied < limit):
                 heads = await asyncio.to_thread(self.outbox.heads)
                 if not heads:
                     break

@@ -454,6 +454,33 @@ def test_hold_keeps_a_component_recovering() -> None:
     assert w.manager.enabled("cache_read")
 
 
+def test_a_reported_problem_degrades_the_component_until_cleared() -> None:
+    """S3 answering while refusing some work for good is neither up 100 nor down."""
+    w = world()
+    evaluations: list[str] = []
+    w.manager.add_listener(lambda e: evaluations.append(e.trigger))
+    w.manager.set_problem("s3", "spool", "3 uploads refused: NoSuchBucket")
+    w.manager.set_problem("s3", "spool", "3 uploads refused: NoSuchBucket")  # no change
+    assert len(evaluations) == 1 and "NoSuchBucket" in evaluations[0]
+    assert w.manager.last_evaluation is not None
+    view = w.manager.last_evaluation.component("s3")
+    assert (view.status, view.score, view.down) == ("degraded", 50.0, False)
+    assert view.why == ("3 uploads refused: NoSuchBucket (capped at 50)",)
+    assert w.manager.score == pytest.approx(100 - 0.1 / 0.9 * 50, abs=0.01)
+    assert w.manager.level is Level.OPTIMAL  # 94.4: every feature still works
+    w.manager.set_problem("s3", "other", "quota")
+    assert w.manager.problems("s3") == {
+        "spool": "3 uploads refused: NoSuchBucket",
+        "other": "quota",
+    }
+    w.manager.set_problem("s3", "spool", None)
+    w.manager.set_problem("s3", "other", None)
+    view = w.manager.last_evaluation.component("s3")
+    assert (view.status, view.score) == ("up", 100.0)
+    with pytest.raises(KeyError):
+        w.manager.set_problem("nope", "spool", "x")
+
+
 # ------------------------------------------------------------- handlers, pin, history
 
 

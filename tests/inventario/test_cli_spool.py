@@ -112,3 +112,28 @@ def test_list_says_when_s3_is_not_configured(
     out = capsys.readouterr().out
     assert "S3 is not configured" in out and "(configured bucket)/inv.txt" in out
     assert "pending" in out
+
+
+def test_status_table_names_failed_files_and_a_missing_s3() -> None:
+    from inventario.cli import render_status
+
+    doc = {
+        "level": "OPTIMAL",
+        "components": [],
+        "backlogs": {
+            "spool": {
+                "files": 2,
+                "bytes": 10,
+                "oldest_age_s": 5,
+                "quarantined": 0,
+                "failed": 2,
+                "failures": [{"reason": "bucket 'old': NoSuchBucket", "count": 2}],
+                "s3_configured": True,
+            }
+        },
+    }
+    out = render_status(doc)
+    assert "FAILED 2: bucket 'old': NoSuchBucket (inventario spool list)" in out
+    doc["backlogs"]["spool"].update(failed=0, s3_configured=False)  # type: ignore[index]
+    out = render_status(doc)
+    assert "FAILED" not in out and "S3 not configured" in out

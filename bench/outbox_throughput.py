@@ -5,30 +5,42 @@ Issue #5. A benchmark, not a timed test: it prints a Markdown table and exits 0
 from the target database, or the journal not in WAL mode with synchronous=FULL;
 then the figures mean nothing).
 
-Scenarios (each repeated ``--reps`` times on fresh files; the figure is the
-median over repetitions of ``intents / wall time``):
+Scenarios (each repeated ``--reps`` times on fresh files, the submit ones
+interleaved round by round with the fsync reference, so machine noise lands on
+each alike; the figure is the median over repetitions of ``intents / wall time``):
 
 1. **submit, 1 thread**: ``Outbox.submit`` of ``--submits`` intents (a ~90-byte
    JSON payload, 50 streams) into a new journal (SQLite, ``journal_mode=WAL``,
-   ``synchronous=FULL``: every submit is one committed, fsynced transaction).
-   The per-call median and p99 latency come from the same runs.
-2. **submit, 2 threads**: the same number of intents from two threads sharing
-   one ``Outbox`` (its lock serialises the commits: there is no group commit).
-3. **reference: write + fsync**: ``os.write`` of 4 KiB then ``os.fsync`` on a
+   ``synchronous=FULL``: every commit is fsynced). The per-call median and p99
+   latency come from the same runs.
+2. **submit, 2 / 8 threads**: the same number of intents from 2 or 8 threads
+   sharing one ``Outbox``: submits waiting together share one transaction and
+   one fsync (group commit).
+3. **asubmit, 8 tasks**: ``await Outbox.asubmit`` from 8 asyncio tasks on one
+   loop (the fsync waits in the outbox's threads, never on the loop).
+4. **reference: write + fsync**: ``os.write`` of 4 KiB then ``os.fsync`` on a
    plain file in the same directory, the ceiling any fsync-per-write journal
    has on this disk.
-4. **replay into SQLite / PostgreSQL**: ``Replayer.drain()`` of a journal
-   holding ``--replay`` intents through ``SqlApplier`` on a
+5. **replay into SQLite / PostgreSQL, batch handler**: ``Replayer.drain()`` of
+   a journal holding ``--replay`` intents through ``SqlApplier`` on a
    ``brownout.sql.AsyncDatabase`` (aiosqlite on a local file; asyncpg on the
-   shared server): per intent, one database transaction (check the key in
-   ``brownout_applied``, insert it, insert the movement row, commit), then the
-   journal update (one more fsynced SQLite transaction). The prefill is not
-   timed. PostgreSQL uses a throwaway database (``brownout_bench_outbox_*``)
-   created on ``--pg-url``'s server and dropped at the end; no other database
-   is touched.
+   shared server), batches of ``--batch`` intents: per batch one database
+   transaction (the applied keys checked with one ``SELECT ... IN``, the
+   movement rows inserted by a batch handler with one ``executemany``, the keys
+   inserted with one more, commit), then one journal transaction.
+6. **the same with a handler per intent** (one ``INSERT`` per intent, as
+   inventario's handlers do), ``--replay // 5`` intents per repetition,
+   interleaved with 5.
+7. **drain of a backlog**: one ``Replayer.drain()`` of ``--drain`` queued
+   intents (default 100,000: a one-hour outage at ~28 writes/s), batch handler,
+   into each target, timed once (``--drain 0`` skips it).
+
+The prefills are not timed. PostgreSQL uses a throwaway database
+(``brownout_bench_outbox_*``) created on ``--pg-url``'s server and dropped at
+the end; no other database is touched.
 
 Run: ``.venv/bin/python bench/outbox_throughput.py [--reps R] [--submits N]
-[--replay N] [--pg-url URL | --no-pg] [--quick] [--json PATH]``.
+[--replay N] [--batch N] [--drain N] [--pg-url URL | --no-pg] [--quick] [--json PATH]``.
 """
 
 from __future__ import annotations
@@ -175,6 +187,44 @@ def submit_threads(root: Path, n: int, threads: int, result: Result, checks: Che
     remove_journal(box)
 
 
+def submit_tasks(root: Path, n: int, tasks: int, result: Result, checks: Checks) -> None:
+    box = new_outbox(root, n)
+    for i in range(10):
+        box.submit("warmup", {"i": i})
+    per = n // tasks
+
+    async def work(t: int) -> None:
+        for j in range(per):
+            i = t * per + j
+            await box.asubmit("stock.move", payload(i), stream=stream(i))
+
+    async def run() -> float:
+        start = time.perf_counter()
+        await asyncio.gather(*(work(t) for t in range(tasks)))
+        return time.perf_counter() - start
+
+    elapsed = asyncio.run(run())
+    checks.expect(box.pending_count() == per * tasks + 10, "tasks: an intent is missing")
+    result.rates.append(per * tasks / elapsed)
+    remove_journal(box)
+
+
+def prefill(box: Outbox, n: int, tag: str, threads: int = 8) -> None:
+    """``n`` intents into ``box`` from ``threads`` threads (group commits; not timed)."""
+
+    def work(t: int) -> None:
+        for i in range(t, n, threads):
+            data = payload(i)
+            data["order"] = f"{tag}-{i:07d}"
+            box.submit("stock.move", data, stream=stream(i))
+
+    workers = [threading.Thread(target=work, args=(t,)) for t in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+
+
 def write_fsync(root: Path, n: int, result: Result) -> None:
     path = root / f"fsync-{secrets.token_hex(4)}"
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
@@ -193,19 +243,32 @@ def write_fsync(root: Path, n: int, result: Result) -> None:
 # ------------------------------------------------------------------ replay
 
 
-async def replay_into(
-    db: AsyncDatabase, root: Path, n: int, reps: int, result: Result, checks: Checks, tag: str
-) -> None:
-    applier = SqlApplier(db)
+INSERT_MOVE = "INSERT INTO bench_movements (order_ref, sku, delta) VALUES (:order, :sku, :delta)"
 
-    @applier.handler("stock.move")
+
+async def replay_into(
+    db: AsyncDatabase,
+    root: Path,
+    args: argparse.Namespace,
+    results: tuple[Result, Result, Result],
+    backlog: Path | None,
+    checks: Checks,
+    tag: str,
+) -> None:
+    """Replays into ``db``: ``--reps`` x ``--replay`` intents with a batch handler
+    (one ``executemany`` per run of intents), ``--reps`` x ``--replay // 5`` with a
+    handler per intent (one statement each, as inventario's), and the backlog once."""
+    batched, single, drain = results
+    per_batch = SqlApplier(db)
+    per_intent = SqlApplier(db)
+
+    @per_batch.batch_handler("stock.move")
+    async def moves(session: Any, payloads: list[Any]) -> None:
+        await session.execute(text(INSERT_MOVE), payloads)
+
+    @per_intent.handler("stock.move")
     async def move(session: Any, data: Any) -> None:
-        await session.execute(
-            text(
-                "INSERT INTO bench_movements (order_ref, sku, delta) VALUES (:order, :sku, :delta)"
-            ),
-            data,
-        )
+        await session.execute(text(INSERT_MOVE), data)
 
     async with db.session() as s:
         await s.execute(
@@ -214,23 +277,54 @@ async def replay_into(
                 "sku VARCHAR(20) NOT NULL, delta INTEGER NOT NULL)"
             )
         )
-    await applier.ensure_schema()
-    for rep in range(reps):
-        box = new_outbox(root, n)
-        for i in range(n):
-            data = payload(i)
-            data["order"] = f"{tag}-{rep}-{i:06d}"
-            box.submit("stock.move", data, stream=stream(i))
-        replayer = Replayer(box, applier)
-        start = time.perf_counter()
-        report = await replayer.drain()
-        elapsed = time.perf_counter() - start
-        checks.expect(report.applied == n, f"{tag}: applied {report.applied} of {n}")
-        checks.expect(box.pending_count() == 0, f"{tag}: intents left in the journal")
-        result.rates.append(n / elapsed)
-        remove_journal(box)
+    await per_batch.ensure_schema()
+    runs: list[tuple[Result, SqlApplier, int, str]] = []
+    for rep in range(args.reps):  # interleaved
+        runs.append((batched, per_batch, args.replay, f"{tag}-b{rep}"))
+        runs.append((single, per_intent, max(1, args.replay // 5), f"{tag}-s{rep}"))
+    expected = sum(n for _, _, n, _ in runs)
+    for into, applier, count, name in runs:
+        box = new_outbox(root, count)
+        await asyncio.to_thread(prefill, box, count, name)
+        await drain_into(box, applier, args.batch, count, into, checks, name)
+    if backlog is not None:
+        path = root / f"backlog-{tag}.db"
+        shutil.copyfile(backlog, path)
+        box = Outbox(path, max_pending=args.drain + 100, max_bytes=1 << 30)
+        await drain_into(box, per_batch, args.batch, args.drain, drain, checks, f"{tag}-drain")
+        expected += args.drain
     rows = await db.scalar(text("SELECT COUNT(*) FROM bench_movements"))
-    checks.expect(rows == n * reps, f"{tag}: {rows} rows, expected {n * reps}")
+    checks.expect(rows == expected, f"{tag}: {rows} rows, expected {expected}")
+
+
+async def drain_into(
+    box: Outbox,
+    applier: SqlApplier,
+    batch: int,
+    count: int,
+    into: Result,
+    checks: Checks,
+    name: str,
+) -> None:
+    replayer = Replayer(box, applier, batch_size=batch)
+    start = time.perf_counter()
+    report = await replayer.drain()
+    elapsed = time.perf_counter() - start
+    checks.expect(report.applied == count, f"{name}: applied {report.applied} of {count}")
+    checks.expect(box.pending_count() == 0, f"{name}: intents left in the journal")
+    into.rates.append(count / elapsed)
+    if into.scenario.startswith("7."):
+        into.note = f"drained in {elapsed:.1f} s"
+    remove_journal(box)
+
+
+def make_backlog(root: Path, n: int) -> Path:
+    """A journal holding ``n`` intents, closed (copied for each target; not timed)."""
+    box = new_outbox(root, n)
+    prefill(box, n, "backlog")
+    path = box.path
+    box.close()
+    return path
 
 
 async def sqlite_settings(db: AsyncDatabase) -> str:
@@ -303,12 +397,13 @@ def report(results: list[Result], info: dict[str, Any], params: dict[str, Any]) 
     )
     return "\n".join(
         [
-            "# Outbox throughput (issue #5)",
+            "# Outbox throughput (issues #5, #11)",
             "",
             h.header_line(info),
             "",
             f"Journal: SQLite {params['sqlite_version']}, journal_mode=WAL, synchronous=FULL "
-            f"(checked), one fsynced transaction per submit; directory on "
+            f"(checked), group commit (one fsynced transaction per group of waiting "
+            f"submits); replay batches of {params['batch']}; directory on "
             f"{params['filesystem']}. {STREAMS} streams, ~90-byte JSON payloads.",
             f"Replay targets: {params['targets']}.",
             "",
@@ -324,20 +419,24 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     p.add_argument("--reps", type=int, help="repetitions of each scenario (default 7)")
     p.add_argument("--submits", type=int, help="intents per submit repetition (default 2000)")
-    p.add_argument("--replay", type=int, help="intents per replay repetition (default 500)")
+    p.add_argument("--replay", type=int, help="intents per replay repetition (default 5000)")
+    p.add_argument("--batch", type=int, help="Replayer.batch_size (default 500)")
+    p.add_argument(
+        "--drain", type=int, help="backlog drained once per target (default 100000; 0: skip)"
+    )
     p.add_argument("--pg-url", default=DEFAULT_PG, help=f"PostgreSQL server (default {DEFAULT_PG})")
     p.add_argument("--no-pg", action="store_true", help="skip the PostgreSQL replay")
     p.add_argument("--dir", type=Path, help="where the journals go (default: a temp dir)")
     p.add_argument("--quick", action="store_true", help="small numbers, for a smoke test")
     p.add_argument("--json", type=Path, metavar="PATH", help="also write the results as JSON")
     args = p.parse_args(argv)
-    defaults = {"reps": 2, "submits": 100, "replay": 50} if args.quick else {}
-    defaults = {"reps": 7, "submits": 2000, "replay": 500, **defaults}
-    for key, default in defaults.items():
+    quick = {"reps": 2, "submits": 200, "replay": 100, "drain": 500} if args.quick else {}
+    defaults = {"reps": 7, "submits": 2000, "replay": 5000, "batch": 500, "drain": 100_000}
+    for key, default in {**defaults, **quick}.items():
         if getattr(args, key) is None:
             setattr(args, key, default)
-        if getattr(args, key) < 1:
-            p.error(f"--{key} must be >= 1")
+        if getattr(args, key) < (0 if key == "drain" else 1):
+            p.error(f"--{key} must be >= {0 if key == 'drain' else 1}")
     return args
 
 
@@ -354,23 +453,39 @@ def main(argv: list[str] | None = None) -> int:
     root = Path(tempfile.mkdtemp(prefix="outbox-bench-", dir=args.dir))
     one = Result("1. submit, 1 thread", "SQLite journal", args.submits)
     two = Result("2. submit, 2 threads", "SQLite journal", args.submits)
-    ref = Result("3. reference: write 4 KiB + fsync", "plain file", args.submits)
-    sq = Result("4. replay", "SQLite (aiosqlite)", args.replay)
-    pg = Result("5. replay", "PostgreSQL (asyncpg)", args.replay)
+    eight = Result("2. submit, 8 threads", "SQLite journal", args.submits)
+    tasks = Result("3. asubmit, 8 asyncio tasks", "SQLite journal", args.submits)
+    ref = Result("4. reference: write 4 KiB + fsync", "plain file", args.submits)
+    sq = Result("5. replay, batch handler", "SQLite (aiosqlite)", args.replay)
+    pg = Result("5. replay, batch handler", "PostgreSQL (asyncpg)", args.replay)
+    small = max(1, args.replay // 5)
+    sq1 = Result("6. replay, handler per intent", "SQLite (aiosqlite)", small)
+    pg1 = Result("6. replay, handler per intent", "PostgreSQL (asyncpg)", small)
+    sq_drain = Result("7. drain backlog, batch handler", "SQLite (aiosqlite)", args.drain)
+    pg_drain = Result("7. drain backlog, batch handler", "PostgreSQL (asyncpg)", args.drain)
     targets: list[str] = []
     try:
-        progress(f"submits: {args.reps} x {args.submits} (1 thread, 2 threads, fsync reference)")
+        progress(
+            f"submits: {args.reps} x {args.submits} (1, 2, 8 threads, 8 tasks, fsync reference)"
+        )
         for _ in range(args.reps):  # interleaved, so machine noise lands on each alike
             submit_one_thread(root, args.submits, one, checks)
             submit_threads(root, args.submits, 2, two, checks)
+            submit_threads(root, args.submits, 8, eight, checks)
+            submit_tasks(root, args.submits, 8, tasks, checks)
             write_fsync(root, args.submits, ref)
 
+        backlog = None
+        if args.drain:
+            progress(f"backlog of {args.drain} intents (not timed)")
+            backlog = make_backlog(root, args.drain)
+
         async def replays() -> None:
-            progress(f"replay into SQLite: {args.reps} x {args.replay}")
+            progress(f"replay into SQLite: {args.reps} x {args.replay}, drain {args.drain}")
             db = AsyncDatabase.from_url(f"sqlite+aiosqlite:///{root / 'target.db'}")
             try:
                 targets.append(f"SQLite file ({await sqlite_settings(db)})")
-                await replay_into(db, root, args.replay, args.reps, sq, checks, "sqlite")
+                await replay_into(db, root, args, (sq, sq1, sq_drain), backlog, checks, "sqlite")
             finally:
                 await db.close()
             if args.no_pg:
@@ -392,7 +507,7 @@ def main(argv: list[str] | None = None) -> int:
                 progress(f"replay into PostgreSQL {settings['server_version']}: database {name}")
                 pdb = AsyncDatabase.from_url(pg_url_for(args.pg_url, name))
                 try:
-                    await replay_into(pdb, root, args.replay, args.reps, pg, checks, "pg")
+                    await replay_into(pdb, root, args, (pg, pg1, pg_drain), backlog, checks, "pg")
                 finally:
                     await pdb.close()
                 targets.append(
@@ -413,11 +528,14 @@ def main(argv: list[str] | None = None) -> int:
         "reps": args.reps,
         "submits": args.submits,
         "replay": args.replay,
+        "batch": args.batch,
+        "drain": args.drain,
         "sqlite_version": sqlite3.sqlite_version,
         "filesystem": filesystem_of(root),
         "targets": "; ".join(targets) or "none",
     }
-    results = [one, two, ref, sq, pg]
+    results = [one, two, eight, tasks, ref, sq, pg, sq1, pg1]
+    results += [r for r in (sq_drain, pg_drain) if r.rates]
     print(report(results, info, params))
     if args.json is not None:
         data = {

@@ -20,9 +20,10 @@ from brownout.outbox._journal import (
 from brownout.outbox._replay import Replayer, ReplayReport
 
 if TYPE_CHECKING:
-    from brownout.outbox._sql import Handler, SqlApplier, UnknownOperation
+    from brownout.outbox._sql import BatchHandler, Handler, SqlApplier, UnknownOperation
 
 __all__ = [
+    "BatchHandler",
     "DeadLetter",
     "Handler",
     "IdempotencyConflict",
@@ -39,7 +40,7 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("SqlApplier", "UnknownOperation", "Handler"):
+    if name in ("SqlApplier", "UnknownOperation", "Handler", "BatchHandler"):
         from brownout.outbox import _sql
 
         return getattr(_sql, name)

@@ -11,7 +11,7 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -618,6 +618,38 @@ class Outbox:
             ).fetchall()
         return [Intent(r[0], r[1], r[2], r[3], json.loads(r[4]), r[5], r[6], r[7]) for r in rows]
 
+    def batch(self, limit: int = 200, now: float | None = None) -> list[Intent]:
+        """Up to ``limit`` intents that may be applied now, oldest first, FIFO per
+        stream: a stream whose oldest intent waits (a retry backoff) gives none, so no
+        intent is ever applied before an older one of its stream."""
+        if limit < 1:
+            return []
+        now = self._clock() if now is None else now
+        window = max(2 * limit, 256)
+        out: list[Intent] = []
+        blocked: set[str] = set()
+        after = 0
+        with self._read("read a batch of intents") as db:
+            while len(out) < limit:
+                rows = db.execute(
+                    "SELECT seq, key, stream, operation, payload, created, attempts, "
+                    "last_error, not_before FROM intents WHERE seq > ? ORDER BY seq LIMIT ?",
+                    (after, window),
+                ).fetchall()
+                for r in rows:  # in seq order: a stream's first row here is its oldest
+                    if r[2] in blocked:
+                        continue
+                    if r[8] > now:
+                        blocked.add(r[2])
+                        continue
+                    out.append(Intent(r[0], r[1], r[2], r[3], json.loads(r[4]), r[5], r[6], r[7]))
+                    if len(out) == limit:
+                        break
+                if len(rows) < window:
+                    break
+                after = rows[-1][0]
+        return out
+
     def pending(self, limit: int = 1000) -> list[Intent]:
         with self._read("list pending intents") as db:
             rows = db.execute(
@@ -690,32 +722,50 @@ class Outbox:
 
     def mark_applied(self, intent: Intent, *, seconds: float = 0.0) -> None:
         """The intent's effect is committed in the database: drop it from the journal."""
+        self.mark_applied_many([intent], seconds=seconds)
+
+    def mark_applied_many(self, intents: Sequence[Intent], *, seconds: float = 0.0) -> None:
+        """These intents' effects are committed in the database: drop them from the
+        journal in one transaction (one fsync). ``seconds``: the apply time of each."""
+        if not intents:
+            return
+        dropped: list[Intent] = []
         with self._tx("mark applied") as db:
-            row = db.execute(
-                "DELETE FROM intents WHERE key = ? RETURNING digest", (intent.key,)
-            ).fetchone()
-            if row is None:
+            now = self._clock()
+            done = []
+            for intent in intents:
+                row = db.execute(
+                    "DELETE FROM intents WHERE key = ? RETURNING digest", (intent.key,)
+                ).fetchone()
+                if row is not None:
+                    dropped.append(intent)
+                    done.append((intent.key, intent.operation, intent.stream, row[0], now))
+            if not done:
                 return
-            db.execute(
+            db.executemany(
                 "INSERT OR REPLACE INTO done (key, operation, stream, digest, applied_at) "
                 "VALUES (?, ?, ?, ?, ?)",
-                (intent.key, intent.operation, intent.stream, row[0], self._clock()),
+                done,
             )
             db.execute(
-                "INSERT INTO counters (name, value) VALUES ('replayed', 1) "
-                "ON CONFLICT(name) DO UPDATE SET value = value + 1"
+                "INSERT INTO counters (name, value) VALUES ('replayed', ?) "
+                "ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",
+                (len(done),),
             )
+            # keep the last done_retention keys: rowids grow with each insert, so this
+            # is a range delete on the primary index, not a sort of the whole table
             db.execute(
-                "DELETE FROM done WHERE key IN (SELECT key FROM done ORDER BY applied_at DESC "
-                "LIMIT -1 OFFSET ?)",
+                "DELETE FROM done WHERE rowid <= (SELECT MAX(rowid) FROM done) - ?",
                 (self.done_retention,),
             )
-        self._emit(
-            "replayed",
-            operation=intent.operation,
-            seconds=seconds,
-            waited=max(0.0, self._clock() - intent.created),
-        )
+        now = self._clock()
+        for intent in dropped:
+            self._emit(
+                "replayed",
+                operation=intent.operation,
+                seconds=seconds,
+                waited=max(0.0, now - intent.created),
+            )
 
     def mark_waiting(self, intent: Intent, reason: str) -> None:
         """The dependency is down (or not ready): note why the intent waits, without

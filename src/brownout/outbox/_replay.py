@@ -64,6 +64,10 @@ class Replayer:
     dead-lettered, with the error as its reason, after the outbox's
     ``max_attempts`` (at once if the error has a true ``permanent`` attribute:
     retrying cannot help). It never blocks its stream forever; other streams go on.
+
+    ``apply`` may also have ``apply_batch(intents, stop=is_outage)`` returning, per
+    intent, ``True`` (applied and committed), ``False`` (not tried) or its error:
+    the replayer then hands it up to ``batch_size`` intents at a time.
     """
 
     def __init__(
@@ -75,9 +79,13 @@ class Replayer:
         heartbeat: float = 5.0,
         backoff: tuple[float, float] = (1.0, 60.0),
         prepare: Callable[[], Awaitable[object]] | None = None,
+        batch_size: int = 200,
     ) -> None:
         if heartbeat <= 0:
             raise ValueError(f"Replayer.heartbeat must be > 0 seconds, got {heartbeat!r}")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"Replayer.batch_size must be an int >= 1, got {batch_size!r}")
+        self.batch_size = batch_size
         self.outbox = outbox
         self._apply = apply
         self._prepare = prepare
@@ -142,56 +150,40 @@ class Replayer:
             loop.call_soon_threadsafe(event.set)
 
     async def drain(self, *, limit: int | None = None) -> ReplayReport:
-        """Apply what can be applied now; returns what happened."""
+        """Apply what can be applied now; returns what happened.
+
+        Intents go in batches of up to ``batch_size`` (oldest first, FIFO per
+        stream, see :meth:`Outbox.batch`): with an applier that has
+        ``apply_batch`` (:class:`~brownout.outbox.SqlApplier`) a batch is one
+        database transaction, and the journal update of a batch is one journal
+        transaction; a failing intent is isolated, the rest of its batch applied.
+        """
         async with self._lock:
             report = ReplayReport()
             start = time.perf_counter()
             if not await self.ensure_prepared():
                 report.stopped = f"not ready: {self._not_ready}"
             while not report.stopped and (limit is None or report.applied < limit):
-                heads = await asyncio.to_thread(self.outbox.heads)
-                if not heads:
+                size = (
+                    self.batch_size
+                    if limit is None
+                    else min(self.batch_size, limit - report.applied)
+                )
+                batch = await asyncio.to_thread(self.outbox.batch, size)
+                if not batch:
                     break
-                progressed = False
-                for intent in heads:
-                    began = time.perf_counter()
-                    try:
-                        await self._apply(intent)
-                    except asyncio.CancelledError:
-                        raise
-                    except Exception as exc:
-                        reason = _reason(exc)
-                        if self._is_outage(exc):
-                            report.stopped = reason
-                            # shown by /writes/{key}: why it waits (not an attempt)
-                            await asyncio.to_thread(self.outbox.mark_waiting, intent, reason)
-                            break
-                        report.failed += 1
-                        report.errors.append(f"{intent.key}: {reason}")
-                        base, cap = self._backoff
-                        dead = await asyncio.to_thread(
-                            self.outbox.mark_failed,
-                            intent,
-                            reason,
-                            backoff=next_backoff(intent.attempts + 1, base, cap),
-                            final=bool(getattr(exc, "permanent", False)),
-                        )
-                        if dead:
-                            report.dead += 1
-                            logger.warning(
-                                "outbox: intent %s (%s) dead-lettered after %d attempts: %s",
-                                intent.key,
-                                intent.operation,
-                                intent.attempts + 1,
-                                reason,
-                            )
-                        continue
-                    await asyncio.to_thread(
-                        self.outbox.mark_applied, intent, seconds=time.perf_counter() - began
-                    )
-                    report.applied += 1
-                    progressed = True
-                if report.stopped or not progressed:
+                began = time.perf_counter()
+                outcomes = await self._apply_batch(batch)
+                each = (time.perf_counter() - began) / len(batch)
+                applied = [i for i, outcome in zip(batch, outcomes, strict=True) if outcome is True]
+                if applied:
+                    await asyncio.to_thread(self.outbox.mark_applied_many, applied, seconds=each)
+                    report.applied += len(applied)
+                dead = report.dead
+                for intent, outcome in zip(batch, outcomes, strict=True):
+                    if isinstance(outcome, BaseException):
+                        await self._failed(intent, outcome, report)
+                if report.stopped or (not applied and report.dead == dead):
                     break
             report.seconds = time.perf_counter() - start
             self.last_report = report
@@ -204,6 +196,59 @@ class Replayer:
                     f"; stopped: {report.stopped}" if report.stopped else "",
                 )
             return report
+
+    async def _apply_batch(self, batch: list[Intent]) -> list[bool | Exception]:
+        """``apply.apply_batch`` where the applier has one, else ``apply`` intent by
+        intent: ``True`` applied, ``False`` not tried (after a failure in its stream,
+        or after an outage), or the intent's error."""
+        apply_batch = getattr(self._apply, "apply_batch", None)
+        if apply_batch is not None:
+            outcomes: list[bool | Exception] = await apply_batch(batch, stop=self._is_outage)
+            return outcomes
+        outcomes = [False] * len(batch)
+        blocked: set[str] = set()
+        for n, intent in enumerate(batch):
+            if intent.stream in blocked:
+                continue
+            try:
+                await self._apply(intent)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                outcomes[n] = exc
+                blocked.add(intent.stream)
+                if self._is_outage(exc):
+                    break
+            else:
+                outcomes[n] = True
+        return outcomes
+
+    async def _failed(self, intent: Intent, exc: Exception, report: ReplayReport) -> None:
+        reason = _reason(exc)
+        if self._is_outage(exc):
+            report.stopped = reason
+            # shown by /writes/{key}: why it waits (not an attempt)
+            await asyncio.to_thread(self.outbox.mark_waiting, intent, reason)
+            return
+        report.failed += 1
+        report.errors.append(f"{intent.key}: {reason}")
+        base, cap = self._backoff
+        dead = await asyncio.to_thread(
+            self.outbox.mark_failed,
+            intent,
+            reason,
+            backoff=next_backoff(intent.attempts + 1, base, cap),
+            final=bool(getattr(exc, "permanent", False)),
+        )
+        if dead:
+            report.dead += 1
+            logger.warning(
+                "outbox: intent %s (%s) dead-lettered after %d attempts: %s",
+                intent.key,
+                intent.operation,
+                intent.attempts + 1,
+                reason,
+            )
 
     async def start(self) -> None:
         """Drain on a heartbeat and whenever :meth:`wake` is called."""

@@ -740,11 +740,11 @@ class Adapter:
             succ = cb._fast
             if succ is not None:
                 # CircuitBreaker.call's lock-free CLOSED path, inline (the same steps).
-                gen = cb._gen
                 try:
                     result = read(fn(*args), figs)
                 except Exception as exc:
-                    if not (cb._on_error(gen, exc, -1.0) and cb._fallback is not None):
+                    token = cb._fast_token(succ)
+                    if not (cb._on_error(token, exc, -1.0) and cb._fallback is not None):
                         raise
                     result = cb._fallback(exc)
                 else:
@@ -810,15 +810,15 @@ class Adapter:
             if succ is not None:
                 # CircuitBreaker.acall's lock-free CLOSED path, inline (the same steps):
                 # one coroutine less to resume on every wake-up of the client's.
-                gen = cb._gen
                 try:
                     result = read(await fn(*args), figs)
                 except Exception as exc:
-                    if not (cb._on_error(gen, exc, -1.0) and cb._fallback is not None):
+                    token = cb._fast_token(succ)
+                    if not (cb._on_error(token, exc, -1.0) and cb._fallback is not None):
                         raise
                     result = await cb._afallback(exc)
                 except asyncio.CancelledError as exc:  # the caller's timeout counts
-                    cb._on_interrupt(gen, exc, clock() - start)
+                    cb._on_interrupt(cb._fast_token(succ), exc, clock() - start)
                     raise
                 else:
                     next(succ)

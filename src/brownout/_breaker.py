@@ -90,13 +90,14 @@ def _event(fields: tuple[str, Outcome, float, bool, BaseException | None]) -> Ca
 
 _TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
 
-#: The token of a call shadow mode let through instead of rejecting it: it never equals a
+#: The token of a call whose outcome must not reach the window or a half-open period:
+#: admitted by shadow mode instead of being rejected, or found stale. It never equals a
 #: generation, nor the inverse of one (generations stay far below 2**62).
-_SHADOW = -(1 << 62)
+_STALE = _SHADOW = -(1 << 62)
 #: The duration passed for a call that was not timed (the lock-free fast path).
 _UNTIMED = -1.0
 #: Retired success counters kept readable (see ``_new_period_locked``).
-_RETIRED = 4
+_RETIRED = 16
 #: Lock-free durations are summed into the totals when this many are waiting.
 _FOLD_AT = 1024
 #: How many loop iterations a cancellation's source is watched before waiting for its task.
@@ -714,11 +715,11 @@ class CircuitBreaker:
         """
         succ = self._fast
         if succ is not None:
-            gen = self._gen
             try:
                 result = fn(*args, **kwargs)
             except Exception as exc:
-                if self._on_error(gen, exc, _UNTIMED) and self._fallback is not None:
+                admitted = self._fast_token(succ)
+                if self._on_error(admitted, exc, _UNTIMED) and self._fallback is not None:
                     return self._fallback(exc)  # type: ignore[no-any-return]
                 raise
             next(succ)
@@ -793,18 +794,18 @@ class CircuitBreaker:
         """
         succ = self._fast
         if succ is not None:
-            gen = self._gen
             try:
                 result = await fn(*args, **kwargs)
             except Exception as exc:
+                admitted = self._fast_token(succ)
                 if type(exc) is TypeError and _misused(exc):
-                    self._release(gen, exc, _UNTIMED)
+                    self._release(admitted, exc, _UNTIMED)
                     raise _explain_misuse(exc, fn) from None
-                if self._on_error(gen, exc, _UNTIMED) and self._fallback is not None:
+                if self._on_error(admitted, exc, _UNTIMED) and self._fallback is not None:
                     return await self._afallback(exc)  # type: ignore[no-any-return]
                 raise
             except asyncio.CancelledError as exc:
-                self._on_interrupt(gen, exc, _UNTIMED)
+                self._on_interrupt(self._fast_token(succ), exc, _UNTIMED)
                 raise
             next(succ)
             return result
@@ -845,6 +846,17 @@ class CircuitBreaker:
         else:
             self._on_success(token, end - start, end)
         return result
+
+    def _fast_token(self, succ: Counter) -> int:
+        """The token of a fast-path call that ended other than by success.
+
+        The fast path admits with the current period's success counter alone. The
+        counter is retired on every transition before the generation moves on, so
+        reading the generation first and then finding the counter still current
+        means no transition happened since the admission.
+        """
+        gen = self._gen
+        return gen if succ is self._succ else _STALE
 
     async def _bounded(self, seconds: float, aw: Awaitable[R]) -> R:
         """Await ``aw`` within ``seconds`` (``call_timeout``); TimeoutError names the breaker."""
@@ -1452,6 +1464,13 @@ class CircuitBreaker:
         frm = self._state
         if (frm, to) not in TRANSITIONS:  # pragma: no cover - a bug, not a user error
             raise RuntimeError(f"breaker {self._name!r}: illegal transition {frm} -> {to}")
+        # A new success counter first, then the new generation: a fast-path call that
+        # reads the new generation finds its counter retired (see _fast_token).
+        if to is _CLOSED:
+            self._window.clear()
+        else:
+            self._window.retire()
+        self._new_period_locked()
         self._state = to
         self._gen += 1
         if to is _HALF_OPEN:
@@ -1459,8 +1478,6 @@ class CircuitBreaker:
             self._ho_in_flight = 0
             self._ho_done = self._ho_failed = self._ho_slow = 0
         elif to is _CLOSED:
-            self._window.clear()
-            self._new_period_locked()
             self._armed = False
             self._trips_in_row = 0
             self._opened_at = None

@@ -10,10 +10,12 @@ position in the sequence of calls (successes so far + failures so far), so
 "the last N calls" is still exact: a failure is in the window while its
 position is among the last ``size`` positions.
 
-``clear()`` does not empty a window in place: it starts a new success counter.
-A call admitted before the clear holds the old counter and advances it when it
-succeeds, so a stale success can never land in a later period (the breaker
-reads the counter again after every clear).
+``clear()`` does not empty a window in place: it starts a new success counter,
+and so does ``retire()``, which keeps the count. The breaker retires the
+counter on every transition: a call admitted before holds the old counter and
+advances it when it succeeds, so a stale success can never land in a later
+period, and "is my counter still the current one" tells a call whether the
+breaker moved on since it was admitted.
 
 The time window is a ring of ``ceil(duration / bucket)`` buckets, so its
 memory is O(buckets) whatever the call rate; it is only touched under the
@@ -61,11 +63,21 @@ class CountWindow:
     everything else is changed under the breaker's lock.
     """
 
-    __slots__ = ("_fail_at", "_failures", "_run", "_run_at", "_slow_at", "size", "successes")
+    __slots__ = (
+        "_done",
+        "_fail_at",
+        "_failures",
+        "_run",
+        "_run_at",
+        "_slow_at",
+        "size",
+        "successes",
+    )
 
     def __init__(self, size: int) -> None:
         self.size = size
         self.successes = new_counter()
+        self._done = 0  # successes counted by retired counters
         self._failures = 0
         # positions (0-based index in this period's sequence of calls) of the last failures
         # and slow calls; a window of ``size`` calls holds at most ``size`` of each
@@ -76,7 +88,7 @@ class CountWindow:
 
     def record(self, now: float, failed: bool, slow: bool) -> None:
         if failed:
-            done = count_value(self.successes)
+            done = self._successes()
             pos = done + self._failures
             self._failures += 1
             self._fail_at.append(pos)
@@ -85,14 +97,14 @@ class CountWindow:
             else:
                 self._run, self._run_at = 1, done
         else:
-            pos = count_value(self.successes) + self._failures
+            pos = self._successes() + self._failures
             next(self.successes)
         if slow:
             self._slow_at.append(pos)
 
     def totals(self, now: float) -> tuple[int, int, int]:
         """(calls, failures, slow calls) in the window."""
-        total = count_value(self.successes) + self._failures
+        total = self._successes() + self._failures
         oldest = total - self.size
         return (
             min(total, self.size),
@@ -102,7 +114,15 @@ class CountWindow:
 
     def trailing_failures(self) -> int:
         """The failures recorded since the last success (not bounded by the window)."""
-        return self._run if self._run_at == count_value(self.successes) else 0
+        return self._run if self._run_at == self._successes() else 0
+
+    def _successes(self) -> int:
+        return self._done + count_value(self.successes)
+
+    def retire(self) -> None:
+        """Go on counting with a new success counter (under the breaker's lock)."""
+        old, self.successes = self.successes, new_counter()
+        self._done += count_value(old)
 
     def resize(self, size: int) -> None:
         """Change the window's length, keeping what the new length can hold."""
@@ -112,6 +132,7 @@ class CountWindow:
 
     def clear(self) -> None:
         self.successes = new_counter()
+        self._done = 0
         self._failures = 0
         self._fail_at.clear()
         self._slow_at.clear()
@@ -193,6 +214,10 @@ class TimeWindow:
     def trailing_failures(self) -> int:
         """The failures recorded since the last success (not bounded by the window)."""
         return self._run
+
+    def retire(self) -> None:
+        """Go on with a new success counter (only the breaker's lifetime count reads it)."""
+        self.successes = new_counter()
 
     def clear(self) -> None:
         self._epochs = [-1] * self._n

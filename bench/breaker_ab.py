@@ -1,0 +1,124 @@
+"""Breaker overhead, before and after: a git revision's brownout against the working tree's.
+
+Takes ``src/brownout`` and ``bench/breaker_overhead.py`` from ``--baseline``
+(a git revision), imports that brownout under the name ``brownout_base``, and
+times every cell of ``breaker_overhead.py`` for both versions in one process,
+interleaved round-robin (``bench/_harness.run_interleaved``: base cell, new
+cell, next base cell, ...), so machine noise hits both alike. Reports each
+cell's median for both, each one's ratio to its own bare baseline, and the
+median over rounds of the paired ratio new / base (the figure to read on a
+shared machine: the bare and peer-library cells show its noise, as they run
+the same code on both sides).
+
+    .venv/bin/python bench/breaker_ab.py --baseline 71ce379 [--rounds 101 --batch 2000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import _harness as h  # noqa: E402
+
+_IMPORT = re.compile(r"\b(from|import) brownout\b")
+
+
+def extract(rev: str, into: Path) -> None:
+    """``src/brownout`` of ``rev`` as package ``brownout_base``, its bench as ``overhead_base``."""
+    root = subprocess.run(
+        ["git", "-C", str(HERE), "rev-parse", "--show-toplevel"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    archive = subprocess.run(
+        ["git", "-C", root, "archive", rev, "src/brownout", "bench/breaker_overhead.py"],
+        check=True,
+        capture_output=True,
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    (into / "src" / "brownout").rename(into / "brownout_base")
+    for path in [*(into / "brownout_base").rglob("*.py"), into / "bench" / "breaker_overhead.py"]:
+        text = _IMPORT.sub(lambda m: f"{m.group(1)} brownout_base", path.read_text())
+        path.write_text(text)
+    (into / "bench" / "breaker_overhead.py").rename(into / "overhead_base.py")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    p.add_argument("--baseline", required=True, help="git revision to compare against")
+    p.add_argument("--rounds", type=int, default=101)
+    p.add_argument("--batch", type=int, default=2000)
+    p.add_argument("--warmup", type=int, default=5)
+    args = p.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="brownout-ab-") as tmp:
+        extract(args.baseline, Path(tmp))
+        sys.path.insert(0, tmp)
+        base = importlib.import_module("overhead_base")
+        new = importlib.import_module("breaker_overhead")
+        expected = (args.warmup + args.rounds) * args.batch
+        runners = base.AsyncRunners(), new.AsyncRunners()
+        try:
+            cells_a, post_a = base.build_cells(runners[0], expected)
+            cells_b, post_b = new.build_cells(runners[1], expected)
+            cells = []
+            for a, b in zip(cells_a, cells_b, strict=True):
+                assert (a.scenario, a.label) == (b.scenario, b.label)
+                cells += [a, b]
+            h.run_interleaved(cells, rounds=args.rounds, batch=args.batch, warmup=args.warmup)
+        finally:
+            for r in runners:
+                r.close()
+        failed = post_a.run() + post_b.run()
+    bare_a = {c.scenario: c.median for c in cells_a if c.label == "bare"}
+    bare_b = {c.scenario: c.median for c in cells_b if c.label == "bare"}
+    rows = []
+    for a, b in zip(cells_a, cells_b, strict=True):
+        paired = statistics.median(y / x for x, y in zip(a.samples, b.samples, strict=True))
+        rows.append(
+            [
+                a.scenario,
+                a.label,
+                f"{a.median:,.0f}",
+                f"{b.median:,.0f}",
+                f"{a.median / bare_a[a.scenario]:.2f}x",
+                f"{b.median / bare_b[b.scenario]:.2f}x",
+                f"{paired:.3f}",
+            ]
+        )
+    print(h.header_line(h.machine_info({})))
+    print(
+        f"\nbaseline {args.baseline} vs working tree; {args.rounds} rounds x {args.batch:,} calls "
+        f"per cell, {args.warmup} warm-up rounds, {len(cells)} cells interleaved\n"
+    )
+    print(
+        h.markdown_table(
+            [
+                "scenario",
+                "cell",
+                "base ns/call",
+                "new ns/call",
+                "base vs bare",
+                "new vs bare",
+                "new / base (paired)",
+            ],
+            rows,
+        )
+    )
+    if failed:
+        print("post-run checks FAILED:", *failed, sep="\n  ", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

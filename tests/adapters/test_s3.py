@@ -746,7 +746,7 @@ async def test_async_probe_timeout_and_missing_bucket(
     s3_proxy: ThreadedFaultProxy, s3_server: S3Server
 ) -> None:
     url = s3_server.endpoint_url_for(port=s3_proxy.port)
-    async with async_adapter(url, "brownout-no-such-bucket", probe_timeout=0.2) as s3:
+    async with async_adapter(url, "brownout-no-such-bucket", probe_timeout=1.0) as s3:
         result = await s3.aprobe()
         assert not result.ok and result.error and "404" in result.error
         s3_proxy.set_mode(Mode.BLACKHOLE)

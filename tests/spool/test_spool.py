@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import io
 import json
@@ -557,3 +558,66 @@ def test_a_manifest_without_a_bucket_is_read_back(tmp_path: Path) -> None:
     assert doc["bucket"] is None and doc["failed"] is None
     with Spool(tmp_path) as sp:
         assert sp.entry(None, "k") == entry and sp.entry("k", "") is None
+
+
+class GatedS3(MemoryS3):
+    """Uploads wait at a gate: shows how many are in flight at once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = asyncio.Event()
+        self.in_flight = 0
+        self.most = 0
+
+    async def upload(self, key: str, data: bytes, **kwargs: Any) -> str:
+        self.in_flight += 1
+        self.most = max(self.most, self.in_flight)
+        try:
+            await self.gate.wait()
+            return await super().upload(key, data, **kwargs)
+        finally:
+            self.in_flight -= 1
+
+
+async def test_uploads_run_concurrently_up_to_the_bound(spool: Spool) -> None:
+    s3 = GatedS3()
+    for i in range(10):
+        spool.put("b", f"k{i}", f"v{i}".encode())
+    drain = asyncio.create_task(SpoolUploader(spool, s3, concurrency=3).drain())
+    deadline = asyncio.get_running_loop().time() + 10
+    while s3.in_flight < 3:  # poll: each upload reads its file in a thread first
+        assert asyncio.get_running_loop().time() < deadline, "the uploads never started"
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.05)  # had a fourth one been allowed to start, it would be by now
+    assert s3.in_flight == 3
+    s3.gate.set()
+    report = await drain
+    assert report.uploaded == 10 and s3.most == 3
+    assert sorted(s3.bodies()) == [("b", f"k{i}") for i in range(10)]
+    assert spool.entries() == []
+
+
+async def test_concurrent_uploads_stop_starting_after_an_outage(spool: Spool) -> None:
+    s3 = MemoryS3()
+    for i in range(20):
+        spool.put("b", f"k{i}", b"x")
+    attempts = 0
+    real = s3.upload
+
+    async def refused(key: str, data: bytes, **kwargs: Any) -> str:
+        nonlocal attempts
+        attempts += 1
+        raise ConnectionRefusedError("refused")
+
+    s3.upload = refused  # type: ignore[method-assign]
+    report = await SpoolUploader(spool, s3, concurrency=4).drain(limit=None)
+    assert report.stopped is not None and report.uploaded == 0
+    assert attempts <= 4  # those already started, no new one
+    assert [e.attempts for e in spool.entries()] == [0] * 20
+    s3.upload = real  # type: ignore[method-assign]
+    assert (await SpoolUploader(spool, s3, concurrency=4).drain(limit=7)).uploaded == 7
+
+
+def test_concurrency_must_be_positive(spool: Spool) -> None:
+    with pytest.raises(ValueError, match="concurrency"):
+        SpoolUploader(spool, MemoryS3(), concurrency=0)

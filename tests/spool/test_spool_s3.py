@@ -193,25 +193,31 @@ async def test_a_crash_between_upload_and_local_delete_loses_nothing(
     sp = Spool(directory)
     for key, body in data.items():
         sp.put(fresh_bucket, key, body)
-    calls = 0
+    calls = removed = 0
     real_remove = sp.remove
 
     def crashing_remove(entry: SpoolEntry) -> bool:
-        nonlocal calls
+        nonlocal calls, removed
         calls += 1
         if calls == 3:
             raise Crash
-        return real_remove(entry)
+        done = real_remove(entry)
+        removed += done
+        return done
 
     sp.remove = crashing_remove  # type: ignore[method-assign]
     async with AsyncS3Adapter.create(fresh_bucket, **_settings(s3_server.endpoint_url)) as s3:
         with pytest.raises(Crash):
             await SpoolUploader(sp, s3).drain()
         sp.close()
-        assert len(list((directory / "objects").glob("*.json"))) == 3  # the 3rd is in S3 too
+        # uploads run concurrently: one or more finished beside the crash; the 3rd is in
+        # S3 and still spooled
+        left = len(data) - removed
+        assert removed >= 2 and left >= 1
+        assert len(list((directory / "objects").glob("*.json"))) == left
         with Spool(directory) as again:
             report = await SpoolUploader(again, s3).drain()
-            assert report.uploaded == 3
+            assert report.uploaded == left
             assert again.entries() == []
     for key, body in data.items():
         assert in_s3(s3_server, fresh_bucket, key) == body

@@ -87,6 +87,9 @@ class SpoolUploader:
     next entry. A failed entry is kept, never dropped, and not tried again until
     an operator calls :meth:`Spool.reset_attempts`, :meth:`Spool.retarget` or
     :meth:`Spool.discard` (then :meth:`wake`).
+
+    Up to ``concurrency`` entries (default 4) are uploaded at once, started oldest
+    first: a drain of many small files is bound by the round trips, not by one.
     """
 
     def __init__(
@@ -98,11 +101,15 @@ class SpoolUploader:
         max_attempts: int = 5,
         is_outage: Callable[[BaseException], bool] | None = None,
         is_permanent: Callable[[BaseException], bool] | None = None,
+        concurrency: int = 4,
     ) -> None:
         if heartbeat <= 0:
             raise ValueError(f"SpoolUploader.heartbeat must be > 0 seconds, got {heartbeat!r}")
         if max_attempts < 1:
             raise ValueError(f"SpoolUploader.max_attempts must be >= 1, got {max_attempts!r}")
+        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+            raise ValueError(f"SpoolUploader.concurrency must be an int >= 1, got {concurrency!r}")
+        self.concurrency = concurrency
         self.spool = spool
         self.s3 = s3
         self.heartbeat = heartbeat
@@ -207,74 +214,101 @@ class SpoolUploader:
             if tag and "-" not in tag and len(tag) == 32 and tag.lower() != entry.md5:
                 raise VerificationFailed(f"S3's ETag {tag} is not the payload's MD5 {entry.md5}")
 
+    async def _upload_entry(self, entry: SpoolEntry, report: DrainReport) -> None:
+        """Upload, verify and remove one entry; its outcome goes into ``report``."""
+        if entry.failed is not None:
+            report.skipped += 1
+            return
+        try:
+            data = await asyncio.to_thread(self.spool.read, entry)
+        except KeyError:  # replaced or removed meanwhile; the newer one comes later
+            return
+        except SpoolCorrupted as exc:
+            report.quarantined += 1
+            report.errors.append(str(exc))
+            return
+        metadata = {**entry.metadata, SHA256_METADATA: entry.sha256}
+        began = time.perf_counter()
+        try:
+            etag = await self._call(
+                "upload",
+                entry.key,
+                data,
+                content_type=entry.content_type,
+                metadata=metadata,
+                bucket=entry.bucket,
+            )
+            await self._verify(entry, etag)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            reason = redact(f"{type(exc).__name__}: {exc}")
+            if not isinstance(exc, VerificationFailed) and self._is_outage(exc):
+                report.stopped = reason
+                return
+            where = self._where(entry)
+            reason = f"bucket {where!r}: {reason}"
+            permanent = not isinstance(exc, VerificationFailed) and self._is_permanent(exc)
+            give_up = permanent or entry.attempts + 1 >= self.max_attempts
+            if give_up and not permanent:
+                reason = f"gave up after {entry.attempts + 1} attempts: {reason}"
+            report.failed += 1
+            report.gave_up += give_up
+            report.errors.append(f"{where}/{entry.key}: {reason}")
+            await asyncio.to_thread(self.spool.mark_failed, entry, reason, give_up=give_up)
+            log = logger.error if give_up else logger.warning
+            log(
+                "spool: upload of %s/%s failed (attempt %d%s): %s",
+                where,
+                entry.key,
+                entry.attempts + 1,
+                "; marked failed, waiting for an operator" if give_up else "",
+                reason,
+            )
+            return
+        await asyncio.to_thread(self.spool.remove, entry)
+        report.uploaded += 1
+        report.bytes += entry.size
+        self.spool._emit(
+            "uploaded",
+            bucket=entry.bucket,
+            key=entry.key,
+            size=entry.size,
+            seconds=time.perf_counter() - began,
+        )
+
     async def drain(self, *, limit: int | None = None) -> DrainReport:
-        """Upload what can be uploaded now, oldest first; returns what happened."""
+        """Upload what can be uploaded now, oldest first; returns what happened.
+
+        Up to ``concurrency`` uploads are in flight at once (started oldest first);
+        after an outage no new upload starts, and those in flight finish.
+        """
         async with self._lock:
             report = DrainReport()
             start = time.perf_counter()
-            for entry in await asyncio.to_thread(self.spool.entries):
-                if limit is not None and report.uploaded >= limit:
-                    break
-                if entry.failed is not None:
-                    report.skipped += 1
-                    continue
-                try:
-                    data = await asyncio.to_thread(self.spool.read, entry)
-                except KeyError:  # replaced or removed meanwhile; the newer one comes later
-                    continue
-                except SpoolCorrupted as exc:
-                    report.quarantined += 1
-                    report.errors.append(str(exc))
-                    continue
-                metadata = {**entry.metadata, SHA256_METADATA: entry.sha256}
-                began = time.perf_counter()
-                try:
-                    etag = await self._call(
-                        "upload",
-                        entry.key,
-                        data,
-                        content_type=entry.content_type,
-                        metadata=metadata,
-                        bucket=entry.bucket,
-                    )
-                    await self._verify(entry, etag)
-                except asyncio.CancelledError:
-                    raise
-                except Exception as exc:
-                    reason = redact(f"{type(exc).__name__}: {exc}")
-                    if not isinstance(exc, VerificationFailed) and self._is_outage(exc):
-                        report.stopped = reason
-                        break
-                    where = self._where(entry)
-                    reason = f"bucket {where!r}: {reason}"
-                    permanent = not isinstance(exc, VerificationFailed) and self._is_permanent(exc)
-                    give_up = permanent or entry.attempts + 1 >= self.max_attempts
-                    if give_up and not permanent:
-                        reason = f"gave up after {entry.attempts + 1} attempts: {reason}"
-                    report.failed += 1
-                    report.gave_up += give_up
-                    report.errors.append(f"{where}/{entry.key}: {reason}")
-                    await asyncio.to_thread(self.spool.mark_failed, entry, reason, give_up=give_up)
-                    log = logger.error if give_up else logger.warning
-                    log(
-                        "spool: upload of %s/%s failed (attempt %d%s): %s",
-                        where,
-                        entry.key,
-                        entry.attempts + 1,
-                        "; marked failed, waiting for an operator" if give_up else "",
-                        reason,
-                    )
-                    continue
-                await asyncio.to_thread(self.spool.remove, entry)
-                report.uploaded += 1
-                report.bytes += entry.size
-                self.spool._emit(
-                    "uploaded",
-                    bucket=entry.bucket,
-                    key=entry.key,
-                    size=entry.size,
-                    seconds=time.perf_counter() - began,
-                )
+            entries = iter(await asyncio.to_thread(self.spool.entries))
+            in_flight = 0
+
+            async def worker() -> None:
+                nonlocal in_flight
+                while report.stopped is None:
+                    if limit is not None and report.uploaded + in_flight >= limit:
+                        return
+                    entry = next(entries, None)
+                    if entry is None:
+                        return
+                    in_flight += 1
+                    try:
+                        await self._upload_entry(entry, report)
+                    finally:
+                        in_flight -= 1
+
+            try:
+                async with asyncio.TaskGroup() as group:  # a failure or cancel ends them all
+                    for _ in range(self.concurrency):
+                        group.create_task(worker())
+            except BaseExceptionGroup as failed:  # the journal failed (disk): as before
+                raise failed.exceptions[0]  # noqa: B904 - the group is only a wrapper
             report.seconds = time.perf_counter() - start
             self.last_report = report
             if report.uploaded or report.failed or report.quarantined:

@@ -120,7 +120,12 @@ def make_app(var_dir: Path, *, ai_url: str | None = None, database_url: str | No
     from inventario.app import create_app
     from inventario.config import load_settings
 
-    settings: dict[str, Any] = {"var_dir": var_dir, "heartbeat": 3600.0}
+    # an admin token the fuzzer does not know: the admin routes exist and must refuse it
+    settings: dict[str, Any] = {
+        "var_dir": var_dir,
+        "heartbeat": 3600.0,
+        "admin_token": "fuzz-admin-token-not-guessable-0123456789",
+    }
     if ai_url is not None:
         settings.update(openai_api_key="sk-fuzz", openai_base_url=ai_url)
     if database_url is not None:

@@ -104,3 +104,18 @@ async def test_a_missing_postgres_database_is_a_503_without_internals(
         assert int(r.headers["Retry-After"]) == body["retry_after"] >= 1
         assert "inventario_does_not_exist_yet" not in r.text
         assert "127.0.0.1" not in r.text and "postgres" not in r.text.lower()
+
+
+async def test_health_shows_no_paths_users_or_hosts_without_the_admin_token(
+    make_app: Callable[..., FastAPI], tmp_path: Any
+) -> None:
+    token = "adm1n-t0ken-for-health"
+    app = make_app(admin_token=token)
+    async with running(app) as client:
+        public = await client.get("/health")
+        assert public.status_code == 200
+        assert str(tmp_path) not in public.text and "inventario.db" not in public.text
+        assert {c["name"] for c in public.json()["components"]} >= {"database", "cache"}
+        full = await client.get("/health", headers={"Authorization": f"Bearer {token}"})
+        assert full.status_code == 200 and full.json()["details"] is True
+        assert "inventario.db" in full.text  # the details are there, for the operator

@@ -222,10 +222,11 @@ async def test_health_document(world: World) -> None:
             world.kv.get("b")
     trip(world, "cache")
     async with client(make_app(world)) as http:
-        r = await http.get("/health")
+        r = await http.get("/health", headers=bearer())
     assert r.status_code == 200
     assert r.headers["content-type"] == "application/json"
     doc = r.json()
+    assert doc["details"] is True
     assert doc["level"] == world.manager.level.name
     assert doc["level_value"] == int(world.manager.level)
     assert doc["score"] == world.manager.score
@@ -261,6 +262,40 @@ async def test_health_document(world: World) -> None:
     assert "kv://app:***@kv" in text  # the error is there, redacted
     for leak in ("<bound method", "<function", " object at 0x"):
         assert leak not in text
+
+
+async def test_health_without_the_admin_token_names_components_and_states_only(
+    world: World,
+) -> None:
+    world.kv.up = False
+    for _ in range(2):
+        with pytest.raises(DependencyError):  # the error names the host and the user
+            world.kv.get("b")
+    trip(world, "cache")
+    async with client(make_app(world)) as http:
+        public = await http.get("/health")
+        wrong = await http.get("/health", headers=bearer("not-the-token"))
+        missing_scheme = await http.get("/health", headers={"Authorization": "Basic eDp5"})
+    assert public.status_code == 200
+    doc = public.json()
+    assert doc["details"] is False and "admin token" in doc["details_hint"]
+    assert doc["level"] == world.manager.level.name and doc["score"] == world.manager.score
+    components = {c["name"]: c for c in doc["components"]}
+    assert components["cache"] == {
+        "name": "cache",
+        "configured": True,
+        "status": components["cache"]["status"],
+        "score": components["cache"]["score"],
+        "down": True,
+    }
+    for c in doc["components"]:
+        assert set(c) <= {"name", "configured", "status", "score", "down"}
+    assert doc["features"]["cache_read"] == {"enabled": False, "reason": "cache down"}
+    for hidden in ("transitions", "explanation", "settings"):
+        assert hidden not in doc
+    assert "kv:6379" not in public.text and "kv://" not in public.text
+    assert wrong.status_code == 403 and wrong.json()["code"] == "forbidden"
+    assert missing_scheme.status_code == 401
 
 
 async def test_health_document_is_strict_json(world: World) -> None:
@@ -645,7 +680,7 @@ async def test_admin_pin_and_unpin(world: World, caplog: pytest.LogCaptureFixtur
             }
             assert world.manager.level is Level.MINIMAL
             assert (await http.get("/orders")).status_code == 503
-            health = (await http.get("/health")).json()
+            health = (await http.get("/health", headers=bearer())).json()
             assert health["pinned"]["reason"] == "db migration"
             r = await http.delete("/admin/level/pin", headers=bearer())
             assert r.status_code == 200

@@ -25,7 +25,7 @@ from brownout.web._status import (
     admin_unpin,
     authorize,
     check_admin_token,
-    health_document,
+    health_reply,
     live,
     method_not_allowed,
     not_found,
@@ -202,7 +202,8 @@ class StatusApp:
             elif path == "/health/ready":
                 await _send_reply(send, ready(self.manager))
             else:
-                await _send_reply(send, _health(self.manager))
+                authorization = _header(scope, b"authorization")
+                await _send_reply(send, health_reply(self.manager, self._token, authorization))
             return
         if self._token is not None:
             reply = await self._admin(method, path, scope, receive)
@@ -239,10 +240,6 @@ class StatusApp:
         query = parse_qs(bytes(scope.get("query_string", b"")).decode("latin-1"))
         seconds = query.get("seconds", [None])[-1]
         return admin_breaker(self.manager, parts[3], parts[4], seconds)
-
-
-def _health(manager: DegradationManager) -> Reply:
-    return Reply(200, health_document(manager))
 
 
 def _header(scope: Scope, name: bytes) -> str | None:

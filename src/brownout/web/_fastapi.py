@@ -44,7 +44,7 @@ from brownout.web._status import (
     authorize,
     check_admin_token,
     feature_unavailable,
-    health_document,
+    health_reply,
     live,
     ready,
 )
@@ -117,9 +117,14 @@ def health_router(
     async def health_ready() -> Response:
         return _respond(ready(manager))
 
-    @router.get("/health", tags=["health"], summary="Level, score, components, features, why")
-    async def health() -> Response:
-        return _respond(Reply(200, health_document(manager)))
+    @router.get(
+        "/health",
+        tags=["health"],
+        summary="Level, score, components, features; the why and the details with the admin token",
+        responses=problem_responses(401, 403),
+    )
+    async def health(request: Request) -> Response:
+        return _respond(health_reply(manager, token, request.headers.get("authorization")))
 
     if metrics is not None:
         from brownout.prometheus import CONTENT_TYPE

@@ -42,6 +42,7 @@ __all__ = [
     "feature_unavailable",
     "find_breaker",
     "health_document",
+    "health_reply",
     "live",
     "ready",
     "retry_after_seconds",
@@ -179,11 +180,43 @@ def _features(manager: DegradationManager) -> dict[str, Any]:
     return out
 
 
-def health_document(manager: DegradationManager) -> dict[str, Any]:
-    """``/health``: level, score, components, features, transitions, explanation, settings."""
+#: Where the details of ``/health`` are, told to a client that asked without the token.
+DETAILS_HINT = (
+    "components and their state only: errors, adapters, breakers, probes, transitions and "
+    "settings with 'Authorization: Bearer <admin token>'"
+)
+
+
+def health_document(manager: DegradationManager, *, details: bool = True) -> dict[str, Any]:
+    """``/health``: level, score, components, features, transitions, explanation, settings.
+
+    ``details=False`` is what anyone may see: the level, the score, each
+    component's name and state, each feature's state. Everything that can
+    name internals (errors, adapters with their hosts, users and paths,
+    breakers, probes, transitions, the explanation, settings) needs
+    ``details=True`` (the routers: a valid admin token).
+    """
     evaluation = manager.last_evaluation
     views = {v.name: v for v in evaluation.components} if evaluation is not None else {}
     pin = manager.pinned
+    if not details:
+        public: dict[str, Any] = _scrub(
+            {
+                "level": manager.level.name,
+                "level_value": int(manager.level),
+                "score": manager.score,
+                "components": [_state(c, views.get(c.name)) for c in manager.components],
+                "features": {
+                    name: {"enabled": f["enabled"], "reason": f["reason"]}
+                    for name, f in _features(manager).items()
+                },
+                "pinned": None if pin is None else {"level": pin[0].name},
+                "retry_after_s": retry_after_seconds(manager),
+                "details": False,
+                "details_hint": DETAILS_HINT,
+            }
+        )
+        return public
     doc = {
         "level": manager.level.name,
         "level_value": int(manager.level),
@@ -198,9 +231,35 @@ def health_document(manager: DegradationManager) -> dict[str, Any]:
         else {"level": pin[0].name, "seconds_left": pin[1], "reason": pin[2]},
         "predicted_recovery_s": manager.predict_recovery(),
         "retry_after_s": retry_after_seconds(manager),
+        "details": True,
     }
     scrubbed: dict[str, Any] = _scrub(doc)
     return scrubbed
+
+
+def _state(c: Component, view: Any) -> dict[str, Any]:
+    """A component as anyone may see it: name and state, nothing it was configured with."""
+    doc: dict[str, Any] = {"name": c.name, "configured": c.configured}
+    if view is not None:
+        doc.update(status=view.status, score=view.score, down=view.down)
+    return doc
+
+
+def health_reply(
+    manager: DegradationManager, admin_token: str | None, authorization: str | None
+) -> Reply:
+    """``GET /health``: the details with a valid admin token, the public document without one.
+
+    No ``Authorization`` header: the public document (200). A header with a
+    wrong token: 401/403 as the admin endpoints answer (not a silently shorter
+    document).
+    """
+    if authorization is None or admin_token is None:
+        return Reply(200, health_document(manager, details=False))
+    denied = authorize(admin_token, authorization)
+    if denied is not None:
+        return denied
+    return Reply(200, health_document(manager, details=True))
 
 
 def feature_unavailable(manager: DegradationManager, feature: str) -> Reply:

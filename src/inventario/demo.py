@@ -200,6 +200,8 @@ class Stack:
         self.service: ServiceProcess | None = None
         self._closeables: list[Callable[[], None]] = []
         self.api_key = f"sk-demo-{uuid.uuid4().hex}"
+        # the demo reads /health's details (breakers, why, transitions): the admin's view
+        self.admin_token = f"demo-admin-{uuid.uuid4().hex}"
 
     # -- start ---------------------------------------------------------------------
 
@@ -293,6 +295,7 @@ class Stack:
             HEARTBEAT="0.5",
             RECOVERY_DWELL=str(self.options.dwell),
             PYTHONUNBUFFERED="1",
+            ADMIN_TOKEN=self.admin_token,
         )
         redis, db, s3, ai = (self.deps[n] for n in ("redis", "database", "s3", "openai"))
         if redis.available:
@@ -657,7 +660,8 @@ class Demo:
 
     async def poll(self, client: httpx.AsyncClient) -> None:
         try:
-            health = (await client.get("/health")).json()
+            token = {"Authorization": f"Bearer {self.stack.admin_token}"}
+            health = (await client.get("/health", headers=token)).json()
             about = (await client.get("/about")).json()
         except (httpx.HTTPError, ValueError):
             return

@@ -38,6 +38,7 @@ HEARTBEAT = 0.2
 DWELL = 0.5
 EVENTUALLY = 30.0
 API_KEY = "sk-e2e-SECRET-0123456789"
+ADMIN_TOKEN = "e2e-admin-token-0123456789"
 AI_PRICE = {"price": 14.25, "rationale": "competitors charge more"}
 
 
@@ -80,7 +81,8 @@ class Service:
         return check
 
     async def health(self) -> dict[str, Any]:
-        r = await self.client.get("/health")
+        """``/health`` with its details (breakers, explanation): the admin's view."""
+        r = await self.client.get("/health", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
         assert r.status_code == 200, r.text
         body: dict[str, Any] = r.json()
         return body
@@ -185,6 +187,7 @@ async def service(
         openai_base_url=openai_stub.base_url_for(port=openai_proxy.port),
         heartbeat=HEARTBEAT,
         recovery_dwell=DWELL,
+        admin_token=ADMIN_TOKEN,
     )
     sku = f"E2E-{uuid.uuid4().hex[:8].upper()}"
     openai_stub.default_content = ai_answers(sku)

@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         "--backend", choices=("sqlite", "postgres", "both"), default="both", help="(both)"
     )
     args = parser.parse_args(argv)
-    from brownout.testing.servers import OpenAIStub, PostgresServer
+    from brownout.testing.servers import OpenAIStub, PostgresServer, find_pg_bin
 
     failed = False
     reports = []
@@ -153,7 +153,11 @@ def main(argv: list[str] | None = None) -> int:
                 app = make_app(Path(tmp) / "sqlite", ai_url=stub.base_url)
                 reports.append(run(app, "sqlite", args))
             if args.backend in ("postgres", "both"):
-                server = PostgresServer()
+                pg_bin = find_pg_bin()
+                if pg_bin is None:
+                    print("no PostgreSQL binaries found: PostgreSQL skipped", file=sys.stderr)
+                    return 1
+                server = PostgresServer(pg_bin=pg_bin)
                 server.start()
                 try:
                     url = server.create_database()
@@ -175,9 +179,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(app: Any, backend: str, args: argparse.Namespace) -> FuzzReport:
-    return fuzz_app(
+    report = fuzz_app(
         app, backend=backend, seconds=args.seconds, max_examples=args.max_examples, seed=args.seed
     )
+    print(report.summary(), flush=True)  # as each backend finishes (again at the end)
+    return report
 
 
 if __name__ == "__main__":

@@ -464,8 +464,8 @@ async def test_unknown_feature_at_request_time_is_a_clear_500(
         with caplog.at_level(logging.ERROR, logger="brownout.web"):
             r = await http.get("/late")
     assert r.status_code == 500
-    assert "unknown feature 'ordres'" in r.json()["detail"]
-    assert "requires an unknown feature" in caplog.text
+    assert "misconfigured" in r.json()["detail"] and "ordres" not in r.text  # no internals
+    assert "requires an unknown feature" in caplog.text and "'ordres'" in caplog.text
     assert r.headers["X-Degradation-Level"] == "OPTIMAL"
 
 
@@ -482,8 +482,8 @@ async def test_requires_feature_without_a_manager_is_a_clear_500(
         with caplog.at_level(logging.ERROR, logger="brownout.web"):
             r = await http.get("/x")
     assert r.status_code == 500
-    assert "no DegradationManager" in r.json()["detail"]
-    assert "app.state.brownout = manager" in caplog.text
+    assert "misconfigured" in r.json()["detail"] and "DegradationManager" not in r.text
+    assert "no DegradationManager" in caplog.text and "app.state.brownout = manager" in caplog.text
 
 
 def test_requires_feature_arguments() -> None:

@@ -213,6 +213,10 @@ async def feature_unavailable_handler(request: Request, exc: Exception) -> Respo
     return _respond(exc.reply)
 
 
+#: What a client is told of a route that cannot run (the log names the cause: not the client).
+_MISCONFIGURED = "this route is misconfigured and cannot run; the service's log says why"
+
+
 class requires_feature:  # lower case: used like a function, Depends(requires_feature("x"))
     """A FastAPI dependency: 503 (:class:`FeatureUnavailable`) while ``feature`` is off.
 
@@ -249,9 +253,7 @@ class requires_feature:  # lower case: used like a function, Depends(requires_fe
                 request.method,
                 request.url.path,
             )
-            raise HTTPException(
-                500, detail="brownout: no DegradationManager configured for this app"
-            )
+            raise HTTPException(500, detail=_MISCONFIGURED)
         return manager
 
     async def __call__(self, request: Request) -> None:
@@ -265,9 +267,7 @@ class requires_feature:  # lower case: used like a function, Depends(requires_fe
                 request.url.path,
                 exc,
             )
-            raise HTTPException(
-                500, detail=f"brownout: this route requires an unknown feature {self.feature!r}"
-            ) from None
+            raise HTTPException(500, detail=_MISCONFIGURED) from None
         if not on:
             raise FeatureUnavailable(feature_unavailable(manager, self.feature))
 

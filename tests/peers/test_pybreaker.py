@@ -22,10 +22,6 @@ differences that recur:
 * Configuration is a frozen ``BreakerConfig``: no setters, changes go
   through ``cb.reconfigure(config.replace(...))``.
 
-Not yet here (only passing tests are kept): ``test_acall_rejects_sync_generator``
-and ``test_acall_rejects_async_generator``. brownout counts the ``TypeError`` of
-``acall(generator function)`` as a dependency failure; reported as a bug.
-
 Left out (``LEFT_OUT`` below, with the reason for each): pybreaker's state
 storages (Redis, initial state from storage), tornado-only and private-API
 cases, and the Redis re-runs of the storage mixin and the thread tests.
@@ -1045,6 +1041,32 @@ async def test_pybreaker_acall_excluded_exceptions() -> None:
         await cb.acall(err_biz)
     assert fail_counter(cb) == 1  # pybreaker: 0
     assert cb.snapshot().total_ignored == 1
+
+
+async def test_pybreaker_acall_rejects_sync_generator() -> None:
+    cb = breaker()
+
+    def gen() -> Iterator[int]:
+        yield 1
+
+    with pytest.raises(TypeError, match="generator function"):
+        await cb.acall(gen)  # type: ignore[arg-type]
+    assert fail_counter(cb) == 0
+    assert cb.snapshot().total_failures == 0
+    assert cb.state is State.CLOSED
+
+
+async def test_pybreaker_acall_rejects_async_generator() -> None:
+    cb = breaker()
+
+    async def agen():  # type: ignore[no-untyped-def]
+        yield 1
+
+    with pytest.raises(TypeError, match="async generator function"):
+        await cb.acall(agen)
+    assert fail_counter(cb) == 0
+    assert cb.snapshot().total_failures == 0
+    assert cb.state is State.CLOSED
 
 
 @deliberate("the tripping call and the failing probe raise their own error, not BreakerOpen")

@@ -8,16 +8,18 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import RedirectResponse, Response
+from fastapi.responses import JSONResponse, RedirectResponse, Response
 
 from brownout import BreakerOpen
 from brownout.web import (
     BodyLimitMiddleware,
+    authorize,
     check_features,
     document_problems,
     install,
     problem,
     problem_response,
+    problem_responses,
 )
 from inventario import __version__, store
 from inventario.api import router as api_router
@@ -102,15 +104,25 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     async def index() -> RedirectResponse:
         return RedirectResponse("/status")
 
-    @app.get("/about", tags=["health"])
-    async def about() -> dict[str, Any]:
-        """Version, configuration (secrets removed) and backlogs."""
-        return {
-            "service": "inventario",
-            "version": __version__,
-            "configuration": rt.settings.describe(),
-            **rt.health_extras(),
-        }
+    admin = rt.settings.admin_token.get_secret_value() if rt.settings.admin_token else None
+
+    @app.get("/about", tags=["health"], responses=problem_responses(401, 403))
+    async def about(request: Request) -> Response:
+        """Version and backlogs; the configuration (secrets removed) with the admin token.
+
+        The configuration names paths, hosts and users: like ``/health``'s
+        details, it is shown only with ``Authorization: Bearer <ADMIN_TOKEN>``
+        (a wrong token is a 401/403 problem).
+        """
+        doc: dict[str, Any] = {"service": "inventario", "version": __version__}
+        authorization = request.headers.get("authorization")
+        if authorization is not None and admin is not None:
+            denied = authorize(admin, authorization)
+            if denied is not None:
+                return problem_response(denied)
+            doc["configuration"] = rt.settings.describe()
+        doc.update(rt.health_extras())
+        return JSONResponse(doc)
 
     app.include_router(api_router)
     install_docs(app)
@@ -125,7 +137,6 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         exempt={("POST", "/invoices")},  # uploads stream to disk under INVOICE_MAX_BYTES
         hint="MAX_BODY_BYTES",
     )
-    admin = rt.settings.admin_token.get_secret_value() if rt.settings.admin_token else None
     if admin:  # the spool's and the outbox's operator endpoints, as brownout's admin ones
         from inventario.outbox_admin import router as outbox_admin
         from inventario.spool_admin import router as spool_admin

@@ -119,3 +119,20 @@ async def test_health_shows_no_paths_users_or_hosts_without_the_admin_token(
         full = await client.get("/health", headers={"Authorization": f"Bearer {token}"})
         assert full.status_code == 200 and full.json()["details"] is True
         assert "inventario.db" in full.text  # the details are there, for the operator
+
+
+async def test_about_shows_the_configuration_only_with_the_admin_token(
+    make_app: Callable[..., FastAPI], tmp_path: Any
+) -> None:
+    token = "adm1n-t0ken-for-about"
+    app = make_app(admin_token=token)
+    async with running(app) as client:
+        public = await client.get("/about")
+        assert public.status_code == 200
+        assert public.json()["service"] == "inventario" and "outbox" in public.json()
+        assert "configuration" not in public.json() and str(tmp_path) not in public.text
+        full = await client.get("/about", headers={"Authorization": f"Bearer {token}"})
+        assert full.json()["configuration"]["admin_token"] == "***"
+        assert str(tmp_path) in full.text
+        wrong = await client.get("/about", headers={"Authorization": "Bearer nope"})
+        assert_problem(wrong, 403, "forbidden")

@@ -35,6 +35,7 @@ from brownout.web._asgi import DegradationHeaderMiddleware, StatusApp
 from brownout.web._problem import PROBLEM_CONTENT_TYPE, PROBLEM_SCHEMA, excerpt, problem
 from brownout.web._reply import Reply
 from brownout.web._status import (
+    authorize,
     feature_unavailable,
     health_document,
     live,
@@ -66,6 +67,7 @@ __all__ = [
     "FeatureUnavailable",
     "Reply",
     "StatusApp",
+    "authorize",
     "check_features",
     "document_problems",
     "excerpt",

@@ -96,6 +96,7 @@ class Result:
     rates: list[float] = field(default_factory=list)  # intents/s, one per repetition
     latencies_us: list[float] = field(default_factory=list)  # per call, all repetitions
     note: str = ""
+    per_commit: list[float] = field(default_factory=list)  # intents per journal commit
 
 
 class Checks:
@@ -158,6 +159,7 @@ def submit_one_thread(root: Path, n: int, result: Result, checks: Checks) -> Non
     elapsed = time.perf_counter() - start
     checks.expect(box.pending_count() == n + 10, "submit: an intent is missing")
     result.rates.append(n / elapsed)
+    result.per_commit.append((n + 10) / box._groups)
     remove_journal(box)
 
 
@@ -184,6 +186,7 @@ def submit_threads(root: Path, n: int, threads: int, result: Result, checks: Che
     elapsed = time.perf_counter() - start
     checks.expect(box.pending_count() == per * threads + 10, "threads: an intent is missing")
     result.rates.append(per * threads / elapsed)
+    result.per_commit.append((per * threads + 10) / box._groups)
     remove_journal(box)
 
 
@@ -206,6 +209,7 @@ def submit_tasks(root: Path, n: int, tasks: int, result: Result, checks: Checks)
     elapsed = asyncio.run(run())
     checks.expect(box.pending_count() == per * tasks + 10, "tasks: an intent is missing")
     result.rates.append(per * tasks / elapsed)
+    result.per_commit.append((per * tasks + 10) / box._groups)
     remove_journal(box)
 
 
@@ -310,7 +314,8 @@ async def drain_into(
     start = time.perf_counter()
     report = await replayer.drain()
     elapsed = time.perf_counter() - start
-    checks.expect(report.applied == count, f"{name}: applied {report.applied} of {count}")
+    why = f" (stopped: {report.stopped})" if report.stopped else ""
+    checks.expect(report.applied == count, f"{name}: applied {report.applied} of {count}{why}")
     checks.expect(box.pending_count() == 0, f"{name}: intents left in the journal")
     into.rates.append(count / elapsed)
     if into.scenario.startswith("7."):
@@ -372,6 +377,8 @@ def report(results: list[Result], info: dict[str, Any], params: dict[str, Any]) 
             latency = f"{statistics.median(lat) / 1000:.3f} / {p99 / 1000:.3f}"
         else:
             latency = ""
+        if r.per_commit:
+            latency += f"{'; ' if latency else ''}{statistics.median(r.per_commit):.1f}/commit"
         rows.append(
             [
                 r.scenario,
@@ -390,7 +397,7 @@ def report(results: list[Result], info: dict[str, Any], params: dict[str, Any]) 
             "intents/s (median)",
             "min to max",
             "ms per intent",
-            "call p50 / p99 (ms)",
+            "call p50 / p99 (ms); intents per commit",
             "reps x intents",
         ],
         rows,

@@ -211,6 +211,7 @@ class Outbox:
         self._group = threading.Condition(threading.Lock())
         self._queue: list[_Request] = []
         self._leading = False
+        self._groups = 0  # group commits written (intents per fsync = submits / groups)
         self._pool: ThreadPoolExecutor | None = None
         # (pending count, pending bytes) as of this connection's last write, valid while
         # PRAGMA data_version says no other connection (another process) wrote since
@@ -489,6 +490,7 @@ class Outbox:
         the group is written); a full outbox or an idempotency conflict fails only
         the request it concerns."""
         try:
+            self._groups += 1
             with self._tx_locked("submit") as db:
                 count, total = self._usage_locked(db)
                 now = self._clock()

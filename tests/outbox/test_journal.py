@@ -187,3 +187,25 @@ def test_an_operator_can_list_retry_and_discard_dead_letters(box: Outbox) -> Non
         "discarded",
         "discarded",
     ]
+
+
+def test_the_newest_applied_keys_are_kept_up_to_done_retention(tmp_path: Path) -> None:
+    box = Outbox(tmp_path / "o.db", done_retention=3)
+    intents = [box.submit("op", {"i": i}, idempotency_key=f"k{i}") for i in range(5)]
+    box.mark_applied_many(intents[:2])
+    box.mark_applied_many(intents[2:])
+    assert [box.status(f"k{i}") for i in range(5)] == [None, None, *["applied"] * 3]
+    assert box.counters()["replayed"] == 5
+    box.close()
+
+
+def test_a_batch_is_oldest_first_and_a_waiting_stream_gives_none(tmp_path: Path) -> None:
+    box = Outbox(tmp_path / "o.db", clock=lambda: 1000.0)
+    for i in range(6):
+        box.submit("op", {"i": i}, stream="ab"[i % 2], idempotency_key=f"k{i}")
+    (head_a, *_) = box.batch()
+    box.mark_failed(head_a, "try later", backoff=60)  # stream a waits 60 s
+    assert [i.key for i in box.batch()] == ["k1", "k3", "k5"]
+    assert [i.key for i in box.batch(limit=2)] == ["k1", "k3"]
+    assert [i.key for i in box.batch(now=1061)] == [f"k{i}" for i in range(6)]
+    box.close()

@@ -264,7 +264,7 @@ def _cut(value: Any, width: int) -> str:
 
 
 def _table(headers: list[str], rows: list[list[str]], right: frozenset[int] = frozenset()) -> str:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
+    widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(headers)]
 
     def line(cells: list[str]) -> str:
         return "  ".join(

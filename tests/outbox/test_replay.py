@@ -244,3 +244,28 @@ async def test_prepare_runs_until_it_succeeds_once_and_the_drain_waits_for_it(
     await replayer.drain()
     assert replayer.prepared and len(calls) == 4
     box.close()
+
+
+async def test_an_open_breaker_paces_the_retries_other_outages_back_off(
+    tmp_path: Path, db: AsyncDatabase
+) -> None:
+    from brownout.outbox._replay import stopped_in_a_row
+
+    box = Outbox(tmp_path / "o.db")
+    applier = make_applier(db)
+    await applier.ensure_schema()
+    box.submit("move", {"sku": "A", "n": 1}, stream="A")
+    db.breaker.force_open()
+    rejected = await Replayer(box, applier).drain()
+    assert rejected.stopped is not None and rejected.rejected
+    assert stopped_in_a_row(rejected, 4) == 0  # next drain on the heartbeat
+    db.breaker.reset()
+
+    async def refused(intent: object) -> None:
+        raise ConnectionRefusedError("refused")
+
+    failing = await Replayer(box, refused).drain()
+    assert failing.stopped is not None and not failing.rejected
+    assert stopped_in_a_row(failing, 4) == 5  # backs off further
+    assert stopped_in_a_row(await Replayer(box, applier).drain(), 5) == 0
+    box.close()

@@ -11,13 +11,14 @@ from typing import Any
 
 from brownout._aio import cancel_and_wait, wait_woken
 from brownout._breaker import CircuitBreaker
+from brownout._errors import BreakerOpen
 from brownout._events import StateChange
 from brownout._outage import default_is_outage
 from brownout._redact import redact
 from brownout._state import State
 from brownout.outbox._journal import Intent, Outbox, next_backoff
 
-__all__ = ["ReplayReport", "Replayer", "outage_wait"]
+__all__ = ["ReplayReport", "Replayer", "outage_wait", "stopped_in_a_row"]
 
 logger = logging.getLogger("brownout.outbox")
 
@@ -32,6 +33,7 @@ class ReplayReport:
     failed: int = 0  # caller errors (retried later, or dead-lettered)
     dead: int = 0
     stopped: str | None = None  # why it stopped early: the dependency is failing
+    rejected: bool = False  # stopped by an open breaker (it paces the retries itself)
     seconds: float = 0.0
     errors: list[str] = field(default_factory=list)
 
@@ -227,6 +229,7 @@ class Replayer:
         reason = _reason(exc)
         if self._is_outage(exc):
             report.stopped = reason
+            report.rejected = isinstance(exc, BreakerOpen)
             # shown by /writes/{key}: why it waits (not an attempt)
             await asyncio.to_thread(self.outbox.mark_waiting, intent, reason)
             return
@@ -264,7 +267,7 @@ class Replayer:
         while True:
             try:
                 report = await self.drain()
-                stopped = stopped + 1 if report.stopped else 0
+                stopped = stopped_in_a_row(report, stopped)
             except asyncio.CancelledError:
                 raise
             except Exception:  # the journal itself failed (disk): try again later
@@ -285,6 +288,17 @@ class Replayer:
         for undo in self._unsubscribe:
             undo()
         self._unsubscribe.clear()
+
+
+def stopped_in_a_row(report: ReplayReport, before: int) -> int:
+    """How many drains in a row an outage stopped, after ``report``: it backs off the
+    next one (:func:`outage_wait`). A drain an open breaker stopped does not count: the
+    breaker rejects at no cost until its own wait is over, and only a call let through
+    then (half-open) can find the database back and close it; waiting longer than the
+    heartbeat would only delay the replay after a recovery."""
+    if report.stopped is None or report.rejected:
+        return 0
+    return before + 1
 
 
 def outage_wait(stopped: int, heartbeat: float, cap: float) -> float:

@@ -25,7 +25,7 @@ from brownout.sql import AsyncDatabase, is_missing_schema
 from inventario.cache import ProductCache
 from inventario.config import Settings
 from inventario.db import create_schema
-from inventario.spool_health import SpoolHealth, adopt_local_bucket, spool_backlog
+from inventario.spool_health import InvoiceBinder, SpoolHealth, adopt_local_bucket, spool_backlog
 from inventario.writes import OPERATIONS, apply_write
 
 __all__ = ["FEATURES", "RULES", "Runtime", "build_runtime"]
@@ -137,6 +137,9 @@ class Runtime:
             if part is not None:
                 with contextlib.suppress(Exception):
                     await part.stop()
+        binder = self.extras.get("invoice_binder")
+        if binder is not None:
+            await binder.wait()  # the database is closed below
         await self.replayer.stop()
         await self.manager.stop()
         self.manager.close()
@@ -258,6 +261,9 @@ def build_runtime(settings: Settings) -> Runtime:
     spool_health = SpoolHealth(spool, manager if s3 is not None else None)
     spool.add_listener(spool_health.on_event)
     spool_parts["spool_health"] = spool_health
+    binder = InvoiceBinder(db)  # files spooled for "the configured bucket": record where they went
+    spool.add_listener(binder.on_event)
+    spool_parts["invoice_binder"] = binder
     coherence = None
     if cache is not None:
         # keys a write invalidates while Redis is away are journaled and deleted before

@@ -1,18 +1,30 @@
-"""The spool's health as inventario shows it: S3's problem, the status card's figures.
+"""The spool as inventario runs it: S3's problem, the status card's figures, and invoices
+bound to the bucket their file finally went to.
 
-Stdlib and brownout only (the runtime builds these before any route exists).
+No routes here (the runtime builds these before any route exists).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Mapping
 from typing import Any
 
+from sqlalchemy import update
+
 from brownout.health import DegradationManager
 from brownout.spool import Spool, SpoolError
+from inventario.db import invoices
 
-__all__ = ["LOCAL_BUCKET", "UNBOUND", "SpoolHealth", "adopt_local_bucket", "spool_backlog"]
+__all__ = [
+    "LOCAL_BUCKET",
+    "UNBOUND",
+    "InvoiceBinder",
+    "SpoolHealth",
+    "adopt_local_bucket",
+    "spool_backlog",
+]
 
 logger = logging.getLogger("inventario")
 
@@ -61,6 +73,63 @@ class SpoolHealth:
 
     def on_event(self, event: str, fields: Mapping[str, Any]) -> None:
         self.refresh()
+
+
+class InvoiceBinder:
+    """Records the bucket a file spooled for "the configured bucket" was uploaded to.
+
+    A spool listener: on ``uploaded`` of an entry without a bucket it sets the
+    invoice's bucket to the one the file went to (and its recorded storage to
+    ``s3``), so a later change of ``S3_BUCKET`` does not send its downloads to a
+    bucket that never had it. Best effort, in a task on the running loop: if the
+    database cannot take it now, the invoice keeps :data:`UNBOUND` ("the configured
+    bucket"), which is right until the configuration changes again (logged).
+    """
+
+    def __init__(self, db: Any) -> None:
+        self.db = db  # brownout.sql.AsyncDatabase
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def on_event(self, event: str, fields: Mapping[str, Any]) -> None:
+        if event != "uploaded" or fields.get("bucket") is not None:
+            return
+        key, destination = fields.get("key"), fields.get("destination")
+        if not isinstance(key, str) or not isinstance(destination, str) or not destination:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # uploaded outside the service's loop: nothing to record in
+            return
+        task = loop.create_task(self.bind(key, destination))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def bind(self, key: str, bucket: str) -> None:
+        """Set the bucket of the invoice whose file ``key`` went to ``bucket``."""
+        try:
+            async with self.db.session() as s:
+                await s.execute(
+                    update(invoices)
+                    .where(
+                        invoices.c.object_key == key,
+                        invoices.c.storage == "spool",
+                        invoices.c.bucket.in_([UNBOUND, LOCAL_BUCKET]),
+                    )
+                    .values(bucket=bucket, storage="s3")
+                )
+        except Exception as exc:
+            logger.warning(
+                "invoice file %s went to bucket %r, but its invoice could not record it (%s): "
+                "it is looked for in the configured bucket",
+                key,
+                bucket,
+                type(exc).__name__,
+            )
+
+    async def wait(self) -> None:
+        """Let the recordings started so far finish (at stop, and in tests)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
 
 def adopt_local_bucket(spool: Spool) -> int:

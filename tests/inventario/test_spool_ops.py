@@ -74,6 +74,15 @@ async def test_files_spooled_without_s3_go_to_the_bucket_configured_later(
         assert (await client.get(f"/invoices/{invoice['id']}")).json()["storage"] == "s3"
         s3 = component((await client.get("/health")).json(), "s3")
         assert s3["status"] == "up"
+        await app.state.runtime.extras["invoice_binder"].wait()
+
+    # the invoice now names the bucket its file went to: changing S3_BUCKET again does not
+    # send its downloads to a bucket that never had the file
+    other = s3_server.create_bucket()
+    async with running(make_app(**s3_settings(s3_server, other))) as client:
+        file = await client.get(f"/invoices/{invoice['id']}/file")
+        assert file.status_code == 200, file.text
+        assert file.content == TEXT_INVOICE
 
 
 async def test_files_an_older_release_spooled_under_its_local_bucket_name_are_adopted(

@@ -273,6 +273,7 @@ class SpoolUploader:
             "uploaded",
             bucket=entry.bucket,
             key=entry.key,
+            destination=self._where(entry),  # the bucket it went to (for bucket=None)
             size=entry.size,
             seconds=time.perf_counter() - began,
         )

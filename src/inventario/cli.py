@@ -76,7 +76,11 @@ def _lock_var_dir(var_dir: Path) -> int:
 def _bind(host: str, port: int) -> socket.socket:
     """The listening socket, bound before the banner so a busy port is reported first."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP spelled out: asyncio sets TCP_NODELAY only on sockets whose proto is
+    # IPPROTO_TCP, and accepted ones inherit 0 from a socket made without it; without
+    # TCP_NODELAY each keep-alive response written in two parts waited ~40 ms for the
+    # client's delayed ACK (Nagle): every request after a connection's first
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     # as uvicorn does: a restart may rebind while old connections sit in TIME_WAIT
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:

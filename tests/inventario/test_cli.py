@@ -369,3 +369,35 @@ def test_serve_refuses_a_read_only_var_dir(tmp_path: Path) -> None:
 def test_serve_refuses_a_var_dir_where_no_file_can_be_written() -> None:
     """An existing directory that refuses new files, even to root (so this runs in CI)."""
     _refused(_serve(Path("/proc"), free_port()), "VAR_DIR /proc is not", "VAR_DIR to a directory")
+
+
+async def test_serve_socket_answers_without_nagle_delays() -> None:
+    """The socket ``inventario serve`` binds hands uvicorn connections with TCP_NODELAY
+    (asyncio sets it only on IPPROTO_TCP sockets): without it every response on a
+    kept-alive connection, written in two parts, waited for the client's delayed ACK."""
+    import asyncio
+
+    from inventario.cli import _bind
+
+    sock = _bind("127.0.0.1", free_port())
+    accepted: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+    async def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = writer.get_extra_info("socket")
+        accepted.set_result(peer.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+        writer.close()
+        await writer.wait_closed()
+
+    server = await asyncio.start_server(on_connect, sock=sock)
+    try:
+        host, port = sock.getsockname()[:2]
+        _, writer = await asyncio.open_connection(host, port)
+        try:
+            nodelay = await asyncio.wait_for(accepted, 10)
+        finally:
+            writer.close()
+            await writer.wait_closed()
+        assert nodelay != 0, "accepted without TCP_NODELAY"
+    finally:
+        server.close()
+        await server.wait_closed()

@@ -28,6 +28,7 @@ Requires the ``sql`` extra: ``pip install 'brownout[sql]'``.
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import inspect
 import logging
@@ -78,6 +79,7 @@ __all__ = [
     "DEFAULT_POOL_TIMEOUT",
     "DEFAULT_SQLITE_TIMEOUT",
     "DEFAULT_STATEMENT_TIMEOUT",
+    "DEFAULT_WRITER_GROUP",
     "SQL_ERRORS",
     "AsyncDatabase",
     "CommandTimeout",
@@ -102,6 +104,8 @@ DEFAULT_STATEMENT_TIMEOUT = 5.0
 DEFAULT_COMMAND_TIMEOUT = 6.0
 #: SQLite: seconds to wait for a lock held by another connection ("database is locked").
 DEFAULT_SQLITE_TIMEOUT = 5.0
+#: SQLite writer: at most this many units of work share one transaction (one commit).
+DEFAULT_WRITER_GROUP = 64
 
 
 # --------------------------------------------------------------------------- psycopg
@@ -440,6 +444,40 @@ def _is_memory_sqlite(url: URL) -> bool:
         or "mode=memory" in database
         or url.query.get("mode") == "memory"
     )
+
+
+def _is_file_sqlite(url: URL) -> bool:
+    return url.get_backend_name() == "sqlite" and not _is_memory_sqlite(url)
+
+
+def _use_wal(engine: Engine) -> None:
+    """Every new connection of ``engine`` puts its SQLite file in WAL mode: readers
+    never wait for the writer, nor the writer's commit for readers (the mode is
+    stored in the file; setting it again is a no-op)."""
+
+    @event.listens_for(engine, "connect")
+    def _wal(dbapi_connection: Any, record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+        finally:
+            cursor.close()
+
+
+def _begin_immediate(engine: Engine) -> None:
+    """Transactions on ``engine`` start with ``BEGIN IMMEDIATE`` (SQLite): the write
+    lock is taken before the first statement, so a read-then-write transaction never
+    fails half-way on a lock another connection took after its read, and another
+    process's writer waits for it (busy timeout) instead of the other way round."""
+
+    @event.listens_for(engine, "connect")
+    def _manual(dbapi_connection: Any, record: Any) -> None:
+        # the driver's own implicit BEGIN (deferred, only before DML) is switched off
+        dbapi_connection.isolation_level = None
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn: Any) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def _engine_options(
@@ -836,6 +874,20 @@ class AsyncDatabase(_SQLAdapter):
 
     The async twin of :class:`Database`: same options, same classification.
 
+    **Writes on a SQLite file.** SQLite lets one connection write at a time; pooled
+    connections that all write wait for each other in SQLite's busy handler (it
+    sleeps and polls, up to ``sqlite_timeout``: seconds of tail latency under
+    load, and ``database is locked`` failures past it). :meth:`from_url` therefore
+    gives a SQLite file database a *writer*: one more engine with a single
+    connection whose transactions start with ``BEGIN IMMEDIATE``, and puts the
+    file in WAL mode (readers and the writer no longer block each other).
+    :meth:`write_session` hands the writer to one unit of work at a time, in
+    arrival order, through an in-process lock; waiting longer than
+    ``sqlite_timeout`` for it raises ``sqlalchemy.exc.TimeoutError`` (counted, as
+    a pool timeout). :meth:`session` stays on the pool, for reads. With
+    PostgreSQL (or an in-memory SQLite database) :meth:`write_session` is
+    :meth:`session`: the pool's connections write concurrently.
+
     >>> import asyncio
     >>> async def main() -> str:
     ...     async with AsyncDatabase.from_url("sqlite+aiosqlite://") as db:
@@ -860,6 +912,9 @@ class AsyncDatabase(_SQLAdapter):
         recent_operations: int = 50,
         session_options: Mapping[str, Any] | None = None,
         owns_engine: bool = False,
+        writer: AsyncEngine | None = None,
+        writer_wait: float = DEFAULT_SQLITE_TIMEOUT,
+        writer_group: int = DEFAULT_WRITER_GROUP,
     ) -> None:
         if not isinstance(engine, AsyncEngine):
             raise TypeError(
@@ -877,9 +932,19 @@ class AsyncDatabase(_SQLAdapter):
             recent_operations=recent_operations,
             owns_engine=owns_engine,
         )
+        if writer_wait <= 0:
+            raise ValueError(f"writer_wait must be > 0 seconds, got {writer_wait!r}")
+        if writer_group < 1:
+            raise ValueError(f"writer_group must be >= 1, got {writer_group!r}")
         self.engine = engine
-        self.sessions: async_sessionmaker[AsyncSession] = async_sessionmaker(
-            engine, **{"expire_on_commit": False, **(session_options or {})}
+        options = {"expire_on_commit": False, **(session_options or {})}
+        self.sessions: async_sessionmaker[AsyncSession] = async_sessionmaker(engine, **options)
+        #: The single-connection engine :meth:`write_session` uses (SQLite files), or None.
+        self.writer = writer
+        self._writer = (
+            _SQLiteWriter(async_sessionmaker(writer, **options), writer_wait, writer_group)
+            if writer is not None
+            else None
         )
 
     @classmethod
@@ -895,6 +960,7 @@ class AsyncDatabase(_SQLAdapter):
         statement_timeout: float | None = DEFAULT_STATEMENT_TIMEOUT,
         command_timeout: float | None = DEFAULT_COMMAND_TIMEOUT,
         sqlite_timeout: float = DEFAULT_SQLITE_TIMEOUT,
+        sqlite_writer: bool = True,
         hide_parameters: bool = True,
         connect_args: Mapping[str, Any] | None = None,
         engine_options: Mapping[str, Any] | None = None,
@@ -903,15 +969,17 @@ class AsyncDatabase(_SQLAdapter):
         """An adapter owning a new async engine for ``url`` (closed by :meth:`close`).
 
         ``postgresql://`` gets asyncpg, ``sqlite://`` aiosqlite. Options as in
-        :meth:`Database.from_url`.
+        :meth:`Database.from_url`. A SQLite file gets WAL mode and a writer for
+        :meth:`write_session` (see the class) unless ``sqlite_writer=False``;
+        ``sqlite_timeout`` also bounds the wait for the writer.
         """
         parsed = _normalize_url(url, is_async=True)
-        engine = create_async_engine(
-            parsed,
-            **_engine_options(
+
+        def options(size: int, overflow: int) -> dict[str, Any]:
+            return _engine_options(
                 parsed,
-                pool_size=pool_size,
-                max_overflow=max_overflow,
+                pool_size=size,
+                max_overflow=overflow,
                 pool_timeout=pool_timeout,
                 pool_recycle=pool_recycle,
                 connect_timeout=connect_timeout,
@@ -921,12 +989,22 @@ class AsyncDatabase(_SQLAdapter):
                 hide_parameters=hide_parameters,
                 connect_args=connect_args,
                 engine_options=engine_options,
-            ),
-        )
+            )
+
+        engine = create_async_engine(parsed, **options(pool_size, max_overflow))
+        writer = None
         try:
-            return cls(engine, owns_engine=True, **kwargs)
+            if sqlite_writer and _is_file_sqlite(parsed):
+                _use_wal(engine.sync_engine)
+                writer = create_async_engine(parsed, **options(1, 0))
+                _use_wal(writer.sync_engine)
+                _begin_immediate(writer.sync_engine)
+                kwargs.setdefault("writer_wait", sqlite_timeout)
+            return cls(engine, owns_engine=True, writer=writer, **kwargs)
         except BaseException:
             engine.sync_engine.dispose(close=False)
+            if writer is not None:
+                writer.sync_engine.dispose(close=False)
             raise
 
     @asynccontextmanager
@@ -943,6 +1021,32 @@ class AsyncDatabase(_SQLAdapter):
                 raise
             finally:
                 await session.close()
+
+    @asynccontextmanager
+    async def write_session(self) -> AsyncIterator[AsyncSession]:
+        """One guarded unit of work that writes: on a SQLite file, on the writer; elsewhere
+        the same as :meth:`session`.
+
+        On the writer, units run one at a time in arrival order, each in its own
+        savepoint of a transaction (``BEGIN IMMEDIATE``) that the units queued
+        together share: it is committed, with one fsync, when no unit is waiting
+        any more (or ``writer_group`` units are in it). Leaving the block returns
+        once the unit is committed, as with :meth:`session`; a unit that raises is
+        rolled back to its savepoint alone (a database failure ends the shared
+        transaction: every unit in it gets the error, none was committed).
+
+        The breaker admits the unit first (an open breaker rejects without
+        waiting); the wait for the writer and the commit are part of the unit's
+        duration. Waiting longer than ``writer_wait`` raises
+        ``sqlalchemy.exc.TimeoutError``.
+        """
+        if self._writer is None:
+            async with self.session() as session:
+                yield session
+            return
+        with _UnitOfWork(self, "session"):
+            async with self._writer.unit() as session:
+                yield session
 
     async def execute(
         self, stmt: str | Executable, params: Mapping[str, Any] | None = None
@@ -964,15 +1068,183 @@ class AsyncDatabase(_SQLAdapter):
         raise NotImplementedError("AsyncDatabase has an async probe: await db.aprobe()")
 
     async def close(self) -> None:
-        """Dispose of the engine's pool if this adapter created the engine."""
+        """Dispose of the engine's pool (and the writer's) if this adapter created them."""
         if self._owns_engine:
             await self.engine.dispose()
+            if self.writer is not None:
+                await self.writer.dispose()
 
     async def __aenter__(self) -> AsyncDatabase:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
+
+
+class _Group:
+    """The writer's open transaction and the units in it waiting for its commit."""
+
+    __slots__ = ("members", "session")
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+        self.members: list[asyncio.Future[None]] = []
+
+
+class _SQLiteWriter:
+    """One SQLite connection's write transactions, shared by the units queued together.
+
+    A unit takes the lock (FIFO), runs in a savepoint of the open group's
+    transaction, and hands the lock on: to the next unit, which continues the
+    same transaction, or, when nobody waits (or the group is full), to the
+    group's commit, which answers every member at once. One fsync for the
+    group instead of one per unit; the lock waits in-process, never in
+    SQLite's busy handler.
+    """
+
+    def __init__(
+        self, sessions: async_sessionmaker[AsyncSession], wait: float, max_group: int
+    ) -> None:
+        self._sessions = sessions
+        self._wait = wait
+        self._max_group = max_group
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._lock = asyncio.Lock()
+        self._waiting = 0  # units waiting for the lock
+        self._group: _Group | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def _for_loop(self) -> asyncio.Lock:
+        # an asyncio lock belongs to one loop: a second asyncio.run starts afresh
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:
+            self._loop, self._lock, self._waiting, self._group = loop, asyncio.Lock(), 0, None
+        return self._lock
+
+    @asynccontextmanager
+    async def unit(self) -> AsyncIterator[AsyncSession]:
+        lock = self._for_loop()
+        self._waiting += 1
+        try:
+            async with asyncio.timeout(self._wait):
+                await lock.acquire()
+        except BaseException as exc:
+            self._waiting -= 1
+            self._flush_orphan(lock)
+            if isinstance(exc, TimeoutError):
+                raise sa_exc.TimeoutError(
+                    f"the SQLite writer stayed busy for {self._wait:g} s (writes are not finishing)"
+                ) from None
+            raise
+        self._waiting -= 1
+        group = self._group
+        if group is None:
+            group = self._group = _Group(self._sessions())
+        try:
+            savepoint = await group.session.begin_nested()  # BEGIN IMMEDIATE first if new
+        except BaseException as exc:
+            await self._abort(group, lock, exc)
+            raise
+        try:
+            yield group.session
+        except BaseException as exc:
+            if isinstance(exc, Exception) and SQL_ERRORS.counts(exc):
+                await self._abort(group, lock, exc)  # a database failure: the group is lost
+                raise
+            try:
+                # the caller's error, or its cancellation (the connection is fine: the
+                # driver's thread finishes the statement): undo this unit alone
+                await savepoint.rollback()
+            except BaseException as failure:
+                await self._abort(group, lock, failure)
+                raise exc from None
+            self._end_turn(group, lock)
+            raise
+        try:
+            await savepoint.commit()  # RELEASE: the unit's work joins the group's
+        except BaseException as exc:
+            await self._abort(group, lock, exc)
+            raise
+        done = asyncio.get_running_loop().create_future()
+        group.members.append(done)
+        self._end_turn(group, lock)
+        await asyncio.shield(done)  # the group's commit: raises its error if it failed
+
+    def _end_turn(self, group: _Group, lock: asyncio.Lock) -> None:
+        """Leave the transaction open for the next unit waiting, or commit it."""
+        if self._waiting and len(group.members) < self._max_group:
+            lock.release()
+            return
+        self._group = None
+        self._spawn(self._commit(group, lock))
+
+    def _flush_orphan(self, lock: asyncio.Lock) -> None:
+        """A unit gave up waiting: if it was the last one waiting, the open group has no
+        one left to continue it, so it is committed now."""
+        if self._group is not None and not self._waiting and not lock.locked():
+            self._spawn(self._flush(lock))
+
+    async def _flush(self, lock: asyncio.Lock) -> None:
+        self._waiting += 1
+        try:
+            await lock.acquire()
+        finally:
+            self._waiting -= 1
+        group, self._group = self._group, None
+        if group is None:
+            lock.release()
+        else:
+            await self._commit(group, lock)
+
+    def _spawn(self, work: Any) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _commit(self, group: _Group, lock: asyncio.Lock) -> None:
+        error: BaseException | None = None
+        try:
+            if group.members:
+                await group.session.commit()
+            else:
+                await group.session.rollback()
+        except BaseException as exc:
+            error = exc
+            await _adiscard(group.session, exc)
+        finally:
+            try:
+                await group.session.close()
+            finally:
+                lock.release()
+                _answer(group.members, error)
+
+    async def _abort(self, group: _Group, lock: asyncio.Lock, exc: BaseException) -> None:
+        """The group's transaction failed: nothing in it is committed; all its units hear."""
+        self._group = None
+        try:
+            await _adiscard(group.session, exc)
+            await group.session.close()
+        except Exception:
+            logger.debug("sql adapter: closing the writer's failed session failed", exc_info=True)
+        finally:
+            lock.release()
+            _answer(group.members, exc)
+
+
+def _answer(members: list[asyncio.Future[None]], error: BaseException | None) -> None:
+    if error is not None and not isinstance(error, Exception):  # the commit was cancelled
+        error = sa_exc.DisconnectionError(
+            f"the SQLite writer's commit was interrupted ({type(error).__name__}): "
+            "whether this unit was committed is not known"
+        )
+    for member in members:
+        if member.done():  # its unit was cancelled while it waited
+            continue
+        if error is None:
+            member.set_result(None)
+        else:
+            member.set_exception(error)
+            member.exception()  # retrieved: a member cancelled meanwhile logs nothing
 
 
 async def _adiscard(session: AsyncSession, exc: BaseException) -> None:

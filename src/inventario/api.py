@@ -153,7 +153,7 @@ async def _apply_now(
     """
     for attempt in range(RACE_ATTEMPTS):
         try:
-            async with rt.db.session() as s:
+            async with rt.db.write_session() as s:  # SQLite: the one writer, in turn
                 return await apply_write(s, operation, data, key)
         except IntegrityError as exc:
             logger.info("write %s lost a race (attempt %d): %s", key, attempt + 1, exc.orig)

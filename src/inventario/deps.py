@@ -2,8 +2,9 @@
 
 :mod:`inventario.api` (products, stock, writes, pricing) and
 :mod:`inventario.invoices` both run their database work through
-:func:`run_in_database`, so a failing or rejecting database becomes the same
-503 (:class:`DependencyUnavailable`, with ``Retry-After``) everywhere.
+:func:`run_in_database` (reads) or :func:`write_in_database` (writes), so a
+failing or rejecting database becomes the same 503
+(:class:`DependencyUnavailable`, with ``Retry-After``) everywhere.
 """
 
 from __future__ import annotations
@@ -11,10 +12,12 @@ from __future__ import annotations
 import hmac
 import logging
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from decimal import Decimal
 from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, HTTPException, Query, Request
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from brownout import BreakerOpen
 from inventario import store
@@ -32,6 +35,7 @@ __all__ = [
     "run_in_database",
     "try_again",
     "unavailable",
+    "write_in_database",
 ]
 
 T = TypeVar("T")
@@ -118,7 +122,29 @@ async def run_in_database(
     Refused while database reads are off (EMERGENCY: maintenance mode); a
     rejected or failing database becomes :class:`DependencyUnavailable` (503),
     a :class:`inventario.store.StoreError` passes through (the client's 4xx).
+    For work that writes, use :func:`write_in_database`.
     """
+    return await _in_database(rt, rt.db.session, fn, args, kwargs)
+
+
+async def write_in_database(
+    rt: Runtime,
+    fn: Callable[..., Awaitable[T]],
+    *args: Any,
+    **kwargs: Any,
+) -> T:
+    """:func:`run_in_database` for work that writes: on the database's write session
+    (on SQLite, the one writer connection, taken in turn rather than fought over)."""
+    return await _in_database(rt, rt.db.write_session, fn, args, kwargs)
+
+
+async def _in_database(
+    rt: Runtime,
+    session: Callable[[], AbstractAsyncContextManager[AsyncSession]],
+    fn: Callable[..., Awaitable[T]],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> T:
     if not rt.manager.enabled("read_only_database"):  # EMERGENCY: maintenance mode
         wait = rt.manager.retry_after()
         raise DependencyUnavailable(
@@ -128,7 +154,7 @@ async def run_in_database(
             wait,
         )
     try:
-        async with rt.db.session() as s:
+        async with session() as s:
             return await fn(s, *args, **kwargs)
     except store.StoreError:
         raise

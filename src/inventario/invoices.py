@@ -59,6 +59,7 @@ from inventario.deps import (
     run_in_database,
     try_again,
     unavailable,
+    write_in_database,
 )
 from inventario.invoice_storage import InvoiceFiles, object_key, read_upload
 from inventario.runtime import Runtime
@@ -594,8 +595,8 @@ async def _extract(rt: Runtime, row: Mapping[str, Any], data: bytes) -> dict[str
             why_not = str(exc)
     if why_not is not None:
         values = {"state": "needs_review", "reason": why_not}
-        return await run_in_database(rt, _update, invoice_id, values)
-    await run_in_database(rt, _update, invoice_id, {"state": "extracting", "reason": None})
+        return await write_in_database(rt, _update, invoice_id, values)
+    await write_in_database(rt, _update, invoice_id, {"state": "extracting", "reason": None})
     catalogue = await _catalogue(rt)
     messages = [
         {"role": "system", "content": f"{_PROMPT}\n\nCatalogue (sku: name):\n{catalogue}"},
@@ -609,7 +610,7 @@ async def _extract(rt: Runtime, row: Mapping[str, Any], data: bytes) -> dict[str
         why = rt.ai.describe(exc)
         logger.info("invoice %s needs review: AI extraction failed: %s", invoice_id, why)
         values = {"state": "needs_review", "reason": f"AI extraction failed: {why}"}
-        return await run_in_database(rt, _update, invoice_id, values)
+        return await write_in_database(rt, _update, invoice_id, values)
     done: dict[str, Any] = {
         "state": "extracted",
         "lines": json.dumps(lines),
@@ -619,7 +620,7 @@ async def _extract(rt: Runtime, row: Mapping[str, Any], data: bytes) -> dict[str
     supplier = answer.get("supplier")
     if not row["supplier"] and isinstance(supplier, str) and supplier.strip():
         done["supplier"] = supplier.strip()[:200]
-    extracted = await run_in_database(rt, _update, invoice_id, done)
+    extracted = await write_in_database(rt, _update, invoice_id, done)
     logger.info(
         "invoice %s: %d lines extracted in %.2f s",
         invoice_id,
@@ -694,7 +695,7 @@ async def upload_invoice(request: Request, rt: RuntimeDep) -> JSONResponse:
         "applied_at": None,
     }
     try:
-        async with rt.db.session() as s:
+        async with rt.db.write_session() as s:
             await s.execute(insert(invoices).values(**row))
     except BaseException as exc:
         await files.discard(files.bucket, key, storage)  # nothing half written
@@ -778,7 +779,7 @@ async def set_lines(invoice_id: InvoiceId, body: InvoiceLines, rt: RuntimeDep) -
         }
         return await _update(s, invoice_id, values)
 
-    return _view(await run_in_database(rt, run), _files(rt))
+    return _view(await write_in_database(rt, run), _files(rt))
 
 
 @router.post(
@@ -861,7 +862,7 @@ async def apply_invoice(invoice_id: InvoiceId, rt: RuntimeDep, cache: CacheDep) 
             )
         return await _get(s, invoice_id), moved
 
-    row, moved = await run_in_database(rt, run)
+    row, moved = await write_in_database(rt, run)
     for sku in sorted({m["sku"] for m in moved}):
         await cache.invalidate(sku)
     logger.info("invoice %s applied: %d movements", invoice_id, len(moved))

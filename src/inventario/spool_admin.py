@@ -38,7 +38,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from brownout.spool import Spool, SpoolEntry, SpoolError
 from brownout.web import problem_responses
 from inventario.db import invoices
-from inventario.deps import RuntimeDep, run_in_database
+from inventario.deps import RuntimeDep, write_in_database
 from inventario.invoice_storage import UNBOUND
 from inventario.spool_health import spool_backlog
 
@@ -259,6 +259,6 @@ async def retarget_spool(body: Retarget, rt: RuntimeDep) -> dict[str, Any]:
             moved.append({"id": new.id, "from": entry.destination, "to": new.destination})
         return moved, refused
 
-    moved, refused = await run_in_database(rt, move)
+    moved, refused = await write_in_database(rt, move)
     _wake(rt)
     return {"retargeted": moved, "refused": refused, "missing": missing}

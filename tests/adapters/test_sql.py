@@ -851,3 +851,118 @@ def test_core_does_not_import_sqlalchemy() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
     assert out.stdout.strip() == "False"
+
+
+async def test_sqlite_writes_take_the_writer_in_turn(
+    tmp_path: Path, async_dbs: Callable[..., AsyncDatabase]
+) -> None:
+    """Concurrent read-then-write units on a SQLite file all commit, none failing on
+    SQLite's lock: they wait for the one writer connection in-process (FIFO), not in
+    SQLite's busy handler (here 50 ms: far shorter than the queue), and the counter
+    they read and bump loses no update."""
+    db = async_dbs(sqlite_url(tmp_path, is_async=True), sqlite_timeout=0.05, writer_wait=60)
+    assert db.writer is not None
+    assert await db.scalar("PRAGMA journal_mode") == "wal"
+    await db.execute("CREATE TABLE counter (id INTEGER PRIMARY KEY, n INTEGER NOT NULL)")
+    await db.execute("INSERT INTO counter VALUES (1, 0)")
+    await db.execute(CREATE)
+    order: list[int] = []
+
+    async def bump(i: int) -> None:
+        async with db.write_session() as s:
+            order.append(i)
+            n = (await s.execute(text("SELECT n FROM counter WHERE id = 1"))).scalar_one()
+            await asyncio.sleep(0)  # other units run meanwhile (and queue for the writer)
+            await s.execute(
+                text("INSERT INTO items (name, qty) VALUES (:n, :q)"), {"n": f"i{i}", "q": n}
+            )
+            await s.execute(text("UPDATE counter SET n = :n WHERE id = 1"), {"n": n + 1})
+
+    await asyncio.gather(*(bump(i) for i in range(40)))
+    assert await db.scalar("SELECT n FROM counter WHERE id = 1") == 40
+    assert await db.scalar("SELECT COUNT(DISTINCT qty) FROM items") == 40  # no lost update
+    assert order == list(range(40))  # in arrival order
+    assert db.breaker.state is State.CLOSED
+
+
+async def test_sqlite_writer_wait_is_bounded_and_reads_do_not_wait(
+    tmp_path: Path, async_dbs: Callable[..., AsyncDatabase]
+) -> None:
+    """A unit holding the writer: reads go on (WAL, the pool), another write gives up
+    after ``writer_wait`` with a counted ``sqlalchemy.exc.TimeoutError``."""
+    db = async_dbs(sqlite_url(tmp_path, is_async=True), writer_wait=0.05)
+    await db.execute("CREATE TABLE t (v INTEGER)")
+    events: list[OperationEvent] = []
+    db.add_listener(events.append)
+    holding = asyncio.Event()
+    release = asyncio.Event()
+
+    async def hold() -> None:
+        async with db.write_session() as s:
+            await s.execute(text("INSERT INTO t VALUES (1)"))
+            holding.set()
+            await release.wait()
+
+    holder = asyncio.create_task(hold())
+    try:
+        await holding.wait()
+        assert await db.scalar("SELECT COUNT(*) FROM t") == 0  # not committed yet
+        with pytest.raises(sa_exc.TimeoutError, match="writer stayed busy"):
+            async with db.write_session() as s:
+                await s.execute(text("INSERT INTO t VALUES (2)"))
+        assert events[-1].outcome == "failure" and events[-1].error_kind == "pool_timeout"
+    finally:
+        release.set()
+        await holder
+    assert await db.scalar("SELECT SUM(v) FROM t") == 1
+
+
+async def test_write_session_is_the_pool_without_a_sqlite_file(
+    tmp_path: Path, async_dbs: Callable[..., AsyncDatabase]
+) -> None:
+    """In-memory SQLite (one connection already) and ``sqlite_writer=False`` have no
+    writer: ``write_session`` is ``session``."""
+    for db in (
+        async_dbs("sqlite+aiosqlite://"),
+        async_dbs(sqlite_url(tmp_path, is_async=True), sqlite_writer=False),
+    ):
+        assert db.writer is None
+        async with db.write_session() as s:
+            assert (await s.execute(text("SELECT 1"))).scalar_one() == 1
+
+
+async def test_sqlite_writer_commits_units_queued_together_once(
+    tmp_path: Path, async_dbs: Callable[..., AsyncDatabase]
+) -> None:
+    """Units queued together share one transaction and one commit (one fsync); one that
+    raises a caller error is rolled back to its savepoint alone, the others commit, and
+    each unit's block is left only once its work is committed."""
+    from sqlalchemy import event
+
+    db = async_dbs(sqlite_url(tmp_path, is_async=True))
+    await db.execute(CREATE)
+    await db.execute("INSERT INTO items (name, qty) VALUES ('taken', 0)")
+    assert db.writer is not None
+    commits: list[int] = []
+    event.listen(db.writer.sync_engine, "commit", lambda conn: commits.append(1))
+    committed_when_left: list[int] = []
+
+    async def insert(i: int) -> None:
+        name = "taken" if i % 3 == 0 else f"n{i}"  # every third violates UNIQUE(name)
+        async with db.write_session() as s:
+            await s.execute(
+                text("INSERT INTO items (name, qty) VALUES (:n, :q)"), {"n": name, "q": i}
+            )
+        # left: committed, so a reader on another connection sees it
+        committed_when_left.append(
+            await db.scalar("SELECT COUNT(*) FROM items WHERE qty = :q", {"q": i})
+        )
+
+    results = await asyncio.gather(*(insert(i) for i in range(1, 31)), return_exceptions=True)
+    failed = [i for i, r in zip(range(1, 31), results, strict=True) if r is not None]
+    assert failed == [i for i in range(1, 31) if i % 3 == 0]
+    assert all(isinstance(r, sa_exc.IntegrityError) for r in results if r is not None)
+    assert committed_when_left == [1] * 20
+    assert await db.scalar("SELECT COUNT(*) FROM items") == 21
+    assert 1 <= len(commits) <= 3, commits  # 30 units, not 30 commits
+    assert db.breaker.state is State.CLOSED

@@ -61,7 +61,8 @@ async def rows(db: AsyncDatabase) -> list[tuple[int, str, int]]:
 
 def count_commits(db: AsyncDatabase) -> list[int]:
     commits: list[int] = []
-    event.listen(db.engine.sync_engine, "commit", lambda conn: commits.append(1))
+    writes = db.writer if db.writer is not None else db.engine  # SQLite files: the writer
+    event.listen(writes.sync_engine, "commit", lambda conn: commits.append(1))
     return commits
 
 

@@ -107,7 +107,11 @@ class SqlApplier:
             async with AsyncSession(self.database) as session, session.begin():
                 yield session
         else:
-            async with self.database.session() as session:
+            # every unit here writes (or belongs to a replay that does): on a SQLite file
+            # AsyncDatabase's writer, taken in turn with the service's own writes
+            write_session = getattr(self.database, "write_session", None)
+            source = write_session if write_session is not None else self.database.session
+            async with source() as session:
                 yield session
 
     async def ensure_schema(self) -> None:

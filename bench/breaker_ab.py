@@ -1,16 +1,15 @@
 """Breaker overhead, before and after: a git revision's brownout against the working tree's.
 
 Takes ``src/brownout`` and ``bench/breaker_overhead.py`` from ``--baseline``
-(a git revision), imports that brownout under the name ``brownout_base``, and
-times every cell of ``breaker_overhead.py`` for both versions in one process,
-interleaved round-robin (``bench/_harness.run_interleaved``: base cell, new
-cell, next base cell, ...), so machine noise hits both alike. Reports each
-cell's median for both, each one's ratio to its own bare baseline, and the
-median over rounds of the paired ratio new / base (the figure to read on a
-shared machine: the bare and peer-library cells show its noise, as they run
-the same code on both sides). The cells both versions of the bench have are
-reported; a newer bench's other cells make their calls afterwards, in one
-batch each (its post-run checks expect them), and are not reported.
+(a git revision) and imports that brownout under the name ``brownout_base``.
+The baseline's bench script is loaded twice, once on each brownout (the same
+cells, runners and checks on both sides: only brownout differs), and every
+cell of both is timed in one process, interleaved round-robin
+(``bench/_harness.run_interleaved``: base cell, new cell, next base cell, ...),
+so machine noise hits both alike. Reports each cell's median for both, each
+one's ratio to its own bare baseline, and the median over rounds of the
+paired ratio new / base (the figure to read on a shared machine: the bare and
+peer-library cells show its noise, as they run the same code on both sides).
 
     .venv/bin/python bench/breaker_ab.py --baseline 71ce379 [--rounds 101 --batch 2000]
 """
@@ -32,10 +31,12 @@ sys.path.insert(0, str(HERE))
 import _harness as h  # noqa: E402
 
 _IMPORT = re.compile(r"\b(from|import) brownout\b")
+_FAST_IS = re.compile(r"(\w+\._fast) is (True|False)")
 
 
 def extract(rev: str, into: Path) -> None:
-    """``src/brownout`` of ``rev`` as package ``brownout_base``, its bench as ``overhead_base``."""
+    """``rev``'s ``src/brownout`` as ``brownout_base``; its bench as ``overhead_base`` (on
+    ``brownout_base``) and ``overhead_new`` (on the working tree's ``brownout``)."""
     root = subprocess.run(
         ["git", "-C", str(HERE), "rev-parse", "--show-toplevel"],
         check=True,
@@ -49,10 +50,17 @@ def extract(rev: str, into: Path) -> None:
     ).stdout
     subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
     (into / "src" / "brownout").rename(into / "brownout_base")
-    for path in [*(into / "brownout_base").rglob("*.py"), into / "bench" / "breaker_overhead.py"]:
-        text = _IMPORT.sub(lambda m: f"{m.group(1)} brownout_base", path.read_text())
-        path.write_text(text)
-    (into / "bench" / "breaker_overhead.py").rename(into / "overhead_base.py")
+    for path in (into / "brownout_base").rglob("*.py"):
+        path.write_text(_IMPORT.sub(lambda m: f"{m.group(1)} brownout_base", path.read_text()))
+    bench = (into / "bench" / "breaker_overhead.py").read_text()
+    # the fast-path checks, whatever _fast holds (a bool before issue 10, a counter after)
+    bench = _FAST_IS.sub(
+        lambda m: f"bool({m.group(1)})" if m.group(2) == "True" else f"not {m.group(1)}", bench
+    )
+    (into / "overhead_new.py").write_text(bench)
+    (into / "overhead_base.py").write_text(
+        _IMPORT.sub(lambda m: f"{m.group(1)} brownout_base", bench)
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -66,26 +74,14 @@ def main(argv: list[str] | None = None) -> int:
         extract(args.baseline, Path(tmp))
         sys.path.insert(0, tmp)
         base = importlib.import_module("overhead_base")
-        new = importlib.import_module("breaker_overhead")
+        new = importlib.import_module("overhead_new")
         expected = (args.warmup + args.rounds) * args.batch
         runners = base.AsyncRunners(), new.AsyncRunners()
         try:
             cells_a, post_a = base.build_cells(runners[0], expected)
             cells_b, post_b = new.build_cells(runners[1], expected)
-            # pairs: the cells both versions of the bench have; a newer bench's other
-            # cells run too (its post-run checks expect every cell timed), unreported
-            by_key = {(c.scenario, c.label): c for c in cells_b}
-            extra = [
-                c
-                for c in cells_b
-                if (c.scenario, c.label) not in {(a.scenario, a.label) for a in cells_a}
-            ]
-            cells_a = [c for c in cells_a if (c.scenario, c.label) in by_key]
-            cells_b = [by_key[(c.scenario, c.label)] for c in cells_a]
             cells = [c for pair in zip(cells_a, cells_b, strict=True) for c in pair]
             h.run_interleaved(cells, rounds=args.rounds, batch=args.batch, warmup=args.warmup)
-            # the unreported cells make the same number of calls, in one batch each
-            h.run_interleaved(extra, rounds=1, batch=expected, warmup=0)
         finally:
             for r in runners:
                 r.close()
@@ -109,8 +105,8 @@ def main(argv: list[str] | None = None) -> int:
     print(h.header_line(h.machine_info({})))
     print(
         f"\nbaseline {args.baseline} vs working tree; {args.rounds} rounds x {args.batch:,} calls "
-        f"per cell, {args.warmup} warm-up rounds, {len(cells)} cells ({len(cells_a)} pairs) "
-        "interleaved\n"
+        f"per cell, {args.warmup} warm-up rounds, {len(cells)} cells interleaved; "
+        f"the baseline's bench on both\n"
     )
     print(
         h.markdown_table(

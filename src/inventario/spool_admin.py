@@ -24,13 +24,12 @@ runs.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 import re
 import time
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Query
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -38,7 +37,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from brownout.spool import Spool, SpoolEntry, SpoolError
 from brownout.web import problem_responses
 from inventario.db import invoices
-from inventario.deps import RuntimeDep, write_in_database
+from inventario.deps import RuntimeDep, require_admin, write_in_database
 from inventario.invoice_storage import UNBOUND
 from inventario.spool_health import spool_backlog
 
@@ -59,24 +58,7 @@ _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 # ------------------------------------------------------------------ admin endpoints
 
 
-def _token(request: Request) -> None:
-    """401 without, 403 with a wrong ``Authorization: Bearer <ADMIN_TOKEN>``."""
-    expected = request.app.state.runtime.settings.admin_token
-    if expected is None:  # pragma: no cover - the router is only mounted with a token
-        raise HTTPException(404, "no admin endpoints: ADMIN_TOKEN is not set")
-    header = request.headers.get("authorization") or ""
-    scheme, _, offered = header.partition(" ")
-    if scheme.lower() != "bearer" or not offered.strip():
-        raise HTTPException(
-            401,
-            "admin endpoints need Authorization: Bearer <ADMIN_TOKEN>",
-            headers={"WWW-Authenticate": 'Bearer realm="brownout-admin"'},
-        )
-    if not hmac.compare_digest(offered.strip().encode(), expected.get_secret_value().encode()):
-        raise HTTPException(403, "the admin token is wrong")
-
-
-Admin = Depends(_token)
+Admin = Depends(require_admin)  # shared with the outbox admin: one token check
 
 IdPrefix = Annotated[str, StringConstraints(pattern=rf"^[0-9a-f]{{{MIN_PREFIX},64}}$")]
 

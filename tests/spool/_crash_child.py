@@ -24,7 +24,8 @@ async def main(directory: str, endpoint: str, bucket: str, kill_after: int) -> N
 
     def remove(entry: SpoolEntry) -> bool:
         nonlocal removed
-        print(f"UPLOADED {entry.key}", flush=True)
+        sys.stdout.write(f"UPLOADED {entry.key}\n")  # one write: lines never interleave
+        sys.stdout.flush()
         removed += 1
         if kill_after and removed >= kill_after:
             os.kill(os.getpid(), signal.SIGKILL)  # S3 has it, the local copy is still there
@@ -39,7 +40,9 @@ async def main(directory: str, endpoint: str, bucket: str, kill_after: int) -> N
         aws_secret_access_key="testing",
         config=BreakerConfig(consecutive_failures=3, open_for=0.5),
     ) as s3:
-        report = await SpoolUploader(spool, s3).drain()
+        # one upload at a time: the test counts exactly KILL_AFTER uploads per killed run
+        # (with several in flight, others may reach S3, or print, before the kill lands)
+        report = await SpoolUploader(spool, s3, concurrency=1).drain()
     print(f"REPORT {report.uploaded} {report.stopped}", flush=True)
     print("DONE", flush=True)
 

@@ -22,8 +22,8 @@ from brownout.prometheus import PrometheusMetrics
 from brownout.testing import FakeClock
 
 
-def sample(metrics: PrometheusMetrics, name: str, **labels: str) -> float | None:
-    return metrics.registry.get_sample_value(name, labels)
+def sample(metrics: PrometheusMetrics, metric: str, /, **labels: str) -> float | None:
+    return metrics.registry.get_sample_value(metric, labels)
 
 
 def calls(metrics: PrometheusMetrics, breaker: str, outcome: str) -> float | None:
@@ -178,3 +178,30 @@ def test_detached_breakers_are_not_kept_after_collection() -> None:
     del cb
     gc.collect()
     assert calls(metrics, "tmp", "success") is None
+
+
+def test_an_adapter_collected_while_attached_keeps_its_counts() -> None:
+    from brownout.adapter import Adapter
+
+    class Payments(Adapter):
+        kind = "payments"
+
+        def charge(self, amount: int) -> str:
+            return self._run("charge", lambda: f"charged {amount}")
+
+    metrics = PrometheusMetrics()
+    first = Payments(name="pay")
+    metrics.attach(first)
+    for amount in range(3):
+        first.charge(amount)
+    ref = weakref.ref(first)
+    del first
+    gc.collect()
+    assert ref() is None, "the metrics must not keep an adapter alive"
+    labels = {"dependency": "payments", "name": "pay", "operation": "charge"}
+    assert sample(metrics, "brownout_dependency_requests_total", **labels, outcome="success") == 3
+    second = Payments(name="pay")
+    metrics.attach(second)
+    second.charge(1)
+    assert sample(metrics, "brownout_dependency_requests_total", **labels, outcome="success") == 4
+    assert sample(metrics, "brownout_dependency_request_duration_seconds_count", **labels) == 4

@@ -31,6 +31,7 @@ MODULES = [
     "brownout.otel",
     "brownout.prometheus",
     "inventario.invoices",
+    "inventario.writes",
 ]
 
 

@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import IntegrityError
 
 from brownout.outbox import IdempotencyConflict, OutboxFull
-from brownout.web import problem_responses, requires_feature
+from brownout.web import authorize, problem_response, problem_responses, requires_feature
 from inventario import store
 from inventario.cache import ProductCache
 from inventario.deps import (
@@ -39,7 +39,7 @@ from inventario.schemas import (
     Text,
     WriteStatus,
 )
-from inventario.writes import IdempotencyMismatch, apply_write
+from inventario.writes import IdempotencyMismatch, apply_write, public_reason
 
 __all__ = ["DependencyUnavailable", "router"]
 
@@ -239,10 +239,17 @@ async def update_product(
     sku: Sku, body: ProductPatch, rt: RuntimeDep, cache: CacheDep, key: IdempotencyKey = None
 ) -> JSONResponse:
     patch = jsonable(body.model_dump(exclude_unset=True))
-    if "price" in patch and not rt.manager.enabled("pricing_update"):
+    # with the database down a price change is queued like any write (``pricing_update``
+    # needs the database, so it is off then); with it up, the level decides
+    if (
+        "price" in patch
+        and rt.database_unavailable() is None
+        and not rt.manager.enabled("pricing_update")
+    ):
         raise DependencyUnavailable(
             "database",
-            f"price changes are off at level {rt.manager.level.name}",
+            f"price changes are off at level {rt.manager.level.name} "
+            f"({rt.manager.feature_reason('pricing_update')})",
             rt.manager.retry_after(),
         )
     return await _write(
@@ -300,30 +307,57 @@ async def low_stock_report(rt: RuntimeDep) -> Any:
     return await run_in_database(rt, store.low_stock)
 
 
-@router.get("/writes/{key}", response_model=WriteStatus, tags=["writes"])
-async def write_status(key: str, rt: RuntimeDep) -> dict[str, Any]:
+@router.get(
+    "/writes/{key}",
+    response_model=WriteStatus,
+    responses=problem_responses(401, 403),
+    tags=["writes"],
+)
+async def write_status(key: str, rt: RuntimeDep, request: Request) -> Any:
     """Where a write accepted with 202 stands: ``pending`` (with why it waits),
     ``applied``, ``dead`` (with the reason: an operator may retry or discard it) or
-    ``discarded`` (an operator gave up on it)."""
+    ``discarded`` (an operator gave up on it).
+
+    ``last_error`` is in words for any client: a refusal by the data says what was
+    refused (``refused (insufficient_stock): ...``); any other failure says only that
+    it failed (``failed: ...``). The error as recorded (``reason``: it may name
+    tables, SQL or paths) is shown only with ``Authorization: Bearer <ADMIN_TOKEN>``
+    (a wrong token is a 401/403 problem), as ``/health``'s details.
+    """
+    authorization = request.headers.get("authorization")
+    admin = rt.settings.admin_token
+    operator = False
+    if authorization is not None and admin is not None:
+        denied = authorize(admin.get_secret_value(), authorization)
+        if denied is not None:
+            return problem_response(denied)
+        operator = True
     status = rt.outbox.status(key)
     if status is None:
         return {"idempotency_key": key, "status": "unknown"}
     out: dict[str, Any] = {"idempotency_key": key, "status": status}
+    reason: str | None = None
     if status == "pending":
         intent = rt.outbox.pending_intent(key)
         if intent is not None:
-            last_error = intent.last_error
-            if intent.attempts == 0 and last_error:
-                # it waits for the database (an outage is never the write's fault); the
-                # error itself is for operators (GET /admin/outbox), not for clients
-                last_error = "waiting: the database could not take it yet"
-            out.update(operation=intent.operation, attempts=intent.attempts, last_error=last_error)
+            reason = intent.last_error
+            public = public_reason(reason)
+            if intent.attempts == 0 and reason:
+                # it waits for the database (an outage is never the write's fault)
+                public = "waiting: the database could not take it yet"
+            out.update(operation=intent.operation, attempts=intent.attempts, last_error=public)
     elif status == "dead":
         dead = rt.outbox.dead_letter(key)
         if dead is not None:
-            out.update(operation=dead.operation, attempts=dead.attempts, last_error=dead.reason)
+            reason = dead.reason
+            out.update(
+                operation=dead.operation, attempts=dead.attempts, last_error=public_reason(reason)
+            )
     elif status == "discarded":
-        out.update(last_error=rt.outbox.discarded_reason(key))
+        reason = rt.outbox.discarded_reason(key)
+        out.update(last_error=public_reason(reason))
+    if operator and reason:
+        out["reason"] = reason
     return out
 
 

@@ -156,7 +156,10 @@ class WriteStatus(BaseModel):
     status: Literal["pending", "applied", "dead", "discarded", "unknown"]
     operation: str | None = None
     attempts: int | None = None
-    last_error: str | None = None
+    last_error: str | None = Field(
+        None, description="why it waits or failed, in words for any client"
+    )
+    reason: str | None = Field(None, description="the error as recorded: only with the admin token")
 
 
 InvoiceState = Literal["stored", "extracting", "extracted", "needs_review", "applied"]

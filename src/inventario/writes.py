@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from inventario import store
 from inventario.db import metadata
 
-__all__ = ["OPERATIONS", "IdempotencyMismatch", "apply_write", "digest"]
+__all__ = ["OPERATIONS", "IdempotencyMismatch", "apply_write", "digest", "public_reason"]
 
 idempotency = Table(
     "idempotency",
@@ -95,3 +95,42 @@ async def apply_write(
         )
     )
     return result, False
+
+
+#: What ``GET /writes/{key}`` says of a write that failed for a reason of its own
+#: that is not the client's (a bug, a database error): the error itself names
+#: tables, SQL, drivers or paths, and is for operators only.
+FAILED = (
+    "failed: the write could not be applied for a reason that is not the request's; "
+    "an operator can see it (inventario outbox list) and retry or discard the write"
+)
+
+
+def _refusals(cls: type[store.StoreError]) -> dict[str, str]:
+    """Every :class:`~inventario.store.StoreError` class's name -> its problem code."""
+    out = {cls.__name__: cls.code}
+    for sub in cls.__subclasses__():
+        out.update(_refusals(sub))
+    return out
+
+
+def public_reason(reason: str | None) -> str | None:
+    """A replay error (as the outbox records it: ``"<ErrorClass>: <message>"``, one
+    line) in words fit for any client.
+
+    A refusal by the data (a :class:`~inventario.store.StoreError`: not enough stock,
+    no such product, ...) is ``"refused (<code>): <message>"``, the same message a
+    direct request gets in its 4xx; anything else is :data:`FAILED`, without the error.
+
+    >>> public_reason("NotFound: no product with sku 'X-1'")
+    "refused (not_found): no product with sku 'X-1'"
+    >>> public_reason("OperationalError: (sqlite3.OperationalError) disk I/O error")[:8]
+    'failed: '
+    """
+    if not reason:
+        return reason
+    name, sep, message = reason.partition(": ")
+    code = _refusals(store.StoreError).get(name) if sep else None
+    if code is None:
+        return FAILED
+    return f"refused ({code}): {message}"

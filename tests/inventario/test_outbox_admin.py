@@ -121,6 +121,7 @@ async def test_a_pending_write_says_it_waits_without_internals(
             "operation": "stock.move",
             "attempts": 0,
             "last_error": "waiting: the database could not take it yet",
+            "reason": None,  # the error as recorded: only with the admin token
         }
         listed = (await client.get("/admin/outbox", headers=AUTH)).json()
         (pending,) = listed["pending"]

@@ -1,0 +1,151 @@
+"""Every write is queued (202) while the database is down, and /writes/{key} tells the truth.
+
+Price changes and invoice applies go through the outbox like product creates and
+stock movements (issue 9: "whenever the database is the thing that is down and
+the outbox has room, writes are queued, whatever else is configured"), and are
+applied exactly once when it returns. ``GET /writes/{key}`` is public: it says
+why a write was refused in the service's own words (a reason class), never the
+raw error (SQL, driver names, paths), which only the admin token shows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from fastapi import FastAPI
+
+from inventario import store
+from tests.inventario.conftest import WIDGET, running
+
+TOKEN = "writes-admin-token"
+INTERNALS = ("sqlite", "sqlalchemy", "asyncpg", "psycopg", "select ", "insert ", "/tmp", "[sql")
+
+
+def backend(request: pytest.FixtureRequest, database: str) -> dict[str, Any]:
+    if database == "sqlite":
+        return {}
+    dsn: str = request.getfixturevalue("fresh_database")
+    return {"database_url": dsn.replace("postgresql://", "postgresql+asyncpg://")}
+
+
+def database_down(app: FastAPI) -> Any:
+    rt = app.state.runtime
+    rt.db.breaker.force_open()
+    rt.manager.evaluate(immediate=True)
+    return rt
+
+
+async def stock(app: FastAPI, sku: str) -> int:
+    async with app.state.runtime.db.session() as s:  # the level is held (recovery dwell)
+        return int((await store.get_product(s, sku))["stock"])
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+async def test_a_price_change_is_queued_while_the_database_is_down(
+    make_app: Callable[..., FastAPI], request: pytest.FixtureRequest, database: str
+) -> None:
+    app = make_app(**backend(request, database))
+    async with running(app) as client:
+        assert (await client.post("/products", json=WIDGET)).status_code == 201
+        rt = database_down(app)
+        r = await client.patch(
+            "/products/W-1", json={"price": "12.50"}, headers={"Idempotency-Key": "price-1"}
+        )
+        assert r.status_code == 202, r.text
+        body = r.json()
+        assert body["status_url"] == "/writes/price-1" and body["operation"] == "product.update"
+        assert body["detail"].startswith("the database is unavailable"), body["detail"]
+        assert (await client.get("/writes/price-1")).json()["status"] == "pending"
+        rt.db.breaker.reset()
+        assert (await rt.replayer.drain()).applied == 1
+        assert (await rt.replayer.drain()).applied == 0
+        assert (await client.get("/writes/price-1")).json()["status"] == "applied"
+        async with rt.db.session() as s:
+            assert str((await store.get_product(s, "W-1"))["price"]) == "12.50"
+
+
+async def test_a_price_change_with_the_database_up_is_refused_while_prices_are_off(
+    make_app: Callable[..., FastAPI],
+) -> None:
+    """The database is healthy and the level is MINIMAL (others are down): price changes
+    are off at that level; a 503 that says so, not a 202 blaming the database."""
+    from brownout.health import Level
+
+    app = make_app()
+    async with running(app) as client:
+        assert (await client.post("/products", json=WIDGET)).status_code == 201
+        app.state.runtime.manager.pin(Level.MINIMAL, duration=60)
+        r = await client.patch("/products/W-1", json={"price": "12.50"})
+        assert r.status_code == 503, r.text
+        assert "price changes are off at level MINIMAL" in r.json()["detail"]
+
+
+# ------------------------------------------------------------------ /writes/{key}
+
+
+async def test_a_dead_letter_shows_its_reason_class_and_the_raw_reason_only_to_the_admin(
+    make_app: Callable[..., FastAPI],
+) -> None:
+    app = make_app(admin_token=TOKEN)
+    async with running(app) as client:
+        assert (await client.post("/products", json={**WIDGET, "stock": 1})).status_code == 201
+        rt = database_down(app)
+        r = await client.post(
+            "/products/W-1/movements",
+            json={"kind": "out", "quantity": 5},
+            headers={"Idempotency-Key": "too-many"},
+        )
+        assert r.status_code == 202
+        rt.db.breaker.reset()
+        await rt.replayer.drain()
+        public = (await client.get("/writes/too-many")).json()
+        assert public["status"] == "dead"
+        assert public["last_error"] == (
+            "refused (insufficient_stock): only 1 of W-1 in stock, cannot take out 5"
+        )
+        assert "reason" not in public or public["reason"] is None
+        admin = await client.get("/writes/too-many", headers={"Authorization": f"Bearer {TOKEN}"})
+        assert admin.status_code == 200
+        assert admin.json()["reason"].startswith("InsufficientStock: only 1 of W-1")
+        wrong = await client.get("/writes/too-many", headers={"Authorization": "Bearer nope"})
+        assert wrong.status_code == 403
+        assert wrong.headers["content-type"].startswith("application/problem+json")
+
+
+async def test_an_unexpected_error_is_never_shown_to_the_public(
+    make_app: Callable[..., FastAPI],
+) -> None:
+    """A dead letter whose reason is a database error (its first line names the driver,
+    the SQL, a path): the public answer is a reason class; the admin sees the error."""
+    app = make_app(admin_token=TOKEN)
+    async with running(app) as client:
+        rt = app.state.runtime
+        raw = (
+            "OperationalError: (sqlite3.OperationalError) disk I/O error at "
+            "/tmp/var/inventario.db [SQL: INSERT INTO movements (sku) VALUES (?)]"
+        )
+        intent = rt.outbox.submit(
+            "stock.move", {"data": {}, "key": "odd-1"}, stream="W-1", idempotency_key="odd-1"
+        )
+        assert rt.outbox.mark_failed(intent, raw, final=True)
+        public = (await client.get("/writes/odd-1")).json()
+        assert public["status"] == "dead"
+        text = public["last_error"].lower()
+        assert text.startswith("failed: "), text
+        assert "operator" in text
+        for word in INTERNALS:
+            assert word not in text, (word, text)
+        assert public.get("reason") is None
+        admin = (
+            await client.get("/writes/odd-1", headers={"Authorization": f"Bearer {TOKEN}"})
+        ).json()
+        assert admin["reason"] == raw
+        # discarded by the operator: the same reason class, the same privacy
+        assert rt.outbox.discard_dead("odd-1") == 1
+        gone = (await client.get("/writes/odd-1")).json()
+        assert gone["status"] == "discarded"
+        assert gone["last_error"].startswith("failed: ")
+        for word in INTERNALS:
+            assert word not in gone["last_error"].lower()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import uuid
+from collections.abc import Callable
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Annotated, Any
 
@@ -41,7 +42,7 @@ from inventario.schemas import (
 )
 from inventario.writes import IdempotencyMismatch, apply_write, public_reason
 
-__all__ = ["DependencyUnavailable", "router"]
+__all__ = ["DependencyUnavailable", "IdempotencyKey", "accepts_writes", "router", "write"]
 
 logger = logging.getLogger("inventario")
 router = APIRouter()
@@ -61,7 +62,7 @@ Sku = Annotated[str, Path(pattern=SKU_PATTERN, description="letters, digits, . _
 PriceFilter = Annotated[Decimal | None, Query(ge=0, le=MAX_PRICE, description=f"0 to {MAX_PRICE}")]
 
 
-async def _write(
+async def write(
     rt: Runtime,
     cache: ProductCache,
     *,
@@ -70,6 +71,8 @@ async def _write(
     sku: str,
     key: str | None,
     created: bool,
+    render: Callable[[dict[str, Any]], Any] | None = None,
+    touched: Callable[[dict[str, Any]], list[str]] | None = None,
 ) -> JSONResponse:
     """Apply a write now, or accept it into the outbox when the database cannot take it.
 
@@ -77,6 +80,11 @@ async def _write(
     down, its breaker is open, its schema is not created yet, or the direct
     attempt failed with an outage; or direct writes are off at this level
     (``database_write``). The 202 says which, truthfully.
+
+    ``sku`` is the write's outbox stream (writes of one stream apply in order) and,
+    unless ``touched(result)`` names the products the write changed, the one
+    product whose cache entry it makes stale. ``render(result)`` is the answer's
+    body (default: the result as it is).
     """
     key = key or uuid.uuid4().hex
     why = rt.database_unavailable()
@@ -96,10 +104,12 @@ async def _write(
                 raise
             logger.info("write %s queued: %s", key, rt.db.describe(exc).splitlines()[0])
         else:
-            await cache.invalidate(sku)
+            for stale in touched(result) if touched is not None else [sku]:
+                await cache.invalidate(stale)
             status = 201 if created and not repeated else 200
+            body = render(result) if render is not None else result
             return JSONResponse(
-                jsonable(result), status_code=status, headers={"Idempotency-Key": key}
+                jsonable(body), status_code=status, headers={"Idempotency-Key": key}
             )
     try:
         # durable once this returns; the fsync waits in a thread (never on the event
@@ -113,15 +123,16 @@ async def _write(
         ) from None
     except OutboxFull as exc:
         raise DependencyUnavailable("outbox", f"{why}, and {exc}", exc.retry_after) from None
-    await cache.invalidate(sku)
-    body = Queued(
+    if touched is None:  # else not known before it applies: invalidated after the replay
+        await cache.invalidate(sku)
+    queued = Queued(
         idempotency_key=key,
         operation=operation,
         status_url=f"/writes/{key}",
         detail=f"{why}: the write is stored durably and will be applied exactly once "
         "when the database can take it",
     )
-    return JSONResponse(body.model_dump(), status_code=202, headers={"Idempotency-Key": key})
+    return JSONResponse(queued.model_dump(), status_code=202, headers={"Idempotency-Key": key})
 
 
 class accepts_writes(requires_feature):  # lower case: used like a function, as its base
@@ -181,7 +192,7 @@ async def create_product(
     body: ProductIn, rt: RuntimeDep, cache: CacheDep, key: IdempotencyKey = None
 ) -> JSONResponse:
     data = jsonable(body.model_dump())
-    return await _write(
+    return await write(
         rt, cache, operation="product.create", data=data, sku=body.sku, key=key, created=True
     )
 
@@ -252,7 +263,7 @@ async def update_product(
             f"({rt.manager.feature_reason('pricing_update')})",
             rt.manager.retry_after(),
         )
-    return await _write(
+    return await write(
         rt,
         cache,
         operation="product.update",
@@ -282,9 +293,7 @@ async def move_stock(
     sku: Sku, body: MovementIn, rt: RuntimeDep, cache: CacheDep, key: IdempotencyKey = None
 ) -> JSONResponse:
     data = {"sku": sku, "kind": body.kind, "quantity": body.quantity, "reason": body.reason}
-    return await _write(
-        rt, cache, operation="stock.move", data=data, sku=sku, key=key, created=True
-    )
+    return await write(rt, cache, operation="stock.move", data=data, sku=sku, key=key, created=True)
 
 
 @router.get("/products/{sku}/movements", response_model=list[Movement], tags=["stock"])

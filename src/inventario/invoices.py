@@ -21,8 +21,10 @@ States (one column, these transitions only)::
   Flate content streams with plain string operators), else ``needs_review``.
 * ``POST /invoices/{id}/apply`` (feature ``batch_processing``) creates one
   ``in`` movement per line, reason ``invoice <id>``, and marks the invoice
-  applied, all in one database transaction: an unknown sku is a 422 and
-  nothing is applied; applying again is a 409.
+  applied, all in one database transaction (:func:`inventario.invoice_store.apply_invoice`):
+  an unknown sku is a 422 and nothing is applied; applying again is a 409. It is
+  a write like the others (:func:`inventario.api.write`): while the database is
+  down it is queued in the outbox (202) and applied once when it is back.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ import time
 import unicodedata
 import uuid
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Annotated, Any
 from urllib.parse import quote
@@ -49,19 +51,21 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from brownout import BreakerOpen, State
 from brownout.web import problem_responses, requires_feature
 from inventario import store
-from inventario.db import invoices, products
+from inventario.api import IdempotencyKey, accepts_writes, write
+from inventario.db import invoices
 from inventario.deps import (
     CacheDep,
     DependencyUnavailable,
     Offset,
     RuntimeDep,
-    jsonable,
     run_in_database,
     try_again,
     unavailable,
     write_in_database,
 )
 from inventario.invoice_storage import InvoiceFiles, object_key, read_upload
+from inventario.invoice_store import InvoiceConflict, check_skus, touched_skus
+from inventario.invoice_store import get_invoice as _get
 from inventario.runtime import Runtime
 from inventario.schemas import (
     SKU_PATTERN,
@@ -71,6 +75,7 @@ from inventario.schemas import (
     InvoiceLines,
     InvoicePage,
     InvoiceState,
+    Queued,
 )
 
 __all__ = ["content_disposition", "pdf_text", "router"]
@@ -143,52 +148,6 @@ _PROMPT = (
 )
 
 
-# ------------------------------------------------------------------ errors
-
-
-class InvoiceConflict(store.StoreError):
-    """The invoice's state does not allow this (409)."""
-
-    status = 409
-
-    def __init__(self, error: str, detail: str, state: str) -> None:
-        super().__init__(detail)
-        self.error, self.state = error, state
-
-    @classmethod
-    def already_applied(cls, invoice_id: str, state: str = "applied") -> InvoiceConflict:
-        return cls("invoice_applied", f"invoice {invoice_id} is already applied", state)
-
-    def body(self) -> dict[str, Any]:
-        return {"error": self.error, "detail": str(self), "state": self.state}
-
-
-class UnknownSku(store.StoreError):
-    """Lines name products that do not exist (422)."""
-
-    status = 422
-
-    def __init__(self, invoice_id: str, skus: Sequence[str], lines: Sequence[int]) -> None:
-        super().__init__(
-            f"no product with sku {', '.join(repr(s) for s in skus)} "
-            f"(line{'s' if len(lines) > 1 else ''} {', '.join(map(str, lines))}): create the "
-            f"product or correct the line with PUT /invoices/{invoice_id}/lines"
-        )
-        self.skus, self.lines = list(skus), list(lines)
-
-    def body(self) -> dict[str, Any]:
-        return {"error": "unknown_sku", "detail": str(self), "skus": self.skus, "lines": self.lines}
-
-
-class LinesMissing(store.StoreError):
-    """Lines without a sku cannot be applied (422)."""
-
-    status = 422
-
-    def body(self) -> dict[str, Any]:
-        return {"error": "lines_without_sku", "detail": str(self)}
-
-
 # ------------------------------------------------------------------ rows
 
 
@@ -243,13 +202,6 @@ def _line_json(line: InvoiceLine) -> dict[str, Any]:
     }
 
 
-async def _get(s: AsyncSession, invoice_id: str) -> dict[str, Any]:
-    row = (await s.execute(select(invoices).where(invoices.c.id == invoice_id))).mappings().first()
-    if row is None:
-        raise store.NotFound(f"no invoice with id {invoice_id!r}")
-    return dict(row)
-
-
 async def _update(s: AsyncSession, invoice_id: str, values: dict[str, Any]) -> dict[str, Any]:
     """Update an invoice that is not applied; the row as it is afterwards."""
     values = {**values, "updated_at": time.time()}
@@ -281,24 +233,6 @@ async def _list(
     total = int((await s.execute(count)).scalar() or 0)
     rows = (await s.execute(query)).mappings().all()
     return [dict(r) for r in rows], total
-
-
-async def _check_skus(s: AsyncSession, invoice_id: str, lines: list[dict[str, Any]]) -> None:
-    """Raise :class:`UnknownSku` if a line's sku names no product."""
-    skus = {line["sku"] for line in lines}
-    if not skus:
-        return
-    found = await s.execute(select(products.c.sku).where(products.c.sku.in_(sorted(skus))))
-    missing = skus - {row[0] for row in found}
-    if missing:
-        raise UnknownSku(
-            invoice_id,
-            sorted(missing),
-            [n for n, line in enumerate(lines, 1) if line["sku"] in missing],
-        )
-
-
-# ------------------------------------------------------------------ extraction
 
 
 class _Unreadable(Exception):
@@ -770,7 +704,7 @@ async def set_lines(invoice_id: InvoiceId, body: InvoiceLines, rt: RuntimeDep) -
         row = await _get(s, invoice_id)
         if row["state"] == "applied":
             raise InvoiceConflict.already_applied(invoice_id)
-        await _check_skus(s, invoice_id, lines)
+        await check_skus(s, invoice_id, lines)
         values = {
             "state": "extracted",
             "lines": json.dumps(lines),
@@ -801,69 +735,40 @@ async def extract_again(invoice_id: InvoiceId, rt: RuntimeDep) -> dict[str, Any]
 @router.post(
     "/{invoice_id}/apply",
     response_model=AppliedInvoice,
-    dependencies=[Depends(requires_feature("batch_processing"))],
+    dependencies=[Depends(accepts_writes("batch_processing"))],
     responses={
-        409: {"description": "already applied, or no lines yet"},
-        422: {"description": "a line has no sku or names no product: nothing applied"},
+        202: {"model": Queued, "description": "queued in the outbox: the database is down"},
+        **problem_responses(
+            409,
+            422,
+            s409="invoice_applied, or invoice_not_ready (no lines yet)",
+            s422="unknown_sku or lines_without_sku: nothing applied; or idempotency_key_reused",
+        ),
     },
 )
-async def apply_invoice(invoice_id: InvoiceId, rt: RuntimeDep, cache: CacheDep) -> Any:
-    """Receive the invoice's lines into stock: one ``in`` movement per line, one transaction."""
+async def apply_invoice(
+    invoice_id: InvoiceId, rt: RuntimeDep, cache: CacheDep, key: IdempotencyKey = None
+) -> Any:
+    """Receive the invoice's lines into stock: one ``in`` movement per line, one transaction.
 
-    async def run(s: AsyncSession) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-        now = time.time()
-        # the state change first: it takes the row's write lock, so a concurrent apply
-        # waits here and then finds the invoice applied (409) instead of applying twice
-        claimed = await s.execute(
-            update(invoices)
-            .where(invoices.c.id == invoice_id, invoices.c.state == "extracted")
-            .values(state="applied", applied_at=now, updated_at=now)
-            .returning(invoices.c.lines)
-        )
-        got = claimed.first()
-        if got is None:
-            row = await _get(s, invoice_id)
-            if row["state"] == "applied":
-                raise InvoiceConflict.already_applied(invoice_id)
-            raise InvoiceConflict(
-                "invoice_not_ready",
-                f"invoice {invoice_id} is {row['state']}: it needs extracted lines first "
-                f"(PUT /invoices/{invoice_id}/lines or POST /invoices/{invoice_id}/extract)",
-                row["state"],
-            )
-        lines: list[dict[str, Any]] = json.loads(got[0] or "[]")
-        if not lines:
-            raise InvoiceConflict(
-                "invoice_not_ready",
-                f"invoice {invoice_id} has no lines: enter them with PUT "
-                f"/invoices/{invoice_id}/lines",
-                "extracted",
-            )
-        no_sku = [n for n, line in enumerate(lines, 1) if not line.get("sku")]
-        if no_sku:
-            raise LinesMissing(
-                f"line{'s' if len(no_sku) > 1 else ''} {', '.join(map(str, no_sku))} "
-                f"name no product (no sku): set them with PUT /invoices/{invoice_id}/lines"
-            )
-        await _check_skus(s, invoice_id, lines)
-        moved = []
-        for n, line in enumerate(lines, 1):
-            moved.append(
-                await store.move_stock(
-                    s,
-                    sku=line["sku"],
-                    kind="in",
-                    quantity=int(line["quantity"]),
-                    reason=f"invoice {invoice_id}",
-                    idempotency_key=f"invoice:{invoice_id}:{n}",
-                    source="invoice",
-                    invoice_id=invoice_id,
-                )
-            )
-        return await _get(s, invoice_id), moved
+    While the database is down it is queued in the outbox (202, with the
+    ``/writes/{key}`` to follow) and applied exactly once when it returns; the
+    invoice is checked then (applied already, no lines, an unknown sku: the write
+    is refused, with the reason, on ``/writes/{key}``).
+    """
+    files = _files(rt)
 
-    row, moved = await write_in_database(rt, run)
-    for sku in sorted({m["sku"] for m in moved}):
-        await cache.invalidate(sku)
-    logger.info("invoice %s applied: %d movements", invoice_id, len(moved))
-    return {"invoice": _view(row, _files(rt)), "movements": jsonable(moved)}
+    def render(result: dict[str, Any]) -> dict[str, Any]:
+        return {"invoice": _view(result["invoice"], files), "movements": result["movements"]}
+
+    return await write(
+        rt,
+        cache,
+        operation="invoice.apply",
+        data={"invoice_id": invoice_id},
+        sku=f"invoice:{invoice_id}",
+        key=key,
+        created=False,
+        render=render,
+        touched=touched_skus,
+    )

@@ -26,7 +26,7 @@ from inventario.cache import ProductCache
 from inventario.config import Settings
 from inventario.db import create_schema
 from inventario.spool_health import InvoiceBinder, SpoolHealth, adopt_local_bucket, spool_backlog
-from inventario.writes import OPERATIONS, apply_write
+from inventario.writes import OPERATIONS, TOUCHES, apply_write
 
 __all__ = ["FEATURES", "RULES", "Runtime", "build_runtime"]
 
@@ -276,9 +276,10 @@ def build_runtime(settings: Settings) -> Runtime:
     outbox = Outbox(settings.var_dir / "outbox.db", max_pending=settings.outbox_max_pending)
     # a replayed write invalidates its product's cache entry once committed: a read
     # between the database's return and the replay may have cached the old row
-    applier = SqlApplier(db, after_commit=_invalidate_after_replay(product_cache))
+    touched: dict[str, list[str]] = {}  # replayed, not yet committed: key -> products changed
+    applier = SqlApplier(db, after_commit=_invalidate_after_replay(product_cache, touched))
     for operation in OPERATIONS:
-        applier.register(operation, _replay_handler(operation))
+        applier.register(operation, _replay_handler(operation, touched))
     replayer = Replayer(outbox, applier, prepare=_schema_creator(db, applier))
     replayer.watch(db.breaker)
 
@@ -318,25 +319,43 @@ def _schema_creator(db: AsyncDatabase, applier: SqlApplier) -> Callable[[], Awai
     return create
 
 
-def _invalidate_after_replay(cache: ProductCache) -> Callable[[Intent], None]:
-    """``SqlApplier(after_commit=...)``: drop the replayed product's cache entry."""
+def _invalidate_after_replay(
+    cache: ProductCache, touched: dict[str, list[str]]
+) -> Callable[[Intent], None]:
+    """``SqlApplier(after_commit=...)``: drop the replayed products' cache entries (the
+    stream's product, or those the handler noted in ``touched``, e.g. an invoice's)."""
     pending: set[asyncio.Task[None]] = set()
 
     def after_commit(intent: Intent) -> None:
+        skus = touched.pop(intent.key, None) or [intent.stream]
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:  # replayed outside an event loop: nothing cached to race
             return
-        task = loop.create_task(cache.invalidate(intent.stream))
-        pending.add(task)
-        task.add_done_callback(pending.discard)
+        for sku in skus:
+            task = loop.create_task(cache.invalidate(sku))
+            pending.add(task)
+            task.add_done_callback(pending.discard)
 
     return after_commit
 
 
-def _replay_handler(operation: str) -> Any:
+#: Notes kept at most for this many replayed intents whose commit has not been seen
+#: (their transaction rolled back: they are applied again later, noted again).
+_TOUCHED_MAX = 10_000
+
+
+def _replay_handler(operation: str, touched: dict[str, list[str]]) -> Any:
+    touches = TOUCHES.get(operation)
+
     async def handler(session: Any, payload: Any) -> None:
-        await apply_write(session, operation, payload["data"], payload["key"], source="outbox")
+        result, _ = await apply_write(
+            session, operation, payload["data"], payload["key"], source="outbox"
+        )
+        if touches is not None:
+            if len(touched) >= _TOUCHED_MAX:
+                touched.clear()
+            touched[payload["key"]] = touches(result)
 
     handler.__name__ = f"replay_{operation.replace('.', '_')}"
     return handler

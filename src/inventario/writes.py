@@ -17,8 +17,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from inventario import store
 from inventario.db import metadata
+from inventario.invoice_store import apply_invoice, touched_skus
 
-__all__ = ["OPERATIONS", "IdempotencyMismatch", "apply_write", "digest", "public_reason"]
+__all__ = ["OPERATIONS", "TOUCHES", "IdempotencyMismatch", "apply_write", "digest", "public_reason"]
 
 idempotency = Table(
     "idempotency",
@@ -62,6 +63,10 @@ async def _move_stock(s: AsyncSession, p: Mapping[str, Any], source: str) -> dic
     )
 
 
+async def _apply_invoice(s: AsyncSession, p: Mapping[str, Any], source: str) -> dict[str, Any]:
+    return await apply_invoice(s, p["invoice_id"])
+
+
 Operation = Callable[[AsyncSession, Mapping[str, Any], str], Awaitable[dict[str, Any]]]
 
 #: operation name -> what it does (the outbox registers the same table)
@@ -69,6 +74,13 @@ OPERATIONS: dict[str, Operation] = {
     "product.create": _create_product,
     "product.update": _update_product,
     "stock.move": _move_stock,
+    "invoice.apply": _apply_invoice,
+}
+
+#: operation name -> the products a result changed, where that is not the stream
+#: (the product's sku): their cache entries are dropped once it is committed
+TOUCHES: dict[str, Callable[[Mapping[str, Any]], list[str]]] = {
+    "invoice.apply": touched_skus,
 }
 
 

@@ -13,10 +13,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import httpx
 import pytest
 from fastapi import FastAPI
 
 from inventario import store
+from inventario.invoice_store import InvoiceApplied, apply_invoice
 from tests.inventario.conftest import WIDGET, running
 
 TOKEN = "writes-admin-token"
@@ -80,6 +82,96 @@ async def test_a_price_change_with_the_database_up_is_refused_while_prices_are_o
         r = await client.patch("/products/W-1", json={"price": "12.50"})
         assert r.status_code == 503, r.text
         assert "price changes are off at level MINIMAL" in r.json()["detail"]
+
+
+async def invoice_with_lines(client: httpx.AsyncClient, quantity: int = 5) -> str:
+    """An invoice whose lines were entered by hand (no AI configured): ready to apply."""
+    r = await client.post(
+        "/invoices", files={"file": ("invoice.txt", b"W-1 Widget 5 x 2.50\n", "text/plain")}
+    )
+    assert r.status_code == 201, r.text
+    invoice_id: str = r.json()["id"]
+    lines = {"lines": [{"sku": "W-1", "quantity": quantity, "unit_cost": "2.50"}]}
+    r = await client.put(f"/invoices/{invoice_id}/lines", json=lines)
+    assert r.status_code == 200, r.text
+    return invoice_id
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+async def test_an_invoice_apply_is_queued_while_the_database_is_down_and_applied_once(
+    make_app: Callable[..., FastAPI], request: pytest.FixtureRequest, database: str
+) -> None:
+    app = make_app(**backend(request, database))
+    async with running(app) as client:
+        assert (await client.post("/products", json=WIDGET)).status_code == 201
+        invoice_id = await invoice_with_lines(client)
+        rt = database_down(app)
+        r = await client.post(
+            f"/invoices/{invoice_id}/apply", headers={"Idempotency-Key": "inv-apply-1"}
+        )
+        assert r.status_code == 202, r.text
+        body = r.json()
+        assert body["status_url"] == "/writes/inv-apply-1"
+        assert body["operation"] == "invoice.apply"
+        assert body["detail"].startswith("the database is unavailable"), body["detail"]
+        # the client repeats it (a lost answer): the same write, not a second one
+        again = await client.post(
+            f"/invoices/{invoice_id}/apply", headers={"Idempotency-Key": "inv-apply-1"}
+        )
+        assert again.status_code == 202, again.text
+        assert (await client.get("/writes/inv-apply-1")).json()["status"] == "pending"
+        rt.db.breaker.reset()
+        assert (await rt.replayer.drain()).applied == 1
+        assert (await rt.replayer.drain()).applied == 0
+        assert (await client.get("/writes/inv-apply-1")).json()["status"] == "applied"
+        assert await stock(app, "W-1") == 15
+        async with rt.db.session() as s:
+            history = await store.movement_history(s, "W-1", limit=10, offset=0)
+        assert [(m["delta"], m["reason"]) for m in history] == [(5, f"invoice {invoice_id}")]
+        # applied: applying it again is refused, and moves nothing
+        with pytest.raises(InvoiceApplied):
+            async with rt.db.write_session() as s:
+                await apply_invoice(s, invoice_id)
+        assert await stock(app, "W-1") == 15
+
+
+async def test_an_invoice_apply_replays_its_answer_for_the_same_key(
+    make_app: Callable[..., FastAPI],
+) -> None:
+    """Directly applied with an Idempotency-Key, a repeat gets the same answer (200)."""
+    app = make_app()
+    async with running(app) as client:
+        assert (await client.post("/products", json=WIDGET)).status_code == 201
+        invoice_id = await invoice_with_lines(client)
+        headers = {"Idempotency-Key": "inv-direct-1"}
+        first = await client.post(f"/invoices/{invoice_id}/apply", headers=headers)
+        assert first.status_code == 200, first.text
+        assert first.json()["invoice"]["state"] == "applied"
+        again = await client.post(f"/invoices/{invoice_id}/apply", headers=headers)
+        assert again.status_code == 200, again.text
+        assert again.json() == first.json()
+        assert await stock(app, "W-1") == 15
+
+
+async def test_a_queued_apply_of_an_invoice_applied_meanwhile_is_refused_with_its_reason(
+    make_app: Callable[..., FastAPI],
+) -> None:
+    app = make_app(admin_token=TOKEN)
+    async with running(app) as client:
+        assert (await client.post("/products", json=WIDGET)).status_code == 201
+        invoice_id = await invoice_with_lines(client)
+        rt = database_down(app)
+        for key in ("inv-a", "inv-b"):  # two clients, two keys: one invoice
+            r = await client.post(f"/invoices/{invoice_id}/apply", headers={"Idempotency-Key": key})
+            assert r.status_code == 202, r.text
+        rt.db.breaker.reset()
+        await rt.replayer.drain()
+        assert await stock(app, "W-1") == 15
+        assert (await client.get("/writes/inv-a")).json()["status"] == "applied"
+        dead = (await client.get("/writes/inv-b")).json()
+        assert dead["status"] == "dead"
+        assert dead["last_error"].startswith("refused (invoice_applied): "), dead
+        assert f"invoice {invoice_id} is already applied" in dead["last_error"]
 
 
 # ------------------------------------------------------------------ /writes/{key}

@@ -32,6 +32,7 @@ MODULES = [
     "brownout.prometheus",
     "inventario.invoices",
     "inventario.writes",
+    "inventario.cli_admin",
 ]
 
 

@@ -9,20 +9,13 @@ admin token from ``ADMIN_TOKEN``.
 from __future__ import annotations
 
 import argparse
-import http.client
-import json
-import os
 import sys
-import urllib.error
-import urllib.request
 from typing import Any
 
-from inventario import __version__
-from inventario.cli import StatusError, _base_url, _cut, _reason, _seconds_arg, _secs, _table
+from inventario.cli import StatusError, _cut, _seconds_arg, _secs, _table
+from inventario.cli_admin import DEFAULT_URL, admin_call
 
 __all__ = ["add_outbox_commands", "render_outbox"]
-
-_DEFAULT_URL = "http://127.0.0.1:8000"
 
 
 class OutboxCommandError(StatusError):
@@ -33,58 +26,7 @@ def _call(
     args: argparse.Namespace, method: str, path: str, body: dict[str, Any] | None = None
 ) -> dict[str, Any]:
     """One admin request; its JSON answer, or :class:`OutboxCommandError` saying why not."""
-    token = os.environ.get("ADMIN_TOKEN", "").strip()
-    if not token:
-        raise OutboxCommandError(
-            "set ADMIN_TOKEN to the service's admin token (the outbox is read and changed "
-            "through the running service's admin endpoints)"
-        )
-    base = _base_url(args.url)
-    request = urllib.request.Request(
-        base + path,
-        method=method,
-        data=None if body is None else json.dumps(body).encode(),
-        headers={
-            "Accept": "application/json",
-            "Authorization": f"Bearer {token}",
-            "Content-Type": "application/json",
-            "User-Agent": f"inventario-cli/{__version__}",
-        },
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=args.timeout) as response:
-            raw = response.read()
-    except urllib.error.HTTPError as exc:
-        if exc.code == 404:
-            raise OutboxCommandError(
-                f"{base} has no outbox admin endpoints: is ADMIN_TOKEN set on the service, "
-                "and is this inventario?"
-            ) from None
-        if exc.code in (401, 403):
-            raise OutboxCommandError(
-                f"{base} refused the admin token (HTTP {exc.code}): set ADMIN_TOKEN to the "
-                "service's"
-            ) from None
-        detail = _detail(exc.read())
-        raise OutboxCommandError(f"{base}{path}: HTTP {exc.code}: {detail or exc.reason}") from None
-    except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
-        raise OutboxCommandError(f"cannot reach {base}: {_reason(exc)}") from None
-    try:
-        doc = json.loads(raw)
-    except ValueError:
-        raise OutboxCommandError(f"{base}{path} did not answer JSON") from None
-    if not isinstance(doc, dict):
-        raise OutboxCommandError(f"{base}{path} answered an unexpected document")
-    return doc
-
-
-def _detail(raw: bytes) -> str:
-    """The ``detail`` of a problem body, else ''."""
-    try:
-        doc = json.loads(raw)
-    except ValueError:
-        return ""
-    return str(doc.get("detail") or "") if isinstance(doc, dict) else ""
+    return admin_call(args, method, path, body, part="outbox", error=OutboxCommandError)
 
 
 def render_outbox(doc: dict[str, Any], *, dead_only: bool = False) -> str:
@@ -205,8 +147,8 @@ def _limit(text: str) -> int:
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--url",
-        default=_DEFAULT_URL,
-        help=f"the service's base URL; host:port is enough (default: {_DEFAULT_URL})",
+        default=DEFAULT_URL,
+        help=f"the service's base URL; host:port is enough (default: {DEFAULT_URL})",
     )
     parser.add_argument(
         "--timeout",

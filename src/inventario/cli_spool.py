@@ -8,20 +8,13 @@ not open it: they call the service's admin endpoints (``/admin/spool...``, see
 from __future__ import annotations
 
 import argparse
-import http.client
-import json
-import os
 import sys
-import urllib.error
-import urllib.request
 from typing import Any
 
-from inventario import __version__
-from inventario.cli import StatusError, _base_url, _cut, _reason, _seconds_arg, _secs, _table
+from inventario.cli import StatusError, _cut, _seconds_arg, _secs, _table
+from inventario.cli_admin import DEFAULT_URL, admin_call
 
 __all__ = ["add_spool_commands", "render_spool"]
-
-_DEFAULT_URL = "http://127.0.0.1:8000"
 
 
 class SpoolCommandError(StatusError):
@@ -32,61 +25,7 @@ def _call(
     args: argparse.Namespace, method: str, path: str, body: dict[str, Any] | None = None
 ) -> dict[str, Any]:
     """One admin request; its JSON answer, or :class:`SpoolCommandError` saying why not."""
-    token = os.environ.get("ADMIN_TOKEN", "").strip()
-    if not token:
-        raise SpoolCommandError(
-            "set ADMIN_TOKEN to the service's admin token (the spool is changed through the "
-            "running service's admin endpoints)"
-        )
-    base = _base_url(args.url)
-    request = urllib.request.Request(
-        base + path,
-        method=method,
-        data=None if body is None else json.dumps(body).encode(),
-        headers={
-            "Accept": "application/json",
-            "Authorization": f"Bearer {token}",
-            "Content-Type": "application/json",
-            "User-Agent": f"inventario-cli/{__version__}",
-        },
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=args.timeout) as response:
-            raw = response.read()
-    except urllib.error.HTTPError as exc:
-        detail = _detail(exc.read())
-        if exc.code == 404:
-            raise SpoolCommandError(
-                f"{base} has no spool admin endpoints: is ADMIN_TOKEN set on the service, and "
-                "is this inventario?"
-            ) from None
-        if exc.code in (401, 403):
-            raise SpoolCommandError(
-                f"{base} refused the admin token (HTTP {exc.code}): set ADMIN_TOKEN to the "
-                "service's"
-            ) from None
-        raise SpoolCommandError(f"{base}{path}: HTTP {exc.code}: {detail or exc.reason}") from None
-    except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
-        raise SpoolCommandError(f"cannot reach {base}: {_reason(exc)}") from None
-    try:
-        doc = json.loads(raw)
-    except ValueError:
-        raise SpoolCommandError(f"{base}{path} did not answer JSON") from None
-    if not isinstance(doc, dict):
-        raise SpoolCommandError(f"{base}{path} answered an unexpected document")
-    return doc
-
-
-def _detail(raw: bytes) -> str:
-    """The ``detail`` of an error body (a problem, or FastAPI's), else ''."""
-    try:
-        doc = json.loads(raw)
-    except ValueError:
-        return ""
-    detail = doc.get("detail") if isinstance(doc, dict) else None
-    if isinstance(detail, list):  # FastAPI's validation errors
-        return "; ".join(str(d.get("msg", d)) if isinstance(d, dict) else str(d) for d in detail)
-    return str(detail or "")
+    return admin_call(args, method, path, body, part="spool", error=SpoolCommandError)
 
 
 def render_spool(doc: dict[str, Any]) -> str:
@@ -199,8 +138,8 @@ def _limit(text: str) -> int:
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--url",
-        default=_DEFAULT_URL,
-        help=f"the service's base URL; host:port is enough (default: {_DEFAULT_URL})",
+        default=DEFAULT_URL,
+        help=f"the service's base URL; host:port is enough (default: {DEFAULT_URL})",
     )
     parser.add_argument(
         "--timeout",

@@ -1,0 +1,106 @@
+"""The admin request the operator commands share (`inventario outbox`, `inventario spool`).
+
+The outbox journal and the spool directory belong to the running service (``VAR_DIR``
+is locked by ``inventario serve``), so these commands call its admin endpoints with
+the admin token from ``ADMIN_TOKEN`` instead of opening them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import urllib.error
+import urllib.request
+from typing import Any
+
+from inventario import __version__
+from inventario.cli import StatusError, _base_url, _reason
+
+__all__ = ["DEFAULT_URL", "admin_call", "problem_detail"]
+
+#: Where the commands look for the service unless ``--url`` says otherwise.
+DEFAULT_URL = "http://127.0.0.1:8000"
+
+
+def admin_call(
+    args: argparse.Namespace,
+    method: str,
+    path: str,
+    body: dict[str, Any] | None = None,
+    *,
+    part: str,
+    error: type[StatusError] = StatusError,
+) -> dict[str, Any]:
+    """One admin request to ``args.url`` (within ``args.timeout`` s); its JSON answer.
+
+    ``part`` names what the endpoints manage (``"outbox"``, ``"spool"``) in the
+    messages; every failure is an ``error`` whose message says why and what to do:
+    no ``ADMIN_TOKEN``, the service unreachable, no such admin endpoints (404: the
+    service has no ``ADMIN_TOKEN``), the token refused (401/403), another HTTP error
+    (with the problem's ``detail``), or an answer that is not a JSON object.
+    """
+    token = os.environ.get("ADMIN_TOKEN", "").strip()
+    if not token:
+        raise error(
+            f"set ADMIN_TOKEN to the service's admin token (the {part} is read and changed "
+            "through the running service's admin endpoints)"
+        )
+    base = _base_url(args.url)
+    request = urllib.request.Request(
+        base + path,
+        method=method,
+        data=None if body is None else json.dumps(body).encode(),
+        headers={
+            "Accept": "application/json",
+            "Authorization": f"Bearer {token}",
+            "Content-Type": "application/json",
+            "User-Agent": f"inventario-cli/{__version__}",
+        },
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=args.timeout) as response:
+            raw = response.read()
+    except urllib.error.HTTPError as exc:
+        detail = problem_detail(exc.read())
+        if exc.code == 404:
+            raise error(
+                f"{base} has no {part} admin endpoints: is ADMIN_TOKEN set on the service, "
+                "and is this inventario?"
+            ) from None
+        if exc.code in (401, 403):
+            raise error(
+                f"{base} refused the admin token (HTTP {exc.code}): set ADMIN_TOKEN to the "
+                "service's"
+            ) from None
+        raise error(f"{base}{path}: HTTP {exc.code}: {detail or exc.reason}") from None
+    except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
+        raise error(f"cannot reach {base}: {_reason(exc)}") from None
+    try:
+        doc = json.loads(raw)
+    except ValueError:
+        raise error(f"{base}{path} did not answer JSON") from None
+    if not isinstance(doc, dict):
+        raise error(f"{base}{path} answered an unexpected document")
+    return doc
+
+
+def problem_detail(raw: bytes) -> str:
+    """The ``detail`` of an error body (a problem, or a list of field errors), else ''.
+
+    >>> problem_detail(b'{"status": 409, "detail": "not a dead letter"}')
+    'not a dead letter'
+    >>> problem_detail(b'{"detail": [{"msg": "field required"}, "too long"]}')
+    'field required; too long'
+    >>> problem_detail(b'<html>')
+    ''
+    """
+    try:
+        doc = json.loads(raw)
+    except ValueError:
+        return ""
+    detail = doc.get("detail") if isinstance(doc, dict) else None
+    if isinstance(detail, list):
+        return "; ".join(str(d.get("msg", d)) if isinstance(d, dict) else str(d) for d in detail)
+    return str(detail or "")

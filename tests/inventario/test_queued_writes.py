@@ -241,3 +241,35 @@ async def test_an_unexpected_error_is_never_shown_to_the_public(
         assert gone["last_error"].startswith("failed: ")
         for word in INTERNALS:
             assert word not in gone["last_error"].lower()
+
+
+async def test_a_replayed_invoice_apply_drops_the_cache_entries_of_its_products(
+    make_app: Callable[..., FastAPI], redis_server: object
+) -> None:
+    """The apply's stream is its invoice, not a product: the replay's commit drops the
+    cache entries of the products it moved (the old stock was cached meanwhile)."""
+    import asyncio
+    import json
+
+    import redis
+
+    from inventario.cache import product_key
+
+    app = make_app(redis_url=redis_server.url)  # type: ignore[attr-defined]
+    async with running(app) as client:
+        assert (await client.post("/products", json=WIDGET)).status_code == 201
+        invoice_id = await invoice_with_lines(client)
+        old = (await client.get("/products/W-1")).json()
+        rt = database_down(app)
+        r = await client.post(f"/invoices/{invoice_id}/apply")
+        assert r.status_code == 202, r.text
+        raw = redis.Redis.from_url(redis_server.url)  # type: ignore[attr-defined]
+        raw.set(product_key("W-1"), json.dumps(old))  # cached again before the replay
+        rt.db.breaker.reset()
+        assert (await rt.replayer.drain()).applied == 1
+        for _ in range(100):  # the invalidation runs as a task right after the commit
+            if not raw.exists(product_key("W-1")):
+                break
+            await asyncio.sleep(0.01)
+        assert not raw.exists(product_key("W-1"))
+        raw.close()

@@ -85,11 +85,16 @@ async def test_late_database_every_accepted_write_is_applied_once(
                 assert r.status_code == 202, r.text
                 accepted[key] = i + 1
             assert (await client.get("/writes/late-0")).json()["status"] == "pending"
+            # a price change is a write like the others (pricing_update needs the database)
+            r = await client.patch(
+                f"/products/{sku}", json={"price": "7.25"}, headers={"Idempotency-Key": "price"}
+            )
+            assert r.status_code == 202, r.text
 
             postgres_server.create_database(database)
 
             async def all_applied() -> bool:
-                for key in (create_key, *accepted):
+                for key in (create_key, *accepted, "price"):
                     status = (await client.get(f"/writes/{key}")).json()
                     assert status["status"] != "dead", status
                     if status["status"] != "applied":
@@ -116,7 +121,11 @@ async def test_late_database_every_accepted_write_is_applied_once(
         rows = movement_rows(postgres_server, database, sku)
         assert rows == {**dict.fromkeys(accepted, 1), "direct": 1}
         assert stock_of(postgres_server, database, sku) == sum(accepted.values()) + 100
-        print(f"late database: accepted {len(accepted) + 1} (202), applied {len(accepted) + 1}")
+        price = postgres_server.psql(
+            f"SELECT price FROM products WHERE sku = '{sku}'", dbname=database
+        )
+        assert price.strip() == "7.25", price
+        print(f"late database: accepted {len(accepted) + 2} (202), applied {len(accepted) + 2}")
     finally:
         postgres_server.ensure_running()
         postgres_server.drop_database(database)

@@ -28,6 +28,7 @@ from inventario.cache import ProductCache
 from inventario.config import Settings, load_settings
 from inventario.deps import DependencyUnavailable, try_again
 from inventario.runtime import Runtime, build_runtime
+from inventario.status_page import public_backlogs
 
 __all__ = ["create_app"]
 
@@ -110,9 +111,10 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     async def about(request: Request) -> Response:
         """Version and backlogs; the configuration (secrets removed) with the admin token.
 
-        The configuration names paths, hosts and users: like ``/health``'s
-        details, it is shown only with ``Authorization: Bearer <ADMIN_TOKEN>``
-        (a wrong token is a 401/403 problem).
+        The configuration names paths, hosts and users, the backlogs' details
+        name buckets, object keys and failure reasons: like ``/health``'s
+        details, they are shown only with ``Authorization: Bearer <ADMIN_TOKEN>``
+        (a wrong token is a 401/403 problem); without it the backlogs' counts.
         """
         doc: dict[str, Any] = {"service": "inventario", "version": __version__}
         authorization = request.headers.get("authorization")
@@ -121,7 +123,9 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
             if denied is not None:
                 return problem_response(denied)
             doc["configuration"] = rt.settings.describe()
-        doc.update(rt.health_extras())
+            doc.update(rt.health_extras())
+        else:
+            doc.update(public_backlogs(rt.health_extras()))
         return JSONResponse(doc)
 
     app.include_router(api_router)

@@ -2,11 +2,21 @@
 
 The page is plain HTML, CSS and JavaScript shipped inside the package
 (``inventario/static``, read with :mod:`importlib.resources`): no build step, no
-CDN. It polls ``/status/data`` every second and redraws itself; the data is
-``brownout.web.health_document(manager)`` (level, score, components with their
-breaker snapshots and adapter figures, features, transitions, explanation,
-predicted recovery) plus the service's backlogs (outbox, spool) from
-:meth:`inventario.runtime.Runtime.health_extras`.
+CDN. It polls ``/status/data`` every second and redraws itself.
+
+``/status/data`` has two shapes, like ``/health``. Without a token it is what
+anyone may see of how the service is doing (:func:`public_status`): the level,
+the score, each component's state, score and figures (breaker state, success
+rate, latency, pool use), the features with their reasons, the transitions
+with their reasons, and the backlogs' counts and flags
+(:func:`public_backlogs`), with ``"details": false``. No text that came from a
+driver or a client (errors), no adapter settings (URLs, paths, hosts, users,
+bucket names, models, drivers), no dead-letter or spool failure reasons (they
+name buckets, object keys and data). With ``Authorization: Bearer
+<ADMIN_TOKEN>`` it is ``brownout.web.health_document(manager)`` (breaker
+snapshots, adapter figures and errors, probes, explanation) plus the backlogs
+in full (:meth:`inventario.runtime.Runtime.health_extras`), with ``"details":
+true``; a wrong token is a 401/403 problem.
 
 The page inserts every value with ``textContent`` (never as HTML) and is served
 with a Content-Security-Policy that allows only its own script and style
@@ -29,10 +39,10 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import Response
 
 from brownout import redact
-from brownout.web import health_document
+from brownout.web import authorize, health_document, problem_response, problem_responses
 from inventario import __version__
 
-__all__ = ["ASSETS", "router", "status_data"]
+__all__ = ["ASSETS", "public_backlogs", "public_status", "router", "status_data"]
 
 logger = logging.getLogger("inventario.status")
 
@@ -74,8 +84,146 @@ def _finite(value: Any) -> Any:
     return value
 
 
-def status_data(runtime: Any) -> dict[str, Any]:
-    """The document behind the page: ``/health``'s, the backlogs, the server's clock."""
+#: A component's figures anyone may see: numbers only (never a text an adapter reported).
+_PUBLIC_FIGURES = (
+    "success_rate",
+    "latency_avg_ms",
+    "latency_p95_ms",
+    "samples",
+    "hit_ratio",
+    "pool_in_use",
+    "pool_idle",
+    "pool_size",
+    "pool_overflow",
+    "bytes_up",
+    "bytes_down",
+)
+_PUBLIC_TOTALS = ("prompt_tokens", "completion_tokens")
+_PUBLIC_BREAKER = (
+    "calls",
+    "failures",
+    "failure_rate",
+    "slow_rate",
+    "consecutive_failures",
+    "retry_after",
+    "trips",
+    "shadow",
+)
+
+#: Told to a client that asked without the token: what it does not see, and how to see it.
+DETAILS_HINT = (
+    "counts and states only: error texts, adapter settings (paths, hosts, users, buckets), "
+    "probes, and the reasons of dead letters and failed uploads with "
+    "'Authorization: Bearer <ADMIN_TOKEN>'"
+)
+#: The same, when the service has no admin token: nobody can see the details over HTTP.
+NO_DETAILS_HINT = (
+    "counts and states only: the service has no ADMIN_TOKEN, so the details (error texts, "
+    "adapter settings, failure reasons) are in its log only"
+)
+
+
+def _scalar(value: Any) -> bool:
+    return value is None or isinstance(value, bool | int | float)
+
+
+def _pick(doc: Any, keys: tuple[str, ...]) -> dict[str, Any] | None:
+    """The ``keys`` of ``doc`` that hold a number, a flag or ``None`` (a text never)."""
+    if not isinstance(doc, Mapping):
+        return None
+    return {k: doc[k] for k in keys if k in doc and _scalar(doc[k])}
+
+
+def _public_component(c: Mapping[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        k: c[k]
+        for k in ("name", "configured", "status", "score", "down", "weight", "cascade_of")
+        if k in c
+    }
+    out["depends_on"] = [str(d) for d in c.get("depends_on") or ()]
+    breaker = c.get("breaker")
+    out["breaker"] = _pick(breaker, _PUBLIC_BREAKER)
+    if out["breaker"] is not None and isinstance(breaker, Mapping):
+        # a State value, one of a fixed few words: the one text a breaker shows to anyone
+        out["breaker"]["state"] = str(breaker.get("state"))
+    adapter = _pick(c.get("adapter"), _PUBLIC_FIGURES)
+    if adapter is not None:
+        totals = _pick(c["adapter"].get("totals"), _PUBLIC_TOTALS)
+        if totals:
+            adapter["totals"] = totals
+    out["adapter"] = adapter
+    probe = c.get("probe")
+    out["probe"] = {"ok": probe.get("ok")} if isinstance(probe, Mapping) else None
+    return out
+
+
+def public_backlogs(backlogs: Mapping[str, Any]) -> dict[str, Any]:
+    """The backlogs as anyone may see them: each one's counts and flags only.
+
+    Drops every text and list: the spool's bucket and its failure reasons
+    (bucket names, object keys, S3's error texts), the outbox's latest dead
+    letters (keys and the database's refusals), the cache coherence's last
+    report. An error reading the backlogs is named only as such (the log says why).
+    """
+    out: dict[str, Any] = {}
+    for name, section in backlogs.items():
+        if name == "error":
+            out["error"] = "backlogs unavailable (the service's log says why)"
+        elif isinstance(section, Mapping):
+            # s3_bucket: a name when set (dropped as a text), so dropped when unset too
+            out[str(name)] = {
+                str(k): v for k, v in section.items() if _scalar(v) and k != "s3_bucket"
+            }
+    return out
+
+
+def public_status(doc: Mapping[str, Any], *, details_available: bool) -> dict[str, Any]:
+    """What anyone may see of a detailed status document (see the module's docstring).
+
+    An allow-list: a field added to the detailed document later stays private
+    until it is added here.
+    """
+    pinned = doc.get("pinned")
+    explanation = doc.get("explanation")
+    return {
+        "level": doc.get("level"),
+        "level_value": doc.get("level_value"),
+        "score": doc.get("score"),
+        "components": [
+            _public_component(c) for c in doc.get("components") or () if isinstance(c, Mapping)
+        ],
+        "features": {
+            name: {
+                k: f[k]
+                for k in ("enabled", "reason", "requires", "worst_level", "description")
+                if k in f
+            }
+            for name, f in (doc.get("features") or {}).items()
+        },
+        # level reasons are the manager's own words (scores, rules, an operator's pin
+        # reason): never an adapter's error
+        "transitions": list(doc.get("transitions") or ()),
+        "explanation": {"decision": explanation.get("decision")}
+        if isinstance(explanation, Mapping)
+        else {},
+        "pinned": None
+        if not isinstance(pinned, Mapping)
+        else {k: pinned.get(k) for k in ("level", "seconds_left", "reason")},
+        "predicted_recovery_s": doc.get("predicted_recovery_s"),
+        "retry_after_s": doc.get("retry_after_s"),
+        "backlogs": public_backlogs(doc.get("backlogs") or {}),
+        "details": False,
+        "details_available": details_available,
+        "details_hint": DETAILS_HINT if details_available else NO_DETAILS_HINT,
+    }
+
+
+def status_data(runtime: Any, *, details: bool = True) -> dict[str, Any]:
+    """The document behind the page: ``/health``'s, the backlogs, the server's clock.
+
+    ``details=False``: :func:`public_status` of it (what ``/status/data`` answers
+    without the admin token).
+    """
     doc = health_document(runtime.manager)
     try:
         backlogs = dict(runtime.health_extras())
@@ -83,6 +231,8 @@ def status_data(runtime: Any) -> dict[str, Any]:
         logger.exception("status page: health_extras() failed")
         backlogs = {"error": f"backlogs unavailable: {type(exc).__name__}"}
     doc["backlogs"] = backlogs
+    if not details:
+        doc = public_status(doc, details_available=bool(runtime.settings.admin_token))
     doc["service"] = {"name": "inventario", "version": __version__}
     doc["now"] = time.time()
     result: dict[str, Any] = _finite(doc)
@@ -99,11 +249,27 @@ async def status_page() -> Response:
     )
 
 
-@router.get("/status/data")
+@router.get("/status/data", responses=problem_responses(401, 403))
 async def status_json(request: Request) -> Response:
-    """Level, score, components (breakers, adapter figures), features, transitions, backlogs."""
+    """Level, score, components, features, transitions, backlogs; the details with the token.
+
+    Without ``Authorization``: states, scores, figures and counts only (no error
+    texts, paths, hosts, users, bucket names or failure reasons, ``"details":
+    false``). With ``Authorization: Bearer <ADMIN_TOKEN>``: the adapters, their
+    errors, probes, the explanation and the backlogs in full (``"details": true``).
+    A wrong token is a 401/403 problem, as on ``/health``.
+    """
+    runtime = request.app.state.runtime
+    authorization = request.headers.get("authorization")
+    admin = runtime.settings.admin_token
+    details = False
+    if authorization is not None and admin:
+        denied = authorize(admin.get_secret_value(), authorization)
+        if denied is not None:
+            return problem_response(denied)
+        details = True
     body = json.dumps(
-        status_data(request.app.state.runtime),
+        status_data(runtime, details=details),
         ensure_ascii=False,
         allow_nan=False,
         separators=(",", ":"),

@@ -86,12 +86,16 @@ async def test_unknown_asset_is_404(client: httpx.AsyncClient, name: str) -> Non
     assert "status_page" not in r.text and "[project]" not in r.text
 
 
-async def test_data_shape(client: httpx.AsyncClient) -> None:
-    r = await client.get("/status/data")
+async def test_data_shape(make_app: Callable[..., FastAPI]) -> None:
+    token = "data-shape-admin-token"
+    async with running(make_app(admin_token=token)) as client:
+        r = await client.get("/status/data", headers={"Authorization": f"Bearer {token}"})
+        public = (await client.get("/status/data")).json()
     assert r.status_code == 200
     assert r.headers["content-type"] == "application/json"
     assert r.headers["cache-control"] == "no-store"
     doc = r.json()
+    assert doc["details"] is True
     assert doc["level"] == "OPTIMAL"
     assert doc["score"] == 100.0
     names = [c["name"] for c in doc["components"]]
@@ -112,6 +116,17 @@ async def test_data_shape(client: httpx.AsyncClient) -> None:
     assert doc["backlogs"]["outbox"]["pending"] == 0
     assert doc["service"]["name"] == "inventario"
     assert isinstance(doc["now"], float)
+
+    # the same service without the token: states, figures and counts, no adapter texts
+    assert public["details"] is False and public["level"] == "OPTIMAL"
+    assert [c["name"] for c in public["components"]] == names
+    db = next(c for c in public["components"] if c["name"] == "database")
+    assert db["breaker"]["state"] == "closed" and db["status"] == "up"
+    assert {"success_rate", "latency_p95_ms", "pool_size"} <= set(db["adapter"])
+    assert not {"last_error", "url", "dialect", "driver", "kind"} & set(db["adapter"])
+    assert set(public["explanation"]) == {"decision"}
+    assert public["backlogs"]["outbox"]["pending"] == 0
+    assert public["service"]["name"] == "inventario" and isinstance(public["now"], float)
 
 
 async def test_data_has_no_secrets(make_app: Callable[..., FastAPI]) -> None:
@@ -138,9 +153,12 @@ async def test_data_has_no_secrets(make_app: Callable[..., FastAPI]) -> None:
         for _ in range(4):
             await client.get("/products/W-1")
             await client.post("/products", json=WIDGET)
-        r = await client.get("/status/data")
+        public = await client.get("/status/data")
+        r = await client.get(
+            "/status/data", headers={"Authorization": f"Bearer {secrets['admin token']}"}
+        )
         page = (await client.get("/status")).text
-    assert r.status_code == 200
+    assert r.status_code == 200 and public.status_code == 200
     doc = r.json()
     by_name = {c["name"]: c for c in doc["components"]}
     # the failures were recorded, so the check below looks at real error texts
@@ -148,13 +166,124 @@ async def test_data_has_no_secrets(make_app: Callable[..., FastAPI]) -> None:
     assert by_name["database"]["adapter"]["url"].startswith("postgresql+asyncpg://inv:")
     for what, secret in secrets.items():
         assert secret not in r.text, f"{what} leaked into /status/data"
+        assert secret not in public.text, f"{what} leaked into the public /status/data"
         assert secret not in page, f"{what} leaked into /status"
+
+
+def _texts(doc: Any, keys: frozenset[str]) -> list[str]:
+    """Every non-empty string held under one of ``keys``, anywhere in ``doc``."""
+    found: list[str] = []
+    if isinstance(doc, dict):
+        for key, value in doc.items():
+            if key in keys and isinstance(value, str) and value:
+                found.append(value)
+            found += _texts(value, keys)
+    elif isinstance(doc, list):
+        for value in doc:
+            found += _texts(value, keys)
+    return found
+
+
+async def test_data_without_the_token_names_no_internals(
+    make_app: Callable[..., FastAPI], tmp_path: Path
+) -> None:
+    """SQLite under a tmp VAR_DIR, Redis and S3 unreachable on 127.0.0.1, a spool entry
+    its bucket refused for good, an outbox dead letter: without the admin token
+    /status/data shows states and counts but no path, host, bucket, key or error text;
+    with it, all of them."""
+    token = "status-data-admin-token-0b7e"
+    app = make_app(
+        var_dir=tmp_path / "var-dir-4d1f",
+        admin_token=token,
+        redis_url="redis://127.0.0.1:9/0",  # nothing listens on port 9: errors recorded
+        s3_endpoint_url="http://127.0.0.1:9",
+        s3_bucket="status-secret-bucket",
+        s3_access_key_id="AKIDSTATUSDATA",
+        s3_secret_access_key="S3-Secret-status-data",
+    )
+    rt = app.state.runtime
+    spool = rt.extras["spool"]
+    entry = spool.put("old-secret-bucket", "invoices/ab/secret-object-key.txt", b"x")
+    refusal = (
+        "bucket 'old-secret-bucket': NoSuchBucket: An error occurred (NoSuchBucket) when "
+        "calling the PutObject operation: The specified bucket does not exist"
+    )
+    assert spool.mark_failed(entry, refusal, give_up=True) is not None
+    async with running(app) as client:
+        assert (await client.post("/products", json={**WIDGET, "stock": 1})).status_code == 201
+        for _ in range(4):  # cache reads fail: Redis's error texts are recorded
+            assert (await client.get("/products/W-1")).status_code == 200
+        rt.db.breaker.force_open()
+        r = await client.post(
+            "/products/W-1/movements",
+            json={"kind": "out", "quantity": 5},
+            headers={"Idempotency-Key": "dead-letter-key-7c"},
+        )
+        assert r.status_code == 202, r.text
+        rt.db.breaker.reset()
+        await rt.replayer.drain()  # only 1 in stock: refused for good, a dead letter
+        public = await client.get("/status/data")
+        full = await client.get("/status/data", headers={"Authorization": f"Bearer {token}"})
+        wrong = await client.get("/status/data", headers={"Authorization": "Bearer nope"})
+        about = await client.get("/about")  # its backlogs are the same counts
+
+    assert public.status_code == 200 and full.status_code == 200
+    detailed, shown = full.json(), public.json()
+    assert detailed["details"] is True and shown["details"] is False
+    assert "ADMIN_TOKEN" in shown["details_hint"] and shown["details_available"] is True
+
+    # the details are there for the operator: the check below looks at real texts
+    errors = _texts(detailed, frozenset({"last_error", "error", "reason", "why", "url"}))
+    errors = [e for e in errors if "127.0.0.1" in e or "Error" in e or "error" in e]
+    cache = next(c for c in detailed["components"] if c["name"] == "cache")
+    assert cache["breaker"]["last_error"] or cache["adapter"]["last_error"]
+    internals = {
+        "VAR_DIR path": str(tmp_path / "var-dir-4d1f"),
+        "database file": "inventario.db",
+        "host": "127.0.0.1",
+        "configured bucket": "status-secret-bucket",
+        "refusing bucket": "old-secret-bucket",
+        "object key": "secret-object-key",
+        "S3 error": "NoSuchBucket",
+        "dead letter's key": "dead-letter-key-7c",
+        "dead letter's reason": "only 1 of W-1 in stock",
+        "driver": "aiosqlite",
+    }
+    for what, text in internals.items():
+        assert text in full.text, f"{what} missing from the detailed /status/data"
+        assert text not in public.text, f"{what} shown without the token"
+        assert text not in about.text, f"{what} shown on /about without the token"
+    assert errors
+    for error in errors:
+        assert error not in public.text, f"error text shown without the token: {error!r}"
+
+    # what a person needs to see how the service is doing is all there
+    assert (shown["level"], shown["score"]) == (detailed["level"], detailed["score"])
+    by_name = {c["name"]: c for c in shown["components"]}
+    for c in detailed["components"]:
+        assert (by_name[c["name"]]["status"], by_name[c["name"]]["score"]) == (
+            c["status"],
+            c["score"],
+        )
+    assert by_name["cache"]["breaker"]["state"] == cache["breaker"]["state"]
+    assert shown["features"]["cache_read"] == {
+        k: detailed["features"]["cache_read"][k]
+        for k in ("enabled", "reason", "requires", "worst_level", "description")
+    }
+    assert shown["transitions"] == detailed["transitions"] and shown["transitions"]
+    outbox, spool_card = shown["backlogs"]["outbox"], shown["backlogs"]["spool"]
+    assert (outbox["pending"], outbox["dead_letters"]) == (0, 1)
+    assert (spool_card["files"], spool_card["failed"], spool_card["s3_configured"]) == (1, 1, True)
+    assert "recent_dead" not in outbox and "failures" not in spool_card
+    # a wrong token is refused, as on /health: not a silently shorter document
+    assert wrong.status_code == 403
+    assert wrong.headers["content-type"] == "application/problem+json"
 
 
 async def test_data_survives_a_failing_backlog(
     make_app: Callable[..., FastAPI], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    app = make_app()
+    app = make_app(admin_token="b4cklog-t0ken")
 
     def broken() -> dict[str, Any]:
         raise OSError("disk gone")
@@ -162,8 +291,10 @@ async def test_data_survives_a_failing_backlog(
     monkeypatch.setattr(app.state.runtime, "health_extras", broken)
     async with running(app) as client:
         r = await client.get("/status/data")
-    assert r.status_code == 200
-    assert r.json()["backlogs"] == {"error": "backlogs unavailable: OSError"}
+        full = await client.get("/status/data", headers={"Authorization": "Bearer b4cklog-t0ken"})
+    assert r.status_code == 200 and full.status_code == 200
+    assert r.json()["backlogs"] == {"error": "backlogs unavailable (the service's log says why)"}
+    assert full.json()["backlogs"] == {"error": "backlogs unavailable: OSError"}
 
 
 # ---------------------------------------------------------------- real browser
@@ -185,6 +316,12 @@ def chromium() -> Iterator[Any]:
             browser.close()
 
 
+def _show_details(page: Any, token: str) -> None:
+    """Enter the admin token in the page's form, as an operator would."""
+    page.get_by_test_id("token-input").fill(token)
+    page.get_by_test_id("token-submit").click()
+
+
 def _cache_breaker(base: str) -> str:
     doc = httpx.get(f"{base}/status/data", timeout=5).json()
     cache = next(c for c in doc["components"] if c["name"] == "cache")
@@ -204,10 +341,12 @@ def test_browser_sees_redis_fail_without_reload(
 
     # database + cache + openai configured: Redis alone down scores 75 => DEGRADED
     # (with only database + cache, the cache is a third of the weight: 66.7 => LIMITED)
+    token = "status-page-admin-token-31"
     app = make_app(
         redis_url=redis_server.url_for(db=11, port=redis_proxy.port),
         openai_api_key="sk-test-status-page",
         openai_base_url=openai_stub.base_url,
+        admin_token=token,
     )
     with serving(app) as base:
         r = httpx.post(f"{base}/products", json=WIDGET, timeout=5)
@@ -245,10 +384,22 @@ def test_browser_sees_redis_fail_without_reload(
         expect(page.locator("body")).to_have_attribute("data-level", "DEGRADED")
         expect(cache_breaker).to_have_text("open")
         expect(page.get_by_test_id("component-cache")).to_have_attribute("data-status", "down")
-        expect(page.get_by_test_id("error-cache")).to_contain_text("last error")
         expect(page.get_by_test_id("feature-cache_read")).to_have_attribute("data-enabled", "false")
         expect(page.get_by_test_id("timeline")).to_contain_text("OPTIMAL → DEGRADED")
         expect(page.get_by_test_id("timeline-empty")).to_be_hidden()
+
+        # without the token the page says the details are hidden, and shows no error text
+        expect(page.get_by_test_id("details-notice")).to_be_visible()
+        expect(page.get_by_test_id("details-notice")).to_contain_text("Details hidden")
+        expect(page.get_by_test_id("why-hidden-cache")).to_contain_text("admin token")
+        assert page.get_by_test_id("error-cache").count() == 0
+        # the operator enters the token: the errors appear, the token stays in this tab
+        _show_details(page, token)
+        expect(page.get_by_test_id("details-shown")).to_be_visible()
+        expect(page.get_by_test_id("details-notice")).to_be_hidden()
+        expect(page.get_by_test_id("error-cache")).to_contain_text("last error")
+        assert page.evaluate("sessionStorage.getItem('inventario.status.adminToken')") == token
+        assert page.evaluate("localStorage.length") == 0
         assert page.evaluate("window.__sameDocument") == "yes", "the page was reloaded"
         assert console_errors == [], console_errors  # no CSP violation, no script error
 
@@ -338,7 +489,10 @@ def test_spool_card_says_s3_is_not_configured_and_shows_failed_files(
         expect(page.get_by_test_id("spool-files")).to_have_text("1")
         context.close()
 
-    app = make_app(var_dir=tmp_path / "s3", **s3_settings(s3_server, fresh_bucket))
+    token = "spool-card-admin-token-52"
+    app = make_app(
+        var_dir=tmp_path / "s3", admin_token=token, **s3_settings(s3_server, fresh_bucket)
+    )
     spool = app.state.runtime.extras["spool"]
     with serving(app) as base:
         spool.put(f"gone-{fresh_bucket}", "inv.txt", b"x")
@@ -350,9 +504,13 @@ def test_spool_card_says_s3_is_not_configured_and_shows_failed_files(
         card = page.get_by_test_id("backlog-spool")
         expect(card).to_have_attribute("data-state", "failed")
         expect(page.get_by_test_id("spool-failed")).to_have_text("1")
+        expect(page.get_by_test_id("status-s3")).to_have_text("degraded")
+        # without the token: the count and what to do, not the bucket nor S3's error
+        expect(card).to_contain_text("shown with the admin token")
+        assert "NoSuchBucket" not in page.content() and fresh_bucket not in page.content()
+        _show_details(page, token)
         expect(page.get_by_test_id("spool-failures")).to_contain_text("NoSuchBucket")
         expect(page.get_by_test_id("spool-sub")).to_contain_text(fresh_bucket)
-        expect(page.get_by_test_id("status-s3")).to_have_text("degraded")
         context.close()
 
 
@@ -363,7 +521,8 @@ def test_outbox_card_shows_waiting_writes_and_dead_letters_with_their_reasons(
     each one's reason and the command that acts on them."""
     from playwright.sync_api import expect
 
-    app = make_app()
+    token = "outbox-card-admin-token-73"
+    app = make_app(admin_token=token)
     rt = app.state.runtime
     with serving(app) as base:
         assert httpx.post(f"{base}/products", json={**WIDGET, "stock": 1}).status_code == 201
@@ -388,8 +547,18 @@ def test_outbox_card_shows_waiting_writes_and_dead_letters_with_their_reasons(
         rt.replayer.wake()
         expect(card).to_have_attribute("data-state", "failed")
         expect(page.get_by_test_id("outbox-dead")).to_have_text("1")
+        expect(card).to_contain_text("inventario outbox list")
+        # without the token: the count, not the key nor the database's refusal
+        expect(card).to_contain_text("shown with the admin token")
+        assert page.get_by_test_id("outbox-failures").count() == 0
+        assert "InsufficientStock" not in page.content()
+        _show_details(page, "not-the-token")  # a wrong token is said so, and forgotten
+        expect(page.get_by_test_id("token-refused")).to_contain_text("HTTP 403")
+        expect(page.get_by_test_id("details-notice")).to_be_visible()
+        assert page.evaluate("sessionStorage.length") == 0
+        _show_details(page, token)
         expect(page.get_by_test_id("outbox-failures")).to_contain_text(
             "too-many (stock.move): InsufficientStock: only 1 of W-1 in stock"
         )
-        expect(card).to_contain_text("inventario outbox list")
+        expect(page.get_by_test_id("token-refused")).to_be_hidden()
         context.close()

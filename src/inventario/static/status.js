@@ -8,6 +8,9 @@
   const TIMEOUT_MS = 4000;
   const DATA_URL = "status/data";
   const LEVELS = ["OPTIMAL", "DEGRADED", "LIMITED", "MINIMAL", "EMERGENCY"];
+  // The admin token, for the detailed view: in this tab's sessionStorage only (gone when
+  // the tab closes), sent as a bearer header to status/data and nowhere else.
+  const TOKEN_KEY = "inventario.status.adminToken";
 
   const $ = (id) => document.querySelector('[data-testid="' + id + '"]');
 
@@ -82,6 +85,67 @@
 
   function fig(label, value, testid) {
     return el("div", null, el("dt", null, label), el("dd", { testid: testid }, value));
+  }
+
+  // ------------------------------------------------------------- details
+
+  function storedToken() {
+    try {
+      return sessionStorage.getItem(TOKEN_KEY) || "";
+    } catch (err) {
+      return ""; // storage disabled: the public view only
+    }
+  }
+
+  function storeToken(token) {
+    try {
+      if (token) sessionStorage.setItem(TOKEN_KEY, token);
+      else sessionStorage.removeItem(TOKEN_KEY);
+    } catch (err) {
+      // storage disabled: nothing is kept
+    }
+  }
+
+  function setRefused(text) {
+    const refused = $("token-refused");
+    refused.textContent = text || "";
+    refused.hidden = !text;
+  }
+
+  // The public document says "details": false (and what is hidden); the detailed one true.
+  function renderDetails(doc) {
+    const shown = doc.details === true;
+    $("details-shown").hidden = !shown;
+    $("details-hidden").hidden = shown;
+    if (shown) {
+      setRefused("");
+      return;
+    }
+    const available = doc.details_available !== false;
+    $("token-form").hidden = !available;
+    $("token-note").hidden = !available;
+    $("details-notice").textContent = available
+      ? "Details hidden: error texts, adapter settings (paths, hosts, users, buckets) and the " +
+        "reasons of dead letters and failed uploads are shown with the admin token."
+      : "Details hidden: the service has no ADMIN_TOKEN, so error texts, adapter settings " +
+        "and failure reasons are in its log only.";
+  }
+
+  function wireDetails() {
+    $("token-form").addEventListener("submit", (event) => {
+      event.preventDefault(); // the page's CSP allows no form submission anyway
+      const input = $("token-input");
+      const token = input.value.trim();
+      input.value = "";
+      if (!token) return;
+      storeToken(token);
+      setRefused("");
+      pollSoon();
+    });
+    $("token-forget").addEventListener("click", () => {
+      storeToken("");
+      pollSoon();
+    });
   }
 
   // ---------------------------------------------------------------- hero
@@ -211,6 +275,9 @@
     card.append(figs);
 
     if (Array.isArray(c.why) && c.why.length) card.append(el("p", { class: "why" }, c.why.join("; ")));
+    else if (!("why" in c) && c.status && c.status !== "up") {
+      card.append(el("p", { class: "why", testid: "why-hidden-" + name }, "the reason is shown with the admin token"));
+    }
     const error = (a && a.last_error) || (b && b.last_error) || (c.probe && c.probe.error) || null;
     if (error) {
       const at = a && isNum(a.last_error_at) ? " (" + clock(a.last_error_at) + ")" : "";
@@ -255,9 +322,12 @@
         fig("replayed", num(o.replayed_total)),
         fig("dead letters", num(dead), "outbox-dead"),
         fig("limit", num(o.max_pending))));
-    if (dead > 0) {
+    if (dead > 0 && !Array.isArray(o.recent_dead)) {
+      card.append(el("p", { class: "error" }, "refused for good by the database: their reasons " +
+        "are shown with the admin token (inventario outbox list)"));
+    } else if (dead > 0) {
       const list = el("ul", { class: "failures", testid: "outbox-failures" });
-      for (const d of Array.isArray(o.recent_dead) ? o.recent_dead : []) {
+      for (const d of o.recent_dead) {
         if (!d || typeof d !== "object") continue;
         list.append(el("li", null, String(d.key || "") + " (" + String(d.operation || "") + "): " +
           String(d.reason || "")));
@@ -290,8 +360,11 @@
         fig(local ? "oldest kept" : "oldest", seconds(s.oldest_age_s)),
         fig("failed", num(failed), "spool-failed"),
         fig("quarantined", num(s.quarantined))));
-    const failures = Array.isArray(s.failures) ? s.failures : [];
-    if (failed > 0) {
+    if (failed > 0 && !Array.isArray(s.failures)) {
+      card.append(el("p", { class: "error" }, "refused for good by their bucket: the reasons " +
+        "are shown with the admin token (inventario spool list)"));
+    } else if (failed > 0) {
+      const failures = s.failures;
       const list = el("ul", { class: "failures", testid: "spool-failures" });
       for (const f of failures) {
         if (!f || typeof f !== "object") continue;
@@ -359,6 +432,7 @@
   }
 
   function render(doc) {
+    renderDetails(doc);
     renderHero(doc);
     if (changed("components", [doc.components, doc.backlogs])) renderComponents(doc);
     if (changed("features", doc.features)) renderFeatures(doc);
@@ -367,15 +441,42 @@
     $("updated").textContent = lastOk.toLocaleTimeString([], { hour12: false });
   }
 
+  let timer = null; // the next poll
+  let polling = false; // a poll is in flight
+  let again = false; // poll once more as soon as the one in flight ends
+
+  // A poll now (the token changed), without a second loop: one poll is in flight at most.
+  function pollSoon() {
+    if (polling) {
+      again = true;
+      return;
+    }
+    clearTimeout(timer);
+    poll();
+  }
+
   async function poll() {
+    polling = true;
     const controller = new AbortController();
-    const timer = setTimeout(() => controller.abort(), TIMEOUT_MS);
+    const abort = setTimeout(() => controller.abort(), TIMEOUT_MS);
+    const token = storedToken();
+    const headers = { Accept: "application/json" };
+    if (token) headers.Authorization = "Bearer " + token;
     try {
       const response = await fetch(DATA_URL, {
         cache: "no-store",
-        headers: { Accept: "application/json" },
+        headers: headers,
         signal: controller.signal,
       });
+      if (token && (response.status === 401 || response.status === 403)) {
+        // a wrong token: forget it, say so, and show what anyone may see
+        storeToken("");
+        setRefused("The admin token was refused (HTTP " + response.status + "): it is " +
+          "forgotten; showing what anyone may see.");
+        again = true;
+        setConnection("live", "live");
+        return;
+      }
       if (!response.ok) throw new Error("HTTP " + response.status);
       const doc = await response.json();
       render(doc);
@@ -384,10 +485,14 @@
       $("last-update").textContent = lastOk ? lastOk.toLocaleTimeString([], { hour12: false }) : "never";
       setConnection("lost", "connection lost (" + (err && err.name === "AbortError" ? "timeout" : String(err && err.message ? err.message : err)) + ")");
     } finally {
-      clearTimeout(timer);
-      setTimeout(poll, POLL_MS);
+      clearTimeout(abort);
+      polling = false;
+      const soon = again;
+      again = false;
+      timer = setTimeout(poll, soon ? 0 : POLL_MS);
     }
   }
 
+  wireDetails();
   poll();
 })();

@@ -273,3 +273,28 @@ async def test_a_replayed_invoice_apply_drops_the_cache_entries_of_its_products(
             await asyncio.sleep(0.01)
         assert not raw.exists(product_key("W-1"))
         raw.close()
+
+
+async def test_the_status_page_and_about_show_dead_letters_without_internals(
+    make_app: Callable[..., FastAPI],
+) -> None:
+    """``/status/data`` and ``/about`` are public too: their outbox card lists the latest
+    dead letters with the same reason class as ``/writes/{key}``."""
+    app = make_app(admin_token=TOKEN)
+    async with running(app) as client:
+        rt = app.state.runtime
+        raw = (
+            "ProgrammingError: (psycopg.errors.UndefinedColumn) column x does not exist "
+            "[SQL: SELECT x FROM products WHERE sku = %(sku)s]"
+        )
+        intent = rt.outbox.submit(
+            "stock.move", {"data": {}, "key": "odd-2"}, stream="W-1", idempotency_key="odd-2"
+        )
+        assert rt.outbox.mark_failed(intent, raw, final=True)
+        for path in ("/status/data", "/about"):
+            doc = (await client.get(path)).json()
+            outbox = doc["backlogs"]["outbox"] if path == "/status/data" else doc["outbox"]
+            (dead,) = outbox["recent_dead"]
+            assert dead["key"] == "odd-2" and dead["reason"].startswith("failed: "), dead
+            for word in (*INTERNALS, "psycopg", "column x"):
+                assert word not in dead["reason"].lower(), (path, word)

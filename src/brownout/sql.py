@@ -1140,13 +1140,17 @@ class _SQLiteWriter:
         group = self._group
         if group is None:
             group = self._group = _Group(self._sessions())
+        # the first unit of a transaction needs no savepoint (two round trips to the
+        # driver's thread saved): undoing it alone is rolling the transaction back
+        savepoint = None
+        if group.members:
+            try:
+                savepoint = await group.session.begin_nested()
+            except BaseException as exc:
+                await self._abort(group, lock, exc)
+                raise
         try:
-            savepoint = await group.session.begin_nested()  # BEGIN IMMEDIATE first if new
-        except BaseException as exc:
-            await self._abort(group, lock, exc)
-            raise
-        try:
-            yield group.session
+            yield group.session  # the first statement of a transaction: BEGIN IMMEDIATE
         except BaseException as exc:
             if isinstance(exc, Exception) and SQL_ERRORS.counts(exc):
                 await self._abort(group, lock, exc)  # a database failure: the group is lost
@@ -1154,17 +1158,21 @@ class _SQLiteWriter:
             try:
                 # the caller's error, or its cancellation (the connection is fine: the
                 # driver's thread finishes the statement): undo this unit alone
-                await savepoint.rollback()
+                if savepoint is not None:
+                    await savepoint.rollback()
+                else:
+                    await group.session.rollback()
             except BaseException as failure:
                 await self._abort(group, lock, failure)
                 raise exc from None
             self._end_turn(group, lock)
             raise
-        try:
-            await savepoint.commit()  # RELEASE: the unit's work joins the group's
-        except BaseException as exc:
-            await self._abort(group, lock, exc)
-            raise
+        if savepoint is not None:
+            try:
+                await savepoint.commit()  # RELEASE: the unit's work joins the group's
+            except BaseException as exc:
+                await self._abort(group, lock, exc)
+                raise
         done = asyncio.get_running_loop().create_future()
         group.members.append(done)
         self._end_turn(group, lock)

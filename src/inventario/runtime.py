@@ -109,9 +109,9 @@ class Runtime:
     def database_unavailable(self) -> str | None:
         """Why the database cannot take a write now, in words for a client (no hosts,
         names or driver text); ``None`` when it can, as far as the service knows."""
-        snap = self.db.breaker.snapshot()
-        if snap.state in (State.OPEN, State.FORCED_OPEN):
-            return f"the database is unavailable (circuit breaker {snap.state.value})"
+        state = self.db.breaker.state  # not snapshot(): this runs twice per write
+        if state in (State.OPEN, State.FORCED_OPEN):
+            return f"the database is unavailable (circuit breaker {state.value})"
         evaluation = self.manager.last_evaluation
         if evaluation is not None and evaluation.component("database").down:
             return "the database is unavailable"

@@ -107,7 +107,7 @@ class InvoiceBinder:
     async def bind(self, key: str, bucket: str) -> None:
         """Set the bucket of the invoice whose file ``key`` went to ``bucket``."""
         try:
-            async with self.db.session() as s:
+            async with self.db.write_session() as s:  # SQLite: the writer, in turn
                 await s.execute(
                     update(invoices)
                     .where(

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
@@ -30,9 +30,16 @@ TOKEN = "spool-admin-t0ken"
 ADMIN = {"Authorization": f"Bearer {TOKEN}"}
 
 
-async def until(predicate: Callable[[], bool], what: str = "condition") -> None:
+async def until(predicate: Callable[[], bool | Awaitable[bool]], what: str = "condition") -> None:
+    """Poll a check (plain or async) until it holds: events that follow an upload (the
+    invoice's new location, S3's health) land a moment after the spool file is gone."""
     deadline = time.monotonic() + 15.0
-    while not predicate():
+    while True:
+        held = predicate()
+        if not isinstance(held, bool):
+            held = await held
+        if held:
+            return
         if time.monotonic() > deadline:
             raise AssertionError(f"{what} not reached in 15 s")
         await asyncio.sleep(0.02)
@@ -166,10 +173,18 @@ async def test_a_bucket_that_is_gone_fails_the_file_visibly_until_it_is_retarget
         assert moved["to"].startswith("(configured bucket)/")
         await until(lambda: spool.stats()["files"] == 0, "the retargeted file uploaded")
         assert len(s3_keys(s3_server, fresh_bucket)) == 1
+
+        async def s3_serves_it() -> bool:
+            health = (await client.get("/health")).json()
+            file = await client.get(f"/invoices/{invoice_id}/file")
+            return component(health, "s3")["status"] == "up" and (
+                file.headers.get("X-Invoice-Storage") == "s3"
+            )
+
+        await until(s3_serves_it, "S3 up again on /health and serving the invoice")
         file = await client.get(f"/invoices/{invoice_id}/file")
         assert file.status_code == 200 and file.content == TEXT_INVOICE
         assert file.headers["X-Invoice-Storage"] == "s3"
-        assert component((await client.get("/health")).json(), "s3")["status"] == "up"
         metrics = (await client.get("/metrics")).text
         assert 'brownout_spool_failed_entries{spool="spool"} 0.0' in metrics
         assert 'brownout_spool_retargeted_total{spool="spool"} 1.0' in metrics

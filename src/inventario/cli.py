@@ -183,24 +183,32 @@ def _reason(exc: BaseException) -> str:
     return str(reason) or type(reason).__name__
 
 
-def fetch_status(url: str, *, timeout: float = 5.0) -> dict[str, Any]:
+def fetch_status(url: str, *, timeout: float = 5.0, token: str | None = None) -> dict[str, Any]:
     """The status document of the service at ``url``: ``/status/data``, else ``/health``.
 
+    With ``token`` (the service's admin token, sent as ``Authorization: Bearer``) the
+    detailed document; without it what anyone may see (``"details": false``).
     Raises :class:`StatusError` naming the URL and the cause when the service cannot be
-    reached or does not answer a brownout status document.
+    reached, refuses the token or does not answer a brownout status document.
     """
     base = _base_url(url)
+    headers = {"Accept": "application/json", "User-Agent": f"inventario-cli/{__version__}"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
     for path in ("/status/data", "/health"):
-        request = urllib.request.Request(
-            base + path,
-            headers={"Accept": "application/json", "User-Agent": f"inventario-cli/{__version__}"},
-        )
+        request = urllib.request.Request(base + path, headers=headers)
         try:
             with urllib.request.urlopen(request, timeout=timeout) as response:
                 raw = response.read()
         except urllib.error.HTTPError as exc:
             if exc.code == 404:
                 continue  # not inventario: try brownout's plain /health
+            if token and exc.code in (401, 403):
+                raise StatusError(
+                    f"{base}{path} refused the admin token (HTTP {exc.code}): give the "
+                    "service's ADMIN_TOKEN with --token or the ADMIN_TOKEN variable, or "
+                    "--token '' for what anyone may see"
+                ) from None
             raw = exc.read()  # a 503 may still carry the document
             if not raw:
                 raise StatusError(
@@ -237,8 +245,9 @@ def _seconds_arg(text: str) -> float:
 
 
 def _status(args: argparse.Namespace) -> int:
+    token = args.token if args.token is not None else os.environ.get("ADMIN_TOKEN", "")
     try:
-        doc = fetch_status(args.url, timeout=args.timeout)
+        doc = fetch_status(args.url, timeout=args.timeout, token=token.strip() or None)
     except StatusError as exc:
         print(f"inventario status: {exc}", file=sys.stderr)
         return 2
@@ -371,7 +380,9 @@ def render_status(doc: dict[str, Any]) -> str:
         spool = backlogs.get("spool")
         if isinstance(spool, dict):
             detail = f"{spool.get('bytes', '?')} bytes, quarantined {spool.get('quarantined', '?')}"
-            if spool.get("failed"):
+            if spool.get("failed") and "failures" not in spool:  # the public document
+                detail += f", FAILED {spool['failed']} (inventario spool list)"
+            elif spool.get("failed"):
                 failures = spool.get("failures") or [{}]
                 reason = failures[0].get("reason", "") if isinstance(failures[0], dict) else ""
                 detail += f", FAILED {spool['failed']}: {_cut(reason, 60)} (inventario spool list)"
@@ -413,6 +424,12 @@ def render_status(doc: dict[str, Any]) -> str:
                 [when, f"{t.get('from', '?')} -> {t.get('to', '?')}", _cut(t.get("reason", ""), 90)]
             )
         out += ["", _table(["AT", "TRANSITION", "REASON"], rows)]
+    if doc.get("details") is False:
+        out += [
+            "",
+            "details   hidden: error texts, adapter settings and failure reasons are shown "
+            "with the admin token (--token or ADMIN_TOKEN)",
+        ]
     return "\n".join(out)
 
 
@@ -505,8 +522,10 @@ def build_parser() -> argparse.ArgumentParser:
         "status",
         help="level, score, components, breakers, features",
         description="Print the level, score, components (breakers, success rate, p95), "
-        "backlogs, features and recent transitions of a running inventario. Exit status: "
-        "0 when the service answered, 2 when it could not be reached or is not inventario.",
+        "backlogs, features and recent transitions of a running inventario; error texts, "
+        "adapter settings and failure reasons with its admin token. Exit status: 0 when the "
+        "service answered, 2 when it could not be reached, refused the token or is not "
+        "inventario.",
     )
     status.add_argument(
         "url",
@@ -520,6 +539,15 @@ def build_parser() -> argparse.ArgumentParser:
         default=5.0,
         metavar="SECONDS",
         help="seconds to wait for an answer, more than 0 and less than 3600 (default: 5)",
+    )
+    status.add_argument(
+        "--token",
+        default=None,
+        metavar="TOKEN",
+        help="the service's admin token, sent as 'Authorization: Bearer' for the details: "
+        "error texts, adapter settings, the reasons of dead letters and failed uploads "
+        "(default: the ADMIN_TOKEN variable; without either, or with --token '', what "
+        "anyone may see)",
     )
     status.set_defaults(func=_status)
     demo = sub.add_parser(

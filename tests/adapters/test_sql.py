@@ -385,7 +385,9 @@ async def test_async_faults_open_then_recover(
 SLOW = BreakerConfig(
     consecutive_failures=None,
     slow_call_rate=0.5,
-    slow_call_duration=0.08,
+    # a healthy query under a loaded CI machine can take 0.1 s: the threshold sits well above
+    # that and the injected latency well above the threshold
+    slow_call_duration=0.25,
     minimum_calls=3,
     window_size=5,
     open_for=0.5,
@@ -401,7 +403,7 @@ def test_sync_latency_trips_a_slow_call_breaker(
     url = pg_url(postgres_server, dbname_of(fresh_database), "psycopg", port=postgres_proxy.port)
     db = sync_dbs(url, config=SLOW, command_timeout=3.0)
     assert db.scalar("SELECT 1") == 1
-    postgres_proxy.set_mode(Mode.LATENCY, upstream_delay=0.1)
+    postgres_proxy.set_mode(Mode.LATENCY, upstream_delay=0.4)
     answered = 0
     for _ in range(5):  # answers, slowly, until the slow-call rate trips the breaker
         try:
@@ -430,7 +432,7 @@ async def test_async_latency_trips_a_slow_call_breaker(
     url = pg_url(postgres_server, dbname_of(fresh_database), "asyncpg", port=postgres_proxy.port)
     db = async_dbs(url, config=SLOW, command_timeout=3.0)
     assert await db.scalar("SELECT 1") == 1
-    postgres_proxy.set_mode(Mode.LATENCY, upstream_delay=0.1)
+    postgres_proxy.set_mode(Mode.LATENCY, upstream_delay=0.4)
     answered = 0
     for _ in range(5):  # answers, slowly, until the slow-call rate trips the breaker
         try:

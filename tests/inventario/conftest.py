@@ -1,8 +1,10 @@
-"""Fixtures for inventario's API tests: one app per test on its own SQLite file."""
+"""Fixtures for inventario's tests: one app per test on its own SQLite file, and the
+headless Chromium the page tests share."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+import os
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -13,6 +15,19 @@ from fastapi import FastAPI
 
 from inventario.app import create_app
 from inventario.config import load_settings
+from tests.servers._util import missing, require_module
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 @asynccontextmanager
@@ -49,3 +64,19 @@ WIDGET = {
     "stock": 10,
     "min_stock": 3,
 }
+
+
+@pytest.fixture(scope="module")
+def chromium() -> Iterator[Any]:
+    """Playwright's Chromium driving the system's /usr/bin/chromium (never a download)."""
+    if not (os.path.isfile(CHROMIUM) and os.access(CHROMIUM, os.X_OK)):
+        missing(f"{CHROMIUM} not found: install the Debian package chromium")
+    require_module("playwright.sync_api", "playwright")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()

@@ -6,9 +6,8 @@ server aborted, as on a machine without internet: the pages must still list the 
 
 from __future__ import annotations
 
-import os
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -16,19 +15,6 @@ import pytest
 from fastapi import FastAPI
 
 from tests.inventario.live_server import serving
-from tests.servers._util import missing, require_module
-
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 
 @pytest.mark.parametrize("page", ["/docs", "/redoc"])
@@ -48,22 +34,6 @@ async def test_doc_pages_name_no_other_host(page: str, make_app: Callable[..., F
             got = await client.get(asset)
             assert got.status_code == 200, asset
             assert len(got.content) > 1000, asset
-
-
-@pytest.fixture(scope="module")
-def chromium() -> Iterator[Any]:
-    """Playwright's Chromium driving the system's /usr/bin/chromium (never a download)."""
-    if not (os.path.isfile(CHROMIUM) and os.access(CHROMIUM, os.X_OK)):
-        missing(f"{CHROMIUM} not found: install the Debian package chromium")
-    require_module("playwright.sync_api", "playwright")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
 
 
 def test_docs_list_the_operations_offline(chromium: Any, make_app: Callable[..., FastAPI]) -> None:

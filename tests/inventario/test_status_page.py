@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,23 +15,9 @@ from brownout.chaos import ThreadedFaultProxy
 from inventario.status_page import ASSETS
 from tests.inventario.conftest import WIDGET, running
 from tests.inventario.live_server import serving
-from tests.servers._util import missing, require_module
 from tests.servers.openai_stub import OpenAIStub
 from tests.servers.redis_server import RedisServer
 from tests.servers.s3_server import S3Server
-
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
 
 # ------------------------------------------------------------------ plain HTTP
 
@@ -298,22 +283,6 @@ async def test_data_survives_a_failing_backlog(
 
 
 # ---------------------------------------------------------------- real browser
-
-
-@pytest.fixture(scope="module")
-def chromium() -> Iterator[Any]:
-    """Playwright's Chromium driving the system's /usr/bin/chromium (never a download)."""
-    if not (os.path.isfile(CHROMIUM) and os.access(CHROMIUM, os.X_OK)):
-        missing(f"{CHROMIUM} not found: install the Debian package chromium")
-    require_module("playwright.sync_api", "playwright")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
 
 
 def _show_details(page: Any, token: str) -> None:

@@ -11,12 +11,13 @@ import argparse
 import http.client
 import json
 import os
+import sys
 import urllib.error
 import urllib.request
 from typing import Any
 
 from inventario import __version__
-from inventario.cli import StatusError, _base_url, _reason
+from inventario.cli import StatusError, _base_url, _reason, _seconds_arg
 
 __all__ = ["DEFAULT_URL", "admin_call", "problem_detail"]
 
@@ -104,3 +105,46 @@ def problem_detail(raw: bytes) -> str:
     if isinstance(detail, list):
         return "; ".join(str(d.get("msg", d)) if isinstance(d, dict) else str(d) for d in detail)
     return str(detail or "")
+
+
+def command_runner(group: str, handler: Any) -> Any:
+    """``handler`` as an ``inventario GROUP …`` command: a :class:`StatusError` (the service
+    refused, or a bad ``--url``) becomes one line on stderr and exit status 2."""
+
+    def run(args: argparse.Namespace) -> int:
+        try:
+            result: int = handler(args)
+        except StatusError as exc:
+            command = getattr(args, f"{group}_command")
+            print(f"inventario {group} {command}: {exc}", file=sys.stderr)
+            return 2
+        return result
+
+    return run
+
+
+def limit_arg(text: str) -> int:
+    """``--limit``: a whole number from 1 to 1000."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if not 1 <= value <= 1000:
+        raise argparse.ArgumentTypeError(f"must be 1 to 1000, got {value}")
+    return value
+
+
+def add_connection_options(parser: argparse.ArgumentParser) -> None:
+    """``--url`` and ``--timeout``, shared by every admin command."""
+    parser.add_argument(
+        "--url",
+        default=DEFAULT_URL,
+        help=f"the service's base URL; host:port is enough (default: {DEFAULT_URL})",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=_seconds_arg,
+        default=10.0,
+        metavar="SECONDS",
+        help="seconds to wait for an answer, more than 0 and less than 3600 (default: 10)",
+    )

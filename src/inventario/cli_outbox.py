@@ -12,8 +12,13 @@ import argparse
 import sys
 from typing import Any
 
-from inventario.cli import StatusError, _cut, _seconds_arg, _secs, _table
-from inventario.cli_admin import DEFAULT_URL, admin_call
+from inventario.cli import StatusError, _cut, _secs, _table
+from inventario.cli_admin import (
+    add_connection_options,
+    admin_call,
+    command_runner,
+    limit_arg,
+)
 
 __all__ = ["add_outbox_commands", "render_outbox"]
 
@@ -122,43 +127,6 @@ def _discard(args: argparse.Namespace) -> int:
     return _not_dead(doc)
 
 
-def _run(handler: Any) -> Any:
-    def run(args: argparse.Namespace) -> int:
-        try:
-            result: int = handler(args)
-        except StatusError as exc:  # OutboxCommandError, or a bad --url
-            print(f"inventario outbox {args.outbox_command}: {exc}", file=sys.stderr)
-            return 2
-        return result
-
-    return run
-
-
-def _limit(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if not 1 <= value <= 1000:
-        raise argparse.ArgumentTypeError(f"must be 1 to 1000, got {value}")
-    return value
-
-
-def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--url",
-        default=DEFAULT_URL,
-        help=f"the service's base URL; host:port is enough (default: {DEFAULT_URL})",
-    )
-    parser.add_argument(
-        "--timeout",
-        type=_seconds_arg,
-        default=10.0,
-        metavar="SECONDS",
-        help="seconds to wait for an answer, more than 0 and less than 3600 (default: 10)",
-    )
-
-
 def _selected(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "keys",
@@ -195,18 +163,18 @@ def add_outbox_commands(sub: Any) -> None:
         "attempts, age and why it died) and its pending writes (and why they wait), oldest "
         "first.",
     )
-    _common(listing)
+    add_connection_options(listing)
     listing.add_argument(
         "--dead", action="store_true", help="only the dead letters (default: both lists)"
     )
     listing.add_argument(
         "--limit",
-        type=_limit,
+        type=limit_arg,
         default=100,
         metavar="N",
         help="list at most N entries of each list, 1 to 1000 (default: 100)",
     )
-    listing.set_defaults(func=_run(_list))
+    listing.set_defaults(func=command_runner("outbox", _list))
     retry = commands.add_parser(
         "retry",
         help="apply dead letters again (after fixing what made them fail)",
@@ -214,8 +182,8 @@ def add_outbox_commands(sub: Any) -> None:
         "product's queue, with their attempts reset; the service applies them at once.",
     )
     _selected(retry)
-    _common(retry)
-    retry.set_defaults(func=_run(_retry))
+    add_connection_options(retry)
+    retry.set_defaults(func=command_runner("outbox", _retry))
     discard = commands.add_parser(
         "discard",
         help="give up on dead letters for good (they are never applied)",
@@ -229,5 +197,5 @@ def add_outbox_commands(sub: Any) -> None:
         action="store_true",
         help="confirm that the writes are to be given up on (default: off, nothing changes)",
     )
-    _common(discard)
-    discard.set_defaults(func=_run(_discard))
+    add_connection_options(discard)
+    discard.set_defaults(func=command_runner("outbox", _discard))

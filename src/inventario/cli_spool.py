@@ -11,8 +11,13 @@ import argparse
 import sys
 from typing import Any
 
-from inventario.cli import StatusError, _cut, _seconds_arg, _secs, _table
-from inventario.cli_admin import DEFAULT_URL, admin_call
+from inventario.cli import StatusError, _cut, _secs, _table
+from inventario.cli_admin import (
+    add_connection_options,
+    admin_call,
+    command_runner,
+    limit_arg,
+)
 
 __all__ = ["add_spool_commands", "render_spool"]
 
@@ -113,43 +118,6 @@ def _discard(args: argparse.Namespace) -> int:
     return _missing(doc)
 
 
-def _run(handler: Any) -> Any:
-    def run(args: argparse.Namespace) -> int:
-        try:
-            result: int = handler(args)
-        except StatusError as exc:  # SpoolCommandError, or a bad --url
-            print(f"inventario spool {args.spool_command}: {exc}", file=sys.stderr)
-            return 2
-        return result
-
-    return run
-
-
-def _limit(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if not 1 <= value <= 1000:
-        raise argparse.ArgumentTypeError(f"must be 1 to 1000, got {value}")
-    return value
-
-
-def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--url",
-        default=DEFAULT_URL,
-        help=f"the service's base URL; host:port is enough (default: {DEFAULT_URL})",
-    )
-    parser.add_argument(
-        "--timeout",
-        type=_seconds_arg,
-        default=10.0,
-        metavar="SECONDS",
-        help="seconds to wait for an answer, more than 0 and less than 3600 (default: 10)",
-    )
-
-
 def _selected(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "ids",
@@ -187,18 +155,18 @@ def add_spool_commands(sub: Any) -> None:
         "not configured), the spool's figures, and its entries: id, state (pending or "
         "failed), size, age, destination and the reason of the last failure.",
     )
-    _common(listing)
+    add_connection_options(listing)
     listing.add_argument(
         "--failed", action="store_true", help="only the failed entries (default: all entries)"
     )
     listing.add_argument(
         "--limit",
-        type=_limit,
+        type=limit_arg,
         default=100,
         metavar="N",
         help="list at most N entries, 1 to 1000 (default: 100)",
     )
-    listing.set_defaults(func=_run(_list))
+    listing.set_defaults(func=command_runner("spool", _list))
     retry = commands.add_parser(
         "retry",
         help="upload failed files again (after creating the bucket or fixing its policy)",
@@ -206,8 +174,8 @@ def add_spool_commands(sub: Any) -> None:
         "them again at once, to the same destination.",
     )
     _selected(retry)
-    _common(retry)
-    retry.set_defaults(func=_run(_retry))
+    add_connection_options(retry)
+    retry.set_defaults(func=command_runner("spool", _retry))
     retarget = commands.add_parser(
         "retarget",
         help="send files to another bucket (the invoices follow)",
@@ -229,8 +197,8 @@ def add_spool_commands(sub: Any) -> None:
         action="store_true",
         help="the bucket configured when the file is uploaded (default: off)",
     )
-    _common(retarget)
-    retarget.set_defaults(func=_run(_retarget))
+    add_connection_options(retarget)
+    retarget.set_defaults(func=command_runner("spool", _retarget))
     discard = commands.add_parser(
         "discard",
         help="delete files without uploading them (their invoices stay, fileless)",
@@ -243,5 +211,5 @@ def add_spool_commands(sub: Any) -> None:
         action="store_true",
         help="confirm that the files are to be deleted (default: off, nothing is deleted)",
     )
-    _common(discard)
-    discard.set_defaults(func=_run(_discard))
+    add_connection_options(discard)
+    discard.set_defaults(func=command_runner("spool", _discard))

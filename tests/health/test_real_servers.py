@@ -270,6 +270,11 @@ async def test_each_dependency_failing_alone_and_recovering_through_probes(
 ) -> None:
     f = fault(fault_name, redis_server, postgres_server, s3_proxy, openai_stub)
     others = [name for name in BREAKER_OF if name != f.component]
+    # start from a healthy stack: the previous case's dependency may still be recovering
+    await stack.run_until(
+        lambda: all(c["score"] == 100 for c in stack.manager.explain()["components"]),
+        "every component healthy before the fault",
+    )
     f.inject()
     try:
         await stack.trip(f.component)

@@ -7,6 +7,7 @@ score aggregation, cascading failures, recovery.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -17,6 +18,7 @@ from brownout import BreakerConfig, CircuitBreaker, Registry, State
 from brownout.health import (
     Component,
     DegradationManager,
+    Evaluation,
     Feature,
     Level,
     LevelRule,
@@ -498,18 +500,44 @@ def test_transition_handlers_sync_async_per_level_and_raising(
     w.manager.on_transition(bad)
 
     async def main() -> None:
+        handled = asyncio.Event()
+
         async def ahandler(t: Transition) -> None:
             seen.append(f"async:{t.to_level.name}")
+            handled.set()
 
         w.manager.on_transition(ahandler)
         w.fail("database")
-        await asyncio.sleep(0)
-        await asyncio.sleep(0)
+        assert "async:MINIMAL" not in seen  # scheduled on the loop, not run inline
+        await asyncio.wait_for(handled.wait(), timeout=10)
 
     asyncio.run(main())
     assert seen == ["any:MINIMAL", "minimal", "async:MINIMAL"]
     assert w.manager.level is Level.MINIMAL
     assert "handler bug" in caplog.text
+
+
+def test_one_listener_shape_typed_events_and_unsubscribe() -> None:
+    w = world()
+    events: list[Evaluation] = []
+    unsubscribe = w.manager.add_listener(events.append)
+    transitions: list[Transition] = []
+    stop_transitions = w.manager.on_transition(transitions.append)
+    w.fail("cache")
+    changed = [e for e in events if e.transition is not None]
+    assert len(changed) == 1
+    assert changed[0].transition == transitions[0] == w.manager.history[-1]
+    assert (changed[0].level, transitions[0].to_level) == (Level.DEGRADED, Level.DEGRADED)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        changed[0].level = Level.OPTIMAL  # type: ignore[misc]
+    unsubscribe()
+    stop_transitions()
+    count = len(events)
+    w.fail("database")
+    assert w.manager.level is Level.EMERGENCY
+    assert (len(events), len(transitions)) == (count, 1)
+    with pytest.raises(TypeError, match="add_listener needs a callable"):
+        w.manager.add_listener(None)  # type: ignore[arg-type]
 
 
 def test_pin_overrides_and_expires() -> None:
@@ -599,7 +627,7 @@ async def test_failed_probes_back_off_exponentially_with_jitter() -> None:
 
 async def test_probe_timeout_counts_as_failure() -> None:
     async def hang() -> bool:
-        await asyncio.sleep(10)
+        await asyncio.Event().wait()  # never answers
         return True
 
     m = DegradationManager([Component("cache", probe=hang)], probe_timeout=0.01)
@@ -609,10 +637,21 @@ async def test_probe_timeout_counts_as_failure() -> None:
 
 
 async def test_start_and_stop_the_heartbeat() -> None:
-    m = DegradationManager([Component("cache", probe=lambda: True)], heartbeat=0.01)
+    probes = 0
+    probed_twice = asyncio.Event()
+
+    def probe() -> bool:
+        # sync: the manager records the result before any other task runs
+        nonlocal probes
+        probes += 1
+        if probes == 2:
+            probed_twice.set()
+        return True
+
+    m = DegradationManager([Component("cache", probe=probe)], heartbeat=0.01)
     await m.start()
     await m.start()  # idempotent
-    await asyncio.sleep(0.05)
+    await asyncio.wait_for(probed_twice.wait(), timeout=10)  # the loop goes on after a tick
     await m.stop()
     assert m.probe_state("cache")["ok"] is True
 

@@ -1,27 +1,43 @@
-"""The degradation manager: component scores -> one score -> one level -> features and settings."""
+"""The degradation manager: component scores -> one score -> one level -> features and settings.
+
+The manager gathers inputs and keeps state; the jobs live beside it:
+
+* ``_scoring``: one component's score (pure);
+* ``_policy``: the level policy, score and rules -> target -> level with hysteresis (pure);
+* ``_outages``: outage history, root causes, incidents, recovery prediction;
+* ``_probing``: the health probes and the heartbeat task;
+* ``_checks``: validation of the arguments.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import inspect
-import itertools
 import logging
 import random
-import statistics
 import threading
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from brownout._aio import cancel_and_wait
 from brownout._clock import Clock, monotonic
-from brownout._errors import BreakerOpen
 from brownout._events import StateChange
-from brownout._redact import redact
 from brownout._state import State
+from brownout.health._checks import (
+    check_backoff,
+    check_components,
+    check_degrade_after,
+    check_features,
+    check_impact,
+    check_levels_covered,
+    check_non_negative,
+    check_positive,
+    check_recovery,
+    check_rules,
+    check_thresholds,
+)
 from brownout.health._model import (
     DEFAULT_IMPACT,
     DEFAULT_RULES,
@@ -32,26 +48,33 @@ from brownout.health._model import (
     Level,
     LevelRule,
     LevelSettings,
-    seed_features,
 )
+from brownout.health._outages import OutageHistory, impact_depends
+from brownout.health._policy import (
+    Hysteresis,
+    LevelState,
+    PolicyInput,
+    decide,
+    target_level,
+)
+from brownout.health._probing import HealthProbeFailed, Prober
 from brownout.health._scoring import ComponentInputs, ComponentScore, score_component
 
 __all__ = [
     "ComponentView",
     "DegradationManager",
     "Evaluation",
+    "HealthProbeFailed",
     "Transition",
     "UnknownFeature",
 ]
 
 logger = logging.getLogger("brownout.health")
 
+#: A listener: gets every :class:`Evaluation`; may be async (its awaitable is scheduled).
+Listener = Callable[["Evaluation"], object]
+EvaluationListener = Listener  # the name before issue 12
 TransitionHandler = Callable[["Transition"], object]
-EvaluationListener = Callable[["Evaluation"], object]
-
-
-class HealthProbeFailed(Exception):
-    """A health probe run as a half-open breaker's trial call failed (counts as a failure)."""
 
 
 class UnknownFeature(KeyError):
@@ -115,7 +138,10 @@ class ComponentView:
 
 @dataclass(frozen=True, slots=True)
 class Evaluation:
-    """Everything one evaluation computed, and the decision it took."""
+    """Everything one evaluation computed, and the decision it took: the manager's event.
+
+    ``transition`` is set when this evaluation changed the level.
+    """
 
     at: float  # monotonic
     trigger: str
@@ -130,6 +156,7 @@ class Evaluation:
     down: frozenset[str]
     pending_degrade: int
     level_score: float  # the score the level is read from (see LevelRule.replaces_score)
+    transition: Transition | None = None
 
     def component(self, name: str) -> ComponentView:
         for view in self.components:
@@ -138,20 +165,23 @@ class Evaluation:
         raise KeyError(name)
 
 
-@dataclass
-class _Incident:
-    started: float
-    worst: Level
-    root_causes: set[str] = field(default_factory=set)
+class _OnTransition:
+    """``on_transition``'s handler as a listener: only evaluations that changed the level."""
 
+    __slots__ = ("handler", "level")
 
-@dataclass
-class _ProbeState:
-    next_at: float = 0.0
-    failures: int = 0
-    last_ok: bool | None = None
-    last_error: str | None = None
-    last_at: float | None = None
+    def __init__(self, handler: TransitionHandler, level: Level | None) -> None:
+        self.handler = handler
+        self.level = level
+
+    def __call__(self, evaluation: Evaluation) -> object:
+        transition = evaluation.transition
+        if transition is None or (self.level is not None and transition.to_level is not self.level):
+            return None
+        return self.handler(transition)
+
+    def __repr__(self) -> str:
+        return repr(self.handler)
 
 
 class DegradationManager:
@@ -201,96 +231,51 @@ class DegradationManager:
         clock: Clock | None = None,
         rng: random.Random | None = None,
     ) -> None:
-        self._components: tuple[Component, ...] = tuple(components)
-        names = [c.name for c in self._components]
-        if len(set(names)) != len(names):
-            raise ValueError(f"DegradationManager: component names must be unique, got {names}")
-        for c in self._components:
-            if not isinstance(c, Component):
-                raise TypeError(f"DegradationManager: components must be Component, got {c!r}")
-        present = [c for c in self._components if c.configured]
-        if present and sum(c.weight or 0.0 for c in present) <= 0:
-            raise ValueError(
-                "DegradationManager: the configured components' weights are all zero; "
-                "at least one weight must be > 0"
-            )
-        known = set(names)
-        self._feature_list = self._check_features(features, known)
+        self._components = check_components(components)
+        self._feature_list = check_features(features, {c.name for c in self._components})
         self._feature_requires = [(f, tuple(sorted(f.requires))) for f in self._feature_list]
-        self._thresholds = _check_thresholds(thresholds)
-        self._rules = tuple(rules)
-        for rule in self._rules:
-            if not isinstance(rule, LevelRule):
-                raise TypeError(f"DegradationManager.rules entries must be LevelRule, got {rule!r}")
-        self._impact = dict(impact)
-        for (src, dst), frac in self._impact.items():
-            if not isinstance(frac, int | float) or not 0 <= frac <= 1:
-                raise ValueError(
-                    f"DegradationManager.impact[({src!r}, {dst!r})] must be in [0, 1], got {frac!r}"
-                )
-        missing = [lvl for lvl in Level if lvl not in settings]
-        if missing:
-            raise ValueError(f"DegradationManager.settings lacks levels {missing}")
+        self._thresholds = check_thresholds(thresholds)
+        self._rules = check_rules(rules)
+        self._impact = check_impact(impact)
+        check_levels_covered(settings)
         self._settings = dict(settings)
-        _check_non_negative("hysteresis_margin", hysteresis_margin)
-        _check_non_negative("dwell", dwell)
-        _check_non_negative("cascade_window", cascade_window)
-        _check_positive("heartbeat", heartbeat)
-        _check_positive("probe_timeout", probe_timeout)
-        if (
-            isinstance(degrade_after, bool)
-            or not isinstance(degrade_after, int)
-            or degrade_after < 1
-        ):
-            raise ValueError(
-                f"DegradationManager.degrade_after must be an int >= 1, got {degrade_after!r}"
-            )
-        if recovery not in ("step", "direct"):
-            raise ValueError(
-                f"DegradationManager.recovery must be 'step' or 'direct', got {recovery!r}"
-            )
-        if probe_backoff[0] <= 0 or probe_backoff[1] < probe_backoff[0]:
-            raise ValueError(
-                "DegradationManager.probe_backoff must be (base > 0, cap >= base), "
-                f"got {probe_backoff!r}"
-            )
-        self._margin = float(hysteresis_margin)
-        self._dwell = float(dwell)
-        self._degrade_after = degrade_after
-        self._recovery = recovery
-        self._window = float(cascade_window)
-        self.heartbeat = float(heartbeat)
-        self._probe_timeout = float(probe_timeout)
-        self._backoff = probe_backoff
+        margin = check_non_negative("hysteresis_margin", hysteresis_margin)
+        dwell = check_non_negative("dwell", dwell)
+        window = check_non_negative("cascade_window", cascade_window)
+        heartbeat = check_positive("heartbeat", heartbeat)
+        probe_timeout = check_positive("probe_timeout", probe_timeout)
+        self._hysteresis = Hysteresis(
+            margin, dwell, check_degrade_after(degrade_after), check_recovery(recovery)
+        )
+        backoff = check_backoff(probe_backoff)
         self._clock: Clock = clock or monotonic
-        self._rng = rng or random.Random()
 
         self._lock = threading.Lock()
         self._pending: deque[tuple[str, bool]] = deque()
-        self._level = Level.OPTIMAL
-        self._level_since = self._clock()
-        self._bad = 0
-        self._better_since: float | None = None
+        self._state = LevelState(Level.OPTIMAL, self._clock())
         self._pin: tuple[Level, float, str] | None = None
         self._holds: dict[str, str] = {}
         self._problems: dict[str, dict[str, str]] = {}
-        self._down_since: dict[str, float] = {}
-        self._cause: dict[str, str] = {}
-        self._outages: dict[str, list[float]] = {}
+        self._outages = OutageHistory(
+            impact_depends(self._impact, {c.name: c.depends_on for c in self._components}),
+            window=window,
+        )
         self._history: deque[Transition] = deque(maxlen=history_size)
-        self._patterns: deque[dict[str, Any]] = deque(maxlen=20)
-        self._incident: _Incident | None = None
-        self._recoveries: deque[tuple[float, Level, frozenset[str]]] = deque(maxlen=50)
-        self._probes: dict[str, _ProbeState] = {c.name: _ProbeState() for c in self._components}
+        self._prober = Prober(
+            self._components,
+            self.evaluate,
+            clock=self._clock,
+            heartbeat=heartbeat,
+            timeout=probe_timeout,
+            backoff=backoff,
+            rng=rng or random.Random(),
+        )
         self._enabled: dict[str, bool] = {}
         self._feature_reason: dict[str, str] = {}
-        self._handlers: list[tuple[Level | None, TransitionHandler]] = []
-        self._eval_listeners: tuple[EvaluationListener, ...] = ()
+        self._listeners: tuple[Listener, ...] = ()
         self._last: Evaluation | None = None
-        # filled under the lock, emptied (listeners, handlers, logs) outside it
-        self._queued_transitions: deque[Transition] = deque()
-        self._queued_evaluations: deque[Evaluation] = deque()
-        self._task: asyncio.Task[None] | None = None
+        # filled under the lock, emptied (logs, listeners) outside it
+        self._queued: deque[Evaluation] = deque()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._background: set[asyncio.Task[Any]] = set()
         self._unsubscribe: list[Callable[[], None]] = []
@@ -301,36 +286,20 @@ class DegradationManager:
                 )
         self.evaluate("start")
 
-    # ----------------------------------------------------------------- checks
+    @property
+    def heartbeat(self) -> float:
+        """Seconds between two heartbeats (evaluations and healthy probes)."""
+        return self._prober.heartbeat
 
-    @staticmethod
-    def _check_features(features: Iterable[Feature] | None, known: set[str]) -> tuple[Feature, ...]:
-        if features is None:
-            # the seed's matrix: requirements on dependencies this application does not
-            # have make a feature off ("not configured"), they are not typos
-            return seed_features()
-        out = tuple(features)
-        seen: set[str] = set()
-        for feature in out:
-            if not isinstance(feature, Feature):
-                raise TypeError(f"DegradationManager: features must be Feature, got {feature!r}")
-            if feature.name in seen:
-                raise ValueError(f"DegradationManager: feature {feature.name!r} is defined twice")
-            seen.add(feature.name)
-            unknown = feature.requires - known
-            if unknown:
-                raise ValueError(
-                    f"Feature {feature.name!r} requires unknown component(s) {sorted(unknown)}; "
-                    f"known components: {sorted(known)} (declare an absent one with "
-                    "Component(name, configured=False))"
-                )
-        return out
+    @heartbeat.setter
+    def heartbeat(self, value: float) -> None:
+        self._prober.heartbeat = check_positive("heartbeat", value)
 
     # ----------------------------------------------------------------- views
 
     @property
     def level(self) -> Level:
-        return self._level
+        return self._state.level
 
     @property
     def score(self) -> float:
@@ -339,7 +308,7 @@ class DegradationManager:
     @property
     def settings(self) -> LevelSettings:
         """This level's resource settings: pool and batch sizes, cache TTL, timeout, retries."""
-        return self._settings[self._level]
+        return self._settings[self._state.level]
 
     @property
     def components(self) -> tuple[Component, ...]:
@@ -395,23 +364,49 @@ class DegradationManager:
 
     # ------------------------------------------------------------- listeners
 
-    def on_transition(self, handler: TransitionHandler, *, level: Level | None = None) -> None:
+    def add_listener(self, callback: Listener) -> Callable[[], None]:
+        """Call ``callback(evaluation)`` after every :class:`Evaluation`; returns an unsubscribe.
+
+        The one listener shape of the manager (as the breaker's and the adapters'):
+        one typed frozen event; ``evaluation.transition`` is set when the level
+        changed. The callback runs outside the manager's lock, after the
+        transition is logged; it may be async (its awaitable is scheduled on the
+        running loop, else on the loop the manager was started on). One that
+        raises is logged; it never stops the evaluation or the other listeners.
+
+        >>> from brownout.health import Component, DegradationManager, Level
+        >>> manager = DegradationManager([Component("database"), Component("cache")])
+        >>> seen = []
+        >>> unsubscribe = manager.add_listener(
+        ...     lambda e: seen.append(e.transition.to_level.name) if e.transition else None
+        ... )
+        >>> manager.pin(Level.MINIMAL, duration=60)
+        >>> unsubscribe()
+        >>> manager.unpin()
+        >>> seen
+        ['MINIMAL']
+        """
+        if not callable(callback):
+            raise TypeError("add_listener needs a callable taking an Evaluation")
+        self._listeners = (*self._listeners, callback)
+
+        def unsubscribe() -> None:
+            self._listeners = tuple(f for f in self._listeners if f is not callback)
+
+        return unsubscribe
+
+    def on_transition(
+        self, handler: TransitionHandler, *, level: Level | None = None
+    ) -> Callable[[], None]:
         """Call ``handler(transition)`` (sync or async) on every change, or on entering ``level``.
 
+        A thin alias of :meth:`add_listener` that passes on only the evaluations that
+        changed the level, and their :class:`Transition`; returns the unsubscribe.
         A handler that raises is logged; it never stops the transition.
         """
         if not callable(handler):
             raise TypeError("on_transition needs a callable")
-        self._handlers.append((level, handler))
-
-    def add_listener(self, on_evaluation: EvaluationListener) -> Callable[[], None]:
-        """Receive every :class:`Evaluation` (metrics backends use this)."""
-        self._eval_listeners = (*self._eval_listeners, on_evaluation)
-
-        def unsubscribe() -> None:
-            self._eval_listeners = tuple(f for f in self._eval_listeners if f is not on_evaluation)
-
-        return unsubscribe
+        return self.add_listener(_OnTransition(handler, level))
 
     def _on_breaker_change(self, event: StateChange) -> None:
         self._pending.append(
@@ -432,6 +427,54 @@ class DegradationManager:
                 self._lock.release()
             self._after_evaluations()
 
+    def _after_evaluations(self) -> None:
+        while self._queued:
+            evaluation = self._queued.popleft()
+            transition = evaluation.transition
+            if transition is not None:
+                log = logger.warning if transition.to_level > transition.from_level else logger.info
+                log(
+                    "degradation level %s -> %s (score %.1f): %s",
+                    transition.from_level.name,
+                    transition.to_level.name,
+                    transition.score,
+                    transition.reason,
+                )
+            for listener in self._listeners:
+                try:
+                    result = listener(evaluation)
+                except Exception:
+                    logger.exception("degradation: listener %r raised", listener)
+                    continue
+                if inspect.isawaitable(result):
+                    self._schedule(result, listener)
+
+    def _schedule(self, awaitable: Awaitable[Any], listener: object) -> None:
+        async def guarded() -> None:
+            try:
+                await awaitable
+            except Exception:
+                logger.exception("degradation: listener %r raised", listener)
+
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        if loop is not None:
+            task = loop.create_task(guarded())
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+        elif self._loop is not None and self._loop.is_running():
+            asyncio.run_coroutine_threadsafe(guarded(), self._loop)
+        else:
+            coro = guarded()
+            coro.close()
+            if inspect.iscoroutine(awaitable):
+                awaitable.close()
+            logger.warning(
+                "degradation: async listener %r skipped: no running event loop", listener
+            )
+
     # ------------------------------------------------------------ evaluation
 
     def evaluate(self, trigger: str = "manual", *, immediate: bool = False) -> Level:
@@ -441,7 +484,7 @@ class DegradationManager:
             self._evaluate_pending_locked()
         self._after_evaluations()
         self._drain()
-        return self._level
+        return self._state.level
 
     def _evaluate_pending_locked(self) -> None:
         while self._pending:
@@ -469,7 +512,7 @@ class DegradationManager:
             success, p95, _ = stats.window(100)
             credentials = stats.credentials_problem
             last_error = stats.last_error or last_error
-        probe = self._probes[c.name].last_ok
+        probe = self._prober.last_ok(c.name)
         problems = tuple(self._problems.get(c.name, {}).values())
         return (
             ComponentInputs(
@@ -478,35 +521,39 @@ class DegradationManager:
             state.value if state is not None else None,
         )
 
+    def _score(self, c: Component) -> tuple[ComponentScore, str | None]:
+        inputs, bstate = self._inputs(c)
+        result = score_component(inputs)
+        if c.name in self._holds and not result.down:
+            result = ComponentScore(
+                min(result.score, 50.0),
+                "recovering",
+                False,
+                (*result.why, f"held: {self._holds[c.name]}"),
+            )
+        return result, bstate
+
     def _evaluate_locked(self, trigger: str, immediate: bool) -> None:
         now = self._clock()
         scored: list[tuple[Component, ComponentScore | None, float, str | None]] = []
-        total_w = 0.0
-        weighted = 0.0
-        down: set[str] = set()
         for c in self._components:
             if not c.configured:
                 scored.append((c, None, 0.0, None))
                 continue
-            inputs, bstate = self._inputs(c)
-            result: ComponentScore = score_component(inputs)
-            if c.name in self._holds and not result.down:
-                result = ComponentScore(
-                    min(result.score, 50.0),
-                    "recovering",
-                    False,
-                    (*result.why, f"held: {self._holds[c.name]}"),
-                )
-            if result.down:
-                down.add(c.name)
-            weight = float(c.weight or 0.0)
-            total_w += weight
-            weighted += weight * result.score
-            scored.append((c, result, weight, bstate))
-        score = round(weighted / total_w, 2) if total_w else 100.0
-        frozen_down = frozenset(down)
-        self._track_outages(frozen_down, now)
-        views = [
+            result, bstate = self._score(c)
+            scored.append((c, result, float(c.weight or 0.0), bstate))
+        target = target_level(
+            [
+                PolicyInput(c.name, weight, result.score, result.down)
+                for c, result, weight, _ in scored
+                if result is not None
+            ],
+            self._rules,
+            self._thresholds,
+        )
+        outages = self._outages
+        outages.track(target.down, now=now)
+        views = tuple(
             ComponentView(
                 c.name, False, 0.0, 0.0, "absent", False, ("not configured",), None, None, None
             )
@@ -520,193 +567,62 @@ class DegradationManager:
                 result.down,
                 result.why,
                 bstate,
-                self._down_since.get(c.name),
-                self._cause.get(c.name),
+                outages.down_since(c.name),
+                outages.cause(c.name),
             )
             for c, result, weight, bstate in scored
-        ]
-
-        rule_level = Level.OPTIMAL
-        rule_text: str | None = None
-        for rule in self._rules:
-            if rule.applies(frozen_down) and rule.level > rule_level:
-                rule_level = rule.level
-                rule_text = rule.describe()
-        score_level = self._level_for(score)
-        level_score = score
-        score_text = f"score {score:.1f}"
-        # LevelRule.replaces_score: the components such a rule names, impaired or down
-        # while nothing else is down, cost the level at most the rule's level; the
-        # level is then read from the other components' score.
-        impaired = {c.name for c, r, _, _ in scored if r is not None and (r.down or r.score < 100)}
-        covered: set[str] = set()
-        cap = Level.OPTIMAL
-        for rule in self._rules:
-            if rule.replaces_score and rule.down & impaired and frozen_down <= rule.down:
-                covered |= rule.down
-                cap = max(cap, rule.level)
-        if covered:
-            rest = [
-                (w, r.score) for c, r, w, _ in scored if r is not None and c.name not in covered
-            ]
-            rest_w = sum(w for w, _ in rest)
-            rest_score = round(sum(w * v for w, v in rest) / rest_w, 2) if rest_w else 100.0
-            bounded = max(self._level_for(rest_score), min(score_level, cap))
-            if bounded < score_level:
-                names = ", ".join(sorted(covered))
-                score_text += (
-                    f" ({rest_score:.1f} without {names}, which may cost at most {cap.name})"
-                )
-                score_level, level_score = bounded, rest_score
-        target = max(score_level, rule_level)
-        if score_level >= rule_level:
-            why_target = f"{score_text} => {score_level.name}"
-        else:
-            why_target = f"rule {rule_text}"
-
-        current = self._level
-        new = current
+        )
         pin = self._pin
         if pin is not None and now >= pin[1]:
             self._pin = pin = None
-        if pin is not None:
-            new = pin[0]
-            decision = f"pinned at {pin[0].name} ({pin[2]})"
-            self._bad = 0
-            self._better_since = None
-        elif target > current:
-            self._better_since = None
-            self._bad += 1
-            if immediate or self._bad >= self._degrade_after:
-                new = target
-                decision = f"degrade to {target.name}: {why_target}" + (
-                    " (a breaker opened)" if immediate else f" ({self._bad} bad evaluations)"
-                )
-                self._bad = 0
-            else:
-                decision = (
-                    f"hold {current.name}: {why_target}, bad evaluation "
-                    f"{self._bad}/{self._degrade_after}"
-                )
-        elif target < current:
-            self._bad = 0
-            if self._better_since is None:
-                self._better_since = now
-            candidate = Level(current - 1) if self._recovery == "step" else target
-            held = now - self._level_since
-            better_for = now - self._better_since
-            needed = self._threshold_of(candidate) + self._margin
-            if held < self._dwell or better_for < self._dwell:
-                decision = (
-                    f"hold {current.name}: recovering ({why_target}), level held {held:.1f} s, "
-                    f"better for {better_for:.1f} s; both must reach {self._dwell:g} s"
-                )
-            elif level_score < needed:
-                decision = (
-                    f"hold {current.name}: {score_text} < {needed:g} "
-                    f"({candidate.name} threshold + margin {self._margin:g})"
-                )
-            else:
-                new = candidate
-                decision = f"recover to {candidate.name}: {why_target}"
-        else:
-            self._bad = 0
-            self._better_since = None
-            decision = f"stay {current.name}: {why_target}"
-
+        current = self._state
+        decision = decide(
+            target,
+            current,
+            now=now,
+            immediate=immediate,
+            pin=None if pin is None else (pin[0], pin[2]),
+            hysteresis=self._hysteresis,
+            thresholds=self._thresholds,
+        )
+        self._state = state = decision.state
+        transition = None
+        if state.level is not current.level:
+            transition = self._transition_locked(
+                current.level, state.level, target.score, decision.text, now
+            )
         evaluation = Evaluation(
             now,
             trigger,
-            score,
-            score_level,
-            rule_level,
-            rule_text,
-            target,
-            new,
-            decision,
-            tuple(views),
-            frozen_down,
-            self._bad,
-            level_score,
+            target.score,
+            target.score_level,
+            target.rule_level,
+            target.rule,
+            target.target,
+            state.level,
+            decision.text,
+            views,
+            target.down,
+            state.bad,
+            target.level_score,
+            transition,
         )
         self._last = evaluation
-        if new is not current:
-            self._transition_locked(current, new, score, decision, now)
         self._update_features_locked(views)
-        self._queued_evaluations.append(evaluation)
-
-    def _level_for(self, score: float) -> Level:
-        return Level.for_score(score, self._thresholds)
-
-    def _threshold_of(self, level: Level) -> float:
-        return self._thresholds[level] if level < Level.EMERGENCY else 0.0
-
-    def _track_outages(self, down: frozenset[str], now: float) -> None:
-        for name in down:
-            if name in self._down_since:
-                continue
-            self._down_since[name] = now
-            # root-cause attribution: a dependant failing soon after what it depends on
-            causes = []
-            for other, since in self._down_since.items():
-                if other == name or now - since > self._window:
-                    continue
-                if self._depends(name, other):
-                    causes.append((since, self._cause.get(other, other)))
-            if causes:
-                self._cause[name] = min(causes)[1]
-            earlier = sorted(
-                (since, other)
-                for other, since in self._down_since.items()
-                if other != name and now - since <= self._window
-            )
-            if earlier:
-                self._patterns.append(
-                    {
-                        "order": [o for _, o in earlier] + [name],
-                        "offsets_s": [round(s - earlier[0][0], 3) for s, _ in earlier]
-                        + [round(now - earlier[0][0], 3)],
-                        "at": time.time(),
-                    }
-                )
-        for name in list(self._down_since):
-            if name not in down:
-                since = self._down_since.pop(name)
-                self._cause.pop(name, None)
-                self._outages.setdefault(name, []).append(now - since)
-                del self._outages[name][:-20]
-
-    def _depends(self, dependant: str, source: str) -> bool:
-        if self._impact.get((source, dependant), 0.0) > 0:
-            return True
-        return any(c.name == dependant and source in c.depends_on for c in self._components)
+        self._queued.append(evaluation)
 
     def _transition_locked(
         self, frm: Level, to: Level, score: float, reason: str, now: float
-    ) -> None:
-        self._level = to
-        self._level_since = now
-        roots = tuple(
-            sorted({self._cause.get(n, n) for n in self._down_since if n not in self._cause})
-        )
+    ) -> Transition:
+        roots = self._outages.roots()
         transition = Transition(frm, to, score, reason, time.time(), now, roots)
         self._history.append(transition)
-        if frm is Level.OPTIMAL:
-            self._incident = _Incident(now, to, set(roots))
-        elif self._incident is not None:
-            self._incident.worst = max(self._incident.worst, to)
-            self._incident.root_causes.update(roots)
-        if to is Level.OPTIMAL and self._incident is not None:
-            incident = self._incident
-            self._recoveries.append(
-                (now - incident.started, incident.worst, frozenset(incident.root_causes))
-            )
-            self._incident = None
-        self._queued_transitions.append(transition)
+        self._outages.level_changed(frm, to, roots, now=now)
+        return transition
 
     def _update_features_locked(self, views: Sequence[ComponentView]) -> None:
         by_name = {v.name: v for v in views}
-        level = self._level
+        level = self._state.level
         for feature, requires in self._feature_requires:
             reason = ""
             on = True
@@ -724,69 +640,13 @@ class DegradationManager:
             self._enabled[feature.name] = on
             self._feature_reason[feature.name] = reason or "available"
 
-    def _after_evaluations(self) -> None:
-        while self._queued_evaluations:
-            evaluation = self._queued_evaluations.popleft()
-            for listener in self._eval_listeners:
-                try:
-                    listener(evaluation)
-                except Exception:
-                    logger.exception("degradation: evaluation listener %r raised", listener)
-        while self._queued_transitions:
-            transition = self._queued_transitions.popleft()
-            log = logger.warning if transition.to_level > transition.from_level else logger.info
-            log(
-                "degradation level %s -> %s (score %.1f): %s",
-                transition.from_level.name,
-                transition.to_level.name,
-                transition.score,
-                transition.reason,
-            )
-            for level, handler in self._handlers:
-                if level is not None and level is not transition.to_level:
-                    continue
-                self._run_handler(handler, transition)
-
-    def _run_handler(self, handler: TransitionHandler, transition: Transition) -> None:
-        try:
-            result = handler(transition)
-        except Exception:
-            logger.exception("degradation: transition handler %r raised", handler)
-            return
-        if inspect.isawaitable(result):
-            self._schedule(result, handler)
-
-    def _schedule(self, awaitable: Awaitable[Any], handler: object) -> None:
-        async def guarded() -> None:
-            try:
-                await awaitable
-            except Exception:
-                logger.exception("degradation: transition handler %r raised", handler)
-
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            loop = None
-        if loop is not None:
-            task = loop.create_task(guarded())
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
-        elif self._loop is not None and self._loop.is_running():
-            asyncio.run_coroutine_threadsafe(guarded(), self._loop)
-        else:
-            coro = guarded()
-            coro.close()
-            if inspect.iscoroutine(awaitable):
-                awaitable.close()
-            logger.warning("degradation: async handler %r skipped: no running event loop", handler)
-
     # ---------------------------------------------------------------- control
 
     def pin(self, level: Level, *, duration: float, reason: str = "pinned by operator") -> None:
         """Hold the level at ``level`` for ``duration`` seconds, whatever the score."""
         if not isinstance(level, Level):
             raise TypeError(f"pin: level must be a Level, got {level!r}")
-        _check_positive("pin duration", duration)
+        check_positive("pin duration", duration)
         with self._lock:
             self._pin = (level, self._clock() + duration, reason)
         self.evaluate(f"pin {level.name}")
@@ -857,23 +717,6 @@ class DegradationManager:
         """The problems reported for ``component`` (source -> problem)."""
         return dict(self._problems.get(component, {}))
 
-    # -------------------------------------------------------------- prediction
-
-    def predict_recovery(self) -> float | None:
-        """Seconds until OPTIMAL, predicted from past recoveries; ``None`` without history."""
-        incident = self._incident
-        if incident is None or not self._recoveries:
-            return None
-        elapsed = self._clock() - incident.started
-        same_cause = [d for d, _, c in self._recoveries if c & incident.root_causes]
-        same_level = [d for d, w, _ in self._recoveries if w == incident.worst]
-        pool = same_cause or same_level or [d for d, _, _ in self._recoveries]
-        return max(0.0, statistics.median(pool) - elapsed)
-
-    def component_outages(self, name: str) -> list[float]:
-        """Durations (s) of the component's past outages (most recent last)."""
-        return list(self._outages.get(name, []))
-
     # ----------------------------------------------------------------- explain
 
     def explain(self) -> dict[str, Any]:
@@ -911,11 +754,11 @@ class DegradationManager:
             "thresholds": dict(zip([lvl.name for lvl in Level], self._thresholds, strict=False)),
             "hysteresis": {
                 "pending_bad_evaluations": evaluation.pending_degrade,
-                "degrade_after": self._degrade_after,
-                "margin": self._margin,
-                "dwell_s": self._dwell,
-                "level_held_s": round(self._clock() - self._level_since, 3),
-                "recovery": self._recovery,
+                "degrade_after": self._hysteresis.degrade_after,
+                "margin": self._hysteresis.margin,
+                "dwell_s": self._hysteresis.dwell,
+                "level_held_s": round(self._clock() - self._state.since, 3),
+                "recovery": self._hysteresis.recovery,
             },
             "pinned": None
             if pin is None
@@ -924,7 +767,7 @@ class DegradationManager:
             "down": sorted(evaluation.down),
             "cascade": cascade,
             "root_causes": root_causes,
-            "patterns": list(self._patterns),
+            "patterns": self._outages.patterns,
             "features": {
                 f.name: {"enabled": self._enabled[f.name], "reason": self._feature_reason[f.name]}
                 for f in self._feature_list
@@ -945,97 +788,33 @@ class DegradationManager:
     def impact(self) -> dict[tuple[str, str], float]:
         return dict(self._impact)
 
+    # -------------------------------------------------------------- prediction
+
+    def predict_recovery(self) -> float | None:
+        """Seconds until OPTIMAL, predicted from past recoveries; ``None`` without history."""
+        return self._outages.predict_recovery(now=self._clock())
+
+    def component_outages(self, name: str) -> list[float]:
+        """Durations (s) of the component's past outages (most recent last)."""
+        return self._outages.durations(name)
+
     # ------------------------------------------------------------- probing loop
 
     async def tick(self) -> None:
         """Run the probes that are due, then evaluate (what the heartbeat does)."""
-        now = self._clock()
-        due = [
-            c
-            for c in self._components
-            if c.configured and c.probe is not None and self._probes[c.name].next_at <= now
-        ]
-        if due:
-            await asyncio.gather(*(self._probe(c) for c in due))
-        self.evaluate("heartbeat")
-
-    async def _run_probe(self, c: Component) -> tuple[bool, str | None]:
-        """Run ``c``'s probe once: (ok, redacted error)."""
-        assert c.probe is not None
-        try:
-            result: Any = c.probe()
-            if inspect.isawaitable(result):
-                async with asyncio.timeout(self._probe_timeout):  # see brownout._aio
-                    result = await result
-            ok = result is None or result is True or bool(getattr(result, "ok", False))
-            if not ok:
-                return False, getattr(result, "error", None) or "probe returned failure"
-        except TimeoutError:
-            return False, f"probe timed out after {self._probe_timeout:g} s"
-        except Exception as exc:
-            return False, redact(f"{type(exc).__name__}: {exc}")
-        return True, None
-
-    async def _probe(self, c: Component) -> None:
-        state = self._probes[c.name]
-        ran: list[tuple[bool, str | None]] = []
-        if c.breaker is not None and c.breaker.state is State.HALF_OPEN:
-            # A half-open component's features are off, so the application may send it
-            # no trial call at all: the probe is one (through the breaker), and enough
-            # good probes close the breaker, a failed one reopens it.
-            async def trial() -> None:
-                ran.append(await self._run_probe(c))
-                if not ran[-1][0]:
-                    raise HealthProbeFailed(f"health probe of {c.name} failed: {ran[-1][1]}")
-
-            with contextlib.suppress(BreakerOpen, HealthProbeFailed):
-                await c.breaker.acall(trial)  # BreakerOpen: real calls hold every trial slot
-        ok, error = ran[0] if ran else await self._run_probe(c)
-        now = self._clock()
-        state.last_ok, state.last_error, state.last_at = ok, error, now
-        breaker = c.breaker
-        is_open = breaker is not None and breaker.state is State.OPEN
-        if ok:
-            state.failures = 0
-            state.next_at = now + self.heartbeat
-            if is_open and breaker is not None:
-                breaker.half_open(f"health probe of {c.name} succeeded")
-        else:
-            state.failures += 1
-            base, cap = self._backoff
-            delay = min(cap, base * 2 ** (state.failures - 1))
-            # full jitter on the upper half: spreads probes of many instances
-            state.next_at = now + delay * (0.5 + self._rng.random() / 2)
+        await self._prober.tick()
 
     def next_probe_in(self) -> float:
-        now = self._clock()
-        dues = [
-            self._probes[c.name].next_at - now
-            for c in self._components
-            if c.configured and c.probe is not None
-        ]
-        return max(0.05, min([self.heartbeat, *dues]))
+        return self._prober.next_in()
 
     async def start(self) -> None:
         """Start the heartbeat and probing task (idempotent)."""
-        if self._task is not None and not self._task.done():
-            return
         self._loop = asyncio.get_running_loop()
-        self._task = asyncio.create_task(self._run(), name="brownout-degradation-heartbeat")
-
-    async def _run(self) -> None:
-        while True:
-            try:
-                await self.tick()
-            except Exception:
-                logger.exception("degradation: heartbeat failed")
-            await asyncio.sleep(self.next_probe_in())
+        await self._prober.start()
 
     async def stop(self) -> None:
         """Stop the heartbeat task and wait for it."""
-        task, self._task = self._task, None
-        if task is not None:
-            await cancel_and_wait(task)
+        await self._prober.stop()
         for t in list(self._background):
             t.cancel()
 
@@ -1046,35 +825,4 @@ class DegradationManager:
         self._unsubscribe.clear()
 
     def probe_state(self, name: str) -> dict[str, Any]:
-        state = self._probes[name]
-        return {
-            "ok": state.last_ok,
-            "error": state.last_error,
-            "failures": state.failures,
-            "next_in_s": max(0.0, state.next_at - self._clock()),
-        }
-
-
-def _check_thresholds(thresholds: Sequence[float]) -> tuple[float, float, float, float]:
-    values = tuple(float(t) for t in thresholds)
-    if len(values) != 4:
-        raise ValueError(
-            f"DegradationManager.thresholds must be 4 numbers (OPTIMAL, DEGRADED, LIMITED, "
-            f"MINIMAL lower bounds), got {len(values)}"
-        )
-    if not all(0 < v <= 100 for v in values):
-        raise ValueError(f"DegradationManager.thresholds must be in (0, 100], got {values}")
-    if not all(a > b for a, b in itertools.pairwise(values)):
-        raise ValueError(f"DegradationManager.thresholds must be strictly decreasing, got {values}")
-    a, b, c, d = values
-    return (a, b, c, d)
-
-
-def _check_non_negative(name: str, value: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-        raise ValueError(f"DegradationManager.{name} must be a number >= 0, got {value!r}")
-
-
-def _check_positive(name: str, value: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-        raise ValueError(f"DegradationManager.{name} must be a number > 0, got {value!r}")
+        return self._prober.state(name)

@@ -14,10 +14,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from brownout import BreakerOpen, Registry, State
 from brownout.coherence import CacheCoherence
 from brownout.health import DEFAULT_RULES, Component, DegradationManager, Feature, Level, LevelRule
-from brownout.outbox import Intent, Outbox, Replayer, SqlApplier
+from brownout.outbox import BatchHandler, Intent, Outbox, Replayer, SqlApplier
 from brownout.prometheus import PrometheusMetrics
 from brownout.redis import AsyncRedisAdapter
 from brownout.spool import Spool, SpoolUploader
@@ -26,9 +28,9 @@ from inventario.cache import ProductCache
 from inventario.config import Settings
 from inventario.db import create_schema
 from inventario.spool_health import InvoiceBinder, SpoolHealth, adopt_local_bucket, spool_backlog
-from inventario.writes import OPERATIONS, TOUCHES, apply_write
+from inventario.writes import OPERATIONS, TOUCHES, apply_writes
 
-__all__ = ["FEATURES", "RULES", "Runtime", "build_runtime"]
+__all__ = ["FEATURES", "REPLAY_BATCH", "RULES", "Runtime", "build_runtime"]
 
 logger = logging.getLogger("inventario")
 
@@ -49,6 +51,11 @@ FEATURES: tuple[Feature, ...] = (
     Feature("read_only_database", {"database"}, Level.MINIMAL, "product reads"),
     Feature("health_status", set(), Level.EMERGENCY, "health, status page, metrics"),
 )
+
+
+#: Queued writes replayed per database transaction (a failing one is isolated by the
+#: applier, the rest of its batch applied; FIFO per product kept).
+REPLAY_BATCH = 200
 
 
 #: brownout's default rules, except that the database down *alone* costs the level
@@ -279,8 +286,12 @@ def build_runtime(settings: Settings) -> Runtime:
     touched: dict[str, list[str]] = {}  # replayed, not yet committed: key -> products changed
     applier = SqlApplier(db, after_commit=_invalidate_after_replay(product_cache, touched))
     for operation in OPERATIONS:
-        applier.register(operation, _replay_handler(operation, touched))
-    replayer = Replayer(outbox, applier, prepare=_schema_creator(db, applier))
+        # runs of one operation go to one call: one idempotency lookup and one insert
+        # of records per run, many intents per transaction (Replayer.batch_size)
+        applier.register_batch(operation, _replay_handler(operation, touched))
+    replayer = Replayer(
+        outbox, applier, prepare=_schema_creator(db, applier), batch_size=REPLAY_BATCH
+    )
     replayer.watch(db.breaker)
 
     metrics.attach(registry)
@@ -345,17 +356,19 @@ def _invalidate_after_replay(
 _TOUCHED_MAX = 10_000
 
 
-def _replay_handler(operation: str, touched: dict[str, list[str]]) -> Any:
+def _replay_handler(operation: str, touched: dict[str, list[str]]) -> BatchHandler:
+    """The outbox's batch handler for ``operation``: a run of its queued writes applied
+    with :func:`~inventario.writes.apply_writes` in the replay's transaction."""
     touches = TOUCHES.get(operation)
 
-    async def handler(session: Any, payload: Any) -> None:
-        result, _ = await apply_write(
-            session, operation, payload["data"], payload["key"], source="outbox"
-        )
+    async def handler(session: AsyncSession, payloads: list[Any]) -> None:
+        writes = [(payload["data"], payload["key"]) for payload in payloads]
+        results = await apply_writes(session, operation, writes, source="outbox")
         if touches is not None:
-            if len(touched) >= _TOUCHED_MAX:
-                touched.clear()
-            touched[payload["key"]] = touches(result)
+            for (_, key), result in zip(writes, results, strict=True):
+                if len(touched) >= _TOUCHED_MAX:
+                    touched.clear()
+                touched[key] = touches(result)
 
     handler.__name__ = f"replay_{operation.replace('.', '_')}"
     return handler

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import Column, Float, String, Table, Text, insert, select
@@ -19,7 +19,15 @@ from inventario import store
 from inventario.db import metadata
 from inventario.invoice_store import apply_invoice, touched_skus
 
-__all__ = ["OPERATIONS", "TOUCHES", "IdempotencyMismatch", "apply_write", "digest", "public_reason"]
+__all__ = [
+    "OPERATIONS",
+    "TOUCHES",
+    "IdempotencyMismatch",
+    "apply_write",
+    "apply_writes",
+    "digest",
+    "public_reason",
+]
 
 idempotency = Table(
     "idempotency",
@@ -97,16 +105,63 @@ async def apply_write(
             )
         return json.loads(row["response"]), True
     result = await OPERATIONS[operation](s, payload, source)
-    await s.execute(
-        insert(idempotency).values(
-            key=key,
-            operation=operation,
-            digest=wanted,
-            response=json.dumps(result, default=str),
-            created_at=time.time(),
-        )
-    )
+    await s.execute(insert(idempotency).values(_record(key, operation, wanted, result)))
     return result, False
+
+
+async def apply_writes(
+    s: AsyncSession,
+    operation: str,
+    writes: Sequence[tuple[Mapping[str, Any], str]],
+    *,
+    source: str = "outbox",
+) -> list[dict[str, Any]]:
+    """:func:`apply_write` for a run of ``(payload, key)`` in one transaction, in order;
+    the results, in the same order.
+
+    The outbox's batched replay: one ``SELECT`` for the keys already recorded and one
+    ``INSERT`` (executemany) for the new records, instead of one of each per write;
+    the effects still run one by one, each seeing the ones before it. It applies all
+    of them or raises (then nothing of the transaction is kept: the applier splits
+    the run to find the write at fault).
+    """
+    keys = [key for _, key in writes]
+    rows = await s.execute(select(idempotency).where(idempotency.c.key.in_(keys)))
+    known: dict[str, tuple[str, str, dict[str, Any]]] = {
+        row["key"]: (row["operation"], row["digest"], json.loads(row["response"]))
+        for row in rows.mappings()
+    }
+    run = OPERATIONS[operation]
+    results: list[dict[str, Any]] = []
+    records: list[dict[str, Any]] = []
+    for payload, key in writes:
+        wanted = digest(operation, payload)
+        seen = known.get(key)
+        if seen is not None:  # recorded before (or earlier in this run): its answer
+            if seen[0] != operation or seen[1] != wanted:
+                raise IdempotencyMismatch(
+                    f"Idempotency-Key {key!r} was already used for a different request"
+                )
+            results.append(seen[2])
+            continue
+        result = await run(s, payload, source)
+        known[key] = (operation, wanted, result)
+        records.append(_record(key, operation, wanted, result))
+        results.append(result)
+    if records:
+        await s.execute(insert(idempotency), records)
+    return results
+
+
+def _record(key: str, operation: str, wanted: str, result: Mapping[str, Any]) -> dict[str, Any]:
+    """The idempotency row of a write applied now."""
+    return {
+        "key": key,
+        "operation": operation,
+        "digest": wanted,
+        "response": json.dumps(result, default=str),
+        "created_at": time.time(),
+    }
 
 
 #: What ``GET /writes/{key}`` says of a write that failed for a reason of its own

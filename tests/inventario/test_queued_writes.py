@@ -10,12 +10,14 @@ raw error (SQL, driver names, paths), which only the admin token shows.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import httpx
 import pytest
 from fastapi import FastAPI
+from sqlalchemy import event
 
 from inventario import store
 from inventario.invoice_store import InvoiceApplied, apply_invoice
@@ -297,3 +299,106 @@ async def test_the_status_page_and_about_show_no_dead_letter_reason_without_the_
                 assert word not in text, (path, word)
         admin = await client.get("/status/data", headers={"Authorization": f"Bearer {TOKEN}"})
         assert "column x does not exist" in admin.text
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+async def test_queued_writes_replay_in_one_transaction_with_a_bad_one_isolated(
+    make_app: Callable[..., FastAPI], request: pytest.FixtureRequest, database: str
+) -> None:
+    """Issue 11 item 5: the outbox replays many writes per database transaction. One
+    that the data refuses (more out than in stock) is dead-lettered alone; the writes
+    before and after it, of its product and of others, are applied in order, once."""
+    app = make_app(**backend(request, database))
+    async with running(app) as client:
+        for sku in ("W-1", "W-2"):
+            r = await client.post("/products", json={**WIDGET, "sku": sku, "stock": 10})
+            assert r.status_code == 201, r.text
+        rt = database_down(app)
+        moves = [  # (key, sku, kind, quantity); W-1: 10 +5 -12 (=3) then -20 refused, +1
+            ("m1", "W-1", "in", 5),
+            ("m2", "W-2", "out", 4),
+            ("m3", "W-1", "out", 12),
+            ("m4", "W-1", "out", 20),
+            ("m5", "W-2", "in", 1),
+            ("m6", "W-1", "in", 1),
+        ]
+        for key, sku, kind, quantity in moves:
+            r = await client.post(
+                f"/products/{sku}/movements",
+                json={"kind": kind, "quantity": quantity},
+                headers={"Idempotency-Key": key},
+            )
+            assert r.status_code == 202, r.text
+        rt.db.breaker.reset()
+        report = await rt.replayer.drain()
+        # m4 is dead after max_attempts (a StoreError is permanent: at once); m6 waits
+        # behind it only in its batch (FIFO per stream), then goes in the next drain
+        applied = report.applied + (await rt.replayer.drain()).applied
+        assert (applied, report.dead) == (5, 1), report
+        statuses = {k: (await client.get(f"/writes/{k}")).json()["status"] for k, *_ in moves}
+        assert statuses == {
+            "m1": "applied",
+            "m2": "applied",
+            "m3": "applied",
+            "m4": "dead",
+            "m5": "applied",
+            "m6": "applied",
+        }, statuses
+        assert await stock(app, "W-1") == 4 and await stock(app, "W-2") == 7
+        async with rt.db.session() as s:
+            history = await store.movement_history(s, "W-1", limit=10, offset=0)
+        assert sorted(m["delta"] for m in history) == [-12, 1, 5]
+        assert (await rt.replayer.drain()).applied == 0  # exactly once
+        assert await stock(app, "W-1") == 4
+
+
+@contextmanager
+def statements(rt: Any) -> Iterator[list[str]]:
+    """The SQL statements the service's engines run inside the block (and its commits,
+    as ``"COMMIT"``)."""
+    seen: list[str] = []
+
+    def executed(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        seen.append(statement)
+
+    def committed(conn: Any) -> None:
+        seen.append("COMMIT")
+
+    engines = [e.sync_engine for e in (rt.db.writer, rt.db.engine) if e is not None]
+    for engine in engines:
+        event.listen(engine, "before_cursor_execute", executed)
+        event.listen(engine, "commit", committed)
+    try:
+        yield seen
+    finally:
+        for engine in engines:
+            event.remove(engine, "before_cursor_execute", executed)
+            event.remove(engine, "commit", committed)
+
+
+async def test_a_backlog_of_writes_is_replayed_in_one_transaction_with_one_key_lookup(
+    make_app: Callable[..., FastAPI],
+) -> None:
+    """The replay's batch handler: twenty queued movements are one transaction with one
+    lookup of their idempotency records and one insert of them, not one of each per
+    write (the movements themselves still run one by one, in order)."""
+    app = make_app()
+    async with running(app) as client:
+        assert (await client.post("/products", json=WIDGET)).status_code == 201
+        rt = database_down(app)
+        for n in range(20):
+            r = await client.post(
+                "/products/W-1/movements",
+                json={"kind": "in" if n % 2 else "out", "quantity": 1},
+                headers={"Idempotency-Key": f"b{n}"},
+            )
+            assert r.status_code == 202, r.text
+        rt.db.breaker.reset()
+        with statements(rt) as seen:
+            assert (await rt.replayer.drain()).applied == 20
+        lookups = [
+            q for q in seen if q.lstrip().upper().startswith("SELECT") and "idempotency" in q
+        ]
+        records = [q for q in seen if q.lstrip().startswith("INSERT INTO idempotency")]
+        assert (len(lookups), len(records), seen.count("COMMIT")) == (1, 1, 1), seen
+        assert await stock(app, "W-1") == 10

@@ -61,3 +61,102 @@ def test_core_imports_nothing_outside_the_standard_library() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout.strip()
     assert out == ""
+
+
+# ------------------------------------------------------------ the exception tree
+
+#: Public exceptions defined outside brownout._errors: each needs a base from an
+#: optional client library (psycopg's OperationalError, FastAPI's HTTPException).
+DEFINED_ELSEWHERE = {
+    "CommandTimeout": "brownout.sql",
+    "FeatureUnavailable": "brownout.web._fastapi",
+}
+
+#: Where each error was importable from before the tree; these paths keep working.
+OLD_PATHS = {
+    "brownout.adapter": ["DependencyError"],
+    "brownout._adapter": ["DependencyError"],
+    "brownout.redis": ["SerializationError"],
+    "brownout.openai": ["InvalidJSONOutput"],
+    "brownout.health": ["UnknownFeature"],
+    "brownout.health._manager": ["HealthProbeFailed", "UnknownFeature"],
+    "brownout.health._probing": ["HealthProbeFailed"],
+    "brownout.outbox": [
+        "OutboxError",
+        "OutboxFull",
+        "OutboxCorrupted",
+        "IdempotencyConflict",
+        "UnknownOperation",
+    ],
+    "brownout.outbox._journal": ["OutboxError", "OutboxFull", "OutboxCorrupted"],
+    "brownout.outbox._sql": ["UnknownOperation"],
+    "brownout.spool": ["SpoolError", "SpoolFull", "SpoolCorrupted", "VerificationFailed"],
+    "brownout.spool._store": ["SpoolError", "SpoolFull", "SpoolCorrupted"],
+    "brownout.spool._upload": ["VerificationFailed"],
+    "brownout.coherence": ["CoherenceError"],
+    "brownout.sql": ["CommandTimeout"],
+    "brownout.web": ["FeatureUnavailable"],
+}
+
+
+def _public_exceptions() -> dict[str, type[BaseException]]:
+    """Every public exception class defined in any brownout module (all imported)."""
+    import importlib
+    import pkgutil
+
+    found: dict[str, type[BaseException]] = {}
+    for info in pkgutil.walk_packages(brownout.__path__, "brownout."):
+        module = importlib.import_module(info.name)
+        for name, obj in vars(module).items():
+            if (
+                isinstance(obj, type)
+                and issubclass(obj, BaseException)
+                and obj.__module__.startswith("brownout")
+                and not name.startswith("_")
+            ):
+                found[obj.__qualname__] = obj
+    return found
+
+
+def test_every_library_error_is_a_brownout_error() -> None:
+    errors = _public_exceptions()
+    assert {"BreakerOpen", "OutboxFull", "VerificationFailed", "CommandTimeout"} <= set(errors)
+    outside = sorted(n for n, cls in errors.items() if not issubclass(cls, brownout.BrownoutError))
+    assert outside == [], f"not BrownoutErrors: {outside}"
+
+
+def test_the_tree_is_defined_in_one_module_and_drawn_in_its_docstring() -> None:
+    import brownout._errors as errors_module
+
+    doc = errors_module.__doc__ or ""
+    for name, cls in _public_exceptions().items():
+        assert cls.__module__ == DEFINED_ELSEWHERE.get(name, "brownout._errors"), name
+        assert f"── {name} " in doc, f"{name} is not drawn in brownout._errors' docstring"
+    assert sorted(errors_module.__all__) == sorted(
+        set(_public_exceptions()) - set(DEFINED_ELSEWHERE)
+    )
+
+
+def test_old_import_paths_still_give_the_same_classes() -> None:
+    import importlib
+
+    import brownout._errors as errors_module
+
+    for module_name, names in OLD_PATHS.items():
+        module = importlib.import_module(module_name)
+        for name in names:
+            cls = getattr(module, name)
+            if name not in DEFINED_ELSEWHERE:
+                assert cls is getattr(errors_module, name), f"{module_name}.{name}"
+            assert issubclass(cls, brownout.BrownoutError)
+
+
+def test_builtin_bases_kept_for_compatibility() -> None:
+    from brownout.health import UnknownFeature
+    from brownout.openai import InvalidJSONOutput
+    from brownout.redis import SerializationError
+
+    assert issubclass(SerializationError, ValueError)
+    assert issubclass(InvalidJSONOutput, ValueError)
+    assert issubclass(UnknownFeature, KeyError)
+    assert str(UnknownFeature("unknown feature 'x'")) == "unknown feature 'x'"

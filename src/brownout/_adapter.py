@@ -28,7 +28,7 @@ from typing import Any, ClassVar, NamedTuple, TypeVar
 from brownout._breaker import BreakerSnapshot, CircuitBreaker
 from brownout._clock import Clock
 from brownout._config import BreakerConfig
-from brownout._errors import BreakerOpen, BrownoutError
+from brownout._errors import BreakerOpen, DependencyError
 from brownout._histogram import add_batch
 from brownout._histogram import empty as _empty_histogram
 from brownout._redact import redact
@@ -51,19 +51,6 @@ logger = logging.getLogger("brownout")
 
 R = TypeVar("R")
 Matcher = type[BaseException] | Callable[[BaseException], bool]
-
-
-class DependencyError(BrownoutError):
-    """A dependency error whose message carried a secret, re-raised with the secret removed.
-
-    ``kind`` is the error's kind from the adapter's table, ``original_type``
-    the name of the client library's exception class.
-    """
-
-    def __init__(self, message: str, *, kind: str, original_type: str) -> None:
-        super().__init__(message)
-        self.kind = kind
-        self.original_type = original_type
 
 
 class ErrorRule(NamedTuple):

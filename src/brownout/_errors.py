@@ -1,10 +1,42 @@
-"""brownout's exceptions.
+"""brownout's exceptions: one tree, every error brownout raises itself is a ``BrownoutError``.
 
-    BrownoutError                 base of everything brownout raises itself
-     └── BreakerOpen              a call was rejected: the breaker is open (or forced open)
+::
 
-Configuration mistakes raise the built-in ``ValueError`` / ``TypeError``
-naming the field and the allowed range.
+    Exception
+     └── BrownoutError                  base of everything brownout raises itself
+          ├── BreakerOpen               a call was rejected: its breaker is open (or forced open)
+          ├── DependencyError           a dependency's error re-raised with a secret removed
+          ├── SerializationError        (also ValueError) brownout.redis: value not JSON
+          ├── InvalidJSONOutput         (also ValueError) brownout.openai: answer not JSON/schema
+          ├── CommandTimeout            (also psycopg.OperationalError) brownout.sql
+          ├── HealthProbeFailed         brownout.health: a half-open trial probe failed
+          ├── UnknownFeature            (also KeyError) brownout.health: no such feature
+          ├── FeatureUnavailable        (also HTTPException) brownout.web: the feature is off
+          ├── OutboxError               brownout.outbox: cannot accept or update an intent
+          │    ├── OutboxFull           at its bound; ``retry_after``
+          │    ├── OutboxCorrupted      the journal file is unreadable
+          │    └── IdempotencyConflict  a key reused with another operation or payload
+          ├── UnknownOperation          brownout.outbox: no handler for an intent's operation
+          ├── SpoolError                brownout.spool: cannot accept, read or update an entry
+          │    ├── SpoolFull            at its bound; ``retry_after``
+          │    └── SpoolCorrupted       an entry is damaged (quarantined)
+          ├── VerificationFailed        brownout.spool: S3 holds other bytes than uploaded
+          └── CoherenceError            brownout.coherence: the journal failed or is full
+
+Every class is defined here except ``CommandTimeout`` (in :mod:`brownout.sql`,
+a subclass of psycopg's ``OperationalError`` so that SQLAlchemy invalidates the
+connection) and ``FeatureUnavailable`` (in :mod:`brownout.web`, a FastAPI
+``HTTPException``): their other base comes from an optional client library.
+Each class is also importable from the module that uses it (``brownout.outbox``,
+``brownout.spool``, ``brownout.health``, ``brownout.redis``, ...), as before.
+
+Errors marked "also" keep a built-in (or client-library) base they had before
+the tree, so that ``except ValueError`` / ``except KeyError`` around older code
+keeps working. Configuration mistakes raise the built-in ``ValueError`` /
+``TypeError`` naming the field and the allowed range, not a ``BrownoutError``.
+Errors of the dependencies themselves (``redis.ConnectionError``,
+``botocore``'s, SQLAlchemy's, ``openai``'s) pass through unchanged, except
+when their message carried a secret (``DependencyError``).
 """
 
 from __future__ import annotations
@@ -13,7 +45,25 @@ from typing import TYPE_CHECKING
 
 from brownout._state import State
 
-__all__ = ["BreakerOpen", "BrownoutError"]
+__all__ = [
+    "BreakerOpen",
+    "BrownoutError",
+    "CoherenceError",
+    "DependencyError",
+    "HealthProbeFailed",
+    "IdempotencyConflict",
+    "InvalidJSONOutput",
+    "OutboxCorrupted",
+    "OutboxError",
+    "OutboxFull",
+    "SerializationError",
+    "SpoolCorrupted",
+    "SpoolError",
+    "SpoolFull",
+    "UnknownFeature",
+    "UnknownOperation",
+    "VerificationFailed",
+]
 
 
 class BrownoutError(Exception):
@@ -59,3 +109,135 @@ class BreakerOpen(BrownoutError):
         name, state, retry_after = self.args
         detail = "" if retry_after is None else f"; retry after {retry_after:.3g} s"
         return f"circuit breaker {name!r} is {state.value}{detail}"
+
+
+# ------------------------------------------------------------------ adapters
+
+
+class DependencyError(BrownoutError):
+    """A dependency error whose message carried a secret, re-raised with the secret removed.
+
+    ``kind`` is the error's kind from the adapter's table, ``original_type``
+    the name of the client library's exception class.
+    """
+
+    def __init__(self, message: str, *, kind: str, original_type: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.original_type = original_type
+
+
+class SerializationError(BrownoutError, ValueError):
+    """A value could not be encoded to JSON (``set_json``) or a stored value decoded (``get_json``).
+
+    The caller's data, not Redis: it never counts against the breaker.
+    ``key`` is the Redis key concerned. (Also a ``ValueError``, as it always was.)
+    """
+
+    def __init__(self, message: str, *, key: str | None = None) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+class InvalidJSONOutput(BrownoutError, ValueError):
+    """``chat_json`` got an answer whose content is not JSON, or not of the schema.
+
+    It does not count against the breaker: the API answered, so it is up; output
+    that does not parse is a property of one request and its model (truncated by
+    ``max_tokens``, a refusal, a schema the model did not follow), and opening the
+    breaker for it would also cut off plain chat and embeddings that work. Retry,
+    fall back or count it yourself. ``content`` holds what the model returned.
+    (Also a ``ValueError``, as it always was.)
+    """
+
+    def __init__(self, message: str, *, model: str | None, content: str | None) -> None:
+        super().__init__(message)
+        self.model = model
+        self.content = content
+
+
+# -------------------------------------------------------------------- health
+
+
+class HealthProbeFailed(BrownoutError):
+    """A health probe run as a half-open breaker's trial call failed (counts as a failure)."""
+
+
+class UnknownFeature(BrownoutError, KeyError):
+    """``manager.enabled(name)`` was asked about a feature it does not know (a typo?).
+
+    Also a ``KeyError``, as it always was.
+    """
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else "unknown feature"
+
+
+# -------------------------------------------------------------------- outbox
+
+
+class OutboxError(BrownoutError):
+    """The outbox could not accept or update an intent (the message says why)."""
+
+
+class OutboxFull(OutboxError):
+    """The outbox is at its bound (items or bytes); nothing was written.
+
+    ``retry_after`` is a hint in seconds for the client (a ``Retry-After``).
+    """
+
+    def __init__(self, message: str, retry_after: float = 30.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class OutboxCorrupted(OutboxError):
+    """The journal file is not a readable SQLite database (or its log is orphaned);
+    it was left untouched."""
+
+
+class IdempotencyConflict(OutboxError):
+    """An idempotency key was reused with a different operation or payload."""
+
+
+class UnknownOperation(BrownoutError):
+    """No handler is registered for an intent's operation (a caller error: it is dead-lettered)."""
+
+
+# --------------------------------------------------------------------- spool
+
+
+class SpoolError(BrownoutError):
+    """The spool could not accept, read or update an entry (the message says why)."""
+
+
+class SpoolFull(SpoolError):
+    """The spool is at its bound (files or bytes); nothing was written.
+
+    ``retry_after`` is a hint in seconds for the client (a ``Retry-After``).
+    """
+
+    def __init__(self, message: str, retry_after: float = 30.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class SpoolCorrupted(SpoolError):
+    """An entry's manifest or payload is damaged; it was moved to ``quarantine/``."""
+
+
+class VerificationFailed(BrownoutError):
+    """S3 holds something other than what was uploaded (size or checksum differ)."""
+
+
+# ----------------------------------------------------------------- coherence
+
+
+class CoherenceError(BrownoutError):
+    """The journal could not be opened, read or written, or is full (the message says why).
+
+    Raised by :meth:`CacheCoherence.invalidate` when a key can neither be
+    deleted from Redis nor recorded durably: the cache may then hold a stale
+    value, and the caller must know (the key is still kept in memory and
+    deleted by the next reconcile of this process).
+    """

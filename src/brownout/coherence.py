@@ -52,7 +52,7 @@ from typing import Any, Protocol
 
 from brownout import _sqlite
 from brownout._breaker import CircuitBreaker
-from brownout._errors import BrownoutError
+from brownout._errors import CoherenceError
 from brownout._events import StateChange
 from brownout._outage import default_is_outage
 from brownout._redact import redact
@@ -87,16 +87,6 @@ _HOLD_REASON = "invalidating cache keys written while Redis was unavailable"
 _OVERFLOW_REASON = (
     "coherence journal overflowed: flush the cache (FLUSHDB), then call clear_overflow()"
 )
-
-
-class CoherenceError(BrownoutError):
-    """The journal could not be opened, read or written, or is full (the message says why).
-
-    Raised by :meth:`CacheCoherence.invalidate` when a key can neither be
-    deleted from Redis nor recorded durably: the cache may then hold a stale
-    value, and the caller must know (the key is still kept in memory and
-    deleted by the next reconcile of this process).
-    """
 
 
 class _Manager(Protocol):

@@ -51,7 +51,7 @@ from openai.types.chat import ChatCompletion
 from brownout._breaker import CircuitBreaker
 from brownout._clock import Clock
 from brownout._config import BreakerConfig
-from brownout._errors import BrownoutError
+from brownout._errors import InvalidJSONOutput
 from brownout._redact import redact
 from brownout._registry import Registry
 from brownout.adapter import Adapter, ErrorRule, ErrorTable, Figures
@@ -85,22 +85,6 @@ R = TypeVar("R")
 T_co = TypeVar("T_co", covariant=True)
 
 Schema = Mapping[str, Any] | type[pydantic.BaseModel]
-
-
-class InvalidJSONOutput(BrownoutError, ValueError):
-    """``chat_json`` got an answer whose content is not JSON, or not of the schema.
-
-    It does not count against the breaker: the API answered, so it is up; output
-    that does not parse is a property of one request and its model (truncated by
-    ``max_tokens``, a refusal, a schema the model did not follow), and opening the
-    breaker for it would also cut off plain chat and embeddings that work. Retry,
-    fall back or count it yourself. ``content`` holds what the model returned.
-    """
-
-    def __init__(self, message: str, *, model: str | None, content: str | None) -> None:
-        super().__init__(message)
-        self.model = model
-        self.content = content
 
 
 # -- Retry-After ------------------------------------------------------------------------

@@ -52,7 +52,7 @@ from brownout._adapter import Adapter, ErrorRule, ErrorTable, Figures
 from brownout._breaker import CircuitBreaker
 from brownout._clock import Clock
 from brownout._config import BreakerConfig
-from brownout._errors import BreakerOpen, BrownoutError
+from brownout._errors import BreakerOpen, SerializationError
 from brownout._registry import Registry
 
 __all__ = [
@@ -87,18 +87,6 @@ DEFAULT_SOCKET_CONNECT_TIMEOUT = 0.5
 DEFAULT_SOCKET_TIMEOUT = 0.5
 #: A connection idle for longer than this many seconds is PINGed before it is reused.
 DEFAULT_HEALTH_CHECK_INTERVAL = 30
-
-
-class SerializationError(BrownoutError, ValueError):
-    """A value could not be encoded to JSON (``set_json``) or a stored value decoded (``get_json``).
-
-    The caller's data, not Redis: it never counts against the breaker.
-    ``key`` is the Redis key concerned.
-    """
-
-    def __init__(self, message: str, *, key: str | None = None) -> None:
-        super().__init__(message)
-        self.key = key
 
 
 # ---------------------------------------------------------------- error table

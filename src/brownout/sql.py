@@ -68,7 +68,7 @@ from brownout._adapter import Adapter, ErrorRule, ErrorTable, Figures
 from brownout._breaker import CircuitBreaker
 from brownout._clock import Clock
 from brownout._config import BreakerConfig
-from brownout._errors import BreakerOpen
+from brownout._errors import BreakerOpen, BrownoutError
 from brownout._registry import PRESETS, Registry
 
 __all__ = [
@@ -120,8 +120,11 @@ _PSYCOPG_TIMED = False
 
 if _HAVE_PSYCOPG:
 
-    class CommandTimeout(psycopg.OperationalError):
+    class CommandTimeout(psycopg.OperationalError, BrownoutError):
         """The server did not answer a command within ``command_timeout`` (psycopg, sync).
+
+        A ``BrownoutError`` raised in place of a psycopg error, so it stays an
+        ``OperationalError`` for SQLAlchemy (and counts against the breaker).
 
         The connection is closed when this is raised (its protocol state is
         unknown), so SQLAlchemy invalidates it instead of returning it to the pool.
@@ -158,7 +161,7 @@ if _HAVE_PSYCOPG:
 
 else:  # pragma: no cover - depends on the installation
 
-    class CommandTimeout(Exception):  # type: ignore[no-redef]
+    class CommandTimeout(BrownoutError):  # type: ignore[no-redef]
         """The server did not answer a command within ``command_timeout`` (psycopg, sync)."""
 
 

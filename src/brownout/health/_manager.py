@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from brownout._clock import Clock, monotonic
+from brownout._errors import UnknownFeature
 from brownout._events import StateChange
 from brownout._state import State
 from brownout.health._checks import (
@@ -75,13 +76,6 @@ logger = logging.getLogger("brownout.health")
 Listener = Callable[["Evaluation"], object]
 EvaluationListener = Listener  # the name before issue 12
 TransitionHandler = Callable[["Transition"], object]
-
-
-class UnknownFeature(KeyError):
-    """``manager.enabled(name)`` was asked about a feature it does not know (a typo?)."""
-
-    def __str__(self) -> str:
-        return str(self.args[0]) if self.args else "unknown feature"
 
 
 @dataclass(frozen=True, slots=True)

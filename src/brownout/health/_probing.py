@@ -18,7 +18,7 @@ from typing import Any
 
 from brownout._aio import cancel_and_wait
 from brownout._clock import Clock
-from brownout._errors import BreakerOpen
+from brownout._errors import BreakerOpen, HealthProbeFailed
 from brownout._redact import redact
 from brownout._state import State
 from brownout.health._model import Component
@@ -26,10 +26,6 @@ from brownout.health._model import Component
 __all__ = ["HealthProbeFailed", "Prober"]
 
 logger = logging.getLogger("brownout.health")
-
-
-class HealthProbeFailed(Exception):
-    """A health probe run as a half-open breaker's trial call failed (counts as a failure)."""
 
 
 @dataclass

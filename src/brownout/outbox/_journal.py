@@ -19,7 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from brownout import _sqlite
-from brownout._errors import BrownoutError
+from brownout._errors import (
+    IdempotencyConflict,
+    OutboxCorrupted,
+    OutboxError,
+    OutboxFull,
+)
 
 __all__ = [
     "DeadLetter",
@@ -78,30 +83,6 @@ CREATE TABLE IF NOT EXISTS counters (
     value        INTEGER NOT NULL
 );
 """
-
-
-class OutboxError(BrownoutError):
-    """The outbox could not accept or update an intent (the message says why)."""
-
-
-class OutboxFull(OutboxError):
-    """The outbox is at its bound (items or bytes); nothing was written.
-
-    ``retry_after`` is a hint in seconds for the client (a ``Retry-After``).
-    """
-
-    def __init__(self, message: str, retry_after: float = 30.0) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
-
-
-class OutboxCorrupted(OutboxError):
-    """The journal file is not a readable SQLite database (or its log is orphaned);
-    it was left untouched."""
-
-
-class IdempotencyConflict(OutboxError):
-    """An idempotency key was reused with a different operation or payload."""
 
 
 @dataclass(frozen=True, slots=True)

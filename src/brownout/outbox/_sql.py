@@ -16,7 +16,7 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
         "brownout.outbox.SqlApplier needs SQLAlchemy: pip install 'brownout[sql]'"
     ) from exc
 
-from brownout._errors import BrownoutError
+from brownout._errors import UnknownOperation
 from brownout.outbox._journal import Intent
 from brownout.sql import is_missing_schema
 
@@ -27,10 +27,6 @@ Handler = Callable[[AsyncSession, Any], Awaitable[None]]
 #: Applies several intents' payloads (in order) inside the given session's transaction,
 #: e.g. with one ``executemany``: one round trip for the lot.
 BatchHandler = Callable[[AsyncSession, list[Any]], Awaitable[None]]
-
-
-class UnknownOperation(BrownoutError):
-    """No handler is registered for an intent's operation (a caller error: it is dead-lettered)."""
 
 
 class _SessionSource(Protocol):

@@ -38,7 +38,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
-from brownout._errors import BrownoutError
+from brownout._errors import SpoolCorrupted, SpoolError, SpoolFull
 
 __all__ = [
     "DEFAULT_MAX_BYTES",
@@ -66,25 +66,6 @@ _CHUNK = 1024 * 1024
 _MANIFEST_VERSION = 1
 _ID = re.compile(r"^[0-9a-f]{64}$")
 _DATA = re.compile(r"^([0-9a-f]{64})\.([0-9a-f]{16})\.data$")
-
-
-class SpoolError(BrownoutError):
-    """The spool could not accept, read or update an entry (the message says why)."""
-
-
-class SpoolFull(SpoolError):
-    """The spool is at its bound (files or bytes); nothing was written.
-
-    ``retry_after`` is a hint in seconds for the client (a ``Retry-After``).
-    """
-
-    def __init__(self, message: str, retry_after: float = 30.0) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
-
-
-class SpoolCorrupted(SpoolError):
-    """An entry's manifest or payload is damaged; it was moved to ``quarantine/``."""
 
 
 class _Readable(Protocol):

@@ -12,6 +12,7 @@ from typing import Any
 
 from brownout._aio import cancel_and_wait, wait_woken
 from brownout._breaker import CircuitBreaker
+from brownout._errors import VerificationFailed
 from brownout._events import StateChange
 from brownout._outage import default_is_outage
 from brownout._redact import redact
@@ -41,10 +42,6 @@ def _default_is_permanent(adapter: Any) -> Callable[[BaseException], bool]:
         return kind in PERMANENT_KINDS
 
     return is_permanent
-
-
-class VerificationFailed(Exception):
-    """S3 holds something other than what was uploaded (size or checksum differ)."""
 
 
 @dataclass

@@ -26,6 +26,7 @@ except ImportError as exc:  # pragma: no cover - exercised by hiding the module
         "brownout.web's FastAPI integration needs fastapi: pip install 'brownout[web]'"
     ) from exc
 
+from brownout._errors import BrownoutError
 from brownout.health import DegradationManager, UnknownFeature
 from brownout.web._asgi import DegradationHeaderMiddleware, check_prefix, internal_error
 from brownout.web._problem import (
@@ -191,7 +192,7 @@ def _breaker_endpoint(manager: DegradationManager, token: str, action: str) -> A
 # ------------------------------------------------------------ features
 
 
-class FeatureUnavailable(HTTPException):
+class FeatureUnavailable(HTTPException, BrownoutError):
     """Raised by :class:`requires_feature` while its feature is off: a 503 with ``Retry-After``.
 
     With :func:`feature_unavailable_handler` installed (:func:`install` does)

@@ -21,7 +21,10 @@
           │    ├── SpoolFull            at its bound; ``retry_after``
           │    └── SpoolCorrupted       an entry is damaged (quarantined)
           ├── VerificationFailed        brownout.spool: S3 holds other bytes than uploaded
-          └── CoherenceError            brownout.coherence: the journal failed or is full
+          ├── CoherenceError            brownout.coherence: the journal failed or is full
+          └── Overloaded                brownout.overload: rejected locally to spare a dependency
+               ├── BulkheadFull         every permit taken and the wait ran out; ``retry_after``
+               └── Throttled            adaptive throttling shed the call; ``retry_after``
 
 Every class is defined here except ``CommandTimeout`` (in :mod:`brownout.sql`,
 a subclass of psycopg's ``OperationalError`` so that SQLAlchemy invalidates the
@@ -48,6 +51,7 @@ from brownout._state import State
 __all__ = [
     "BreakerOpen",
     "BrownoutError",
+    "BulkheadFull",
     "CoherenceError",
     "DependencyError",
     "HealthProbeFailed",
@@ -56,10 +60,12 @@ __all__ = [
     "OutboxCorrupted",
     "OutboxError",
     "OutboxFull",
+    "Overloaded",
     "SerializationError",
     "SpoolCorrupted",
     "SpoolError",
     "SpoolFull",
+    "Throttled",
     "UnknownFeature",
     "UnknownOperation",
     "VerificationFailed",
@@ -241,3 +247,56 @@ class CoherenceError(BrownoutError):
     value, and the caller must know (the key is still kept in memory and
     deleted by the next reconcile of this process).
     """
+
+
+class Overloaded(BrownoutError):
+    """A call was rejected locally, without being attempted, to keep load off a dependency.
+
+    ``name`` is the guard's (the dependency's) name and ``retry_after`` the
+    seconds after which a retry has a fair chance (``None`` when not known).
+    The subclasses say which guard rejected it: :class:`BulkheadFull`,
+    :class:`Throttled`.
+    """
+
+    # formatted lazily, as BreakerOpen: rejections are the hot path of an overload
+    args: tuple[str, float | None]
+
+    if TYPE_CHECKING:  # BaseException's C __init__ is used at run time
+
+        def __init__(self, name: str, retry_after: float | None) -> None: ...
+
+    _what = "is overloaded"
+
+    @property
+    def name(self) -> str:
+        return self.args[0]
+
+    @property
+    def retry_after(self) -> float | None:
+        return self.args[1]
+
+    def __str__(self) -> str:
+        name, retry_after = self.args
+        detail = "" if retry_after is None else f"; retry after {retry_after:.3g} s"
+        return f"{name!r} {self._what}{detail}"
+
+
+class BulkheadFull(Overloaded):
+    """Every permit of a bulkhead is in use and none came free within its wait.
+
+    >>> str(BulkheadFull("redis", 0.05))
+    "'redis' bulkhead is full; retry after 0.05 s"
+    """
+
+    _what = "bulkhead is full"
+
+
+class Throttled(Overloaded):
+    """Client-side adaptive throttling rejected the call: the dependency has been
+    refusing a large share of recent requests.
+
+    >>> str(Throttled("openai", None))
+    "'openai' is throttled locally"
+    """
+
+    _what = "is throttled locally"

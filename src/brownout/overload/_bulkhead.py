@@ -1,0 +1,471 @@
+"""Bulkhead: a limit on the concurrent calls to one dependency, with a bounded wait.
+
+One object serves threads and coroutines alike (a dependency is often reached
+from both: a sync worker thread and the event loop). The state (permits in
+use, the limit, the queue of waiters) lives under one ``threading.Lock`` that
+is only ever held for a few attribute updates, never across a wait or the
+guarded call:
+
+- fast path: a free permit and nobody queued ⇒ take it (one lock round trip);
+- otherwise, if a wait is allowed and the queue is not full, join a FIFO queue
+  of waiters; a release hands its permit directly to the first waiter (marks
+  it granted under the lock, then wakes it), so a late-comer can never
+  overtake a queued caller and the count of permits in use stays exact;
+- a waiter that times out or is cancelled takes the lock and looks at its own
+  ``granted`` flag: not granted ⇒ it leaves the queue; granted meanwhile ⇒ it
+  keeps the permit (timeout) or passes it on (cancellation).
+
+The limit is fixed or adaptive (:class:`~brownout.overload.Gradient2`): an
+adaptive policy is told every call's round-trip time when its permit is
+released and may lower the limit below the permits in use; nobody is then
+admitted until enough calls finished.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import threading
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, ParamSpec, TypeVar
+
+from brownout._clock import Clock, Duration, monotonic, to_seconds
+from brownout._errors import BulkheadFull
+from brownout.overload._limit import LimitPolicy
+
+__all__ = ["Bulkhead", "BulkheadSnapshot", "Permit"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+#: weight of the newest hold time in the average that ``retry_after`` reports
+_EWMA = 0.1
+
+
+class _Waiter:
+    """One queued caller: a thread (``event``) or a coroutine (``loop``/``future``)."""
+
+    __slots__ = ("event", "future", "granted", "loop")
+
+    def __init__(
+        self,
+        event: threading.Event | None,
+        loop: asyncio.AbstractEventLoop | None,
+        future: asyncio.Future[None] | None,
+    ) -> None:
+        self.event = event
+        self.loop = loop
+        self.future = future
+        self.granted = False
+
+    def wake(self) -> None:
+        """Wake the waiter (called after ``granted`` was set, outside the lock)."""
+        if self.event is not None:
+            self.event.set()
+            return
+        assert self.loop is not None
+        assert self.future is not None
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is self.loop:
+            _resolve(self.future)
+        else:
+            # a closed loop raises RuntimeError: its waiter is gone with it
+            with contextlib.suppress(RuntimeError):
+                self.loop.call_soon_threadsafe(_resolve, self.future)
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+@dataclass(frozen=True, slots=True)
+class BulkheadSnapshot:
+    """A bulkhead at one moment, for metrics and the health score.
+
+    ``saturation`` is ``in_use / limit`` (above 1.0 while an adaptive limit has
+    just been lowered below the calls already running); ``admitted`` counts
+    permits given (at once or after a wait), ``rejected`` the calls refused
+    with :class:`~brownout.BulkheadFull`, ``waited`` the admitted calls that
+    had to queue.
+    """
+
+    name: str
+    limit: int
+    in_use: int
+    waiting: int
+    saturation: float
+    admitted: int
+    rejected: int
+    waited: int
+    adaptive: bool
+    mean_hold: float | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "limit": self.limit,
+            "in_use": self.in_use,
+            "waiting": self.waiting,
+            "saturation": self.saturation,
+            "admitted": self.admitted,
+            "rejected": self.rejected,
+            "waited": self.waited,
+            "adaptive": self.adaptive,
+            "mean_hold": self.mean_hold,
+        }
+
+
+class Permit:
+    """One admission to a bulkhead; also the ``with`` / ``async with`` object.
+
+    ``bulkhead.acquire()`` returns an unacquired permit: ``with`` takes it
+    (waiting in the thread), ``async with`` takes it (waiting in the event
+    loop), and leaving the block releases it. An error that matches the
+    bulkhead's ``drop_on`` (timeouts by default) tells an adaptive limit that
+    the call was dropped. :meth:`release` is idempotent.
+
+    A permit from :meth:`Bulkhead.try_acquire` is already held: release it in
+    a ``finally``.
+    """
+
+    __slots__ = ("_bulkhead", "_held", "_inflight", "_start", "_timeout")
+
+    def __init__(self, bulkhead: Bulkhead, timeout: float | None) -> None:
+        self._bulkhead = bulkhead
+        self._timeout = timeout
+        self._held = False
+        self._start = 0.0
+        self._inflight = 0
+
+    @property
+    def held(self) -> bool:
+        return self._held
+
+    def release(self, *, dropped: bool = False) -> None:
+        """Give the permit back; ``dropped`` tells an adaptive limit the call timed out
+        or was refused for overload. Does nothing if the permit is not held."""
+        if self._held:
+            self._held = False
+            self._bulkhead._release(self, dropped)
+
+    def __enter__(self) -> Permit:
+        self._bulkhead._acquire_sync(self, self._timeout)
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.release(dropped=exc is not None and isinstance(exc, self._bulkhead._drop_on))
+
+    async def __aenter__(self) -> Permit:
+        await self._bulkhead._acquire_async(self, self._timeout)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.release(dropped=exc is not None and isinstance(exc, self._bulkhead._drop_on))
+
+
+class Bulkhead:
+    """At most ``limit`` concurrent calls to one dependency; the rest wait up to
+    ``max_wait`` seconds in a queue of at most ``max_waiting`` callers, then are
+    refused with :class:`~brownout.BulkheadFull` (which carries ``retry_after``:
+    the mean time a permit is held, a fair guess of when one comes free).
+
+    ``limit`` is a number (fixed) or a :class:`~brownout.overload.LimitPolicy`
+    such as :class:`~brownout.overload.Gradient2` (adaptive: the limit follows
+    the observed latency). ``max_waiting=None`` means "as many as the current
+    limit", so an adaptive bulkhead also queues less when its limit shrinks.
+
+    >>> from brownout.overload import Bulkhead
+    >>> bh = Bulkhead("redis", limit=2)
+    >>> with bh.acquire():
+    ...     bh.in_use
+    1
+    >>> a, b = bh.try_acquire(), bh.try_acquire()
+    >>> bh.try_acquire() is None, bh.saturation
+    (True, 1.0)
+    >>> a.release(); b.release()
+    >>> bh.call(len, "abc")
+    3
+    """
+
+    __slots__ = (
+        "_admitted",
+        "_clock",
+        "_drop_on",
+        "_hold",
+        "_in_use",
+        "_limit",
+        "_lock",
+        "_policy",
+        "_rejected",
+        "_waited",
+        "_waiters",
+        "max_wait",
+        "max_waiting",
+        "name",
+    )
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        limit: int | LimitPolicy = 10,
+        max_wait: Duration = 0.0,
+        max_waiting: int | None = None,
+        drop_on: tuple[type[BaseException], ...] = (TimeoutError,),
+        clock: Clock = monotonic,
+    ) -> None:
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"Bulkhead.name must be a non-empty string, got {name!r}")
+        self.name = name
+        self._policy: LimitPolicy | None
+        if isinstance(limit, LimitPolicy):
+            self._policy = limit
+            self._limit = limit.limit
+        elif isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise ValueError(
+                f"Bulkhead.limit must be an integer >= 1 or a LimitPolicy (e.g. Gradient2), "
+                f"got {limit!r}"
+            )
+        else:
+            self._policy = None
+            self._limit = limit
+        try:
+            wait = to_seconds(max_wait)
+        except TypeError as exc:
+            raise TypeError(f"Bulkhead.max_wait: {exc}") from None
+        if not math.isfinite(wait) or wait < 0:
+            raise ValueError(f"Bulkhead.max_wait must be >= 0 seconds, got {max_wait!r}")
+        self.max_wait = wait
+        if max_waiting is not None and (
+            isinstance(max_waiting, bool) or not isinstance(max_waiting, int) or max_waiting < 0
+        ):
+            raise ValueError(
+                f"Bulkhead.max_waiting must be an integer >= 0 or None (= the limit), "
+                f"got {max_waiting!r}"
+            )
+        self.max_waiting = max_waiting
+        if not isinstance(drop_on, tuple) or not all(
+            isinstance(t, type) and issubclass(t, BaseException) for t in drop_on
+        ):
+            raise TypeError(f"Bulkhead.drop_on must be a tuple of exception types, got {drop_on!r}")
+        self._drop_on = drop_on
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._in_use = 0
+        self._waiters: deque[_Waiter] = deque()
+        self._admitted = 0
+        self._rejected = 0
+        self._waited = 0
+        self._hold = -1.0  # mean hold time (s); < 0 until the first release
+
+    # -- reading -------------------------------------------------------------------------
+
+    @property
+    def limit(self) -> int:
+        return self._limit
+
+    @property
+    def policy(self) -> LimitPolicy | None:
+        """The adaptive limit policy, ``None`` for a fixed limit."""
+        return self._policy
+
+    @property
+    def in_use(self) -> int:
+        return self._in_use
+
+    @property
+    def waiting(self) -> int:
+        return len(self._waiters)
+
+    @property
+    def saturation(self) -> float:
+        """Permits in use / limit: the signal a health score reads (1.0 = full)."""
+        return self._in_use / self._limit
+
+    def snapshot(self) -> BulkheadSnapshot:
+        with self._lock:
+            return BulkheadSnapshot(
+                name=self.name,
+                limit=self._limit,
+                in_use=self._in_use,
+                waiting=len(self._waiters),
+                saturation=self._in_use / self._limit,
+                admitted=self._admitted,
+                rejected=self._rejected,
+                waited=self._waited,
+                adaptive=self._policy is not None,
+                mean_hold=None if self._hold < 0 else self._hold,
+            )
+
+    def __repr__(self) -> str:
+        return f"Bulkhead({self.name!r}, in_use={self._in_use}, limit={self._limit})"
+
+    # -- acquiring -----------------------------------------------------------------------
+
+    def acquire(self, *, timeout: Duration | None = None) -> Permit:
+        """A permit to take with ``with`` (blocking the thread) or ``async with``
+        (waiting in the loop); ``timeout`` overrides ``max_wait`` for this call."""
+        return Permit(self, None if timeout is None else _check_timeout(timeout))
+
+    def try_acquire(self) -> Permit | None:
+        """A held permit if one is free right now (nobody queued), else ``None``;
+        counts nothing as rejected (the caller decides what a refusal means)."""
+        permit = Permit(self, None)
+        with self._lock:
+            if self._waiters or self._in_use >= self._limit:
+                return None
+            self._take_locked(permit)
+        return permit
+
+    def call(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
+        """``fn(*args, **kwargs)`` holding a permit (waiting at most ``max_wait``)."""
+        with Permit(self, None):
+            return fn(*args, **kwargs)
+
+    async def acall(self, fn: Callable[P, Awaitable[R]], /, *args: P.args, **kwargs: P.kwargs) -> R:
+        """``await fn(*args, **kwargs)`` holding a permit (waiting at most ``max_wait``)."""
+        async with Permit(self, None):
+            return await fn(*args, **kwargs)
+
+    def _take_locked(self, permit: Permit) -> None:
+        self._in_use += 1
+        self._admitted += 1
+        permit._inflight = self._in_use
+        permit._held = True
+        permit._start = self._clock()
+
+    def _enqueue_locked(self, waiter: _Waiter, wait: float) -> bool:
+        bound = self._limit if self.max_waiting is None else self.max_waiting
+        if wait <= 0.0 or len(self._waiters) >= bound:
+            self._rejected += 1
+            return False
+        self._waiters.append(waiter)
+        return True
+
+    def _refuse(self) -> BulkheadFull:
+        return BulkheadFull(self.name, None if self._hold < 0 else self._hold)
+
+    def _acquire_sync(self, permit: Permit, timeout: float | None) -> None:
+        wait = self.max_wait if timeout is None else timeout
+        with self._lock:
+            if not self._waiters and self._in_use < self._limit:
+                self._take_locked(permit)
+                return
+            waiter = _Waiter(threading.Event(), None, None)
+            if not self._enqueue_locked(waiter, wait):
+                raise self._refuse()
+        assert waiter.event is not None
+        interrupted = False
+        try:
+            waiter.event.wait(wait)
+        except BaseException:  # KeyboardInterrupt in the wait: give a granted permit on
+            interrupted = True
+            raise
+        finally:
+            granted = self._settle(waiter, permit, interrupted)
+        if not granted:
+            raise self._refuse()
+
+    async def _acquire_async(self, permit: Permit, wait_for: float | None) -> None:
+        wait = self.max_wait if wait_for is None else wait_for
+        with self._lock:
+            if not self._waiters and self._in_use < self._limit:
+                self._take_locked(permit)
+                return
+            loop = asyncio.get_running_loop()
+            waiter = _Waiter(None, loop, loop.create_future())
+            if not self._enqueue_locked(waiter, wait):
+                raise self._refuse()
+        assert waiter.future is not None
+        cancelled = False
+        try:
+            async with asyncio.timeout(wait):
+                await waiter.future
+        except TimeoutError:
+            pass
+        except BaseException:  # cancelled (or interrupted): give a granted permit on
+            cancelled = True
+            raise
+        finally:
+            granted = self._settle(waiter, permit, cancelled)
+        if not granted:
+            raise self._refuse()
+
+    def _settle(self, waiter: _Waiter, permit: Permit, abandoned: bool) -> bool:
+        """After a wait: leave the queue (not granted, counted as rejected), take the
+        permit (granted) or pass it on (granted, but the waiter was cancelled)."""
+        with self._lock:
+            granted = waiter.granted
+            if not granted:
+                self._waiters.remove(waiter)
+                self._rejected += 1
+                return False
+            if not abandoned:
+                self._granted_locked(permit)
+                return True
+            self._in_use -= 1
+            woken = self._next_locked()
+        for other in woken:
+            other.wake()
+        return False
+
+    def _granted_locked(self, permit: Permit) -> None:
+        # the releaser already counted the permit in ``_in_use``
+        self._admitted += 1
+        self._waited += 1
+        permit._inflight = self._in_use
+        permit._held = True
+        permit._start = self._clock()
+
+    # -- releasing -----------------------------------------------------------------------
+
+    def _release(self, permit: Permit, dropped: bool) -> None:
+        now = self._clock()
+        held = now - permit._start
+        with self._lock:
+            self._in_use -= 1
+            self._hold = held if self._hold < 0 else self._hold + (held - self._hold) * _EWMA
+            if self._policy is not None:
+                self._limit = self._policy.on_sample(now, held, permit._inflight, dropped)
+            woken = self._next_locked() if self._waiters else ()
+        for waiter in woken:
+            waiter.wake()
+
+    def _next_locked(self) -> list[_Waiter]:
+        """Hand the free permits to the first waiters (more than one when an adaptive
+        limit grew); they are woken after the lock is let go."""
+        woken = []
+        while self._waiters and self._in_use < self._limit:
+            waiter = self._waiters.popleft()
+            waiter.granted = True
+            self._in_use += 1
+            woken.append(waiter)
+        return woken
+
+
+def _check_timeout(timeout: Duration) -> float:
+    try:
+        seconds = to_seconds(timeout)
+    except TypeError as exc:
+        raise TypeError(f"Bulkhead.acquire: timeout: {exc}") from None
+    if not math.isfinite(seconds) or seconds < 0:
+        raise ValueError(f"Bulkhead.acquire: timeout must be >= 0 seconds, got {timeout!r}")
+    return seconds

@@ -12,7 +12,6 @@ from typing import Any
 import pytest
 
 from brownout import (
-    TRANSITIONS,
     BreakerConfig,
     BreakerOpen,
     CallEvent,
@@ -21,6 +20,7 @@ from brownout import (
     State,
     StateChange,
 )
+from brownout._state import TRANSITIONS
 from brownout.testing import FakeClock
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import brownout
 import brownout.testing
 
@@ -13,15 +15,11 @@ DOCUMENTED = {
     "BrownoutError",
     "CallEvent",
     "CircuitBreaker",
-    "Clock",
-    "Duration",
-    "ErrorMatcher",
     "Outcome",
     "PRESETS",
     "Registry",
     "State",
     "StateChange",
-    "TRANSITIONS",
     "kill_switch_active",
     "redact",
     "retry_after_attribute",
@@ -39,8 +37,46 @@ def test_public_names_are_documented_in_docs() -> None:
     from pathlib import Path
 
     text = (Path(__file__).parent.parent / "docs" / "breaker.md").read_text()
-    for name in DOCUMENTED - {"Clock", "Duration", "ErrorMatcher", "TRANSITIONS"}:
+    for name in DOCUMENTED:
         assert name in text, f"{name} is not documented in docs/breaker.md"
+
+
+def test_names_dropped_from_the_root_still_import_with_a_warning() -> None:
+    import brownout._clock
+    import brownout._config
+    import brownout._state
+
+    old = {
+        "TRANSITIONS": brownout._state.TRANSITIONS,
+        "Clock": brownout._clock.Clock,
+        "Duration": brownout._clock.Duration,
+        "ErrorMatcher": brownout._config.ErrorMatcher,
+    }
+    for name, value in old.items():
+        assert name not in brownout.__all__
+        with pytest.warns(DeprecationWarning, match=rf"brownout\.{name} is deprecated"):
+            assert getattr(brownout, name) is value
+    with pytest.raises(AttributeError, match="has no attribute 'nope'"):
+        brownout.nope  # noqa: B018
+
+
+def test_version_comes_from_the_package_metadata_written_once() -> None:
+    import importlib.metadata
+    import tomllib
+    from pathlib import Path
+
+    import inventario
+
+    root = Path(__file__).parent.parent
+    written = tomllib.loads((root / "pyproject.toml").read_text())["project"]["version"]
+    assert brownout.__version__ == importlib.metadata.version("brownout") == written
+    assert inventario.__version__ == written
+    copies = [
+        str(p.relative_to(root))
+        for p in (root / "src").rglob("*.py")
+        if f'"{written}"' in p.read_text() or f"'{written}'" in p.read_text()
+    ]
+    assert copies == [], f"the version is written again in {copies}"
 
 
 def test_testing_module() -> None:

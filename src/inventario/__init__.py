@@ -2,4 +2,4 @@
 that stays useful while PostgreSQL, Redis, S3 or the OpenAI API fail, built on brownout.
 """
 
-__version__ = "0.1.0"
+from brownout import __version__ as __version__  # one distribution, one version

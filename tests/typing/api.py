@@ -35,3 +35,20 @@ async def use() -> None:
         pass
     async with cb:
         pass
+
+
+def errors_and_version() -> None:
+    import brownout
+    from brownout import BrownoutError
+    from brownout.outbox import OutboxFull
+    from brownout.spool import SpoolFull
+
+    assert_type(brownout.__version__, str)
+    try:
+        pass
+    except OutboxFull as e:
+        assert_type(e.retry_after, float)
+        base: BrownoutError = e  # every library error is a BrownoutError
+        assert_type(base, BrownoutError)
+    except SpoolFull as e:
+        assert_type(e.retry_after, float)

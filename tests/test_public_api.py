@@ -80,7 +80,7 @@ def test_version_comes_from_the_package_metadata_written_once() -> None:
 
 
 def test_testing_module() -> None:
-    assert brownout.testing.__all__ == ["FakeClock"]
+    assert brownout.testing.__all__ == ["FakeClock", "aeventually", "eventually"]
 
 
 def test_core_imports_nothing_outside_the_standard_library() -> None:

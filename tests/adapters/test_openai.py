@@ -13,7 +13,6 @@ import json
 import logging
 import subprocess
 import sys
-import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -30,6 +29,7 @@ from brownout.openai import (
     OpenAIAdapter,
     retry_after_from_headers,
 )
+from brownout.testing import aeventually
 from tests.servers.openai_stub import OpenAIStub, _tokens
 
 KEY = "sk-test-SECRETKEY123456"
@@ -259,14 +259,9 @@ async def test_network_faults_open_then_recover(
     # no leaked connections: sequential calls share one keep-alive connection
     assert openai_proxy.stats.active <= 2
     await close(ai)
-    await wait_for(lambda: openai_proxy.stats.active == 0)
-
-
-async def wait_for(predicate: Callable[[], bool]) -> None:
-    deadline = time.monotonic() + 5.0
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not reached"
-        await asyncio.sleep(0.02)
+    await aeventually(
+        lambda: openai_proxy.stats.active == 0, timeout=5, what="the connections to close"
+    )
 
 
 async def test_hanging_server_times_out_and_trips(make: Factory, openai_stub: OpenAIStub) -> None:

@@ -34,6 +34,7 @@ from brownout.redis import (
     RedisAdapter,
     SerializationError,
 )
+from brownout.testing import aeventually
 from tests.servers.redis_server import RedisServer
 
 FLAVOURS = ("sync", "async")
@@ -151,14 +152,6 @@ def settled(proxy: ThreadedFaultProxy) -> ProxyStats:
             return now
         last = now
     return last
-
-
-async def wait_for(predicate: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + EVENTUALLY
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 def connected_clients(server: RedisServer) -> int:
@@ -460,7 +453,7 @@ async def test_fault_trips_rejects_without_traffic_and_recovers(
         remove()
 
     # recovery: after open_for a half-open probe goes through and closes the breaker
-    await wait_for(lambda: state(f) is State.HALF_OPEN, "half-open")
+    await aeventually(lambda: state(f) is State.HALF_OPEN, what="half-open")
     value = await f("get", k)
     assert value in (b"before", None)  # a killed server without persistence lost it
     assert state(f) is State.CLOSED
@@ -469,7 +462,9 @@ async def test_fault_trips_rejects_without_traffic_and_recovers(
     figures = f.adapter.extra_figures()
     assert figures["pool_in_use"] == baseline["pool_in_use"] == 0
     assert figures["pool_idle"] == baseline["pool_idle"]
-    await wait_for(lambda: connected_clients(server) == baseline_clients, "no leaked connections")
+    await aeventually(
+        lambda: connected_clients(server) == baseline_clients, what="no leaked connections"
+    )
 
 
 @pytest.mark.parametrize("fault", ["pause", "blackhole"])
@@ -535,7 +530,7 @@ async def test_slow_calls_trip_the_breaker(
         )
     finally:
         redis_proxy.set_mode(Mode.PASS)
-    await wait_for(lambda: state(f) is State.HALF_OPEN, "half-open")
+    await aeventually(lambda: state(f) is State.HALF_OPEN, what="half-open")
     assert await f("get", k) == b"v"
     assert state(f) is State.CLOSED
 
@@ -562,7 +557,7 @@ async def test_pool_exhaustion_counts(
             if isinstance(f.adapter, AsyncRedisAdapter)
             else asyncio.to_thread(f.adapter.get, "k")
         )
-        await wait_for(lambda: f.adapter.extra_figures()["pool_in_use"] == 1, "a busy pool")
+        await aeventually(lambda: f.adapter.extra_figures()["pool_in_use"] == 1, what="a busy pool")
         with pytest.raises(redis.exceptions.MaxConnectionsError):
             await f("get", "k")
         with pytest.raises(redis.exceptions.RedisError):

@@ -16,7 +16,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any, ClassVar
 
 import pytest
@@ -39,6 +39,7 @@ from brownout.s3 import (
     _parse_retry_after,
     client_config,
 )
+from brownout.testing import aeventually, eventually
 from tests.servers.s3_server import S3Server
 
 SECRET = "brownout-S3cr3t-Key/xyz+42"  # moto accepts any credentials
@@ -76,22 +77,6 @@ def async_adapter(endpoint_url: str, bucket: str, **options: Any) -> AsyncS3Adap
         if name in options:
             settings[name] = options.pop(name)
     return AsyncS3Adapter.create(bucket, **settings, **options)
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        time.sleep(0.02)
-
-
-async def await_for(predicate: Callable[[], bool]) -> None:
-    deadline = time.monotonic() + 10.0
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.02)
 
 
 @pytest.fixture
@@ -571,7 +556,7 @@ def test_recovery_closes_the_breaker_and_no_connection_leaks(
                 s3.download("k")
         assert s3.breaker.state is State.OPEN
         s3_proxy.set_mode(Mode.PASS)
-        wait_for(lambda: s3.breaker.state is State.HALF_OPEN)
+        eventually(lambda: s3.breaker.state is State.HALF_OPEN, what="half-open")
         assert s3.download("k") == b"v"  # the half-open probe
         assert s3.breaker.state is State.CLOSED
         for i in range(5):
@@ -594,7 +579,7 @@ async def test_async_recovery_closes_the_breaker_and_no_connection_leaks(
                 await s3.download("k")
         assert s3.breaker.state is State.OPEN
         s3_proxy.set_mode(Mode.PASS)
-        await await_for(lambda: s3.breaker.state is State.HALF_OPEN)
+        await aeventually(lambda: s3.breaker.state is State.HALF_OPEN, what="half-open")
         assert await s3.download("k") == b"v"
         assert s3.breaker.state is State.CLOSED
         await asyncio.gather(*(s3.upload(f"after/{i}", b"x") for i in range(5)))

@@ -17,7 +17,6 @@ import sqlite3
 import subprocess
 import sys
 import threading
-import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -32,6 +31,7 @@ from brownout import BreakerConfig, BreakerOpen, Registry, State
 from brownout.adapter import OperationEvent
 from brownout.chaos import Mode, ThreadedFaultProxy
 from brownout.sql import SQL_ERRORS, AsyncDatabase, Database
+from brownout.testing import eventually
 from tests.servers.plugin import PostgresServer
 
 FAST = BreakerConfig(consecutive_failures=3, open_for=0.5, half_open_calls=1)
@@ -291,9 +291,7 @@ def state_of(db: Database | AsyncDatabase) -> State:
 
 
 def wait_for_half_open(db: Database | AsyncDatabase) -> None:
-    deadline = time.monotonic() + 10
-    while state_of(db) is State.OPEN and time.monotonic() < deadline:
-        time.sleep(0.05)
+    eventually(lambda: state_of(db) is not State.OPEN, what="the breaker to leave OPEN")
 
 
 @pytest.mark.parametrize("fault", FAULTS)

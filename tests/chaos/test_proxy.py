@@ -8,11 +8,12 @@ import socket
 import socketserver
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
 from brownout.chaos import FaultProxy, Mode, ProxyStats, ThreadedFaultProxy
+from brownout.testing import aeventually
 
 # Generous bounds for waiting on things that should happen; never asserted as speed.
 EVENTUALLY = 10.0
@@ -89,14 +90,6 @@ async def connect(port: int) -> AsyncIterator[tuple[asyncio.StreamReader, asynci
             await writer.wait_closed()
 
 
-async def eventually(predicate: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + EVENTUALLY
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)
-
-
 async def assert_dropped(port: int) -> None:
     """A new connection is reset or closed by the proxy (the RST may even beat connect())."""
     try:
@@ -131,7 +124,7 @@ async def test_pass_forwards_both_ways(proxy: FaultProxy, echo: EchoServer) -> N
         assert stats.active == 1
         assert stats.bytes_up == 5
         assert stats.bytes_down == 5
-    await eventually(lambda: proxy.stats.active == 0, "the connection to be closed")
+    await aeventually(lambda: proxy.stats.active == 0, what="the connection to be closed")
     assert echo.connections == 1
 
 
@@ -205,7 +198,7 @@ async def test_blackhole_new_connection_never_answers(proxy: FaultProxy, echo: E
         await writer.drain()
         with pytest.raises(TimeoutError):
             await asyncio.wait_for(reader.read(1), SILENCE)
-        await eventually(lambda: proxy.stats.bytes_up == 13, "the proxy to read the bytes")
+        await aeventually(lambda: proxy.stats.bytes_up == 13, what="the proxy to read the bytes")
     assert proxy.stats.connections_total == 1
     assert proxy.stats.bytes_down == 0
     assert echo.connections == 0  # never reached the server
@@ -230,10 +223,10 @@ async def test_connections_opened_in_blackhole_are_reset_when_it_ends(proxy: Fau
     proxy.set_mode(Mode.BLACKHOLE)
     async with connect(proxy.port) as (reader, writer):
         writer.write(b"x")
-        await eventually(lambda: proxy.stats.active == 1, "the blackholed connection")
+        await aeventually(lambda: proxy.stats.active == 1, what="the blackholed connection")
         proxy.set_mode(Mode.PASS)
         assert await read_or_reset(reader) == b""
-    await eventually(lambda: proxy.stats.active == 0, "the sink to be closed")
+    await aeventually(lambda: proxy.stats.active == 0, what="the sink to be closed")
     # and new connections work again
     async with connect(proxy.port) as (reader, writer):
         writer.write(b"ok")
@@ -250,7 +243,7 @@ async def test_reset_kills_existing_connection(proxy: FaultProxy) -> None:
         proxy.set_mode(Mode.RESET)
         with pytest.raises((ConnectionResetError, asyncio.IncompleteReadError)):
             await asyncio.wait_for(reader.readexactly(1), EVENTUALLY)
-    await eventually(lambda: proxy.stats.active == 0, "the connection to be dropped")
+    await aeventually(lambda: proxy.stats.active == 0, what="the connection to be dropped")
 
 
 async def test_reset_new_connections_get_rst(proxy: FaultProxy, echo: EchoServer) -> None:
@@ -313,7 +306,7 @@ async def test_stats_snapshot_and_reset(proxy: FaultProxy) -> None:
         async with connect(proxy.port) as (reader, writer):
             writer.write(b"ab")
             assert await asyncio.wait_for(reader.readexactly(2), EVENTUALLY) == b"ab"
-        await eventually(lambda: proxy.stats.active == 0, f"connection {i} to close")
+        await aeventually(lambda: proxy.stats.active == 0, what=f"connection {i} to close")
     snapshot = proxy.stats
     assert snapshot == ProxyStats(connections_total=3, active=0, bytes_up=6, bytes_down=6)
     proxy.reset_stats()

@@ -23,7 +23,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from brownout.testing.servers import free_port, wait_until
+from brownout.testing import eventually
+from brownout.testing.servers import free_port
 from tests.servers._util import missing
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -148,7 +149,7 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             raise RuntimeError((work / "serve.log").read_text())
 
     try:
-        wait_until(up, timeout=60, what="inventario serve", check=alive)
+        eventually(up, timeout=60, what="inventario serve", check=alive)
         yield str(port)
     finally:
         proc.send_signal(signal.SIGTERM)

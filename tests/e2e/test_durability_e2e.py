@@ -29,7 +29,8 @@ import httpx
 import psycopg
 import pytest
 
-from brownout.testing.servers import free_port, wait_until
+from brownout.testing import eventually
+from brownout.testing.servers import free_port
 from inventario.app import create_app
 from inventario.config import Settings, load_settings
 from tests.inventario.conftest import WIDGET, running
@@ -167,7 +168,7 @@ class ServiceProcess:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"inventario exited:\n{self.log.read_text()[-3000:]}")
 
-        wait_until(up, timeout=30, what="inventario to answer", check=alive)
+        eventually(up, timeout=30, what="inventario to answer", check=alive)
 
     def kill9(self) -> None:
         assert self.proc is not None
@@ -254,7 +255,7 @@ def test_kill_9_every_accepted_write_is_applied_once(
                 ).fetchone()
                 return bool(row and row[0])
 
-            wait_until(replay_waits, timeout=60, what="the replay to wait on the row lock")
+            eventually(replay_waits, timeout=60, what="the replay to wait on the row lock")
             service.kill9()
             lock.rollback()
         committed_at_kill = len(movement_rows(server, "killed", sku))

@@ -9,7 +9,8 @@ from collections.abc import Iterator
 import uvicorn
 from fastapi import FastAPI
 
-from brownout.testing.servers import free_port, wait_until
+from brownout.testing import eventually
+from brownout.testing.servers import free_port
 
 __all__ = ["serving"]
 
@@ -34,7 +35,7 @@ def serving(app: FastAPI, *, startup_timeout: float = 20.0) -> Iterator[str]:
             raise RuntimeError("uvicorn exited while starting inventario (see the log above)")
 
     try:
-        wait_until(
+        eventually(
             lambda: server.started,
             timeout=startup_timeout,
             what="inventario to start",

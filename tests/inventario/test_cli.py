@@ -16,7 +16,8 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from brownout.testing.servers import free_port, port_open, wait_until
+from brownout.testing import eventually
+from brownout.testing.servers import free_port, port_open
 from inventario.cli import build_parser, main, render_status
 from tests.inventario.conftest import WIDGET
 from tests.inventario.live_server import serving
@@ -363,7 +364,7 @@ def test_serve_refuses_a_second_instance_on_the_same_var_dir(tmp_path: Path) -> 
             if first.poll() is not None:
                 raise RuntimeError(f"the first inventario exited: {first.communicate()}")
 
-        wait_until(first_is_up, timeout=60, what="the first inventario", check=still_running)
+        eventually(first_is_up, timeout=60, what="the first inventario", check=still_running)
         second_port = free_port()
         line = _refused(_serve(var_dir, second_port), str(var_dir), f"pid {first.pid}")
         assert "VAR_DIR" in line

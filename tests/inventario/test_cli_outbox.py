@@ -8,7 +8,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from brownout.testing.servers import wait_until
+from brownout.testing import eventually
 from inventario.cli import main
 from tests.inventario.conftest import WIDGET
 from tests.inventario.live_server import serving
@@ -42,7 +42,7 @@ def test_list_retry_and_discard_dead_letters(
             assert r.status_code == 202, r.text
         rt.db.breaker.reset()
         rt.replayer.wake()
-        wait_until(lambda: rt.outbox.stats()["pending"] == 0, timeout=15, what="the replay")
+        eventually(lambda: rt.outbox.stats()["pending"] == 0, timeout=15, what="the replay")
         assert rt.outbox.stats()["dead_letters"] == 2
         capsys.readouterr()
 
@@ -56,7 +56,7 @@ def test_list_retry_and_discard_dead_letters(
         captured = capsys.readouterr()
         assert "retried 1 dead letters" in captured.out and "1 dead letters left" in captured.out
         assert "not dead letters (left as they are): nope" in captured.err
-        wait_until(lambda: rt.outbox.status("too-many") == "applied", timeout=15, what="retry")
+        eventually(lambda: rt.outbox.status("too-many") == "applied", timeout=15, what="retry")
 
         assert main(["outbox", "discard", "way-too-many", "--yes", "--url", base]) == 0
         assert "discarded 1 dead letters (0 dead letters left)" in capsys.readouterr().out

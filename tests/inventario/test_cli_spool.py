@@ -10,18 +10,13 @@ import pytest
 from fastapi import FastAPI
 
 from brownout.spool import Spool
+from brownout.testing import eventually
 from inventario.cli import main
 from tests.inventario.live_server import serving
 from tests.inventario.test_invoices import s3_settings
 from tests.servers.s3_server import S3Server
 
 TOKEN = "cli-spool-t0ken"
-
-
-def wait_for(predicate: Callable[[], bool], what: str) -> None:
-    from brownout.testing.servers import wait_until
-
-    wait_until(predicate, timeout=15.0, what=what)
 
 
 @pytest.fixture
@@ -43,7 +38,7 @@ def test_list_retry_retarget_discard(
     with serving(app) as base:
         entries = {key: spool.put(gone, key, key.encode()) for key in ("a.txt", "b.txt", "c.txt")}
         rt.extras["spool_uploader"].wake()
-        wait_for(lambda: spool.stats()["failed"] == 3, "three failed entries")
+        eventually(lambda: spool.stats()["failed"] == 3, timeout=15, what="three failed entries")
         capsys.readouterr()
 
         assert main(["spool", "list", "--url", base, "--failed"]) == 0
@@ -57,14 +52,14 @@ def test_list_retry_retarget_discard(
         a = entries["a.txt"]
         assert main(["spool", "retarget", a.id[:10], "--to-configured", "--url", base]) == 0
         assert f"{gone}/a.txt -> (configured bucket)/a.txt" in capsys.readouterr().out
-        wait_for(lambda: spool.entry(None, "a.txt") is None, "a.txt uploaded")
+        eventually(lambda: spool.entry(None, "a.txt") is None, timeout=15, what="a.txt uploaded")
         body = s3_server.client().get_object(Bucket=fresh_bucket, Key="a.txt")["Body"].read()
         assert body == b"a.txt"
 
         # retry after creating the bucket
         s3_server.create_bucket(gone)
         assert main(["spool", "retry", entries["b.txt"].id, "--url", base]) == 0
-        wait_for(lambda: spool.entry(gone, "b.txt") is None, "b.txt uploaded")
+        eventually(lambda: spool.entry(gone, "b.txt") is None, timeout=15, what="b.txt uploaded")
 
         # discard needs --yes; an unknown id is exit status 1
         assert main(["spool", "discard", "--all-failed", "--url", base]) == 2

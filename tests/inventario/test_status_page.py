@@ -441,7 +441,7 @@ def test_spool_card_says_s3_is_not_configured_and_shows_failed_files(
     the reasons, and S3's card 'degraded'."""
     from playwright.sync_api import expect
 
-    from brownout.testing.servers import wait_until
+    from brownout.testing import eventually
     from tests.inventario.test_invoices import s3_settings
 
     local = make_app(var_dir=tmp_path / "local")
@@ -466,7 +466,7 @@ def test_spool_card_says_s3_is_not_configured_and_shows_failed_files(
     with serving(app) as base:
         spool.put(f"gone-{fresh_bucket}", "inv.txt", b"x")
         app.state.runtime.extras["spool_uploader"].wake()
-        wait_until(lambda: spool.stats()["failed"] == 1, timeout=15, what="a failed entry")
+        eventually(lambda: spool.stats()["failed"] == 1, timeout=15, what="a failed entry")
         context = chromium.new_context()
         page = context.new_page()
         page.goto(f"{base}/status")

@@ -1,4 +1,6 @@
-"""Helpers for testing code that uses brownout.
+"""Helpers for testing code that uses brownout: :class:`FakeClock` for time read from an
+injected clock, :func:`eventually` / :func:`aeventually` for waiting on real background
+work (threads, processes, sockets) without fixed sleeps.
 
 >>> clock = FakeClock()
 >>> clock()
@@ -13,8 +15,9 @@ from __future__ import annotations
 import threading
 
 from brownout._clock import Duration, to_seconds
+from brownout.testing._eventually import aeventually, eventually
 
-__all__ = ["FakeClock"]
+__all__ = ["FakeClock", "aeventually", "eventually"]
 
 
 class FakeClock:

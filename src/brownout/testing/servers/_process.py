@@ -13,10 +13,11 @@ import socketserver
 import subprocess
 import tempfile
 import threading
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
+
+from brownout.testing._eventually import eventually
 
 LOOPBACK = "127.0.0.1"
 
@@ -50,24 +51,9 @@ def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
         return False
 
 
-def wait_until(
-    predicate: Callable[[], bool],
-    *,
-    timeout: float,
-    what: str,
-    interval: float = 0.02,
-    check: Callable[[], None] | None = None,
-) -> None:
-    """Poll ``predicate`` until it is true; ``check`` may raise to give up early."""
-    deadline = time.monotonic() + timeout
-    while True:
-        if check is not None:
-            check()
-        if predicate():
-            return
-        if time.monotonic() >= deadline:
-            raise TimeoutError(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(interval)
+# The servers wait for start-up with the test suite's helper; ``wait_until`` is its old,
+# still public name (on timeout it raises a TimeoutError, as before).
+wait_until = eventually
 
 
 # -- cleanup safety net -----------------------------------------------------------------

@@ -116,6 +116,8 @@ class DeadLetter:
 
 #: At most this many submits share one transaction (bounds a group's latency).
 _MAX_GROUP = 512
+#: The longest a group's leader waits for more submits to join (see ``Outbox._gather``).
+_MAX_GATHER = 0.002
 #: Threads :meth:`Outbox.asubmit` may wait in at once (so up to this many tasks share a commit).
 _ASYNC_SUBMITTERS = 64
 
@@ -193,6 +195,11 @@ class Outbox:
         self._queue: list[_Request] = []
         self._leading = False
         self._groups = 0  # group commits written (intents per fsync = submits / groups)
+        # submitters seen at once lately (the last group and those queued behind it): a new
+        # leader waits for that many to queue, up to half a commit's time (see _gather)
+        self._siblings = 1
+        self._gathering = False
+        self._commit_seconds = 0.0  # moving average of a group commit's duration
         self._pool: ThreadPoolExecutor | None = None
         # (pending count, pending bytes) as of this connection's last write, valid while
         # PRAGMA data_version says no other connection (another process) wrote since
@@ -428,6 +435,8 @@ class Outbox:
         """
         with self._group:
             self._queue.append(request)
+            if self._gathering:
+                self._group.notify()
             if self._leading:
                 waiting = request.wake = threading.Lock()
                 waiting.acquire()
@@ -440,11 +449,15 @@ class Outbox:
                 return
         group: list[_Request] = []
         try:
+            self._gather()
             with self._lock:  # taken first: the group gathers while another write runs
                 with self._group:
                     group = self._queue[:_MAX_GROUP]
                     del self._queue[:_MAX_GROUP]
+                began = time.perf_counter()
                 self._write_group(group)
+                took = time.perf_counter() - began
+                self._commit_seconds += (took - self._commit_seconds) / 8
         except BaseException as exc:  # interrupted: no submit of the group may hang
             for r in group:
                 if r.intent is None and r.error is None:
@@ -454,6 +467,7 @@ class Outbox:
             raise
         finally:
             with self._group:
+                self._siblings = max(1, len(group) + len(self._queue))
                 for r in group:
                     r.done = True
                     if r.wake is not None:
@@ -464,6 +478,34 @@ class Outbox:
                     successor.wake.release()
                 else:
                     self._leading = False
+
+    def _gather(self) -> None:
+        """(The leader, before it writes.) Wait for the submitters seen lately to queue.
+
+        The submits a commit just returned come back with their next intent a moment
+        later; a leader that started at once would write without them, and with ``n``
+        submitters the groups would alternate in two halves (measured: ~4.8 intents
+        per commit with 8 threads). Like PostgreSQL's ``commit_delay`` with
+        ``commit_siblings``, the leader waits until as many submits are queued as
+        were at once lately, for at most half a commit's time: everything queued
+        meanwhile shares the next fsync. A lone submitter never waits.
+        """
+        with self._group:
+            wanted = min(self._siblings, _MAX_GROUP)
+            if len(self._queue) >= wanted:
+                return
+            deadline = time.perf_counter() + min(self._commit_seconds / 2, _MAX_GATHER)
+            self._gathering = True
+            try:
+                while len(self._queue) < wanted:
+                    left = deadline - time.perf_counter()
+                    if left <= 0:
+                        break
+                    self._group.wait(left)
+            finally:
+                self._gathering = False
+            if len(self._queue) < wanted:  # fewer came: expect as many next time
+                self._siblings = len(self._queue)
 
     def _write_group(self, group: list[_Request]) -> None:
         """(Under the lock.) One transaction for every request of ``group`` (in order); sets each

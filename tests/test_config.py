@@ -126,3 +126,13 @@ def test_registry_listener_unsubscribes_from_all_breakers() -> None:
     for breaker in registry:
         breaker.call(len, "x")
     assert seen == []
+    unsubscribe()  # a second call is harmless
+
+
+def test_registry_refuses_a_listener_that_is_not_callable_at_once() -> None:
+    registry = Registry()  # no breaker yet: nothing else would look at it before add()
+    with pytest.raises(TypeError, match="on_state_change must be callable"):
+        registry.add_listener(on_state_change="print")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="needs on_state_change= and/or on_call="):
+        registry.add_listener()
+    registry.get("a").call(len, "x")

@@ -1,4 +1,44 @@
-"""Events a breaker publishes to its listeners."""
+"""Events a breaker publishes to its listeners, and the one listener shape of brownout.
+
+The convention
+--------------
+Everything in brownout that publishes events takes listeners the same way::
+
+    unsubscribe = source.add_listener(callback)   # callback(event) -> ignored
+    ...
+    unsubscribe()                                 # idempotent; later events are not seen
+
+* ``callback`` takes **one** argument, an **immutable, typed** event: a frozen
+  dataclass, or a ``NamedTuple`` where the event is built on a hot path
+  (:class:`CallEvent`, the adapters' ``OperationEvent``). Its return value is
+  ignored (an async publisher, the degradation manager, schedules an awaitable).
+* ``add_listener`` returns a zero-argument callable that removes the listener,
+  never ``None``; a non-callable is refused with a ``TypeError`` at once.
+* Listeners run after the publisher's locks are released, in the thread or task
+  that caused the event. One that raises is logged and affects neither the
+  publisher nor the other listeners.
+* A publisher of several kinds of events where listening to one kind costs what
+  listening to another does not names the kind by keyword, with the same return:
+  ``CircuitBreaker.add_listener(on_state_change=..., on_call=...)`` (a call
+  listener takes the breaker off its lock-free fast path; a state listener does
+  not), and ``Registry.add_listener`` likewise for all its breakers, present and
+  future.
+* Event classes live beside their publisher; this module holds the ones several
+  modules share (the breaker's events, read by the registry, the manager, the
+  journals and the metrics backends).
+* Metrics backends follow the same rule one level up:
+  ``backend.attach(target) -> detach`` (``brownout.prometheus``, ``brownout.otel``).
+
+Who publishes what:
+
+=============================================  ==========================================
+``CircuitBreaker.add_listener`` / ``Registry``  :class:`StateChange`, :class:`CallEvent`
+``Adapter.add_listener`` (redis, s3, sql, ...)  ``brownout.adapter.OperationEvent``
+``DegradationManager.add_listener``             ``Evaluation`` (``.transition`` when the
+                                                level changed; ``on_transition`` is an alias)
+``Outbox`` / ``Spool`` / ``CacheCoherence``     their journal events
+=============================================  ==========================================
+"""
 
 from __future__ import annotations
 

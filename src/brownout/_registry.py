@@ -105,10 +105,14 @@ class Registry:
     ) -> Callable[[], None]:
         """Subscribe to every breaker in the registry, present and future.
 
-        Returns a function that unsubscribes from all of them.
+        The breaker's listener shape (see :mod:`brownout._events`): returns a
+        function that unsubscribes from all of them.
         """
         if on_state_change is None and on_call is None:
             raise ValueError("add_listener needs on_state_change= and/or on_call=")
+        for label, fn in (("on_state_change", on_state_change), ("on_call", on_call)):
+            if fn is not None and not callable(fn):  # refused now, not at the next add()
+                raise TypeError(f"Registry.add_listener {label} must be callable, got {fn!r}")
         unsubscribers: list[Callable[[], None]] = []
         entry = (on_state_change, on_call, unsubscribers)
         with self._lock:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -35,6 +36,11 @@ __all__ = ["create_app"]
 logger = logging.getLogger("inventario")
 
 
+#: how long the lifespan's shutdown may take to stop the background tasks and close the
+#: journals and clients, after SHUTDOWN_TIMEOUT for in-flight requests
+STOP_SECONDS = 10.0
+
+
 def create_app(settings: Settings | None = None, *, runtime: Runtime | None = None) -> FastAPI:
     """Build the service: adapters, degradation manager, outbox, routes, status endpoints."""
     if runtime is None:
@@ -48,7 +54,16 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         try:
             yield
         finally:
-            await rt.stop()
+            # bounded: a dependency that hangs must not keep a terminating process alive
+            # (what is queued is durable in VAR_DIR whether or not closing finished)
+            try:
+                await asyncio.wait_for(rt.stop(), timeout=STOP_SECONDS)
+            except TimeoutError:
+                logger.error(
+                    "inventario: closing took over %.0f s; exiting anyway (queued writes and "
+                    "spooled uploads stay in VAR_DIR for the next start)",
+                    STOP_SECONDS,
+                )
 
     app = FastAPI(
         title="inventario",

@@ -7,6 +7,7 @@ import errno
 import fcntl
 import http.client
 import json
+import math
 import os
 import socket
 import sys
@@ -137,7 +138,15 @@ def _serve(args: argparse.Namespace) -> int:
         f"(status page: http://{settings.host}:{settings.port}/status)",
         flush=True,
     )
-    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=args.log_level)
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=args.log_level,
+        # SIGTERM: stop accepting, let in-flight requests finish for this long, then the
+        # lifespan's shutdown flushes the journals (inventario.app bounds that too)
+        timeout_graceful_shutdown=math.ceil(settings.shutdown_timeout),
+    )
     server = uvicorn.Server(config)
     try:
         server.run(sockets=[sock])

@@ -58,6 +58,11 @@ class Settings(BaseSettings):
     recovery_dwell: float = Field(
         10.0, description="seconds a level (and its better condition) must hold before recovering"
     )
+    shutdown_timeout: float = Field(
+        30.0,
+        description="on SIGTERM: seconds in-flight requests get to finish before they are "
+        "cancelled (journals are then flushed; what is still queued stays in VAR_DIR)",
+    )
     host: str = Field("127.0.0.1", description="where `inventario serve` listens")
     port: int = Field(8000, description="where `inventario serve` listens")
 
@@ -73,6 +78,13 @@ class Settings(BaseSettings):
     def _rate(cls, value: float) -> float:
         if not 0 <= value <= 10:
             raise ValueError("must be between 0 and 10")
+        return value
+
+    @field_validator("shutdown_timeout")
+    @classmethod
+    def _shutdown_timeout(cls, value: float) -> float:
+        if not 0 < value <= 3600:
+            raise ValueError("must be > 0 and <= 3600 seconds")
         return value
 
     @field_validator("heartbeat")

@@ -9,18 +9,25 @@ from brownout._adapter import DependencyError
 from brownout._errors import BreakerOpen
 
 
-def default_is_outage(adapter: Any) -> Callable[[BaseException], bool]:
+def default_is_outage(
+    adapter: Any, *, not_ready: Callable[[BaseException], object] | None = None
+) -> Callable[[BaseException], bool]:
     """Whether an error from ``adapter`` means "the dependency is failing" (keep the work
-    and retry later) rather than the caller's mistake.
+    and retry later) rather than the caller's mistake: the one classifier of the outbox's
+    replayer, the spool's uploader and cache coherence.
 
-    ``BreakerOpen`` always is; otherwise the adapter's error table (``adapter.errors``)
-    decides, and for an object without one (a fake, a bare client) any ``OSError``
-    (connection errors, timeouts, socket errors) is.
+    ``BreakerOpen`` always is; so is an error ``not_ready(exc)`` calls true (the outbox's
+    :class:`~brownout.outbox.SqlApplier`: a table is missing, the schema is not created
+    yet); otherwise the adapter's error table (``adapter.errors``) decides, and for an
+    object without one (a fake, a bare client, ``None``) any ``OSError`` (connection
+    errors, timeouts, socket errors) is.
     """
     errors = getattr(adapter, "errors", None)
 
     def is_outage(exc: BaseException) -> bool:
         if isinstance(exc, BreakerOpen):
+            return True
+        if not_ready is not None and not_ready(exc):
             return True
         if errors is None:
             return isinstance(exc, OSError)

@@ -11,6 +11,7 @@ from sqlalchemy import text
 from brownout import BreakerConfig, BreakerOpen, State
 from brownout.outbox import Outbox, Replayer, SqlApplier
 from brownout.sql import AsyncDatabase
+from brownout.testing import aeventually
 
 pytestmark = pytest.mark.servers
 
@@ -68,14 +69,12 @@ async def test_writes_during_an_outage_are_applied_after_restart(
     assert box.pending_count() == 20
 
     pg.start()  # type: ignore[attr-defined]
-    import asyncio
 
-    for _ in range(50):  # let the break pass and the half-open probe close the breaker
-        report = await replayer.drain()
-        if box.pending_count() == 0:
-            break
-        await asyncio.sleep(0.1)
-    assert box.pending_count() == 0
+    async def drained() -> bool:  # the break passes, the half-open probe closes the breaker
+        await replayer.drain()
+        return box.pending_count() == 0
+
+    await aeventually(drained, timeout=10, interval=0.1, what="the replay after the restart")
     async with db.session() as s:
         rows = (await s.execute(text("SELECT sku, n, ikey FROM moves ORDER BY id"))).all()
     keys = [r[2] for r in rows]

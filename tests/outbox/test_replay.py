@@ -11,6 +11,7 @@ from sqlalchemy import text
 from brownout import BreakerConfig, CircuitBreaker
 from brownout.outbox import Outbox, Replayer, SqlApplier
 from brownout.sql import AsyncDatabase
+from brownout.testing import FakeClock, aeventually
 
 
 @pytest.fixture
@@ -91,21 +92,21 @@ async def test_an_intent_applied_before_a_crash_is_not_applied_again(
 async def test_caller_errors_retry_then_dead_letter_without_blocking_others(
     tmp_path: Path, db: AsyncDatabase
 ) -> None:
-    box = Outbox(tmp_path / "o.db", max_attempts=2)
+    clock = FakeClock(1_000.0)
+    box = Outbox(tmp_path / "o.db", max_attempts=2, clock=clock)
     applier = make_applier(db)
     await applier.ensure_schema()
     box.submit("move", {"sku": "A", "n": 1, "bad": True}, stream="A")
     box.submit("move", {"sku": "A", "n": 2}, stream="A")
     box.submit("move", {"sku": "B", "n": 1}, stream="B")
     box.submit("nope", {}, stream="C")
-    import asyncio
 
-    replayer = Replayer(box, applier, backoff=(0.001, 0.001))
+    replayer = Replayer(box, applier, backoff=(1.0, 1.0))
     dead = failed = 0
     for _ in range(5):
         report = await replayer.drain()
         dead, failed = dead + report.dead, failed + report.failed
-        await asyncio.sleep(0.01)
+        clock.advance(1.0)  # the retry backoff is over
     assert dead == 2 and failed == 4  # two attempts each, then the dead letters
     assert {d.operation for d in box.dead_letters()} == {"move", "nope"}
     assert "quantity must be positive" in box.dead_letters()[0].reason
@@ -132,8 +133,6 @@ async def test_an_outage_stops_the_drain_and_keeps_everything(
 
 
 async def test_replayer_drains_when_the_breaker_closes(tmp_path: Path, db: AsyncDatabase) -> None:
-    import asyncio
-
     box = Outbox(tmp_path / "o.db")
     applier = make_applier(db)
     await applier.ensure_schema()
@@ -141,14 +140,11 @@ async def test_replayer_drains_when_the_breaker_closes(tmp_path: Path, db: Async
     replayer = Replayer(box, applier, heartbeat=3600)
     replayer.watch(breaker)
     await replayer.start()
-    await asyncio.sleep(0.05)  # the first drain ran on an empty journal
+    await aeventually(lambda: replayer.last_report is not None, what="the first drain")
     box.submit("move", {"sku": "A", "n": 7}, stream="A")
     breaker.force_open()
-    breaker.reset()  # -> CLOSED: wakes the replayer
-    for _ in range(100):
-        if box.pending_count() == 0:
-            break
-        await asyncio.sleep(0.02)
+    breaker.reset()  # -> CLOSED: wakes the replayer (the heartbeat is an hour away)
+    await aeventually(lambda: box.pending_count() == 0, what="the drain after the breaker closed")
     await replayer.stop()
     assert await rows(db) == [("A", 7)]
     box.close()

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import subprocess
 import sys
-import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +15,7 @@ from brownout import BreakerConfig, State
 from brownout.chaos import Mode, ThreadedFaultProxy
 from brownout.s3 import AsyncS3Adapter, S3Adapter
 from brownout.spool import SHA256_METADATA, Spool, SpoolEntry, SpoolUploader
+from brownout.testing import aeventually
 from tests.servers.s3_server import S3Server
 
 FAST = BreakerConfig(consecutive_failures=2, open_for=0.3, half_open_calls=1)
@@ -39,14 +38,6 @@ def payloads(n: int) -> dict[str, bytes]:
     return {
         f"docs/{i:03d}.bin": hashlib.sha256(str(i).encode()).digest() * (i + 1) for i in range(n)
     }
-
-
-async def until(predicate: Callable[[], bool]) -> None:
-    deadline = time.monotonic() + 15.0
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.02)
 
 
 @pytest.fixture
@@ -86,7 +77,8 @@ async def test_uploads_during_an_outage_are_spooled_served_and_drained(
     for key, body in data.items():
         outcome = await uploader.upload(fresh_bucket, key, body, content_type="application/x-test")
         assert outcome == "spooled"
-    assert state_of(proxied_s3) is State.OPEN
+    # the breaker opened (its 0.3 s may be over by now on a loaded machine: half-open)
+    assert state_of(proxied_s3) in (State.OPEN, State.HALF_OPEN)
     assert spool.stats()["files"] == 12
     for key, body in data.items():  # downloads are served from the spool meanwhile
         assert await uploader.download(fresh_bucket, key) == body
@@ -99,7 +91,7 @@ async def test_uploads_during_an_outage_are_spooled_served_and_drained(
     uploader.watch(proxied_s3.breaker)
     await uploader.start()
     try:
-        await until(lambda: not spool.entries())
+        await aeventually(lambda: not spool.entries(), timeout=15, what="the spool drained")
     finally:
         await uploader.stop()
     assert state_of(proxied_s3) is State.CLOSED
@@ -121,7 +113,9 @@ async def test_sync_adapter_through_a_thread(
         s3_proxy.set_mode(Mode.REFUSE)
         assert await uploader.upload(fresh_bucket, "a.txt", b"hello") == "spooled"
         s3_proxy.set_mode(Mode.PASS)
-        await until(lambda: s3.breaker.state is not State.OPEN)
+        await aeventually(
+            lambda: s3.breaker.state is not State.OPEN, timeout=15, what="the breaker not open"
+        )
         report = await uploader.drain()
         assert (report.uploaded, report.stopped) == (1, None)
         assert await uploader.download(fresh_bucket, "a.txt") == b"hello"  # now from S3
@@ -193,22 +187,25 @@ async def test_a_crash_between_upload_and_local_delete_loses_nothing(
     sp = Spool(directory)
     for key, body in data.items():
         sp.put(fresh_bucket, key, body)
-    calls = removed = 0
+    calls = removed = finished = 0
     real_remove = sp.remove
 
     def crashing_remove(entry: SpoolEntry) -> bool:
-        nonlocal calls, removed
+        nonlocal calls, removed, finished
         calls += 1
         if calls == 3:
             raise Crash
         done = real_remove(entry)
         removed += done
+        finished += 1
         return done
 
     sp.remove = crashing_remove  # type: ignore[method-assign]
     async with AsyncS3Adapter.create(fresh_bucket, **_settings(s3_server.endpoint_url)) as s3:
         with pytest.raises(Crash):
             await SpoolUploader(sp, s3).drain()
+        # removals already in their worker threads finish after the drain raised
+        await aeventually(lambda: finished == calls - 1, what="the removals in flight")
         sp.close()
         # uploads run concurrently: one or more finished beside the crash; the 3rd is in
         # S3 and still spooled

@@ -7,15 +7,11 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
 
-from brownout._aio import cancel_and_wait, wait_woken
-from brownout._breaker import CircuitBreaker
+from brownout._drain import DrainLoop
 from brownout._errors import BreakerOpen
-from brownout._events import StateChange
 from brownout._outage import default_is_outage
 from brownout._redact import redact
-from brownout._state import State
 from brownout.outbox._journal import Intent, Outbox, next_backoff
 
 __all__ = ["ReplayReport", "Replayer", "outage_wait", "stopped_in_a_row"]
@@ -38,7 +34,7 @@ class ReplayReport:
     errors: list[str] = field(default_factory=list)
 
 
-class Replayer:
+class Replayer(DrainLoop):
     """Applies the outbox's intents with ``apply``, when the dependency can take them.
 
     ``apply(intent)`` must apply the intent's effect in one database transaction
@@ -83,8 +79,7 @@ class Replayer:
         prepare: Callable[[], Awaitable[object]] | None = None,
         batch_size: int = 200,
     ) -> None:
-        if heartbeat <= 0:
-            raise ValueError(f"Replayer.heartbeat must be > 0 seconds, got {heartbeat!r}")
+        super().__init__(heartbeat)
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"Replayer.batch_size must be an int >= 1, got {batch_size!r}")
         self.batch_size = batch_size
@@ -92,14 +87,11 @@ class Replayer:
         self._apply = apply
         self._prepare = prepare
         self._prepared = prepare is None
-        self._is_outage = is_outage or _default_is_outage(apply)
-        self.heartbeat = heartbeat
+        self._is_outage = is_outage or default_is_outage(
+            getattr(apply, "database", None), not_ready=getattr(apply, "not_ready", None)
+        )
         self._backoff = backoff
-        self._lock = asyncio.Lock()
-        self._wake: asyncio.Event | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._unsubscribe: list[Callable[[], None]] = []
+        self._stopped = 0  # drains in a row stopped by an outage
         self.last_report: ReplayReport | None = None
         self._not_ready = ""
 
@@ -135,21 +127,6 @@ class Replayer:
         if self._prepare is not None:
             self._prepared = False
             self.wake()
-
-    def watch(self, breaker: CircuitBreaker) -> None:
-        """Drain as soon as ``breaker`` closes (the database is back)."""
-
-        def on_change(event: StateChange) -> None:
-            if event.to_state is State.CLOSED:
-                self.wake()
-
-        self._unsubscribe.append(breaker.add_listener(on_state_change=on_change))
-
-    def wake(self) -> None:
-        """Ask the background task to drain now (thread-safe)."""
-        loop, event = self._loop, self._wake
-        if loop is not None and event is not None and not loop.is_closed():
-            loop.call_soon_threadsafe(event.set)
 
     async def drain(self, *, limit: int | None = None) -> ReplayReport:
         """Apply what can be applied now; returns what happened.
@@ -253,41 +230,27 @@ class Replayer:
                 reason,
             )
 
-    async def start(self) -> None:
-        """Drain on a heartbeat and whenever :meth:`wake` is called."""
-        if self._task is not None and not self._task.done():
-            return
-        self._loop = asyncio.get_running_loop()
-        self._wake = asyncio.Event()
-        self._task = asyncio.create_task(self._run(), name="brownout-outbox-replayer")
+    _task_name = "brownout-outbox-replayer"
+    _logger = logger
+    _label = "outbox: replay"
 
-    async def _run(self) -> None:
-        assert self._wake is not None
-        stopped = 0  # drains in a row stopped by an outage
-        while True:
-            try:
-                report = await self.drain()
-                stopped = stopped_in_a_row(report, stopped)
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # the journal itself failed (disk): try again later
-                stopped += 1
-                logger.exception("outbox: replay failed")
-            if stopped == 1 and self.last_report is not None:
-                logger.warning(
-                    "outbox: %d intents wait for the database: %s",
-                    self.outbox.pending_count(),
-                    self.last_report.stopped,
-                )
-            await wait_woken(self._wake, outage_wait(stopped, self.heartbeat, self._backoff[1]))
-
-    async def stop(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            await cancel_and_wait(task)
-        for undo in self._unsubscribe:
-            undo()
-        self._unsubscribe.clear()
+    async def _cycle(self) -> float:
+        """One drain; after an outage stopped it, the next waits longer (:func:`outage_wait`)."""
+        try:
+            report = await self.drain()
+            self._stopped = stopped_in_a_row(report, self._stopped)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # the journal itself failed (disk): try again later
+            self._stopped += 1
+            logger.exception("outbox: replay failed")
+        if self._stopped == 1 and self.last_report is not None:
+            logger.warning(
+                "outbox: %d intents wait for the database: %s",
+                self.outbox.pending_count(),
+                self.last_report.stopped,
+            )
+        return outage_wait(self._stopped, self.heartbeat, self._backoff[1])
 
 
 def stopped_in_a_row(report: ReplayReport, before: int) -> int:
@@ -314,13 +277,3 @@ def _reason(exc: BaseException) -> str:
     link on further lines: they say nothing an operator acts on)."""
     text = redact(f"{type(exc).__name__}: {exc}")
     return text.splitlines()[0] if text else type(exc).__name__
-
-
-def _default_is_outage(apply: Any) -> Callable[[BaseException], bool]:
-    is_down = default_is_outage(getattr(apply, "database", None))
-    not_ready = getattr(apply, "not_ready", None)
-
-    def is_outage(exc: BaseException) -> bool:
-        return is_down(exc) or (not_ready is not None and bool(not_ready(exc)))
-
-    return is_outage

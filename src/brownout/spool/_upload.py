@@ -10,13 +10,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from brownout._aio import cancel_and_wait, wait_woken
-from brownout._breaker import CircuitBreaker
+from brownout._drain import DrainLoop
 from brownout._errors import VerificationFailed
-from brownout._events import StateChange
 from brownout._outage import default_is_outage
 from brownout._redact import redact
-from brownout._state import State
 from brownout.spool._store import SHA256_METADATA, Spool, SpoolCorrupted, SpoolEntry
 
 __all__ = ["DrainReport", "SpoolUploader", "VerificationFailed"]
@@ -59,7 +56,7 @@ class DrainReport:
     errors: list[str] = field(default_factory=list)
 
 
-class SpoolUploader:
+class SpoolUploader(DrainLoop):
     """Uploads the spool's entries to S3 through an S3 adapter, oldest first.
 
     ``s3`` is an :class:`~brownout.s3.AsyncS3Adapter`, or an
@@ -100,8 +97,7 @@ class SpoolUploader:
         is_permanent: Callable[[BaseException], bool] | None = None,
         concurrency: int = 4,
     ) -> None:
-        if heartbeat <= 0:
-            raise ValueError(f"SpoolUploader.heartbeat must be > 0 seconds, got {heartbeat!r}")
+        super().__init__(heartbeat)
         if max_attempts < 1:
             raise ValueError(f"SpoolUploader.max_attempts must be >= 1, got {max_attempts!r}")
         if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
@@ -109,16 +105,10 @@ class SpoolUploader:
         self.concurrency = concurrency
         self.spool = spool
         self.s3 = s3
-        self.heartbeat = heartbeat
         self.max_attempts = max_attempts
         self._async = inspect.iscoroutinefunction(getattr(s3, "upload", None))
         self._is_outage = is_outage or default_is_outage(s3)
         self._is_permanent = is_permanent or _default_is_permanent(s3)
-        self._lock = asyncio.Lock()
-        self._wake: asyncio.Event | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._unsubscribe: list[Callable[[], None]] = []
         self.last_report: DrainReport | None = None
 
     # ------------------------------------------------------------------ S3 calls
@@ -182,21 +172,6 @@ class SpoolUploader:
         return result
 
     # ------------------------------------------------------------------ draining
-
-    def watch(self, breaker: CircuitBreaker) -> None:
-        """Drain as soon as ``breaker`` (the S3 adapter's) closes."""
-
-        def on_change(event: StateChange) -> None:
-            if event.to_state is State.CLOSED:
-                self.wake()
-
-        self._unsubscribe.append(breaker.add_listener(on_state_change=on_change))
-
-    def wake(self) -> None:
-        """Ask the background task to drain now (thread-safe; no-op before :meth:`start`)."""
-        loop, event = self._loop, self._wake
-        if loop is not None and event is not None and not loop.is_closed():
-            loop.call_soon_threadsafe(event.set)
 
     async def _verify(self, entry: SpoolEntry, etag: str | None) -> None:
         info = await self._call("head", entry.key, bucket=entry.bucket)
@@ -321,30 +296,6 @@ class SpoolUploader:
                 )
             return report
 
-    async def start(self) -> None:
-        """Drain on a heartbeat and whenever :meth:`wake` is called."""
-        if self._task is not None and not self._task.done():
-            return
-        self._loop = asyncio.get_running_loop()
-        self._wake = asyncio.Event()
-        self._task = asyncio.create_task(self._run(), name="brownout-spool-uploader")
-
-    async def _run(self) -> None:
-        assert self._wake is not None
-        while True:
-            try:
-                await self.drain()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                logger.exception("spool: drain failed")
-            await wait_woken(self._wake, self.heartbeat)
-
-    async def stop(self) -> None:
-        """Stop the background task and the breaker subscriptions."""
-        task, self._task = self._task, None
-        if task is not None:
-            await cancel_and_wait(task)
-        for undo in self._unsubscribe:
-            undo()
-        self._unsubscribe.clear()
+    _task_name = "brownout-spool-uploader"
+    _logger = logger
+    _label = "spool: drain"

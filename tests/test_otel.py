@@ -180,6 +180,21 @@ def test_adapter_figures_are_exported(reader: InMemoryMetricReader, metrics: OTe
     assert point(p, "brownout_pool_connections_in_use", dependency="redis", name="kv") == 2
 
 
+def test_a_registry_detaches(reader: InMemoryMetricReader, metrics: OTelMetrics) -> None:
+    registry = Registry(clock=FakeClock())
+    kept = CircuitBreaker("kept", clock=FakeClock())
+    metrics.attach(kept)  # still read after the registry's detach: the collection is not empty
+    detach = metrics.attach(registry)
+    registry.get("db").call(len, "x")
+    assert point(collect(reader), "brownout_calls", breaker="db", outcome="success") == 1
+    detach()
+    registry.get("later").call(len, "x")
+    kept.call(len, "x")
+    points = collect(reader)
+    assert point(points, "brownout_calls", breaker="later", outcome="success") is None
+    assert point(points, "brownout_calls", breaker="kept", outcome="success") == 1
+
+
 def test_namespace_and_bad_targets(reader: InMemoryMetricReader) -> None:
     metrics = OTelMetrics(MeterProvider(metric_readers=[reader]), namespace="shop")
     cb = CircuitBreaker("db")

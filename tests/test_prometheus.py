@@ -420,7 +420,8 @@ def test_registry_covers_present_and_future_breakers(
 ) -> None:
     registry = Registry(default=BreakerConfig(consecutive_failures=2), clock=clock)
     existing = registry.get("database")
-    assert metrics.attach(registry) is None
+    detach = metrics.attach(registry)
+    assert callable(detach)
     assert state_of(metrics, "database") == "closed"
     later = registry.get("openai")
     # the state of a breaker created later shows from the next scrape, before any call
@@ -434,6 +435,35 @@ def test_registry_covers_present_and_future_breakers(
     added = registry.add(CircuitBreaker("s3", clock=clock))
     added.call(len, "x")
     assert calls(metrics, "s3", "success") == 1.0
+
+
+def test_a_registry_detaches_like_everything_else(
+    clock: FakeClock, metrics: PrometheusMetrics
+) -> None:
+    registry = Registry(default=BreakerConfig(consecutive_failures=2), clock=clock)
+    registry.get("database").call(len, "x")
+    detach = metrics.attach(registry)
+    assert calls(metrics, "database", "success") == 1.0
+    detach()
+    detach()  # a second call is harmless
+    registry.get("openai")
+    assert (
+        metrics.registry.get_sample_value(
+            "brownout_breaker_state", {"breaker": "openai", "state": "closed"}
+        )
+        is None
+    )
+    assert (
+        metrics.registry.get_sample_value(
+            "brownout_breaker_state", {"breaker": "database", "state": "closed"}
+        )
+        is None
+    )
+    fail(registry.get("database"), 2)  # its listener is gone: no transition counted
+    metrics.attach(registry)  # attached again after a detach: read again
+    assert state_of(metrics, "openai") == "closed"
+    assert state_of(metrics, "database") == "open"
+    assert transitions(metrics, "database", "closed", "open") == 0.0
 
 
 def test_registry_with_defaults(clock: FakeClock, metrics: PrometheusMetrics) -> None:

@@ -154,12 +154,16 @@ class BreakerSource:
 
         return detach
 
-    def attach_registry(self, registry: Registry) -> None:
-        """Read every breaker of ``registry``, present and future (no detaching)."""
+    def attach_registry(self, registry: Registry) -> Callable[[], None]:
+        """Read every breaker of ``registry``, present and future; returns a function that
+        detaches it (its breakers are then read no more, unless attached otherwise).
+
+        A no-op (returning a no-op) if ``registry`` is already attached.
+        """
         source = object()
         with self._lock:
             if registry in self._registries:
-                return
+                return _noop
             self._registries[registry] = source
         ref = weakref.ref(registry)
 
@@ -167,10 +171,23 @@ class BreakerSource:
             reg = ref()
             return reg.get(name) if reg is not None and name in reg else None
 
-        registry.add_listener(on_state_change=self._listener(source, resolve))
+        unsubscribe = registry.add_listener(on_state_change=self._listener(source, resolve))
         for breaker in registry:
             if self._adopt(breaker, source):
                 self._note_state(breaker.name, breaker)
+
+        def detach() -> None:
+            unsubscribe()
+            with self._lock:
+                reg = ref()
+                if reg is not None and self._registries.get(reg) is source:
+                    del self._registries[reg]
+                for name, claim in list(self._claims.items()):
+                    if claim.source is source:
+                        del self._claims[name]
+                        claim.unhook()
+
+        return detach
 
     # ------------------------------------------------------------- internals
 

@@ -12,7 +12,7 @@ Nothing runs per guarded call or per adapter operation.
 >>> reader = InMemoryMetricReader()
 >>> metrics = OTelMetrics(MeterProvider(metric_readers=[reader]))
 >>> breakers = Registry.with_defaults()
->>> metrics.attach(breakers)
+>>> detach = metrics.attach(breakers)
 >>> breakers.get("redis").call(len, "abc")
 3
 >>> data = reader.get_metrics_data()
@@ -130,20 +130,19 @@ class OTelMetrics:
     def attach(self, target: CircuitBreaker) -> Callable[[], None]: ...
 
     @overload
-    def attach(self, target: Registry) -> None: ...
+    def attach(self, target: Registry) -> Callable[[], None]: ...
 
     @overload
     def attach(self, target: Adapter) -> Callable[[], None]: ...
 
-    def attach(self, target: CircuitBreaker | Registry | Adapter) -> Callable[[], None] | None:
+    def attach(self, target: CircuitBreaker | Registry | Adapter) -> Callable[[], None]:
         """Read a breaker, every breaker of a registry (present and future), or an adapter
-        at each collection. Returns a function that detaches a breaker or an adapter
-        (``None`` for a registry); attaching again changes nothing."""
+        at each collection. Returns a function that detaches it; attaching again changes
+        nothing."""
         if isinstance(target, CircuitBreaker):
             return self._breakers.attach_breaker(target)
         if isinstance(target, Registry):
-            self._breakers.attach_registry(target)
-            return None
+            return self._breakers.attach_registry(target)
         from brownout._adapter import Adapter
 
         if isinstance(target, Adapter):

@@ -11,7 +11,7 @@ global ``prometheus_client.REGISTRY`` unless you pass it):
 >>> from brownout.prometheus import CONTENT_TYPE, PrometheusMetrics
 >>> breakers = Registry.with_defaults()
 >>> metrics = PrometheusMetrics()
->>> metrics.attach(breakers)  # every breaker of the registry, present and future
+>>> detach = metrics.attach(breakers)  # every breaker of the registry, present and future
 >>> breakers.get("redis").call(len, "abc")
 3
 >>> metrics.registry.get_sample_value(
@@ -212,7 +212,7 @@ class PrometheusMetrics:
     def attach(self, target: CircuitBreaker) -> Callable[[], None]: ...
 
     @overload
-    def attach(self, target: Registry) -> None: ...
+    def attach(self, target: Registry) -> Callable[[], None]: ...
 
     @overload
     def attach(self, target: DegradationManager) -> Callable[[], None]: ...
@@ -228,16 +228,14 @@ class PrometheusMetrics:
 
     def attach(
         self, target: CircuitBreaker | Registry | DegradationManager | Adapter | Outbox | Spool
-    ) -> Callable[[], None] | None:
+    ) -> Callable[[], None]:
         """Feed the metrics from a breaker, a registry, a degradation manager, an adapter,
-        an outbox or a spool.
+        an outbox or a spool; returns a function that detaches it.
 
         For a :class:`~brownout.Registry` the breakers it creates later are
-        covered too (read from the next scrape on); it returns ``None``.
-        For a :class:`~brownout.CircuitBreaker` it returns a function that
-        detaches it. Attaching a breaker (or a registry) again, or a breaker
-        already covered through an attached registry, changes nothing: each
-        breaker is counted once.
+        covered too (read from the next scrape on). Attaching a breaker (or a
+        registry) again, or a breaker already covered through an attached
+        registry, changes nothing: each breaker is counted once.
 
         For a :class:`~brownout.health.DegradationManager` it feeds the
         ``degradation_*``, ``health_score``, ``component_health_score``,
@@ -248,15 +246,14 @@ class PrometheusMetrics:
         For a :class:`~brownout.outbox.Outbox` the ``outbox_*`` metrics, for a
         :class:`~brownout.spool.Spool` the ``spool_*`` ones (several of each,
         told apart by the file or directory name).
-        These return a function that detaches them; attaching again is a no-op.
+        Attaching any of these again is a no-op.
         The breakers of a manager's components or of an adapter are *not*
         attached by this: attach them (or their registry) as well.
         """
         if isinstance(target, CircuitBreaker):
             return self.group(BreakerMetrics).attach_breaker(target)
         if isinstance(target, Registry):
-            self.group(BreakerMetrics).attach_registry(target)
-            return None
+            return self.group(BreakerMetrics).attach_registry(target)
         # imported here: the core stays importable without these modules loaded
         from brownout._adapter import Adapter
         from brownout.health import DegradationManager

@@ -58,9 +58,9 @@ class BreakerMetrics:
         """
         return self.source.attach_breaker(breaker)
 
-    def attach_registry(self, registry: Registry) -> None:
-        """Read every breaker of ``registry``, present and future."""
-        self.source.attach_registry(registry)
+    def attach_registry(self, registry: Registry) -> Callable[[], None]:
+        """Read every breaker of ``registry``, present and future; returns a detach."""
+        return self.source.attach_registry(registry)
 
     # ------------------------------------------------------------- collector
 

@@ -722,9 +722,9 @@ def main(argv: list[str] | None = None) -> int:
         loop.run_until_complete(raw.aclose())
         loop.run_until_complete(guarded.aclose())
         loop.run_until_complete(guarded_m.aclose())
-        loop.run_until_complete(engine_holder.close())
-        loop.run_until_complete(db.close())
-        loop.run_until_complete(db_m.close())
+        loop.run_until_complete(engine_holder.aclose())
+        loop.run_until_complete(db.aclose())
+        loop.run_until_complete(db_m.aclose())
         print("time-to-fail: pausing the private redis-server ...", file=sys.stderr)
         fails = loop.run_until_complete(
             time_to_fail(

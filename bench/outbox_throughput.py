@@ -508,7 +508,7 @@ def main(argv: list[str] | None = None) -> int:
                 targets.append(f"SQLite file ({await sqlite_settings(db)})")
                 await replay_into(db, root, args, (sq, sq1, sq_drain), backlog, checks, "sqlite")
             finally:
-                await db.close()
+                await db.aclose()
             if args.no_pg:
                 pg.note = "--no-pg"
                 return
@@ -530,7 +530,7 @@ def main(argv: list[str] | None = None) -> int:
                 try:
                     await replay_into(pdb, root, args, (pg, pg1, pg_drain), backlog, checks, "pg")
                 finally:
-                    await pdb.close()
+                    await pdb.aclose()
                 targets.append(
                     f"PostgreSQL {settings['server_version']} on 127.0.0.1 (shared server, "
                     f"throwaway database; synchronous_commit={settings['synchronous_commit']}, "

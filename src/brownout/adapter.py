@@ -23,9 +23,11 @@ from brownout._adapter import (
     OperationEvent,
     ProbeResult,
 )
+from brownout._options import AdapterOptions
 
 __all__ = [
     "Adapter",
+    "AdapterOptions",
     "AdapterStats",
     "DependencyError",
     "ErrorRule",

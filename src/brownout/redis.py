@@ -36,7 +36,7 @@ import urllib.parse
 from collections.abc import Callable, Iterable, Mapping
 from datetime import timedelta
 from types import TracebackType
-from typing import Any, Self, TypeAlias, TypeVar
+from typing import Any, ClassVar, Generic, Self, TypeAlias, TypeVar, Unpack
 
 try:
     import redis
@@ -49,11 +49,8 @@ except ImportError as _exc:  # pragma: no cover - depends on the environment
     raise ImportError("brownout.redis needs redis-py >= 5: pip install 'brownout[redis]'") from _exc
 
 from brownout._adapter import Adapter, ErrorRule, ErrorTable, Figures
-from brownout._breaker import CircuitBreaker
-from brownout._clock import Clock
-from brownout._config import BreakerConfig
 from brownout._errors import BreakerOpen, SerializationError
-from brownout._registry import Registry
+from brownout._options import AdapterOptions, split_options
 
 __all__ = [
     "DEFAULT_HEALTH_CHECK_INTERVAL",
@@ -69,6 +66,7 @@ __all__ = [
 ]
 
 R = TypeVar("R")
+C = TypeVar("C", redis.Redis, redis.asyncio.Redis)
 
 #: A Redis key or field name as redis-py accepts it.
 Key = str | bytes | memoryview
@@ -377,27 +375,7 @@ def _json_reader(key: Key, default: Any) -> Callable[[Any, list[int]], Any]:
 # ---------------------------------------------------------------- client settings
 
 
-def _client_settings(
-    retry_class: type[Any],
-    *,
-    max_connections: int,
-    socket_connect_timeout: float,
-    socket_timeout: float,
-    health_check_interval: float,
-    options: Mapping[str, Any],
-) -> dict[str, Any]:
-    settings: dict[str, Any] = {
-        "max_connections": max_connections,
-        "socket_connect_timeout": socket_connect_timeout,
-        "socket_timeout": socket_timeout,
-        "health_check_interval": health_check_interval,
-        # No client retries: a retry would hide the failure from the breaker and
-        # multiply the time a call takes while Redis is down. A pooled connection
-        # the server has closed is replaced by the pool itself before it is used.
-        "retry": retry_class(redis.backoff.NoBackoff(), 0),
-    }
-    settings.update(options)
-    return settings
+_ADAPTER_KEYS = AdapterOptions.__optional_keys__
 
 
 def _url_secrets(url: str) -> list[str]:
@@ -413,47 +391,107 @@ def _url_secrets(url: str) -> list[str]:
 # ---------------------------------------------------------------- the adapters
 
 
-class _RedisAdapterBase(Adapter):
-    """What the sync and the async adapter share: errors, secrets, figures, probe settings."""
+class _RedisAdapterBase(Adapter, Generic[C]):
+    """Everything but the calls into the client: construction, settings, errors, secrets,
+    figures, probe settings. The shells set :attr:`_client_class` and :attr:`_retry_class`."""
 
     kind = "redis"
     errors = REDIS_ERRORS
     probe_timeout: float = 1.0
+    #: ``redis.Redis`` or ``redis.asyncio.Redis``: what :meth:`from_url` builds.
+    _client_class: ClassVar[type[Any]]
+    #: redis-py's sync or asyncio ``Retry``: the client's and the probe's (no retries).
+    _retry_class: ClassVar[type[Any]]
+
+    client: C
 
     def __init__(
         self,
-        client: Any,
+        client: C,
         *,
-        name: str | None = None,
-        breaker: CircuitBreaker | None = None,
-        config: BreakerConfig | None = None,
-        registry: Registry | None = None,
-        clock: Clock | None = None,
-        secrets: Iterable[str | None] = (),
-        probe_timeout: float | None = None,
         record_keys: bool = True,
-        recent_operations: int = 50,
         owns_client: bool = False,
+        **options: Unpack[AdapterOptions],
     ) -> None:
         pool = getattr(client, "connection_pool", None)
         kwargs = getattr(pool, "connection_kwargs", None) or {}
         password = kwargs.get("password")
-        found = [password] if isinstance(password, str) else []
-        super().__init__(
-            name,
-            breaker=breaker,
-            config=config,
-            registry=registry,
-            clock=clock,
-            secrets=[*secrets, *found],
-            probe_timeout=probe_timeout,
-            recent_operations=recent_operations,
-        )
+        found: list[str | None] = [password] if isinstance(password, str) else []
+        options["secrets"] = [*options.get("secrets", ()), *found]
+        super().__init__(**options)
         self.client = client
         self.record_keys = record_keys
         self._owns_client = owns_client
         self._probe_client: Any = None
         self._probe_lock = threading.Lock()
+
+    @classmethod
+    def client_settings(
+        cls,
+        *,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        socket_connect_timeout: float = DEFAULT_SOCKET_CONNECT_TIMEOUT,
+        socket_timeout: float = DEFAULT_SOCKET_TIMEOUT,
+        health_check_interval: float = DEFAULT_HEALTH_CHECK_INTERVAL,
+        **options: Any,
+    ) -> dict[str, Any]:
+        """The keyword arguments :meth:`from_url` gives the client's ``from_url``.
+
+        Use them to build a client of your own: ``redis.Redis(host=...,
+        **RedisAdapter.client_settings())``.
+        """
+        settings: dict[str, Any] = {
+            "max_connections": max_connections,
+            "socket_connect_timeout": socket_connect_timeout,
+            "socket_timeout": socket_timeout,
+            "health_check_interval": health_check_interval,
+            # No client retries: a retry would hide the failure from the breaker and
+            # multiply the time a call takes while Redis is down. A pooled connection
+            # the server has closed is replaced by the pool itself before it is used.
+            "retry": cls._retry_class(redis.backoff.NoBackoff(), 0),
+        }
+        settings.update(options)
+        return settings
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        *,
+        record_keys: bool = True,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        socket_connect_timeout: float = DEFAULT_SOCKET_CONNECT_TIMEOUT,
+        socket_timeout: float = DEFAULT_SOCKET_TIMEOUT,
+        health_check_interval: float = DEFAULT_HEALTH_CHECK_INTERVAL,
+        **options: Any,
+    ) -> Self:
+        """An adapter over a new client (``redis.Redis.from_url(url, ...)``, or
+        ``redis.asyncio.Redis``'s) that it owns and closes.
+
+        ``options`` named in :class:`~brownout.adapter.AdapterOptions` (``name``,
+        ``config``, ``registry``, ...) go to the adapter, the others to redis-py
+        unchanged (``decode_responses=True``, ``ssl_*``, a ``retry=`` of your own, ...).
+        Settings in the URL's query string win. Creating it makes no connection (and
+        needs no running event loop).
+
+        >>> cache = RedisAdapter.from_url("redis://127.0.0.1:6379/0", socket_timeout=0.2)
+        >>> cache.client.connection_pool.connection_kwargs["socket_timeout"]
+        0.2
+        >>> cache.close()
+        """
+        mine: dict[str, Any]
+        theirs: dict[str, Any]
+        mine, theirs = split_options(options, _ADAPTER_KEYS)
+        settings = cls.client_settings(
+            max_connections=max_connections,
+            socket_connect_timeout=socket_connect_timeout,
+            socket_timeout=socket_timeout,
+            health_check_interval=health_check_interval,
+            **theirs,
+        )
+        client = cls._client_class.from_url(url, **settings)
+        mine["secrets"] = [*mine.get("secrets", ()), *_url_secrets(url)]
+        return cls(client, record_keys=record_keys, owns_client=True, **mine)
 
     def _encoded(self, key: Key, value: object) -> str:
         """``value`` as JSON for ``set_json``; one that cannot be encoded is accounted as a
@@ -500,7 +538,7 @@ class _RedisAdapterBase(Adapter):
 
     # -- probe
 
-    def _probe_pool_kwargs(self, retry_class: type[Any]) -> dict[str, Any] | None:
+    def _probe_pool_kwargs(self) -> dict[str, Any] | None:
         """Settings of the probe's own one-connection pool, or None to probe through the client.
 
         The probe gets a connection of its own, with :attr:`probe_timeout` as its
@@ -527,7 +565,7 @@ class _RedisAdapterBase(Adapter):
             socket_timeout=self.probe_timeout,
             socket_connect_timeout=self.probe_timeout,
             health_check_interval=0,
-            retry=retry_class(redis.backoff.NoBackoff(), 0),
+            retry=self._retry_class(redis.backoff.NoBackoff(), 0),
             max_connections=1,
             connection_class=pool.connection_class,
         )
@@ -547,7 +585,7 @@ def _idle_count(idle: Any) -> int | None:
         return int(qsize()) if callable(qsize) else None
 
 
-class RedisAdapter(_RedisAdapterBase):
+class RedisAdapter(_RedisAdapterBase[redis.Redis]):
     """A sync ``redis.Redis`` client behind a circuit breaker.
 
     Build it from a URL (the adapter then owns and closes the client)::
@@ -568,108 +606,8 @@ class RedisAdapter(_RedisAdapterBase):
     Replies are ``bytes`` (``str`` with ``decode_responses=True``).
     """
 
-    client: redis.Redis
-
-    def __init__(
-        self,
-        client: redis.Redis,
-        *,
-        name: str | None = None,
-        breaker: CircuitBreaker | None = None,
-        config: BreakerConfig | None = None,
-        registry: Registry | None = None,
-        clock: Clock | None = None,
-        secrets: Iterable[str | None] = (),
-        probe_timeout: float | None = None,
-        record_keys: bool = True,
-        recent_operations: int = 50,
-        owns_client: bool = False,
-    ) -> None:
-        super().__init__(
-            client,
-            name=name,
-            breaker=breaker,
-            config=config,
-            registry=registry,
-            clock=clock,
-            secrets=secrets,
-            probe_timeout=probe_timeout,
-            record_keys=record_keys,
-            recent_operations=recent_operations,
-            owns_client=owns_client,
-        )
-
-    @staticmethod
-    def client_settings(
-        *,
-        max_connections: int = DEFAULT_MAX_CONNECTIONS,
-        socket_connect_timeout: float = DEFAULT_SOCKET_CONNECT_TIMEOUT,
-        socket_timeout: float = DEFAULT_SOCKET_TIMEOUT,
-        health_check_interval: float = DEFAULT_HEALTH_CHECK_INTERVAL,
-        **options: Any,
-    ) -> dict[str, Any]:
-        """The keyword arguments :meth:`from_url` gives ``redis.Redis.from_url``.
-
-        Use them to build a client of your own: ``redis.Redis(host=...,
-        **RedisAdapter.client_settings())``.
-        """
-        return _client_settings(
-            redis.retry.Retry,
-            max_connections=max_connections,
-            socket_connect_timeout=socket_connect_timeout,
-            socket_timeout=socket_timeout,
-            health_check_interval=health_check_interval,
-            options=options,
-        )
-
-    @classmethod
-    def from_url(
-        cls,
-        url: str,
-        *,
-        name: str | None = None,
-        breaker: CircuitBreaker | None = None,
-        config: BreakerConfig | None = None,
-        registry: Registry | None = None,
-        clock: Clock | None = None,
-        probe_timeout: float | None = None,
-        record_keys: bool = True,
-        max_connections: int = DEFAULT_MAX_CONNECTIONS,
-        socket_connect_timeout: float = DEFAULT_SOCKET_CONNECT_TIMEOUT,
-        socket_timeout: float = DEFAULT_SOCKET_TIMEOUT,
-        health_check_interval: float = DEFAULT_HEALTH_CHECK_INTERVAL,
-        **options: Any,
-    ) -> Self:
-        """An adapter over a new ``redis.Redis.from_url(url, ...)`` client that it owns.
-
-        ``options`` go to redis-py unchanged (``decode_responses=True``, ``ssl_*``,
-        a ``retry=`` of your own, ...). Settings in the URL's query string win.
-
-        >>> cache = RedisAdapter.from_url("redis://127.0.0.1:6379/0", socket_timeout=0.2)
-        >>> cache.client.connection_pool.connection_kwargs["socket_timeout"]
-        0.2
-        >>> cache.close()
-        """
-        settings = cls.client_settings(
-            max_connections=max_connections,
-            socket_connect_timeout=socket_connect_timeout,
-            socket_timeout=socket_timeout,
-            health_check_interval=health_check_interval,
-            **options,
-        )
-        client = redis.Redis.from_url(url, **settings)
-        return cls(
-            client,
-            name=name,
-            breaker=breaker,
-            config=config,
-            registry=registry,
-            clock=clock,
-            secrets=_url_secrets(url),
-            probe_timeout=probe_timeout,
-            record_keys=record_keys,
-            owns_client=True,
-        )
+    _client_class = redis.Redis
+    _retry_class = redis.retry.Retry
 
     # -- strings
 
@@ -860,7 +798,7 @@ class RedisAdapter(_RedisAdapterBase):
         with self._probe_lock:
             client = self._probe_client
             if client is None:
-                kwargs = self._probe_pool_kwargs(redis.retry.Retry)
+                kwargs = self._probe_pool_kwargs()
                 if kwargs is None:
                     client = self.client
                 else:
@@ -888,7 +826,7 @@ class RedisAdapter(_RedisAdapterBase):
         self.close()
 
 
-class AsyncRedisAdapter(_RedisAdapterBase):
+class AsyncRedisAdapter(_RedisAdapterBase[redis.asyncio.Redis]):
     """A ``redis.asyncio.Redis`` client behind a circuit breaker.
 
     The same operations as :class:`RedisAdapter`, awaited::
@@ -901,98 +839,8 @@ class AsyncRedisAdapter(_RedisAdapterBase):
                 await p.execute()
     """
 
-    client: redis.asyncio.Redis
-
-    def __init__(
-        self,
-        client: redis.asyncio.Redis,
-        *,
-        name: str | None = None,
-        breaker: CircuitBreaker | None = None,
-        config: BreakerConfig | None = None,
-        registry: Registry | None = None,
-        clock: Clock | None = None,
-        secrets: Iterable[str | None] = (),
-        probe_timeout: float | None = None,
-        record_keys: bool = True,
-        recent_operations: int = 50,
-        owns_client: bool = False,
-    ) -> None:
-        super().__init__(
-            client,
-            name=name,
-            breaker=breaker,
-            config=config,
-            registry=registry,
-            clock=clock,
-            secrets=secrets,
-            probe_timeout=probe_timeout,
-            record_keys=record_keys,
-            recent_operations=recent_operations,
-            owns_client=owns_client,
-        )
-
-    @staticmethod
-    def client_settings(
-        *,
-        max_connections: int = DEFAULT_MAX_CONNECTIONS,
-        socket_connect_timeout: float = DEFAULT_SOCKET_CONNECT_TIMEOUT,
-        socket_timeout: float = DEFAULT_SOCKET_TIMEOUT,
-        health_check_interval: float = DEFAULT_HEALTH_CHECK_INTERVAL,
-        **options: Any,
-    ) -> dict[str, Any]:
-        """The keyword arguments :meth:`from_url` gives ``redis.asyncio.Redis.from_url``."""
-        return _client_settings(
-            redis.asyncio.retry.Retry,
-            max_connections=max_connections,
-            socket_connect_timeout=socket_connect_timeout,
-            socket_timeout=socket_timeout,
-            health_check_interval=health_check_interval,
-            options=options,
-        )
-
-    @classmethod
-    def from_url(
-        cls,
-        url: str,
-        *,
-        name: str | None = None,
-        breaker: CircuitBreaker | None = None,
-        config: BreakerConfig | None = None,
-        registry: Registry | None = None,
-        clock: Clock | None = None,
-        probe_timeout: float | None = None,
-        record_keys: bool = True,
-        max_connections: int = DEFAULT_MAX_CONNECTIONS,
-        socket_connect_timeout: float = DEFAULT_SOCKET_CONNECT_TIMEOUT,
-        socket_timeout: float = DEFAULT_SOCKET_TIMEOUT,
-        health_check_interval: float = DEFAULT_HEALTH_CHECK_INTERVAL,
-        **options: Any,
-    ) -> Self:
-        """An adapter over a new ``redis.asyncio.Redis.from_url(url, ...)`` client it owns.
-
-        Creating it makes no connection (and needs no running event loop).
-        """
-        settings = cls.client_settings(
-            max_connections=max_connections,
-            socket_connect_timeout=socket_connect_timeout,
-            socket_timeout=socket_timeout,
-            health_check_interval=health_check_interval,
-            **options,
-        )
-        client = redis.asyncio.Redis.from_url(url, **settings)
-        return cls(
-            client,
-            name=name,
-            breaker=breaker,
-            config=config,
-            registry=registry,
-            clock=clock,
-            secrets=_url_secrets(url),
-            probe_timeout=probe_timeout,
-            record_keys=record_keys,
-            owns_client=True,
-        )
+    _client_class = redis.asyncio.Redis
+    _retry_class = redis.asyncio.retry.Retry
 
     # -- strings
 
@@ -1178,7 +1026,7 @@ class AsyncRedisAdapter(_RedisAdapterBase):
     async def _aprobe_once(self) -> None:
         client = self._probe_client
         if client is None:
-            kwargs = self._probe_pool_kwargs(redis.asyncio.retry.Retry)
+            kwargs = self._probe_pool_kwargs()
             if kwargs is None:
                 client = self.client
             else:
@@ -1221,7 +1069,7 @@ class _PipelineBase:
     until ``multi``) talk to Redis directly and are *not* guarded.
     """
 
-    def __init__(self, adapter: _RedisAdapterBase, pipe: Any) -> None:
+    def __init__(self, adapter: _RedisAdapterBase[Any], pipe: Any) -> None:
         self._adapter = adapter
         self._pipe = pipe
 

@@ -34,11 +34,12 @@ import email.utils
 import inspect
 import threading
 import time
+import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from types import TracebackType
-from typing import Any, ClassVar, Protocol, Self, TypeVar
+from typing import Any, ClassVar, Protocol, Self, TypeVar, Unpack
 
 try:
     import aiobotocore.session  # type: ignore[import-untyped,unused-ignore]
@@ -51,10 +52,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
         f"brownout.s3 needs boto3 and aiobotocore ({exc}): pip install 'brownout[s3]'"
     ) from exc
 
-from brownout._breaker import CircuitBreaker
-from brownout._clock import Clock
-from brownout._config import BreakerConfig
-from brownout._registry import Registry
+from brownout._options import AdapterOptions
 from brownout.adapter import Adapter, ErrorRule, ErrorTable, Figures
 
 __all__ = [
@@ -66,6 +64,7 @@ __all__ = [
     "ObjectInfo",
     "Readable",
     "S3Adapter",
+    "S3Options",
     "Writable",
     "client_config",
 ]
@@ -398,8 +397,33 @@ def _body(data: Any) -> tuple[Any, int]:
 # ------------------------------------------------------------------ shared base
 
 
+class S3Options(AdapterOptions, total=False):
+    """:class:`~brownout.adapter.AdapterOptions` and the S3 adapters' own.
+
+    - ``page_size``: keys per ListObjectsV2 page, 1..1000 (default 1000).
+    - ``chunk_size``: bytes per piece ``download_to`` writes (default 64 KiB).
+    """
+
+    page_size: int
+    chunk_size: int
+
+
+@dataclass(frozen=True)
+class _ClientSettings:
+    """What :meth:`_S3Base.create` was given to build a client; the shells build it."""
+
+    endpoint_url: str | None
+    region_name: str | None
+    aws_access_key_id: str | None
+    aws_secret_access_key: str | None = field(repr=False)
+    aws_session_token: str | None = field(repr=False)
+    profile_name: str | None
+    config: Any
+
+
 class _S3Base(Adapter):
-    """Request building, result handling and accounting shared by both adapters."""
+    """Construction, request building, result handling and accounting shared by both
+    adapters; the shells differ in how they build (:meth:`_created`) and call the client."""
 
     kind: ClassVar[str] = "s3"
     errors: ClassVar[ErrorTable] = S3_ERRORS
@@ -407,18 +431,13 @@ class _S3Base(Adapter):
 
     def __init__(
         self,
+        client: Any,
         bucket: str,
         *,
-        name: str | None,
-        breaker: CircuitBreaker | None,
-        config: BreakerConfig | None,
-        registry: Registry | None,
-        clock: Clock | None,
-        secrets: Iterable[str | None],
-        probe_timeout: float | None,
-        recent_operations: int,
-        page_size: int,
-        chunk_size: int,
+        owns_client: bool = False,
+        page_size: int = DEFAULT_PAGE_SIZE,
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
+        **options: Unpack[AdapterOptions],
     ) -> None:
         if not isinstance(bucket, str) or not bucket:
             raise ValueError(f"{type(self).__name__}: bucket must be a non-empty string")
@@ -426,20 +445,63 @@ class _S3Base(Adapter):
             raise ValueError(f"{type(self).__name__}: page_size must be in 1..1000")
         if chunk_size < 1:
             raise ValueError(f"{type(self).__name__}: chunk_size must be >= 1")
-        super().__init__(
-            name,
-            breaker=breaker,
-            config=config,
-            registry=registry,
-            clock=clock,
-            secrets=secrets,
-            probe_timeout=probe_timeout,
-            recent_operations=recent_operations,
-        )
+        super().__init__(**options)
         self.bucket = bucket
         self.page_size = page_size
         self.chunk_size = chunk_size
-        self._client: Any = None
+        self._client: Any = client
+        self._owns_client = owns_client
+        if client is not None:
+            self._add_secrets(_client_secrets(client))
+
+    @classmethod
+    def create(
+        cls,
+        bucket: str,
+        *,
+        endpoint_url: str | None = None,
+        region_name: str | None = None,
+        aws_access_key_id: str | None = None,
+        aws_secret_access_key: str | None = None,
+        aws_session_token: str | None = None,
+        profile_name: str | None = None,
+        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+        read_timeout: float = DEFAULT_READ_TIMEOUT,
+        max_pool_connections: int = 10,
+        addressing_style: str | None = None,
+        botocore_config: Any = None,
+        **options: Unpack[S3Options],
+    ) -> Self:
+        """An adapter with a client of its own (boto3, or aiobotocore opened on first use
+        or by ``async with``), closed by ``close()`` / ``await aclose()``.
+
+        ``addressing_style`` defaults to ``"path"`` with an ``endpoint_url``
+        (MinIO, moto, Ceph...) and to botocore's choice without one (AWS).
+        ``botocore_config`` is merged over :func:`client_config`'s settings.
+        ``options`` go to the constructor (``name``, ``config``, ``registry``...).
+        """
+        settings = _ClientSettings(
+            endpoint_url=endpoint_url,
+            region_name=region_name,
+            aws_access_key_id=aws_access_key_id,
+            aws_secret_access_key=aws_secret_access_key,
+            aws_session_token=aws_session_token,
+            profile_name=profile_name,
+            config=client_config(
+                connect_timeout=connect_timeout,
+                read_timeout=read_timeout,
+                max_pool_connections=max_pool_connections,
+                addressing_style=addressing_style or ("path" if endpoint_url else None),
+                override=botocore_config,
+            ),
+        )
+        options["secrets"] = [*options.get("secrets", ()), aws_secret_access_key, aws_session_token]
+        return cls._created(bucket, settings, options)
+
+    @classmethod
+    def _created(cls, bucket: str, settings: _ClientSettings, options: S3Options) -> Self:
+        """The adapter :meth:`create` returns, owning a client built from ``settings``."""
+        raise NotImplementedError
 
     def _add_secrets(self, secrets: Iterable[str]) -> None:
         new = tuple(s for s in secrets if s and s not in self._secrets)
@@ -561,82 +623,17 @@ class S3Adapter(_S3Base):
     ['u/1.png']
     """
 
-    def __init__(
-        self,
-        client: Any,
-        bucket: str,
-        *,
-        name: str | None = None,
-        breaker: CircuitBreaker | None = None,
-        config: BreakerConfig | None = None,
-        registry: Registry | None = None,
-        clock: Clock | None = None,
-        secrets: Iterable[str | None] = (),
-        probe_timeout: float | None = None,
-        recent_operations: int = 50,
-        page_size: int = DEFAULT_PAGE_SIZE,
-        chunk_size: int = DEFAULT_CHUNK_SIZE,
-        owns_client: bool = False,
-    ) -> None:
-        super().__init__(
-            bucket,
-            name=name,
-            breaker=breaker,
-            config=config,
-            registry=registry,
-            clock=clock,
-            secrets=secrets,
-            probe_timeout=probe_timeout,
-            recent_operations=recent_operations,
-            page_size=page_size,
-            chunk_size=chunk_size,
-        )
-        self._client = client
-        self._owns_client = owns_client
-        self._add_secrets(_client_secrets(client))
-
     @classmethod
-    def create(
-        cls,
-        bucket: str,
-        *,
-        endpoint_url: str | None = None,
-        region_name: str | None = None,
-        aws_access_key_id: str | None = None,
-        aws_secret_access_key: str | None = None,
-        aws_session_token: str | None = None,
-        profile_name: str | None = None,
-        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
-        read_timeout: float = DEFAULT_READ_TIMEOUT,
-        max_pool_connections: int = 10,
-        addressing_style: str | None = None,
-        botocore_config: Any = None,
-        **options: Any,
-    ) -> Self:
-        """An adapter with its own boto3 client (closed by :meth:`close`).
-
-        ``addressing_style`` defaults to ``"path"`` with an ``endpoint_url``
-        (MinIO, moto, Ceph...) and to botocore's choice without one (AWS).
-        ``botocore_config`` is merged over :func:`client_config`'s settings.
-        ``options`` go to the constructor (``name``, ``config``, ``registry``...).
-        """
+    def _created(cls, bucket: str, settings: _ClientSettings, options: S3Options) -> Self:
         session = boto3.session.Session(
-            aws_access_key_id=aws_access_key_id,
-            aws_secret_access_key=aws_secret_access_key,
-            aws_session_token=aws_session_token,
-            region_name=region_name,
-            profile_name=profile_name,
+            aws_access_key_id=settings.aws_access_key_id,
+            aws_secret_access_key=settings.aws_secret_access_key,
+            aws_session_token=settings.aws_session_token,
+            region_name=settings.region_name,
+            profile_name=settings.profile_name,
         )
-        cfg = client_config(
-            connect_timeout=connect_timeout,
-            read_timeout=read_timeout,
-            max_pool_connections=max_pool_connections,
-            addressing_style=addressing_style or ("path" if endpoint_url else None),
-            override=botocore_config,
-        )
-        client = session.client("s3", endpoint_url=endpoint_url, config=cfg)
-        secrets = [*options.pop("secrets", ()), aws_secret_access_key, aws_session_token]
-        return cls(client, bucket, secrets=secrets, owns_client=True, **options)
+        client = session.client("s3", endpoint_url=settings.endpoint_url, config=settings.config)
+        return cls(client, bucket, owns_client=True, **options)
 
     @property
     def client(self) -> Any:
@@ -815,90 +812,34 @@ class AsyncS3Adapter(_S3Base):
     ...             print(obj.key, obj.size)
     """
 
+    #: Opens the owned client (set by :meth:`create`); None for a client passed in.
+    _factory: Callable[[], Any] | None = None
+    _stack: contextlib.AsyncExitStack | None = None
+    _closed = False
+
     def __init__(
-        self,
-        client: Any,
-        bucket: str,
-        *,
-        name: str | None = None,
-        breaker: CircuitBreaker | None = None,
-        config: BreakerConfig | None = None,
-        registry: Registry | None = None,
-        clock: Clock | None = None,
-        secrets: Iterable[str | None] = (),
-        probe_timeout: float | None = None,
-        recent_operations: int = 50,
-        page_size: int = DEFAULT_PAGE_SIZE,
-        chunk_size: int = DEFAULT_CHUNK_SIZE,
+        self, client: Any, bucket: str, *, owns_client: bool = False, **options: Unpack[S3Options]
     ) -> None:
-        super().__init__(
-            bucket,
-            name=name,
-            breaker=breaker,
-            config=config,
-            registry=registry,
-            clock=clock,
-            secrets=secrets,
-            probe_timeout=probe_timeout,
-            recent_operations=recent_operations,
-            page_size=page_size,
-            chunk_size=chunk_size,
-        )
-        self._client = client
-        self._factory: Callable[[], Any] | None = None
-        self._stack: contextlib.AsyncExitStack | None = None
+        super().__init__(client, bucket, owns_client=owns_client, **options)
         self._open_lock = threading.Lock()
-        self._closed = False
-        if client is not None:
-            self._add_secrets(_client_secrets(client))
 
     @classmethod
-    def create(
-        cls,
-        bucket: str,
-        *,
-        endpoint_url: str | None = None,
-        region_name: str | None = None,
-        aws_access_key_id: str | None = None,
-        aws_secret_access_key: str | None = None,
-        aws_session_token: str | None = None,
-        profile_name: str | None = None,
-        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
-        read_timeout: float = DEFAULT_READ_TIMEOUT,
-        max_pool_connections: int = 10,
-        addressing_style: str | None = None,
-        botocore_config: Any = None,
-        **options: Any,
-    ) -> Self:
-        """An adapter owning an aiobotocore client, opened on first use (or ``async with``).
-
-        Same settings as :meth:`S3Adapter.create`. Close it with ``await
-        adapter.close()`` or use ``async with AsyncS3Adapter.create(...) as s3:``.
-        """
-        cfg = client_config(
-            connect_timeout=connect_timeout,
-            read_timeout=read_timeout,
-            max_pool_connections=max_pool_connections,
-            addressing_style=addressing_style or ("path" if endpoint_url else None),
-            override=botocore_config,
-        )
-
+    def _created(cls, bucket: str, settings: _ClientSettings, options: S3Options) -> Self:
         def factory() -> Any:
             session = aiobotocore.session.get_session()
-            if profile_name is not None:
-                session.set_config_variable("profile", profile_name)
+            if settings.profile_name is not None:
+                session.set_config_variable("profile", settings.profile_name)
             return session.create_client(
                 "s3",
-                endpoint_url=endpoint_url,
-                region_name=region_name,
-                aws_access_key_id=aws_access_key_id,
-                aws_secret_access_key=aws_secret_access_key,
-                aws_session_token=aws_session_token,
-                config=cfg,
+                endpoint_url=settings.endpoint_url,
+                region_name=settings.region_name,
+                aws_access_key_id=settings.aws_access_key_id,
+                aws_secret_access_key=settings.aws_secret_access_key,
+                aws_session_token=settings.aws_session_token,
+                config=settings.config,
             )
 
-        secrets = [*options.pop("secrets", ()), aws_secret_access_key, aws_session_token]
-        adapter = cls(None, bucket, secrets=secrets, **options)
+        adapter = cls(None, bucket, **options)
         adapter._factory = factory
         return adapter
 
@@ -930,15 +871,21 @@ class AsyncS3Adapter(_S3Base):
         self._add_secrets(_client_secrets(self._client))
         return self._client
 
-    async def close(self) -> None:
-        """Close the owned client (idempotent); a client passed in is left open."""
+    async def aclose(self) -> None:
+        """Close the owned client (idempotent); a client passed in is left open unless
+        ``owns_client=True``."""
+        passed_in = None
         with self._open_lock:
             stack, self._stack = self._stack, None
             if self._factory is not None:
                 self._closed = True
                 self._client = None
+            elif self._owns_client:
+                passed_in, self._owns_client = self._client, False
         if stack is not None:
             await stack.aclose()
+        if passed_in is not None:
+            await passed_in.close()
 
     async def __aenter__(self) -> Self:
         return await self.open()
@@ -949,7 +896,16 @@ class AsyncS3Adapter(_S3Base):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        await self.close()
+        await self.aclose()
+
+    async def close(self) -> None:
+        """Deprecated: ``await aclose()`` (every async resource of brownout closes so)."""
+        warnings.warn(
+            "AsyncS3Adapter.close() is deprecated, use 'await adapter.aclose()'",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        await self.aclose()
 
     # operations
     async def upload(

@@ -34,10 +34,11 @@ import inspect
 import logging
 import re
 import sqlite3
+import warnings
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from types import TracebackType
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, Self, TypeVar, Unpack
 
 try:
     from sqlalchemy import event, text
@@ -65,11 +66,9 @@ else:
     _HAVE_PSYCOPG = True
 
 from brownout._adapter import Adapter, ErrorRule, ErrorTable, Figures
-from brownout._breaker import CircuitBreaker
-from brownout._clock import Clock
-from brownout._config import BreakerConfig
 from brownout._errors import BreakerOpen, BrownoutError
-from brownout._registry import PRESETS, Registry
+from brownout._options import AdapterOptions
+from brownout._registry import PRESETS
 
 __all__ = [
     "DEFAULT_COMMAND_TIMEOUT",
@@ -88,6 +87,8 @@ __all__ = [
 ]
 
 logger = logging.getLogger("brownout")
+
+E = TypeVar("E", Engine, AsyncEngine)
 
 #: Connections kept open in the pool.
 DEFAULT_POOL_SIZE = 10
@@ -600,7 +601,7 @@ class _UnitOfWork:
 
     __slots__ = ("_adapter", "_figures", "_operation", "_start")
 
-    def __init__(self, adapter: _SQLAdapter, operation: str) -> None:
+    def __init__(self, adapter: _SQLAdapter[Any], operation: str) -> None:
         self._adapter = adapter
         self._operation = operation
         self._figures = Figures()
@@ -645,37 +646,123 @@ def _discard_mode(exc: BaseException) -> str:
     return "invalidate"
 
 
-class _SQLAdapter(Adapter):
+class _SQLAdapter(Adapter, Generic[E]):
+    """Construction, :meth:`from_url`, classification and figures of both shells; they set
+    the hooks (:attr:`_engine_class`, :attr:`_sessionmaker`, :meth:`_created`) and run the
+    sessions."""
+
     kind: ClassVar[str] = "sql"
     errors: ClassVar[ErrorTable] = SQL_ERRORS
+    #: ``Engine`` or ``AsyncEngine``: what the constructor accepts.
+    _engine_class: ClassVar[type[Any]]
+    #: Which class to use for the other engine (the constructor's error names it).
+    _other_class: ClassVar[str]
+    #: ``sessionmaker`` or ``async_sessionmaker``: builds :attr:`sessions`.
+    _sessionmaker: ClassVar[Any]
+    #: Whether :meth:`from_url` picks the async drivers (asyncpg, aiosqlite).
+    _is_async: ClassVar[bool]
+
+    engine: E
+    sessions: Any
 
     def __init__(
         self,
-        sync_engine: Engine,
+        engine: E,
         *,
-        name: str | None,
-        breaker: CircuitBreaker | None,
-        config: BreakerConfig | None,
-        registry: Registry | None,
-        clock: Clock | None,
-        probe_timeout: float | None,
-        recent_operations: int,
-        owns_engine: bool,
+        session_options: Mapping[str, Any] | None = None,
+        owns_engine: bool = False,
+        **options: Unpack[AdapterOptions],
     ) -> None:
-        if breaker is None and config is None:
-            config = PRESETS["database"]
-        super().__init__(
-            name or "database",
-            breaker=breaker,
-            config=config,
-            registry=registry,
-            clock=clock,
-            secrets=[sync_engine.url.password],
-            probe_timeout=probe_timeout,
-            recent_operations=recent_operations,
+        if not isinstance(engine, self._engine_class):
+            raise TypeError(
+                f"{type(self).__name__} needs a sqlalchemy {self._engine_class.__name__}, "
+                f"got {type(engine).__name__} (use {self._other_class} for "
+                f"{'an AsyncEngine' if self._other_class == 'AsyncDatabase' else 'a sync Engine'})"
+            )
+        sync_engine: Engine = getattr(engine, "sync_engine", engine)
+        if options.get("breaker") is None and options.get("config") is None:
+            options["config"] = PRESETS["database"]
+        options["name"] = options.get("name") or "database"
+        options["secrets"] = [sync_engine.url.password, *options.get("secrets", ())]
+        super().__init__(**options)
+        self.engine = engine
+        self.sessions = self._sessionmaker(
+            engine, **{"expire_on_commit": False, **(session_options or {})}
         )
         self._sync_engine = sync_engine
         self._owns_engine = owns_engine
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str | URL,
+        *,
+        pool_size: int = DEFAULT_POOL_SIZE,
+        max_overflow: int = DEFAULT_MAX_OVERFLOW,
+        pool_timeout: float = DEFAULT_POOL_TIMEOUT,
+        pool_recycle: float = 1800.0,
+        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+        statement_timeout: float | None = DEFAULT_STATEMENT_TIMEOUT,
+        command_timeout: float | None = DEFAULT_COMMAND_TIMEOUT,
+        sqlite_timeout: float = DEFAULT_SQLITE_TIMEOUT,
+        sqlite_writer: bool = True,
+        hide_parameters: bool = True,
+        connect_args: Mapping[str, Any] | None = None,
+        engine_options: Mapping[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> Self:
+        """An adapter owning a new engine for ``url`` (closed by ``close()`` /
+        ``await aclose()``).
+
+        ``postgresql://`` gets psycopg (sync) or asyncpg (async), ``sqlite://`` sqlite3
+        or aiosqlite. ``kwargs`` go to the constructor (``name``, ``config``,
+        ``registry``, ...); ``connect_args`` and ``engine_options`` override the
+        computed driver and engine options. For :class:`AsyncDatabase` a SQLite file
+        gets WAL mode and a writer for :meth:`AsyncDatabase.write_session` unless
+        ``sqlite_writer=False``, and ``sqlite_timeout`` also bounds the wait for the
+        writer (``Database`` has no writer and ignores ``sqlite_writer``).
+        """
+        parsed = _normalize_url(url, is_async=cls._is_async)
+
+        def options(size: int, overflow: int) -> dict[str, Any]:
+            return _engine_options(
+                parsed,
+                pool_size=size,
+                max_overflow=overflow,
+                pool_timeout=pool_timeout,
+                pool_recycle=pool_recycle,
+                connect_timeout=connect_timeout,
+                statement_timeout=statement_timeout,
+                command_timeout=command_timeout,
+                sqlite_timeout=sqlite_timeout,
+                hide_parameters=hide_parameters,
+                connect_args=connect_args,
+                engine_options=engine_options,
+            )
+
+        return cls._created(
+            parsed,
+            options(pool_size, max_overflow),
+            writer=options(1, 0) if sqlite_writer and _is_file_sqlite(parsed) else None,
+            command_timeout=command_timeout,
+            sqlite_timeout=sqlite_timeout,
+            kwargs=kwargs,
+        )
+
+    @classmethod
+    def _created(
+        cls,
+        url: URL,
+        options: dict[str, Any],
+        *,
+        writer: dict[str, Any] | None,
+        command_timeout: float | None,
+        sqlite_timeout: float,
+        kwargs: dict[str, Any],
+    ) -> Self:
+        """The adapter :meth:`from_url` returns: its engine(s) built with ``options``
+        (and ``writer``'s, the SQLite writer's, if the shell has one)."""
+        raise NotImplementedError
 
     def _on_error(self, exc: Exception, rule: ErrorRule) -> None:
         if rule.kind == "auth":
@@ -694,7 +781,7 @@ class _SQLAdapter(Adapter):
 # --------------------------------------------------------------------------- sync
 
 
-class Database(_SQLAdapter):
+class Database(_SQLAdapter[Engine]):
     """A circuit-broken sync SQLAlchemy engine (psycopg for PostgreSQL, sqlite3 for SQLite).
 
     Build it with :meth:`from_url` (pool and timeouts set to short, documented
@@ -711,83 +798,25 @@ class Database(_SQLAdapter):
     >>> db.close()
     """
 
-    def __init__(
-        self,
-        engine: Engine,
-        *,
-        name: str | None = None,
-        breaker: CircuitBreaker | None = None,
-        config: BreakerConfig | None = None,
-        registry: Registry | None = None,
-        clock: Clock | None = None,
-        probe_timeout: float | None = None,
-        recent_operations: int = 50,
-        session_options: Mapping[str, Any] | None = None,
-        owns_engine: bool = False,
-    ) -> None:
-        if not isinstance(engine, Engine):
-            raise TypeError(
-                f"Database needs a sqlalchemy Engine, got {type(engine).__name__} "
-                "(use AsyncDatabase for an AsyncEngine)"
-            )
-        super().__init__(
-            engine,
-            name=name,
-            breaker=breaker,
-            config=config,
-            registry=registry,
-            clock=clock,
-            probe_timeout=probe_timeout,
-            recent_operations=recent_operations,
-            owns_engine=owns_engine,
-        )
-        self.engine = engine
-        self.sessions: sessionmaker[Session] = sessionmaker(
-            engine, **{"expire_on_commit": False, **(session_options or {})}
-        )
+    _engine_class = Engine
+    _other_class = "AsyncDatabase"
+    _sessionmaker = sessionmaker
+    _is_async = False
+
+    sessions: sessionmaker[Session]
 
     @classmethod
-    def from_url(
+    def _created(
         cls,
-        url: str | URL,
+        url: URL,
+        options: dict[str, Any],
         *,
-        pool_size: int = DEFAULT_POOL_SIZE,
-        max_overflow: int = DEFAULT_MAX_OVERFLOW,
-        pool_timeout: float = DEFAULT_POOL_TIMEOUT,
-        pool_recycle: float = 1800.0,
-        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
-        statement_timeout: float | None = DEFAULT_STATEMENT_TIMEOUT,
-        command_timeout: float | None = DEFAULT_COMMAND_TIMEOUT,
-        sqlite_timeout: float = DEFAULT_SQLITE_TIMEOUT,
-        hide_parameters: bool = True,
-        connect_args: Mapping[str, Any] | None = None,
-        engine_options: Mapping[str, Any] | None = None,
-        **kwargs: Any,
-    ) -> Database:
-        """An adapter owning a new engine for ``url`` (closed by :meth:`close`).
-
-        ``postgresql://`` gets the psycopg driver. ``kwargs`` go to the
-        constructor (``name``, ``config``, ``registry``, ...); ``connect_args``
-        and ``engine_options`` override the computed driver and engine options.
-        """
-        parsed = _normalize_url(url, is_async=False)
-        engine = create_engine(
-            parsed,
-            **_engine_options(
-                parsed,
-                pool_size=pool_size,
-                max_overflow=max_overflow,
-                pool_timeout=pool_timeout,
-                pool_recycle=pool_recycle,
-                connect_timeout=connect_timeout,
-                statement_timeout=statement_timeout,
-                command_timeout=command_timeout,
-                sqlite_timeout=sqlite_timeout,
-                hide_parameters=hide_parameters,
-                connect_args=connect_args,
-                engine_options=engine_options,
-            ),
-        )
+        writer: dict[str, Any] | None,
+        command_timeout: float | None,
+        sqlite_timeout: float,
+        kwargs: dict[str, Any],
+    ) -> Self:
+        engine = create_engine(url, **options)
         _install_command_timeout(engine, command_timeout)
         try:
             return cls(engine, owns_engine=True, **kwargs)
@@ -872,7 +901,7 @@ def _discard(session: Session, exc: BaseException) -> None:
 # --------------------------------------------------------------------------- async
 
 
-class AsyncDatabase(_SQLAdapter):
+class AsyncDatabase(_SQLAdapter[AsyncEngine]):
     """A circuit-broken :class:`~sqlalchemy.ext.asyncio.AsyncEngine` (asyncpg, aiosqlite).
 
     The async twin of :class:`Database`: same options, same classification.
@@ -902,112 +931,70 @@ class AsyncDatabase(_SQLAdapter):
     'ada'
     """
 
+    _engine_class = AsyncEngine
+    _other_class = "Database"
+    _sessionmaker = async_sessionmaker
+    _is_async = True
+
+    sessions: async_sessionmaker[AsyncSession]
+
     def __init__(
         self,
         engine: AsyncEngine,
         *,
-        name: str | None = None,
-        breaker: CircuitBreaker | None = None,
-        config: BreakerConfig | None = None,
-        registry: Registry | None = None,
-        clock: Clock | None = None,
-        probe_timeout: float | None = None,
-        recent_operations: int = 50,
         session_options: Mapping[str, Any] | None = None,
         owns_engine: bool = False,
         writer: AsyncEngine | None = None,
         writer_wait: float = DEFAULT_SQLITE_TIMEOUT,
         writer_group: int = DEFAULT_WRITER_GROUP,
+        **options: Unpack[AdapterOptions],
     ) -> None:
-        if not isinstance(engine, AsyncEngine):
-            raise TypeError(
-                f"AsyncDatabase needs a sqlalchemy AsyncEngine, got {type(engine).__name__} "
-                "(use Database for a sync Engine)"
-            )
         super().__init__(
-            engine.sync_engine,
-            name=name,
-            breaker=breaker,
-            config=config,
-            registry=registry,
-            clock=clock,
-            probe_timeout=probe_timeout,
-            recent_operations=recent_operations,
-            owns_engine=owns_engine,
+            engine, session_options=session_options, owns_engine=owns_engine, **options
         )
         if writer_wait <= 0:
             raise ValueError(f"writer_wait must be > 0 seconds, got {writer_wait!r}")
         if writer_group < 1:
             raise ValueError(f"writer_group must be >= 1, got {writer_group!r}")
-        self.engine = engine
-        options = {"expire_on_commit": False, **(session_options or {})}
-        self.sessions: async_sessionmaker[AsyncSession] = async_sessionmaker(engine, **options)
         #: The single-connection engine :meth:`write_session` uses (SQLite files), or None.
         self.writer = writer
         self._writer = (
-            _SQLiteWriter(async_sessionmaker(writer, **options), writer_wait, writer_group)
+            _SQLiteWriter(
+                async_sessionmaker(
+                    writer, **{"expire_on_commit": False, **(session_options or {})}
+                ),
+                writer_wait,
+                writer_group,
+            )
             if writer is not None
             else None
         )
 
     @classmethod
-    def from_url(
+    def _created(
         cls,
-        url: str | URL,
+        url: URL,
+        options: dict[str, Any],
         *,
-        pool_size: int = DEFAULT_POOL_SIZE,
-        max_overflow: int = DEFAULT_MAX_OVERFLOW,
-        pool_timeout: float = DEFAULT_POOL_TIMEOUT,
-        pool_recycle: float = 1800.0,
-        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
-        statement_timeout: float | None = DEFAULT_STATEMENT_TIMEOUT,
-        command_timeout: float | None = DEFAULT_COMMAND_TIMEOUT,
-        sqlite_timeout: float = DEFAULT_SQLITE_TIMEOUT,
-        sqlite_writer: bool = True,
-        hide_parameters: bool = True,
-        connect_args: Mapping[str, Any] | None = None,
-        engine_options: Mapping[str, Any] | None = None,
-        **kwargs: Any,
-    ) -> AsyncDatabase:
-        """An adapter owning a new async engine for ``url`` (closed by :meth:`close`).
-
-        ``postgresql://`` gets asyncpg, ``sqlite://`` aiosqlite. Options as in
-        :meth:`Database.from_url`. A SQLite file gets WAL mode and a writer for
-        :meth:`write_session` (see the class) unless ``sqlite_writer=False``;
-        ``sqlite_timeout`` also bounds the wait for the writer.
-        """
-        parsed = _normalize_url(url, is_async=True)
-
-        def options(size: int, overflow: int) -> dict[str, Any]:
-            return _engine_options(
-                parsed,
-                pool_size=size,
-                max_overflow=overflow,
-                pool_timeout=pool_timeout,
-                pool_recycle=pool_recycle,
-                connect_timeout=connect_timeout,
-                statement_timeout=statement_timeout,
-                command_timeout=command_timeout,
-                sqlite_timeout=sqlite_timeout,
-                hide_parameters=hide_parameters,
-                connect_args=connect_args,
-                engine_options=engine_options,
-            )
-
-        engine = create_async_engine(parsed, **options(pool_size, max_overflow))
-        writer = None
+        writer: dict[str, Any] | None,
+        command_timeout: float | None,
+        sqlite_timeout: float,
+        kwargs: dict[str, Any],
+    ) -> Self:
+        engine = create_async_engine(url, **options)
+        writer_engine = None
         try:
-            if sqlite_writer and _is_file_sqlite(parsed):
+            if writer is not None:
                 _use_wal(engine.sync_engine)
-                writer = create_async_engine(parsed, **options(1, 0))
-                _use_wal(writer.sync_engine)
-                _begin_immediate(writer.sync_engine)
+                writer_engine = create_async_engine(url, **writer)
+                _use_wal(writer_engine.sync_engine)
+                _begin_immediate(writer_engine.sync_engine)
                 kwargs.setdefault("writer_wait", sqlite_timeout)
-            return cls(engine, owns_engine=True, writer=writer, **kwargs)
+            return cls(engine, owns_engine=True, writer=writer_engine, **kwargs)
         except BaseException:
             engine.sync_engine.dispose(close=False)
-            if writer is not None:
-                writer.sync_engine.dispose(close=False)
+            if writer_engine is not None:
+                writer_engine.sync_engine.dispose(close=False)
             raise
 
     @asynccontextmanager
@@ -1070,7 +1057,7 @@ class AsyncDatabase(_SQLAdapter):
     def _probe_once(self) -> None:
         raise NotImplementedError("AsyncDatabase has an async probe: await db.aprobe()")
 
-    async def close(self) -> None:
+    async def aclose(self) -> None:
         """Dispose of the engine's pool (and the writer's) if this adapter created them."""
         if self._owns_engine:
             await self.engine.dispose()
@@ -1081,7 +1068,16 @@ class AsyncDatabase(_SQLAdapter):
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        await self.close()
+        await self.aclose()
+
+    async def close(self) -> None:
+        """Deprecated: ``await aclose()`` (every async resource of brownout closes so)."""
+        warnings.warn(
+            "AsyncDatabase.close() is deprecated, use 'await db.aclose()'",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        await self.aclose()
 
 
 class _Group:

@@ -160,13 +160,9 @@ class Runtime:
                 await coherence.aclose()  # pending keys stay journaled for the next start
         for adapter in (self.cache, self.s3, self.ai):
             if adapter is not None:
-                close = getattr(adapter, "close", None)
-                if close is not None:
-                    with contextlib.suppress(Exception):
-                        result = close()
-                        if asyncio.iscoroutine(result):
-                            await result
-        await self.db.close()
+                with contextlib.suppress(Exception):
+                    await adapter.aclose()  # every async adapter closes with aclose()
+        await self.db.aclose()
 
     def outbox_backlog(self) -> dict[str, Any]:
         """The outbox's figures, whether its writes wait for the database (the last drain

@@ -653,3 +653,33 @@ def test_client_settings_disable_retries() -> None:
     assert settings["socket_timeout"] == settings["socket_connect_timeout"] == 0.5
     assert settings["retry"].get_retries() == 0
     assert AsyncRedisAdapter.client_settings(socket_timeout=2)["socket_timeout"] == 2
+    assert isinstance(AsyncRedisAdapter.client_settings()["retry"], redis.asyncio.retry.Retry)
+    assert not isinstance(RedisAdapter.client_settings()["retry"], redis.asyncio.retry.Retry)
+
+
+async def test_from_url_gives_adapter_options_to_the_adapter_and_the_rest_to_redis_py(
+    flavour: str,
+) -> None:
+    cls = RedisAdapter if flavour == "sync" else AsyncRedisAdapter
+    adapter = cls.from_url(
+        "redis://:pw-in-url@127.0.0.1:1/0",  # nothing listens: no connection is made
+        name="sessions",
+        secrets=["tok-123"],
+        recent_operations=7,
+        probe_timeout=0.25,
+        record_keys=False,
+        decode_responses=True,
+    )
+    kwargs = adapter.client.connection_pool.connection_kwargs
+    assert kwargs["decode_responses"] is True
+    assert not {"name", "secrets", "recent_operations", "probe_timeout"} & set(kwargs)
+    assert (adapter.name, adapter.probe_timeout, adapter.record_keys) == ("sessions", 0.25, False)
+    assert adapter.stats.recent_size == 7
+    assert {"tok-123", "pw-in-url"} <= set(adapter._secrets)
+    assert adapter._owns_client
+    if isinstance(adapter, AsyncRedisAdapter):
+        async with adapter:
+            pass
+    else:
+        with adapter:
+            pass

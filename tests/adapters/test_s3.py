@@ -243,10 +243,42 @@ async def test_async_client_lifetime(s3_server: S3Server, fresh_bucket: str) -> 
     assert s3.client is None  # opened on first use
     await s3.upload("k", b"v")
     assert s3.client is not None
-    await s3.close()
-    await s3.close()  # idempotent
+    await s3.aclose()
+    await s3.aclose()  # idempotent
     with pytest.raises(RuntimeError, match="closed"):
         await s3.download("k")
+
+
+async def test_async_close_is_a_deprecated_alias_of_aclose(
+    s3_server: S3Server, fresh_bucket: str
+) -> None:
+    s3 = async_adapter(s3_server.endpoint_url, fresh_bucket)
+    await s3.open()
+    with pytest.warns(DeprecationWarning, match=r"aclose\(\)"):
+        await s3.close()
+    assert s3.client is None
+    with pytest.raises(RuntimeError, match="closed"):
+        await s3.download("k")
+
+
+async def test_async_context_manager_closes_the_owned_client(
+    s3_server: S3Server, fresh_bucket: str
+) -> None:
+    async with async_adapter(s3_server.endpoint_url, fresh_bucket) as s3:
+        await s3.upload("k", b"v")
+    assert s3.client is None
+    with pytest.raises(RuntimeError, match="closed"):
+        await s3.download("k")
+
+
+def test_sync_context_manager_closes_the_owned_client(
+    s3_server: S3Server, fresh_bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    closed: list[bool] = []
+    with sync_adapter(s3_server.endpoint_url, fresh_bucket) as s3:
+        s3.upload("k", b"v")
+        monkeypatch.setattr(s3.client, "close", lambda: closed.append(True))
+    assert closed == [True]
 
 
 async def test_async_adapter_with_a_client_passed_in(
@@ -259,8 +291,31 @@ async def test_async_adapter_with_a_client_passed_in(
     async with session.create_client("s3", config=client_config(), **kwargs) as client:
         s3 = AsyncS3Adapter(client, fresh_bucket)
         await s3.upload("k", b"v")
-        await s3.close()  # not ours: left open
+        await s3.aclose()  # not ours: left open
         assert await s3.download("k") == b"v"
+
+
+async def test_async_adapter_owning_a_client_passed_in_closes_it(
+    s3_server: S3Server, fresh_bucket: str
+) -> None:
+    import aiobotocore.session
+
+    session = aiobotocore.session.get_session()
+    kwargs = s3_server.client_kwargs()
+    client = await session.create_client("s3", config=client_config(), **kwargs).__aenter__()
+    closed: list[bool] = []
+    real_close = client.close
+
+    async def close() -> None:
+        closed.append(True)
+        await real_close()
+
+    client.close = close
+    async with AsyncS3Adapter(client, fresh_bucket, owns_client=True) as s3:
+        await s3.upload("k", b"v")
+    assert closed == [True]
+    await s3.aclose()  # idempotent
+    assert closed == [True]
 
 
 def test_sync_adapter_with_a_client_passed_in(s3_server: S3Server, fresh_bucket: str) -> None:

@@ -87,7 +87,7 @@ async def async_dbs() -> AsyncIterator[Callable[..., AsyncDatabase]]:
 
     yield make
     for db in made:
-        await db.close()
+        await db.aclose()
 
 
 @pytest.fixture
@@ -631,7 +631,7 @@ async def test_the_password_never_leaks(
                 except Exception as exc:
                     errors += [str(exc), repr(exc)]
             probe = await adb.aprobe()
-            await adb.close()
+            await adb.aclose()
     assert state_of(db) is State.OPEN and not probe.ok
     health = db.health()
     assert health["last_error"] and health["breaker"]["last_error"]
@@ -655,7 +655,7 @@ async def test_connection_failure_messages_hide_the_password(
                 await adb.scalar("SELECT 1")
             probe = await adb.aprobe()
             health = adb.health()
-            await adb.close()
+            await adb.aclose()
         else:
             db = Database.from_url(url, **options)
             with pytest.raises(Exception) as info:
@@ -967,3 +967,68 @@ async def test_sqlite_writer_commits_units_queued_together_once(
     assert await db.scalar("SELECT COUNT(*) FROM items") == 21
     assert 1 <= len(commits) <= 3, commits  # 30 units, not 30 commits
     assert db.breaker.state is State.CLOSED
+
+
+# --------------------------------------------------------------------------- lifetime and options
+
+
+def _record_dispose(pool: Any, disposed: list[str], label: str) -> None:
+    """Make ``pool.dispose()`` note ``label`` in ``disposed`` (and still dispose)."""
+    real = pool.dispose
+
+    def dispose() -> None:
+        disposed.append(label)
+        real()
+
+    pool.dispose = dispose
+
+
+async def test_async_database_closes_with_aclose_and_close_is_deprecated(tmp_path: Path) -> None:
+    disposed: list[str] = []
+    for closing in ("aclose", "close", "async with"):
+        db = AsyncDatabase.from_url(sqlite_url(tmp_path, is_async=True))
+        assert db.writer is not None  # a SQLite file: the writer is disposed of too
+        _record_dispose(db.engine.sync_engine.pool, disposed, "pool")
+        _record_dispose(db.writer.sync_engine.pool, disposed, "writer")
+        if closing == "aclose":
+            await db.aclose()
+        elif closing == "close":
+            with pytest.warns(DeprecationWarning, match=r"aclose\(\)"):
+                await db.close()
+        else:
+            async with db:
+                assert await db.scalar("SELECT 1") == 1
+        assert disposed == ["pool", "writer"], closing
+        disposed.clear()
+
+
+def test_database_closes_with_close_and_with(tmp_path: Path) -> None:
+    for closing in ("close", "with"):
+        db = Database.from_url(sqlite_url(tmp_path, is_async=False))
+        disposed: list[str] = []
+        _record_dispose(db.engine.pool, disposed, "pool")
+        if closing == "close":
+            db.close()
+        else:
+            with db:
+                assert db.scalar("SELECT 1") == 1
+        assert disposed == ["pool"], closing
+
+
+async def test_adapter_options_reach_both_shells(tmp_path: Path) -> None:
+    options: dict[str, Any] = {
+        "name": "reports",
+        "secrets": ["tok-123"],
+        "recent_operations": 3,
+        "probe_timeout": 0.25,
+        "session_options": {"expire_on_commit": True},
+    }
+    with Database.from_url(sqlite_url(tmp_path, is_async=False), **options) as db:
+        async with AsyncDatabase.from_url(sqlite_url(tmp_path, is_async=True), **options) as adb:
+            for adapter in (db, adb):
+                assert (adapter.name, adapter.probe_timeout) == ("reports", 0.25)
+                assert adapter.stats.recent_size == 3
+                assert "tok-123" in adapter._secrets
+                assert adapter.breaker.config.consecutive_failures == 3  # the database preset
+            assert db.sessions.kw["expire_on_commit"] is True
+            assert adb.sessions.kw["expire_on_commit"] is True

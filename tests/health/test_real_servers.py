@@ -214,8 +214,8 @@ async def stack(
         manager.close()
         await cache.aclose()
         await ai.aclose()
-        await s3.close()
-        await db.close()
+        await s3.aclose()
+        await db.aclose()
 
 
 # -- faults ---------------------------------------------------------------------------

@@ -106,7 +106,7 @@ async def test_files_an_older_release_spooled_under_its_local_bucket_name_are_ad
     async with rt.db.session() as s:
         await s.execute(update(invoices).values(bucket=LOCAL_BUCKET))
     rt.extras["spool"].close()
-    await rt.db.close()
+    await rt.db.aclose()
 
     app = make_app(**s3_settings(s3_server, fresh_bucket))
     spool = app.state.runtime.extras["spool"]

@@ -68,7 +68,7 @@ async def main() -> int:
         await replayer.drain()
     print("DONE", flush=True)
     box.close()
-    await db.close()
+    await db.aclose()
     return 0
 
 

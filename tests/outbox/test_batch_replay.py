@@ -29,7 +29,7 @@ async def db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[As
             )
         )
     yield database
-    await database.close()
+    await database.aclose()
 
 
 def make_applier(db: AsyncDatabase, poison: set[int] | None = None) -> SqlApplier:

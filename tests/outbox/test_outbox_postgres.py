@@ -82,4 +82,4 @@ async def test_writes_during_an_outage_are_applied_after_restart(
     for sku in ("A", "B"):
         assert [r[1] for r in rows if r[0] == sku] == list(range(0 if sku == "A" else 1, 11))
     box.close()
-    await db.close()
+    await db.aclose()

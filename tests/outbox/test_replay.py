@@ -22,7 +22,7 @@ async def db(tmp_path: Path) -> AsyncIterator[AsyncDatabase]:
             text("CREATE TABLE moves (id INTEGER PRIMARY KEY, sku TEXT, n INTEGER, ikey TEXT)")
         )
     yield database
-    await database.close()
+    await database.aclose()
 
 
 def make_applier(db: AsyncDatabase) -> SqlApplier:

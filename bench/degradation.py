@@ -12,28 +12,104 @@ Cells (interleaved round-robin, see ``_harness``):
   <= 50 us); once with every component healthy, once with two down.
 
 Run: ``.venv/bin/python bench/degradation.py [--rounds R] [--batch N] [--quick]``.
+
+Before/after: ``--baseline REV`` takes ``src/brownout`` from a git revision,
+imports it as ``brownout_base`` and times the manager cells of both, interleaved
+in one run (base cell, new cell, ...), so machine noise hits both alike; the
+figure to read is the median over rounds of the paired ratio new / base.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
+import re
+import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
+from types import ModuleType
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _harness as h
-from brownout import Registry
-from brownout.health import Component, DegradationManager
+import brownout
+import brownout.health
+from brownout.health import DegradationManager
+
+_IMPORT = re.compile(r"\b(from|import) brownout\b")
 
 
-def build(down: tuple[str, ...] = ()) -> DegradationManager:
-    registry = Registry.with_defaults()
+def build(down: tuple[str, ...] = (), lib: ModuleType = brownout) -> DegradationManager:
+    health = importlib.import_module(f"{lib.__name__}.health")
+    registry = lib.Registry.with_defaults()
     names = ["database", "cache", "openai", "s3", "external_api"]
-    manager = DegradationManager([Component(n, breaker=registry.get(n)) for n in names])
+    manager: DegradationManager = health.DegradationManager(
+        [health.Component(n, breaker=registry.get(n)) for n in names]
+    )
     for n in down:
         registry.get(n).force_open()
     return manager
+
+
+def extract(rev: str, into: Path) -> ModuleType:
+    """``rev``'s ``src/brownout``, imported as ``brownout_base``."""
+    root = Path(__file__).resolve().parent.parent
+    archive = subprocess.run(
+        ["git", "-C", str(root), "archive", rev, "src/brownout"], check=True, capture_output=True
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    (into / "src" / "brownout").rename(into / "brownout_base")
+    for path in (into / "brownout_base").rglob("*.py"):
+        path.write_text(_IMPORT.sub(lambda m: f"{m.group(1)} brownout_base", path.read_text()))
+    sys.path.insert(0, str(into))
+    return importlib.import_module("brownout_base")
+
+
+def manager_cells(lib: ModuleType, side: str) -> list[h.Cell]:
+    healthy = build((), lib)
+    degraded = build(("cache", "s3"), lib)
+
+    def enabled(n: int) -> int:
+        check = healthy.enabled
+        start = time.perf_counter_ns()
+        for _ in range(n):
+            check("ai_pricing")
+        return time.perf_counter_ns() - start
+
+    def evaluate(manager: DegradationManager) -> h.BatchRunner:
+        def run(n: int) -> int:
+            ev = manager.evaluate
+            start = time.perf_counter_ns()
+            for _ in range(n):
+                ev("bench")
+            return time.perf_counter_ns() - start
+
+        return run
+
+    return [
+        h.Cell("enabled(name)", side, enabled),
+        h.Cell("evaluate(), all healthy", side, evaluate(healthy)),
+        h.Cell("evaluate(), cache and s3 down", side, evaluate(degraded)),
+    ]
+
+
+def ab(rev: str, rounds: int, batch: int) -> int:
+    with tempfile.TemporaryDirectory(prefix="brownout-degradation-ab-") as tmp:
+        base = manager_cells(extract(rev, Path(tmp)), "base")
+        new = manager_cells(brownout, "new")
+        cells = [c for pair in zip(base, new, strict=True) for c in pair]
+        h.run_interleaved(cells, rounds=rounds, batch=batch, warmup=2)
+    rows = []
+    for a, b in zip(base, new, strict=True):
+        paired = statistics.median(y / x for x, y in zip(a.samples, b.samples, strict=True))
+        rows.append([a.scenario, f"{a.median:,.0f} ns", f"{b.median:,.0f} ns", f"{paired:.3f}"])
+    print("# Degradation manager, before/after\n")
+    print(h.header_line(h.machine_info(())) + "\n")
+    print(f"baseline {rev} vs working tree; {rounds} rounds x {batch:,} calls, interleaved.\n")
+    print(h.markdown_table(["what", "base median", "new median", "new / base (paired)"], rows))
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,9 +117,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=31)
     p.add_argument("--batch", type=int, default=2_000)
     p.add_argument("--quick", action="store_true")
+    p.add_argument("--baseline", help="git revision to compare against (before/after)")
     args = p.parse_args(argv)
     if args.quick:
         args.rounds, args.batch = 3, 50
+    if args.baseline:
+        return ab(args.baseline, args.rounds, args.batch)
     healthy = build()
     degraded = build(("cache", "s3"))
     table = {name: True for name in ("cache_read", "ai_pricing", "inventory_write")}

@@ -264,6 +264,7 @@ class DegradationManager:
             backoff=backoff,
             rng=rng or random.Random(),
         )
+        self._probe_ok = self._prober.last_ok_map
         self._enabled: dict[str, bool] = {}
         self._feature_reason: dict[str, str] = {}
         self._listeners: tuple[Listener, ...] = ()
@@ -506,7 +507,7 @@ class DegradationManager:
             success, p95, _ = stats.window(100)
             credentials = stats.credentials_problem
             last_error = stats.last_error or last_error
-        probe = self._prober.last_ok(c.name)
+        probe = self._probe_ok[c.name]
         problems = tuple(self._problems.get(c.name, {}).values())
         return (
             ComponentInputs(
@@ -515,39 +516,32 @@ class DegradationManager:
             state.value if state is not None else None,
         )
 
-    def _score(self, c: Component) -> tuple[ComponentScore, str | None]:
-        inputs, bstate = self._inputs(c)
-        result = score_component(inputs)
-        if c.name in self._holds and not result.down:
-            result = ComponentScore(
-                min(result.score, 50.0),
-                "recovering",
-                False,
-                (*result.why, f"held: {self._holds[c.name]}"),
-            )
-        return result, bstate
-
     def _evaluate_locked(self, trigger: str, immediate: bool) -> None:
         now = self._clock()
         scored: list[tuple[Component, ComponentScore | None, float, str | None]] = []
+        inputs: list[PolicyInput] = []
         for c in self._components:
             if not c.configured:
                 scored.append((c, None, 0.0, None))
                 continue
-            result, bstate = self._score(c)
-            scored.append((c, result, float(c.weight or 0.0), bstate))
-        target = target_level(
-            [
-                PolicyInput(c.name, weight, result.score, result.down)
-                for c, result, weight, _ in scored
-                if result is not None
-            ],
-            self._rules,
-            self._thresholds,
-        )
+            component_inputs, bstate = self._inputs(c)
+            result = score_component(component_inputs)
+            if c.name in self._holds and not result.down:
+                result = ComponentScore(
+                    min(result.score, 50.0),
+                    "recovering",
+                    False,
+                    (*result.why, f"held: {self._holds[c.name]}"),
+                )
+            weight = float(c.weight or 0.0)
+            scored.append((c, result, weight, bstate))
+            inputs.append(PolicyInput(c.name, weight, result.score, result.down))
+        target = target_level(inputs, self._rules, self._thresholds)
         outages = self._outages
         outages.track(target.down, now=now)
-        views = tuple(
+        down_since = outages.down_since_map
+        cause = outages.cause_map
+        views = [
             ComponentView(
                 c.name, False, 0.0, 0.0, "absent", False, ("not configured",), None, None, None
             )
@@ -561,11 +555,11 @@ class DegradationManager:
                 result.down,
                 result.why,
                 bstate,
-                outages.down_since(c.name),
-                outages.cause(c.name),
+                down_since.get(c.name),
+                cause.get(c.name),
             )
             for c, result, weight, bstate in scored
-        )
+        ]
         pin = self._pin
         if pin is not None and now >= pin[1]:
             self._pin = pin = None
@@ -595,7 +589,7 @@ class DegradationManager:
             target.target,
             state.level,
             decision.text,
-            views,
+            tuple(views),
             target.down,
             state.bad,
             target.level_score,

@@ -30,8 +30,9 @@ Two steps:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Sequence, Set
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from brownout.health._model import DEFAULT_RULES, DEFAULT_THRESHOLDS, Level, LevelRule
 
@@ -46,8 +47,7 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True, slots=True)
-class PolicyInput:
+class PolicyInput(NamedTuple):
     """One configured component as the policy sees it: its weight, score and whether it is down."""
 
     name: str
@@ -61,8 +61,12 @@ class PolicyInput:
         return self.down or self.score < 100
 
 
-@dataclass(frozen=True, slots=True)
-class Target:
+# PolicyInput, Target, LevelState and PolicyDecision are NamedTuples (immutable, typed):
+# one of each per evaluation, and a frozen dataclass costs a setattr per field to build
+# (bench/degradation.py --baseline measures evaluate()).
+
+
+class Target(NamedTuple):
     """Where the components say the level should be, and why."""
 
     score: float  # the weighted score of every component
@@ -86,8 +90,7 @@ class Hysteresis:
     recovery: str = "step"  # "step": one level at a time; "direct": to the target
 
 
-@dataclass(frozen=True, slots=True)
-class LevelState:
+class LevelState(NamedTuple):
     """The level and the hysteresis counters: what :func:`decide` reads and returns."""
 
     level: Level
@@ -96,8 +99,7 @@ class LevelState:
     better_since: float | None = None  # since when the target has been better
 
 
-@dataclass(frozen=True, slots=True)
-class PolicyDecision:
+class PolicyDecision(NamedTuple):
     state: LevelState  # the new state (``state.level`` is the new level)
     text: str  # the decision in words, shown by ``explain()``
 
@@ -106,8 +108,15 @@ class PolicyDecision:
         return self.state.level
 
 
+_LEVELS = tuple(Level)
+
+
 def level_for(score: float, thresholds: tuple[float, float, float, float]) -> Level:
-    return Level.for_score(score, thresholds)
+    """:meth:`Level.for_score` without iterating the enum class (slow) on every evaluation."""
+    for level, threshold in zip(_LEVELS, thresholds, strict=False):
+        if score >= threshold:
+            return level
+    return Level.EMERGENCY
 
 
 def threshold_of(level: Level, thresholds: tuple[float, float, float, float]) -> float:
@@ -115,12 +124,13 @@ def threshold_of(level: Level, thresholds: tuple[float, float, float, float]) ->
     return thresholds[level] if level < Level.EMERGENCY else 0.0
 
 
-def _weighted(parts: Iterable[tuple[float, float]]) -> float:
+def _weighted(components: Iterable[PolicyInput], without: Set[str] = frozenset()) -> float:
     total_w = 0.0
     weighted = 0.0
-    for weight, score in parts:
-        total_w += weight
-        weighted += weight * score
+    for c in components:
+        if c.name not in without:
+            total_w += c.weight
+            weighted += c.weight * c.score
     return round(weighted / total_w, 2) if total_w else 100.0
 
 
@@ -136,8 +146,8 @@ def target_level(
     are impaired and nothing else is down, the level is read from the other components'
     score, and they cost it at most the rule's level.
     """
-    score = _weighted((c.weight, c.score) for c in components)
-    down = frozenset(c.name for c in components if c.down)
+    score = _weighted(components)
+    down = frozenset([c.name for c in components if c.down])
     rule_level = Level.OPTIMAL
     rule_text: str | None = None
     for rule in rules:
@@ -147,15 +157,19 @@ def target_level(
     score_level = level_for(score, thresholds)
     level_score = score
     score_text = f"score {score:.1f}"
-    impaired = {c.name for c in components if c.impaired}
+    impaired: set[str] | None = None
     covered: set[str] = set()
     cap = Level.OPTIMAL
     for rule in rules:
-        if rule.replaces_score and rule.down & impaired and down <= rule.down:
+        if not rule.replaces_score or not down <= rule.down:
+            continue
+        if impaired is None:
+            impaired = {c.name for c in components if c.down or c.score < 100}
+        if rule.down & impaired:
             covered |= rule.down
             cap = max(cap, rule.level)
     if covered:
-        rest_score = _weighted((c.weight, c.score) for c in components if c.name not in covered)
+        rest_score = _weighted(components, covered)
         bounded = max(level_for(rest_score, thresholds), min(score_level, cap))
         if bounded < score_level:
             names = ", ".join(sorted(covered))
@@ -227,9 +241,9 @@ def decide(
             _moved(state, candidate, now, 0, better_since),
             f"recover to {candidate.name}: {target.why}",
         )
-    return PolicyDecision(
-        LevelState(current, state.since, 0, None), f"stay {current.name}: {target.why}"
-    )
+    if state.bad or state.better_since is not None:
+        state = LevelState(current, state.since, 0, None)
+    return PolicyDecision(state, f"stay {current.name}: {target.why}")
 
 
 def _moved(

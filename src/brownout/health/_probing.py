@@ -12,8 +12,9 @@ import contextlib
 import inspect
 import logging
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 from brownout._aio import cancel_and_wait
@@ -65,10 +66,17 @@ class Prober:
         self._rng = rng
         self._states: dict[str, _ProbeState] = {c.name: _ProbeState() for c in components}
         self._task: asyncio.Task[None] | None = None
+        self._last_ok: dict[str, bool | None] = dict.fromkeys(self._states)
+        self._last_ok_view = MappingProxyType(self._last_ok)
 
     def last_ok(self, name: str) -> bool | None:
         """The last probe's outcome, ``None`` if never probed."""
-        return self._states[name].last_ok
+        return self._last_ok[name]
+
+    @property
+    def last_ok_map(self) -> Mapping[str, bool | None]:
+        """Component -> its last probe's outcome (read-only view, kept up to date)."""
+        return self._last_ok_view
 
     def state(self, name: str) -> dict[str, Any]:
         state = self._states[name]
@@ -127,6 +135,7 @@ class Prober:
         ok, error = ran[0] if ran else await self._run_probe(c)
         now = self._clock()
         state.last_ok, state.last_error, state.last_at = ok, error, now
+        self._last_ok[c.name] = ok
         breaker = c.breaker
         is_open = breaker is not None and breaker.state is State.OPEN
         if ok:

@@ -196,6 +196,23 @@ def test_pinned_level_and_multi_step_incident(clock: FakeClock) -> None:
     )
 
 
+def test_detach_leaves_nothing_on_the_manager(clock: FakeClock) -> None:
+    import gc
+    import weakref
+
+    from brownout.prometheus._health import HealthMetrics
+
+    manager = make_manager(clock)
+    metrics = PrometheusMetrics()
+    detach = metrics.attach(manager)
+    group = weakref.ref(metrics.group(HealthMetrics))
+    breaker(manager, "cache").force_open()  # a transition reaches the metrics
+    detach()
+    del metrics, detach
+    gc.collect()
+    assert group() is None  # no listener of the manager keeps the metrics alive
+
+
 def test_attach_manager_twice_is_a_noop_and_another_is_refused(clock: FakeClock) -> None:
     manager = make_manager(clock)
     metrics = PrometheusMetrics()

@@ -2,10 +2,10 @@
 
 One :class:`HealthMetrics` per :class:`~brownout.prometheus.PrometheusMetrics`
 (created on first use through ``PrometheusMetrics.group``). It follows one
-manager: every :class:`~brownout.health.Evaluation` (``manager.add_listener``)
-refreshes the gauges, every :class:`~brownout.health.Transition`
-(``manager.on_transition``) counts a transition and, when the level is back to
-``OPTIMAL``, observes how long the incident lasted.
+manager through one listener (``manager.add_listener``, removed on detach):
+every :class:`~brownout.health.Evaluation` refreshes the gauges, and one that
+carries a :class:`~brownout.health.Transition` counts it and, when the level is
+back to ``OPTIMAL``, observes how long the incident lasted.
 
 Level labels are the level *names* (``OPTIMAL`` ... ``EMERGENCY``), as in
 ``/health`` and the ``X-Degradation-Level`` header; ``<namespace>_degradation_level``
@@ -140,14 +140,11 @@ class HealthMetrics:
         def on_evaluation(evaluation: Evaluation) -> None:
             if active():
                 self._update(manager, evaluation)
+                if evaluation.transition is not None:
+                    self._transition(evaluation.transition)
 
-        def on_transition(transition: Transition) -> None:
-            if active():
-                self._transition(transition)
-
+        # one listener for both (the manager's one shape): detach removes it
         unsubscribe = manager.add_listener(on_evaluation)
-        # on_transition has no unsubscribe: the handler goes inert on detach
-        manager.on_transition(on_transition)
         for level in Level:
             self.level_state.labels(level.name)
         evaluation = manager.last_evaluation

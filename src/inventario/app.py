@@ -25,7 +25,6 @@ from brownout.web import (
 from inventario import __version__, store
 from inventario.api import router as api_router
 from inventario.api_docs import install_docs
-from inventario.cache import ProductCache
 from inventario.config import Settings, load_settings
 from inventario.deps import DependencyUnavailable, try_again
 from inventario.runtime import Runtime, build_runtime
@@ -74,9 +73,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         redoc_url=None,
     )
     app.state.runtime = rt
-    app.state.product_cache = rt.extras.get("product_cache") or ProductCache(
-        rt.cache, rt.manager, rt.extras.get("coherence")
-    )
+    app.state.product_cache = rt.product_cache
 
     @app.exception_handler(store.StoreError)
     async def store_error(request: Request, exc: Exception) -> Response:

@@ -32,17 +32,20 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from email.message import Message
 from email.utils import collapse_rfc2231_value
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import unquote
 
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from brownout import BreakerOpen
-from brownout.spool import Spool, SpoolCorrupted, SpoolError, SpoolFull
+from brownout.spool import Spool, SpoolCorrupted, SpoolError, SpoolFull, SpoolUploader
 from inventario import store
 from inventario.deps import DependencyUnavailable, try_again
 from inventario.spool_health import LOCAL_BUCKET, UNBOUND
+
+if TYPE_CHECKING:  # the s3 extra
+    from brownout.s3 import AsyncS3Adapter
 
 __all__ = [
     "ALLOWED_TYPES",
@@ -413,14 +416,15 @@ Storage = Literal["s3", "spool"]
 class InvoiceFiles:
     """Where invoice files live: S3 through the adapter, else the spool."""
 
-    def __init__(self, spool: Spool, s3: Any = None, uploader: Any = None) -> None:
+    def __init__(
+        self,
+        spool: Spool,
+        s3: AsyncS3Adapter | None = None,
+        uploader: SpoolUploader | None = None,
+    ) -> None:
         self.spool = spool
-        self.s3 = s3  # brownout.s3.AsyncS3Adapter or None
-        self.uploader = uploader  # brownout.spool.SpoolUploader (with s3) or None
-
-    @classmethod
-    def of(cls, extras: dict[str, Any], s3: Any) -> InvoiceFiles:
-        return cls(extras["spool"], s3, extras.get("spool_uploader"))
+        self.s3 = s3
+        self.uploader = uploader  # with s3 only
 
     @property
     def bucket(self) -> str:

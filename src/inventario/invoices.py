@@ -169,7 +169,7 @@ def content_disposition(name: str) -> str:
 
 
 def _files(rt: Runtime) -> InvoiceFiles:
-    return InvoiceFiles.of(rt.extras, rt.s3)
+    return InvoiceFiles(rt.spool, rt.s3, rt.spool_uploader)
 
 
 def _view(row: Mapping[str, Any], files: InvoiceFiles) -> dict[str, Any]:
@@ -520,6 +520,7 @@ async def _extract(rt: Runtime, row: Mapping[str, Any], data: bytes) -> dict[str
     the reason); database failures propagate as 503.
     """
     invoice_id = row["id"]
+    ai = rt.ai
     why_not = _ai_unavailable(rt, invoice_id)
     content: list[dict[str, Any]] = []
     if why_not is None:
@@ -527,21 +528,21 @@ async def _extract(rt: Runtime, row: Mapping[str, Any], data: bytes) -> dict[str
             content = _model_input(row["content_type"], data, row["filename"])
         except _Unreadable as exc:
             why_not = str(exc)
-    if why_not is not None:
+    if why_not is not None or ai is None:  # (ai is not None when why_not is None)
         values = {"state": "needs_review", "reason": why_not}
         return await write_in_database(rt, _update, invoice_id, values)
     await write_in_database(rt, _update, invoice_id, {"state": "extracting", "reason": None})
     catalogue = await _catalogue(rt)
-    messages = [
+    messages: list[dict[str, Any]] = [
         {"role": "system", "content": f"{_PROMPT}\n\nCatalogue (sku: name):\n{catalogue}"},
         {"role": "user", "content": content},
     ]
     started = time.perf_counter()
     try:
-        answer = await rt.ai.chat_json(messages, LINES_SCHEMA, name="invoice_lines")
+        answer = await ai.chat_json(messages, LINES_SCHEMA, name="invoice_lines")
         lines = lines_from_answer(answer)
     except Exception as exc:
-        why = rt.ai.describe(exc)
+        why = ai.describe(exc)
         logger.info("invoice %s needs review: AI extraction failed: %s", invoice_id, why)
         values = {"state": "needs_review", "reason": f"AI extraction failed: {why}"}
         return await write_in_database(rt, _update, invoice_id, values)

@@ -11,8 +11,8 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -29,6 +29,10 @@ from inventario.config import Settings
 from inventario.db import create_schema
 from inventario.spool_health import InvoiceBinder, SpoolHealth, adopt_local_bucket, spool_backlog
 from inventario.writes import OPERATIONS, TOUCHES, apply_writes
+
+if TYPE_CHECKING:  # the s3 and openai extras: imported only when configured
+    from brownout.openai import AsyncOpenAIAdapter
+    from brownout.s3 import AsyncS3Adapter
 
 __all__ = ["FEATURES", "REPLAY_BATCH", "RULES", "Runtime", "build_runtime"]
 
@@ -69,9 +73,10 @@ RULES: tuple[LevelRule, ...] = tuple(
 )
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Runtime:
-    """The live parts of one inventario instance."""
+    """The live parts of one inventario instance, typed: what is optional is ``None``
+    when its dependency is not configured (Redis, S3, OpenAI)."""
 
     settings: Settings
     registry: Registry
@@ -81,10 +86,20 @@ class Runtime:
     outbox: Outbox
     applier: SqlApplier
     replayer: Replayer
+    #: invoice files without S3, or waiting for it
+    spool: Spool
+    #: spooled files their bucket refuses for good, shown as a problem of S3 on /health
+    spool_health: SpoolHealth
+    #: records where a spooled invoice went once uploaded
+    invoice_binder: InvoiceBinder
+    product_cache: ProductCache
     cache: AsyncRedisAdapter | None = None
-    s3: Any = None  # brownout.s3.AsyncS3Adapter when configured
-    ai: Any = None  # brownout.openai.AsyncOpenAIAdapter when configured
-    extras: dict[str, Any] = field(default_factory=dict)  # spool, coherence, ...
+    s3: AsyncS3Adapter | None = None
+    ai: AsyncOpenAIAdapter | None = None
+    #: drains the spool to S3 (with S3 only)
+    spool_uploader: SpoolUploader | None = None
+    #: cache keys a write invalidated while Redis was away (with Redis only)
+    coherence: CacheCoherence | None = None
 
     @property
     def schema_ready(self) -> bool:
@@ -102,16 +117,10 @@ class Runtime:
         await self.replayer.ensure_prepared()
         await self.manager.start()
         await self.replayer.start()
-        spool = self.extras.get("spool")
-        if spool is not None:
-            await asyncio.to_thread(adopt_local_bucket, spool)
-        health = self.extras.get("spool_health")
-        if health is not None:
-            health.refresh()  # entries that failed before this start
-        for name in ("spool_uploader",):
-            part = self.extras.get(name)
-            if part is not None:
-                await part.start()
+        await asyncio.to_thread(adopt_local_bucket, self.spool)
+        self.spool_health.refresh()  # entries that failed before this start
+        if self.spool_uploader is not None:
+            await self.spool_uploader.start()
 
     def database_unavailable(self) -> str | None:
         """Why the database cannot take a write now, in words for a client (no hosts,
@@ -139,30 +148,26 @@ class Runtime:
         return None
 
     async def stop(self) -> None:
-        for name in ("spool_uploader",):
-            part = self.extras.get(name)
-            if part is not None:
-                with contextlib.suppress(Exception):
-                    await part.stop()
-        binder = self.extras.get("invoice_binder")
-        if binder is not None:
-            await binder.wait()  # the database is closed below
+        """Stop the background work, then close everything :func:`build_runtime` opened:
+        the journals (outbox, spool, coherence) and every adapter's clients."""
+        if self.spool_uploader is not None:
+            with contextlib.suppress(Exception):
+                await self.spool_uploader.stop()
+        await self.invoice_binder.wait()  # the database is closed below
         await self.replayer.stop()
         await self.manager.stop()
         self.manager.close()
         self.outbox.close()
-        spool = self.extras.get("spool")
-        if spool is not None:
-            spool.close()  # releases the directory lock: another Spool may open it
-        coherence = self.extras.get("coherence")
-        if coherence is not None:
+        self.spool.close()  # releases the directory lock: another Spool may open it
+        if self.coherence is not None:
             with contextlib.suppress(Exception):
-                await coherence.aclose()  # pending keys stay journaled for the next start
-        for adapter in (self.cache, self.s3, self.ai):
+                await self.coherence.aclose()  # pending keys stay journaled for the next start
+        for adapter in (self.cache, self.s3, self.ai, self.db):
             if adapter is not None:
-                with contextlib.suppress(Exception):
+                try:
                     await adapter.aclose()  # every async adapter closes with aclose()
-        await self.db.aclose()
+                except Exception:  # one that fails to close must not keep the others open
+                    logger.warning("closing the %s adapter failed", adapter.name, exc_info=True)
 
     def outbox_backlog(self) -> dict[str, Any]:
         """The outbox's figures, whether its writes wait for the database (the last drain
@@ -186,12 +191,9 @@ class Runtime:
     def health_extras(self) -> dict[str, Any]:
         """Backlogs shown on the status page."""
         out: dict[str, Any] = {"outbox": self.outbox_backlog()}
-        spool = self.extras.get("spool")
-        if spool is not None:
-            out["spool"] = spool_backlog(spool, self.s3.bucket if self.s3 is not None else None)
-        coherence = self.extras.get("coherence")
-        if coherence is not None:
-            out["coherence"] = coherence.stats()
+        out["spool"] = spool_backlog(self.spool, self.s3.bucket if self.s3 is not None else None)
+        if self.coherence is not None:
+            out["coherence"] = self.coherence.stats()
         return out
 
 
@@ -233,11 +235,10 @@ def build_runtime(settings: Settings) -> Runtime:
     # invoice files: the spool always (the only store without S3); with S3 an uploader
     # drains it when the S3 breaker closes and on the heartbeat
     spool = Spool(settings.var_dir / "spool", max_bytes=settings.spool_max_bytes)
-    spool_parts: dict[str, Any] = {"spool": spool}
+    uploader = None
     if s3 is not None:
         uploader = SpoolUploader(spool, s3, heartbeat=settings.heartbeat)
         uploader.watch(s3.breaker)
-        spool_parts["spool_uploader"] = uploader
 
     ai = None
     if settings.openai_api_key:
@@ -263,19 +264,15 @@ def build_runtime(settings: Settings) -> Runtime:
     # spooled files their bucket refuses for good show as a problem of S3 on /health
     spool_health = SpoolHealth(spool, manager if s3 is not None else None)
     spool.add_listener(spool_health.on_event)
-    spool_parts["spool_health"] = spool_health
     binder = InvoiceBinder(db)  # files spooled for "the configured bucket": record where they went
     spool.add_listener(binder.on_event)
-    spool_parts["invoice_binder"] = binder
     coherence = None
     if cache is not None:
         # keys a write invalidates while Redis is away are journaled and deleted before
         # cached reads resume (the cache component is held "recovering" until then)
         coherence = CacheCoherence(cache, settings.var_dir / "coherence.db", manager=manager)
         coherence.watch(cache.breaker)
-        spool_parts["coherence"] = coherence
     product_cache = ProductCache(cache, manager, coherence)
-    spool_parts["product_cache"] = product_cache
     outbox = Outbox(settings.var_dir / "outbox.db", max_pending=settings.outbox_max_pending)
     # a replayed write invalidates its product's cache entry once committed: a read
     # between the database's return and the replay may have cached the old row
@@ -299,18 +296,23 @@ def build_runtime(settings: Settings) -> Runtime:
             metrics.attach(adapter)
     del secrets
     return Runtime(
-        settings,
-        registry,
-        db,
-        manager,
-        metrics,
-        outbox,
-        applier,
-        replayer,
-        cache,
-        s3,
-        ai,
-        extras=spool_parts,
+        settings=settings,
+        registry=registry,
+        db=db,
+        manager=manager,
+        metrics=metrics,
+        outbox=outbox,
+        applier=applier,
+        replayer=replayer,
+        spool=spool,
+        spool_health=spool_health,
+        invoice_binder=binder,
+        product_cache=product_cache,
+        cache=cache,
+        s3=s3,
+        ai=ai,
+        spool_uploader=uploader,
+        coherence=coherence,
     )
 
 

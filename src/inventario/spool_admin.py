@@ -39,6 +39,7 @@ from brownout.web import problem_responses
 from inventario.db import invoices
 from inventario.deps import RuntimeDep, require_admin, write_in_database
 from inventario.invoice_storage import UNBOUND
+from inventario.runtime import Runtime
 from inventario.spool_health import spool_backlog
 
 __all__ = ["Retarget", "Selection", "router"]
@@ -113,9 +114,8 @@ def _view(entry: SpoolEntry, now: float) -> dict[str, Any]:
     }
 
 
-def _spool(rt: Any) -> Spool:
-    spool: Spool = rt.extras["spool"]
-    return spool
+def _spool(rt: Runtime) -> Spool:
+    return rt.spool
 
 
 def _select(spool: Spool, selection: Selection) -> tuple[list[SpoolEntry], list[str]]:
@@ -138,10 +138,9 @@ def _select(spool: Spool, selection: Selection) -> tuple[list[SpoolEntry], list[
     return list(found.values()), missing
 
 
-def _wake(rt: Any) -> None:
-    uploader = rt.extras.get("spool_uploader")
-    if uploader is not None:
-        uploader.wake()
+def _wake(rt: Runtime) -> None:
+    if rt.spool_uploader is not None:
+        rt.spool_uploader.wake()
 
 
 _ERRORS = problem_responses(401, 403, 422, s422="a bad selection: ids or all_failed, not both")

@@ -55,7 +55,7 @@ async def _recover(rt: Runtime) -> None:
     The tests' heartbeat is an hour, so the manager's own probe is not due: the
     probe and the half-open it leads to are done here as the manager does them.
     """
-    coherence = rt.extras["coherence"]
+    coherence = rt.coherence
     cache = rt.cache
     assert cache is not None
     if cache.breaker.state is State.OPEN:
@@ -77,7 +77,7 @@ async def test_first_get_after_redis_returns_is_the_updated_product(
 ) -> None:
     app = make_app(redis_url=server.url_for(port=proxy.port), recovery_dwell=0.0)
     rt: Runtime = app.state.runtime
-    coherence = rt.extras["coherence"]
+    coherence = rt.coherence
     key = product_key(WIDGET["sku"])
     async with running(app) as client:
         assert (await client.post("/products", json=WIDGET)).status_code == 201
@@ -158,7 +158,7 @@ async def test_keys_left_by_a_stopped_instance_are_deleted_at_the_next_start(
 
     app = make_app(redis_url=url, recovery_dwell=0.0)
     rt: Runtime = app.state.runtime
-    assert rt.extras["coherence"].reads_allowed() is False  # from the journal, at once
+    assert rt.coherence.reads_allowed() is False  # from the journal, at once
     async with running(app) as client:
         await _recover(rt)
         assert direct.get(key) is None
@@ -181,7 +181,7 @@ async def test_after_the_breaker_opened_reads_are_its_trial_calls(
     app = make_app(redis_url=server.url_for(port=proxy.port), recovery_dwell=0.0)
     rt: Runtime = app.state.runtime
     assert rt.cache is not None
-    coherence = rt.extras["coherence"]
+    coherence = rt.coherence
     skus = [f"P-{i}" for i in range(6)]
     async with running(app) as client:
         for sku in skus:

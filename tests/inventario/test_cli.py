@@ -110,7 +110,7 @@ def test_status_shows_the_details_only_with_the_admin_token(
     token = "cli-status-admin-token-84"
     monkeypatch.delenv("ADMIN_TOKEN", raising=False)
     app = make_app(admin_token=token)
-    spool = app.state.runtime.extras["spool"]
+    spool = app.state.runtime.spool
     entry = spool.put("cli-secret-bucket", "invoices/cd/cli-object-key.txt", b"x")
     refusal = "bucket 'cli-secret-bucket': NoSuchBucket: The specified bucket does not exist"
     assert spool.mark_failed(entry, refusal, give_up=True) is not None

@@ -33,11 +33,11 @@ def test_list_retry_retarget_discard(
 ) -> None:
     app = make_app(**s3_settings(s3_server, fresh_bucket), admin_token=TOKEN)
     rt = app.state.runtime
-    spool: Spool = rt.extras["spool"]
+    spool: Spool = rt.spool
     gone = f"gone-{fresh_bucket}"
     with serving(app) as base:
         entries = {key: spool.put(gone, key, key.encode()) for key in ("a.txt", "b.txt", "c.txt")}
-        rt.extras["spool_uploader"].wake()
+        rt.spool_uploader.wake()
         eventually(lambda: spool.stats()["failed"] == 3, timeout=15, what="three failed entries")
         capsys.readouterr()
 
@@ -102,7 +102,7 @@ def test_list_says_when_s3_is_not_configured(
 ) -> None:
     app = make_app(admin_token=TOKEN)
     with serving(app) as base:
-        app.state.runtime.extras["spool"].put(None, "inv.txt", b"x")
+        app.state.runtime.spool.put(None, "inv.txt", b"x")
         assert main(["spool", "list", "--url", base]) == 0
     out = capsys.readouterr().out
     assert "S3 is not configured" in out and "(configured bucket)/inv.txt" in out

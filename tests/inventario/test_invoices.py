@@ -110,7 +110,7 @@ async def until(predicate: Callable[[], bool]) -> None:
 
 async def nothing_stored(client: httpx.AsyncClient, app: FastAPI) -> None:
     assert (await client.get("/invoices")).json()["total"] == 0
-    assert app.state.runtime.extras["spool"].stats()["files"] == 0
+    assert app.state.runtime.spool.stats()["files"] == 0
 
 
 # ------------------------------------------------------------------ the whole way
@@ -311,7 +311,7 @@ async def test_database_down_stores_nothing(
         app.state.runtime.db.breaker.force_open()
         r = await upload(client)
         assert r.status_code == 503 and "Retry-After" in r.headers
-        assert app.state.runtime.extras["spool"].stats()["files"] == 0
+        assert app.state.runtime.spool.stats()["files"] == 0
         app.state.runtime.db.breaker.reset()
         assert (await client.get("/invoices")).json()["total"] == 0
 
@@ -568,7 +568,7 @@ async def test_s3_unreachable_spools_then_the_uploader_drains_into_s3(
 ) -> None:
     app = make_app(**s3_settings(s3_server, fresh_bucket, port=s3_proxy.port))
     rt = app.state.runtime
-    spool = rt.extras["spool"]
+    spool = rt.spool
     async with running(app) as client:
         s3_proxy.set_mode(Mode.REFUSE)
         r = await upload(client)
@@ -583,7 +583,7 @@ async def test_s3_unreachable_spools_then_the_uploader_drains_into_s3(
         assert 'brownout_spool_pending_files{spool="spool"} 1.0' in metrics
 
         s3_proxy.set_mode(Mode.PASS)
-        rt.extras["spool_uploader"].wake()
+        rt.spool_uploader.wake()
         await until(lambda: spool.stats()["files"] == 0)
         (key,) = s3_keys(s3_server, fresh_bucket)
         assert key.endswith(f"{invoice['id']}.txt")
@@ -600,7 +600,7 @@ async def test_open_s3_breaker_spools_and_closing_it_drains(
 ) -> None:
     app = make_app(**s3_settings(s3_server, fresh_bucket))
     rt = app.state.runtime
-    spool = rt.extras["spool"]
+    spool = rt.spool
     async with running(app) as client:
         rt.s3.breaker.force_open()
         r = await upload(client, PNG, "scan.png", "image/png")

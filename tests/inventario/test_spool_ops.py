@@ -70,7 +70,7 @@ async def test_files_spooled_without_s3_go_to_the_bucket_configured_later(
     file goes to that bucket, and is served from it."""
     invoice = await spooled_without_s3(make_app)
     app = make_app(**s3_settings(s3_server, fresh_bucket))
-    spool = app.state.runtime.extras["spool"]
+    spool = app.state.runtime.spool
     async with running(app) as client:
         await until(lambda: spool.stats()["files"] == 0, "the spool drained")
         key = f"invoices/{invoice['id'][:2]}/{invoice['id']}.txt"
@@ -82,7 +82,7 @@ async def test_files_spooled_without_s3_go_to_the_bucket_configured_later(
         assert (await client.get(f"/invoices/{invoice['id']}")).json()["storage"] == "s3"
         s3 = component((await client.get("/health")).json(), "s3")
         assert s3["status"] == "up"
-        await app.state.runtime.extras["invoice_binder"].wait()
+        await app.state.runtime.invoice_binder.wait()
 
     # the invoice now names the bucket its file went to: changing S3_BUCKET again does not
     # send its downloads to a bucket that never had the file
@@ -101,15 +101,15 @@ async def test_files_an_older_release_spooled_under_its_local_bucket_name_are_ad
     invoice = await spooled_without_s3(make_app)
     legacy = make_app()  # rewrite the stored data the way the older release left it
     rt = legacy.state.runtime
-    (entry,) = rt.extras["spool"].entries()
-    rt.extras["spool"].retarget(entry, LOCAL_BUCKET)
+    (entry,) = rt.spool.entries()
+    rt.spool.retarget(entry, LOCAL_BUCKET)
     async with rt.db.session() as s:
         await s.execute(update(invoices).values(bucket=LOCAL_BUCKET))
-    rt.extras["spool"].close()
+    rt.spool.close()
     await rt.db.aclose()
 
     app = make_app(**s3_settings(s3_server, fresh_bucket))
-    spool = app.state.runtime.extras["spool"]
+    spool = app.state.runtime.spool
     async with running(app) as client:
         await until(lambda: spool.stats()["files"] == 0, "the spool drained")
         assert len(s3_keys(s3_server, fresh_bucket)) == 1
@@ -137,7 +137,7 @@ async def test_a_bucket_that_is_gone_fails_the_file_visibly_until_it_is_retarget
     s3_server.client().delete_bucket(Bucket=old_bucket)
 
     app = make_app(**s3_settings(s3_server, fresh_bucket), admin_token=TOKEN)
-    spool = app.state.runtime.extras["spool"]
+    spool = app.state.runtime.spool
     async with running(app) as client:
         await until(lambda: spool.stats()["failed"] == 1, "the entry marked failed")
         (entry,) = spool.failed()
@@ -195,7 +195,7 @@ async def test_operators_retry_and_discard_failed_entries(
 ) -> None:
     app = make_app(**s3_settings(s3_server, fresh_bucket), admin_token=TOKEN)
     rt = app.state.runtime
-    spool, uploader = rt.extras["spool"], rt.extras["spool_uploader"]
+    spool, uploader = rt.spool, rt.spool_uploader
     missing = f"later-{fresh_bucket}"
     async with running(app) as client:
         keep = spool.put(missing, "keep.txt", b"keep")

@@ -187,7 +187,7 @@ async def test_data_without_the_token_names_no_internals(
         s3_secret_access_key="S3-Secret-status-data",
     )
     rt = app.state.runtime
-    spool = rt.extras["spool"]
+    spool = rt.spool
     entry = spool.put("old-secret-bucket", "invoices/ab/secret-object-key.txt", b"x")
     refusal = (
         "bucket 'old-secret-bucket': NoSuchBucket: An error occurred (NoSuchBucket) when "
@@ -446,7 +446,7 @@ def test_spool_card_says_s3_is_not_configured_and_shows_failed_files(
 
     local = make_app(var_dir=tmp_path / "local")
     with serving(local) as base:
-        local.state.runtime.extras["spool"].put(None, "inv.txt", b"x")
+        local.state.runtime.spool.put(None, "inv.txt", b"x")
         context = chromium.new_context()
         page = context.new_page()
         page.goto(f"{base}/status")
@@ -462,10 +462,10 @@ def test_spool_card_says_s3_is_not_configured_and_shows_failed_files(
     app = make_app(
         var_dir=tmp_path / "s3", admin_token=token, **s3_settings(s3_server, fresh_bucket)
     )
-    spool = app.state.runtime.extras["spool"]
+    spool = app.state.runtime.spool
     with serving(app) as base:
         spool.put(f"gone-{fresh_bucket}", "inv.txt", b"x")
-        app.state.runtime.extras["spool_uploader"].wake()
+        app.state.runtime.spool_uploader.wake()
         eventually(lambda: spool.stats()["failed"] == 1, timeout=15, what="a failed entry")
         context = chromium.new_context()
         page = context.new_page()

@@ -1,0 +1,87 @@
+"""The runtime closes everything it opened (issue 12 item 2).
+
+Before, it looked for ``close`` on every adapter and so never closed the Redis and
+OpenAI clients (they close with ``aclose()``): their connections stayed open after
+shutdown. Here every dependency is configured and used, then the app shuts down, and
+the process must hold no connection to any of them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi import FastAPI
+
+from tests.inventario.conftest import WIDGET, running
+from tests.inventario.test_invoices import ai_settings, s3_settings
+from tests.servers.openai_stub import OpenAIStub
+from tests.servers.plugin import RedisServer
+from tests.servers.s3_server import S3Server
+
+pytest.importorskip("redis")
+if not Path("/proc/self/net/tcp").exists():
+    pytest.skip("needs Linux /proc to list the process's connections", allow_module_level=True)
+
+
+def connected_ports() -> set[int]:
+    """The remote ports of this process's established TCP connections (Linux /proc)."""
+    inodes = set()
+    for fd in Path("/proc/self/fd").iterdir():
+        try:
+            target = fd.readlink()
+        except OSError:  # closed meanwhile
+            continue
+        if str(target).startswith("socket:["):
+            inodes.add(str(target)[len("socket:[") : -1])
+    ports = set()
+    for table in ("/proc/self/net/tcp", "/proc/self/net/tcp6"):
+        with open(table) as f:
+            next(f)
+            for line in f:
+                fields = line.split()
+                remote, state, inode = fields[2], fields[3], fields[9]
+                if state == "01" and inode in inodes:  # ESTABLISHED, and ours
+                    ports.add(int(remote.rsplit(":", 1)[1], 16))
+    return ports
+
+
+async def test_no_client_is_left_open_after_shutdown(
+    make_app: Callable[..., FastAPI],
+    make_redis: Callable[..., RedisServer],
+    s3_server: S3Server,
+    fresh_bucket: str,
+    openai_stub: OpenAIStub,
+    fresh_database: str,
+) -> None:
+    redis = make_redis()
+    settings: dict[str, Any] = {
+        "redis_url": redis.url,
+        "database_url": fresh_database.replace("postgresql://", "postgresql+asyncpg://"),
+        **s3_settings(s3_server, fresh_bucket),
+        **ai_settings(openai_stub),
+    }
+    app = make_app(**settings)
+    ports = {
+        "redis": redis.port,
+        "postgresql": int(fresh_database.rsplit(":", 1)[1].split("/", 1)[0]),
+        "s3": s3_server.port,
+        "openai": openai_stub.port,
+    }
+    async with running(app) as client:
+        assert (await client.post("/products", json=WIDGET)).status_code == 201
+        assert (await client.get("/products/W-1")).status_code == 200  # Redis: a miss, put
+        assert (await client.get("/products/W-1")).headers["X-Cache"] == "hit"
+        r = await client.post(
+            "/invoices", files={"file": ("invoice.txt", b"W-1 Widget 5 x 2.50\n", "text/plain")}
+        )
+        assert r.status_code == 201, r.text  # S3, and OpenAI reading the lines
+        assert r.json()["storage"] == "s3", r.json()
+        assert len(openai_stub.requests) >= 1
+        # S3's client may have let its connection go already (moto closes it)
+        used = {ports[name] for name in ("redis", "postgresql", "openai")}
+        assert used <= connected_ports(), ports
+    left = {name: port for name, port in ports.items() if port in connected_ports()}
+    assert left == {}, f"connections left open after shutdown: {left}"

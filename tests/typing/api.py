@@ -52,3 +52,29 @@ def errors_and_version() -> None:
         assert_type(base, BrownoutError)
     except SpoolFull as e:
         assert_type(e.retry_after, float)
+
+
+def listener_shapes() -> None:
+    from collections.abc import Callable
+
+    from brownout import CallEvent, StateChange
+    from brownout.health import Component, DegradationManager, Evaluation
+    from brownout.prometheus import PrometheusMetrics
+
+    def on_change(event: StateChange) -> None: ...
+
+    def on_call(event: CallEvent) -> None: ...
+
+    def on_evaluation(evaluation: Evaluation) -> None: ...
+
+    registry = Registry()
+    assert_type(cb.add_listener(on_state_change=on_change), Callable[[], None])
+    assert_type(
+        registry.add_listener(on_state_change=on_change, on_call=on_call), Callable[[], None]
+    )
+    manager = DegradationManager([Component("database")])
+    assert_type(manager.add_listener(on_evaluation), Callable[[], None])
+    metrics = PrometheusMetrics()
+    assert_type(metrics.attach(registry), Callable[[], None])
+    assert_type(metrics.attach(cb), Callable[[], None])
+    assert_type(metrics.attach(manager), Callable[[], None])

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy import update
 
 from brownout.health import DegradationManager
-from brownout.spool import Spool, SpoolError
+from brownout.spool import JournalEvent, Spool, SpoolError
 from inventario.db import invoices
 
 __all__ = [
@@ -71,7 +70,7 @@ class SpoolHealth:
         except Exception:  # the health view must never break an upload
             logger.exception("spool health: reporting to the manager failed")
 
-    def on_event(self, event: str, fields: Mapping[str, Any]) -> None:
+    def on_event(self, event: JournalEvent) -> None:
         self.refresh()
 
 
@@ -90,10 +89,10 @@ class InvoiceBinder:
         self.db = db  # brownout.sql.AsyncDatabase
         self._tasks: set[asyncio.Task[None]] = set()
 
-    def on_event(self, event: str, fields: Mapping[str, Any]) -> None:
-        if event != "uploaded" or fields.get("bucket") is not None:
+    def on_event(self, event: JournalEvent) -> None:
+        if event.kind != "uploaded" or event.get("bucket") is not None:
             return
-        key, destination = fields.get("key"), fields.get("destination")
+        key, destination = event.get("key"), event.get("destination")
         if not isinstance(key, str) or not isinstance(destination, str) or not destination:
             return
         try:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable
 
 from fastapi import FastAPI
 
+from brownout.outbox import JournalEvent
 from tests.inventario.conftest import WIDGET, running
 
 
@@ -22,8 +22,8 @@ async def test_a_queued_write_is_made_durable_off_the_event_loop(
         loop_thread = threading.current_thread()
         committed_in: list[threading.Thread] = []
 
-        def on_event(event: str, fields: Mapping[str, Any]) -> None:
-            if event == "submitted":  # emitted by the thread that waited for the fsync
+        def on_event(event: JournalEvent) -> None:
+            if event.kind == "submitted":  # emitted by the thread that waited for the fsync
                 committed_in.append(threading.current_thread())
 
         rt.outbox.add_listener(on_event)

@@ -55,7 +55,7 @@ async def test_submits_from_asyncio_tasks_share_one_commit_off_the_loop(tmp_path
     commits = count_commits(box)
     committed_in: set[int] = set()
     box.add_listener(
-        lambda event, _: committed_in.add(threading.get_ident()) if event == "submitted" else None
+        lambda event: committed_in.add(threading.get_ident()) if event.kind == "submitted" else None
     )
     with box._lock:
         tasks = [

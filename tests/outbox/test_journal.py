@@ -163,7 +163,7 @@ def test_a_final_failure_dead_letters_at_once(box: Outbox) -> None:
 
 def test_an_operator_can_list_retry_and_discard_dead_letters(box: Outbox) -> None:
     events: list[tuple[str, dict[str, object]]] = []
-    box.add_listener(lambda event, fields: events.append((event, dict(fields))))
+    box.add_listener(lambda event: events.append((event.kind, dict(event.fields))))
     one = box.submit("op", {"n": 1}, stream="A", idempotency_key="one")
     two = box.submit("op", {"n": 2}, stream="B", idempotency_key="two")
     three = box.submit("op", {"n": 3}, stream="C", idempotency_key="three")
@@ -208,4 +208,40 @@ def test_a_batch_is_oldest_first_and_a_waiting_stream_gives_none(tmp_path: Path)
     assert [i.key for i in box.batch()] == ["k1", "k3", "k5"]
     assert [i.key for i in box.batch(limit=2)] == ["k1", "k3"]
     assert [i.key for i in box.batch(now=1061)] == [f"k{i}" for i in range(6)]
+    box.close()
+
+
+def test_listeners_take_one_frozen_event_and_unsubscribe(tmp_path: Path) -> None:
+    import dataclasses
+
+    from brownout.outbox import JournalEvent
+
+    box = Outbox(tmp_path / "o.db")
+    seen: list[JournalEvent] = []
+    unsubscribe = box.add_listener(seen.append)
+    box.submit("move", {"n": 1})
+    unsubscribe()
+    unsubscribe()  # idempotent
+    box.submit("move", {"n": 2})
+    assert [(e.source, e.kind, e.get("operation")) for e in seen] == [
+        ("outbox", "submitted", "move")
+    ]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        seen[0].kind = "other"  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        seen[0].fields["operation"] = "other"  # type: ignore[index]
+    with pytest.raises(TypeError, match="must be callable"):
+        box.add_listener("not a function")  # type: ignore[arg-type]
+    box.close()
+
+
+def test_a_listener_of_the_old_shape_still_works_with_a_deprecation_warning(
+    tmp_path: Path,
+) -> None:
+    box = Outbox(tmp_path / "o.db")
+    seen: list[tuple[str, str]] = []
+    with pytest.warns(DeprecationWarning, match="JournalEvent"):
+        box.add_listener(lambda kind, fields: seen.append((kind, fields["operation"])))
+    box.submit("move", {"n": 1})
+    assert seen == [("submitted", "move")]
     box.close()

@@ -285,7 +285,7 @@ def test_a_put_failing_mid_stream_leaves_no_temp_file(spool: Spool) -> None:
 
 def test_corrupted_payload_is_quarantined_and_reported(spool: Spool) -> None:
     events: list[tuple[str, Mapping[str, Any]]] = []
-    spool.add_listener(lambda event, fields: events.append((event, fields)))
+    spool.add_listener(lambda event: events.append((event.kind, event.fields)))
     entry = spool.put("b", "k", b"good bytes")
     spool.put("b", "other", b"fine")
     (spool.directory / "objects" / entry.payload).write_bytes(b"evil bytes")  # same size
@@ -454,7 +454,7 @@ async def test_a_destination_refusing_for_good_fails_the_entry_at_once(
     spool: Spool, code: str, status: int
 ) -> None:
     events: list[tuple[str, Mapping[str, Any]]] = []
-    spool.add_listener(lambda event, fields: events.append((event, fields)))
+    spool.add_listener(lambda event: events.append((event.kind, event.fields)))
     spool.put("gone", "k", b"x")
     report = await SpoolUploader(spool, ForbiddingS3(code, status), max_attempts=5).drain()
     (entry,) = spool.failed()
@@ -543,7 +543,7 @@ def test_a_retarget_interrupted_after_its_commit_is_finished_on_open(tmp_path: P
 
 def test_discard_deletes_and_tells_listeners(spool: Spool) -> None:
     events: list[str] = []
-    spool.add_listener(lambda event, fields: events.append(event))
+    spool.add_listener(lambda event: events.append(event.kind))
     entry = spool.put("b", "k", b"x")
     assert spool.discard(entry, "test")
     assert not spool.discard(entry)

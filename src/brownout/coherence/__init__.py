@@ -33,10 +33,12 @@ Stdlib only: the adapter is a :class:`~brownout.redis.RedisAdapter` or
 See ``docs/durability.md`` ("Cache coherence") for the guarantees.
 """
 
+from brownout._journal_base import JournalEvent
 from brownout.coherence._journal import CacheCoherence, CoherenceError, ReconcileReport
 
 __all__ = [
     "CacheCoherence",
     "CoherenceError",
+    "JournalEvent",
     "ReconcileReport",
 ]

@@ -11,7 +11,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -21,6 +21,7 @@ from brownout import _sqlite
 from brownout._breaker import CircuitBreaker
 from brownout._errors import CoherenceError
 from brownout._events import StateChange
+from brownout._journal_base import JournalListeners, orphaned_log_message
 from brownout._outage import default_is_outage
 from brownout._redact import redact
 from brownout._state import State
@@ -96,7 +97,7 @@ def _check_keys(keys: Sequence[object]) -> list[bytes]:
     return [_as_bytes(k, i) for i, k in enumerate(keys)]
 
 
-class CacheCoherence:
+class CacheCoherence(JournalListeners):
     """Records cache invalidations Redis missed; deletes them before cached reads resume.
 
     ``redis`` is the cache's adapter (sync or async: its ``delete`` decides);
@@ -116,6 +117,10 @@ class CacheCoherence:
     file (the pending count is kept in memory: :meth:`reads_allowed` does no
     I/O).
     """
+
+    #: ``add_listener(fn)`` -> unsubscribe; ``fn(JournalEvent)`` of kind ``recorded``
+    #: (keys, pending) and ``reconciled`` (deleted, remaining, seconds, stopped): metrics.
+    _source = "coherence"
 
     def __init__(
         self,
@@ -163,7 +168,6 @@ class CacheCoherence:
         self._hold_lock = threading.Lock()
         self._reconcile_lock = threading.Lock()
         self._areconcile_lock: asyncio.Lock | None = None
-        self._listeners: tuple[Callable[[str, Mapping[str, Any]], object], ...] = ()
         self._unsubscribe: list[Callable[[], None]] = []
         self._breaker: CircuitBreaker | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -249,29 +253,17 @@ class CacheCoherence:
         """Refuse a missing or empty journal next to a write-ahead log that holds frames
         (see :func:`brownout._sqlite.orphaned_log`): the keys recorded in the log would be
         lost, and their stale values served."""
-        orphan = _sqlite.orphaned_log(self.path)
-        if orphan is not None:
-            state = "missing" if orphan.missing else "empty"
-            raise CoherenceError(
-                f"coherence journal {self.path} is {state} but its write-ahead log {orphan.wal} "
-                f"holds {orphan.wal_size} bytes: refusing to start a new journal, which would "
-                "discard recorded keys. Restore the journal next to its -wal, or flush the cache "
-                "(FLUSHDB) and move both aside"
-            )
+        message = orphaned_log_message(
+            self.path,
+            "coherence journal",
+            "the keys recorded in it (their stale values would be served)",
+            "Restore the journal next to its -wal, or flush the cache (FLUSHDB) and move both "
+            "aside",
+        )
+        if message is not None:
+            raise CoherenceError(message)
 
     # ------------------------------------------------------------------ plumbing
-
-    def add_listener(self, listener: Callable[[str, Mapping[str, Any]], object]) -> None:
-        """``listener(event, fields)`` for ``recorded`` (keys, pending) and ``reconciled``
-        (deleted, remaining, seconds, stopped): metrics."""
-        self._listeners = (*self._listeners, listener)
-
-    def _emit(self, event: str, **fields: Any) -> None:
-        for listener in self._listeners:
-            try:
-                listener(event, fields)
-            except Exception:
-                logger.exception("coherence listener raised")
 
     def _counter(self, name: str) -> int:
         row = self._db.execute("SELECT value FROM counters WHERE name = ?", (name,)).fetchone()

@@ -8,6 +8,7 @@ See ``docs/durability.md`` for the guarantees.
 
 from typing import TYPE_CHECKING, Any
 
+from brownout._journal_base import JournalEvent
 from brownout.outbox._journal import (
     DeadLetter,
     IdempotencyConflict,
@@ -28,6 +29,7 @@ __all__ = [
     "Handler",
     "IdempotencyConflict",
     "Intent",
+    "JournalEvent",
     "Outbox",
     "OutboxCorrupted",
     "OutboxError",

@@ -11,7 +11,7 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -25,6 +25,7 @@ from brownout._errors import (
     OutboxError,
     OutboxFull,
 )
+from brownout._journal_base import JournalListeners, orphaned_log_message
 
 __all__ = [
     "DeadLetter",
@@ -145,7 +146,7 @@ def _digest(operation: str, payload_json: str) -> str:
     return hashlib.sha256(f"{operation}\0{payload_json}".encode()).hexdigest()
 
 
-class Outbox:
+class Outbox(JournalListeners):
     """A durable, bounded, ordered journal of writes to apply later.
 
     ``submit`` returns only once the intent is on disk (SQLite in WAL mode with
@@ -160,6 +161,12 @@ class Outbox:
     (1, 'pending')
     >>> box.close()
     """
+
+    #: ``add_listener(fn)`` -> unsubscribe; ``fn(JournalEvent)`` of kind ``submitted``
+    #: (operation, seconds), ``refused`` (operation, reason ``full`` or ``error``),
+    #: ``replayed`` (operation, seconds: the apply, waited: since accepted), ``dead``
+    #: (operation, reason), and an operator's ``retried`` and ``discarded`` (operation).
+    _source = "outbox"
 
     def __init__(
         self,
@@ -206,7 +213,6 @@ class Outbox:
         self._usage: tuple[int, int] | None = None
         self._usage_version = -1
         self._closed = False
-        self._listeners: tuple[Callable[[str, Mapping[str, Any]], object], ...] = ()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._refuse_orphaned_log()
         try:
@@ -238,16 +244,14 @@ class Outbox:
     def _refuse_orphaned_log(self) -> None:
         """Refuse a missing or empty journal next to a write-ahead log that holds frames
         (see :func:`brownout._sqlite.orphaned_log`): it would lose the intents in the log."""
-        orphan = _sqlite.orphaned_log(self.path)
-        if orphan is not None:
-            state = "missing" if orphan.missing else "empty (0 bytes)"
-            raise OutboxCorrupted(
-                f"outbox journal {self.path} is {state} but its write-ahead log {orphan.wal} "
-                f"holds {orphan.wal_size} bytes: the journal was deleted, truncated or copied "
-                "without its -wal file; refusing to start a new journal, which would discard "
-                "the log and the intents in it. Restore the journal next to its -wal (or move "
-                "both aside to start afresh); nothing was changed"
-            )
+        message = orphaned_log_message(
+            self.path,
+            "outbox journal",
+            "the intents in it",
+            "Restore the journal next to its -wal (or move both aside to start afresh)",
+        )
+        if message is not None:
+            raise OutboxCorrupted(message)
 
     # ------------------------------------------------------------------ plumbing
 
@@ -305,22 +309,6 @@ class Outbox:
     def closed(self) -> bool:
         """True once :meth:`close` was called."""
         return self._closed
-
-    def add_listener(self, listener: Callable[[str, Mapping[str, Any]], object]) -> None:
-        """``listener(event, fields)``, for metrics: ``submitted`` (operation, seconds),
-        ``refused`` (operation, reason ``full`` or ``error``), ``replayed`` (operation,
-        seconds: the apply, waited: since accepted), ``dead`` (operation, reason), and an
-        operator's ``retried`` and ``discarded`` (operation) of a dead letter."""
-        self._listeners = (*self._listeners, listener)
-
-    def _emit(self, event: str, **fields: Any) -> None:
-        for listener in self._listeners:
-            try:
-                listener(event, fields)
-            except Exception:  # pragma: no cover - a listener bug must not lose a write
-                import logging
-
-                logging.getLogger("brownout.outbox").exception("outbox listener raised")
 
     # ------------------------------------------------------------------ submit
 

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 
+from brownout._journal_base import JournalEvent
 from brownout.prometheus._common import DURATION_BUCKETS, full_name
 
 if TYPE_CHECKING:
@@ -66,7 +67,7 @@ Listener = Callable[[str, Mapping[str, Any]], object]
 class _Source(Protocol):
     """An outbox or a spool: it reports events to listeners and has ``stats()``."""
 
-    def add_listener(self, listener: Listener) -> None: ...
+    def add_listener(self, listener: Callable[[JournalEvent], object]) -> Callable[[], None]: ...
 
     def stats(self) -> Mapping[str, Any]: ...
 
@@ -155,16 +156,16 @@ class _Tracked(Generic[T]):
             return _noop
         attached = True
 
-        def listener(event: str, fields: Mapping[str, Any]) -> None:
+        def listener(event: JournalEvent) -> None:
             if attached:
-                on_event(event, fields)
+                on_event(event.kind, event.fields)
 
-        # listeners cannot be removed: this one goes inert on detach
-        item.add_listener(listener)
+        unsubscribe = item.add_listener(listener)
 
         def detach() -> None:
             nonlocal attached
-            attached = False
+            attached = False  # an event being delivered meanwhile is not counted
+            unsubscribe()
             self.remove(item)
 
         return detach

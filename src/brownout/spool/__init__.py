@@ -6,6 +6,7 @@
 See ``docs/durability.md`` for the guarantees.
 """
 
+from brownout._journal_base import JournalEvent
 from brownout.spool._store import (
     DEFAULT_MAX_BYTES,
     DEFAULT_MAX_FILES,
@@ -23,6 +24,7 @@ __all__ = [
     "DEFAULT_MAX_FILES",
     "SHA256_METADATA",
     "DrainReport",
+    "JournalEvent",
     "Spool",
     "SpoolCorrupted",
     "SpoolEntry",

@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
 from brownout._errors import SpoolCorrupted, SpoolError, SpoolFull
+from brownout._journal_base import JournalListeners
 
 __all__ = [
     "DEFAULT_MAX_BYTES",
@@ -188,7 +189,7 @@ def _parse_manifest(ident: str, raw: bytes) -> SpoolEntry:
     )
 
 
-class Spool:
+class Spool(JournalListeners):
     """A bounded directory of uploads waiting for S3; every accepted entry is on disk.
 
     ``put`` returns only once the payload and its manifest are written, fsynced
@@ -212,6 +213,11 @@ class Spool:
     >>> spool.close()
     """
 
+    #: ``add_listener(fn)`` -> unsubscribe; ``fn(JournalEvent)`` of kind ``spooled``,
+    #: ``uploaded``, ``failed`` (with ``gave_up``), ``retried``, ``retargeted``,
+    #: ``discarded``, ``quarantined`` (metrics, alerts, health).
+    _source = "spool"
+
     def __init__(
         self,
         directory: str | os.PathLike[str],
@@ -230,7 +236,6 @@ class Spool:
         self._objects = self.directory / "objects"
         self._quarantine = self.directory / "quarantine"
         self._lock = threading.RLock()
-        self._listeners: tuple[Callable[[str, Mapping[str, Any]], object], ...] = ()
         self._index: dict[str, SpoolEntry] = {}
         self._objects.mkdir(parents=True, exist_ok=True)
         self._quarantine.mkdir(exist_ok=True)
@@ -249,19 +254,6 @@ class Spool:
         self._recover()
 
     # ------------------------------------------------------------------ plumbing
-
-    def add_listener(self, listener: Callable[[str, Mapping[str, Any]], object]) -> None:
-        """``listener(event, fields)`` for ``spooled``, ``uploaded``, ``failed`` (with
-        ``gave_up``), ``retried``, ``retargeted``, ``discarded``, ``quarantined``
-        (metrics, alerts, health)."""
-        self._listeners = (*self._listeners, listener)
-
-    def _emit(self, event: str, **fields: Any) -> None:
-        for listener in self._listeners:
-            try:
-                listener(event, fields)
-            except Exception:  # a listener bug must not lose an upload
-                logger.exception("spool listener raised")
 
     def _write_atomic(self, final: Path, chunks: Callable[[BinaryIO], None]) -> None:
         """temp file in objects/, write, fsync, os.replace, fsync objects/."""

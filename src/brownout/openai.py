@@ -35,7 +35,7 @@ import math
 import re
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
-from typing import Any, ClassVar, Generic, Protocol, TypeVar
+from typing import Any, ClassVar, Generic, Protocol, TypeVar, Unpack
 
 try:
     import openai
@@ -48,12 +48,9 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 from openai.types import CreateEmbeddingResponse
 from openai.types.chat import ChatCompletion
 
-from brownout._breaker import CircuitBreaker
-from brownout._clock import Clock
-from brownout._config import BreakerConfig
 from brownout._errors import InvalidJSONOutput
+from brownout._options import AdapterOptions
 from brownout._redact import redact
-from brownout._registry import Registry
 from brownout.adapter import Adapter, ErrorRule, ErrorTable, Figures
 
 __all__ = [
@@ -416,14 +413,7 @@ class _OpenAIBase(Adapter, Generic[C]):
         max_retries: int | None = None,
         chat_model: str = DEFAULT_CHAT_MODEL,
         embedding_model: str = DEFAULT_EMBEDDING_MODEL,
-        name: str | None = None,
-        breaker: CircuitBreaker | None = None,
-        config: BreakerConfig | None = None,
-        registry: Registry | None = None,
-        clock: Clock | None = None,
-        probe_timeout: float | None = None,
-        recent_operations: int = 50,
-        secrets: Iterable[str | None] = (),
+        **options: Unpack[AdapterOptions],
     ) -> None:
         if max_retries is not None and max_retries < 0:
             raise ValueError(f"{type(self).__name__}: max_retries must be >= 0")
@@ -449,7 +439,7 @@ class _OpenAIBase(Adapter, Generic[C]):
                 overrides["max_retries"] = max_retries
             # with_options: a copy sharing the caller's connection pool
             self.client = client.with_options(**overrides) if overrides else client
-            self._owns_client = False
+            self._owns_client: bool = False
         else:
             self.client = self._new_client(
                 api_key=api_key,
@@ -461,16 +451,9 @@ class _OpenAIBase(Adapter, Generic[C]):
             )
             self._owns_client = True
         key = self.client.api_key
-        super().__init__(
-            name,
-            breaker=breaker,
-            config=config,
-            registry=registry,
-            clock=clock,
-            secrets=(*secrets, api_key, key if isinstance(key, str) else None),
-            probe_timeout=probe_timeout,
-            recent_operations=recent_operations,
-        )
+        secrets: Iterable[str | None] = options.get("secrets", ())
+        options["secrets"] = (*secrets, api_key, key if isinstance(key, str) else None)
+        super().__init__(**options)
         self.chat_model = chat_model
         self.embedding_model = embedding_model
         # the probe: no retries, its own short timeout, never through the breaker

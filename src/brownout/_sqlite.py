@@ -10,7 +10,7 @@ found for the caller to word.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,6 +78,30 @@ def error_code(exc: sqlite3.Error) -> str | None:
 def is_corruption(exc: sqlite3.Error) -> bool:
     """The file is damaged or not a database (as opposed to locked, full, unwritable...)."""
     return (error_code(exc) or "").startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB"))
+
+
+def failure_detail(exc: sqlite3.Error) -> str:
+    """The error's text with SQLite's code, and a hint when the disk looks full: the
+    middle of every journal's "<journal> <path>: <what> failed: ..." message."""
+    text = str(exc)
+    code = error_code(exc)
+    detail = f"{text} [{code}]" if code else text
+    if "full" in text or "disk" in text or code in ("SQLITE_FULL", "SQLITE_IOERR_WRITE"):
+        detail += " (disk full, or a file size limit?)"
+    return detail
+
+
+@contextmanager
+def write(
+    db: sqlite3.Connection, fail: Callable[[sqlite3.Error], BaseException]
+) -> Iterator[sqlite3.Connection]:
+    """:func:`immediate`, with a ``sqlite3`` error raised as ``fail(exc)`` (from it): the
+    write transaction of every journal, each wording its own errors."""
+    try:
+        with immediate(db) as tx:
+            yield tx
+    except sqlite3.Error as exc:
+        raise fail(exc) from exc
 
 
 @contextmanager

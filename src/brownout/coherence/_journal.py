@@ -274,15 +274,13 @@ class CacheCoherence(JournalListeners):
         with self._lock:
             if self._closed:
                 raise CoherenceError(f"coherence journal {self.path}: {what}: it is closed")
-            try:
-                with _sqlite.immediate(self._db) as db:
-                    yield db
-            except sqlite3.Error as exc:
-                text = str(exc)
-                hint = " (disk full, or a file size limit?)" if "full" in text else ""
-                raise CoherenceError(
-                    f"coherence journal {self.path}: {what} failed: {text}{hint}"
-                ) from exc
+            with _sqlite.write(
+                self._db,
+                lambda exc: CoherenceError(
+                    f"coherence journal {self.path}: {what} failed: {_sqlite.failure_detail(exc)}"
+                ),
+            ) as db:
+                yield db
 
     def _sync_hold(self) -> None:
         """Hold the component while reads are not allowed, release it once they are.

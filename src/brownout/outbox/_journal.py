@@ -257,9 +257,7 @@ class Outbox(JournalListeners):
 
     def _failure(self, what: str, exc: sqlite3.Error) -> OutboxError:
         """The error to raise for ``exc``: it names the journal and what was being done."""
-        text = str(exc)
-        code = _sqlite.error_code(exc)
-        detail = f"{text} [{code}]" if code else text
+        detail = _sqlite.failure_detail(exc)
         if isinstance(exc, sqlite3.ProgrammingError) and self._closed:
             return OutboxError(f"outbox journal {self.path}: {what} failed: the outbox is closed")
         if _sqlite.is_corruption(exc) or type(exc) is sqlite3.DatabaseError:
@@ -268,11 +266,8 @@ class Outbox(JournalListeners):
                 "damaged: stop the service, copy the file (with its -wal) aside and inspect it "
                 "with sqlite3 (PRAGMA integrity_check) to recover what it holds"
             )
-        hint = ""
-        if "full" in text or "disk" in text or code in ("SQLITE_FULL", "SQLITE_IOERR_WRITE"):
-            hint = " (disk full, or a file size limit?)"
         return OutboxError(
-            f"outbox journal {self.path}: {what} failed: {detail}{hint}; nothing was changed, "
+            f"outbox journal {self.path}: {what} failed: {detail}; nothing was changed, "
             "intents accepted before are kept"
         )
 
@@ -288,13 +283,10 @@ class Outbox(JournalListeners):
     def _tx_locked(self, what: str) -> Iterator[sqlite3.Connection]:
         """A write transaction; the caller holds the lock."""
         try:
-            with _sqlite.immediate(self._db) as db:
+            with _sqlite.write(self._db, lambda exc: self._failure(what, exc)) as db:
                 yield db
-        except sqlite3.Error as exc:
-            self._usage = None
-            raise self._failure(what, exc) from exc
         except BaseException:
-            self._usage = None
+            self._usage = None  # counted again at the next submit
             raise
 
     @contextmanager

@@ -14,6 +14,7 @@ DOCUMENTED = {
     "BreakerTotals",
     "BrownoutError",
     "CallEvent",
+    "CallTimeout",
     "CircuitBreaker",
     "Outcome",
     "PRESETS",
@@ -196,3 +197,18 @@ def test_builtin_bases_kept_for_compatibility() -> None:
     assert issubclass(InvalidJSONOutput, ValueError)
     assert issubclass(UnknownFeature, KeyError)
     assert str(UnknownFeature("unknown feature 'x'")) == "unknown feature 'x'"
+
+
+async def test_call_timeout_is_a_brownout_error_and_still_a_timeout_error() -> None:
+    import asyncio
+
+    cb = brownout.CircuitBreaker("slow", brownout.BreakerConfig(call_timeout=0.001))
+
+    async def hangs() -> None:
+        await asyncio.Event().wait()
+
+    with pytest.raises(brownout.CallTimeout) as info:
+        await cb.acall(hangs)
+    assert isinstance(info.value, TimeoutError)
+    assert (info.value.name, info.value.timeout) == ("slow", 0.001)
+    assert str(info.value) == "call through breaker 'slow' took longer than call_timeout=0.001 s"

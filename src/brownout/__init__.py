@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from brownout._breaker import BreakerSnapshot, BreakerTotals, CircuitBreaker, kill_switch_active
 from brownout._config import BreakerConfig, retry_after_attribute
-from brownout._errors import BreakerOpen, BrownoutError
+from brownout._errors import BreakerOpen, BrownoutError, CallTimeout
 from brownout._events import CallEvent, Outcome, StateChange
 from brownout._redact import redact
 from brownout._registry import PRESETS, Registry
@@ -26,6 +26,7 @@ __all__ = [
     "BreakerTotals",
     "BrownoutError",
     "CallEvent",
+    "CallTimeout",
     "CircuitBreaker",
     "Outcome",
     "Registry",

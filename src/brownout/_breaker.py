@@ -50,7 +50,7 @@ from typing import Any, NamedTuple, ParamSpec, TypeVar, overload
 
 from brownout._clock import Clock, monotonic, to_seconds
 from brownout._config import BreakerConfig
-from brownout._errors import BreakerOpen
+from brownout._errors import BreakerOpen, CallTimeout
 from brownout._events import CallEvent, Outcome, StateChange
 from brownout._histogram import add_batch, bucket_of
 from brownout._histogram import empty as _empty_histogram
@@ -864,7 +864,7 @@ class CircuitBreaker:
         return gen if succ is self._succ else _STALE
 
     async def _bounded(self, seconds: float, aw: Awaitable[R]) -> R:
-        """Await ``aw`` within ``seconds`` (``call_timeout``); TimeoutError names the breaker."""
+        """Await ``aw`` within ``seconds`` (``call_timeout``); CallTimeout names the breaker."""
         limit = asyncio.timeout(seconds)
         try:
             async with limit:
@@ -872,9 +872,7 @@ class CircuitBreaker:
         except TimeoutError as exc:
             if not limit.expired():
                 raise  # the awaitable's own TimeoutError
-            raise TimeoutError(
-                f"call through breaker {self._name!r} took longer than call_timeout={seconds:g} s"
-            ) from exc
+            raise CallTimeout(self._name, seconds) from exc
 
     async def _afallback(self, exc: BaseException) -> Any:
         assert self._fallback is not None

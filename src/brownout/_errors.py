@@ -5,6 +5,7 @@
     Exception
      └── BrownoutError                  base of everything brownout raises itself
           ├── BreakerOpen               a call was rejected: its breaker is open (or forced open)
+          ├── CallTimeout               (also TimeoutError) an async call outran call_timeout
           ├── DependencyError           a dependency's error re-raised with a secret removed
           ├── SerializationError        (also ValueError) brownout.redis: value not JSON
           ├── InvalidJSONOutput         (also ValueError) brownout.openai: answer not JSON/schema
@@ -35,8 +36,16 @@ Each class is also importable from the module that uses it (``brownout.outbox``,
 
 Errors marked "also" keep a built-in (or client-library) base they had before
 the tree, so that ``except ValueError`` / ``except KeyError`` around older code
-keeps working. Configuration mistakes raise the built-in ``ValueError`` /
-``TypeError`` naming the field and the allowed range, not a ``BrownoutError``.
+keeps working.
+
+Built-in errors are kept where Python code expects them, not a ``BrownoutError``:
+configuration mistakes raise ``ValueError`` / ``TypeError`` naming the field and
+the allowed range; misuse of an object's life cycle (a closed adapter or
+``HostShare``, a fault proxy started twice) raises ``RuntimeError``; looking up
+a name that is not there (``manager.component("x")``, a spool entry replaced
+meanwhile) raises ``KeyError``; a health probe that runs out raises
+``TimeoutError``, as the client's own timeouts do (it counts against the
+dependency).
 Errors of the dependencies themselves (``redis.ConnectionError``,
 ``botocore``'s, SQLAlchemy's, ``openai``'s) pass through unchanged, except
 when their message carried a secret (``DependencyError``).
@@ -52,6 +61,7 @@ __all__ = [
     "BreakerOpen",
     "BrownoutError",
     "BulkheadFull",
+    "CallTimeout",
     "CoherenceError",
     "DependencyError",
     "HealthProbeFailed",
@@ -115,6 +125,27 @@ class BreakerOpen(BrownoutError):
         name, state, retry_after = self.args
         detail = "" if retry_after is None else f"; retry after {retry_after:.3g} s"
         return f"circuit breaker {name!r} is {state.value}{detail}"
+
+
+class CallTimeout(BrownoutError, TimeoutError):
+    """An async call ran longer than its breaker's ``call_timeout`` and was cancelled.
+
+    Recorded as a failure. ``name`` is the breaker's, ``timeout`` the limit in
+    seconds. Also a ``TimeoutError``, as it always was.
+
+    >>> e = CallTimeout("redis", 0.5)
+    >>> isinstance(e, TimeoutError), e.name, e.timeout
+    (True, 'redis', 0.5)
+    >>> str(e)
+    "call through breaker 'redis' took longer than call_timeout=0.5 s"
+    """
+
+    def __init__(self, name: str, timeout: float) -> None:
+        super().__init__(
+            f"call through breaker {name!r} took longer than call_timeout={timeout:g} s"
+        )
+        self.name = name
+        self.timeout = timeout
 
 
 # ------------------------------------------------------------------ adapters

@@ -26,6 +26,7 @@ from brownout.spool import (
     SpoolUploader,
 )
 from brownout.spool._store import entry_id
+from brownout.testing import FakeClock
 from tests._durability import MemoryS3
 
 
@@ -46,11 +47,11 @@ def temp_files(sp: Spool) -> list[str]:
 # ------------------------------------------------------------------ basics
 
 
-def test_put_get_entries_stats_remove(spool: Spool) -> None:
-    t = [1000.0]
-    spool._clock = lambda: t[0]
+def test_put_get_entries_stats_remove(tmp_path: Path) -> None:
+    clock = FakeClock(1000.0)
+    spool = Spool(tmp_path / "spool", clock=clock)
     e1 = spool.put("b", "a/1.txt", b"one", content_type="text/plain", metadata={"x": "1"})
-    t[0] = 1010.0
+    clock.advance(10)
     e2 = spool.put("b", "a/2.txt", io.BytesIO(b"two!"))
     assert spool.get("b", "a/1.txt") == b"one"
     assert spool.get("b", "missing") is None
@@ -59,7 +60,7 @@ def test_put_get_entries_stats_remove(spool: Spool) -> None:
     assert e1.sha256 == hashlib.sha256(b"one").hexdigest()
     assert e1.md5 == hashlib.md5(b"one").hexdigest()
     assert (e1.size, e1.content_type, dict(e1.metadata)) == (3, "text/plain", {"x": "1"})
-    t[0] = 1030.0
+    clock.advance(20)
     stats = spool.stats()
     assert stats["files"] == 2
     assert stats["bytes"] == 7
@@ -70,6 +71,7 @@ def test_put_get_entries_stats_remove(spool: Spool) -> None:
     assert spool.get("b", "a/1.txt") is None
     assert [e.key for e in spool.entries()] == [e2.key]
     assert temp_files(spool) == []
+    spool.close()
 
 
 def test_manifest_has_the_documented_fields(spool: Spool) -> None:

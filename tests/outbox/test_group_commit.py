@@ -188,3 +188,43 @@ def test_kill_9_during_group_commits_loses_no_acknowledged_intent(tmp_path: Path
         assert len(stored) == len(set(stored))
         missing = acknowledged - set(stored)
         assert not missing, f"{len(missing)} acknowledged intents lost, e.g. {sorted(missing)[:3]}"
+
+
+def test_a_leader_waits_for_the_submitters_seen_lately_then_writes_them_in_one_commit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With 8 threads the groups used to alternate in halves: the submits a commit just
+    returned came back a moment after the next leader had started alone."""
+    from brownout.outbox import _journal
+
+    monkeypatch.setattr(_journal, "_MAX_GATHER", 60.0)  # no deadline in this test
+    box = Outbox(tmp_path / "o.db")
+    commits = count_commits(box)
+    box._siblings, box._commit_seconds = 3, 3600.0  # three submitters were seen at once
+    threads = [
+        threading.Thread(target=box.submit, args=("move", {"i": i}), kwargs={"stream": "s"})
+        for i in range(3)
+    ]
+    threads[0].start()
+    wait_until(lambda: box._gathering, timeout=10, what="the leader waiting for the others")
+    assert commits == []
+    for n, thread in enumerate(threads[1:], start=2):
+        thread.start()
+        wait_until(lambda n=n: len(box._queue) >= n or not box._queue, timeout=10, what="queued")
+    for thread in threads:
+        thread.join(10)
+    assert len(commits) == 1 and box.pending_count() == 3
+    box.close()
+
+
+def test_a_leader_waits_at_most_its_deadline_and_then_expects_fewer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from brownout.outbox import _journal
+
+    monkeypatch.setattr(_journal, "_MAX_GATHER", 0.05)
+    box = Outbox(tmp_path / "o.db")
+    box._siblings, box._commit_seconds = 8, 3600.0
+    box.submit("move", {"i": 0})  # alone: written once the 0.05 s are over
+    assert box._siblings == 1 and box.pending_count() == 1  # so the next one never waits
+    box.close()

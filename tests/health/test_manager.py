@@ -483,6 +483,46 @@ def test_a_reported_problem_degrades_the_component_until_cleared() -> None:
         w.manager.set_problem("nope", "spool", "x")
 
 
+def test_saturation_costs_score_and_degrades_with_hysteresis(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    clock = FakeClock()
+    full = {"database": 0.0}
+
+    def database_saturation() -> float:
+        return full["database"]
+
+    def broken() -> float:
+        raise RuntimeError("bulkhead gone")
+
+    manager = DegradationManager(
+        [
+            Component("database", saturation=database_saturation),
+            Component("cache", saturation=broken),
+            Component("openai"),
+            Component("s3"),
+        ],
+        clock=clock,
+    )
+    assert manager.level is Level.OPTIMAL
+    assert "bulkhead gone" in caplog.text  # unreadable: logged, not scored
+    full["database"] = 0.8  # up to the knee: free
+    manager.evaluate()
+    assert manager.last_evaluation is not None
+    assert manager.last_evaluation.component("database").score == 100.0
+    full["database"] = 1.5  # over the limit counts as full
+    for _ in range(2):
+        manager.evaluate()
+        assert manager.level is Level.OPTIMAL  # not at once: no breaker opened
+    manager.evaluate()
+    view = manager.last_evaluation.component("database")
+    assert (view.score, view.status, view.down) == (60.0, "degraded", False)
+    assert view.why == ("saturation 150% (-40)",)
+    assert manager.level is Level.DEGRADED  # (0.4 * 60 + 0.5 * 100) / 0.9 = 82.2
+    with pytest.raises(TypeError, match=r"Component\('database'\)\.saturation must be a callable"):
+        Component("database", saturation=0.5)  # type: ignore[arg-type]
+
+
 # ------------------------------------------------------------- handlers, pin, history
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
@@ -66,6 +68,17 @@ def test_a_component_getting_worse_never_scores_higher(
     if worse_state is State.DISABLED and i.state is not State.DISABLED:
         return  # disabled is "not guarded", not "better"
     assert score_component(worse).score <= score_component(i).score
+
+
+@given(inputs, st.floats(0, 2), st.floats(0, 2))
+def test_more_saturation_never_scores_higher(i: ComponentInputs, a: float, b: float) -> None:
+    low, high = sorted((a, b))
+    less = score_component(dataclasses.replace(i, saturation=low))
+    more = score_component(dataclasses.replace(i, saturation=high))
+    assert more.score <= less.score
+    assert more.down == less.down  # a saturated component answers: never down for it
+    if high <= 0.8:
+        assert more == score_component(i)  # below the knee it costs nothing
 
 
 @given(st.floats(0, 100), st.floats(0, 100))

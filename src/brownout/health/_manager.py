@@ -159,6 +159,20 @@ class Evaluation:
         raise KeyError(name)
 
 
+def _read_saturation(c: Component) -> float | None:
+    """``c.saturation()``, or ``None`` (logged) when it raises or is not a number >= 0."""
+    assert c.saturation is not None
+    try:
+        value = float(c.saturation())
+    except Exception:
+        logger.exception("degradation: saturation of %s could not be read", c.name)
+        return None
+    if not value >= 0 or value == float("inf"):  # also NaN
+        logger.warning("degradation: saturation of %s is %r, not a number >= 0", c.name, value)
+        return None
+    return value
+
+
 class _OnTransition:
     """``on_transition``'s handler as a listener: only evaluations that changed the level."""
 
@@ -509,9 +523,18 @@ class DegradationManager:
             last_error = stats.last_error or last_error
         probe = self._probe_ok[c.name]
         problems = tuple(self._problems.get(c.name, {}).values())
+        saturation = None if c.saturation is None else _read_saturation(c)
         return (
             ComponentInputs(
-                state, success, p95, c.latency_target, probe, credentials, last_error, problems
+                state,
+                success,
+                p95,
+                c.latency_target,
+                probe,
+                credentials,
+                last_error,
+                problems,
+                saturation,
             ),
             state.value if state is not None else None,
         )

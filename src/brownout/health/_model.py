@@ -173,6 +173,10 @@ class Component:
     ``adapter`` (a :class:`brownout.adapter.Adapter`) supplies success rate,
     p95 latency and credentials problems; ``Component.of(adapter)`` fills
     breaker and probe from it.
+
+    ``saturation``: a callable read at each evaluation, how full the component's
+    admission is (0..1, e.g. ``lambda: bulkhead.saturation``); above 0.8 it costs
+    the score up to 40 points at 1.0 (see ``brownout.health._scoring``).
     """
 
     name: str
@@ -184,6 +188,7 @@ class Component:
     configured: bool = True
     required_for_ready: bool = False
     depends_on: frozenset[str] = field(default_factory=frozenset)
+    saturation: Callable[[], float] | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
@@ -208,6 +213,11 @@ class Component:
             self.breaker = self.adapter.breaker
         if self.probe is not None and not callable(self.probe):
             raise TypeError(f"Component({self.name!r}).probe must be callable")
+        if self.saturation is not None and not callable(self.saturation):
+            raise TypeError(
+                f"Component({self.name!r}).saturation must be a callable returning 0..1, "
+                f"got {self.saturation!r}"
+            )
         self.depends_on = frozenset(self.depends_on)
 
     @classmethod

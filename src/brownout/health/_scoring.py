@@ -22,6 +22,10 @@ PROBLEM_CAP = 50.0
 FAILURE_RATE_WEIGHT = 3.0
 #: p95 latency may cost at most this many points (at 4x the target or slower).
 LATENCY_MAX_PENALTY = 50.0
+#: Saturation (e.g. a bulkhead's permits in use / limit) costs nothing up to this ...
+SATURATION_KNEE = 0.8
+#: ... and then up to this many points, linearly, at 1.0 (full) or above.
+SATURATION_MAX_PENALTY = 40.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +40,10 @@ class ComponentInputs:
     credentials_problem: str | None = None
     last_error: str | None = None  # redacted, shown in the explanation
     problems: tuple[str, ...] = ()  # reported by the application (work it cannot finish)
+    #: how full the component's admission is, 0..1 (a bulkhead's in use / limit; above 1
+    #: counts as 1); None: not reported. A saturated component answers, so it is never
+    #: down for it, but it is close to queueing: it costs up to SATURATION_MAX_PENALTY.
+    saturation: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +64,8 @@ def score_component(inputs: ComponentInputs) -> ComponentScore:
     0.0
     >>> score_component(ComponentInputs(State.CLOSED, 0.9, 0.01, 0.5, True)).score
     70.0
+    >>> score_component(ComponentInputs(State.CLOSED, 1.0, 0.01, 0.5, True, saturation=0.95)).why
+    ('saturation 95% (-30)',)
     """
     if inputs.credentials_problem:
         return ComponentScore(
@@ -79,6 +89,12 @@ def score_component(inputs: ComponentInputs) -> ComponentScore:
             f"p95 {inputs.p95 * 1000:.0f} ms over target {inputs.latency_target * 1000:.0f} ms "
             f"(-{penalty:.0f})"
         )
+    saturation = inputs.saturation
+    if saturation is not None and saturation > SATURATION_KNEE:
+        full = min(1.0, saturation)
+        penalty = (full - SATURATION_KNEE) / (1.0 - SATURATION_KNEE) * SATURATION_MAX_PENALTY
+        score -= penalty
+        why.append(f"saturation {saturation:.0%} (-{penalty:.0f})")
     if inputs.probe_ok is False and score > PROBE_FAILED_CAP:
         score = PROBE_FAILED_CAP
         why.append(f"last probe failed (capped at {PROBE_FAILED_CAP:.0f})")

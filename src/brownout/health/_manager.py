@@ -280,6 +280,7 @@ class DegradationManager:
         )
         self._probe_ok = self._prober.last_ok_map
         self._enabled: dict[str, bool] = {}
+        self._features_key: tuple[Level, list[tuple[bool, bool, bool]]] | None = None
         self._feature_reason: dict[str, str] = {}
         self._listeners: tuple[Listener, ...] = ()
         self._last: Evaluation | None = None
@@ -632,8 +633,14 @@ class DegradationManager:
         return transition
 
     def _update_features_locked(self, views: Sequence[ComponentView]) -> None:
-        by_name = {v.name: v for v in views}
         level = self._state.level
+        # features read only the level and each component's availability: most
+        # evaluations (heartbeats, a breaker's half-open -> closed) change neither
+        key = (level, [(v.configured, v.down, v.status == "recovering") for v in views])
+        if key == self._features_key:
+            return
+        self._features_key = key
+        by_name = {v.name: v for v in views}
         for feature, requires in self._feature_requires:
             reason = ""
             on = True

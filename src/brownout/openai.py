@@ -49,6 +49,7 @@ from openai.types import CreateEmbeddingResponse
 from openai.types.chat import ChatCompletion
 
 from brownout._errors import InvalidJSONOutput
+from brownout._lifetime import AsyncResource, SyncResource
 from brownout._options import AdapterOptions
 from brownout._redact import redact
 from brownout.adapter import Adapter, ErrorRule, ErrorTable, Figures
@@ -624,7 +625,7 @@ class _OpenAIBase(Adapter, Generic[C]):
         return figures
 
 
-class OpenAIAdapter(_OpenAIBase[openai.OpenAI]):
+class OpenAIAdapter(_OpenAIBase[openai.OpenAI], SyncResource):
     """A circuit-broken ``openai.OpenAI`` client.
 
     Built from settings (``api_key``, ``base_url``, ``organization``, ``project``,
@@ -748,14 +749,8 @@ class OpenAIAdapter(_OpenAIBase[openai.OpenAI]):
         if self._owns_client:
             self.client.close()
 
-    def __enter__(self) -> OpenAIAdapter:
-        return self
 
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-
-class AsyncOpenAIAdapter(_OpenAIBase[openai.AsyncOpenAI]):
+class AsyncOpenAIAdapter(_OpenAIBase[openai.AsyncOpenAI], AsyncResource):
     """A circuit-broken ``openai.AsyncOpenAI`` client: :class:`OpenAIAdapter`, awaited.
 
     Same constructor; ``chat``, ``chat_json``, ``embed`` are coroutines and the
@@ -850,9 +845,3 @@ class AsyncOpenAIAdapter(_OpenAIBase[openai.AsyncOpenAI]):
         """Close the client if the adapter created it (a ``client=`` stays the caller's)."""
         if self._owns_client:
             await self.client.close()
-
-    async def __aenter__(self) -> AsyncOpenAIAdapter:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()

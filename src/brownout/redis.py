@@ -50,6 +50,7 @@ except ImportError as _exc:  # pragma: no cover - depends on the environment
 
 from brownout._adapter import Adapter, ErrorRule, ErrorTable, Figures
 from brownout._errors import BreakerOpen, SerializationError
+from brownout._lifetime import AsyncResource, SyncResource
 from brownout._options import AdapterOptions, split_options
 
 __all__ = [
@@ -585,7 +586,7 @@ def _idle_count(idle: Any) -> int | None:
         return int(qsize()) if callable(qsize) else None
 
 
-class RedisAdapter(_RedisAdapterBase[redis.Redis]):
+class RedisAdapter(_RedisAdapterBase[redis.Redis], SyncResource):
     """A sync ``redis.Redis`` client behind a circuit breaker.
 
     Build it from a URL (the adapter then owns and closes the client)::
@@ -814,19 +815,8 @@ class RedisAdapter(_RedisAdapterBase[redis.Redis]):
         if self._owns_client:
             self.client.close()
 
-    def __enter__(self) -> Self:
-        return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-
-class AsyncRedisAdapter(_RedisAdapterBase[redis.asyncio.Redis]):
+class AsyncRedisAdapter(_RedisAdapterBase[redis.asyncio.Redis], AsyncResource):
     """A ``redis.asyncio.Redis`` client behind a circuit breaker.
 
     The same operations as :class:`RedisAdapter`, awaited::
@@ -1044,17 +1034,6 @@ class AsyncRedisAdapter(_RedisAdapterBase[redis.asyncio.Redis]):
             await probe.connection_pool.disconnect()
         if self._owns_client:
             await self.client.aclose()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
 
 # ---------------------------------------------------------------- pipelines

@@ -38,7 +38,6 @@ import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from types import TracebackType
 from typing import Any, ClassVar, Protocol, Self, TypeVar, Unpack
 
 try:
@@ -52,6 +51,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
         f"brownout.s3 needs boto3 and aiobotocore ({exc}): pip install 'brownout[s3]'"
     ) from exc
 
+from brownout._lifetime import AsyncResource, SyncResource
 from brownout._options import AdapterOptions
 from brownout.adapter import Adapter, ErrorRule, ErrorTable, Figures
 
@@ -608,7 +608,7 @@ def _aguard(fn: Callable[..., Awaitable[R]]) -> Callable[..., Awaitable[R]]:
 # ------------------------------------------------------------------ sync
 
 
-class S3Adapter(_S3Base):
+class S3Adapter(_S3Base, SyncResource):
     """A boto3 S3 client behind a circuit breaker, bound to one bucket.
 
     Build it with :meth:`create` (the adapter makes and owns the client, with
@@ -644,17 +644,6 @@ class S3Adapter(_S3Base):
         """Close the client's connection pool if the adapter owns the client."""
         if self._owns_client and self._client is not None:
             self._client.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     # operations
     def upload(
@@ -798,7 +787,7 @@ class S3Adapter(_S3Base):
 # ------------------------------------------------------------------ async
 
 
-class AsyncS3Adapter(_S3Base):
+class AsyncS3Adapter(_S3Base, AsyncResource):
     """An aiobotocore S3 client behind a circuit breaker, bound to one bucket.
 
     :meth:`create` returns an adapter that opens its own client on first use
@@ -889,14 +878,6 @@ class AsyncS3Adapter(_S3Base):
 
     async def __aenter__(self) -> Self:
         return await self.open()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     async def close(self) -> None:
         """Deprecated: ``await aclose()`` (every async resource of brownout closes so)."""

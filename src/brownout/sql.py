@@ -67,6 +67,7 @@ else:
 
 from brownout._adapter import Adapter, ErrorRule, ErrorTable, Figures
 from brownout._errors import BreakerOpen, BrownoutError
+from brownout._lifetime import AsyncResource, SyncResource
 from brownout._options import AdapterOptions
 from brownout._registry import PRESETS
 
@@ -781,7 +782,7 @@ class _SQLAdapter(Adapter, Generic[E]):
 # --------------------------------------------------------------------------- sync
 
 
-class Database(_SQLAdapter[Engine]):
+class Database(_SQLAdapter[Engine], SyncResource):
     """A circuit-broken sync SQLAlchemy engine (psycopg for PostgreSQL, sqlite3 for SQLite).
 
     Build it with :meth:`from_url` (pool and timeouts set to short, documented
@@ -877,12 +878,6 @@ class Database(_SQLAdapter[Engine]):
         if self._owns_engine:
             self.engine.dispose()
 
-    def __enter__(self) -> Database:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
 
 def _discard(session: Session, exc: BaseException) -> None:
     try:
@@ -901,7 +896,7 @@ def _discard(session: Session, exc: BaseException) -> None:
 # --------------------------------------------------------------------------- async
 
 
-class AsyncDatabase(_SQLAdapter[AsyncEngine]):
+class AsyncDatabase(_SQLAdapter[AsyncEngine], AsyncResource):
     """A circuit-broken :class:`~sqlalchemy.ext.asyncio.AsyncEngine` (asyncpg, aiosqlite).
 
     The async twin of :class:`Database`: same options, same classification.
@@ -1063,12 +1058,6 @@ class AsyncDatabase(_SQLAdapter[AsyncEngine]):
             await self.engine.dispose()
             if self.writer is not None:
                 await self.writer.dispose()
-
-    async def __aenter__(self) -> AsyncDatabase:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
 
     async def close(self) -> None:
         """Deprecated: ``await aclose()`` (every async resource of brownout closes so)."""

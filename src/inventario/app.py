@@ -23,10 +23,10 @@ from brownout.web import (
     problem_responses,
 )
 from inventario import __version__, store
-from inventario.api import router as api_router
 from inventario.api_docs import install_docs
 from inventario.config import Settings, load_settings
 from inventario.deps import DependencyUnavailable, try_again
+from inventario.routes import ROUTERS
 from inventario.runtime import Runtime, build_runtime
 from inventario.status_page import public_backlogs
 
@@ -140,7 +140,8 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
             doc.update(public_backlogs(rt.health_extras()))
         return JSONResponse(doc)
 
-    app.include_router(api_router)
+    for router in ROUTERS:
+        app.include_router(router)
     install_docs(app)
     for module in ("inventario.invoices", "inventario.status_page"):
         router = _optional_router(module)

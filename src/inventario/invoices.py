@@ -23,7 +23,7 @@ States (one column, these transitions only)::
   ``in`` movement per line, reason ``invoice <id>``, and marks the invoice
   applied, all in one database transaction (:func:`inventario.invoice_store.apply_invoice`):
   an unknown sku is a 422 and nothing is applied; applying again is a 409. It is
-  a write like the others (:func:`inventario.api.write`): while the database is
+  a write like the others (:func:`inventario.services.writes.write`): while the database is
   down it is queued in the outbox (202) and applied once when it is back.
 """
 
@@ -51,7 +51,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from brownout import BreakerOpen, State
 from brownout.web import problem_responses, requires_feature
 from inventario import store
-from inventario.api import IdempotencyKey, accepts_writes, write
 from inventario.db import invoices
 from inventario.deps import (
     CacheDep,
@@ -66,6 +65,7 @@ from inventario.deps import (
 from inventario.invoice_storage import InvoiceFiles, object_key, read_upload
 from inventario.invoice_store import InvoiceConflict, check_skus, touched_skus
 from inventario.invoice_store import get_invoice as _get
+from inventario.routes.params import IdempotencyKey
 from inventario.runtime import Runtime
 from inventario.schemas import (
     SKU_PATTERN,
@@ -77,6 +77,7 @@ from inventario.schemas import (
     InvoiceState,
     Queued,
 )
+from inventario.services.writes import accepts_writes, write
 
 __all__ = ["content_disposition", "pdf_text", "router"]
 

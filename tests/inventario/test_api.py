@@ -383,7 +383,7 @@ async def test_price_suggestion_falls_back_to_the_rule_without_ai(
 def test_rule_price_grows_with_monthly_inflation() -> None:
     from decimal import Decimal
 
-    from inventario.api import rule_price
+    from inventario.services.pricing import rule_price
 
     assert rule_price(Decimal("10"), 0.35, 0.02, 0) == Decimal("13.50")
     assert rule_price(Decimal("10"), 0.35, 0.02, 30 * 86400) == Decimal("13.77")

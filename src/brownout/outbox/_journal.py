@@ -115,6 +115,9 @@ class DeadLetter:
     dead_at: float
 
 
+#: Keys per ``DELETE ... WHERE key IN (...)`` when applied intents are dropped (SQLite
+#: before 3.32 allows 999 parameters per statement).
+_KEYS_PER_STATEMENT = 500
 #: At most this many submits share one transaction (bounds a group's latency).
 _MAX_GROUP = 512
 #: The longest a group's leader waits for more submits to join (see ``Outbox._gather``).
@@ -738,13 +741,21 @@ class Outbox(JournalListeners):
         with self._tx("mark applied") as db:
             now = self._clock()
             done = []
+            digests: dict[str, str] = {}
+            keys = [intent.key for intent in intents]
+            for at in range(0, len(keys), _KEYS_PER_STATEMENT):  # one statement per chunk
+                chunk = keys[at : at + _KEYS_PER_STATEMENT]
+                marks = ",".join("?" * len(chunk))
+                digests.update(
+                    db.execute(
+                        f"DELETE FROM intents WHERE key IN ({marks}) RETURNING key, digest", chunk
+                    ).fetchall()
+                )
             for intent in intents:
-                row = db.execute(
-                    "DELETE FROM intents WHERE key = ? RETURNING digest", (intent.key,)
-                ).fetchone()
-                if row is not None:
+                digest = digests.pop(intent.key, None)  # pop: a key given twice counts once
+                if digest is not None:
                     dropped.append(intent)
-                    done.append((intent.key, intent.operation, intent.stream, row[0], now))
+                    done.append((intent.key, intent.operation, intent.stream, digest, now))
             if not done:
                 return
             db.executemany(

@@ -30,7 +30,7 @@ MODULES = [
     "brownout.openai",
     "brownout.otel",
     "brownout.prometheus",
-    "inventario.invoices",
+    "inventario.routes.invoices",
     "inventario.writes",
     "inventario.cli_admin",
 ]

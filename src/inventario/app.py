@@ -143,7 +143,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     for router in ROUTERS:
         app.include_router(router)
     install_docs(app)
-    for module in ("inventario.invoices", "inventario.status_page"):
+    for module in ("inventario.routes.invoices", "inventario.status_page"):
         router = _optional_router(module)
         if router is not None:
             app.include_router(router)

@@ -66,7 +66,7 @@ Index("movements_sku", movements.c.sku, movements.c.id)
 
 #: A supplier invoice: the uploaded file (in S3, or in the local spool while S3 is away)
 #: and the lines read from it. ``state``: stored -> extracting -> extracted | needs_review
-#: -> applied (see inventario.invoices). ``lines`` is a JSON list of
+#: -> applied (see inventario.routes.invoices). ``lines`` is a JSON list of
 #: {sku, description, quantity, unit_cost}.
 invoices = Table(
     "invoices",

@@ -1,7 +1,7 @@
 """What inventario's routers share: the runtime as a dependency, guarded database calls, 503s.
 
 the routers of :mod:`inventario.routes` (products, stock, writes, pricing) and
-:mod:`inventario.invoices` both run their database work through
+:mod:`inventario.routes.invoices` both run their database work through
 :func:`run_in_database` (reads) or :func:`write_in_database` (writes), so a
 failing or rejecting database becomes the same 503
 (:class:`DependencyUnavailable`, with ``Retry-After``) everywhere.

@@ -12,11 +12,12 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from inventario import store
 from inventario.db import invoices, products
+from inventario.schemas import InvoiceLine
 
 __all__ = [
     "InvoiceApplied",
@@ -27,7 +28,10 @@ __all__ = [
     "apply_invoice",
     "check_skus",
     "get_invoice",
+    "line_json",
+    "list_invoices",
     "touched_skus",
+    "update_invoice",
 ]
 
 
@@ -170,3 +174,48 @@ async def apply_invoice(s: AsyncSession, invoice_id: str) -> dict[str, Any]:
 def touched_skus(result: Mapping[str, Any]) -> list[str]:
     """The products an applied invoice changed (their cache entries are stale)."""
     return sorted({m["sku"] for m in result.get("movements", [])})
+
+
+async def update_invoice(
+    s: AsyncSession, invoice_id: str, values: dict[str, Any]
+) -> dict[str, Any]:
+    """Update an invoice that is not applied; the row as it is afterwards."""
+    values = {**values, "updated_at": time.time()}
+    result = await s.execute(
+        update(invoices)
+        .where(invoices.c.id == invoice_id, invoices.c.state != "applied")
+        .values(**values)
+        .returning(invoices.c.id)
+    )
+    if result.first() is None:
+        row = await get_invoice(s, invoice_id)
+        raise InvoiceConflict.already_applied(invoice_id, row["state"])
+    return await get_invoice(s, invoice_id)
+
+
+async def list_invoices(
+    s: AsyncSession, state: str | None, limit: int, offset: int
+) -> tuple[list[dict[str, Any]], int]:
+    count = select(func.count()).select_from(invoices)
+    query = (
+        select(invoices)
+        .order_by(invoices.c.created_at.desc(), invoices.c.id)
+        .limit(limit)
+        .offset(offset)
+    )
+    if state is not None:
+        count = count.where(invoices.c.state == state)
+        query = query.where(invoices.c.state == state)
+    total = int((await s.execute(count)).scalar() or 0)
+    rows = (await s.execute(query)).mappings().all()
+    return [dict(r) for r in rows], total
+
+
+def line_json(line: InvoiceLine) -> dict[str, Any]:
+    """An invoice line as the row's ``lines`` JSON holds it (the cost as a string)."""
+    return {
+        "sku": line.sku,
+        "description": line.description,
+        "quantity": line.quantity,
+        "unit_cost": str(line.unit_cost),
+    }

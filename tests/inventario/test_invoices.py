@@ -24,8 +24,9 @@ from fastapi import FastAPI
 from brownout import State
 from brownout.chaos import Mode, ThreadedFaultProxy
 from brownout.health import Level
+from inventario.invoice_extraction import lines_from_answer
+from inventario.invoice_parsing import decode_text, pdf_text
 from inventario.invoice_storage import sniff
-from inventario.invoices import decode_text, lines_from_answer, pdf_text
 from tests.inventario.conftest import WIDGET, running
 from tests.servers.openai_stub import OpenAIStub
 from tests.servers.s3_server import S3Server

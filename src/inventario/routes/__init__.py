@@ -1,7 +1,7 @@
 """inventario's HTTP routes, one module per resource.
 
 :data:`ROUTERS` in the order they are included (the OpenAPI document lists paths in
-that order). Invoices (:mod:`inventario.invoices`), the status page and the admin
+that order). Invoices (:mod:`inventario.routes.invoices`), the status page and the admin
 APIs are included by :func:`inventario.app.create_app` beside them.
 """
 

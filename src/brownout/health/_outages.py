@@ -11,7 +11,6 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from types import MappingProxyType
 from typing import Any
 
 from brownout.health._model import Level
@@ -60,8 +59,6 @@ class OutageHistory:
         self._down_since: dict[str, float] = {}
         self._cause: dict[str, str] = {}
         self._outages: dict[str, list[float]] = {}
-        self._down_since_view = MappingProxyType(self._down_since)
-        self._cause_view = MappingProxyType(self._cause)
         self._patterns: deque[dict[str, Any]] = deque(maxlen=keep_patterns)
         self._incident: _Incident | None = None
         self._recoveries: deque[tuple[float, Level, frozenset[str]]] = deque(maxlen=keep_recoveries)
@@ -108,13 +105,13 @@ class OutageHistory:
 
     @property
     def down_since_map(self) -> Mapping[str, float]:
-        """Component -> when it went down, for the components down now (read-only view)."""
-        return self._down_since_view
+        """Component -> when it went down, for the components down now (do not modify)."""
+        return self._down_since
 
     @property
     def cause_map(self) -> Mapping[str, str]:
-        """Component -> its root cause, for the cascades down now (read-only view)."""
-        return self._cause_view
+        """Component -> its root cause, for the cascades down now (do not modify)."""
+        return self._cause
 
     def cause(self, name: str) -> str | None:
         """The root cause of ``name``'s outage when it is a cascade of another's."""

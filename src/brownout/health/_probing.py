@@ -14,7 +14,6 @@ import logging
 import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from types import MappingProxyType
 from typing import Any
 
 from brownout._aio import cancel_and_wait
@@ -67,7 +66,6 @@ class Prober:
         self._states: dict[str, _ProbeState] = {c.name: _ProbeState() for c in components}
         self._task: asyncio.Task[None] | None = None
         self._last_ok: dict[str, bool | None] = dict.fromkeys(self._states)
-        self._last_ok_view = MappingProxyType(self._last_ok)
 
     def last_ok(self, name: str) -> bool | None:
         """The last probe's outcome, ``None`` if never probed."""
@@ -75,8 +73,8 @@ class Prober:
 
     @property
     def last_ok_map(self) -> Mapping[str, bool | None]:
-        """Component -> its last probe's outcome (read-only view, kept up to date)."""
-        return self._last_ok_view
+        """Component -> its last probe's outcome (kept up to date; do not modify)."""
+        return self._last_ok
 
     def state(self, name: str) -> dict[str, Any]:
         state = self._states[name]

@@ -19,16 +19,18 @@ install: $(STAMP)
 run: $(STAMP)
 	$(BIN)/inventario serve
 
-# A full local stack with injected faults (private Redis, PostgreSQL, moto S3, an OpenAI stub).
+# A full local stack with injected faults (private Redis, PostgreSQL, moto S3, an OpenAI stub):
+# tools/demo.py, run from the checkout (it is not in the wheel). DEMO_ARGS=--quick: a minute.
 demo: $(STAMP)
-	$(BIN)/inventario demo
+	$(BIN)/python -m tools.demo $(DEMO_ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench tools
+	$(BIN)/ruff format --check src tests bench tools
 
 typecheck: $(STAMP)
 	$(BIN)/mypy src
+	$(BIN)/mypy tools
 	$(BIN)/mypy tests/typing
 
 pytest: $(STAMP)

@@ -1,4 +1,4 @@
-"""``inventario serve | status | demo | outbox | spool``."""
+"""``inventario serve | status | outbox | spool`` (and ``demo``, which says where it moved)."""
 
 from __future__ import annotations
 
@@ -443,15 +443,12 @@ def render_status(doc: dict[str, Any]) -> str:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    import importlib
-
-    try:
-        demo = importlib.import_module("inventario.demo")
-    except ModuleNotFoundError:
-        print("inventario demo: not available in this build", file=sys.stderr)
-        return 2
-    result: int = demo.run_demo(args)
-    return result
+    print(
+        "inventario demo: the demo is not part of the service any more; from a checkout "
+        "of the repository run `make demo` (or `python -m tools.demo --quick`)",
+        file=sys.stderr,
+    )
+    return 2
 
 
 _LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
@@ -561,30 +558,10 @@ def build_parser() -> argparse.ArgumentParser:
     status.set_defaults(func=_status)
     demo = sub.add_parser(
         "demo",
-        help="a full local stack, a request mix and a fault timeline",
-        description="Start a private Redis, PostgreSQL, moto S3 and an OpenAI stub, each "
-        "behind a fault proxy, and inventario on them; send a request mix through a fault "
-        "timeline and end with a summary per phase. Missing server binaries are named and "
-        "their phases skipped. Exit status: 0 when every accepted write was applied, 1 "
-        "otherwise, 2 when the stack could not start.",
-    )
-    demo.add_argument(
-        "--quick",
-        action="store_true",
-        help="shorter phases, about a minute (default: off, the full timeline of about two "
-        "minutes)",
-    )
-    demo.add_argument(
-        "--rate",
-        type=float,
-        default=25.0,
-        help="requests per second, more than 0 and at most 1000 (default: 25)",
-    )
-    demo.add_argument(
-        "--summary-json",
-        metavar="PATH",
-        default=None,
-        help="also write the summary as JSON to PATH (default: not written)",
+        help="moved: from a checkout, run `make demo`",
+        description="The demo moved out of the service into the repository's tools/demo.py: "
+        "from a checkout, run `make demo` (or `python -m tools.demo`). This command only "
+        "says so (exit status 2).",
     )
     demo.set_defaults(func=_demo)
     # they build on this module's helpers
@@ -598,7 +575,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the ``inventario`` command line; the exit status."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown and getattr(args, "func", None) is not _demo:  # demo: says where it went
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     result: int = args.func(args)
     return result
 

@@ -1,13 +1,15 @@
-"""``inventario demo``: the whole fault timeline against real servers, and Ctrl-C cleanup.
+"""The demo (``tools/demo.py``, ``make demo``): the whole fault timeline against real servers,
+and Ctrl-C cleanup.
 
-Runs the CLI in a child process, as a user would. Needs redis-server, PostgreSQL and
-moto; a missing one skips (fails with ``BROWNOUT_REQUIRE_SERVICES=1``).
+Runs ``python -m tools.demo`` in a child process, as ``make demo`` does. Needs
+redis-server, PostgreSQL and moto; a missing one skips (fails with ``BROWNOUT_REQUIRE_SERVICES=1``).
 """
 
 from __future__ import annotations
 
 import io
 import json
+import os
 import queue
 import re
 import signal
@@ -20,12 +22,15 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from tools.demo import Demo, DemoOptions, Sample, WriteRecord, summarize
+from tools.stack import Dependency
 
 from brownout.testing.servers import postgres_unavailable, redis_unavailable, s3_unavailable
 from brownout.testing.servers._process import _pid_alive
-from inventario.demo import Demo, DemoOptions, Dependency, Sample, WriteRecord, summarize
+from inventario.cli import main as inventario_main
 from tests.servers._util import missing
 
+CHECKOUT = Path(__file__).resolve().parents[2]
 DEMO_TIMEOUT = 300.0  # --quick takes about a minute; generous for a loaded machine
 real_stack = pytest.mark.usefixtures("_stack_available")
 
@@ -160,6 +165,12 @@ def test_phases_of_a_missing_dependency_are_skipped_and_said_so() -> None:
     assert "result: PASS - every phase that could run (1 skipped: redis down)" in text
 
 
+def test_the_service_cli_says_where_the_demo_went(capsys: pytest.CaptureFixture[str]) -> None:
+    assert inventario_main(["demo", "--quick"]) == 2
+    err = capsys.readouterr().err
+    assert "not part of the service" in err and "make demo" in err and "tools.demo" in err
+
+
 # ------------------------------------------------------------------ the real thing
 
 
@@ -168,8 +179,9 @@ def _demo(*args: str, cwd: Path) -> subprocess.Popen[str]:
         signal.signal(signal.SIGINT, signal.SIG_DFL)
 
     return subprocess.Popen(
-        [sys.executable, "-m", "inventario", "demo", "--quick", *args],
+        [sys.executable, "-m", "tools.demo", "--quick", *args],
         cwd=cwd,
+        env={**os.environ, "PYTHONPATH": str(CHECKOUT)},  # tools/ is not installed
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

@@ -1,13 +1,16 @@
-"""``inventario demo``: a full local stack, a realistic request mix and a fault timeline.
+"""The demo (``make demo``, ``python -m tools.demo``): a full local stack, a realistic
+request mix and a fault timeline.
 
-The stack is made of private servers on free loopback ports (see
-:mod:`brownout.testing.servers`): ``redis-server``, a PostgreSQL cluster, moto's S3 and an
-OpenAI-compatible stub, each behind a :class:`brownout.chaos.ThreadedFaultProxy`. The
-service runs in a child process (``python -m inventario serve``) configured to reach every
-dependency through its proxy, with short heartbeat and recovery dwell so the timeline is
-quick. A client drives a request mix (product reads, lists and searches, stock movements
-and product updates with ``Idempotency-Key``, price suggestions, invoice uploads when the
-service has them) while the timeline plays:
+It runs from a checkout, not from the installed service (see ``pyproject.toml``). The
+stack is built by :mod:`tools.stack` (the builder the benchmarks and tests use too):
+private servers on free loopback ports (:mod:`brownout.testing.servers`), ``redis-server``,
+a PostgreSQL cluster, moto's S3 and an OpenAI-compatible stub, each behind a
+:class:`brownout.chaos.ThreadedFaultProxy`; the service runs in a child process
+(``python -m inventario serve``) configured to reach every dependency through its proxy,
+with short heartbeat and recovery dwell so the timeline is quick. A client drives a
+request mix (product reads, lists and searches, stock movements and product updates with
+``Idempotency-Key``, price suggestions, invoice uploads when the service has them) while
+the timeline plays:
 
 1. baseline                             => OPTIMAL
 2. Redis down                           => DEGRADED (reads served by PostgreSQL)
@@ -28,13 +31,11 @@ import asyncio
 import contextlib
 import json
 import math
-import os
 import re
 import signal
 import sqlite3
 import sys
 import time
-import urllib.request
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -43,27 +44,14 @@ from typing import Any, TextIO
 
 import httpx
 
-from brownout.chaos import Mode, ThreadedFaultProxy
-from brownout.testing.servers import (
-    OpenAIStub,
-    PostgresServer,
-    RedisServer,
-    S3Server,
-    ServerProcess,
-    find_pg_bin,
-    postgres_unavailable,
-    redis_unavailable,
-    s3_unavailable,
-)
-from brownout.testing.servers._process import tail
+from brownout.chaos import Mode
+from brownout.testing.servers import OpenAIStub, PostgresServer
 from brownout.testing.servers.openai_stub import example_from_schema
-from brownout.testing.servers.postgres import TEMPLATE
+from tools.stack import DATABASE, Stack
 
-__all__ = ["DemoOptions", "run_demo"]
+__all__ = ["DemoOptions", "DemoStack", "main", "run_demo"]
 
 LEVELS = ("OPTIMAL", "DEGRADED", "LIMITED", "MINIMAL", "EMERGENCY")
-DATABASE = "inventario"
-BUCKET = "inventario-demo"
 PRODUCTS = 16
 CATEGORIES = ("tools", "garden", "kitchen", "office")
 INITIAL_STOCK = 100_000
@@ -125,205 +113,18 @@ def _say(out: TextIO, text: str) -> None:
     print(text, file=out, flush=True)
 
 
-class ServiceProcess(ServerProcess):
-    """``python -m inventario serve`` in a child process with a private ``VAR_DIR``."""
-
-    name = "inventario"
-    startup_timeout = 90.0
-    stop_timeout = 15.0
-
-    def __init__(self, env: dict[str, str]) -> None:
-        super().__init__()
-        self.env = env
-        self.var_dir = self.base_dir / "var"
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
-    def command(self) -> Sequence[str]:
-        return [
-            sys.executable,
-            "-m",
-            "inventario",
-            "serve",
-            "--host",
-            self.host,
-            "--port",
-            str(self.port),
-            "--log-level",
-            "warning",
-        ]
-
-    def popen_kwargs(self) -> dict[str, Any]:
-        return {"env": {**self.env, "VAR_DIR": str(self.var_dir)}, "cwd": self.base_dir}
-
-    def ready(self) -> bool:
-        try:
-            with urllib.request.urlopen(f"{self.url}/health/live", timeout=1.0) as response:
-                return int(response.status) == 200
-        except OSError:
-            return False
-
-
-@dataclass
-class Dependency:
-    """One dependency of the stack: its server, its proxy, or why it is missing."""
-
-    name: str
-    label: str
-    server: Any = None
-    proxy: ThreadedFaultProxy | None = None
-    missing: str | None = None
-
-    @property
-    def available(self) -> bool:
-        return self.missing is None and self.proxy is not None
-
-
-def _proxy(host: str, port: int) -> ThreadedFaultProxy:
-    return ThreadedFaultProxy(host, port, max_lifetime=None, connect_timeout=2.0).start()
-
-
-class Stack:
-    """The private servers, their fault proxies and the service."""
+class DemoStack(Stack):
+    """The stack of :mod:`tools.stack` with the demo's faults and its final check."""
 
     def __init__(self, options: DemoOptions, out: TextIO) -> None:
+        super().__init__(
+            out,
+            settings={"heartbeat": 0.5, "recovery_dwell": options.dwell},
+            ai_answer=_ai_answer,
+        )
         self.options = options
-        self.out = out
-        self.deps: dict[str, Dependency] = {
-            "redis": Dependency("redis", "redis-server"),
-            "database": Dependency("database", "PostgreSQL"),
-            "s3": Dependency("s3", "moto S3"),
-            "openai": Dependency("openai", "OpenAI stub"),
-        }
-        self.service: ServiceProcess | None = None
-        self._closeables: list[Callable[[], None]] = []
-        self.api_key = f"sk-demo-{uuid.uuid4().hex}"
-        # the demo reads /health's details (breakers, why, transitions): the admin's view
-        self.admin_token = f"demo-admin-{uuid.uuid4().hex}"
-
-    # -- start ---------------------------------------------------------------------
-
-    def start(self) -> None:
-        for name, start in (
-            ("redis", self._start_redis),
-            ("database", self._start_postgres),
-            ("s3", self._start_s3),
-            ("openai", self._start_openai),
-        ):
-            dep = self.deps[name]
-            if dep.missing is None:
-                try:
-                    start(dep)
-                except Exception as exc:
-                    dep.missing = f"failed to start: {type(exc).__name__}: {exc}"
-            if dep.available:
-                assert dep.proxy is not None
-                where = ""
-                if isinstance(dep.server, ServerProcess):
-                    where = f" (pid {dep.server.pid}, data {dep.server.base_dir})"
-                _say(
-                    self.out,
-                    f"  {name:<9} {dep.label} on {dep.proxy.upstream_host}:"
-                    f"{dep.proxy.upstream_port}{where}, fault proxy on :{dep.proxy.port}",
-                )
-            else:
-                _say(self.out, f"  {name:<9} NOT STARTED: {dep.missing}")
-        self.service = ServiceProcess(self.service_env())
-        self._closeables.insert(0, self.service.close)
-        self.service.start()
-        _say(
-            self.out,
-            f"  service   {self.service.url} (pid {self.service.pid}, data "
-            f"{self.service.base_dir}); status page {self.service.url}/status",
-        )
-
-    def _start_redis(self, dep: Dependency) -> None:
-        dep.missing = redis_unavailable()
-        if dep.missing:
-            return
-        server = RedisServer()
-        self._closeables.append(server.close)
-        server.start()
-        dep.server = server
-        dep.proxy = _proxy(server.host, server.port)
-        self._closeables.append(dep.proxy.stop)
-
-    def _start_postgres(self, dep: Dependency) -> None:
-        pg_bin = find_pg_bin()
-        dep.missing = postgres_unavailable(pg_bin)
-        if dep.missing or pg_bin is None:
-            return
-        server = PostgresServer(pg_bin=pg_bin)
-        self._closeables.append(server.close)
-        self._closeables.append(TEMPLATE.close)  # the initdb copied into the cluster
-        server.start()
-        server.create_database(DATABASE)
-        dep.server = server
-        dep.label = f"PostgreSQL ({pg_bin})"
-        dep.proxy = _proxy(server.host, server.port)
-        self._closeables.append(dep.proxy.stop)
-
-    def _start_s3(self, dep: Dependency) -> None:
-        dep.missing = s3_unavailable()
-        if dep.missing:
-            return
-        server = S3Server()
-        self._closeables.append(server.close)
-        server.start()
-        server.create_bucket(BUCKET)
-        dep.server = server
-        dep.proxy = _proxy(server.host, server.port)
-        self._closeables.append(dep.proxy.stop)
-
-    def _start_openai(self, dep: Dependency) -> None:
-        stub = OpenAIStub().start()
-        self._closeables.append(stub.close)
-        stub.default_content = _ai_answer
-        dep.server = stub
-        dep.proxy = _proxy(stub.host, stub.port)
-        self._closeables.append(dep.proxy.stop)
-
-    def service_env(self) -> dict[str, str]:
-        """The environment of the service: every dependency reached through its proxy."""
-        from inventario.config import Settings
-
-        ours = {name.upper() for name in Settings.model_fields}
-        env = {k: v for k, v in os.environ.items() if k.upper() not in ours}
-        env.update(
-            HEARTBEAT="0.5",
-            RECOVERY_DWELL=str(self.options.dwell),
-            PYTHONUNBUFFERED="1",
-            ADMIN_TOKEN=self.admin_token,
-        )
-        redis, db, s3, ai = (self.deps[n] for n in ("redis", "database", "s3", "openai"))
-        if redis.available:
-            assert redis.proxy is not None
-            env["REDIS_URL"] = redis.server.url_for(port=redis.proxy.port)
-        if db.available:
-            assert db.proxy is not None
-            env["DATABASE_URL"] = db.server.dsn_for(DATABASE, port=db.proxy.port)
-        if s3.available:
-            assert s3.proxy is not None
-            server: S3Server = s3.server
-            env.update(
-                S3_ENDPOINT_URL=server.endpoint_url_for(port=s3.proxy.port),
-                S3_BUCKET=BUCKET,
-                S3_REGION=server.region,
-                S3_ACCESS_KEY_ID=server.access_key,
-                S3_SECRET_ACCESS_KEY=server.secret_key,
-            )
-        if ai.available:
-            assert ai.proxy is not None
-            env.update(
-                OPENAI_API_KEY=self.api_key,
-                OPENAI_BASE_URL=ai.server.base_url_for(port=ai.proxy.port),
-            )
-        return env
 
     # -- faults --------------------------------------------------------------------
-
     def redis_down(self) -> None:
         dep = self.deps["redis"]
         if self.options.quick:
@@ -398,16 +199,6 @@ class Stack:
                 rows = [[str(v) for v in row] for row in conn.execute(moves_sql)]
         moves = {row[0]: (row[1], int(row[2])) for row in rows if len(row) == 3}
         return keys, moves
-
-    def service_log_tail(self, lines: int = 40) -> str:
-        return "" if self.service is None else tail(self.service.log_path, lines)
-
-    def close(self) -> None:
-        """Stop the service, the proxies and the servers; delete their data."""
-        for close in self._closeables:
-            with contextlib.suppress(Exception):
-                close()
-        self._closeables.clear()
 
 
 def _ai_answer(payload: dict[str, Any]) -> Any:
@@ -501,7 +292,7 @@ def classify(kind: str, response: httpx.Response) -> str:
 class Demo:
     """Drives the traffic, watches the service and plays the timeline."""
 
-    def __init__(self, stack: Stack, options: DemoOptions, out: TextIO) -> None:
+    def __init__(self, stack: DemoStack, options: DemoOptions, out: TextIO) -> None:
         self.stack = stack
         self.options = options
         self.out = out
@@ -859,7 +650,7 @@ class Verdict:
     report: dict[str, Any]
 
 
-def summarize(demo: Demo, stack: Stack, out: TextIO) -> Verdict:
+def summarize(demo: Demo, stack: DemoStack, out: TextIO) -> Verdict:
     reasons: list[str] = []
     end = demo.now()
     report: dict[str, Any] = {"quick": demo.options.quick, "phases": [], "missing": {}}
@@ -1051,7 +842,7 @@ def run_demo(args: argparse.Namespace) -> int:
     previous = signal.getsignal(signal.SIGTERM)
     with contextlib.suppress(ValueError):  # not the main thread: no handler
         signal.signal(signal.SIGTERM, _on_sigterm)
-    stack = Stack(options, out)
+    stack = DemoStack(options, out)
     started = time.monotonic()
     try:
         _say(
@@ -1088,3 +879,37 @@ def run_demo(args: argparse.Namespace) -> int:
         stack.close()
         with contextlib.suppress(ValueError, TypeError):
             signal.signal(signal.SIGTERM, previous)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m tools.demo",
+        description="Start a private Redis, PostgreSQL, moto S3 and an OpenAI stub, each "
+        "behind a fault proxy, and inventario on them; send a request mix through a fault "
+        "timeline and end with a summary per phase. Missing server binaries are named and "
+        "their phases skipped. Exit status: 0 when every accepted write was applied, 1 "
+        "otherwise, 2 when the stack could not start.",
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="shorter phases, about a minute (default: off, the full timeline of about two "
+        "minutes)",
+    )
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=25.0,
+        help="requests per second, more than 0 and at most 1000 (default: 25)",
+    )
+    parser.add_argument(
+        "--summary-json",
+        metavar="PATH",
+        default=None,
+        help="also write the summary as JSON to PATH (default: not written)",
+    )
+    return run_demo(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -157,7 +157,21 @@ class Permit:
             self._bulkhead._release(self, dropped)
 
     def __enter__(self) -> Permit:
-        self._bulkhead._acquire_sync(self, self._timeout)
+        # the fast path (a free permit, nobody queued) inlined: one Python frame fewer
+        bh = self._bulkhead
+        with bh._lock:
+            if not bh._waiters and bh._in_use < bh._limit:
+                bh._in_use += 1
+                bh._admitted += 1
+                self._inflight = bh._in_use
+                self._held = True
+                taken = True
+            else:
+                taken = False
+        if taken:
+            self._start = bh._clock()
+        else:
+            bh._acquire_sync(self, self._timeout)
         return self
 
     def __exit__(
@@ -166,7 +180,10 @@ class Permit:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self.release(dropped=exc is not None and isinstance(exc, self._bulkhead._drop_on))
+        if self._held:
+            self._held = False
+            bh = self._bulkhead
+            bh._release(self, exc is not None and isinstance(exc, bh._drop_on))
 
     async def __aenter__(self) -> Permit:
         await self._bulkhead._acquire_async(self, self._timeout)
@@ -178,7 +195,10 @@ class Permit:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self.release(dropped=exc is not None and isinstance(exc, self._bulkhead._drop_on))
+        if self._held:
+            self._held = False
+            bh = self._bulkhead
+            bh._release(self, exc is not None and isinstance(exc, bh._drop_on))
 
 
 class Bulkhead:

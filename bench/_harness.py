@@ -39,6 +39,12 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+#: The checkout's root on sys.path, so that a benchmark run as ``python bench/X.py`` can
+#: import ``tools.stack`` (the stack builder the demo and the tests share).
+CHECKOUT = Path(__file__).resolve().parent.parent
+if str(CHECKOUT) not in sys.path:
+    sys.path.append(str(CHECKOUT))
+
 if TYPE_CHECKING:
     from brownout.testing.servers import RedisServer
 

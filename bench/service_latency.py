@@ -43,7 +43,6 @@ import contextlib
 import itertools
 import os
 import random
-import signal
 import statistics
 import subprocess
 import sys
@@ -58,12 +57,11 @@ import asyncpg
 import httpx
 from sqlalchemy.engine import make_url
 
-from brownout.testing.servers import free_port
-
 try:  # run as a script: bench/ is sys.path[0]
     import _harness as h
 except ImportError:  # imported as bench.service_latency
     from bench import _harness as h
+from tools.stack import ServiceProcess  # the harness put the checkout on sys.path
 
 LIBRARIES = ("brownout", "fastapi", "uvicorn", "httpx", "redis", "asyncpg")
 #: /health shows the breakers only to the admin token: both services get this one.
@@ -143,66 +141,31 @@ async def throwaway_database(admin_url: str) -> Any:
             await conn.close()
 
 
-class Service:
-    """``python -m inventario serve`` in a child process on a free port."""
+class Service(ServiceProcess):
+    """One variant's ``python -m inventario serve``: :class:`tools.stack.ServiceProcess`
+    (the stack builder the demo and the tests use) with the bench's admin token."""
 
     def __init__(self, variant: str, env: dict[str, str], var_dir: Path) -> None:
+        super().__init__({**os.environ, "ADMIN_TOKEN": ADMIN_TOKEN, **env}, var_dir=var_dir)
         self.variant = variant
-        self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        self.log_path = var_dir.parent / f"{var_dir.name}.log"
-        self.env = {**os.environ, "ADMIN_TOKEN": ADMIN_TOKEN, **env, "VAR_DIR": str(var_dir)}
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.base = self.url
+
+    @property
+    def proc(self) -> subprocess.Popen[bytes] | None:
+        return self._proc
 
     def start(self) -> None:
-        cmd = [
-            sys.executable, "-m", "inventario", "serve",
-            "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning",
-        ]  # fmt: skip
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(
-                cmd,
-                env=self.env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-
-    async def wait_ready(self, limit: float = 60.0) -> None:
-        deadline = time.monotonic() + limit
-        async with httpx.AsyncClient(base_url=self.base, timeout=2.0) as client:
-            while True:
-                if self.proc is not None and self.proc.poll() is not None:
-                    raise h.SetupError(
-                        f"{self.variant} service exited with {self.proc.returncode}; "
-                        f"log {self.log_path}:\n{self.log_tail()}"
-                    )
-                with contextlib.suppress(httpx.HTTPError):
-                    if (await client.get("/health/live")).status_code == 200:
-                        return
-                if time.monotonic() > deadline:
-                    raise h.SetupError(f"{self.variant} service not ready after {limit:g} s")
-                await asyncio.sleep(0.1)
-
-    def log_tail(self, lines: int = 20) -> str:
+        """Start and wait until ``/health/live`` answers (a SetupError with the log if not)."""
         try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "<no log>"
+            super().start()
+        except Exception as exc:
+            raise h.SetupError(
+                f"{self.variant} service did not start: {exc}; log {self.log_path}:\n"
+                f"{self.log_tail(20)}"
+            ) from exc
 
-    def stop(self) -> None:
-        proc = self.proc
-        if proc is None:
-            return
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)  # uvicorn: graceful shutdown, lifespan runs
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
-        self.proc = None
+    async def wait_ready(self) -> None:
+        """Nothing left to wait for: :meth:`start` returns once the service answers."""
 
 
 # ------------------------------------------------------------------ load

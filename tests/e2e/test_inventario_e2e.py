@@ -22,6 +22,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from prometheus_client.parser import text_string_to_metric_families
+from tools.stack import service_settings
 
 from brownout import State
 from brownout.chaos import ThreadedFaultProxy
@@ -177,14 +178,12 @@ async def service(
     database = fresh_database.rsplit("/", 1)[1]
     settings = load_settings(
         var_dir=tmp_path / "var",
-        database_url=postgres_server.dsn_for(database, port=postgres_proxy.port),
-        redis_url=redis_server.url_for(port=redis_proxy.port),
-        s3_endpoint_url=s3_server.endpoint_url_for(port=s3_proxy.port),
-        s3_bucket=fresh_bucket,
-        s3_access_key_id=s3_server.access_key,
-        s3_secret_access_key=s3_server.secret_key,
-        openai_api_key=API_KEY,
-        openai_base_url=openai_stub.base_url_for(port=openai_proxy.port),
+        **service_settings(  # the stack builder's: every dependency through its proxy
+            redis=(redis_server, redis_proxy),
+            database=(postgres_server, postgres_proxy, database),
+            s3=(s3_server, s3_proxy, fresh_bucket),
+            openai=(openai_stub, openai_proxy, API_KEY),
+        ),
         heartbeat=HEARTBEAT,
         recovery_dwell=DWELL,
         admin_token=ADMIN_TOKEN,

@@ -212,3 +212,17 @@ async def test_call_timeout_is_a_brownout_error_and_still_a_timeout_error() -> N
     assert isinstance(info.value, TimeoutError)
     assert (info.value.name, info.value.timeout) == ("slow", 0.001)
     assert str(info.value) == "call through breaker 'slow' took longer than call_timeout=0.001 s"
+
+
+def test_the_full_journals_share_one_base() -> None:
+    """OutboxFull and SpoolFull are one kind of error: ``except JournalFull`` catches
+    both, and both carry ``retry_after``."""
+    from brownout._errors import JournalFull
+    from brownout.outbox import OutboxError, OutboxFull
+    from brownout.spool import SpoolError, SpoolFull
+
+    for cls, family in ((OutboxFull, OutboxError), (SpoolFull, SpoolError)):
+        err = cls("full", retry_after=12.0)
+        assert isinstance(err, JournalFull) and isinstance(err, family)
+        assert (str(err), err.retry_after) == ("full", 12.0)
+        assert cls("full").retry_after == 30.0

@@ -13,13 +13,14 @@
           ├── HealthProbeFailed         brownout.health: a half-open trial probe failed
           ├── UnknownFeature            (also KeyError) brownout.health: no such feature
           ├── FeatureUnavailable        (also HTTPException) brownout.web: the feature is off
+          ├── JournalFull               base of OutboxFull, SpoolFull; ``retry_after``
           ├── OutboxError               brownout.outbox: cannot accept or update an intent
-          │    ├── OutboxFull           at its bound; ``retry_after``
+          │    ├── OutboxFull           (also JournalFull) at its bound
           │    ├── OutboxCorrupted      the journal file is unreadable
           │    └── IdempotencyConflict  a key reused with another operation or payload
           ├── UnknownOperation          brownout.outbox: no handler for an intent's operation
           ├── SpoolError                brownout.spool: cannot accept, read or update an entry
-          │    ├── SpoolFull            at its bound; ``retry_after``
+          │    ├── SpoolFull            (also JournalFull) at its bound
           │    └── SpoolCorrupted       an entry is damaged (quarantined)
           ├── VerificationFailed        brownout.spool: S3 holds other bytes than uploaded
           ├── CoherenceError            brownout.coherence: the journal failed or is full
@@ -67,6 +68,7 @@ __all__ = [
     "HealthProbeFailed",
     "IdempotencyConflict",
     "InvalidJSONOutput",
+    "JournalFull",
     "OutboxCorrupted",
     "OutboxError",
     "OutboxFull",
@@ -217,15 +219,21 @@ class OutboxError(BrownoutError):
     """The outbox could not accept or update an intent (the message says why)."""
 
 
-class OutboxFull(OutboxError):
-    """The outbox is at its bound (items or bytes); nothing was written.
+class JournalFull(BrownoutError):
+    """A journal (the outbox, the spool) is at its bound (items or bytes); nothing was
+    written. ``retry_after`` is a hint in seconds for the client (a ``Retry-After``).
 
-    ``retry_after`` is a hint in seconds for the client (a ``Retry-After``).
+    >>> JournalFull("outbox is full: 10 intents pending (max_pending=10)").retry_after
+    30.0
     """
 
     def __init__(self, message: str, retry_after: float = 30.0) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class OutboxFull(OutboxError, JournalFull):
+    """The outbox is at its bound (items or bytes); nothing was written (``retry_after``)."""
 
 
 class OutboxCorrupted(OutboxError):
@@ -248,15 +256,8 @@ class SpoolError(BrownoutError):
     """The spool could not accept, read or update an entry (the message says why)."""
 
 
-class SpoolFull(SpoolError):
-    """The spool is at its bound (files or bytes); nothing was written.
-
-    ``retry_after`` is a hint in seconds for the client (a ``Retry-After``).
-    """
-
-    def __init__(self, message: str, retry_after: float = 30.0) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
+class SpoolFull(SpoolError, JournalFull):
+    """The spool is at its bound (files or bytes); nothing was written (``retry_after``)."""
 
 
 class SpoolCorrupted(SpoolError):

@@ -11,14 +11,22 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from brownout import BreakerOpen, Registry, State
 from brownout.coherence import CacheCoherence
-from brownout.health import DEFAULT_RULES, Component, DegradationManager, Feature, Level, LevelRule
+from brownout.health import (
+    DEFAULT_RULES,
+    Component,
+    DegradationManager,
+    Feature,
+    Level,
+    LevelRule,
+    TrendRecorder,
+)
 from brownout.outbox import BatchHandler, Intent, Outbox, Replayer, SqlApplier
 from brownout.prometheus import PrometheusMetrics
 from brownout.redis import AsyncRedisAdapter
@@ -100,6 +108,11 @@ class Runtime:
     spool_uploader: SpoolUploader | None = None
     #: cache keys a write invalidated while Redis was away (with Redis only)
     coherence: CacheCoherence | None = None
+    #: the status page's trends: each dependency's last 15 minutes, sampled once a second
+    trends: TrendRecorder = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.trends = TrendRecorder(self.manager)
 
     @property
     def schema_ready(self) -> bool:
@@ -116,6 +129,7 @@ class Runtime:
         serves meanwhile, and queues writes), then start probing, replaying and uploading."""
         await self.replayer.ensure_prepared()
         await self.manager.start()
+        await self.trends.start()
         await self.replayer.start()
         await asyncio.to_thread(adopt_local_bucket, self.spool)
         self.spool_health.refresh()  # entries that failed before this start
@@ -155,6 +169,7 @@ class Runtime:
                 await self.spool_uploader.stop()
         await self.invoice_binder.wait()  # the database is closed below
         await self.replayer.stop()
+        await self.trends.stop()
         await self.manager.stop()
         self.manager.close()
         self.outbox.close()

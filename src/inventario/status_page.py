@@ -38,11 +38,18 @@ from typing import Any
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import Response
 
-from brownout import redact
+from brownout import State, redact
 from brownout.web import authorize, health_document, problem_response, problem_responses
 from inventario import __version__
 
-__all__ = ["ASSETS", "public_backlogs", "public_status", "router", "status_data"]
+__all__ = [
+    "ASSETS",
+    "public_backlogs",
+    "public_status",
+    "public_trends",
+    "router",
+    "status_data",
+]
 
 logger = logging.getLogger("inventario.status")
 
@@ -237,6 +244,62 @@ def status_data(runtime: Any, *, details: bool = True) -> dict[str, Any]:
     doc["now"] = time.time()
     result: dict[str, Any] = _finite(doc)
     return result
+
+
+#: A dependency's trend series anyone may see: times, numbers and breaker state words.
+_TREND_SERIES = ("t", "rps", "error_rate", "p95_ms", "state", "in_use")
+_STATES = frozenset(str(s) for s in State)
+
+
+def public_trends(doc: Mapping[str, Any]) -> dict[str, Any]:
+    """What ``/status/trends`` answers: an allow-list of :meth:`TrendRecorder.to_dict`.
+
+    Numbers (or ``None``) in every series but ``state``, whose values are
+    breaker state words only; the level names and each level's line of what is
+    off (the features' own descriptions). No host, no error text.
+    """
+
+    def numbers(values: Any) -> list[Any]:
+        return [v if _scalar(v) and not isinstance(v, bool) else None for v in values or ()]
+
+    deps: dict[str, Any] = {}
+    for name, series in (doc.get("dependencies") or {}).items():
+        if not isinstance(series, Mapping):
+            continue
+        out = {k: numbers(series.get(k)) for k in _TREND_SERIES if k != "state"}
+        out["state"] = [v if v in _STATES else None for v in series.get("state") or ()]
+        deps[str(name)] = out
+    level = doc.get("level") or {}
+    return {
+        "interval_s": doc.get("interval_s"),
+        "points": doc.get("points"),
+        "levels": [str(v) for v in doc.get("levels") or ()],
+        "level_impacts": {str(k): str(v) for k, v in (doc.get("level_impacts") or {}).items()},
+        "level": {"t": numbers(level.get("t")), "value": numbers(level.get("value"))},
+        "dependencies": deps,
+        "now": time.time(),
+    }
+
+
+@router.get("/status/trends")
+async def status_trends(request: Request) -> Response:
+    """Each dependency's last 15 minutes (one point a second) and the level's timeline.
+
+    Per dependency: ``t`` (seconds since the epoch), ``rps`` (calls per second),
+    ``error_rate`` (failed and rejected over all, ``null`` without calls),
+    ``p95_ms``, ``state`` (the breaker's) and ``in_use`` (the admission's
+    saturation, 0..1, ``null`` when not reported); ``level``: ``t`` and
+    ``value`` (an index into ``levels``); ``level_impacts``: per level, which
+    features are off. Public: numbers and states only, as ``/status/data``.
+    """
+    runtime = request.app.state.runtime
+    body = json.dumps(
+        _finite(public_trends(runtime.trends.to_dict())),
+        ensure_ascii=False,
+        allow_nan=False,
+        separators=(",", ":"),
+    ).encode("utf-8")
+    return Response(body, media_type="application/json", headers=_HEADERS)
 
 
 @router.get("/status", include_in_schema=False)

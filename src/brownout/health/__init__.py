@@ -25,6 +25,7 @@ from brownout.health._model import (
     seed_features,
 )
 from brownout.health._scoring import ComponentInputs, ComponentScore, score_component
+from brownout.health._trends import TrendRecorder, level_impacts
 
 __all__ = [
     "DEFAULT_IMPACT",
@@ -44,7 +45,9 @@ __all__ = [
     "LevelSettings",
     "Probe",
     "Transition",
+    "TrendRecorder",
     "UnknownFeature",
+    "level_impacts",
     "score_component",
     "seed_features",
 ]

@@ -155,8 +155,8 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         hint="MAX_BODY_BYTES",
     )
     if admin:  # the spool's and the outbox's operator endpoints, as brownout's admin ones
-        from inventario.outbox_admin import router as outbox_admin
-        from inventario.spool_admin import router as spool_admin
+        from inventario.routes.outbox_admin import router as outbox_admin
+        from inventario.routes.spool_admin import router as spool_admin
 
         app.include_router(spool_admin)
         app.include_router(outbox_admin)

@@ -2,7 +2,7 @@
 
 The outbox journal belongs to the service that uses it (``VAR_DIR`` is locked by
 ``inventario serve``), so these commands do not open it: they call the service's
-admin endpoints (``/admin/outbox...``, see :mod:`inventario.outbox_admin`) with the
+admin endpoints (``/admin/outbox...``, see :mod:`inventario.routes.outbox_admin`) with the
 admin token from ``ADMIN_TOKEN``.
 """
 

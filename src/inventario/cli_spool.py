@@ -2,7 +2,7 @@
 
 The spool directory is locked by the service that uses it, so these commands do
 not open it: they call the service's admin endpoints (``/admin/spool...``, see
-:mod:`inventario.spool_admin`) with the admin token from ``ADMIN_TOKEN``.
+:mod:`inventario.routes.spool_admin`) with the admin token from ``ADMIN_TOKEN``.
 """
 
 from __future__ import annotations

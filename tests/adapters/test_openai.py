@@ -30,7 +30,7 @@ from brownout.openai import (
     retry_after_from_headers,
 )
 from brownout.testing import aeventually
-from tests.servers.openai_stub import OpenAIStub, _tokens
+from brownout.testing.servers.openai_stub import OpenAIStub, _tokens
 
 KEY = "sk-test-SECRETKEY123456"
 MESSAGES = [{"role": "user", "content": "Say hello"}]

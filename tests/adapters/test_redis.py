@@ -35,7 +35,7 @@ from brownout.redis import (
     SerializationError,
 )
 from brownout.testing import aeventually
-from tests.servers.redis_server import RedisServer
+from brownout.testing.servers.redis import RedisServer
 
 FLAVOURS = ("sync", "async")
 TIMEOUT = 0.3  # client socket timeouts in the fault scenarios

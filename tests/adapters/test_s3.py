@@ -40,7 +40,7 @@ from brownout.s3 import (
     client_config,
 )
 from brownout.testing import aeventually, eventually
-from tests.servers.s3_server import S3Server
+from brownout.testing.servers.s3 import S3Server
 
 SECRET = "brownout-S3cr3t-Key/xyz+42"  # moto accepts any credentials
 ACCESS = "AKIABROWNOUTTEST"

@@ -31,10 +31,10 @@ import pytest
 
 from brownout.testing import eventually
 from brownout.testing.servers import free_port
+from brownout.testing.servers.postgres import PostgresServer
 from inventario.app import create_app
 from inventario.config import Settings, load_settings
 from tests.inventario.conftest import WIDGET, running
-from tests.servers.postgres_server import PostgresServer
 
 HEARTBEAT = 0.2
 DWELL = 0.5

@@ -26,14 +26,14 @@ from tools.stack import service_settings
 
 from brownout import State
 from brownout.chaos import ThreadedFaultProxy
+from brownout.testing.servers.openai_stub import OpenAIStub
+from brownout.testing.servers.postgres import PostgresServer
+from brownout.testing.servers.redis import RedisServer
+from brownout.testing.servers.s3 import S3Server
 from inventario.app import create_app
 from inventario.config import load_settings
 from inventario.runtime import Runtime
 from tests.inventario.conftest import WIDGET, running
-from tests.servers.openai_stub import OpenAIStub
-from tests.servers.postgres_server import PostgresServer
-from tests.servers.redis_server import RedisServer
-from tests.servers.s3_server import S3Server
 
 HEARTBEAT = 0.2
 DWELL = 0.5

@@ -32,10 +32,10 @@ from brownout.openai import AsyncOpenAIAdapter
 from brownout.redis import AsyncRedisAdapter
 from brownout.s3 import AsyncS3Adapter
 from brownout.sql import AsyncDatabase
-from tests.servers.openai_stub import OpenAIStub
-from tests.servers.postgres_server import PostgresServer
-from tests.servers.redis_server import RedisServer
-from tests.servers.s3_server import S3Server
+from brownout.testing.servers.openai_stub import OpenAIStub
+from brownout.testing.servers.postgres import PostgresServer
+from brownout.testing.servers.redis import RedisServer
+from brownout.testing.servers.s3 import S3Server
 
 #: Trip fast, and never half-open by the clock within a test: only a probe ends a break.
 CONFIG = BreakerConfig(consecutive_failures=2, open_for=60.0, half_open_calls=1)

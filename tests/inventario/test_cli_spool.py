@@ -11,10 +11,10 @@ from fastapi import FastAPI
 
 from brownout.spool import Spool
 from brownout.testing import eventually
+from brownout.testing.servers.s3 import S3Server
 from inventario.cli import main
 from tests.inventario.live_server import serving
 from tests.inventario.test_invoices import s3_settings
-from tests.servers.s3_server import S3Server
 
 TOKEN = "cli-spool-t0ken"
 

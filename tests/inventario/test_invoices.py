@@ -24,12 +24,12 @@ from fastapi import FastAPI
 from brownout import State
 from brownout.chaos import Mode, ThreadedFaultProxy
 from brownout.health import Level
+from brownout.testing.servers.openai_stub import OpenAIStub
+from brownout.testing.servers.s3 import S3Server
 from inventario.invoice_extraction import lines_from_answer
 from inventario.invoice_parsing import decode_text, pdf_text
 from inventario.invoice_storage import sniff
 from tests.inventario.conftest import WIDGET, running
-from tests.servers.openai_stub import OpenAIStub
-from tests.servers.s3_server import S3Server
 
 TEXT_INVOICE = (
     b"ACME Supplies - invoice 2024-117\nW-1 Widget    5 x 2.50\nG-1 Gadget    2 x 40.00\n"

@@ -15,11 +15,11 @@ from typing import Any
 import pytest
 from fastapi import FastAPI
 
+from brownout.testing.servers.openai_stub import OpenAIStub
+from brownout.testing.servers.s3 import S3Server
 from tests.inventario.conftest import WIDGET, running
 from tests.inventario.test_invoices import ai_settings, s3_settings
-from tests.servers.openai_stub import OpenAIStub
 from tests.servers.plugin import RedisServer
-from tests.servers.s3_server import S3Server
 
 pytest.importorskip("redis")
 if not Path("/proc/self/net/tcp").exists():

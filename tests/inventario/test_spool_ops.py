@@ -20,11 +20,11 @@ from fastapi import FastAPI
 from sqlalchemy import update
 
 from brownout.chaos import Mode, ThreadedFaultProxy
+from brownout.testing.servers.s3 import S3Server
 from inventario.db import invoices
 from inventario.invoice_storage import LOCAL_BUCKET
 from tests.inventario.conftest import running
 from tests.inventario.test_invoices import TEXT_INVOICE, in_s3, s3_keys, s3_settings, upload
-from tests.servers.s3_server import S3Server
 
 TOKEN = "spool-admin-t0ken"
 ADMIN = {"Authorization": f"Bearer {TOKEN}"}

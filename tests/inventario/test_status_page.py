@@ -12,12 +12,12 @@ import pytest
 from fastapi import FastAPI
 
 from brownout.chaos import ThreadedFaultProxy
+from brownout.testing.servers.openai_stub import OpenAIStub
+from brownout.testing.servers.redis import RedisServer
+from brownout.testing.servers.s3 import S3Server
 from inventario.status_page import ASSETS
 from tests.inventario.conftest import WIDGET, running
 from tests.inventario.live_server import serving
-from tests.servers.openai_stub import OpenAIStub
-from tests.servers.redis_server import RedisServer
-from tests.servers.s3_server import S3Server
 
 # ------------------------------------------------------------------ plain HTTP
 

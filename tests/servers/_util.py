@@ -1,7 +1,7 @@
 """Test-suite policy for the private servers (skip or fail when one is missing).
 
 The plumbing itself (ports, waiting, cleanup, :class:`ServerProcess`) lives in
-:mod:`brownout.testing.servers`; the names tests used from here are re-exported.
+:mod:`brownout.testing.servers`.
 """
 
 from __future__ import annotations
@@ -13,19 +13,9 @@ from typing import NoReturn
 
 import pytest
 
-from brownout.testing.servers import LOOPBACK, ServerProcess, find_binary, free_port, wait_until
+from brownout.testing.servers import find_binary
 
-__all__ = [
-    "LOOPBACK",
-    "REQUIRE_ENV",
-    "ServerProcess",
-    "free_port",
-    "missing",
-    "require_binary",
-    "require_module",
-    "services_required",
-    "wait_until",
-]
+__all__ = ["REQUIRE_ENV", "missing", "require_binary", "require_module", "services_required"]
 
 REQUIRE_ENV = "BROWNOUT_REQUIRE_SERVICES"
 

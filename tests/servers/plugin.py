@@ -37,11 +37,11 @@ import pytest
 
 from brownout.chaos import ThreadedFaultProxy
 from brownout.testing.servers import postgres_unavailable, redis_unavailable, s3_unavailable
+from brownout.testing.servers.openai_stub import OpenAIStub
+from brownout.testing.servers.postgres import PostgresServer, find_pg_bin
+from brownout.testing.servers.redis import RedisServer
+from brownout.testing.servers.s3 import S3Server
 from tests.servers._util import missing, require_binary, require_module
-from tests.servers.openai_stub import OpenAIStub
-from tests.servers.postgres_server import PostgresServer, find_pg_bin
-from tests.servers.redis_server import RedisServer
-from tests.servers.s3_server import S3Server
 
 __all__ = [
     "OpenAIStub",

@@ -11,11 +11,11 @@ from typing import Any
 import pytest
 
 from brownout.chaos import Mode, ThreadedFaultProxy
+from brownout.testing.servers.openai_stub import OpenAIStub, example_from_schema
+from brownout.testing.servers.postgres import PostgresServer
+from brownout.testing.servers.redis import RedisServer
+from brownout.testing.servers.s3 import S3Server
 from tests.servers._util import REQUIRE_ENV, missing, require_binary, require_module
-from tests.servers.openai_stub import OpenAIStub, example_from_schema
-from tests.servers.postgres_server import PostgresServer
-from tests.servers.redis_server import RedisServer
-from tests.servers.s3_server import S3Server
 
 # -- requirement helper -----------------------------------------------------------------
 

@@ -1,6 +1,6 @@
 """brownout.openai against the OpenAI-compatible stub, through the real SDK, sync and async.
 
-Every scenario runs twice (``flavor``: ``OpenAIAdapter`` and ``AsyncOpenAIAdapter``);
+Every scenario runs twice (``flavour``: ``OpenAIAdapter`` and ``AsyncOpenAIAdapter``);
 sync adapters are called from the async test function directly (the stub and the
 proxy run in their own threads).
 """
@@ -72,12 +72,12 @@ async def close(ai: AnyAdapter) -> None:
 
 
 @pytest.fixture(params=["sync", "async"])
-def flavor(request: pytest.FixtureRequest) -> str:
+def flavour(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
 @pytest.fixture
-async def make(flavor: str) -> AsyncIterator[Factory]:
+async def make(flavour: str) -> AsyncIterator[Factory]:
     """``make(base_url, **adapter_kwargs)`` with a known key, short timeouts and breaker."""
     made: list[AnyAdapter] = []
 
@@ -85,7 +85,7 @@ async def make(flavor: str) -> AsyncIterator[Factory]:
         kw.setdefault("api_key", KEY)
         kw.setdefault("timeout", FAST)
         kw.setdefault("config", short())
-        cls = OpenAIAdapter if flavor == "sync" else AsyncOpenAIAdapter
+        cls = OpenAIAdapter if flavour == "sync" else AsyncOpenAIAdapter
         adapter = cls(base_url=base_url, **kw)
         made.append(adapter)
         return adapter
@@ -621,11 +621,11 @@ async def test_probe_is_independent_of_the_breaker(
     assert ai.breaker.snapshot().total_failures == 0  # probes never count
 
 
-async def test_built_from_an_existing_client(flavor: str, openai_stub: OpenAIStub) -> None:
+async def test_built_from_an_existing_client(flavour: str, openai_stub: OpenAIStub) -> None:
     client: openai.OpenAI | openai.AsyncOpenAI
     ai: AnyAdapter
     tuned: AnyAdapter
-    if flavor == "sync":
+    if flavour == "sync":
         client = openai.OpenAI(base_url=openai_stub.base_url, api_key=KEY)
         ai = OpenAIAdapter(client, config=short())
         assert ai.client is client and ai.client.max_retries == 2  # used as it is

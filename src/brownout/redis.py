@@ -586,6 +586,15 @@ def _idle_count(idle: Any) -> int | None:
         return int(qsize()) if callable(qsize) else None
 
 
+# Deliberate hot-path twins: the command methods of RedisAdapter and AsyncRedisAdapter are
+# written out once per shell, one line each (the client's method, its arguments, the reader),
+# instead of being generated from one shared generic method: a shared coroutine puts one more
+# frame on every command. Measured over an in-memory client (the adapter's own cost only),
+# interleaved in one process, 40 rounds of 5,000 calls, paired median: GET through one
+# generic coroutine took 1.084x and 1.111x the one-line method's time (two runs, ~11 µs/op).
+# Everything else (construction, settings, from_url, errors, figures) is in _RedisAdapterBase.
+
+
 class RedisAdapter(_RedisAdapterBase[redis.Redis], SyncResource):
     """A sync ``redis.Redis`` client behind a circuit breaker.
 

@@ -732,16 +732,16 @@ class Adapter:
         clock = self._clock
         start = clock()
         try:
-            succ = cb._fast
+            succ = cb.permit
             if succ is not None:
                 # CircuitBreaker.call's lock-free CLOSED path, inline (the same steps).
                 try:
                     result = read(fn(*args), figs)
                 except Exception as exc:
-                    token = cb._fast_token(succ)
-                    if not (cb._on_error(token, exc, -1.0) and cb._fallback is not None):
+                    token = cb.fast_token(succ)
+                    if not (cb.settle_error(token, exc, -1.0) and cb.fallback is not None):
                         raise
-                    result = cb._fallback(exc)
+                    result = cb.run_fallback(exc)
                 else:
                     next(succ)
             else:
@@ -801,19 +801,19 @@ class Adapter:
         clock = self._clock
         start = clock()
         try:
-            succ = cb._fast
+            succ = cb.permit
             if succ is not None:
                 # CircuitBreaker.acall's lock-free CLOSED path, inline (the same steps):
                 # one coroutine less to resume on every wake-up of the client's.
                 try:
                     result = read(await fn(*args), figs)
                 except Exception as exc:
-                    token = cb._fast_token(succ)
-                    if not (cb._on_error(token, exc, -1.0) and cb._fallback is not None):
+                    token = cb.fast_token(succ)
+                    if not (cb.settle_error(token, exc, -1.0) and cb.fallback is not None):
                         raise
-                    result = await cb._afallback(exc)
+                    result = await cb.arun_fallback(exc)
                 except asyncio.CancelledError as exc:  # the caller's timeout counts
-                    cb._on_interrupt(cb._fast_token(succ), exc, clock() - start)
+                    cb.settle_interrupt(cb.fast_token(succ), exc, clock() - start)
                     raise
                 else:
                     next(succ)

@@ -314,7 +314,6 @@ class CircuitBreaker:
         "_durations",
         "_failure_result",
         "_fallback",
-        "_fast",
         "_fast_capable",
         "_frozen",
         "_gen",
@@ -363,6 +362,7 @@ class CircuitBreaker:
         "_trips",
         "_trips_in_row",
         "_window",
+        "permit",
     )
 
     def __init__(
@@ -415,7 +415,7 @@ class CircuitBreaker:
         self._retired: deque[Counter] = deque()
         self._succ_base = 0
         # The fast path's "go": the period's success counter while it applies, else None.
-        self._fast: Counter | None = (
+        self.permit: Counter | None = (
             self._succ if self._state is _CLOSED and self._fast_capable else None
         )
         # A timed success may be counted without the lock (CLOSED, count window, not armed).
@@ -501,6 +501,45 @@ class CircuitBreaker:
         if config.window_duration is None:
             return CountWindow(config.window_size)
         return TimeWindow(to_seconds(config.window_duration), to_seconds(config.window_bucket))
+
+    # ------------------------------------------------------- admission protocol
+    #
+    # How a guarded call goes through the breaker: acquire -> run -> settle. call(),
+    # acall() and the adapters' lean per-command path (brownout._adapter) use these and
+    # nothing else of the breaker's state; no other module touches its private attributes.
+    #
+    # * Lock-free admission: ``permit = cb.permit``. Not None: the breaker is CLOSED on
+    #   its untimed fast path and ``permit`` is the period's success counter. Run the
+    #   call; on success settle with ``next(permit)``; on an Exception take the token
+    #   with ``token = cb.fast_token(permit)`` and settle with
+    #   ``cb.settle_error(token, exc, UNTIMED)`` (True: recorded as a failure, the
+    #   fallback applies if ``cb.fallback`` is set: ``cb.run_fallback(exc)`` /
+    #   ``await cb.arun_fallback(exc)``); on a cancellation or another BaseException
+    #   ``cb.settle_interrupt(token, exc, duration)``.
+    # * Otherwise: ``token = cb.acquire()`` (raises BreakerOpen, counted as a rejection;
+    #   None: DISABLED, run the call and settle nothing). Time the call on ``cb.clock``
+    #   and settle with exactly one of ``settle_success(token, duration, now)``,
+    #   ``settle_failure(token, None, duration, now)`` (a failure result),
+    #   ``settle_error(token, exc, duration)`` or ``settle_interrupt(token, exc, duration)``.
+    # * The token is the generation of the state the call was admitted in (inverted for
+    #   a half-open probe, a negative sentinel for shadow-mode or stale admissions): an
+    #   outcome settled after the breaker moved on is not counted against the new state,
+    #   and a probe's permit goes back only to the half-open period that issued it.
+
+    @property
+    def _fast(self) -> Counter | None:
+        """The old name of :attr:`permit` (read by tests and benchmarks)."""
+        return self.permit
+
+    @property
+    def fallback(self) -> Fallback | None:
+        """The fallback given at construction (or None)."""
+        return self._fallback
+
+    def run_fallback(self, exc: BaseException) -> Any:
+        """The fallback's value for ``exc`` (sync calls; the fallback must be set)."""
+        assert self._fallback is not None
+        return self._fallback(exc)
 
     # ------------------------------------------------------------------ views
 
@@ -730,7 +769,7 @@ class CircuitBreaker:
         (``call_timeout`` applies to async calls only): give the client its own
         timeout.
         """
-        succ = self._fast
+        succ = self.permit
         if succ is not None:
             try:
                 result = fn(*args, **kwargs)
@@ -819,7 +858,7 @@ class CircuitBreaker:
         call cancelled for any other reason counts as nothing and gives its
         half-open permit back (see ``docs/breaker.md`` for what is detected).
         """
-        succ = self._fast
+        succ = self.permit
         if succ is not None:
             try:
                 result = await fn(*args, **kwargs)
@@ -1547,7 +1586,7 @@ class CircuitBreaker:
             if self._lockfree and not self._call_listeners and self._failure_result is None
             else -math.inf
         )
-        self._fast = (
+        self.permit = (
             self._succ
             if state is _CLOSED
             and self._fast_capable
@@ -1613,6 +1652,16 @@ class CircuitBreaker:
                 listener(event)
             except Exception:
                 logger.exception("breaker %r: call listener %r raised", self._name, listener)
+
+    # the admission protocol's public names (see "admission protocol" above)
+    acquire = _acquire
+    fast_token = _fast_token
+    settle_success = _on_success
+    settle_failure = _on_failure
+    settle_error = _on_error
+    settle_interrupt = _on_interrupt
+    release = _release
+    arun_fallback = _afallback
 
 
 #: The frames of a TypeError that :func:`_misused` takes for the caller's mistake.

@@ -393,6 +393,17 @@ def test_bad_settings() -> None:
         CacheCoherence(object(), "/tmp/never-created.db")
 
 
+async def test_async_with_closes_the_journal(redis: FakeRedis, journal: Path) -> None:
+    """An async owner closes it with ``async with`` (awaiting aclose) like the adapters."""
+    async with CacheCoherence(redis, journal) as cc:
+        redis.down = True
+        assert cc.invalidate("p:1") is False
+    with pytest.raises(CoherenceError, match="closed"):
+        cc.record("k")
+    with CacheCoherence(redis, journal) as again:
+        assert again.pending() == 1
+
+
 def test_a_closed_journal_is_a_clear_error(cc: CacheCoherence, redis: FakeRedis) -> None:
     cc.close()
     with pytest.raises(CoherenceError, match="closed"):

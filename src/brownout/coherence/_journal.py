@@ -782,6 +782,12 @@ class CacheCoherence(JournalListeners):
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    async def __aenter__(self) -> CacheCoherence:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
     def __repr__(self) -> str:
         return f"<CacheCoherence {str(self.path)!r} pending={self.pending()}>"
 

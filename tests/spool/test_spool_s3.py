@@ -16,7 +16,7 @@ from brownout.chaos import Mode, ThreadedFaultProxy
 from brownout.s3 import AsyncS3Adapter, S3Adapter
 from brownout.spool import SHA256_METADATA, Spool, SpoolEntry, SpoolUploader
 from brownout.testing import aeventually
-from tests.servers.s3_server import S3Server
+from brownout.testing.servers import S3Server
 
 FAST = BreakerConfig(consecutive_failures=2, open_for=0.3, half_open_calls=1)
 CHILD = Path(__file__).with_name("_crash_child.py")

@@ -60,6 +60,11 @@ ASSETS: Mapping[str, str] = {
     "status.html": "text/html; charset=utf-8",
     "status.css": "text/css; charset=utf-8",
     "status.js": "text/javascript; charset=utf-8",
+    "trends.js": "text/javascript; charset=utf-8",
+    # uPlot 1.6.32 (MIT), vendored: see static/uPlot.VERSION and static/uPlot.LICENSE
+    "uPlot.iife.min.js": "text/javascript; charset=utf-8",
+    "uPlot.min.css": "text/css; charset=utf-8",
+    "uPlot.LICENSE": "text/plain; charset=utf-8",
 }
 
 _CSP = (

@@ -46,7 +46,10 @@ async def test_root_redirects_to_the_page(client: httpx.AsyncClient) -> None:
     assert r.headers["location"] == "/status"
 
 
-@pytest.mark.parametrize("name", ["status.css", "status.js"])
+@pytest.mark.parametrize(
+    "name",
+    ["status.css", "status.js", "trends.js", "uPlot.iife.min.js", "uPlot.min.css", "uPlot.LICENSE"],
+)
 async def test_assets_are_served(client: httpx.AsyncClient, name: str) -> None:
     r = await client.get(f"/status/assets/{name}")
     assert r.status_code == 200
@@ -56,10 +59,11 @@ async def test_assets_are_served(client: httpx.AsyncClient, name: str) -> None:
 
 
 async def test_script_never_inserts_data_as_html(client: httpx.AsyncClient) -> None:
-    js = (await client.get("/status/assets/status.js")).text
-    for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval("):
-        assert sink not in js, sink
-    assert "textContent" in js
+    for name in ("status.js", "trends.js"):
+        js = (await client.get(f"/status/assets/{name}")).text
+        for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval("):
+            assert sink not in js, (name, sink)
+        assert "textContent" in js
 
 
 @pytest.mark.parametrize(

@@ -105,7 +105,7 @@
     (doc.levels || []).forEach((name, i) => {
       const li = el("li", {});
       const sw = el("span", { class: "swatch", "data-level": name.toUpperCase() });
-      li.append(sw, el("b", {}, name), document.createTextNode(": " + (doc.level_impacts || {})[name]));
+      li.append(sw, el("span", { class: "level-name" }, name), document.createTextNode(": " + (doc.level_impacts || {})[name]));
       list.append(li);
     });
     const t = level.t || [];

@@ -79,7 +79,7 @@
 
   function draw(doc) {
     const root = $("[data-testid=trends]");
-    const width = Math.max(260, Math.min(560, (root.clientWidth || 600) - 20));
+    const width = Math.max(260, Math.min(560, (root.clientWidth || 600) - 30));
     const deps = doc.dependencies || {};
     for (const [name, s] of Object.entries(deps)) {
       let c = charts[name];

@@ -11,7 +11,6 @@ import base64
 import hashlib
 import json
 import re
-import time
 import zlib
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -24,6 +23,7 @@ from fastapi import FastAPI
 from brownout import State
 from brownout.chaos import Mode, ThreadedFaultProxy
 from brownout.health import Level
+from brownout.testing import aeventually
 from brownout.testing.servers.openai_stub import OpenAIStub
 from brownout.testing.servers.s3 import S3Server
 from inventario.invoice_extraction import lines_from_answer
@@ -99,14 +99,6 @@ def in_s3(s3_server: S3Server, bucket: str, key: str) -> bytes:
 def s3_keys(s3_server: S3Server, bucket: str) -> list[str]:
     listing = s3_server.client().list_objects_v2(Bucket=bucket)
     return [item["Key"] for item in listing.get("Contents", [])]
-
-
-async def until(predicate: Callable[[], bool]) -> None:
-    deadline = time.monotonic() + 15.0
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in 15 s")
-        await asyncio.sleep(0.02)
 
 
 async def nothing_stored(client: httpx.AsyncClient, app: FastAPI) -> None:
@@ -585,7 +577,7 @@ async def test_s3_unreachable_spools_then_the_uploader_drains_into_s3(
 
         s3_proxy.set_mode(Mode.PASS)
         rt.spool_uploader.wake()
-        await until(lambda: spool.stats()["files"] == 0)
+        await aeventually(lambda: spool.stats()["files"] == 0, timeout=15.0)
         (key,) = s3_keys(s3_server, fresh_bucket)
         assert key.endswith(f"{invoice['id']}.txt")
         assert in_s3(s3_server, fresh_bucket, key) == TEXT_INVOICE
@@ -608,7 +600,7 @@ async def test_open_s3_breaker_spools_and_closing_it_drains(
         assert r.status_code == 201 and r.json()["storage"] == "spool"
         assert s3_keys(s3_server, fresh_bucket) == []
         rt.s3.breaker.reset()  # the uploader watches the breaker: closing it starts a drain
-        await until(lambda: spool.stats()["files"] == 0)
+        await aeventually(lambda: spool.stats()["files"] == 0, timeout=15.0)
         assert rt.s3.breaker.state is State.CLOSED
         (key,) = s3_keys(s3_server, fresh_bucket)
         assert in_s3(s3_server, fresh_bucket, key) == PNG

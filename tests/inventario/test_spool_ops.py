@@ -9,9 +9,7 @@ it and starts another on the same ``VAR_DIR`` where the scenario needs a restart
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -20,6 +18,7 @@ from fastapi import FastAPI
 from sqlalchemy import update
 
 from brownout.chaos import Mode, ThreadedFaultProxy
+from brownout.testing import aeventually
 from brownout.testing.servers.s3 import S3Server
 from inventario.db import invoices
 from inventario.invoice_storage import LOCAL_BUCKET
@@ -28,21 +27,6 @@ from tests.inventario.test_invoices import TEXT_INVOICE, in_s3, s3_keys, s3_sett
 
 TOKEN = "spool-admin-t0ken"
 ADMIN = {"Authorization": f"Bearer {TOKEN}"}
-
-
-async def until(predicate: Callable[[], bool | Awaitable[bool]], what: str = "condition") -> None:
-    """Poll a check (plain or async) until it holds: events that follow an upload (the
-    invoice's new location, S3's health) land a moment after the spool file is gone."""
-    deadline = time.monotonic() + 15.0
-    while True:
-        held = predicate()
-        if not isinstance(held, bool):
-            held = await held
-        if held:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not reached in 15 s")
-        await asyncio.sleep(0.02)
 
 
 def component(doc: dict[str, Any], name: str) -> dict[str, Any]:
@@ -72,7 +56,9 @@ async def test_files_spooled_without_s3_go_to_the_bucket_configured_later(
     app = make_app(**s3_settings(s3_server, fresh_bucket))
     spool = app.state.runtime.spool
     async with running(app) as client:
-        await until(lambda: spool.stats()["files"] == 0, "the spool drained")
+        await aeventually(
+            lambda: spool.stats()["files"] == 0, timeout=15.0, what="the spool drained"
+        )
         key = f"invoices/{invoice['id'][:2]}/{invoice['id']}.txt"
         assert s3_keys(s3_server, fresh_bucket) == [key]
         assert in_s3(s3_server, fresh_bucket, key) == TEXT_INVOICE
@@ -111,7 +97,9 @@ async def test_files_an_older_release_spooled_under_its_local_bucket_name_are_ad
     app = make_app(**s3_settings(s3_server, fresh_bucket))
     spool = app.state.runtime.spool
     async with running(app) as client:
-        await until(lambda: spool.stats()["files"] == 0, "the spool drained")
+        await aeventually(
+            lambda: spool.stats()["files"] == 0, timeout=15.0, what="the spool drained"
+        )
         assert len(s3_keys(s3_server, fresh_bucket)) == 1
         file = await client.get(f"/invoices/{invoice['id']}/file")
         assert file.status_code == 200 and file.content == TEXT_INVOICE
@@ -139,7 +127,9 @@ async def test_a_bucket_that_is_gone_fails_the_file_visibly_until_it_is_retarget
     app = make_app(**s3_settings(s3_server, fresh_bucket), admin_token=TOKEN)
     spool = app.state.runtime.spool
     async with running(app) as client:
-        await until(lambda: spool.stats()["failed"] == 1, "the entry marked failed")
+        await aeventually(
+            lambda: spool.stats()["failed"] == 1, timeout=15.0, what="the entry marked failed"
+        )
         (entry,) = spool.failed()
         assert entry.failed is not None
         assert "NoSuchBucket" in entry.failed and old_bucket in entry.failed
@@ -171,7 +161,9 @@ async def test_a_bucket_that_is_gone_fails_the_file_visibly_until_it_is_retarget
         assert r.status_code == 200, r.text
         (moved,) = r.json()["retargeted"]
         assert moved["to"].startswith("(configured bucket)/")
-        await until(lambda: spool.stats()["files"] == 0, "the retargeted file uploaded")
+        await aeventually(
+            lambda: spool.stats()["files"] == 0, timeout=15.0, what="the retargeted file uploaded"
+        )
         assert len(s3_keys(s3_server, fresh_bucket)) == 1
 
         async def s3_serves_it() -> bool:
@@ -181,7 +173,9 @@ async def test_a_bucket_that_is_gone_fails_the_file_visibly_until_it_is_retarget
                 file.headers.get("X-Invoice-Storage") == "s3"
             )
 
-        await until(s3_serves_it, "S3 up again on /health and serving the invoice")
+        await aeventually(
+            s3_serves_it, timeout=15.0, what="S3 up again on /health and serving the invoice"
+        )
         file = await client.get(f"/invoices/{invoice_id}/file")
         assert file.status_code == 200 and file.content == TEXT_INVOICE
         assert file.headers["X-Invoice-Storage"] == "s3"
@@ -201,12 +195,18 @@ async def test_operators_retry_and_discard_failed_entries(
         keep = spool.put(missing, "keep.txt", b"keep")
         drop = spool.put(missing, "drop.txt", b"drop")
         uploader.wake()
-        await until(lambda: spool.stats()["failed"] == 2, "both marked failed")
+        await aeventually(
+            lambda: spool.stats()["failed"] == 2, timeout=15.0, what="both marked failed"
+        )
 
         s3_server.create_bucket(missing)  # the operator fixes the cause ...
         r = await client.post("/admin/spool/retry", json={"ids": [keep.id]}, headers=ADMIN)
         assert r.status_code == 200 and r.json()["retried"] == [keep.id], r.text
-        await until(lambda: spool.entry(missing, "keep.txt") is None, "the retried upload")
+        await aeventually(
+            lambda: spool.entry(missing, "keep.txt") is None,
+            timeout=15.0,
+            what="the retried upload",
+        )
         assert in_s3(s3_server, missing, "keep.txt") == b"keep"
         r = await client.post("/admin/spool/discard", json={"all_failed": True}, headers=ADMIN)
         assert r.status_code == 200 and r.json()["discarded"] == [drop.id], r.text

@@ -9,12 +9,12 @@ import sqlite3
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
 
 from brownout.outbox import IdempotencyConflict, Intent, Outbox, OutboxFull
+from brownout.testing import aeventually
 from brownout.testing.servers import wait_until
 
 CHILD = Path(__file__).with_name("_group_child.py")
@@ -62,10 +62,8 @@ async def test_submits_from_asyncio_tasks_share_one_commit_off_the_loop(tmp_path
             asyncio.create_task(box.asubmit("move", {"i": i}, stream="s", idempotency_key=f"k{i}"))
             for i in range(16)
         ]
-        deadline = time.monotonic() + 10
-        while len(box._queue) < 16:  # the loop must keep running while they queue
-            assert time.monotonic() < deadline, "the submits did not queue up"
-            await asyncio.sleep(0.01)
+        # the loop must keep running while they queue (aeventually sleeps with asyncio)
+        await aeventually(lambda: len(box._queue) == 16, timeout=10, what="the submits to queue")
         assert not any(t.done() for t in tasks)
     intents = await asyncio.gather(*tasks)
     assert len(commits) == 1, commits

@@ -67,7 +67,8 @@ def extract(rev: str, into: Path) -> ModuleType:
     return importlib.import_module("brownout_base")
 
 
-def manager_cells(lib: ModuleType, side: str) -> list[h.Cell]:
+def manager_runners(lib: ModuleType) -> tuple[h.BatchRunner, h.BatchRunner, h.BatchRunner]:
+    """``enabled(name)``, ``evaluate()`` all healthy, ``evaluate()`` with cache and s3 down."""
     healthy = build((), lib)
     degraded = build(("cache", "s3"), lib)
 
@@ -88,10 +89,15 @@ def manager_cells(lib: ModuleType, side: str) -> list[h.Cell]:
 
         return run
 
+    return enabled, evaluate(healthy), evaluate(degraded)
+
+
+def manager_cells(lib: ModuleType, side: str) -> list[h.Cell]:
+    enabled, all_healthy, two_down = manager_runners(lib)
     return [
         h.Cell("enabled(name)", side, enabled),
-        h.Cell("evaluate(), all healthy", side, evaluate(healthy)),
-        h.Cell("evaluate(), cache and s3 down", side, evaluate(degraded)),
+        h.Cell("evaluate(), all healthy", side, all_healthy),
+        h.Cell("evaluate(), cache and s3 down", side, two_down),
     ]
 
 
@@ -123,8 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         args.rounds, args.batch = 3, 50
     if args.baseline:
         return ab(args.baseline, args.rounds, args.batch)
-    healthy = build()
-    degraded = build(("cache", "s3"))
+    enabled, all_healthy, two_down = manager_runners(brownout)
     table = {name: True for name in ("cache_read", "ai_pricing", "inventory_write")}
 
     def bare_lookup(n: int) -> int:
@@ -134,28 +139,11 @@ def main(argv: list[str] | None = None) -> int:
             get("ai_pricing")
         return time.perf_counter_ns() - start
 
-    def enabled(n: int) -> int:
-        check = healthy.enabled
-        start = time.perf_counter_ns()
-        for _ in range(n):
-            check("ai_pricing")
-        return time.perf_counter_ns() - start
-
-    def evaluate(manager: DegradationManager) -> h.BatchRunner:
-        def run(n: int) -> int:
-            ev = manager.evaluate
-            start = time.perf_counter_ns()
-            for _ in range(n):
-                ev("bench")
-            return time.perf_counter_ns() - start
-
-        return run
-
     cells = [
         h.Cell("enabled(name)", "dict lookup (floor)", bare_lookup),
         h.Cell("enabled(name)", "manager.enabled", enabled),
-        h.Cell("evaluate(), 5 components", "all healthy", evaluate(healthy)),
-        h.Cell("evaluate(), 5 components", "cache and s3 down", evaluate(degraded)),
+        h.Cell("evaluate(), 5 components", "all healthy", all_healthy),
+        h.Cell("evaluate(), 5 components", "cache and s3 down", two_down),
     ]
     h.run_interleaved(cells, rounds=args.rounds, batch=args.batch, warmup=2)
     targets = {"manager.enabled": 200.0, "all healthy": 50_000.0, "cache and s3 down": 50_000.0}

@@ -56,10 +56,10 @@ import httpx
 
 try:  # run as a script: bench/ is sys.path[0]
     import _harness as h
-    from service_latency import Service, ServiceState
+    from service_latency import Service, service_state
 except ImportError:  # imported as bench.service_load
     from bench import _harness as h
-    from bench.service_latency import Service, ServiceState
+    from bench.service_latency import Service, service_state
 
 LIBRARIES = ("brownout", "fastapi", "uvicorn", "httpx", "sqlalchemy", "aiosqlite", "redis")
 PRODUCTS = 50
@@ -85,21 +85,6 @@ def make_service(variant: str, env: dict[str, str], var_dir: Path) -> Service:
         if name not in env:
             svc.env.pop(name, None)
     return svc
-
-
-async def service_state(client: httpx.AsyncClient) -> ServiceState:
-    """The ``cache`` breaker, the level and ``cache_read`` from ``/health`` (with details)."""
-    try:
-        doc = (await client.get("/health", headers=ADMIN, timeout=5.0)).json()
-    except (httpx.HTTPError, ValueError) as exc:
-        return ServiceState(f"unknown ({type(exc).__name__})", "?", "?")
-    breaker = "no cache component"
-    for component in doc.get("components", []):
-        if component.get("name") == "cache":
-            breaker = str((component.get("breaker") or {}).get("state", "unknown"))
-    feature = (doc.get("features") or {}).get("cache_read") or {}
-    read = "on" if feature.get("enabled") else f"off ({feature.get('reason', '?')})"
-    return ServiceState(breaker, str(doc.get("level", "?")), read)
 
 
 @dataclass

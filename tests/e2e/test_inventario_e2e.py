@@ -396,7 +396,10 @@ async def test_cache_then_database_failing_names_the_cache_as_root_cause(
     stopped = False
     try:
         await service.until(service.opened("redis"), "the Redis breaker to open", service.read)
-        assert await service.level() == "DEGRADED"
+        # the cache alone down costs DEGRADED. While Redis hung but its breaker was still
+        # closed, slow calls elsewhere on a loaded machine (a CI run) may have scored the
+        # service LIMITED for a moment: it must come back to DEGRADED, not stay worse
+        await service.reach("DEGRADED", service.read)
         service.postgres.stop()  # seconds later: inside the 10 s cascade window
         stopped = True
 

@@ -15,6 +15,8 @@ MODULES = [
     "brownout._redact",
     "brownout._registry",
     "brownout._adapter",
+    "brownout._adapter_classify",
+    "brownout._adapter_stats",
     "brownout.adapter",
     "brownout.health._manager",
     "brownout.health._model",

@@ -33,6 +33,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, NamedTuple
 
+from brownout._adapter_stats import AdapterStats, DurationFigures, MetricFigures
 from brownout._breaker import BreakerTotals, CircuitBreaker
 from brownout._events import StateChange
 from brownout._histogram import DURATION_BUCKETS
@@ -40,7 +41,7 @@ from brownout._registry import Registry
 from brownout._state import State
 
 if TYPE_CHECKING:
-    from brownout._adapter import Adapter, AdapterStats, MetricFigures
+    from brownout._adapter import Adapter
 
 __all__ = [
     "AdapterReading",
@@ -306,8 +307,6 @@ class AdapterReading(NamedTuple):
 
 def add_figures(a: MetricFigures, b: MetricFigures) -> MetricFigures:
     """The sum of two adapters' figures (two adapters of one kind and name)."""
-    from brownout._adapter import DurationFigures, MetricFigures
-
     operations = {op: dict(counts) for op, counts in a.operations.items()}
     for op, counts in b.operations.items():
         mine = operations.setdefault(op, {})

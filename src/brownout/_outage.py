@@ -5,8 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from brownout._adapter import DependencyError
-from brownout._errors import BreakerOpen
+from brownout._errors import BreakerOpen, DependencyError
 
 
 def default_is_outage(

@@ -13,16 +13,10 @@
 'charged 5'
 """
 
-from brownout._adapter import (
-    Adapter,
-    AdapterStats,
-    DependencyError,
-    ErrorRule,
-    ErrorTable,
-    Figures,
-    OperationEvent,
-    ProbeResult,
-)
+from brownout._adapter import Adapter
+from brownout._adapter_classify import ErrorRule, ErrorTable
+from brownout._adapter_stats import AdapterStats, Figures, OperationEvent, ProbeResult
+from brownout._errors import DependencyError
 from brownout._options import AdapterOptions
 
 __all__ = [

@@ -48,7 +48,9 @@ try:
 except ImportError as _exc:  # pragma: no cover - depends on the environment
     raise ImportError("brownout.redis needs redis-py >= 5: pip install 'brownout[redis]'") from _exc
 
-from brownout._adapter import Adapter, ErrorRule, ErrorTable, Figures
+from brownout._adapter import Adapter
+from brownout._adapter_classify import ErrorRule, ErrorTable
+from brownout._adapter_stats import Figures
 from brownout._errors import BreakerOpen, SerializationError
 from brownout._lifetime import AsyncResource, SyncResource
 from brownout._options import AdapterOptions, split_options

@@ -65,7 +65,9 @@ except ImportError:  # pragma: no cover - depends on the installation
 else:
     _HAVE_PSYCOPG = True
 
-from brownout._adapter import Adapter, ErrorRule, ErrorTable, Figures
+from brownout._adapter import Adapter
+from brownout._adapter_classify import ErrorRule, ErrorTable
+from brownout._adapter_stats import Figures
 from brownout._errors import BreakerOpen, BrownoutError
 from brownout._lifetime import AsyncResource, SyncResource
 from brownout._options import AdapterOptions

@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 from brownout._breaker import CircuitBreaker
 
 if TYPE_CHECKING:
-    from brownout._adapter import Adapter, ProbeResult
+    from brownout._adapter import Adapter
+    from brownout._adapter_stats import ProbeResult
 
 __all__ = [
     "DEFAULT_IMPACT",

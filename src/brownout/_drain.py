@@ -5,21 +5,34 @@ One task per instance drains on a heartbeat and whenever :meth:`DrainLoop.wake` 
 called (a watched breaker closed, new work was queued); a drain that raises (the
 journal itself failed: a disk error) is logged and tried again at the next wait.
 Subclasses define :meth:`DrainLoop.drain` and may shape the wait (:meth:`DrainLoop._cycle`).
+
+Several processes sharing one journal (the workers of one service) call
+:meth:`DrainLoop.share` with a lease file next to it: each drain then takes that
+exclusive lease (:class:`~brownout._lease.FileLease`, an ``flock`` the kernel ends
+when its holder dies) or, when another process holds it, skips its turn and tries
+again after :data:`BUSY_WAIT` seconds.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, ClassVar
 
 from brownout._aio import cancel_and_wait, wait_woken
 from brownout._breaker import CircuitBreaker
 from brownout._events import StateChange
+from brownout._lease import FileLease
 from brownout._state import State
 
-__all__ = ["DrainLoop"]
+__all__ = ["BUSY_WAIT", "DrainLoop"]
+
+#: Seconds before a drain that found another process draining tries again (at most the
+#: heartbeat): work queued by this process while the other drained is taken soon after.
+BUSY_WAIT = 1.0
 
 
 class DrainLoop:
@@ -41,6 +54,34 @@ class DrainLoop:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None
         self._unsubscribe: list[Callable[[], None]] = []
+        self._lease: FileLease | None = None
+        self._busy = False  # the last drain found another process draining
+
+    def share(self, lease: str | os.PathLike[str]) -> None:
+        """Drain under the exclusive lease ``lease`` (a file), shared with the other
+        processes whose loops drain the same journal: one drains at a time."""
+        if self._lease is not None:
+            self._lease.close()
+        self._lease = FileLease(lease)
+
+    @contextmanager
+    def _exclusive(self) -> Iterator[bool]:
+        """(In :meth:`drain`.) Whether this process may drain now: always when not
+        shared, else while it holds the lease (released at the end of the block)."""
+        lease = self._lease
+        if lease is None:
+            self._busy = False
+            yield True
+            return
+        if not lease.try_acquire():
+            self._busy = True
+            yield False
+            return
+        self._busy = False
+        try:
+            yield True
+        finally:
+            lease.release()
 
     async def drain(self) -> Any:
         """Do what can be done now; returns a report."""
@@ -78,7 +119,12 @@ class DrainLoop:
             raise
         except Exception:  # the journal itself failed (disk): try again later
             self._logger.exception("%s failed", self._label)
-        return self.heartbeat
+        return self._wait(self.heartbeat)
+
+    def _wait(self, wait: float) -> float:
+        """``wait``, or :data:`BUSY_WAIT` if shorter when the drain found another
+        process draining (what this one queued meanwhile is taken soon)."""
+        return min(wait, BUSY_WAIT) if self._busy else wait
 
     async def _run(self) -> None:
         assert self._wake is not None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -128,7 +129,8 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         details, they are shown only with ``Authorization: Bearer <ADMIN_TOKEN>``
         (a wrong token is a 401/403 problem); without it the backlogs' counts.
         """
-        doc: dict[str, Any] = {"service": "inventario", "version": __version__}
+        # pid: which worker of `serve --workers N` answered
+        doc: dict[str, Any] = {"service": "inventario", "version": __version__, "pid": os.getpid()}
         authorization = request.headers.get("authorization")
         if authorization is not None and admin is not None:
             denied = authorize(admin, authorization)

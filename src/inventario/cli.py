@@ -47,11 +47,12 @@ def _check_var_dir(var_dir: Path) -> None:
 
 
 def _lock_var_dir(var_dir: Path) -> int:
-    """Hold ``VAR_DIR/serve.lock`` for the life of the process: one instance per VAR_DIR.
+    """Hold ``VAR_DIR/serve.lock`` for the life of the process: one service per VAR_DIR.
 
-    The outbox, the spool and the coherence journal under ``VAR_DIR`` each belong to one
-    process; a second instance would fail deep inside start-up. The lock goes with the
-    process, even on kill -9, so a stale file never blocks a restart.
+    The outbox, the spool and the coherence journal under ``VAR_DIR`` belong to one
+    service (its one process, or the workers of its supervisor, which holds this lock);
+    a second service would fail deep inside start-up. The lock goes with the process,
+    even on kill -9, so a stale file never blocks a restart.
     """
     path = var_dir / "serve.lock"
     try:
@@ -71,7 +72,42 @@ def _lock_var_dir(var_dir: Path) -> int:
         ) from None
     os.ftruncate(fd, 0)
     os.write(fd, f"{os.getpid()}\n".encode())
+    _refuse_orphaned_workers(var_dir, fd)
     return fd  # never closed: the lock lasts as long as the process
+
+
+#: Each worker of ``serve --workers N`` holds a shared lock on this file in ``VAR_DIR``.
+WORKERS_LOCK = "workers.lock"
+
+
+def _refuse_orphaned_workers(var_dir: Path, serve_fd: int) -> None:
+    """Refuse to start while workers of a previous service still run on ``VAR_DIR``.
+
+    A supervisor killed with kill -9 releases ``serve.lock`` but its workers may live on
+    (they serve, and drain the journals) until they are stopped; a new service beside
+    them would double the workers behind the user's back.
+    """
+    try:
+        fd = os.open(var_dir / WORKERS_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except OSError:
+        return  # the workers report it themselves
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(serve_fd)
+        raise StartupError(
+            f"workers of an earlier inventario still run on VAR_DIR {var_dir.absolute()} "
+            f"(their supervisor is gone): stop them first (`fuser {WORKERS_LOCK}` in "
+            "VAR_DIR lists them)"
+        ) from None
+    finally:
+        os.close(fd)  # closing releases the probe lock at once
+
+
+def hold_worker_lock(var_dir: Path) -> None:
+    """(In a worker.) Hold a shared lock on ``VAR_DIR/workers.lock`` while it lives."""
+    fd = os.open(var_dir / WORKERS_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    fcntl.flock(fd, fcntl.LOCK_SH)  # never closed: the lock goes with the process
 
 
 def _bind(host: str, port: int) -> socket.socket:
@@ -116,6 +152,8 @@ def _serve(args: argparse.Namespace) -> int:
             overrides["host"] = args.host
         if args.port is not None:
             overrides["port"] = args.port
+        if args.workers is not None:
+            overrides["workers"] = args.workers
         settings = load_settings(**overrides)
     except ConfigError as exc:
         print(f"inventario: {exc}", file=sys.stderr)
@@ -127,6 +165,8 @@ def _serve(args: argparse.Namespace) -> int:
     except StartupError as exc:
         print(f"inventario serve: {exc}", file=sys.stderr)
         return 2
+    if settings.workers > 1:
+        return _serve_workers(settings, sock, args.log_level)
     # imported after the checks: a refusal comes at once, not after seconds of imports
     import uvicorn
 
@@ -156,6 +196,76 @@ def _serve(args: argparse.Namespace) -> int:
         sock.close()
     # uvicorn logged why the application did not start (its lifespan failed)
     return 0 if server.started else 3
+
+
+def _serve_workers(settings: Any, sock: socket.socket, log_level: str) -> int:
+    """``--workers N``: uvicorn's supervisor runs N worker processes on ``sock``.
+
+    The supervisor (this process) holds ``serve.lock`` and the bound socket; each worker
+    builds the application from the environment (:func:`worker_app`), which carries the
+    options given on the command line.
+    """
+    import uvicorn
+    from uvicorn.config import STARTUP_FAILURE
+
+    # the workers are spawned (a fresh interpreter each): they read these
+    os.environ["HOST"] = settings.host
+    os.environ["PORT"] = str(settings.port)
+    os.environ["WORKERS"] = str(settings.workers)
+    os.environ["VAR_DIR"] = str(settings.var_dir.absolute())
+    print(
+        f"inventario on http://{settings.host}:{settings.port} with {settings.workers} workers  "
+        f"(status page: http://{settings.host}:{settings.port}/status)",
+        flush=True,
+    )
+    config = uvicorn.Config(
+        f"{__name__}:worker_app",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=settings.workers,
+        log_level=log_level,
+        timeout_graceful_shutdown=math.ceil(settings.shutdown_timeout),
+    )
+    supervisor = _supervisor_class()(config, sockets=[sock])
+    try:
+        supervisor.run()
+    finally:
+        sock.close()
+    failed = any(p.exitcode == STARTUP_FAILURE for p in supervisor.processes)
+    return 3 if failed else 0
+
+
+def _supervisor_class() -> Any:
+    from uvicorn.supervisors.multiprocess import Multiprocess
+
+    class Supervisor(Multiprocess):
+        """uvicorn's, except that SIGTERM / SIGINT close the supervisor's copy of the
+        listening socket first: once the workers close theirs, new connections are
+        refused at once (as with one process), not queued for no one."""
+
+        def handle_term(self) -> None:
+            self._stop_listening()
+            super().handle_term()
+
+        def handle_int(self) -> None:
+            self._stop_listening()
+            super().handle_int()
+
+        def _stop_listening(self) -> None:
+            for sock in self.sockets:
+                sock.close()
+
+    return Supervisor
+
+
+def worker_app() -> Any:
+    """(In each worker of ``serve --workers N``.) The application, from the environment."""
+    from inventario.app import create_app
+
+    settings = load_settings()
+    hold_worker_lock(settings.var_dir)
+    return create_app(settings)
 
 
 # ------------------------------------------------------------------- status
@@ -515,6 +625,14 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=None,
         help="TCP port to listen on (default: the PORT variable, else 8000)",
+    )
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="worker processes, 1-64 (default: the WORKERS variable, else 1: one process); "
+        "they share VAR_DIR, the port and their circuit breakers",
     )
     serve.add_argument(
         "--log-level",

@@ -63,6 +63,11 @@ class Settings(BaseSettings):
         description="on SIGTERM: seconds in-flight requests get to finish before they are "
         "cancelled (journals are then flushed; what is still queued stays in VAR_DIR)",
     )
+    workers: int = Field(
+        1,
+        description="worker processes of `inventario serve` (uvicorn's supervisor); they "
+        "share VAR_DIR, the listening socket and their breakers",
+    )
     host: str = Field("127.0.0.1", description="where `inventario serve` listens")
     port: int = Field(8000, description="where `inventario serve` listens")
 
@@ -99,6 +104,13 @@ class Settings(BaseSettings):
     def _dwell(cls, value: float) -> float:
         if value < 0:
             raise ValueError("must be >= 0 seconds")
+        return value
+
+    @field_validator("workers")
+    @classmethod
+    def _workers(cls, value: int) -> int:
+        if not 1 <= value <= 64:
+            raise ValueError("must be between 1 and 64")
         return value
 
     @field_validator("port")

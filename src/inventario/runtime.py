@@ -27,6 +27,7 @@ from brownout.health import (
     LevelRule,
     TrendRecorder,
 )
+from brownout.hostshare import HostShare
 from brownout.outbox import BatchHandler, Intent, Outbox, Replayer, SqlApplier
 from brownout.prometheus import PrometheusMetrics
 from brownout.redis import AsyncRedisAdapter
@@ -108,6 +109,8 @@ class Runtime:
     spool_uploader: SpoolUploader | None = None
     #: cache keys a write invalidated while Redis was away (with Redis only)
     coherence: CacheCoherence | None = None
+    #: the breakers shared with the other workers of this service (``WORKERS`` > 1)
+    hostshare: HostShare | None = None
     #: the status page's trends: each dependency's last 15 minutes, sampled once a second
     trends: TrendRecorder = field(init=False)
 
@@ -174,6 +177,8 @@ class Runtime:
         self.manager.close()
         self.outbox.close()
         self.spool.close()  # releases the directory lock: another Spool may open it
+        if self.hostshare is not None:
+            self.hostshare.close()
         if self.coherence is not None:
             with contextlib.suppress(Exception):
                 await self.coherence.aclose()  # pending keys stay journaled for the next start
@@ -215,6 +220,8 @@ class Runtime:
 def build_runtime(settings: Settings) -> Runtime:
     """Build adapters, the degradation manager, the outbox and metrics from ``settings``."""
     settings.var_dir.mkdir(parents=True, exist_ok=True)
+    # several workers on one VAR_DIR: the journals are shared, each drain takes a lease
+    shared = settings.workers > 1
     secrets = settings.secrets()
     registry = Registry.with_defaults()
     metrics = PrometheusMetrics()
@@ -249,11 +256,13 @@ def build_runtime(settings: Settings) -> Runtime:
         components.append(Component("s3", configured=False))
     # invoice files: the spool always (the only store without S3); with S3 an uploader
     # drains it when the S3 breaker closes and on the heartbeat
-    spool = Spool(settings.var_dir / "spool", max_bytes=settings.spool_max_bytes)
+    spool = Spool(settings.var_dir / "spool", max_bytes=settings.spool_max_bytes, shared=shared)
     uploader = None
     if s3 is not None:
         uploader = SpoolUploader(spool, s3, heartbeat=settings.heartbeat)
         uploader.watch(s3.breaker)
+        if shared:
+            uploader.share(settings.var_dir / "spool.lease")
 
     ai = None
     if settings.openai_api_key:
@@ -285,7 +294,9 @@ def build_runtime(settings: Settings) -> Runtime:
     if cache is not None:
         # keys a write invalidates while Redis is away are journaled and deleted before
         # cached reads resume (the cache component is held "recovering" until then)
-        coherence = CacheCoherence(cache, settings.var_dir / "coherence.db", manager=manager)
+        coherence = CacheCoherence(
+            cache, settings.var_dir / "coherence.db", manager=manager, shared=shared
+        )
         coherence.watch(cache.breaker)
     product_cache = ProductCache(cache, manager, coherence)
     outbox = Outbox(settings.var_dir / "outbox.db", max_pending=settings.outbox_max_pending)
@@ -301,6 +312,13 @@ def build_runtime(settings: Settings) -> Runtime:
         outbox, applier, prepare=_schema_creator(db, applier), batch_size=REPLAY_BATCH
     )
     replayer.watch(db.breaker)
+    hostshare = None
+    if shared:
+        replayer.share(settings.var_dir / "outbox.lease")
+        # one worker's open breaker holds the others open; one set of half-open probes
+        hostshare = HostShare(settings.var_dir / "breakers.db")
+        for breaker in registry:
+            hostshare.attach(breaker)
 
     metrics.attach(registry)
     metrics.attach(manager)
@@ -328,6 +346,7 @@ def build_runtime(settings: Settings) -> Runtime:
         ai=ai,
         spool_uploader=uploader,
         coherence=coherence,
+        hostshare=hostshare,
     )
 
 

@@ -11,7 +11,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Generator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Generator, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -22,6 +22,7 @@ from brownout._breaker import CircuitBreaker
 from brownout._errors import CoherenceError
 from brownout._events import StateChange
 from brownout._journal_base import JournalListeners, orphaned_log_message
+from brownout._lease import FileLease
 from brownout._outage import default_is_outage
 from brownout._redact import redact
 from brownout._state import State
@@ -115,7 +116,12 @@ class CacheCoherence(JournalListeners):
     :meth:`reads_allowed` (and the manager's cache features) say so, and call
     :meth:`watch` with the Redis adapter's breaker. One instance per journal
     file (the pending count is kept in memory: :meth:`reads_allowed` does no
-    I/O).
+    I/O), or, with ``shared=True``, one per process of those sharing the file
+    (the workers of one service): each records into the same journal,
+    :meth:`reads_allowed` reads whether another process recorded or deleted keys
+    since (``PRAGMA data_version``: a read of SQLite's shared memory, no disk),
+    and reconciles take turns under an exclusive lease (``<journal>.lease``, an
+    ``flock``): a key is deleted from Redis by one of them.
     """
 
     #: ``add_listener(fn)`` -> unsubscribe; ``fn(JournalEvent)`` of kind ``recorded``
@@ -133,6 +139,7 @@ class CacheCoherence(JournalListeners):
         max_keys: int = 1_000_000,
         is_outage: Callable[[BaseException], bool] | None = None,
         clock: Callable[[], float] = time.time,
+        shared: bool = False,
     ) -> None:
         for name, value in (("batch_size", batch_size), ("max_keys", max_keys)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -183,10 +190,14 @@ class CacheCoherence(JournalListeners):
         self._volatile_seq = 0
         self._volatile_overflow = False
         self.last_report: ReconcileReport | None = None
+        self.shared = shared
+        self._version = -1  # PRAGMA data_version when the counts were last read (shared)
         self._db = self._open()
         try:
             self._journaled = int(self._db.execute("SELECT COUNT(*) FROM pending").fetchone()[0])
             self._overflowed = bool(self._counter("overflowed"))
+            if shared:
+                self._version = int(self._db.execute("PRAGMA data_version").fetchone()[0])
         except sqlite3.Error as exc:
             self._db.close()
             raise CoherenceError(
@@ -200,6 +211,7 @@ class CacheCoherence(JournalListeners):
                 self._journaled,
                 " and is overflowed" if self._overflowed else "",
             )
+        self._lease = FileLease(self.path.with_name(self.path.name + ".lease")) if shared else None
         self._sync_hold()  # keys left by a previous process: hold at once
 
     def _open(self) -> sqlite3.Connection:
@@ -302,6 +314,27 @@ class CacheCoherence(JournalListeners):
                 manager.release(self.component)
                 self._held = False
 
+    def _refresh(self) -> bool:
+        """(Shared.) Read the counts again if another process changed the journal since;
+        whether they changed. A read error keeps the last counts (the next call retries)."""
+        if not self.shared:
+            return False
+        with self._lock:
+            if self._closed:
+                return False
+            try:
+                version = int(self._db.execute("PRAGMA data_version").fetchone()[0])
+                if version == self._version:
+                    return False
+                journaled = int(self._db.execute("SELECT COUNT(*) FROM pending").fetchone()[0])
+                overflowed = bool(self._counter("overflowed"))
+            except sqlite3.Error:
+                logger.warning("coherence: reading %s failed", self.path, exc_info=True)
+                return False
+            changed = (journaled, overflowed) != (self._journaled, self._overflowed)
+            self._version, self._journaled, self._overflowed = version, journaled, overflowed
+        return changed
+
     # ------------------------------------------------------------------ state
 
     def pending(self) -> int:
@@ -326,7 +359,10 @@ class CacheCoherence(JournalListeners):
 
     def reads_allowed(self) -> bool:
         """True when no invalidation is pending and the journal never overflowed: cached
-        reads are coherent. No I/O (safe on every request)."""
+        reads are coherent. No I/O (safe on every request); shared: what every process
+        recorded, read from SQLite's shared memory when another process wrote."""
+        if self.shared:
+            self._refresh()
         return not (
             self._journaled or self._volatile or self._overflowed or self._volatile_overflow
         )
@@ -608,7 +644,7 @@ class CacheCoherence(JournalListeners):
         """
         if self._async:
             raise TypeError("CacheCoherence over an async adapter: await areconcile()")
-        with self._reconcile_lock:
+        with self._reconcile_lock, self._turn_sync():
             report, start = ReconcileReport(), time.perf_counter()
             flow = self._flow(report)
             keys = _step(flow, None)
@@ -626,7 +662,7 @@ class CacheCoherence(JournalListeners):
         self._loop = asyncio.get_running_loop()
         if self._areconcile_lock is None:
             self._areconcile_lock = asyncio.Lock()
-        async with self._areconcile_lock:
+        async with self._areconcile_lock, self._turn():
             report, start = ReconcileReport(), time.perf_counter()
             flow = self._flow(report)
             keys = await asyncio.to_thread(_step, flow, None)
@@ -641,6 +677,37 @@ class CacheCoherence(JournalListeners):
                     error = exc
                 keys = await asyncio.to_thread(_step, flow, error)
             return await asyncio.to_thread(self._finish, report, start)
+
+    @contextlib.contextmanager
+    def _turn_sync(self) -> Iterator[None]:
+        """(Shared.) This process's turn to reconcile: the lease, waited for."""
+        lease = self._lease
+        if lease is None:
+            yield
+            return
+        while not lease.try_acquire():
+            time.sleep(_TURN_POLL)
+        try:
+            self._refresh()  # what the other process deleted is not deleted again
+            yield
+        finally:
+            lease.release()
+
+    @contextlib.asynccontextmanager
+    async def _turn(self) -> AsyncIterator[None]:
+        """:meth:`_turn_sync` for the event loop (cancellable while it waits)."""
+        lease = self._lease
+        if lease is None:
+            yield
+            return
+        # ASYNC110: the lease is another process's flock; no event can say it is free
+        while not lease.try_acquire():  # noqa: ASYNC110
+            await asyncio.sleep(_TURN_POLL)
+        try:
+            await asyncio.to_thread(self._refresh)
+            yield
+        finally:
+            lease.release()
 
     # ------------------------------------------------------------------ triggers
 
@@ -680,6 +747,8 @@ class CacheCoherence(JournalListeners):
             self._schedule()
 
     def _due(self) -> bool:
+        if self.shared and self._refresh():
+            self._sync_hold()  # another process recorded keys, or deleted them all
         if self._closed or (not self._journaled and not self._volatile):
             return False
         breaker = self._breaker
@@ -758,6 +827,8 @@ class CacheCoherence(JournalListeners):
                 return
             self._closed = True
             self._db.close()
+            if self._lease is not None:
+                self._lease.close()
         if self._volatile:
             logger.error(
                 "coherence: closing with %d keys that could not be journaled: they may be "
@@ -790,6 +861,10 @@ class CacheCoherence(JournalListeners):
 
     def __repr__(self) -> str:
         return f"<CacheCoherence {str(self.path)!r} pending={self.pending()}>"
+
+
+#: Seconds between two looks at the reconcile lease while another process holds it.
+_TURN_POLL = 0.05
 
 
 def _step(

@@ -30,6 +30,7 @@ class ReplayReport:
     dead: int = 0
     stopped: str | None = None  # why it stopped early: the dependency is failing
     rejected: bool = False  # stopped by an open breaker (it paces the retries itself)
+    busy: bool = False  # not tried: another process was draining (see DrainLoop.share)
     seconds: float = 0.0
     errors: list[str] = field(default_factory=list)
 
@@ -137,6 +138,12 @@ class Replayer(DrainLoop):
         database transaction, and the journal update of a batch is one journal
         transaction; a failing intent is isolated, the rest of its batch applied.
         """
+        with self._exclusive() as mine:
+            if not mine:  # another process (or drain) is at it: it takes what is queued
+                return ReplayReport(busy=True)
+            return await self._drain_locked(limit)
+
+    async def _drain_locked(self, limit: int | None) -> ReplayReport:
         async with self._lock:
             report = ReplayReport()
             start = time.perf_counter()
@@ -250,7 +257,7 @@ class Replayer(DrainLoop):
                 self.outbox.pending_count(),
                 self.last_report.stopped,
             )
-        return outage_wait(self._stopped, self.heartbeat, self._backoff[1])
+        return self._wait(outage_wait(self._stopped, self.heartbeat, self._backoff[1]))
 
 
 def stopped_in_a_row(report: ReplayReport, before: int) -> int:

@@ -4,9 +4,11 @@ Stdlib only. Layout of ``directory``::
 
     objects/<id>.json            the manifest (the commit point of a put)
     objects/<id>.<nonce>.data    the payload the manifest names
-    objects/.tmp-*               files being written (removed on open)
+    objects/.tmp-*               files being written (flocked by their writer; removed on
+                                 open once their writer is gone)
     quarantine/                  corrupted entries, moved aside with a .reason.txt
-    .lock                        flock: one Spool per directory at a time
+    .lock                        flock: one Spool per directory at a time, or several
+                                 ``shared`` ones (the worker processes of one service)
 
 ``<id>`` is the sha256 of ``bucket \\0 key``: no part of a file name comes from
 the caller, so a key such as ``../../etc/passwd`` cannot leave the directory.
@@ -203,7 +205,15 @@ class Spool(JournalListeners):
     and ``max_files`` entries (default 10 000). At a bound ``put`` raises
     :class:`SpoolFull` and writes nothing.
 
-    One ``Spool`` per directory at a time (an ``flock`` on ``.lock`` enforces it).
+    One ``Spool`` per directory at a time (an ``flock`` on ``.lock`` enforces it), or
+    several opened with ``shared=True`` (the worker processes of one service: a shared
+    ``flock``; a Spool that is not shared is still refused while they hold it, and they
+    while it does). A shared Spool reads the directory again before each use (what the
+    other processes put, uploaded or removed), cleans up after a crash only what is
+    certainly dead (a temp file whose writer is gone; unreferenced payloads only when it
+    is the directory's only user), and does not quarantine an entry another process
+    removed meanwhile. Run one :class:`~brownout.spool.SpoolUploader` per process with
+    :meth:`~brownout.spool.SpoolUploader.share`: one uploads at a time.
 
     >>> import tempfile
     >>> spool = Spool(tempfile.mkdtemp())
@@ -225,6 +235,7 @@ class Spool(JournalListeners):
         max_bytes: int = DEFAULT_MAX_BYTES,
         max_files: int = DEFAULT_MAX_FILES,
         clock: Callable[[], float] = time.time,
+        shared: bool = False,
     ) -> None:
         for name, value in (("max_bytes", max_bytes), ("max_files", max_files)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -237,21 +248,43 @@ class Spool(JournalListeners):
         self._quarantine = self.directory / "quarantine"
         self._lock = threading.RLock()
         self._index: dict[str, SpoolEntry] = {}
+        self.shared = shared
+        # shared: each manifest's (inode, mtime, size) when read, to read only what changed
+        self._seen: dict[str, tuple[int, int, int]] = {}
         self._objects.mkdir(parents=True, exist_ok=True)
         self._quarantine.mkdir(exist_ok=True)
         self._lock_fd: int | None = os.open(self.directory / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+        alone = True
         try:
-            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            try:
+                fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as exc:
+                if not shared or exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                    raise
+                # other shared Spools are open (or an exclusive one: refused just below)
+                _share_lock(self._lock_fd)
+                alone = False
         except OSError as exc:
             os.close(self._lock_fd)
             self._lock_fd = None
             if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
                 raise SpoolError(
                     f"spool directory {self.directory} is in use by another Spool "
-                    "(this or another process): one Spool per directory"
+                    "(this or another process): one Spool per directory, or only shared "
+                    "ones (the workers of one service)"
                 ) from exc
             raise
-        self._recover()
+        self._recover(alone)
+        if shared and alone:
+            # recovered alone; now let the other workers in (a Spool that is not shared
+            # slipping in between is refused by the next line, as any time)
+            try:
+                fcntl.flock(self._lock_fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except OSError as exc:  # pragma: no cover - the window is a few microseconds
+                self.close()
+                raise SpoolError(
+                    f"spool directory {self.directory} is in use by another Spool"
+                ) from exc
 
     # ------------------------------------------------------------------ plumbing
 
@@ -260,10 +293,12 @@ class Spool(JournalListeners):
         tmp = self._objects / f".tmp-{secrets.token_hex(8)}"
         try:
             with open(tmp, "xb") as fh:
+                # held while it is written: another process's recovery leaves it alone
+                fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
                 chunks(fh)
                 fh.flush()
                 os.fsync(fh.fileno())
-            os.replace(tmp, final)
+                os.replace(tmp, final)  # still held: never a window for another's cleanup
         except BaseException:
             with contextlib.suppress(OSError):
                 tmp.unlink()
@@ -300,14 +335,20 @@ class Spool(JournalListeners):
         payload = doc.get("payload") if isinstance(doc, dict) else None
         return payload if isinstance(payload, str) else None
 
-    def _recover(self) -> None:
-        """Load the manifests; drop temp files and unreferenced payloads; quarantine damage."""
+    def _recover(self, alone: bool = True) -> None:
+        """Load the manifests; drop temp files and unreferenced payloads; quarantine damage.
+
+        Not ``alone`` (other shared Spools are open on the directory): a temp file is
+        dropped only if its writer is gone, and nothing else is cleaned up (a payload
+        no manifest names yet may be another process's put in progress).
+        """
         referenced: set[str] = set()
         for path in sorted(self._objects.iterdir()):
             name = path.name
             if name.startswith(".tmp-"):  # a put or update that never finished
-                with contextlib.suppress(OSError):
-                    path.unlink()
+                if alone or _writer_gone(path):
+                    with contextlib.suppress(OSError):
+                        path.unlink()
                 continue
             if not name.endswith(".json"):
                 continue
@@ -331,7 +372,10 @@ class Spool(JournalListeners):
                 )
                 continue
             self._index[ident] = entry
+            self._remember(ident)
             referenced.add(entry.payload)
+        if not alone:
+            return
         for entry in list(self._index.values()):
             old = self._index.get(entry.retargeted_from or "")
             if old is not None and old.key == entry.key and old.sha256 == entry.sha256:
@@ -351,6 +395,49 @@ class Spool(JournalListeners):
                 with contextlib.suppress(OSError):
                     path.unlink()
         _fsync_dir(self._objects)
+
+    def _remember(self, ident: str) -> None:
+        """(Shared.) Note the manifest of ``ident`` as read."""
+        if not self.shared:
+            return
+        with contextlib.suppress(OSError):
+            st = self._manifest_path(ident).stat()
+            self._seen[ident] = (st.st_ino, st.st_mtime_ns, st.st_size)
+
+    def _sync(self) -> None:
+        """(Under the lock; shared only.) Read again what the other processes changed.
+
+        Each manifest is replaced by a rename (a new inode) or removed: one stat per
+        entry tells whether its version is the one in the index. An unreadable manifest
+        is left out (the next Spool opened alone quarantines it).
+        """
+        if not self.shared or self._lock_fd is None:
+            return
+        found: set[str] = set()
+        with contextlib.suppress(FileNotFoundError):
+            for item in os.scandir(self._objects):
+                name = item.name
+                if not name.endswith(".json") or not _ID.match(name[:-5]):
+                    continue
+                ident = name[:-5]
+                try:
+                    st = item.stat()
+                except FileNotFoundError:
+                    continue
+                found.add(ident)
+                mark = (st.st_ino, st.st_mtime_ns, st.st_size)
+                if self._seen.get(ident) == mark and ident in self._index:
+                    continue
+                try:
+                    entry = _parse_manifest(ident, Path(item.path).read_bytes())
+                except (ValueError, KeyError, TypeError, OSError):
+                    self._index.pop(ident, None)
+                    continue
+                self._index[ident] = entry
+                self._seen[ident] = mark
+        for ident in set(self._index) - found:
+            del self._index[ident]
+            self._seen.pop(ident, None)
 
     def _quarantine_files(self, ident: str, reason: str, entry: SpoolEntry | None) -> None:
         """Move every file of ``ident`` to quarantine/ with a reason file; never delete."""
@@ -421,6 +508,7 @@ class Spool(JournalListeners):
         start = time.perf_counter()
         with self._lock:
             self._check_open()
+            self._sync()
             old = self._index.get(ident)
             others_bytes = sum(e.size for e in self._index.values()) - (old.size if old else 0)
             files = len(self._index) - (1 if old else 0)
@@ -471,6 +559,7 @@ class Spool(JournalListeners):
                     # the manifest was renamed into place, a later fsync failed: what is
                     # on disk is the new version, keep it consistent with the index
                     self._index[ident] = entry
+                    self._remember(ident)
                     if old is not None:
                         with contextlib.suppress(OSError):
                             (self._objects / old.payload).unlink()
@@ -484,6 +573,7 @@ class Spool(JournalListeners):
                     ) from exc
                 raise
             self._index[ident] = entry
+            self._remember(ident)
             if old is not None and old.payload != payload_name:
                 with contextlib.suppress(OSError):
                     (self._objects / old.payload).unlink()
@@ -511,16 +601,19 @@ class Spool(JournalListeners):
     def entry(self, bucket: str | None, key: str) -> SpoolEntry | None:
         """The spooled entry of ``bucket``/``key``, or ``None``."""
         with self._lock:
+            self._sync()
             return self._index.get(entry_id(bucket, key))
 
     def by_id(self, ident: str) -> SpoolEntry | None:
         """The entry whose :attr:`SpoolEntry.id` is ``ident``, or ``None``."""
         with self._lock:
+            self._sync()
             return self._index.get(ident)
 
     def entries(self) -> list[SpoolEntry]:
         """Every spooled entry, oldest first."""
         with self._lock:
+            self._sync()
             return sorted(self._index.values(), key=lambda e: (e.created, e.id))
 
     def read(self, entry: SpoolEntry) -> bytes:
@@ -531,12 +624,19 @@ class Spool(JournalListeners):
         """
         with self._lock:
             self._check_open()
+            self._sync()
             current = self._index.get(entry.id)
             if current is None or current.payload != entry.payload:
                 raise KeyError(f"{entry.destination}: that version is no longer spooled")
             try:
                 data = (self._objects / entry.payload).read_bytes()
             except FileNotFoundError:
+                if self.shared and self._manifest_payload(entry.id) != entry.payload:
+                    # another process uploaded, replaced or removed it just now
+                    self._sync()
+                    raise KeyError(
+                        f"{entry.destination}: that version is no longer spooled"
+                    ) from None
                 reason = "the payload file is missing"
             else:
                 if len(data) == entry.size and hashlib.sha256(data).hexdigest() == entry.sha256:
@@ -585,6 +685,7 @@ class Spool(JournalListeners):
         """The entries the uploader gave up on (oldest failure first): they wait for an
         operator to retry, retarget or discard them."""
         with self._lock:
+            self._sync()
             out = [e for e in self._index.values() if e.failed is not None]
         return sorted(out, key=lambda e: (e.failed_at or 0.0, e.id))
 
@@ -598,6 +699,7 @@ class Spool(JournalListeners):
         uploader's bucket), ``quarantined`` and the bounds.
         """
         with self._lock:
+            self._sync()
             entries = list(self._index.values())
         oldest = min((e.created for e in entries), default=None)
         failed = [e for e in entries if e.failed is not None]
@@ -633,14 +735,22 @@ class Spool(JournalListeners):
         meanwhile (the newer one stays) or it is already gone."""
         with self._lock:
             self._check_open()
+            self._sync()
             current = self._index.get(entry.id)
             if current is None or current.payload != entry.payload:
                 return False
-            self._manifest_path(entry.id).unlink()  # the commit point of the removal
+            try:
+                self._manifest_path(entry.id).unlink()  # the commit point of the removal
+            except FileNotFoundError:
+                if not self.shared:
+                    raise
+                self._sync()  # another process removed it just now
+                return False
             with contextlib.suppress(OSError):
                 (self._objects / entry.payload).unlink()
             _fsync_dir(self._objects)
             del self._index[entry.id]
+            self._seen.pop(entry.id, None)
         return True
 
     def mark_failed(
@@ -656,6 +766,7 @@ class Spool(JournalListeners):
         reason = reason[:2000]
         with self._lock:
             self._check_open()
+            self._sync()
             current = self._index.get(entry.id)
             if current is None or current.payload != entry.payload:
                 return None
@@ -664,6 +775,7 @@ class Spool(JournalListeners):
                 updated = replace(updated, failed=reason, failed_at=self._clock())
             self._update_manifest(updated)
             self._index[entry.id] = updated
+            self._remember(entry.id)
         self._emit("failed", bucket=entry.bucket, key=entry.key, reason=reason, gave_up=give_up)
         return updated
 
@@ -673,6 +785,7 @@ class Spool(JournalListeners):
         count = 0
         with self._lock:
             self._check_open()
+            self._sync()
             for current in list(self._index.values()):
                 if entry is not None and current.id != entry.id:
                     continue
@@ -682,6 +795,7 @@ class Spool(JournalListeners):
                     )
                     self._update_manifest(updated)
                     self._index[current.id] = updated
+                    self._remember(current.id)
                     count += 1
         if count:
             self._emit("retried", count=count)
@@ -701,6 +815,7 @@ class Spool(JournalListeners):
             raise ValueError("Spool.retarget: bucket must be a non-empty string or None")
         with self._lock:
             self._check_open()
+            self._sync()
             current = self._index.get(entry.id)
             if current is None or current.payload != entry.payload:
                 raise KeyError(f"{entry.destination}: that version is no longer spooled")
@@ -710,6 +825,7 @@ class Spool(JournalListeners):
             return self.by_id(current.id) or current
         with self._lock:
             self._check_open()
+            self._sync()
             current = self._index.get(entry.id)
             if current is None or current.payload != entry.payload:
                 raise KeyError(f"{entry.destination}: that version is no longer spooled")
@@ -754,7 +870,9 @@ class Spool(JournalListeners):
                         f"{_disk_hint(exc)}; it is still spooled for its old destination"
                     ) from exc
             self._index[ident] = moved
+            self._remember(ident)
             del self._index[current.id]
+            self._seen.pop(current.id, None)
             with contextlib.suppress(OSError):
                 self._manifest_path(current.id).unlink()
             with contextlib.suppress(OSError):
@@ -794,6 +912,42 @@ class Spool(JournalListeners):
 
     def __repr__(self) -> str:
         return f"<Spool {str(self.directory)!r} files={len(self._index)}>"
+
+
+#: How long a shared Spool waits for another that is recovering the directory alone.
+_SHARE_WAIT = 10.0
+
+
+def _share_lock(fd: int) -> None:
+    """Take the shared lock; wait while another shared Spool recovers the directory
+    alone (it holds the lock exclusively for that moment). Raises ``OSError``
+    (``EWOULDBLOCK``) if it is still held after :data:`_SHARE_WAIT` seconds: by a Spool
+    that is not shared."""
+    deadline = time.monotonic() + _SHARE_WAIT
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            return
+        except OSError as exc:
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN) or time.monotonic() > deadline:
+                raise
+        time.sleep(0.05)
+
+
+def _writer_gone(path: Path) -> bool:
+    """Whether the temp file ``path`` is no longer being written: its writer holds an
+    ``flock`` on it while it writes (the kernel drops it when the writer dies)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+    return True
 
 
 def _disk_hint(exc: OSError) -> str:

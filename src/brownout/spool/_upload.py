@@ -52,6 +52,7 @@ class DrainReport:
     quarantined: int = 0  # corrupted entries moved aside (never uploaded)
     skipped: int = 0  # entries marked failed before this drain, waiting for an operator
     stopped: str | None = None  # why it stopped early: S3 is failing
+    busy: bool = False  # not tried: another process was uploading (see DrainLoop.share)
     seconds: float = 0.0
     errors: list[str] = field(default_factory=list)
 
@@ -256,6 +257,12 @@ class SpoolUploader(DrainLoop):
         Up to ``concurrency`` uploads are in flight at once (started oldest first);
         after an outage no new upload starts, and those in flight finish.
         """
+        with self._exclusive() as mine:
+            if not mine:  # another process (or drain) is at it: it takes what is spooled
+                return DrainReport(busy=True)
+            return await self._drain_locked(limit)
+
+    async def _drain_locked(self, limit: int | None) -> DrainReport:
         async with self._lock:
             report = DrainReport()
             start = time.perf_counter()

@@ -1,0 +1,258 @@
+"""``inventario serve --workers N`` (issue 13 item 1), with real processes.
+
+Each test starts the supervisor as a child process; its workers are uvicorn's spawned
+processes. Which worker answered is read from ``/about``'s ``pid`` (each request on a
+new connection: the kernel hands connections to whichever worker accepts first).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import psycopg
+import pytest
+
+from brownout.chaos import Mode, ThreadedFaultProxy
+from brownout.testing import eventually
+from brownout.testing.servers import free_port
+from brownout.testing.servers.postgres import PostgresServer
+from inventario.config import Settings
+from tests.e2e.test_durability_e2e import movement_rows, stock_of
+from tests.inventario.conftest import WIDGET
+
+HEARTBEAT = 0.2
+DWELL = 0.5
+
+
+class Workers:
+    """``inventario serve --workers N`` as a child process."""
+
+    def __init__(self, env: dict[str, str], log: Path, workers: int) -> None:
+        self.port = free_port()
+        self.env = env
+        self.log = log
+        self.workers = workers
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "inventario", "serve", "--port", str(self.port),
+                 "--workers", str(self.workers)],
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )  # fmt: skip
+
+        def alive() -> None:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"inventario exited:\n{self.log.read_text()[-3000:]}")
+
+        # every worker started (uvicorn logs it once per worker)
+        eventually(
+            lambda: self.log.read_text().count("Application startup complete") >= self.workers,
+            timeout=90,
+            what=f"{self.workers} workers to start",
+            check=alive,
+        )
+
+    def about(self) -> dict[str, object]:
+        with httpx.Client(timeout=10) as client:  # a new connection: any worker may take it
+            doc: dict[str, object] = client.get(f"{self.url}/about").json()
+            return doc
+
+    def pids_answering(self, want: int) -> set[int]:
+        """The worker pids seen answering, until ``want`` of them were (or 200 tries)."""
+        seen: set[int] = set()
+        for _ in range(200):
+            pid = self.about()["pid"]
+            assert isinstance(pid, int)
+            seen.add(pid)
+            if len(seen) >= want:
+                break
+        return seen
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+
+@pytest.fixture
+def serve_workers(tmp_path: Path) -> Iterator[Callable[..., Workers]]:
+    started: list[Workers] = []
+
+    def make(workers: int = 2, **settings: str) -> Workers:
+        env = {k: v for k, v in os.environ.items() if k.lower() not in Settings.model_fields}
+        env["VAR_DIR"] = str(tmp_path / "var")
+        env.update(settings)
+        service = Workers(env, tmp_path / "service.log", workers)
+        started.append(service)
+        service.start()
+        return service
+
+    yield make
+    for service in started:
+        service.stop()
+
+
+def lease_holder(path: Path) -> int | None:
+    """The pid holding an ``flock`` on ``path`` (from /proc/locks), if any."""
+    inode = path.stat().st_ino
+    for line in Path("/proc/locks").read_text().splitlines():
+        fields = line.split()
+        if "FLOCK" in fields and fields[-3].endswith(f":{inode}"):
+            return int(fields[-4])
+    return None
+
+
+def test_two_workers_both_serve_and_a_second_service_is_refused(
+    serve_workers: Callable[..., Workers], tmp_path: Path
+) -> None:
+    service = serve_workers(2)  # the embedded defaults: SQLite under VAR_DIR
+    assert service.proc is not None
+    pids = service.pids_answering(2)
+    assert len(pids) == 2, pids
+    assert service.proc.pid not in pids  # the supervisor serves nothing itself
+    # a write on one worker is read on the other (one database, one VAR_DIR)
+    r = httpx.post(f"{service.url}/products", json={**WIDGET, "sku": "W-1"}, timeout=10)
+    assert r.status_code == 201, r.text
+    for _ in range(6):
+        assert httpx.get(f"{service.url}/products/W-1", timeout=10).status_code == 200
+
+    env = {**service.env, "PORT": str(free_port())}
+    second = subprocess.run(
+        [sys.executable, "-m", "inventario", "serve", "--workers", "2"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert second.returncode == 2, second
+    assert f"another inventario (pid {service.proc.pid}) is already running" in second.stderr
+
+
+def test_writes_queued_while_the_database_is_away_are_applied_once_by_two_workers(
+    serve_workers: Callable[..., Workers], make_postgres: Callable[..., PostgresServer]
+) -> None:
+    server = make_postgres()
+    dsn = server.create_database("workers")
+    sku = "WQ-1"
+    service = serve_workers(
+        2, DATABASE_URL=dsn, HEARTBEAT=str(HEARTBEAT), RECOVERY_DWELL=str(DWELL)
+    )
+    r = httpx.post(f"{service.url}/products", json={**WIDGET, "sku": sku, "stock": 0}, timeout=10)
+    assert r.status_code == 201, r.text
+
+    server.stop()  # writes are queued, by both workers, into the one outbox
+    accepted: dict[str, int] = {}
+    for i in range(40):
+        key = f"wq-{i}"
+        with httpx.Client(base_url=service.url, timeout=10) as client:  # any worker
+            r = client.post(
+                f"/products/{sku}/movements",
+                json={"kind": "in", "quantity": 1 + i % 3, "reason": key},
+                headers={"Idempotency-Key": key},
+            )
+        assert r.status_code == 202, r.text
+        accepted[key] = 1 + i % 3
+    assert service.about()["outbox"]["pending"] == 40  # type: ignore[index]
+
+    server.start()
+    eventually(
+        lambda: service.about()["outbox"]["pending"] == 0,  # type: ignore[index]
+        timeout=60,
+        what="the outbox drained",
+    )
+    assert movement_rows(server, "workers", sku) == dict.fromkeys(accepted, 1)
+    assert stock_of(server, "workers", sku) == sum(accepted.values())
+    assert service.about()["outbox"]["dead_letters"] == 0  # type: ignore[index]
+
+
+def test_kill_9_of_the_draining_worker_loses_nothing_and_applies_nothing_twice(
+    serve_workers: Callable[..., Workers],
+    postgres_server: PostgresServer,
+    postgres_proxy: ThreadedFaultProxy,
+    tmp_path: Path,
+) -> None:
+    """The worker holding the outbox's drain lease is killed inside its replay
+    transaction (held on a row lock); the other worker (or the one uvicorn starts in
+    its place) takes the lease when the kernel drops it, and applies each write once.
+    The database is cut at a fault proxy, so the row can be locked before it returns."""
+    name = f"killed_{uuid.uuid4().hex[:8]}"
+    postgres_server.create_database(name)
+    sku = "WK-1"
+    service = serve_workers(
+        2,
+        DATABASE_URL=postgres_server.dsn_for(name, port=postgres_proxy.port),
+        HEARTBEAT=str(HEARTBEAT),
+        RECOVERY_DWELL=str(DWELL),
+    )
+    r = httpx.post(f"{service.url}/products", json={**WIDGET, "sku": sku, "stock": 0}, timeout=10)
+    assert r.status_code == 201, r.text
+    postgres_proxy.set_mode(Mode.REFUSE)
+    accepted: dict[str, int] = {}
+    for i in range(20):
+        key = f"wk-{i}"
+        with httpx.Client(base_url=service.url, timeout=10) as client:
+            r = client.post(
+                f"/products/{sku}/movements",
+                json={"kind": "in", "quantity": 1 + i % 4, "reason": key},
+                headers={"Idempotency-Key": key},
+            )
+        assert r.status_code == 202, r.text
+        accepted[key] = 1 + i % 4
+
+    lease = tmp_path / "var" / "outbox.lease"
+    with psycopg.connect(postgres_server.dsn_for(name)) as lock:  # not through the proxy
+        lock.execute("SELECT stock FROM products WHERE sku = %s FOR UPDATE", (sku,))
+        postgres_proxy.set_mode(Mode.PASS)
+
+        # another connection, autocommit: pg_stat_activity is one snapshot per transaction
+        watch = psycopg.connect(postgres_server.dsn_for(name), autocommit=True)
+
+        def replay_waits() -> bool:
+            row = watch.execute(
+                "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = %s "
+                "AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()",
+                (name,),
+            ).fetchone()
+            return bool(row and row[0])
+
+        try:
+            eventually(replay_waits, timeout=60, what="a replay to wait on the row lock")
+        finally:
+            watch.close()
+        holder = lease_holder(lease)
+        assert service.proc is not None
+        assert holder is not None and holder != service.proc.pid
+        os.kill(holder, signal.SIGKILL)
+        # the kernel ends the lease with the process
+        eventually(lambda: lease_holder(lease) != holder, timeout=30, what="the lease freed")
+        lock.rollback()
+    eventually(
+        lambda: service.about()["outbox"]["pending"] == 0,  # type: ignore[index]
+        timeout=90,
+        what="the outbox drained",
+    )
+    assert movement_rows(postgres_server, name, sku) == dict.fromkeys(accepted, 1)
+    assert stock_of(postgres_server, name, sku) == sum(accepted.values())
+    # uvicorn's supervisor replaced the killed worker: two serve again
+    eventually(lambda: len(service.pids_answering(2)) == 2, timeout=60, what="two workers")
+    assert holder not in service.pids_answering(2)

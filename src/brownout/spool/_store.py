@@ -9,6 +9,7 @@ Stdlib only. Layout of ``directory``::
     quarantine/                  corrupted entries, moved aside with a .reason.txt
     .lock                        flock: one Spool per directory at a time, or several
                                  ``shared`` ones (the worker processes of one service)
+    .open                        flock: shared Spools open one at a time
 
 ``<id>`` is the sha256 of ``bucket \\0 key``: no part of a file name comes from
 the caller, so a key such as ``../../etc/passwd`` cannot leave the directory.
@@ -255,16 +256,22 @@ class Spool(JournalListeners):
         self._quarantine.mkdir(exist_ok=True)
         self._lock_fd: int | None = os.open(self.directory / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
         alone = True
+        # shared Spools open one at a time (``.open``, held for a moment): so the one
+        # holding ``.lock`` exclusively is either one of them recovering alone, or a
+        # Spool that is not shared (refused at once)
+        opening = _opening(self.directory) if shared else None
         try:
             try:
                 fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError as exc:
                 if not shared or exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
                     raise
-                # other shared Spools are open (or an exclusive one: refused just below)
-                _share_lock(self._lock_fd)
+                # other shared Spools are open (or one that is not shared: refused here)
+                fcntl.flock(self._lock_fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
                 alone = False
         except OSError as exc:
+            if opening is not None:
+                os.close(opening)
             os.close(self._lock_fd)
             self._lock_fd = None
             if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
@@ -274,17 +281,21 @@ class Spool(JournalListeners):
                     "ones (the workers of one service)"
                 ) from exc
             raise
-        self._recover(alone)
-        if shared and alone:
-            # recovered alone; now let the other workers in (a Spool that is not shared
-            # slipping in between is refused by the next line, as any time)
-            try:
-                fcntl.flock(self._lock_fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-            except OSError as exc:  # pragma: no cover - the window is a few microseconds
-                self.close()
-                raise SpoolError(
-                    f"spool directory {self.directory} is in use by another Spool"
-                ) from exc
+        try:
+            self._recover(alone)
+            if shared and alone:
+                # recovered alone; now the other workers may open it too (a Spool that is
+                # not shared slipping in between is refused by the next line, as any time)
+                try:
+                    fcntl.flock(self._lock_fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                except OSError as exc:  # pragma: no cover - a window of microseconds
+                    self.close()
+                    raise SpoolError(
+                        f"spool directory {self.directory} is in use by another Spool"
+                    ) from exc
+        finally:
+            if opening is not None:
+                os.close(opening)  # the next shared Spool may open
 
     # ------------------------------------------------------------------ plumbing
 
@@ -914,24 +925,16 @@ class Spool(JournalListeners):
         return f"<Spool {str(self.directory)!r} files={len(self._index)}>"
 
 
-#: How long a shared Spool waits for another that is recovering the directory alone.
-_SHARE_WAIT = 10.0
-
-
-def _share_lock(fd: int) -> None:
-    """Take the shared lock; wait while another shared Spool recovers the directory
-    alone (it holds the lock exclusively for that moment). Raises ``OSError``
-    (``EWOULDBLOCK``) if it is still held after :data:`_SHARE_WAIT` seconds: by a Spool
-    that is not shared."""
-    deadline = time.monotonic() + _SHARE_WAIT
-    while True:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-            return
-        except OSError as exc:
-            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN) or time.monotonic() > deadline:
-                raise
-        time.sleep(0.05)
+def _opening(directory: Path) -> int:
+    """(A shared Spool opening.) Wait for the others opening or recovering: the open
+    file of ``directory/.open``, locked until closed."""
+    fd = os.open(directory / ".open", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # a moment: another worker's recovery at most
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def _writer_gone(path: Path) -> bool:

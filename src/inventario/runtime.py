@@ -47,22 +47,95 @@ __all__ = ["FEATURES", "REPLAY_BATCH", "RULES", "Runtime", "build_runtime"]
 
 logger = logging.getLogger("inventario")
 
-#: The seed's feature matrix, mapped onto inventario's endpoints.
+#: The seed's feature matrix, mapped onto inventario's endpoints; the last words of
+#: each say what users live with while it is off (the status page's level lines).
 FEATURES: tuple[Feature, ...] = (
     # the cache is most useful when the rest is in trouble: with the database down
     # (MINIMAL) cached product reads are the only reads left, so they stay on
-    Feature("cache_read", {"cache"}, Level.MINIMAL, "product and stock reads from Redis"),
-    Feature("cache_write", {"cache"}, Level.MINIMAL, "populate the cache after a read"),
-    Feature("database_write", {"database"}, Level.LIMITED, "direct writes (else: outbox)"),
-    Feature("complex_queries", {"database"}, Level.DEGRADED, "searches, reports (low stock)"),
-    Feature("batch_processing", {"database"}, Level.DEGRADED, "applying an invoice"),
-    Feature("ai_invoice_extraction", {"openai"}, Level.LIMITED, "invoice lines read by an LLM"),
-    Feature("ai_pricing", {"openai"}, Level.DEGRADED, "AI price suggestions (else: rule)"),
-    Feature("inventory_write", set(), Level.MINIMAL, "stock movements and product writes"),
-    Feature("pricing_update", {"database"}, Level.LIMITED, "changing prices"),
-    Feature("file_upload", set(), Level.MINIMAL, "invoice uploads (spooled if S3 is down)"),
-    Feature("read_only_database", {"database"}, Level.MINIMAL, "product reads"),
-    Feature("health_status", set(), Level.EMERGENCY, "health, status page, metrics"),
+    Feature(
+        "cache_read",
+        {"cache"},
+        Level.MINIMAL,
+        "product and stock reads from Redis",
+        "product reads are slower (no cache)",
+    ),
+    Feature(
+        "cache_write",
+        {"cache"},
+        Level.MINIMAL,
+        "populate the cache after a read",
+        "product reads are slower (no cache)",
+    ),
+    Feature(
+        "database_write",
+        {"database"},
+        Level.LIMITED,
+        "direct writes (else: outbox)",
+        "writes are being queued (applied when the database is back)",
+    ),
+    Feature(
+        "complex_queries",
+        {"database"},
+        Level.DEGRADED,
+        "searches, reports (low stock)",
+        "searches and reports are off",
+    ),
+    Feature(
+        "batch_processing",
+        {"database"},
+        Level.DEGRADED,
+        "applying an invoice",
+        "invoices cannot be applied to stock",
+    ),
+    Feature(
+        "ai_invoice_extraction",
+        {"openai"},
+        Level.LIMITED,
+        "invoice lines read by an LLM",
+        "invoice lines are entered by hand",
+    ),
+    Feature(
+        "ai_pricing",
+        {"openai"},
+        Level.DEGRADED,
+        "AI price suggestions (else: rule)",
+        "price suggestions come from the markup rule, not AI",
+    ),
+    Feature(
+        "inventory_write",
+        set(),
+        Level.MINIMAL,
+        "stock movements and product writes",
+        "stock movements and product changes are turned away (queued while the database is down)",
+    ),
+    Feature(
+        "pricing_update",
+        {"database"},
+        Level.LIMITED,
+        "changing prices",
+        "price changes are turned away (queued while the database is down)",
+    ),
+    Feature(
+        "file_upload",
+        set(),
+        Level.MINIMAL,
+        "invoice uploads (spooled if S3 is down)",
+        "invoice uploads are turned away",
+    ),
+    Feature(
+        "read_only_database",
+        {"database"},
+        Level.MINIMAL,
+        "product reads",
+        "products cannot be looked up (maintenance mode)",
+    ),
+    Feature(
+        "health_status",
+        set(),
+        Level.EMERGENCY,
+        "health, status page, metrics",
+        "the status page is off",
+    ),
 )
 
 
@@ -173,8 +246,7 @@ class Runtime:
         await self.invoice_binder.wait()  # the database is closed below
         await self.replayer.stop()
         await self.trends.stop()
-        await self.manager.stop()
-        self.manager.close()
+        await self.manager.aclose()  # heartbeat, async listeners, breaker subscriptions
         self.outbox.close()
         self.spool.close()  # releases the directory lock: another Spool may open it
         if self.hostshare is not None:

@@ -743,3 +743,69 @@ def test_rules_are_data() -> None:
     )
     cb.force_open()
     assert m.level is Level.MINIMAL
+
+
+# ------------------------------------------------------ closing (issue 12 item 2)
+
+
+def _heartbeats() -> list[asyncio.Task[Any]]:
+    return [t for t in asyncio.all_tasks() if t.get_name() == "brownout-degradation-heartbeat"]
+
+
+async def test_async_with_starts_the_heartbeat_and_aclose_detaches_and_stops_everything() -> None:
+    clock = FakeClock()
+    cache = CircuitBreaker("cache", clock=clock)
+    started = asyncio.Event()
+    release = asyncio.Event()
+    ended: list[str] = []
+
+    async def slow_listener(evaluation: Evaluation) -> None:
+        started.set()
+        try:
+            await release.wait()  # never set: aclose must end it
+        finally:
+            ended.append(evaluation.trigger)
+
+    manager = DegradationManager([Component("cache", breaker=cache)], clock=clock)
+    async with manager as entered:
+        assert entered is manager
+        assert len(_heartbeats()) == 1
+        manager.add_listener(slow_listener)
+        cache.force_open()
+        assert manager.level is Level.DEGRADED
+        await asyncio.wait_for(started.wait(), timeout=10)
+    assert _heartbeats() == []
+    # every async listener still waiting was cancelled and awaited (the heartbeat's
+    # evaluation may have reached it too)
+    assert any(trigger.startswith("breaker cache") for trigger in ended), ended
+    cache.reset()  # the manager no longer hears its breakers: the level stays
+    assert manager.level is Level.DEGRADED
+    await manager.aclose()  # idempotent
+
+
+def test_with_detaches_a_manager_that_never_started() -> None:
+    clock = FakeClock()
+    cache = CircuitBreaker("cache", clock=clock)
+    with DegradationManager([Component("cache", breaker=cache)], clock=clock) as manager:
+        cache.force_open()
+        assert manager.level is Level.DEGRADED
+    cache.reset()
+    assert manager.level is Level.DEGRADED
+    manager.close()  # idempotent
+
+
+async def test_aclose_detaches_even_when_the_heartbeat_fails_to_stop(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    clock = FakeClock()
+    cache = CircuitBreaker("cache", clock=clock)
+    manager = DegradationManager([Component("cache", breaker=cache)], clock=clock)
+
+    async def broken_stop() -> None:
+        raise RuntimeError("heartbeat stuck")
+
+    monkeypatch.setattr(manager, "stop", broken_stop)
+    with pytest.raises(RuntimeError, match="heartbeat stuck"):
+        await manager.aclose()
+    cache.force_open()
+    assert manager.level is Level.OPTIMAL

@@ -18,7 +18,7 @@ from brownout.health import (
     level_impacts,
 )
 from brownout.health._trends import quantile_from_buckets
-from brownout.testing import FakeClock
+from brownout.testing import FakeClock, aeventually
 
 
 def _boom() -> None:
@@ -137,15 +137,23 @@ def test_saturation_is_the_in_use_series() -> None:
     assert rec.to_dict()["dependencies"]["database"]["in_use"] == [0.25]
 
 
-def test_level_impacts_say_what_is_off_at_each_level() -> None:
+def test_level_impacts_say_what_users_live_with_at_each_level() -> None:
     feats = [
-        Feature("reports", {"database"}, Level.DEGRADED, "reports"),
-        Feature("writes", {"database"}, Level.LIMITED, "direct writes"),
+        Feature("reports", {"database"}, Level.DEGRADED, "reports", "reports are off"),
+        Feature("writes", {"database"}, Level.LIMITED, "direct writes", "writes are being queued"),
+        Feature("cache_read", {"cache"}, Level.LIMITED, when_off="reads are slower"),
+        Feature("cache_write", {"cache"}, Level.LIMITED, when_off="reads are slower"),
+        Feature("uploads", worst_level=Level.MINIMAL, description="invoice uploads"),
+        Feature("status"),
     ]
     impacts = level_impacts(feats)
-    assert impacts["optimal"] == impacts["degraded"] == "everything is on"
-    assert impacts["limited"] == "off: reports"
-    assert impacts["minimal"] == "off: reports; direct writes"
+    assert list(impacts) == [level.label for level in Level]
+    assert impacts["optimal"] == impacts["degraded"] == "everything works"
+    assert impacts["limited"] == "reports are off"
+    # said once though two features lose it; in the features' order
+    assert impacts["minimal"] == "reports are off; writes are being queued; reads are slower"
+    # without ``when_off`` the description (else the name) "is off"
+    assert impacts["emergency"].endswith("; invoice uploads is off")
 
 
 def test_bad_settings_are_named() -> None:
@@ -160,12 +168,10 @@ async def test_start_samples_in_a_task_and_stop_ends_it() -> None:
     manager = DegradationManager([Component("database", breaker=CircuitBreaker("db"))])
     rec = TrendRecorder(manager, interval=0.001)
     await rec.start()
-    for _ in range(1000):
-        if len(rec.to_dict()["level"]["t"]) >= 2:
-            break
-        await asyncio.sleep(0.001)
+    await aeventually(lambda: len(rec.to_dict()["level"]["t"]) >= 2, what="two samples")
     await rec.stop()
     n = len(rec.to_dict()["level"]["t"])
-    assert n >= 2
+    # not a wait for work: ten sampling intervals in which a task still running would
+    # add a sample (nothing signals that something did not happen)
     await asyncio.sleep(0.01)
     assert len(rec.to_dict()["level"]["t"]) == n

@@ -8,6 +8,7 @@ the process must hold no connection to any of them.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,8 @@ from typing import Any
 import pytest
 from fastapi import FastAPI
 
+from brownout import State
+from brownout.health import Level
 from brownout.testing.servers.openai_stub import OpenAIStub
 from brownout.testing.servers.s3 import S3Server
 from tests.inventario.conftest import WIDGET, running
@@ -85,3 +88,18 @@ async def test_no_client_is_left_open_after_shutdown(
         assert used <= connected_ports(), ports
     left = {name: port for name, port in ports.items() if port in connected_ports()}
     assert left == {}, f"connections left open after shutdown: {left}"
+
+
+async def test_shutdown_closes_the_degradation_manager(make_app: Callable[..., FastAPI]) -> None:
+    """The runtime closes its manager with ``aclose()``: no heartbeat task is left, and
+    the manager no longer hears the breakers (its subscriptions are gone)."""
+    app = make_app()
+    rt = app.state.runtime
+    async with running(app) as client:
+        assert (await client.get("/health/live")).status_code == 200
+        assert any(t.get_name() == "brownout-degradation-heartbeat" for t in asyncio.all_tasks())
+    assert not any(t.get_name() == "brownout-degradation-heartbeat" for t in asyncio.all_tasks())
+    before = rt.manager.level
+    rt.db.breaker.force_open()
+    assert rt.db.breaker.state is State.FORCED_OPEN
+    assert rt.manager.level is before is Level.OPTIMAL

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -360,6 +361,10 @@ def test_browser_sees_redis_fail_without_reload(
         expect(page.get_by_test_id("feature-cache_read")).to_have_attribute("data-enabled", "false")
         expect(page.get_by_test_id("timeline")).to_contain_text("OPTIMAL → DEGRADED")
         expect(page.get_by_test_id("timeline-empty")).to_be_hidden()
+        # times people read carry their date and time zone (Chromium's default: UTC)
+        when = page.get_by_test_id("timeline").locator(".when").first
+        expect(when).to_contain_text(re.compile(r"20\d\d.*\d\d:\d\d:\d\d.*UTC"))
+        expect(page.get_by_test_id("updated")).to_contain_text(re.compile(r"20\d\d.*UTC"))
 
         # without the token the page says the details are hidden, and shows no error text
         expect(page.get_by_test_id("details-notice")).to_be_visible()

@@ -39,10 +39,16 @@ async def test_trends_after_traffic_have_rates_states_and_level_lines(
     assert db["in_use"][-1] is None
     assert doc["levels"][0] == "optimal"
     assert doc["level"]["value"][-2:] == [0, 0]
-    assert doc["level_impacts"]["optimal"] == "everything is on"
-    reports = next(f.description for f in FEATURES if f.name == "complex_queries")
-    assert reports in doc["level_impacts"]["limited"]
-    assert reports not in doc["level_impacts"]["degraded"]
+    impacts = doc["level_impacts"]
+    assert list(impacts) == doc["levels"]
+    assert impacts["optimal"] == "everything works"
+    # plain words of what users live with, from each feature's ``when_off``
+    reports = next(f.when_off for f in FEATURES if f.name == "complex_queries")
+    assert reports == "searches and reports are off"
+    assert reports in impacts["limited"] and reports not in impacts["degraded"]
+    assert "writes are being queued" in impacts["minimal"]
+    assert "writes are being queued" not in impacts["limited"]
+    assert all(f.when_off for f in FEATURES), "every inventario feature says what its loss means"
 
 
 async def test_trends_name_no_secret_and_no_host(make_app: Callable[..., FastAPI]) -> None:

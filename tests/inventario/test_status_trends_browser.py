@@ -104,8 +104,12 @@ def test_charts_are_drawn_after_traffic(chromium: Any, make_app: Callable[..., F
         level = page.get_by_test_id("level-band").screenshot()
         assert _colour_pixels(level, (0x2F, 0xBF, 0x71)) > 50, "no level timeline drawn"
         lines = page.get_by_test_id("level-lines")
-        expect(lines).to_contain_text("optimal: everything is on")
-        expect(lines).to_contain_text("minimal: off:")
+        # one line per level, in plain words of what users live with there
+        expect(lines.locator("li")).to_have_count(5)
+        expect(lines.locator("li").nth(0)).to_have_text("optimal: everything works")
+        expect(lines.locator("li").nth(2)).to_contain_text("searches and reports are off")
+        expect(lines.locator("li").nth(3)).to_contain_text("writes are being queued")
+        expect(lines).not_to_contain_text("off:")
         expect(page.get_by_test_id("in-use-database")).to_have_text("bulkhead in use: n/a")
         # a time with its date and zone (Chromium's default locale/zone: UTC)
         expect(page.get_by_test_id("trends-range")).to_contain_text("UTC")

@@ -3,13 +3,9 @@
 >>> from brownout.health import DegradationManager, Component, Feature, Level
 """
 
-from brownout.health._manager import (
-    ComponentView,
-    DegradationManager,
-    Evaluation,
-    Transition,
-    UnknownFeature,
-)
+from brownout._errors import UnknownFeature
+from brownout.health._events import ComponentView, Evaluation, Transition
+from brownout.health._manager import DegradationManager
 from brownout.health._model import (
     DEFAULT_IMPACT,
     DEFAULT_RULES,

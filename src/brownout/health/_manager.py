@@ -2,25 +2,29 @@
 
 The manager gathers inputs and keeps state; the jobs live beside it:
 
+* ``_inputs``: reading a component's breaker, adapter figures, probe and problems;
 * ``_scoring``: one component's score (pure);
 * ``_policy``: the level policy, score and rules -> target -> level with hysteresis (pure);
+* ``_features``: the feature gates at a level (pure);
 * ``_outages``: outage history, root causes, incidents, recovery prediction;
 * ``_probing``: the health probes and the heartbeat task;
+* ``_events``: the frozen events (``Evaluation``, ``Transition``, ``ComponentView``);
+* ``_listeners``: who hears about each evaluation, sync or async;
+* ``_explain``: ``explain()``'s document (pure);
 * ``_checks``: validation of the arguments.
 """
 
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 import random
 import threading
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from types import TracebackType
+from typing import Any, Self
 
 from brownout._clock import Clock, monotonic
 from brownout._errors import UnknownFeature
@@ -39,6 +43,11 @@ from brownout.health._checks import (
     check_rules,
     check_thresholds,
 )
+from brownout.health._events import ComponentView, Evaluation, Transition
+from brownout.health._explain import explain
+from brownout.health._features import FeatureGates
+from brownout.health._inputs import read_inputs
+from brownout.health._listeners import Listener, Listeners, OnTransition, TransitionHandler
 from brownout.health._model import (
     DEFAULT_IMPACT,
     DEFAULT_RULES,
@@ -59,7 +68,7 @@ from brownout.health._policy import (
     target_level,
 )
 from brownout.health._probing import HealthProbeFailed, Prober
-from brownout.health._scoring import ComponentInputs, ComponentScore, score_component
+from brownout.health._scoring import ComponentScore, score_component
 
 __all__ = [
     "ComponentView",
@@ -72,124 +81,7 @@ __all__ = [
 
 logger = logging.getLogger("brownout.health")
 
-#: A listener: gets every :class:`Evaluation`; may be async (its awaitable is scheduled).
-Listener = Callable[["Evaluation"], object]
 EvaluationListener = Listener  # the name before issue 12
-TransitionHandler = Callable[["Transition"], object]
-
-
-@dataclass(frozen=True, slots=True)
-class Transition:
-    """The level changed."""
-
-    from_level: Level
-    to_level: Level
-    score: float
-    reason: str
-    at: float  # wall-clock seconds since the epoch
-    monotonic: float
-    root_causes: tuple[str, ...] = ()
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "from": self.from_level.name,
-            "to": self.to_level.name,
-            "score": self.score,
-            "reason": self.reason,
-            "at": self.at,
-            "root_causes": list(self.root_causes),
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class ComponentView:
-    """One component at one evaluation."""
-
-    name: str
-    configured: bool
-    weight: float
-    score: float
-    status: str
-    down: bool
-    why: tuple[str, ...]
-    breaker_state: str | None
-    down_since: float | None  # monotonic
-    root_cause: str | None  # set when this component's failure is a cascade of another's
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "configured": self.configured,
-            "weight": self.weight,
-            "score": self.score,
-            "status": self.status,
-            "down": self.down,
-            "why": list(self.why),
-            "breaker_state": self.breaker_state,
-            "cascade_of": self.root_cause,
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class Evaluation:
-    """Everything one evaluation computed, and the decision it took: the manager's event.
-
-    ``transition`` is set when this evaluation changed the level.
-    """
-
-    at: float  # monotonic
-    trigger: str
-    score: float
-    score_level: Level
-    rule_level: Level
-    rule: str | None
-    target: Level
-    level: Level
-    decision: str
-    components: tuple[ComponentView, ...]
-    down: frozenset[str]
-    pending_degrade: int
-    level_score: float  # the score the level is read from (see LevelRule.replaces_score)
-    transition: Transition | None = None
-
-    def component(self, name: str) -> ComponentView:
-        for view in self.components:
-            if view.name == name:
-                return view
-        raise KeyError(name)
-
-
-def _read_saturation(c: Component) -> float | None:
-    """``c.saturation()``, or ``None`` (logged) when it raises or is not a number >= 0."""
-    assert c.saturation is not None
-    try:
-        value = float(c.saturation())
-    except Exception:
-        logger.exception("degradation: saturation of %s could not be read", c.name)
-        return None
-    if not value >= 0 or value == float("inf"):  # also NaN
-        logger.warning("degradation: saturation of %s is %r, not a number >= 0", c.name, value)
-        return None
-    return value
-
-
-class _OnTransition:
-    """``on_transition``'s handler as a listener: only evaluations that changed the level."""
-
-    __slots__ = ("handler", "level")
-
-    def __init__(self, handler: TransitionHandler, level: Level | None) -> None:
-        self.handler = handler
-        self.level = level
-
-    def __call__(self, evaluation: Evaluation) -> object:
-        transition = evaluation.transition
-        if transition is None or (self.level is not None and transition.to_level is not self.level):
-            return None
-        return self.handler(transition)
-
-    def __repr__(self) -> str:
-        return repr(self.handler)
 
 
 class DegradationManager:
@@ -214,6 +106,15 @@ class DegradationManager:
     >>> cache.force_open()
     >>> manager.level, manager.enabled("cache_read")
     (<Level.DEGRADED: 1>, False)
+
+    It closes as every brownout resource does: ``async with manager:`` starts the
+    heartbeat and probes and, on exit, :meth:`aclose` stops them and detaches the
+    manager from its breakers; a manager that is never started needs only
+    :meth:`close` (or ``with``), which detaches it.
+
+    >>> with DegradationManager([Component("database", breaker=db)], clock=clock) as other:
+    ...     other.level
+    <Level.OPTIMAL: 0>
 
     See ``docs/degradation.md`` for the model and every default.
     """
@@ -241,7 +142,7 @@ class DegradationManager:
     ) -> None:
         self._components = check_components(components)
         self._feature_list = check_features(features, {c.name for c in self._components})
-        self._feature_requires = [(f, tuple(sorted(f.requires))) for f in self._feature_list]
+        self._gates = FeatureGates(self._feature_list)
         self._thresholds = check_thresholds(thresholds)
         self._rules = check_rules(rules)
         self._impact = check_impact(impact)
@@ -279,15 +180,12 @@ class DegradationManager:
             rng=rng or random.Random(),
         )
         self._probe_ok = self._prober.last_ok_map
-        self._enabled: dict[str, bool] = {}
-        self._features_key: tuple[Level, list[tuple[bool, bool, bool]]] | None = None
-        self._feature_reason: dict[str, str] = {}
-        self._listeners: tuple[Listener, ...] = ()
+        self._enabled = self._gates.enabled
+        self._feature_reason = self._gates.reasons
+        self._listeners = Listeners()
         self._last: Evaluation | None = None
         # filled under the lock, emptied (logs, listeners) outside it
         self._queued: deque[Evaluation] = deque()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._background: set[asyncio.Task[Any]] = set()
         self._unsubscribe: list[Callable[[], None]] = []
         for c in self._components:
             if c.breaker is not None and c.configured:
@@ -396,14 +294,7 @@ class DegradationManager:
         >>> seen
         ['MINIMAL']
         """
-        if not callable(callback):
-            raise TypeError("add_listener needs a callable taking an Evaluation")
-        self._listeners = (*self._listeners, callback)
-
-        def unsubscribe() -> None:
-            self._listeners = tuple(f for f in self._listeners if f is not callback)
-
-        return unsubscribe
+        return self._listeners.add(callback)
 
     def on_transition(
         self, handler: TransitionHandler, *, level: Level | None = None
@@ -416,7 +307,7 @@ class DegradationManager:
         """
         if not callable(handler):
             raise TypeError("on_transition needs a callable")
-        return self.add_listener(_OnTransition(handler, level))
+        return self.add_listener(OnTransition(handler, level))
 
     def _on_breaker_change(self, event: StateChange) -> None:
         self._pending.append(
@@ -439,51 +330,7 @@ class DegradationManager:
 
     def _after_evaluations(self) -> None:
         while self._queued:
-            evaluation = self._queued.popleft()
-            transition = evaluation.transition
-            if transition is not None:
-                log = logger.warning if transition.to_level > transition.from_level else logger.info
-                log(
-                    "degradation level %s -> %s (score %.1f): %s",
-                    transition.from_level.name,
-                    transition.to_level.name,
-                    transition.score,
-                    transition.reason,
-                )
-            for listener in self._listeners:
-                try:
-                    result = listener(evaluation)
-                except Exception:
-                    logger.exception("degradation: listener %r raised", listener)
-                    continue
-                if inspect.isawaitable(result):
-                    self._schedule(result, listener)
-
-    def _schedule(self, awaitable: Awaitable[Any], listener: object) -> None:
-        async def guarded() -> None:
-            try:
-                await awaitable
-            except Exception:
-                logger.exception("degradation: listener %r raised", listener)
-
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            loop = None
-        if loop is not None:
-            task = loop.create_task(guarded())
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
-        elif self._loop is not None and self._loop.is_running():
-            asyncio.run_coroutine_threadsafe(guarded(), self._loop)
-        else:
-            coro = guarded()
-            coro.close()
-            if inspect.iscoroutine(awaitable):
-                awaitable.close()
-            logger.warning(
-                "degradation: async listener %r skipped: no running event loop", listener
-            )
+            self._listeners.publish(self._queued.popleft())
 
     # ------------------------------------------------------------ evaluation
 
@@ -506,40 +353,6 @@ class DegradationManager:
                 immediate = immediate or imm
             self._evaluate_locked("; ".join(triggers), immediate)
 
-    def _inputs(self, c: Component) -> tuple[ComponentInputs, str | None]:
-        success: float | None = None
-        p95: float | None = None
-        credentials: str | None = None
-        state: State | None = None
-        last_error: str | None = None
-        if c.breaker is not None:
-            state, calls, failures, last_error = c.breaker.summary()
-            if calls and c.adapter is None:
-                success = 1.0 - failures / calls
-        if c.adapter is not None:
-            stats = c.adapter.stats
-            # the last 100 counted calls of the last minute: figures age after an outage
-            success, p95, _ = stats.window(100)
-            credentials = stats.credentials_problem
-            last_error = stats.last_error or last_error
-        probe = self._probe_ok[c.name]
-        problems = tuple(self._problems.get(c.name, {}).values())
-        saturation = None if c.saturation is None else _read_saturation(c)
-        return (
-            ComponentInputs(
-                state,
-                success,
-                p95,
-                c.latency_target,
-                probe,
-                credentials,
-                last_error,
-                problems,
-                saturation,
-            ),
-            state.value if state is not None else None,
-        )
-
     def _evaluate_locked(self, trigger: str, immediate: bool) -> None:
         now = self._clock()
         scored: list[tuple[Component, ComponentScore | None, float, str | None]] = []
@@ -548,7 +361,9 @@ class DegradationManager:
             if not c.configured:
                 scored.append((c, None, 0.0, None))
                 continue
-            component_inputs, bstate = self._inputs(c)
+            component_inputs, bstate = read_inputs(
+                c, self._probe_ok[c.name], self._problems.get(c.name, {}).values()
+            )
             result = score_component(component_inputs)
             if c.name in self._holds and not result.down:
                 result = ComponentScore(
@@ -620,7 +435,7 @@ class DegradationManager:
             transition,
         )
         self._last = evaluation
-        self._update_features_locked(views)
+        self._gates.update(state.level, views)
         self._queued.append(evaluation)
 
     def _transition_locked(
@@ -631,32 +446,6 @@ class DegradationManager:
         self._history.append(transition)
         self._outages.level_changed(frm, to, roots, now=now)
         return transition
-
-    def _update_features_locked(self, views: Sequence[ComponentView]) -> None:
-        level = self._state.level
-        # features read only the level and each component's availability: most
-        # evaluations (heartbeats, a breaker's half-open -> closed) change neither
-        key = (level, [(v.configured, v.down, v.status == "recovering") for v in views])
-        if key == self._features_key:
-            return
-        self._features_key = key
-        by_name = {v.name: v for v in views}
-        for feature, requires in self._feature_requires:
-            reason = ""
-            on = True
-            for req in requires:
-                view = by_name.get(req)
-                if view is None or not view.configured:
-                    on, reason = False, f"{req} not configured"
-                    break
-                if view.down or view.status == "recovering":
-                    on, reason = False, f"{req} {'down' if view.down else 'recovering'}"
-                    break
-            if on and level > feature.worst_level:
-                on = False
-                reason = f"level {level.name} is worse than {feature.worst_level.name}"
-            self._enabled[feature.name] = on
-            self._feature_reason[feature.name] = reason or "available"
 
     # ---------------------------------------------------------------- control
 
@@ -738,62 +527,29 @@ class DegradationManager:
     # ----------------------------------------------------------------- explain
 
     def explain(self) -> dict[str, Any]:
-        """Why the level is what it is: inputs, the deciding rule or threshold, cascades."""
+        """Why the level is what it is: inputs, the deciding rule or threshold, cascades.
+
+        The document is built by :func:`brownout.health._explain.explain`; the
+        manager hands it its last evaluation and the configuration behind it.
+        """
         evaluation = self._last
         assert evaluation is not None
-        cascade = []
-        for (src, dst), frac in sorted(self._impact.items()):
-            if src in evaluation.down and any(
-                v.name == dst and v.configured for v in evaluation.components
-            ):
-                cascade.append(
-                    {
-                        "source": src,
-                        "target": dst,
-                        "expected_extra_load": frac,
-                        "text": f"{src} down: expect +{frac:.0%} load on {dst}",
-                    }
-                )
-        root_causes = [
-            {"component": v.name, "cascade_of": v.root_cause}
-            for v in evaluation.components
-            if v.root_cause is not None
-        ]
-        pin = self.pinned
-        return {
-            "level": evaluation.level.name,
-            "score": evaluation.score,
-            "level_score": evaluation.level_score,
-            "decision": evaluation.decision,
-            "trigger": evaluation.trigger,
-            "score_level": evaluation.score_level.name,
-            "rule_level": evaluation.rule_level.name,
-            "rule": evaluation.rule,
-            "thresholds": dict(zip([lvl.name for lvl in Level], self._thresholds, strict=False)),
-            "hysteresis": {
-                "pending_bad_evaluations": evaluation.pending_degrade,
-                "degrade_after": self._hysteresis.degrade_after,
-                "margin": self._hysteresis.margin,
-                "dwell_s": self._hysteresis.dwell,
-                "level_held_s": round(self._clock() - self._state.since, 3),
-                "recovery": self._hysteresis.recovery,
-            },
-            "pinned": None
-            if pin is None
-            else {"level": pin[0].name, "seconds_left": pin[1], "reason": pin[2]},
-            "components": [v.to_dict() for v in evaluation.components],
-            "down": sorted(evaluation.down),
-            "cascade": cascade,
-            "root_causes": root_causes,
-            "patterns": self._outages.patterns,
-            "features": {
-                f.name: {"enabled": self._enabled[f.name], "reason": self._feature_reason[f.name]}
+        return explain(
+            evaluation,
+            impact=self._impact,
+            thresholds=self._thresholds,
+            hysteresis=self._hysteresis,
+            level_held=self._clock() - self._state.since,
+            pinned=self.pinned,
+            patterns=self._outages.patterns,
+            features=[
+                (f.name, self._enabled[f.name], self._feature_reason[f.name])
                 for f in self._feature_list
-            },
-            "settings": self.settings.to_dict(),
-            "recent_transitions": [t.to_dict() for t in list(self._history)[-10:]],
-            "predicted_recovery_s": self.predict_recovery(),
-        }
+            ],
+            settings=self.settings,
+            recent=list(self._history)[-10:],
+            predicted_recovery=self.predict_recovery(),
+        )
 
     def expected_load(self) -> dict[tuple[str, str], float]:
         """Impact fractions currently in effect: (source down, target) -> expected extra load."""
@@ -827,20 +583,60 @@ class DegradationManager:
 
     async def start(self) -> None:
         """Start the heartbeat and probing task (idempotent)."""
-        self._loop = asyncio.get_running_loop()
+        self._listeners.loop = asyncio.get_running_loop()
         await self._prober.start()
 
     async def stop(self) -> None:
-        """Stop the heartbeat task and wait for it."""
+        """Stop the heartbeat task and wait for it, and for the async listeners still running.
+
+        The manager stays attached to its breakers (it still evaluates on their
+        transitions); :meth:`aclose` also detaches it.
+        """
         await self._prober.stop()
-        for t in list(self._background):
-            t.cancel()
+        await self._listeners.aclose()
 
     def close(self) -> None:
-        """Detach from the breakers (after :meth:`stop`)."""
+        """Detach from the breakers: their transitions no longer reach this manager.
+
+        The sync half of :meth:`aclose`, for a manager that was never started (its
+        only resources are then its breaker subscriptions); idempotent.
+        """
         for undo in self._unsubscribe:
             undo()
         self._unsubscribe.clear()
+
+    async def aclose(self) -> None:
+        """Stop the heartbeat and the async listeners, then detach from the breakers.
+
+        Idempotent; ``async with manager:`` starts the manager and calls this on exit.
+        """
+        try:
+            await self.stop()
+        finally:
+            self.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
 
     def probe_state(self, name: str) -> dict[str, Any]:
         return self._prober.state(name)

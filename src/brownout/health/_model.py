@@ -237,12 +237,18 @@ class Component:
 class Feature:
     """An optional capability: on while every component in ``requires`` is available
     and the level is no worse than ``worst_level``.
+
+    ``description`` says what the feature is ("searches, reports"); ``when_off``
+    what the service's users live with while it is off, in plain words
+    ("searches and reports are off", "writes are being queued"): the status page's
+    line for each level is made of these (see :func:`~brownout.health.level_impacts`).
     """
 
     name: str
     requires: frozenset[str] = frozenset()
     worst_level: Level = Level.EMERGENCY
     description: str = ""
+    when_off: str = ""
 
     def __init__(
         self,
@@ -250,6 +256,7 @@ class Feature:
         requires: Iterable[str] = (),
         worst_level: Level = Level.EMERGENCY,
         description: str = "",
+        when_off: str = "",
     ) -> None:
         if not isinstance(name, str) or not name:
             raise ValueError(f"Feature.name must be a non-empty string, got {name!r}")
@@ -261,6 +268,7 @@ class Feature:
         object.__setattr__(self, "requires", frozenset(requires))
         object.__setattr__(self, "worst_level", worst_level)
         object.__setattr__(self, "description", description)
+        object.__setattr__(self, "when_off", when_off)
 
 
 def seed_features() -> tuple[Feature, ...]:

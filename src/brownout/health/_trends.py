@@ -66,16 +66,29 @@ def quantile_from_buckets(counts: Sequence[int], q: float) -> float | None:
 
 
 def level_impacts(features: Iterable[Feature]) -> dict[str, str]:
-    """One line per level, in plain words: which features are off at that level.
+    """One line per level, in plain words of what users are living with at that level.
 
-    Derived from each feature's ``worst_level`` and ``description`` (a feature is
-    off at every level worse than its ``worst_level``).
+    A feature is off at every level worse than its ``worst_level``; the line joins
+    the ``when_off`` of the features off there (a feature without one reads
+    "<description or name> is off"), each said once, in the features' order.
+
+    >>> from brownout.health import Feature, Level
+    >>> lines = level_impacts([
+    ...     Feature("reports", worst_level=Level.DEGRADED, when_off="reports are off"),
+    ...     Feature("writes", worst_level=Level.LIMITED, when_off="writes are being queued"),
+    ... ])
+    >>> lines["degraded"], lines["minimal"]
+    ('everything works', 'reports are off; writes are being queued')
     """
     feats = list(features)
     out: dict[str, str] = {}
     for level in Level:
-        off = [f.description or f.name for f in feats if level > f.worst_level]
-        out[level.label] = "everything is on" if not off else "off: " + "; ".join(off)
+        said = dict.fromkeys(
+            f.when_off or f"{f.description or f.name} is off"
+            for f in feats
+            if level > f.worst_level
+        )
+        out[level.label] = "; ".join(said) if said else "everything works"
     return out
 
 

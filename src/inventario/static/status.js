@@ -74,9 +74,13 @@
     return Math.floor(s / 3600) + " h " + Math.round((s % 3600) / 60) + " min";
   }
 
+  // a time people read: with its date and time zone (the page may be read from anywhere)
   function clock(epoch) {
     if (!isNum(epoch)) return "—";
-    return new Date(epoch * 1000).toLocaleTimeString([], { hour12: false });
+    return new Date(epoch * 1000).toLocaleString([], {
+      year: "numeric", month: "short", day: "2-digit", hour: "2-digit", minute: "2-digit",
+      second: "2-digit", hour12: false, timeZoneName: "short",
+    });
   }
 
   function num(n) {
@@ -438,7 +442,7 @@
     if (changed("features", doc.features)) renderFeatures(doc);
     if (changed("timeline", doc.transitions)) renderTimeline(doc);
     lastOk = new Date();
-    $("updated").textContent = lastOk.toLocaleTimeString([], { hour12: false });
+    $("updated").textContent = clock(lastOk.getTime() / 1000);
   }
 
   let timer = null; // the next poll
@@ -482,7 +486,7 @@
       render(doc);
       setConnection("live", "live");
     } catch (err) {
-      $("last-update").textContent = lastOk ? lastOk.toLocaleTimeString([], { hour12: false }) : "never";
+      $("last-update").textContent = lastOk ? clock(lastOk.getTime() / 1000) : "never";
       setConnection("lost", "connection lost (" + (err && err.name === "AbortError" ? "timeout" : String(err && err.message ? err.message : err)) + ")");
     } finally {
       clearTimeout(abort);

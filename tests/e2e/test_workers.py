@@ -7,8 +7,11 @@ new connection: the kernel hands connections to whichever worker accepts first).
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import uuid
@@ -21,14 +24,18 @@ import pytest
 
 from brownout.chaos import Mode, ThreadedFaultProxy
 from brownout.testing import eventually
-from brownout.testing.servers import free_port
+from brownout.testing.servers import free_port, wait_until
 from brownout.testing.servers.postgres import PostgresServer
+from brownout.testing.servers.s3 import S3Server
+from inventario.app import STOP_SECONDS
 from inventario.config import Settings
 from tests.e2e.test_durability_e2e import movement_rows, stock_of
+from tests.e2e.test_graceful_shutdown import begin_request, read_response, refuses_connections
 from tests.inventario.conftest import WIDGET
 
 HEARTBEAT = 0.2
 DWELL = 0.5
+SHUTDOWN = 3.0  # SHUTDOWN_TIMEOUT for the SIGTERM test
 
 
 class Workers:
@@ -122,6 +129,12 @@ def lease_holder(path: Path) -> int | None:
     return None
 
 
+def shared_breakers(path: Path) -> set[tuple[str, str]]:
+    """(name, state) of each breaker row the workers share through ``path``."""
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        return {(r[0], r[1]) for r in db.execute("SELECT name, state FROM breakers")}
+
+
 def test_two_workers_both_serve_and_a_second_service_is_refused(
     serve_workers: Callable[..., Workers], tmp_path: Path
 ) -> None:
@@ -149,7 +162,9 @@ def test_two_workers_both_serve_and_a_second_service_is_refused(
 
 
 def test_writes_queued_while_the_database_is_away_are_applied_once_by_two_workers(
-    serve_workers: Callable[..., Workers], make_postgres: Callable[..., PostgresServer]
+    serve_workers: Callable[..., Workers],
+    make_postgres: Callable[..., PostgresServer],
+    tmp_path: Path,
 ) -> None:
     server = make_postgres()
     dsn = server.create_database("workers")
@@ -173,6 +188,8 @@ def test_writes_queued_while_the_database_is_away_are_applied_once_by_two_worker
         assert r.status_code == 202, r.text
         accepted[key] = 1 + i % 3
     assert service.about()["outbox"]["pending"] == 40  # type: ignore[index]
+    # the workers share their breakers (HostShare, in VAR_DIR): the database's is open
+    assert ("database", "open") in shared_breakers(tmp_path / "var" / "breakers.db")
 
     server.start()
     eventually(
@@ -256,3 +273,68 @@ def test_kill_9_of_the_draining_worker_loses_nothing_and_applies_nothing_twice(
     # uvicorn's supervisor replaced the killed worker: two serve again
     eventually(lambda: len(service.pids_answering(2)) == 2, timeout=60, what="two workers")
     assert holder not in service.pids_answering(2)
+
+
+def test_invoices_spooled_by_two_workers_are_uploaded_once(
+    serve_workers: Callable[..., Workers],
+    s3_server: S3Server,
+    s3_proxy: ThreadedFaultProxy,
+    fresh_bucket: str,
+) -> None:
+    """S3 is cut while invoices are uploaded to both workers (they spool them into the one
+    spool directory); when it returns, the uploads happen once each: the bucket keeps
+    every version of an object, and each has one."""
+    s3 = s3_server.client()
+    s3.put_bucket_versioning(Bucket=fresh_bucket, VersioningConfiguration={"Status": "Enabled"})
+    service = serve_workers(
+        2,
+        S3_ENDPOINT_URL=s3_server.endpoint_url_for(port=s3_proxy.port),
+        S3_BUCKET=fresh_bucket,
+        S3_REGION=s3_server.region,
+        S3_ACCESS_KEY_ID=s3_server.access_key,
+        S3_SECRET_ACCESS_KEY=s3_server.secret_key,
+        HEARTBEAT=str(HEARTBEAT),
+        RECOVERY_DWELL=str(DWELL),
+    )
+    s3_proxy.set_mode(Mode.REFUSE)
+    pids: set[object] = set()
+    for i in range(12):
+        with httpx.Client(base_url=service.url, timeout=30) as client:
+            body = f"ACME invoice {i}\nW-1 Widget    {i + 1} x 2.50\n".encode()
+            r = client.post("/invoices", files={"file": (f"invoice-{i}.txt", body, "text/plain")})
+            assert r.status_code == 201, r.text
+            pids.add(client.get("/about").json()["pid"])
+    assert service.about()["spool"]["files"] == 12  # type: ignore[index]
+
+    s3_proxy.set_mode(Mode.PASS)
+    eventually(
+        lambda: service.about()["spool"]["files"] == 0,  # type: ignore[index]
+        timeout=90,
+        what="the spool drained",
+    )
+    versions = s3.list_object_versions(Bucket=fresh_bucket).get("Versions", [])
+    keys = [v["Key"] for v in versions]
+    assert len(keys) == 12 and len(set(keys)) == 12, keys  # each object put once
+    assert len(pids) == 2, pids  # (both workers took uploads)
+
+
+def test_sigterm_to_the_supervisor_stops_every_worker_gracefully(
+    serve_workers: Callable[..., Workers],
+) -> None:
+    """SIGTERM to the supervisor: new connections are refused, a request in flight on a
+    worker finishes, every worker runs its shutdown, all within the bound."""
+    service = serve_workers(2, SHUTDOWN_TIMEOUT=str(SHUTDOWN))
+    assert service.proc is not None
+    body = json.dumps({**WIDGET, "sku": "GRACE-W"}).encode()
+    conn = begin_request(service.port, body)
+    os.kill(service.proc.pid, signal.SIGTERM)
+    wait_until(lambda: refuses_connections(service.port), timeout=20, what="listener closed")
+    conn.sendall(body)
+    status, payload = read_response(conn)
+    conn.close()
+    assert status == 201, payload
+    code = service.proc.wait(timeout=SHUTDOWN + STOP_SECONDS + 20)
+    assert code == 0, code
+    log = service.log.read_text()
+    assert log.count("Application shutdown complete") == 2, log[-3000:]
+    assert "Traceback" not in log, log[-3000:]

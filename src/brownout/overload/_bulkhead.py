@@ -6,7 +6,15 @@ use, the limit, the queue of waiters) lives under one ``threading.Lock`` that
 is only ever held for a few attribute updates, never across a wait or the
 guarded call:
 
-- fast path: a free permit and nobody queued ⇒ take it (one lock round trip);
+- fast path, fixed limit: the free permits are tokens in a ``deque``;
+  ``pop()`` takes one and ``append()`` gives it back, both atomic (one C call
+  under the GIL), so a caller that finds a token and nobody queued takes no
+  lock at all. The lock is taken only to queue, and by a release that finds
+  waiters. A waiter re-checks the tokens after it has joined the queue and a
+  release checks the queue after it has put its token back, so a token given
+  back while a waiter was joining is never left unclaimed;
+- fast path, adaptive limit: a free permit and nobody queued ⇒ take it (one
+  lock round trip: the policy's limit and the count in use change together);
 - otherwise, if a wait is allowed and the queue is not full, join a FIFO queue
   of waiters; a release hands its permit directly to the first waiter (marks
   it granted under the lock, then wakes it), so a late-comer can never
@@ -44,6 +52,9 @@ R = TypeVar("R")
 
 #: weight of the newest hold time in the average that ``retry_after`` reports
 _EWMA = 0.1
+#: a fixed limit times one call in ``_SAMPLE_MASK + 1`` (and every call until the
+#: first was timed): two clock reads are a fifth of an acquire/release pair's cost
+_SAMPLE_MASK = 7
 
 
 class _Waiter:
@@ -154,24 +165,31 @@ class Permit:
         or was refused for overload. Does nothing if the permit is not held."""
         if self._held:
             self._held = False
-            self._bulkhead._release(self, dropped)
+            bh = self._bulkhead
+            if bh._tokens is not None:
+                bh._give_back(self)
+            else:
+                bh._release(self, dropped)
 
     def __enter__(self) -> Permit:
-        # the fast path (a free permit, nobody queued) inlined: one Python frame fewer
         bh = self._bulkhead
-        with bh._lock:
-            if not bh._waiters and bh._in_use < bh._limit:
-                bh._in_use += 1
-                bh._admitted += 1
-                self._inflight = bh._in_use
-                self._held = True
-                taken = True
+        tokens = bh._tokens
+        if tokens is not None and not bh._waiters:
+            # the fixed-limit fast path inlined: no lock, no extra Python frame
+            try:
+                tokens.pop()
+            except IndexError:
+                pass
             else:
-                taken = False
-        if taken:
-            self._start = bh._clock()
-        else:
-            bh._acquire_sync(self, self._timeout)
+                # ``+=`` on a slot is not interrupted by a thread switch under the GIL
+                bh._admitted += 1
+                self._held = True
+                if bh._admitted & _SAMPLE_MASK and bh._hold >= 0:
+                    self._start = -1.0  # not timed
+                else:
+                    self._start = bh._clock()
+                return self
+        bh._acquire_sync(self, self._timeout)
         return self
 
     def __exit__(
@@ -183,7 +201,19 @@ class Permit:
         if self._held:
             self._held = False
             bh = self._bulkhead
-            bh._release(self, exc is not None and isinstance(exc, bh._drop_on))
+            tokens = bh._tokens
+            if tokens is not None:
+                if self._start >= 0:
+                    # the hold time only feeds ``retry_after``'s average; a lost
+                    # update between threads costs that average one sample
+                    held = bh._clock() - self._start
+                    hold = bh._hold
+                    bh._hold = held if hold < 0 else hold + (held - hold) * _EWMA
+                tokens.append(None)
+                if bh._waiters:
+                    bh._hand_off()
+            else:
+                bh._release(self, exc is not None and isinstance(exc, bh._drop_on))
 
     async def __aenter__(self) -> Permit:
         await self._bulkhead._acquire_async(self, self._timeout)
@@ -198,7 +228,10 @@ class Permit:
         if self._held:
             self._held = False
             bh = self._bulkhead
-            bh._release(self, exc is not None and isinstance(exc, bh._drop_on))
+            if bh._tokens is not None:
+                bh._give_back(self)
+            else:
+                bh._release(self, exc is not None and isinstance(exc, bh._drop_on))
 
 
 class Bulkhead:
@@ -235,6 +268,7 @@ class Bulkhead:
         "_lock",
         "_policy",
         "_rejected",
+        "_tokens",
         "_waited",
         "_waiters",
         "max_wait",
@@ -289,7 +323,11 @@ class Bulkhead:
         self._drop_on = drop_on
         self._clock = clock
         self._lock = threading.Lock()
-        self._in_use = 0
+        self._in_use = 0  # adaptive limit only; a fixed limit counts its free tokens
+        # fixed limit: one token per free permit (see the module's docstring)
+        self._tokens: deque[None] | None = (
+            deque([None] * self._limit) if self._policy is None else None
+        )
         self._waiters: deque[_Waiter] = deque()
         self._admitted = 0
         self._rejected = 0
@@ -309,7 +347,8 @@ class Bulkhead:
 
     @property
     def in_use(self) -> int:
-        return self._in_use
+        tokens = self._tokens
+        return self._in_use if tokens is None else self._limit - len(tokens)
 
     @property
     def waiting(self) -> int:
@@ -318,16 +357,17 @@ class Bulkhead:
     @property
     def saturation(self) -> float:
         """Permits in use / limit: the signal a health score reads (1.0 = full)."""
-        return self._in_use / self._limit
+        return self.in_use / self._limit
 
     def snapshot(self) -> BulkheadSnapshot:
         with self._lock:
+            in_use = self.in_use
             return BulkheadSnapshot(
                 name=self.name,
                 limit=self._limit,
-                in_use=self._in_use,
+                in_use=in_use,
                 waiting=len(self._waiters),
-                saturation=self._in_use / self._limit,
+                saturation=in_use / self._limit,
                 admitted=self._admitted,
                 rejected=self._rejected,
                 waited=self._waited,
@@ -336,21 +376,39 @@ class Bulkhead:
             )
 
     def __repr__(self) -> str:
-        return f"Bulkhead({self.name!r}, in_use={self._in_use}, limit={self._limit})"
+        return f"Bulkhead({self.name!r}, in_use={self.in_use}, limit={self._limit})"
 
     # -- acquiring -----------------------------------------------------------------------
 
     def acquire(self, *, timeout: Duration | None = None) -> Permit:
         """A permit to take with ``with`` (blocking the thread) or ``async with``
         (waiting in the loop); ``timeout`` overrides ``max_wait`` for this call."""
-        return Permit(self, None if timeout is None else _check_timeout(timeout))
+        permit = _new_permit(Permit)  # no Python ``__init__`` frame: this is the hot path
+        permit._bulkhead = self
+        permit._timeout = None if timeout is None else _check_timeout(timeout)
+        permit._held = False
+        return permit
 
     def try_acquire(self) -> Permit | None:
         """A held permit if one is free right now (nobody queued), else ``None``;
         counts nothing as rejected (the caller decides what a refusal means)."""
         permit = Permit(self, None)
+        tokens = self._tokens
+        if tokens is not None:
+            if self._waiters:
+                return None
+            try:
+                tokens.pop()
+            except IndexError:
+                return None
+            self._admitted += 1
+            permit._held = True
+            permit._start = (
+                -1.0 if self._admitted & _SAMPLE_MASK and self._hold >= 0 else self._clock()
+            )
+            return permit
         with self._lock:
-            if self._waiters or self._in_use >= self._limit:
+            if self._waiters or not self._grab_locked():
                 return None
             self._take_locked(permit)
         return permit
@@ -365,8 +423,28 @@ class Bulkhead:
         async with Permit(self, None):
             return await fn(*args, **kwargs)
 
+    def _grab_locked(self) -> bool:
+        """Count one more permit in use if the limit allows it (under the lock)."""
+        tokens = self._tokens
+        if tokens is None:
+            if self._in_use < self._limit:
+                self._in_use += 1
+                return True
+            return False
+        try:
+            tokens.pop()
+        except IndexError:
+            return False
+        return True
+
+    def _put_back_locked(self) -> None:
+        """Count one permit fewer in use (under the lock)."""
+        if self._tokens is None:
+            self._in_use -= 1
+        else:
+            self._tokens.append(None)
+
     def _take_locked(self, permit: Permit) -> None:
-        self._in_use += 1
         self._admitted += 1
         permit._inflight = self._in_use
         permit._held = True
@@ -386,12 +464,16 @@ class Bulkhead:
     def _acquire_sync(self, permit: Permit, timeout: float | None) -> None:
         wait = self.max_wait if timeout is None else timeout
         with self._lock:
-            if not self._waiters and self._in_use < self._limit:
+            if not self._waiters and self._grab_locked():
                 self._take_locked(permit)
                 return
             waiter = _Waiter(threading.Event(), None, None)
             if not self._enqueue_locked(waiter, wait):
                 raise self._refuse()
+            # a token given back while this caller was joining the queue: claim it now
+            woken = self._next_locked()
+        for other in woken:
+            other.wake()
         assert waiter.event is not None
         interrupted = False
         try:
@@ -407,13 +489,16 @@ class Bulkhead:
     async def _acquire_async(self, permit: Permit, wait_for: float | None) -> None:
         wait = self.max_wait if wait_for is None else wait_for
         with self._lock:
-            if not self._waiters and self._in_use < self._limit:
+            if not self._waiters and self._grab_locked():
                 self._take_locked(permit)
                 return
             loop = asyncio.get_running_loop()
             waiter = _Waiter(None, loop, loop.create_future())
             if not self._enqueue_locked(waiter, wait):
                 raise self._refuse()
+            woken = self._next_locked()
+        for other in woken:
+            other.wake()
         assert waiter.future is not None
         cancelled = False
         try:
@@ -441,14 +526,14 @@ class Bulkhead:
             if not abandoned:
                 self._granted_locked(permit)
                 return True
-            self._in_use -= 1
+            self._put_back_locked()
             woken = self._next_locked()
         for other in woken:
             other.wake()
         return False
 
     def _granted_locked(self, permit: Permit) -> None:
-        # the releaser already counted the permit in ``_in_use``
+        # the releaser already counted the permit as in use
         self._admitted += 1
         self._waited += 1
         permit._inflight = self._in_use
@@ -469,16 +554,37 @@ class Bulkhead:
         for waiter in woken:
             waiter.wake()
 
+    def _give_back(self, permit: Permit) -> None:
+        """Release a fixed-limit permit: its token back in the deque, no lock unless
+        somebody is queued."""
+        if permit._start >= 0:
+            held = self._clock() - permit._start
+            hold = self._hold
+            self._hold = held if hold < 0 else hold + (held - hold) * _EWMA
+        assert self._tokens is not None
+        self._tokens.append(None)
+        if self._waiters:
+            self._hand_off()
+
+    def _hand_off(self) -> None:
+        """Give the free tokens to the queued callers (a release found waiters)."""
+        with self._lock:
+            woken = self._next_locked()
+        for waiter in woken:
+            waiter.wake()
+
     def _next_locked(self) -> list[_Waiter]:
         """Hand the free permits to the first waiters (more than one when an adaptive
         limit grew); they are woken after the lock is let go."""
         woken = []
-        while self._waiters and self._in_use < self._limit:
+        while self._waiters and self._grab_locked():
             waiter = self._waiters.popleft()
             waiter.granted = True
-            self._in_use += 1
             woken.append(waiter)
         return woken
+
+
+_new_permit = object.__new__
 
 
 def _check_timeout(timeout: Duration) -> float:

@@ -265,7 +265,16 @@ def worker_app() -> Any:
 
     settings = load_settings()
     hold_worker_lock(settings.var_dir)
-    return create_app(settings)
+    try:
+        return create_app(settings)
+    except Exception as exc:
+        # uvicorn's status for "failed while starting": its supervisor then stops,
+        # rather than starting the same failure again and again
+        from uvicorn.config import STARTUP_FAILURE
+
+        reason = redact(str(exc), *settings.secrets())
+        print(f"inventario serve: a worker cannot start: {reason}", file=sys.stderr, flush=True)
+        raise SystemExit(STARTUP_FAILURE) from None
 
 
 # ------------------------------------------------------------------- status

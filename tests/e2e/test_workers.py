@@ -338,3 +338,45 @@ def test_sigterm_to_the_supervisor_stops_every_worker_gracefully(
     log = service.log.read_text()
     assert log.count("Application shutdown complete") == 2, log[-3000:]
     assert "Traceback" not in log, log[-3000:]
+
+
+def test_after_the_supervisor_is_killed_its_live_workers_keep_a_new_service_out(
+    serve_workers: Callable[..., Workers],
+) -> None:
+    service = serve_workers(2)
+    assert service.proc is not None
+    orphans = service.pids_answering(2)
+    service.proc.kill()  # kill -9: serve.lock goes with it, the workers live on
+    service.proc.wait(10)
+    try:
+        again = subprocess.run(
+            [sys.executable, "-m", "inventario", "serve", "--port", str(free_port())],
+            env=service.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert again.returncode == 2, again
+        assert "workers of an earlier inventario still run on VAR_DIR" in again.stderr
+    finally:
+        for pid in orphans:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def test_a_worker_that_cannot_start_stops_the_supervisor_with_status_3(tmp_path: Path) -> None:
+    var = tmp_path / "var"
+    var.mkdir()
+    (var / "outbox.db").write_bytes(b"not a SQLite database" * 100)  # refused at start-up
+    env = {k: v for k, v in os.environ.items() if k.lower() not in Settings.model_fields}
+    env["VAR_DIR"] = str(var)
+    result = subprocess.run(
+        [sys.executable, "-m", "inventario", "serve", "--port", str(free_port()),
+         "--workers", "2"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 3, result
+    assert "outbox journal" in result.stderr + result.stdout, result

@@ -23,12 +23,12 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from types import TracebackType
 from typing import Any, Self
 
 from brownout._clock import Clock, monotonic
 from brownout._errors import UnknownFeature
 from brownout._events import StateChange
+from brownout._lifetime import AsyncResource, SyncResource
 from brownout._state import State
 from brownout.health._checks import (
     check_backoff,
@@ -84,7 +84,7 @@ logger = logging.getLogger("brownout.health")
 EvaluationListener = Listener  # the name before issue 12
 
 
-class DegradationManager:
+class DegradationManager(SyncResource, AsyncResource):
     """Turns the health of an application's dependencies into one level, features and settings.
 
     >>> from brownout import CircuitBreaker
@@ -615,28 +615,10 @@ class DegradationManager:
         finally:
             self.close()
 
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
     async def __aenter__(self) -> Self:
+        """``async with manager:`` starts it (:meth:`start`); leaving the block closes it."""
         await self.start()
         return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     def probe_state(self, name: str) -> dict[str, Any]:
         return self._prober.state(name)

@@ -13,7 +13,7 @@ import json
 import logging
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import openai
@@ -71,28 +71,18 @@ async def close(ai: AnyAdapter) -> None:
         ai.close()
 
 
-@pytest.fixture(params=["sync", "async"])
-def flavour(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
 @pytest.fixture
-async def make(flavour: str) -> AsyncIterator[Factory]:
+def make(flavour: str, closing: Callable[[AnyAdapter], AnyAdapter]) -> Factory:
     """``make(base_url, **adapter_kwargs)`` with a known key, short timeouts and breaker."""
-    made: list[AnyAdapter] = []
 
     def factory(base_url: str, **kw: Any) -> AnyAdapter:
         kw.setdefault("api_key", KEY)
         kw.setdefault("timeout", FAST)
         kw.setdefault("config", short())
         cls = OpenAIAdapter if flavour == "sync" else AsyncOpenAIAdapter
-        adapter = cls(base_url=base_url, **kw)
-        made.append(adapter)
-        return adapter
+        return closing(cls(base_url=base_url, **kw))
 
-    yield factory
-    for adapter in made:
-        await close(adapter)
+    return factory
 
 
 def state(ai: AnyAdapter) -> State:

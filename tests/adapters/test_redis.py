@@ -14,9 +14,8 @@ import inspect
 import logging
 import subprocess
 import sys
-import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,10 +33,9 @@ from brownout.redis import (
     RedisAdapter,
     SerializationError,
 )
-from brownout.testing import aeventually
+from brownout.testing import aeventually, eventually
 from brownout.testing.servers.redis import RedisServer
 
-FLAVOURS = ("sync", "async")
 TIMEOUT = 0.3  # client socket timeouts in the fault scenarios
 OPEN_FOR = 1.0
 EVENTUALLY = 10.0  # bound for waiting on something that must happen; never asserted as speed
@@ -86,31 +84,18 @@ class Facade:
 Factory = Callable[..., Facade]
 
 
-@pytest.fixture(params=FLAVOURS)
-def flavour(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
 @pytest.fixture
-async def adapters(flavour: str) -> AsyncIterator[Factory]:
+def adapters(flavour: str, closing: Callable[[Adapter], Adapter]) -> Factory:
     """``adapters(url, **options)`` -> a :class:`Facade` over a new adapter, closed after."""
-    made: list[Adapter] = []
 
     def make(url: str, **options: Any) -> Facade:
         options.setdefault("socket_timeout", TIMEOUT)
         options.setdefault("socket_connect_timeout", TIMEOUT)
         options.setdefault("probe_timeout", TIMEOUT)
         cls = RedisAdapter if flavour == "sync" else AsyncRedisAdapter
-        adapter = cls.from_url(url, **options)
-        made.append(adapter)
-        return Facade(adapter)
+        return Facade(closing(cls.from_url(url, **options)))
 
-    yield make
-    for adapter in made:
-        if isinstance(adapter, AsyncRedisAdapter):
-            await adapter.aclose()
-        else:
-            adapter.close()
+    return make
 
 
 @pytest.fixture
@@ -139,19 +124,15 @@ def fault_config(**changes: Any) -> BreakerConfig:
 
 def settled(proxy: ThreadedFaultProxy) -> ProxyStats:
     """The proxy's counters once they stop moving (in-flight bytes are accounted)."""
-    last = proxy.stats
-    deadline = time.monotonic() + EVENTUALLY
-    while time.monotonic() < deadline:
-        time.sleep(0.05)
+    seen: list[tuple[int, int, int]] = []
+
+    def still() -> bool:
         now = proxy.stats
-        if (now.connections_total, now.bytes_up, now.bytes_down) == (
-            last.connections_total,
-            last.bytes_up,
-            last.bytes_down,
-        ):
-            return now
-        last = now
-    return last
+        seen.append((now.connections_total, now.bytes_up, now.bytes_down))
+        return len(seen) > 1 and seen[-1] == seen[-2]  # unchanged over one interval
+
+    eventually(still, timeout=EVENTUALLY, interval=0.05, what="the proxy's counters to settle")
+    return proxy.stats
 
 
 def connected_clients(server: RedisServer) -> int:

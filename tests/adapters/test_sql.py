@@ -18,7 +18,7 @@ import subprocess
 import sys
 import threading
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -62,32 +62,23 @@ def dbname_of(dsn: str) -> str:
 
 
 @pytest.fixture
-def sync_dbs() -> Iterator[Callable[..., Database]]:
+def sync_dbs(closing: Callable[[Database], Database]) -> Callable[..., Database]:
     """``make(url, **options)`` -> a Database from_url, closed (engine disposed) after the test."""
-    made: list[Database] = []
 
     def make(url: str, **options: Any) -> Database:
-        db = Database.from_url(url, **{**SHORT, "config": FAST, **options})
-        made.append(db)
-        return db
+        return closing(Database.from_url(url, **{**SHORT, "config": FAST, **options}))
 
-    yield make
-    for db in made:
-        db.close()
+    return make
 
 
 @pytest.fixture
-async def async_dbs() -> AsyncIterator[Callable[..., AsyncDatabase]]:
-    made: list[AsyncDatabase] = []
+def async_dbs(closing: Callable[[AsyncDatabase], AsyncDatabase]) -> Callable[..., AsyncDatabase]:
+    """The same for :class:`AsyncDatabase` (closed with ``aclose()``)."""
 
     def make(url: str, **options: Any) -> AsyncDatabase:
-        db = AsyncDatabase.from_url(url, **{**SHORT, "config": FAST, **options})
-        made.append(db)
-        return db
+        return closing(AsyncDatabase.from_url(url, **{**SHORT, "config": FAST, **options}))
 
-    yield make
-    for db in made:
-        await db.aclose()
+    return make
 
 
 @pytest.fixture

@@ -1,0 +1,72 @@
+"""Every file or folder the README's layout and the docs name exists (issue 12: they
+describe the current layout, not an earlier one).
+
+A path is a backticked token, or a token of the README's layout block, that starts at
+a top-level folder of the checkout (``src/``, ``tests/``, ``tools/``...) or inside a
+package (``brownout/...``, ``inventario/...``, read under ``src/``). ``{a,b}`` and
+``*`` are expanded; a path that names a module's object (``brownout/x.py:Name``) is
+read up to the colon.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+TOP = ("src/", "tests/", "tools/", "bench/", "deploy/", "docs/", "examples/")
+PACKAGES = ("brownout/", "inventario/")
+DOCS = sorted([ROOT / "README.md", *(ROOT / "docs").rglob("*.md")])
+PATH = re.compile(r"^[\w./{},*-]+$")
+#: Paths in other projects' repositories (the peers whose test suites docs/breaker.md ports).
+ELSEWHERE = {"tests/pybreaker_test.py", "tests/test_unit.py", "tests/test_functional.py"}
+
+
+def _expand(token: str) -> list[str]:
+    """``a/{b,c}.py`` -> ``a/b.py``, ``a/c.py``."""
+    parts = re.split(r"\{([^}]*)\}", token)
+    choices = [[p] if i % 2 == 0 else p.split(",") for i, p in enumerate(parts)]
+    return ["".join(combo) for combo in itertools.product(*choices)]
+
+
+def _exists(path: str) -> bool:
+    base = ROOT / "src" if path.startswith(PACKAGES) else ROOT
+    if "*" in path:
+        return any(base.glob(path.rstrip("/")))
+    return (base / path.rstrip("/")).exists()
+
+
+def _named_paths(text: str) -> set[str]:
+    tokens = set(re.findall(r"`([^`\s]+)`", text))
+    layout = text.split("## Layout", 1)
+    if len(layout) == 2:
+        block = layout[1].split("```", 2)[1]
+        tokens.update(line.split()[0] for line in block.splitlines() if line.strip())
+    paths = set()
+    for token in tokens:
+        token = token.split(":", 1)[0].rstrip(".,;")
+        if token.startswith(TOP + PACKAGES) and PATH.match(token) and "/" in token:
+            paths.update(_expand(token))
+    return paths - ELSEWHERE
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_path_a_doc_names_exists(doc: Path) -> None:
+    missing = sorted(p for p in _named_paths(doc.read_text(encoding="utf-8")) if not _exists(p))
+    assert missing == [], f"{doc.relative_to(ROOT)} names paths that do not exist: {missing}"
+
+
+def test_the_readme_layout_names_every_package_and_top_level_module() -> None:
+    named = _named_paths((ROOT / "README.md").read_text(encoding="utf-8"))
+    src = ROOT / "src" / "brownout"
+    public = sorted(
+        f"src/brownout/{p.name}" + ("/" if p.is_dir() else "")
+        for p in src.iterdir()
+        if not p.name.startswith(("_", ".")) and (p.is_dir() or p.suffix == ".py")
+    )
+    covered = {p.rstrip("/") for p in named}
+    left = [p for p in public if p.rstrip("/") not in covered]
+    assert left == [], f"README's layout does not name: {left}"

@@ -224,3 +224,60 @@ async def test_a_batch_handler_takes_a_run_in_one_call_and_a_bad_row_is_found_by
     assert [r[0] for r in got if r[1] != "x"] == [i for i in range(64) if i != 21]
     assert box.pending_count() == 0
     box.close()
+
+
+async def test_the_applied_key_check_probes_the_index_on_postgresql(fresh_database: str) -> None:
+    """The drain of 100,000 intents into PostgreSQL ran at 162/s (SQLite: 4,367/s): the
+    check of a batch's keys, ``key IN ($1, ..., $500)``, ran as a sequential scan under
+    the prepared statement's generic plan (the table never analysed), every row compared
+    with every key: 4-5 s a batch at 50,000 applied keys. Here the statement the applier
+    sends is planned generic against 20,000 unanalysed keys, and must probe the index."""
+    db = AsyncDatabase.from_url(fresh_database.replace("postgresql://", "postgresql+asyncpg://"))
+    applier = SqlApplier(db)
+
+    @applier.handler("move")
+    async def move(session: object, payload: object) -> None:
+        pass
+
+    await applier.ensure_schema()
+    async with db.session() as s:
+        await s.execute(text("ALTER TABLE brownout_applied SET (autovacuum_enabled = off)"))
+        await s.execute(
+            text(
+                "INSERT INTO brownout_applied (key, operation, applied_at) "
+                "SELECT 'old-' || i, 'move', 0 FROM generate_series(1, 20000) AS i"
+            )
+        )
+    sent: list[tuple[str, object]] = []
+
+    def capture(_c: object, _k: object, statement: str, parameters: object, *_: object) -> None:
+        if statement.lstrip().upper().startswith("SELECT") and "brownout_applied" in statement:
+            sent.append((statement, parameters))
+
+    event.listen(db.engine.sync_engine, "before_cursor_execute", capture)
+    intents = [Intent(i, f"new-{i}", f"s{i % 5}", "move", {}, 0.0) for i in range(200)]
+    intents.append(Intent(200, "old-7", "s0", "move", {}, 0.0))  # applied before: skipped
+    outcomes = await applier.apply_batch(intents)
+    assert outcomes == [True] * 201
+    [(statement, parameters)] = sent
+
+    def literal(value: object) -> str:
+        if isinstance(value, list | tuple):
+            return "ARRAY[" + ",".join(literal(v) for v in value) + "]::varchar[]"
+        assert isinstance(value, str) and "'" not in value
+        return f"'{value}'"
+
+    values = parameters if isinstance(parameters, list | tuple) else [parameters]
+    async with db.session() as s:
+        await s.execute(text("SET LOCAL plan_cache_mode = force_generic_plan"))
+        await s.execute(text(f"PREPARE seen_check AS {statement}"))
+        plan = "\n".join(
+            row[0]
+            for row in await s.execute(
+                text(f"EXPLAIN EXECUTE seen_check({', '.join(literal(v) for v in values)})")
+            )
+        )
+        await s.execute(text("DEALLOCATE seen_check"))
+    await db.aclose()
+    assert "Seq Scan on brownout_applied" not in plan, plan
+    assert "brownout_applied_pkey" in plan, plan

@@ -9,7 +9,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any, Protocol
 
 try:
-    from sqlalchemy import bindparam, text
+    from sqlalchemy import TextClause, bindparam, text
     from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 except ImportError as exc:  # pragma: no cover - depends on the installed extras
     raise ImportError(
@@ -195,10 +195,7 @@ class SqlApplier:
         try:
             async with self._session() as session:
                 seen = await session.execute(
-                    text(f"SELECT key FROM {self._table} WHERE key IN :keys").bindparams(
-                        bindparam("keys", expanding=True)
-                    ),
-                    {"keys": [intent.key for intent in intents]},
+                    self._seen_statement(session), {"keys": [intent.key for intent in intents]}
                 )
                 applied = set(seen.scalars())  # committed before a crash: skipped
                 now = time.time()
@@ -237,6 +234,26 @@ class SqlApplier:
         except Exception as exc:
             return position, exc
         return None
+
+    def _seen_statement(self, session: AsyncSession) -> TextClause:
+        """The statement that finds which of ``:keys`` are applied already.
+
+        On PostgreSQL the keys go as one array joined to the table: that plan is an
+        index probe per key whatever PostgreSQL knows of the table. ``key IN (:k1, ...,
+        :k500)`` (and ``key = ANY(:keys)``) is planned, once the driver's prepared
+        statement switches to a generic plan, as a sequential scan comparing every row
+        with every key when the table was small or never analysed (autovacuum off, or
+        not yet run): a batch of 500 then took 4-5 s against 50,000 applied keys, and
+        the drain of 100,000 intents ran at 162/s. SQLite (no plan cached across
+        statements; ``IN`` is index probes): ``IN`` with one parameter per key."""
+        if session.get_bind().dialect.name == "postgresql":
+            return text(
+                f"SELECT a.key FROM {self._table} AS a "
+                "JOIN unnest(CAST(:keys AS VARCHAR[])) AS k(key) ON a.key = k.key"
+            )
+        return text(f"SELECT key FROM {self._table} WHERE key IN :keys").bindparams(
+            bindparam("keys", expanding=True)
+        )
 
     def _committed(self, intents: list[Intent]) -> None:
         if self._after_commit is not None:

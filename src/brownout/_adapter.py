@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, ClassVar, TypeVar
 
 from brownout._adapter_classify import ErrorRule, ErrorTable
+from brownout._adapter_guards import install_guards
 from brownout._adapter_stats import (
     AdapterStats,
     DurationFigures,
@@ -37,6 +38,7 @@ from brownout._config import BreakerConfig
 from brownout._errors import BreakerOpen, DependencyError
 from brownout._redact import redact
 from brownout._registry import PRESETS, Registry
+from brownout.overload import AdaptiveThrottle, Bulkhead, Guards, RetryBudget
 
 __all__ = [
     "Adapter",
@@ -108,6 +110,9 @@ class Adapter:
         secrets: Iterable[str | None] = (),
         probe_timeout: float | None = None,
         recent_operations: int = 50,
+        bulkhead: Bulkhead | None = None,
+        throttle: AdaptiveThrottle | None = None,
+        retry_budget: RetryBudget | None = None,
     ) -> None:
         name = name or self.kind
         if breaker is not None and config is not None:
@@ -131,6 +136,8 @@ class Adapter:
         breaker.add_secrets(*self._secrets)
         self.stats = AdapterStats(recent_size=recent_operations, clock=self._clock)
         self._listeners: tuple[Callable[[OperationEvent], object], ...] = ()
+        self.guards = _guards_of(self, name, registry, bulkhead, throttle, retry_budget)
+        install_guards(self, self.guards)
 
     # ------------------------------------------------------------ listeners
 
@@ -522,3 +529,29 @@ class Adapter:
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r} breaker={self.breaker.state.value}>"
+
+
+def _guards_of(
+    adapter: Adapter,
+    name: str,
+    registry: Registry | None,
+    bulkhead: Bulkhead | None,
+    throttle: AdaptiveThrottle | None,
+    retry_budget: RetryBudget | None,
+) -> Guards:
+    """The adapter's guards: those passed, else the registry's for ``name`` (or its kind)."""
+    for value, kind in (
+        (bulkhead, Bulkhead),
+        (throttle, AdaptiveThrottle),
+        (retry_budget, RetryBudget),
+    ):
+        if value is not None and not isinstance(value, kind):
+            raise TypeError(
+                f"{type(adapter).__name__}: {kind.__name__.lower()} must be a "
+                f"brownout.overload.{kind.__name__}, got {type(value).__name__}"
+            )
+    given = Guards(bulkhead, throttle, retry_budget)
+    if registry is None:
+        return given
+    registry.add_guards(name, given)
+    return registry.guards(name, kind=adapter.kind)

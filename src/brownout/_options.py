@@ -15,6 +15,7 @@ from brownout._breaker import CircuitBreaker
 from brownout._clock import Clock
 from brownout._config import BreakerConfig
 from brownout._registry import Registry
+from brownout.overload import AdaptiveThrottle, Bulkhead, RetryBudget
 
 __all__ = ["AdapterOptions", "split_options"]
 
@@ -30,6 +31,13 @@ class AdapterOptions(TypedDict, total=False):
     - ``secrets``: strings never to show in errors, events and figures.
     - ``probe_timeout``: seconds a health probe may take (> 0).
     - ``recent_operations``: how many operations :meth:`~brownout.adapter.Adapter.health` keeps.
+    - ``bulkhead``: a :class:`~brownout.overload.Bulkhead` every operation holds a permit of.
+    - ``throttle``: an :class:`~brownout.overload.AdaptiveThrottle` every operation passes.
+    - ``retry_budget``: a :class:`~brownout.overload.RetryBudget` the client's own retries
+      (when they are on) stay within.
+
+    With a ``registry``, a guard not passed comes from the registry's ``guards=``
+    presets (see :meth:`~brownout.Registry.guards`).
 
     >>> from brownout.adapter import AdapterOptions
     >>> options: AdapterOptions = {"name": "cache", "probe_timeout": 0.5}
@@ -45,6 +53,9 @@ class AdapterOptions(TypedDict, total=False):
     secrets: Iterable[str | None]
     probe_timeout: float | None
     recent_operations: int
+    bulkhead: Bulkhead | None
+    throttle: AdaptiveThrottle | None
+    retry_budget: RetryBudget | None
 
 
 def split_options(

@@ -9,6 +9,7 @@ from types import MappingProxyType
 from brownout._breaker import BreakerSnapshot, CallListener, CircuitBreaker, StateListener
 from brownout._clock import Clock
 from brownout._config import BreakerConfig
+from brownout.overload._guards import GuardPreset, Guards
 
 __all__ = ["PRESETS", "Registry"]
 
@@ -43,6 +44,7 @@ class Registry:
         *,
         default: BreakerConfig | None = None,
         clock: Clock | None = None,
+        guards: Mapping[str, GuardPreset] | None = None,
     ) -> None:
         presets = dict(presets or {})
         for key, cfg in presets.items():
@@ -51,6 +53,15 @@ class Registry:
                     f"Registry presets[{key!r}] must be a BreakerConfig, got {type(cfg).__name__}"
                 )
         self._presets = presets
+        guard_presets = dict(guards or {})
+        for key, preset in guard_presets.items():
+            if not isinstance(preset, GuardPreset):
+                raise TypeError(
+                    f"Registry guards[{key!r}] must be a GuardPreset, got {type(preset).__name__}"
+                )
+        self._guard_presets = guard_presets
+        self._guards: dict[str, Guards] = {}
+        self._built: set[str] = set()  # names whose preset was looked at
         self._default = default if default is not None else BreakerConfig()
         self._clock = clock
         self._lock = threading.Lock()
@@ -61,9 +72,59 @@ class Registry:
         ] = []
 
     @classmethod
-    def with_defaults(cls, *, clock: Clock | None = None) -> Registry:
+    def with_defaults(
+        cls, *, clock: Clock | None = None, guards: Mapping[str, GuardPreset] | None = None
+    ) -> Registry:
         """A registry with the :data:`PRESETS` (``openai``, ``database``, ``redis``, ``s3``)."""
-        return cls(PRESETS, clock=clock)
+        return cls(PRESETS, clock=clock, guards=guards)
+
+    def guards(self, name: str, *, kind: str | None = None) -> Guards:
+        """The overload guards of dependency ``name``: built once from its ``guards=``
+        preset, or else from the preset of ``kind`` (an adapter's kind: ``redis``,
+        ``s3``, ``sql``, ``openai``), the same objects for every adapter of that name; a
+        guard an adapter registered with :meth:`add_guards` wins over the preset's;
+        no guard at all when there is neither.
+
+        >>> from brownout.overload import GuardPreset
+        >>> registry = Registry(guards={"redis": GuardPreset(bulkhead=20, max_wait=0.05)})
+        >>> registry.guards("redis").bulkhead.limit, registry.guards("s3").bulkhead
+        (20, None)
+        >>> registry.guards("redis").bulkhead is registry.guards("redis").bulkhead
+        True
+        """
+        with self._lock:
+            found = self._guards.get(name, Guards())
+            if name not in self._built:
+                self._built.add(name)
+                preset = self._guard_presets.get(name)
+                if preset is None and kind is not None:
+                    preset = self._guard_presets.get(kind)
+                if preset is not None:
+                    built = preset.build(name, self._clock)
+                    found = Guards(
+                        found.bulkhead or built.bulkhead,
+                        found.throttle or built.throttle,
+                        found.retry_budget or built.retry_budget,
+                    )
+                    self._guards[name] = found
+            return found
+
+    def add_guards(self, name: str, guards: Guards) -> None:
+        """Register guards made elsewhere (an adapter's ``bulkhead=`` etc.), so that the
+        metrics collectors that read the registry find them; a guard the registry
+        already has under ``name`` is kept unless ``guards`` names another."""
+        with self._lock:
+            old = self._guards.get(name, Guards())
+            self._guards[name] = Guards(
+                guards.bulkhead or old.bulkhead,
+                guards.throttle or old.throttle,
+                guards.retry_budget or old.retry_budget,
+            )
+
+    def all_guards(self) -> dict[str, Guards]:
+        """Every dependency's guards built or registered so far, by name (for metrics)."""
+        with self._lock:
+            return dict(self._guards)
 
     def get(self, name: str, config: BreakerConfig | None = None) -> CircuitBreaker:
         """The breaker called ``name``, created on first use.

@@ -67,6 +67,7 @@ else:
 
 from brownout._adapter import Adapter
 from brownout._adapter_classify import ErrorRule, ErrorTable
+from brownout._adapter_guards import aguarded, guarded
 from brownout._adapter_stats import Figures
 from brownout._errors import BreakerOpen, BrownoutError
 from brownout._lifetime import AsyncResource, SyncResource
@@ -836,7 +837,7 @@ class Database(_SQLAdapter[Engine], SyncResource):
         ``IntegrityError``) rolls back and does not count; a dependency failure
         drops the connection (its state is unknown) and counts once.
         """
-        with _UnitOfWork(self, "session"):
+        with guarded(self, "session"), _UnitOfWork(self, "session"):
             session = self.sessions()
             try:
                 yield session
@@ -998,16 +999,17 @@ class AsyncDatabase(_SQLAdapter[AsyncEngine], AsyncResource):
     async def session(self) -> AsyncIterator[AsyncSession]:
         """One guarded transaction (``async with db.session() as s:``); see
         :meth:`Database.session`."""
-        with _UnitOfWork(self, "session"):
-            session = self.sessions()
-            try:
-                yield session
-                await session.commit()
-            except BaseException as exc:
-                await _adiscard(session, exc)
-                raise
-            finally:
-                await session.close()
+        async with aguarded(self, "session"):
+            with _UnitOfWork(self, "session"):
+                session = self.sessions()
+                try:
+                    yield session
+                    await session.commit()
+                except BaseException as exc:
+                    await _adiscard(session, exc)
+                    raise
+                finally:
+                    await session.close()
 
     @asynccontextmanager
     async def write_session(self) -> AsyncIterator[AsyncSession]:
@@ -1031,9 +1033,10 @@ class AsyncDatabase(_SQLAdapter[AsyncEngine], AsyncResource):
             async with self.session() as session:
                 yield session
             return
-        with _UnitOfWork(self, "session"):
-            async with self._writer.unit() as session:
-                yield session
+        async with aguarded(self, "session"):
+            with _UnitOfWork(self, "session"):
+                async with self._writer.unit() as session:
+                    yield session
 
     async def execute(
         self, stmt: str | Executable, params: Mapping[str, Any] | None = None

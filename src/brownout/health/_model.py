@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import functools
 import math
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -223,7 +224,12 @@ class Component:
 
     @classmethod
     def of(cls, adapter: Adapter, name: str | None = None, **kwargs: Any) -> Component:
-        """A component wired to an adapter: its breaker, its async probe and its figures."""
+        """A component wired to an adapter: its breaker, its async probe and its figures,
+        and its bulkhead's saturation (unless ``saturation=`` is given)."""
+        bulkhead = adapter.guards.bulkhead
+        if bulkhead is not None and kwargs.get("saturation") is None:
+            # the bulkhead's in_use / limit, read at each evaluation
+            kwargs["saturation"] = functools.partial(getattr, bulkhead, "saturation")
         return cls(
             name or adapter.name,
             breaker=adapter.breaker,

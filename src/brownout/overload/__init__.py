@@ -23,6 +23,7 @@ I/O. See docs/overload.md.
 from brownout._errors import BulkheadFull, Overloaded, Throttled
 from brownout.overload._budget import RetryBudget, RetryBudgetSnapshot
 from brownout.overload._bulkhead import Bulkhead, BulkheadSnapshot, Permit
+from brownout.overload._guards import GuardPreset, Guards
 from brownout.overload._limit import Gradient2, LimitPolicy
 from brownout.overload._throttle import AdaptiveThrottle, ThrottleSnapshot
 
@@ -32,6 +33,8 @@ __all__ = [
     "BulkheadFull",
     "BulkheadSnapshot",
     "Gradient2",
+    "GuardPreset",
+    "Guards",
     "LimitPolicy",
     "Overloaded",
     "Permit",

@@ -21,12 +21,15 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from brownout import BreakerOpen, State
 from brownout.coherence import CacheCoherence
 from brownout.health import DegradationManager
 from brownout.redis import AsyncRedisAdapter
+
+if TYPE_CHECKING:
+    from inventario.fleet_cache import SharedInvalidations
 
 __all__ = ["ProductCache"]
 
@@ -43,16 +46,28 @@ class ProductCache:
         redis: AsyncRedisAdapter | None,
         manager: DegradationManager,
         coherence: CacheCoherence | None = None,
+        shared: SharedInvalidations | None = None,
     ) -> None:
         self.redis = redis
         self.manager = manager
         self.coherence = coherence
+        #: several replicas on one database: invalidations shared through it
+        #: (:mod:`inventario.fleet_cache`); cached reads wait until it is flushed
+        self.shared = shared
+
+    def _failed(self) -> None:
+        if self.shared is not None:
+            # a call failed, Redis may be going away: empty the shared table soon (one
+            # failure does not stop cached reads; the breaker opening does)
+            self.shared.schedule()
 
     def _reads_allowed(self) -> bool:
         if self.redis is None:
             return False
         if self.coherence is not None and not self.coherence.reads_allowed():
             return False  # keys written during an outage may be stale in Redis
+        if self.shared is not None and not self.shared.reads_allowed():
+            return False  # ... by this replica or another one: not flushed since
         if self.manager.enabled("cache_read"):
             return True
         # half-open: a trial read (the breaker rejects those beyond its probe slots)
@@ -67,6 +82,7 @@ class ProductCache:
         except BreakerOpen:
             return None
         except Exception as exc:  # a cache failure is a miss, never a failed request
+            self._failed()
             logger.debug("cache read failed: %s", self.redis.describe(exc))
             return None
         return value if isinstance(value, dict) else None
@@ -76,11 +92,14 @@ class ProductCache:
             return
         if self.coherence is not None and not self.coherence.reads_allowed():
             return
+        if self.shared is not None and not self.shared.synced:
+            return
         try:
             await self.redis.set_json(
                 product_key(sku), product, ex=max(1, int(self.manager.settings.cache_ttl))
             )
         except Exception as exc:
+            self._failed()
             logger.debug("cache write failed: %s", self.redis.describe(exc))
 
     async def invalidate(self, sku: str) -> None:
@@ -89,19 +108,37 @@ class ProductCache:
         key = product_key(sku)
         if self.coherence is not None:
             try:
-                await self.coherence.ainvalidate(key)
+                sent = await self.coherence.ainvalidate(key)
             except Exception as exc:  # the write is committed: report, do not fail it
                 logger.error(
                     "cache invalidation of %s could not be sent nor recorded: %s",
                     key,
                     self.redis.describe(exc),
                 )
+                sent = False
+            if not sent and self.shared is not None:
+                await self._share(key)
             return
         try:
             await self.redis.delete(key)
         except Exception as exc:
+            if self.shared is not None:
+                await self._share(key)
+                return
             logger.warning(
                 "cache invalidation of %s failed (no coherence journal configured): %s",
                 key,
                 self.redis.describe(exc),
+            )
+
+    async def _share(self, key: str) -> None:
+        """Tell the other replicas (through the database) that ``key`` is stale in Redis."""
+        assert self.shared is not None
+        try:
+            await self.shared.record(key)
+        except Exception as exc:  # the local journal (if any) still has it
+            logger.warning(
+                "cache invalidation of %s could not be shared with the other replicas: %s",
+                key,
+                type(exc).__name__,
             )

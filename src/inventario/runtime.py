@@ -36,6 +36,7 @@ from brownout.sql import AsyncDatabase, is_missing_schema
 from inventario.cache import ProductCache
 from inventario.config import Settings
 from inventario.db import create_schema
+from inventario.fleet_cache import SharedInvalidations
 from inventario.spool_health import InvoiceBinder, SpoolHealth, adopt_local_bucket, spool_backlog
 from inventario.writes import OPERATIONS, TOUCHES, apply_writes
 
@@ -184,6 +185,10 @@ class Runtime:
     coherence: CacheCoherence | None = None
     #: the breakers shared with the other workers of this service (``WORKERS`` > 1)
     hostshare: HostShare | None = None
+    #: cache keys a write could not invalidate, shared with the other replicas through
+    #: the database (PostgreSQL and Redis only): every replica deletes them in Redis
+    #: before its cached reads resume
+    shared_invalidations: SharedInvalidations | None = None
     #: the status page's trends: each dependency's last 15 minutes, sampled once a second
     trends: TrendRecorder = field(init=False)
 
@@ -254,6 +259,8 @@ class Runtime:
         if self.coherence is not None:
             with contextlib.suppress(Exception):
                 await self.coherence.aclose()  # pending keys stay journaled for the next start
+        if self.shared_invalidations is not None:
+            await self.shared_invalidations.aclose()
         for adapter in (self.cache, self.s3, self.ai, self.db):
             if adapter is not None:
                 try:
@@ -286,6 +293,8 @@ class Runtime:
         out["spool"] = spool_backlog(self.spool, self.s3.bucket if self.s3 is not None else None)
         if self.coherence is not None:
             out["coherence"] = self.coherence.stats()
+        if self.shared_invalidations is not None:
+            out["shared_invalidations"] = self.shared_invalidations.stats()
         return out
 
 
@@ -370,7 +379,13 @@ def build_runtime(settings: Settings) -> Runtime:
             cache, settings.var_dir / "coherence.db", manager=manager, shared=shared
         )
         coherence.watch(cache.breaker)
-    product_cache = ProductCache(cache, manager, coherence)
+    fleet_keys = None
+    if cache is not None and db.engine.dialect.name != "sqlite":
+        # replicas on one database: a key one of them could not invalidate is recorded
+        # there too, and every replica deletes those keys before it reads Redis again
+        fleet_keys = SharedInvalidations(db, cache)
+        fleet_keys.watch(manager)
+    product_cache = ProductCache(cache, manager, coherence, fleet_keys)
     outbox = Outbox(settings.var_dir / "outbox.db", max_pending=settings.outbox_max_pending)
     # a replayed write invalidates its product's cache entry once committed: a read
     # between the database's return and the replay may have cached the old row
@@ -419,6 +434,7 @@ def build_runtime(settings: Settings) -> Runtime:
         spool_uploader=uploader,
         coherence=coherence,
         hostshare=hostshare,
+        shared_invalidations=fleet_keys,
     )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse, RedirectResponse, Response
 from brownout import BreakerOpen
 from brownout.web import (
     BodyLimitMiddleware,
+    SheddingMiddleware,
     authorize,
     check_features,
     document_problems,
@@ -29,6 +30,7 @@ from inventario.config import Settings, load_settings
 from inventario.deps import DependencyUnavailable, try_again
 from inventario.routes import ROUTERS
 from inventario.runtime import Runtime, build_runtime
+from inventario.shedding import build_classifier, parse_routes, unknown_routes
 from inventario.status_page import public_backlogs
 
 __all__ = ["create_app"]
@@ -149,7 +151,9 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         router = _optional_router(module)
         if router is not None:
             app.include_router(router)
-    # before install(): inside the level-header middleware, so a 413 carries the header too
+    # before install(): inside the level-header middleware, so a 413 (and a request shed
+    # for overload) carries the header too
+    _install_shedding(app, rt)
     app.add_middleware(
         BodyLimitMiddleware,
         max_bytes=rt.settings.max_body_bytes,
@@ -182,6 +186,31 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
 _NEVER_UNAVAILABLE = frozenset(
     {"/about", "/health", "/health/live", "/health/ready", "/metrics", "/writes/{key}"}
 )
+
+
+def _install_shedding(app: FastAPI, rt: Runtime) -> None:
+    """Priority shedding (:mod:`inventario.shedding`): refuse the lowest request classes
+    first under overload; a configured route that names no route of the app is an error."""
+    classifier = build_classifier(parse_routes(rt.settings.route_criticality))
+    unknown = unknown_routes(classifier, _method_paths(app.routes))
+    if unknown:
+        raise ValueError(
+            f"ROUTE_CRITICALITY names routes inventario does not have: {', '.join(unknown)}"
+        )
+    app.add_middleware(SheddingMiddleware, shedder=rt.shedder, classify=classifier)
+
+
+def _method_paths(routes: Any, prefix: str = "") -> Iterator[tuple[str, str]]:
+    """Every (method, path template) of the app, through included routers (FastAPI >= 0.16x
+    keeps an included router whole: ``original_router`` under its ``include_context``)."""
+    for route in routes:
+        original = getattr(route, "original_router", None)
+        if original is not None:
+            context = getattr(route, "include_context", None)
+            yield from _method_paths(original.routes, prefix + getattr(context, "prefix", ""))
+            continue
+        for method in getattr(route, "methods", None) or ():
+            yield method, prefix + str(getattr(route, "path", ""))
 
 
 def _optional_router(module: str) -> Any:

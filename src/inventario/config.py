@@ -68,6 +68,21 @@ class Settings(BaseSettings):
         description="worker processes of `inventario serve` (uvicorn's supervisor); they "
         "share VAR_DIR, the listening socket and their breakers",
     )
+    shed_max_in_flight: int = Field(
+        64,
+        description="requests in flight at which default requests are shed (sheddable ones "
+        "from half of it; critical ones never)",
+    )
+    shed_max_delay: float = Field(
+        0.1,
+        description="event-loop queueing delay (seconds) counted as full load, as "
+        "SHED_MAX_IN_FLIGHT",
+    )
+    route_criticality: str | None = Field(
+        None,
+        description="per-route criticality overrides: 'METHOD /path/{param}=critical|default|"
+        "sheddable', comma-separated",
+    )
     host: str = Field("127.0.0.1", description="where `inventario serve` listens")
     port: int = Field(8000, description="where `inventario serve` listens")
 
@@ -76,6 +91,28 @@ class Settings(BaseSettings):
     def _positive(cls, value: int) -> int:
         if value < 1:
             raise ValueError("must be >= 1")
+        return value
+
+    @field_validator("shed_max_in_flight")
+    @classmethod
+    def _max_in_flight(cls, value: int) -> int:
+        if not 1 <= value <= 1_000_000:
+            raise ValueError("must be between 1 and 1000000")
+        return value
+
+    @field_validator("shed_max_delay")
+    @classmethod
+    def _max_delay(cls, value: float) -> float:
+        if not 0 < value <= 60:
+            raise ValueError("must be > 0 and <= 60 seconds")
+        return value
+
+    @field_validator("route_criticality")
+    @classmethod
+    def _route_criticality(cls, value: str | None) -> str | None:
+        from inventario.shedding import build_classifier, parse_routes
+
+        build_classifier(parse_routes(value))  # raises ValueError naming the bad entry
         return value
 
     @field_validator("pricing_markup", "pricing_monthly_inflation")

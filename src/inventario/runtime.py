@@ -37,12 +37,14 @@ from inventario.cache import ProductCache
 from inventario.config import Settings
 from inventario.db import create_schema
 from inventario.fleet_cache import SharedInvalidations
+from inventario.shedding import build_shedder
 from inventario.spool_health import InvoiceBinder, SpoolHealth, adopt_local_bucket, spool_backlog
 from inventario.writes import OPERATIONS, TOUCHES, apply_writes
 
 if TYPE_CHECKING:  # the s3 and openai extras: imported only when configured
     from brownout.openai import AsyncOpenAIAdapter
     from brownout.s3 import AsyncS3Adapter
+    from brownout.web import Shedder
 
 __all__ = ["FEATURES", "REPLAY_BATCH", "RULES", "Runtime", "build_runtime"]
 
@@ -191,9 +193,18 @@ class Runtime:
     shared_invalidations: SharedInvalidations | None = None
     #: the status page's trends: each dependency's last 15 minutes, sampled once a second
     trends: TrendRecorder = field(init=False)
+    #: priority shedding at the edge (inventario.shedding): admission by request class
+    shedder: Shedder = field(init=False)
 
     def __post_init__(self) -> None:
         self.trends = TrendRecorder(self.manager)
+        self.shedder = build_shedder(
+            self.manager,
+            max_in_flight=self.settings.shed_max_in_flight,
+            max_delay=self.settings.shed_max_delay,
+        )
+        self.manager.add_section("shedding", self.shedder.snapshot)
+        self.metrics.attach(self.shedder)  # brownout_requests_shed_total, ..._in_flight
 
     @property
     def schema_ready(self) -> bool:

@@ -189,6 +189,40 @@ def public_backlogs(backlogs: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+#: The shedder's figures anyone may see (``Shedder.snapshot()``): numbers, class and
+#: level names only.
+_PUBLIC_SHEDDING = (
+    "in_flight",
+    "peak_in_flight",
+    "max_in_flight",
+    "delay_ms",
+    "max_delay_ms",
+    "pressure",
+    "last_shed_s_ago",
+    "disabled",
+)
+
+
+def public_shedding(snapshot: Any) -> dict[str, Any] | None:
+    """Priority shedding as anyone may see it: counts, limits, which classes are refused."""
+    if not isinstance(snapshot, Mapping):
+        return None
+    out: dict[str, Any] = _pick(snapshot, _PUBLIC_SHEDDING) or {}
+    classes = ("critical", "default", "sheddable")
+    out["shedding"] = [c for c in snapshot.get("shedding") or () if c in classes]
+    for key in ("in_flight_by_class", "admitted", "shed_at"):
+        section = snapshot.get(key)
+        if isinstance(section, Mapping):
+            out[key] = {c: section[c] for c in classes if c in section and _scalar(section[c])}
+    levels = snapshot.get("shed_at_level")
+    if isinstance(levels, Mapping):
+        out["shed_at_level"] = {c: str(levels[c]) for c in classes if c in levels}
+    shed = snapshot.get("shed")
+    if isinstance(shed, Mapping):
+        out["shed"] = {c: _pick(shed[c], ("overload", "level")) for c in classes if c in shed}
+    return out
+
+
 def public_status(doc: Mapping[str, Any], *, details_available: bool) -> dict[str, Any]:
     """What anyone may see of a detailed status document (see the module's docstring).
 
@@ -218,6 +252,7 @@ def public_status(doc: Mapping[str, Any], *, details_available: bool) -> dict[st
         "explanation": {"decision": explanation.get("decision")}
         if isinstance(explanation, Mapping)
         else {},
+        "shedding": public_shedding(doc.get("shedding")),
         "pinned": None
         if not isinstance(pinned, Mapping)
         else {k: pinned.get(k) for k in ("level", "seconds_left", "reason")},
@@ -243,6 +278,7 @@ def status_data(runtime: Any, *, details: bool = True) -> dict[str, Any]:
         logger.exception("status page: health_extras() failed")
         backlogs = {"error": f"backlogs unavailable: {type(exc).__name__}"}
     doc["backlogs"] = backlogs
+    doc["shedding"] = runtime.shedder.snapshot()
     if not details:
         doc = public_status(doc, details_available=bool(runtime.settings.admin_token))
     doc["service"] = {"name": "inventario", "version": __version__}

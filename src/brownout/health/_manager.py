@@ -81,6 +81,16 @@ __all__ = [
 
 logger = logging.getLogger("brownout.health")
 
+#: The keys :meth:`DegradationManager.explain` has of its own (a section cannot take one).
+_EXPLAIN_KEYS = frozenset(
+    {
+        "level", "score", "level_score", "decision", "trigger", "score_level", "rule_level",
+        "rule", "thresholds", "hysteresis", "pinned", "components", "down", "cascade",
+        "root_causes", "patterns", "features", "settings", "recent_transitions",
+        "predicted_recovery_s",
+    }
+)  # fmt: skip
+
 EvaluationListener = Listener  # the name before issue 12
 
 
@@ -184,6 +194,7 @@ class DegradationManager(SyncResource, AsyncResource):
         self._feature_reason = self._gates.reasons
         self._listeners = Listeners()
         self._last: Evaluation | None = None
+        self._sections: dict[str, Callable[[], Any]] = {}
         # filled under the lock, emptied (logs, listeners) outside it
         self._queued: deque[Evaluation] = deque()
         self._unsubscribe: list[Callable[[], None]] = []
@@ -295,6 +306,33 @@ class DegradationManager(SyncResource, AsyncResource):
         ['MINIMAL']
         """
         return self._listeners.add(callback)
+
+    def add_section(self, name: str, source: Callable[[], Any]) -> Callable[[], None]:
+        """Show ``source()`` under ``name`` in :meth:`explain` (e.g. a shedder's or a
+        bulkhead's ``snapshot``); returns a function that removes it.
+
+        ``source`` is called at every ``explain()``; one that raises shows as
+        ``{"error": "<exception type>"}`` (never its text).
+
+        >>> from brownout.health import Component, DegradationManager
+        >>> manager = DegradationManager([Component("database")])
+        >>> remove = manager.add_section("shedding", lambda: {"in_flight": 3})
+        >>> manager.explain()["shedding"]
+        {'in_flight': 3}
+        """
+        if not isinstance(name, str) or not name.isidentifier():
+            raise ValueError(f"add_section name must be an identifier, got {name!r}")
+        if name in _EXPLAIN_KEYS or name in self._sections:
+            raise ValueError(f"add_section: explain() already has a {name!r} section")
+        if not callable(source):
+            raise TypeError(f"add_section({name!r}) needs a callable, got {source!r}")
+        self._sections[name] = source
+
+        def remove() -> None:
+            if self._sections.get(name) is source:
+                del self._sections[name]
+
+        return remove
 
     def on_transition(
         self, handler: TransitionHandler, *, level: Level | None = None
@@ -549,7 +587,17 @@ class DegradationManager(SyncResource, AsyncResource):
             settings=self.settings,
             recent=list(self._history)[-10:],
             predicted_recovery=self.predict_recovery(),
-        )
+        ) | self._section_values()
+
+    def _section_values(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for name, source in list(self._sections.items()):
+            try:
+                out[name] = source()
+            except Exception as exc:  # a section must never break explain()
+                logger.exception("explain(): section %r failed", name)
+                out[name] = {"error": type(exc).__name__}
+        return out
 
     def expected_load(self) -> dict[tuple[str, str], float]:
         """Impact fractions currently in effect: (source down, target) -> expected extra load."""

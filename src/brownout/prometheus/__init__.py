@@ -84,6 +84,14 @@ each scrape, counters and histograms fed by the outbox's listener:
   ``brownout_outbox_replay_seconds{outbox}`` (applying one intent) and
   ``brownout_outbox_queued_seconds{outbox}`` (from accepted to applied).
 
+Shedding metrics (``metrics.attach(shedder)``, a :class:`~brownout.web.Shedder`;
+``shedder`` label ``edge``), read from ``shedder.snapshot()`` at each scrape:
+* ``brownout_requests_in_flight{shedder,criticality}``;
+* ``brownout_requests_admitted_total{shedder,criticality}``;
+* ``brownout_requests_shed_total{shedder,criticality,reason}``: reason
+  ``overload`` or ``level``;
+* ``brownout_queueing_delay_seconds{shedder}`` and ``brownout_shed_pressure{shedder}``.
+
 Spool metrics (``metrics.attach(spool)``, a :class:`~brownout.spool.Spool`;
 ``spool`` is the directory's name):
 
@@ -141,6 +149,7 @@ if TYPE_CHECKING:
     from brownout.health import DegradationManager
     from brownout.outbox import Outbox
     from brownout.spool import Spool
+    from brownout.web import Shedder
 
 __all__ = ["CONTENT_TYPE", "DURATION_BUCKETS", "PrometheusMetrics"]
 
@@ -226,8 +235,12 @@ class PrometheusMetrics:
     @overload
     def attach(self, target: Spool) -> Callable[[], None]: ...
 
+    @overload
+    def attach(self, target: Shedder) -> Callable[[], None]: ...
+
     def attach(
-        self, target: CircuitBreaker | Registry | DegradationManager | Adapter | Outbox | Spool
+        self,
+        target: CircuitBreaker | Registry | DegradationManager | Adapter | Outbox | Spool | Shedder,
     ) -> Callable[[], None]:
         """Feed the metrics from a breaker, a registry, a degradation manager, an adapter,
         an outbox or a spool; returns a function that detaches it.
@@ -245,7 +258,10 @@ class PrometheusMetrics:
         ``cache_*``, ``s3_bytes``, ``openai_tokens`` and ``pool_*`` metrics.
         For a :class:`~brownout.outbox.Outbox` the ``outbox_*`` metrics, for a
         :class:`~brownout.spool.Spool` the ``spool_*`` ones (several of each,
-        told apart by the file or directory name).
+        told apart by the file or directory name); for a
+        :class:`~brownout.web.Shedder` the ``requests_in_flight``,
+        ``requests_admitted_total``, ``requests_shed_total``,
+        ``queueing_delay_seconds`` and ``shed_pressure`` metrics.
         Attaching any of these again is a no-op.
         The breakers of a manager's components or of an adapter are *not*
         attached by this: attach them (or their registry) as well.
@@ -268,7 +284,12 @@ class PrometheusMetrics:
             return self.group(AdapterMetrics).attach_adapter(target)
         from brownout.outbox import Outbox
         from brownout.spool import Spool
+        from brownout.web._shedding import Shedder
 
+        if isinstance(target, Shedder):
+            from brownout.prometheus._shedding import SheddingMetrics
+
+            return self.group(SheddingMetrics).attach_shedder(target)
         if isinstance(target, Outbox):
             from brownout.prometheus._outbox import OutboxMetrics
 

@@ -34,6 +34,13 @@ from typing import TYPE_CHECKING, Any
 from brownout.web._asgi import DegradationHeaderMiddleware, StatusApp
 from brownout.web._problem import PROBLEM_CONTENT_TYPE, PROBLEM_SCHEMA, excerpt, problem
 from brownout.web._reply import Reply
+from brownout.web._shedding import (
+    Criticality,
+    RouteCriticality,
+    ShedDecision,
+    Shedder,
+    SheddingMiddleware,
+)
 from brownout.web._status import (
     authorize,
     feature_unavailable,
@@ -63,9 +70,14 @@ __all__ = [
     "PROBLEM_CONTENT_TYPE",
     "PROBLEM_SCHEMA",
     "BodyLimitMiddleware",
+    "Criticality",
     "DegradationHeaderMiddleware",
     "FeatureUnavailable",
     "Reply",
+    "RouteCriticality",
+    "ShedDecision",
+    "Shedder",
+    "SheddingMiddleware",
     "StatusApp",
     "authorize",
     "check_features",

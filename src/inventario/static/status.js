@@ -382,9 +382,35 @@
     return card;
   }
 
+  // Priority shedding at the edge: requests in flight, and which classes are refused now.
+  function sheddingCard(s) {
+    if (!s || typeof s !== "object") return [];
+    const classes = Array.isArray(s.shedding) ? s.shedding : [];
+    const shed = s.shed && typeof s.shed === "object" ? s.shed : {};
+    const total = (c) => {
+      const r = shed[c] && typeof shed[c] === "object" ? shed[c] : {};
+      return (isNum(r.overload) ? r.overload : 0) + (isNum(r.level) ? r.level : 0);
+    };
+    const sub = s.disabled ? "off (BROWNOUT_DISABLED): every request is served"
+      : classes.length ? "refusing " + classes.join(" and ") + " requests; critical ones are served"
+      : "serving every request class";
+    return [el("article", { class: "card backlog", testid: "shedding",
+        data: { busy: classes.length > 0, state: classes.length ? "waiting" : "idle" } },
+      el("header", null, el("h3", null, "load shedding"),
+        el("span", { class: "badge" }, classes.length ? "shedding" : "admitting")),
+      el("div", { class: "sub", testid: "shedding-sub" }, sub),
+      el("dl", { class: "figs" },
+        fig("in flight", num(s.in_flight) + " / " + num(s.max_in_flight), "shedding-in-flight"),
+        fig("queueing delay", ms(s.delay_ms)),
+        fig("shed (sheddable)", num(total("sheddable")), "shedding-shed-sheddable"),
+        fig("shed (default)", num(total("default")), "shedding-shed-default"),
+        fig("shed (critical)", num(total("critical")))))];
+  }
+
   function renderComponents(doc) {
     const cards = (doc.components || []).map(componentCard);
-    $("components").replaceChildren(...cards, ...backlogCards(doc.backlogs));
+    $("components").replaceChildren(...cards, ...backlogCards(doc.backlogs),
+      ...sheddingCard(doc.shedding));
   }
 
   // ------------------------------------------------------------- features
@@ -438,7 +464,7 @@
   function render(doc) {
     renderDetails(doc);
     renderHero(doc);
-    if (changed("components", [doc.components, doc.backlogs])) renderComponents(doc);
+    if (changed("components", [doc.components, doc.backlogs, doc.shedding])) renderComponents(doc);
     if (changed("features", doc.features)) renderFeatures(doc);
     if (changed("timeline", doc.transitions)) renderTimeline(doc);
     lastOk = new Date();

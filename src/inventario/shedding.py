@@ -1,0 +1,94 @@
+"""Which inventario requests matter most when it cannot serve them all.
+
+Every route has a criticality (``brownout.web.Criticality``): stock movements
+and product writes are ``critical`` (never shed: a sale or a delivery that is
+refused is lost), reads are ``default``, reports, price suggestions and
+invoice extraction are ``sheddable`` (shed first: they can be asked again and
+cost the most). ``ROUTE_CRITICALITY`` (an environment variable,
+``"METHOD /template=class"`` entries separated by commas) changes any of them;
+``SHED_MAX_IN_FLIGHT`` and ``SHED_MAX_DELAY`` set the overload limits. The
+health, metrics, status, docs and admin endpoints are exempt: they answer at
+every level and are not counted. See ``docs/overload.md``, "Priority shedding".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+from brownout.health import DegradationManager
+from brownout.web import Criticality, RouteCriticality, Shedder
+
+__all__ = [
+    "EXEMPT",
+    "ROUTES",
+    "build_classifier",
+    "build_shedder",
+    "parse_routes",
+    "unknown_routes",
+]
+
+#: inventario's routes and their class (anything not listed is ``default``).
+ROUTES: Mapping[str, Criticality] = {
+    "POST /products/{sku}/movements": Criticality.CRITICAL,
+    "POST /products": Criticality.CRITICAL,
+    "PATCH /products/{sku}": Criticality.CRITICAL,
+    "GET /reports/low-stock": Criticality.SHEDDABLE,
+    "GET /products/{sku}/price-suggestion": Criticality.SHEDDABLE,
+    "POST /invoices/{invoice_id}/extract": Criticality.SHEDDABLE,
+}
+
+#: Path prefixes never shed nor counted: they must answer at every level.
+EXEMPT: tuple[str, ...] = (
+    "/health",
+    "/metrics",
+    "/status",
+    "/about",
+    "/admin",
+    "/docs",
+    "/openapi",
+)
+
+
+def parse_routes(text: str | None) -> dict[str, Criticality]:
+    """``"GET /products=sheddable, POST /invoices=critical"`` -> a mapping; a clear error
+    naming the bad entry otherwise."""
+    out: dict[str, Criticality] = {}
+    for raw in (text or "").split(","):
+        entry = raw.strip()
+        if not entry:
+            continue
+        route, sep, value = entry.rpartition("=")
+        if not sep or not route.strip():
+            raise ValueError(f"ROUTE_CRITICALITY entry {entry!r} is not 'METHOD /path=class'")
+        try:
+            out[" ".join(route.split())] = Criticality(value.strip().lower())
+        except ValueError:
+            names = ", ".join(c.value for c in Criticality)
+            raise ValueError(
+                f"ROUTE_CRITICALITY entry {entry!r}: {value.strip()!r} is not one of {names}"
+            ) from None
+    return out
+
+
+def build_classifier(overrides: Mapping[str, Criticality] | None = None) -> RouteCriticality:
+    """inventario's :data:`ROUTES` with ``overrides`` first (they win)."""
+    routes: dict[str, Criticality] = dict(overrides or {})
+    for key, value in ROUTES.items():
+        routes.setdefault(key, value)
+    return RouteCriticality(routes, exempt=EXEMPT)
+
+
+def build_shedder(manager: DegradationManager, *, max_in_flight: int, max_delay: float) -> Shedder:
+    return Shedder(max_in_flight=max_in_flight, max_delay=max_delay, manager=manager)
+
+
+def unknown_routes(
+    classifier: RouteCriticality, app_routes: Iterable[tuple[str, str]]
+) -> list[str]:
+    """Configured ``METHOD /template`` entries that name no route of the app (typos)."""
+    known = set(app_routes)
+    return [
+        f"{method} {template}"
+        for method, template in classifier.templates
+        if not any(t == template and (method == "*" or method == m) for m, t in known)
+    ]

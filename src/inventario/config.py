@@ -74,9 +74,9 @@ class Settings(BaseSettings):
         "from half of it; critical ones never)",
     )
     shed_max_delay: float = Field(
-        0.1,
-        description="event-loop queueing delay (seconds) counted as full load, as "
-        "SHED_MAX_IN_FLIGHT",
+        0.2,
+        description="a standing event-loop queueing delay (seconds, the smallest over 1 s) "
+        "counted as full load, as SHED_MAX_IN_FLIGHT",
     )
     route_criticality: str | None = Field(
         None,

@@ -15,12 +15,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from brownout.health import DegradationManager
+from brownout.health import DegradationManager, Level
 from brownout.web import Criticality, RouteCriticality, Shedder
 
 __all__ = [
     "EXEMPT",
     "ROUTES",
+    "SHED_AT_LEVEL",
     "build_classifier",
     "build_shedder",
     "parse_routes",
@@ -78,8 +79,19 @@ def build_classifier(overrides: Mapping[str, Criticality] | None = None) -> Rout
     return RouteCriticality(routes, exempt=EXEMPT)
 
 
+#: Shed whatever the load from this level on. Sheddable requests only: below MINIMAL the
+#: feature gates already refuse what the level turns off, each with its own reason
+#: ("database reads are off at level EMERGENCY"), which a client is better told.
+SHED_AT_LEVEL: Mapping[Criticality, Level] = {Criticality.SHEDDABLE: Level.MINIMAL}
+
+
 def build_shedder(manager: DegradationManager, *, max_in_flight: int, max_delay: float) -> Shedder:
-    return Shedder(max_in_flight=max_in_flight, max_delay=max_delay, manager=manager)
+    return Shedder(
+        max_in_flight=max_in_flight,
+        max_delay=max_delay,
+        shed_at_level=SHED_AT_LEVEL,
+        manager=manager,
+    )
 
 
 def unknown_routes(

@@ -572,22 +572,25 @@ class DegradationManager(SyncResource, AsyncResource):
         """
         evaluation = self._last
         assert evaluation is not None
-        return explain(
-            evaluation,
-            impact=self._impact,
-            thresholds=self._thresholds,
-            hysteresis=self._hysteresis,
-            level_held=self._clock() - self._state.since,
-            pinned=self.pinned,
-            patterns=self._outages.patterns,
-            features=[
-                (f.name, self._enabled[f.name], self._feature_reason[f.name])
-                for f in self._feature_list
-            ],
-            settings=self.settings,
-            recent=list(self._history)[-10:],
-            predicted_recovery=self.predict_recovery(),
-        ) | self._section_values()
+        return (
+            explain(
+                evaluation,
+                impact=self._impact,
+                thresholds=self._thresholds,
+                hysteresis=self._hysteresis,
+                level_held=self._clock() - self._state.since,
+                pinned=self.pinned,
+                patterns=self._outages.patterns,
+                features=[
+                    (f.name, self._enabled[f.name], self._feature_reason[f.name])
+                    for f in self._feature_list
+                ],
+                settings=self.settings,
+                recent=list(self._history)[-10:],
+                predicted_recovery=self.predict_recovery(),
+            )
+            | self._section_values()
+        )
 
     def _section_values(self) -> dict[str, Any]:
         out: dict[str, Any] = {}

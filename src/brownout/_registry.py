@@ -121,6 +121,11 @@ class Registry:
                 guards.retry_budget or old.retry_budget,
             )
 
+    @property
+    def guard_presets(self) -> Mapping[str, GuardPreset]:
+        """The ``guards=`` presets, by dependency name or adapter kind (read-only)."""
+        return MappingProxyType(self._guard_presets)
+
     def all_guards(self) -> dict[str, Guards]:
         """Every dependency's guards built or registered so far, by name (for metrics)."""
         with self._lock:

@@ -35,7 +35,13 @@ the same attributes as its labels:
   (``name``), ``brownout_s3_bytes`` (``name``, ``direction``),
   ``brownout_openai_tokens`` (``name``, ``model``, ``kind``), and the gauges
   ``brownout_pool_connections_in_use`` / ``brownout_pool_size`` (``dependency``,
-  ``name``).
+  ``name``);
+* overload guards (attached directly, or with their adapter or registry):
+  ``brownout_bulkhead_in_use`` / ``_limit`` / ``_waiting`` (gauges),
+  ``brownout_bulkhead_admitted`` / ``_rejections``, ``brownout_throttle_requests``
+  / ``_rejections`` / ``_refusals`` and the gauge ``brownout_throttle_probability``,
+  ``brownout_retry_budget_requests`` and ``brownout_retry_budget_retries``
+  (``outcome``: ``made`` or ``refused``); attribute ``name``, the guard's.
 
 Durations: OpenTelemetry has no observable histogram, so the fixed-bucket
 histograms are exported as three observable counters in Prometheus' own shape:
@@ -69,6 +75,8 @@ from brownout._metrics import (
     adapter_counts,
     pool_figures,
 )
+from brownout.overload import AdaptiveThrottle, Bulkhead, RetryBudget
+from brownout.overload._metrics import GUARD_METRICS, GuardSource
 
 if TYPE_CHECKING:
     from brownout._adapter import Adapter
@@ -117,8 +125,10 @@ class OTelMetrics:
         self._ns = namespace
         self._breakers = BreakerSource()
         self._adapters = AdapterSource()
+        self._guards = GuardSource()
         self._breaker_instruments()
         self._adapter_instruments()
+        self._overload_instruments()
 
     @property
     def meter(self) -> Meter:
@@ -135,21 +145,37 @@ class OTelMetrics:
     @overload
     def attach(self, target: Adapter) -> Callable[[], None]: ...
 
-    def attach(self, target: CircuitBreaker | Registry | Adapter) -> Callable[[], None]:
-        """Read a breaker, every breaker of a registry (present and future), or an adapter
-        at each collection. Returns a function that detaches it; attaching again changes
-        nothing."""
+    @overload
+    def attach(self, target: Bulkhead | AdaptiveThrottle | RetryBudget) -> Callable[[], None]: ...
+
+    def attach(
+        self,
+        target: CircuitBreaker | Registry | Adapter | Bulkhead | AdaptiveThrottle | RetryBudget,
+    ) -> Callable[[], None]:
+        """Read a breaker, every breaker of a registry (present and future), an adapter
+        or an overload guard at each collection (an adapter's guards and a registry's
+        with it). Returns a function that detaches it; attaching again changes nothing."""
         if isinstance(target, CircuitBreaker):
             return self._breakers.attach_breaker(target)
         if isinstance(target, Registry):
-            return self._breakers.attach_registry(target)
+            registry = target
+            return _both(
+                self._breakers.attach_registry(target),
+                self._guards.attach(registry, lambda: registry.all_guards().values()),
+            )
+        if isinstance(target, Bulkhead | AdaptiveThrottle | RetryBudget):
+            return self._guards.attach_guard(target)
         from brownout._adapter import Adapter
 
         if isinstance(target, Adapter):
-            return self._adapters.attach_adapter(target)
+            guards = target.guards
+            return _both(
+                self._adapters.attach_adapter(target),
+                self._guards.attach(target, lambda: (guards,)),
+            )
         raise TypeError(
-            "OTelMetrics.attach needs a CircuitBreaker, a Registry or an Adapter, got "
-            f"{type(target).__name__}"
+            "OTelMetrics.attach needs a CircuitBreaker, a Registry or an Adapter (or an "
+            f"overload guard), got {type(target).__name__}"
         )
 
     # ----------------------------------------------------------- instruments
@@ -251,6 +277,22 @@ class OTelMetrics:
             f"Cumulative count of {what} by upper bound (le, seconds).",
             durations(2),
         )
+
+    def _overload_instruments(self) -> None:
+        def read_metric(key: str, labels: tuple[str, ...]) -> Callback:
+            def read(_: CallbackOptions) -> Iterable[Observation]:
+                return [
+                    Observation(value, dict(zip(labels, values, strict=True)))
+                    for values, value in self._guards.read()[key]
+                ]
+
+            return read
+
+        for m in GUARD_METRICS:
+            if m.counter:
+                self._counter(m.key, m.doc, read_metric(m.key, m.labels))
+            else:
+                self._gauge(m.key, m.doc, read_metric(m.key, m.labels))
 
     def _adapter_instruments(self) -> None:
         def counts(key: str) -> Callback:
@@ -355,3 +397,11 @@ class OTelMetrics:
 
     def __repr__(self) -> str:
         return f"<OTelMetrics namespace={self._ns!r}>"
+
+
+def _both(first: Callable[[], None], second: Callable[[], None]) -> Callable[[], None]:
+    def detach() -> None:
+        first()
+        second()
+
+    return detach

@@ -66,6 +66,19 @@ Adapter metrics (``metrics.attach(adapter)``; ``dependency`` is the adapter's ki
   ``brownout_pool_size{dependency,name}``: read from ``adapter.extra_figures()``
   at each scrape, for adapters that report a pool.
 
+Overload metrics (``metrics.attach(bulkhead)``, a throttle or a retry budget; an
+adapter's guards and a registry's are attached with it; ``name`` is the guard's):
+
+* gauges ``brownout_bulkhead_in_use{name}``, ``brownout_bulkhead_limit{name}``
+  (an adaptive limit's current value), ``brownout_bulkhead_waiting{name}``;
+* ``brownout_bulkhead_admitted_total{name}``, ``brownout_bulkhead_rejections_total{name}``;
+* ``brownout_throttle_requests_total{name}``, ``brownout_throttle_rejections_total{name}``
+  (shed locally), ``brownout_throttle_refusals_total{name}`` (refused by the
+  dependency) and the gauge ``brownout_throttle_probability{name}``;
+* ``brownout_retry_budget_requests_total{name}`` (first attempts) and
+  ``brownout_retry_budget_retries_total{name,outcome}``: outcome ``made`` or
+  ``refused`` (over the budget: not made).
+
 Outbox metrics (``metrics.attach(outbox)``, a :class:`~brownout.outbox.Outbox`;
 ``outbox`` is the journal file's stem): gauges read from ``outbox.stats()`` at
 each scrape, counters and histograms fed by the outbox's listener:
@@ -141,8 +154,10 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 from prometheus_client import CollectorRegistry
 
 from brownout import CircuitBreaker, Registry
+from brownout.overload import AdaptiveThrottle, Bulkhead, Guards, RetryBudget
 from brownout.prometheus._breakers import BreakerMetrics
 from brownout.prometheus._common import DURATION_BUCKETS
+from brownout.prometheus._overload import OverloadMetrics
 
 if TYPE_CHECKING:
     from brownout._adapter import Adapter
@@ -233,6 +248,9 @@ class PrometheusMetrics:
     def attach(self, target: Outbox) -> Callable[[], None]: ...
 
     @overload
+    def attach(self, target: Bulkhead | AdaptiveThrottle | RetryBudget) -> Callable[[], None]: ...
+
+    @overload
     def attach(self, target: Spool) -> Callable[[], None]: ...
 
     @overload
@@ -240,7 +258,16 @@ class PrometheusMetrics:
 
     def attach(
         self,
-        target: CircuitBreaker | Registry | DegradationManager | Adapter | Outbox | Spool | Shedder,
+        target: CircuitBreaker
+        | Registry
+        | DegradationManager
+        | Adapter
+        | Outbox
+        | Spool
+        | Shedder
+        | Bulkhead
+        | AdaptiveThrottle
+        | RetryBudget,
     ) -> Callable[[], None]:
         """Feed the metrics from a breaker, a registry, a degradation manager, an adapter,
         an outbox or a spool; returns a function that detaches it.
@@ -263,13 +290,27 @@ class PrometheusMetrics:
         ``requests_admitted_total``, ``requests_shed_total``,
         ``queueing_delay_seconds`` and ``shed_pressure`` metrics.
         Attaching any of these again is a no-op.
+        For a :class:`~brownout.overload.Bulkhead`, an
+        :class:`~brownout.overload.AdaptiveThrottle` or a
+        :class:`~brownout.overload.RetryBudget` the ``bulkhead_*``, ``throttle_*``
+        and ``retry_budget_*`` metrics; an adapter's guards and a registry's (when
+        it has ``guards=`` presets) are attached with the adapter or the registry.
         The breakers of a manager's components or of an adapter are *not*
         attached by this: attach them (or their registry) as well.
         """
         if isinstance(target, CircuitBreaker):
             return self.group(BreakerMetrics).attach_breaker(target)
         if isinstance(target, Registry):
-            return self.group(BreakerMetrics).attach_registry(target)
+            detach = self.group(BreakerMetrics).attach_registry(target)
+            if target.guard_presets or target.all_guards():
+                registry = target
+                also = self.group(OverloadMetrics).source.attach(
+                    registry, lambda: registry.all_guards().values()
+                )
+                return _both(detach, also)
+            return detach
+        if isinstance(target, Bulkhead | AdaptiveThrottle | RetryBudget):
+            return self.group(OverloadMetrics).source.attach_guard(target)
         # imported here: the core stays importable without these modules loaded
         from brownout._adapter import Adapter
         from brownout.health import DegradationManager
@@ -281,7 +322,12 @@ class PrometheusMetrics:
         if isinstance(target, Adapter):
             from brownout.prometheus._adapters import AdapterMetrics
 
-            return self.group(AdapterMetrics).attach_adapter(target)
+            detach = self.group(AdapterMetrics).attach_adapter(target)
+            guards = target.guards
+            if guards != Guards():
+                also = self.group(OverloadMetrics).source.attach(target, lambda: (guards,))
+                return _both(detach, also)
+            return detach
         from brownout.outbox import Outbox
         from brownout.spool import Spool
         from brownout.web._shedding import Shedder
@@ -310,3 +356,11 @@ class PrometheusMetrics:
 
     def __repr__(self) -> str:
         return f"<PrometheusMetrics namespace={self._namespace!r}>"
+
+
+def _both(first: Callable[[], None], second: Callable[[], None]) -> Callable[[], None]:
+    def detach() -> None:
+        first()
+        second()
+
+    return detach

@@ -23,6 +23,7 @@ from typing import Any, ClassVar, TypeVar
 from brownout._adapter_classify import ErrorRule, ErrorTable
 from brownout._adapter_guards import install_guards
 from brownout._adapter_stats import (
+    EVENT_FIELDS,
     AdapterStats,
     DurationFigures,
     Figures,
@@ -31,6 +32,7 @@ from brownout._adapter_stats import (
     ProbeResult,
     _Record,
     _wall,
+    record_of,
 )
 from brownout._breaker import BreakerSnapshot, CircuitBreaker
 from brownout._clock import Clock
@@ -437,22 +439,8 @@ class Adapter:
     ) -> None:
         if figs is None:
             figs = _NO_FIGURES
-        record = (
-            operation,
-            outcome,
-            duration,
-            error_kind,
-            figs.key,
-            figs.bytes_sent,
-            figs.bytes_received,
-            figs.cache_hits,
-            figs.cache_misses,
-            figs.model,
-            figs.prompt_tokens,
-            figs.completion_tokens,
-            self._clock(),
-            _wall(),
-            error,
+        record = record_of(
+            operation, outcome, duration, error_kind, figs, self._clock(), _wall(), error
         )
         self.stats._append(record)
         if self._listeners:
@@ -460,7 +448,7 @@ class Adapter:
 
     def _publish(self, record: _Record) -> None:
         """Hand the record out as an :class:`OperationEvent` (made only for listeners)."""
-        event = OperationEvent(self.kind, self.name, *record[:12])
+        event = OperationEvent(self.kind, self.name, *record[:EVENT_FIELDS])
         for listener in self._listeners:
             try:
                 listener(event)

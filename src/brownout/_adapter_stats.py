@@ -14,10 +14,11 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from itertools import compress, repeat
+from typing import Any, Final, NamedTuple
 
 from brownout._histogram import add_batch
 from brownout._histogram import empty as _empty_histogram
@@ -84,38 +85,91 @@ class Figures:
 #: after ``dependency`` and ``name``, then its stamp on the adapter's clock, its wall-clock
 #: time and its (redacted) error text. Flat and made of atoms only: the garbage collector
 #: stops tracking such a tuple at its first pass, so pending records cost it nothing.
+#: Built by :func:`record_of` (and, inline, by the adapter's lean per-command path);
+#: read through the field positions below, never through bare numbers.
 _Record = tuple[
-    str,  # operation
-    str,  # outcome
-    float,  # duration
-    str | None,  # error_kind
-    str | None,  # key
-    int,  # bytes_sent
-    int,  # bytes_received
-    int,  # cache_hits
-    int,  # cache_misses
-    str | None,  # model
-    int,  # prompt_tokens
-    int,  # completion_tokens
-    float,  # stamp (the adapter's clock)
-    float | None,  # wall-clock time; None: derived from the stamp when read
-    str | None,  # error text
+    str,  # OPERATION
+    str,  # OUTCOME
+    float,  # DURATION
+    str | None,  # ERROR_KIND
+    str | None,  # KEY
+    int,  # BYTES_SENT
+    int,  # BYTES_RECEIVED
+    int,  # CACHE_HITS
+    int,  # CACHE_MISSES
+    str | None,  # MODEL
+    int,  # PROMPT_TOKENS
+    int,  # COMPLETION_TOKENS
+    float,  # STAMP (the adapter's clock)
+    float | None,  # WALL: wall-clock time; None: derived from the stamp when read
+    str | None,  # ERROR: the redacted error text
 ]
+
+# The record's fields by position: module constants rather than a class, so that naming a
+# field costs nothing per operation (a record stays a plain tuple, built in one step).
+OPERATION: Final = 0
+OUTCOME: Final = 1
+DURATION: Final = 2
+ERROR_KIND: Final = 3
+KEY: Final = 4
+BYTES_SENT: Final = 5
+BYTES_RECEIVED: Final = 6
+CACHE_HITS: Final = 7
+CACHE_MISSES: Final = 8
+MODEL: Final = 9
+PROMPT_TOKENS: Final = 10
+COMPLETION_TOKENS: Final = 11
+STAMP: Final = 12
+WALL: Final = 13
+ERROR: Final = 14
+#: ``record[:EVENT_FIELDS]`` are the :class:`OperationEvent` fields after dependency and name.
+EVENT_FIELDS: Final = 12
+
+
+def record_of(
+    operation: str,
+    outcome: str,
+    duration: float,
+    error_kind: str | None,
+    figs: Figures,
+    stamp: float,
+    wall: float | None,
+    error: str | None,
+) -> _Record:
+    """The record of one operation (everywhere but the lean per-command path)."""
+    return (
+        operation,
+        outcome,
+        duration,
+        error_kind,
+        figs.key,
+        figs.bytes_sent,
+        figs.bytes_received,
+        figs.cache_hits,
+        figs.cache_misses,
+        figs.model,
+        figs.prompt_tokens,
+        figs.completion_tokens,
+        stamp,
+        wall,
+        error,
+    )
+
 
 _wall = time.time
 
 
 def _recent_entry(record: _Record, offset: float) -> dict[str, Any]:
     """The record for people; ``offset`` turns a stamp into wall-clock time."""
-    wall = record[13]
+    wall = record[WALL]
     return {
-        "at": wall if wall is not None else record[12] + offset,
-        "operation": record[0],
-        "key": record[4],
-        "outcome": record[1],
-        "latency_ms": round(record[2] * 1000, 3),
-        "bytes": record[5] + record[6],
-        "error_kind": record[3],
+        "at": wall if wall is not None else record[STAMP] + offset,
+        "operation": record[OPERATION],
+        "key": record[KEY],
+        "outcome": record[OUTCOME],
+        "latency_ms": round(record[DURATION] * 1000, 3),
+        "bytes": record[BYTES_SENT] + record[BYTES_RECEIVED],
+        "error_kind": record[ERROR_KIND],
     }
 
 
@@ -220,7 +274,28 @@ class AdapterStats:
 
     def add(self, event: OperationEvent, error: str | None) -> None:
         """Record one operation (``error``: its redacted error text, for ``last_error``)."""
-        self._append((*event[2:], self.clock(), _wall(), error))
+        figs = Figures(
+            event.key,
+            event.bytes_sent,
+            event.bytes_received,
+            event.cache_hits,
+            event.cache_misses,
+            event.model,
+            event.prompt_tokens,
+            event.completion_tokens,
+        )
+        self._append(
+            record_of(
+                event.operation,
+                event.outcome,
+                event.duration,
+                event.error_kind,
+                figs,
+                self.clock(),
+                _wall(),
+                error,
+            )
+        )
 
     def _append(self, record: _Record) -> None:
         log = self._log
@@ -245,54 +320,76 @@ class AdapterStats:
         # so the first n records are exactly the ones taken.
         batch = log[:n]
         del log[:n]
+        # The batch by column, in one C-level transposition: the counts, the sums and the
+        # usual batch (successes only) are then taken in C, not record by record in Python.
+        columns = tuple(zip(*batch, strict=True))
+        operation_of, outcome_of, duration_of = (
+            columns[OPERATION],
+            columns[OUTCOME],
+            columns[DURATION],
+        )
         operations = self._operations
         # durations of this batch by operation, counted into the histograms after the loop
         # (one sort per operation and batch: cheaper than a bisection per record)
         timed_now: dict[str, list[float]] = {}
-        ok, latency, stamp_of = self._outcomes.append, self._latencies.append, self._stamps.append
-        sent = received = hits = misses = prompt = completion = 0
-        for (
-            operation,
-            outcome,
-            duration,
-            kind,
-            _,
-            s,
-            r,
-            h,
-            m,
-            model,
-            p,
-            c,
-            stamp,
-            wall,
-            error,
-        ) in batch:
-            per_op = operations.get(operation)
-            if per_op is None:
-                per_op = operations[operation] = {}
-            per_op[outcome] = per_op.get(outcome, 0) + 1
-            if outcome != "rejected":
-                same_op = timed_now.get(operation)
-                if same_op is None:
-                    same_op = timed_now[operation] = []
-                same_op.append(duration)
-                if outcome == "success" or outcome == "failure":
-                    ok(outcome == "success")
-                    latency(duration)
-                    stamp_of(stamp)
-                    if kind is not None and outcome == "failure":
-                        self._errors[kind] = self._errors.get(kind, 0) + 1
-            if error is not None:
-                self._last_error, self._last_error_at = error, wall
-            sent += s
-            received += r
-            hits += h
-            misses += m
-            if p or c:
-                prompt += p
-                completion += c
-                if model:
+        all_successes = outcome_of.count("success") == n
+        if all_successes:  # the usual batch: every record a counted outcome, in order
+            self._outcomes.extend(repeat(True, n))
+            self._latencies.extend(duration_of)
+            self._stamps.extend(columns[STAMP])
+            first = operation_of[0]
+            counts = {first: n} if operation_of.count(first) == n else Counter(operation_of)
+            for operation, count in counts.items():
+                per_op = operations.get(operation)
+                if per_op is None:
+                    per_op = operations[operation] = {}
+                per_op["success"] = per_op.get("success", 0) + count
+                timed_now[operation] = (
+                    list(duration_of)
+                    if count == n
+                    else list(compress(duration_of, map(operation.__eq__, operation_of)))
+                )
+        else:
+            for (operation, outcome), count in Counter(
+                zip(operation_of, outcome_of, strict=True)
+            ).items():
+                per_op = operations.get(operation)
+                if per_op is None:
+                    per_op = operations[operation] = {}
+                per_op[outcome] = per_op.get(outcome, 0) + count
+            ok, latency, stamp_of = (
+                self._outcomes.append,
+                self._latencies.append,
+                self._stamps.append,
+            )
+            errors = self._errors
+            for operation, outcome, duration, kind, stamp in zip(
+                operation_of,
+                outcome_of,
+                duration_of,
+                columns[ERROR_KIND],
+                columns[STAMP],
+                strict=True,
+            ):
+                if outcome != "rejected":
+                    same_op = timed_now.get(operation)
+                    if same_op is None:
+                        same_op = timed_now[operation] = []
+                    same_op.append(duration)
+                    if outcome == "success" or outcome == "failure":
+                        ok(outcome == "success")
+                        latency(duration)
+                        stamp_of(stamp)
+                        if kind is not None and outcome == "failure":
+                            errors[kind] = errors.get(kind, 0) + 1
+        error_of = columns[ERROR]
+        if error_of.count(None) != n:  # the last error text wins
+            last = max(i for i, error in enumerate(error_of) if error is not None)
+            self._last_error, self._last_error_at = error_of[last], columns[WALL][last]
+        prompt_of, completion_of = columns[PROMPT_TOKENS], columns[COMPLETION_TOKENS]
+        if any(prompt_of) or any(completion_of):
+            for model, p, c in zip(columns[MODEL], prompt_of, completion_of, strict=True):
+                if model and (p or c):
                     per_model = self._tokens_by_model.setdefault(model, {})
                     per_model["prompt"] = per_model.get("prompt", 0) + p
                     per_model["completion"] = per_model.get("completion", 0) + c
@@ -304,14 +401,15 @@ class AdapterStats:
             timed.count += len(values)
             add_batch(timed.buckets, values)
         totals = self._totals
-        for name, value in (
-            ("bytes_sent", sent),
-            ("bytes_received", received),
-            ("cache_hits", hits),
-            ("cache_misses", misses),
-            ("prompt_tokens", prompt),
-            ("completion_tokens", completion),
+        for name, index in (
+            ("bytes_sent", BYTES_SENT),
+            ("bytes_received", BYTES_RECEIVED),
+            ("cache_hits", CACHE_HITS),
+            ("cache_misses", CACHE_MISSES),
+            ("prompt_tokens", PROMPT_TOKENS),
+            ("completion_tokens", COMPLETION_TOKENS),
         ):
+            value = sum(columns[index])
             if value:
                 totals[name] = totals.get(name, 0) + value
         self._recent.extend(batch[-self.recent_size :] if self.recent_size else ())

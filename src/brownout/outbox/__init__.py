@@ -17,6 +17,7 @@ from brownout.outbox._journal import (
     OutboxCorrupted,
     OutboxError,
     OutboxFull,
+    new_key,
 )
 from brownout.outbox._replay import Replayer, ReplayReport
 
@@ -38,6 +39,7 @@ __all__ = [
     "Replayer",
     "SqlApplier",
     "UnknownOperation",
+    "new_key",
 ]
 
 

@@ -10,7 +10,6 @@ import os
 import sqlite3
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -35,6 +34,7 @@ __all__ = [
     "OutboxCorrupted",
     "OutboxError",
     "OutboxFull",
+    "new_key",
 ]
 
 _SCHEMA = """
@@ -51,7 +51,10 @@ CREATE TABLE IF NOT EXISTS intents (
     last_error   TEXT,
     not_before   REAL NOT NULL DEFAULT 0
 );
-CREATE INDEX IF NOT EXISTS intents_stream ON intents (stream, seq);
+-- no index on (stream, seq): each intent of a group commit dirtied its own random leaf of
+-- it (fsynced with the commit); batch() reads in seq order and heads() groups the pending
+-- intents (bounded by max_pending) without it. Journals made before lose it here.
+DROP INDEX IF EXISTS intents_stream;
 CREATE TABLE IF NOT EXISTS dead (
     seq          INTEGER PRIMARY KEY,
     key          TEXT NOT NULL UNIQUE,
@@ -143,6 +146,21 @@ class _Request:
     inserted: bool = False
     done: bool = False
     wake: threading.Lock | None = None  # released to wake the waiting submit
+
+
+def new_key() -> str:
+    """A new idempotency key: a UUID version 7 in hex (32 characters), the time in
+    milliseconds first, then 74 random bits.
+
+    Keys made one after another sort one after another, so the journal's unique index
+    on ``key`` grows at its right edge: a group commit rewrites one leaf of it instead
+    of one random leaf per intent (with ``uuid4`` keys, each intent of a group
+    dirtied its own index page, written to the log and fsynced with the commit)."""
+    value = (time.time_ns() // 1_000_000 & 0xFFFF_FFFF_FFFF) << 80
+    value |= int.from_bytes(os.urandom(10), "big")
+    value = (value & ~(0xF << 76)) | (0x7 << 76)  # version 7
+    value = (value & ~(0x3 << 62)) | (0x2 << 62)  # variant 10 (RFC 9562)
+    return f"{value:032x}"
 
 
 def _digest(operation: str, payload_json: str) -> str:
@@ -382,7 +400,7 @@ class Outbox(JournalListeners):
                 f"Outbox.submit: payload of {size} bytes exceeds max_payload_bytes "
                 f"({self.max_payload_bytes})"
             )
-        key = idempotency_key or uuid.uuid4().hex
+        key = idempotency_key or new_key()
         if not isinstance(key, str) or not 1 <= len(key) <= 200:
             raise ValueError("Outbox.submit: idempotency_key must be a string of 1-200 characters")
         return _Request(

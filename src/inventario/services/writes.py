@@ -4,7 +4,6 @@ record, or accepted into the outbox (202) when the database cannot take it."""
 from __future__ import annotations
 
 import logging
-import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -12,7 +11,7 @@ from fastapi import Request
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import IntegrityError
 
-from brownout.outbox import IdempotencyConflict, OutboxFull
+from brownout.outbox import IdempotencyConflict, OutboxFull, new_key
 from brownout.web import requires_feature
 from inventario import store
 from inventario.cache import ProductCache
@@ -50,7 +49,7 @@ async def write(
     product whose cache entry it makes stale. ``render(result)`` is the answer's
     body (default: the result as it is).
     """
-    key = key or uuid.uuid4().hex
+    key = key or new_key()  # time-ordered: the journal's key index grows at its edge
     why = rt.database_unavailable()
     if why is None and not rt.manager.enabled("database_write"):
         why = (

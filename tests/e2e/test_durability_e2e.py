@@ -14,12 +14,10 @@ and the stock equal to the sum of the accepted movements.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -29,7 +27,7 @@ import httpx
 import psycopg
 import pytest
 
-from brownout.testing import eventually
+from brownout.testing import aeventually, eventually
 from brownout.testing.servers import free_port
 from brownout.testing.servers.postgres import PostgresServer
 from inventario.app import create_app
@@ -102,16 +100,18 @@ async def test_late_database_every_accepted_write_is_applied_once(
                         return False
                 return True
 
-            deadline = time.monotonic() + 30
-            while not await all_applied():
-                assert time.monotonic() < deadline, (await client.get("/health")).json()
-                await asyncio.sleep(0.1)
+            await aeventually(
+                all_applied, timeout=30, interval=0.1, what="every accepted write applied"
+            )
+
             # the service recovers by itself, and answers directly again
-            deadline = time.monotonic() + 30
-            while (await client.get("/health")).json()["level"] != "OPTIMAL":
-                assert time.monotonic() < deadline, (await client.get("/health")).json()
-                await client.get(f"/products/{sku}")
-                await asyncio.sleep(0.1)
+            async def optimal() -> None:
+                health = (await client.get("/health")).json()
+                if health["level"] != "OPTIMAL":
+                    await client.get(f"/products/{sku}")  # traffic the breakers see
+                assert health["level"] == "OPTIMAL", health
+
+            await aeventually(optimal, timeout=30, interval=0.1, what="the level back to OPTIMAL")
             r = await client.post(
                 f"/products/{sku}/movements",
                 json={"kind": "in", "quantity": 100, "reason": "direct"},
@@ -262,10 +262,13 @@ def test_kill_9_every_accepted_write_is_applied_once(
         assert committed_at_kill == 0  # the killed transaction left nothing
 
         service.start()
-        deadline = time.monotonic() + 60
-        while (outbox := client.get("/about").json()["outbox"])["pending"]:
-            assert time.monotonic() < deadline, outbox
-            time.sleep(0.05)
+
+        def drained() -> dict[str, Any]:
+            outbox: dict[str, Any] = client.get("/about").json()["outbox"]
+            assert not outbox["pending"], outbox
+            return outbox
+
+        outbox = eventually(drained, timeout=60, interval=0.05, what="the outbox drained")
         assert outbox["dead_letters"] == 0, outbox
     rows = movement_rows(server, "killed", sku)
     assert rows == dict.fromkeys(accepted, 1)

@@ -10,8 +10,6 @@ evaluates, and recovery needs ``RECOVERY_DWELL`` per level.
 
 from __future__ import annotations
 
-import asyncio
-import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -26,6 +24,7 @@ from tools.stack import service_settings
 
 from brownout import State
 from brownout.chaos import ThreadedFaultProxy
+from brownout.testing import aeventually
 from brownout.testing.servers.openai_stub import OpenAIStub
 from brownout.testing.servers.postgres import PostgresServer
 from brownout.testing.servers.redis import RedisServer
@@ -133,19 +132,22 @@ class Service:
         limit: float = EVENTUALLY,
     ) -> None:
         """Poll ``done`` (with some traffic in between) until it holds."""
-        deadline = time.monotonic() + limit
-        while not await done():
-            if time.monotonic() > deadline:
-                health = await self.health()
-                views = health["explanation"]["components"]
-                raise AssertionError(
-                    f"timed out waiting for {what}: level {health['level']}, "
-                    f"{health['explanation']['decision']}; components "
-                    f"{[(v['name'], v['status'], v['score'], v['why']) for v in views]}"
-                )
+
+        async def step() -> None:
+            if await done():
+                return
             if traffic is not None:
                 await traffic()
-            await asyncio.sleep(0.05)
+            if await done():
+                return
+            health = await self.health()
+            views = health["explanation"]["components"]
+            raise AssertionError(
+                f"level {health['level']}, {health['explanation']['decision']}; components "
+                f"{[(v['name'], v['status'], v['score'], v['why']) for v in views]}"
+            )
+
+        await aeventually(step, timeout=limit, interval=0.05, what=what)
 
     async def reach(
         self, level: str, traffic: Callable[[], Awaitable[object]] | None = None

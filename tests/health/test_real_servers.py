@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -32,6 +31,7 @@ from brownout.openai import AsyncOpenAIAdapter
 from brownout.redis import AsyncRedisAdapter
 from brownout.s3 import AsyncS3Adapter
 from brownout.sql import AsyncDatabase
+from brownout.testing import aeventually
 from brownout.testing.servers.openai_stub import OpenAIStub
 from brownout.testing.servers.postgres import PostgresServer
 from brownout.testing.servers.redis import RedisServer
@@ -114,18 +114,18 @@ class Stack:
     ) -> None:
         """Drive traffic (unless told not to) and the manager's heartbeat (unless it runs
         by itself) until done."""
-        deadline = time.monotonic() + limit
-        while not done():
-            if time.monotonic() > deadline:
-                raise AssertionError(
-                    f"timed out waiting for {what}; level {self.manager.level.name}, "
-                    f"explain: {self.manager.explain()['decision']}"
-                )
-            if traffic:
-                await self.traffic()
-            if tick:
-                await self.manager.tick()
-            await asyncio.sleep(0.02)
+
+        async def step() -> None:
+            if not done():
+                if traffic:
+                    await self.traffic()
+                if tick:
+                    await self.manager.tick()
+            assert done(), (
+                f"level {self.manager.level.name}, explain: {self.manager.explain()['decision']}"
+            )
+
+        await aeventually(step, timeout=limit, what=what)
 
     def levels(self) -> list[tuple[Level, Level]]:
         return [(t.from_level, t.to_level) for t in self.manager.history]

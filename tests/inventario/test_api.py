@@ -8,6 +8,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+from brownout.testing import aeventually
 from inventario import store
 from tests.inventario.conftest import WIDGET, running
 
@@ -242,7 +243,6 @@ async def test_a_replayed_write_drops_a_cache_entry_refilled_meanwhile(
 ) -> None:
     """Between the database's return and the replay, a read can cache the old row; the
     replay's commit invalidates it, so the next read shows the replayed write."""
-    import asyncio
     import json
 
     import redis
@@ -264,10 +264,8 @@ async def test_a_replayed_write_drops_a_cache_entry_refilled_meanwhile(
         rt.db.breaker.reset()
         report = await rt.replayer.drain()
         assert report.applied == 1
-        for _ in range(100):  # the invalidation runs as a task right after the commit
-            if not raw.exists(product_key("RPL-1")):
-                break
-            await asyncio.sleep(0.01)
+        # the invalidation runs as a task right after the commit
+        await aeventually(lambda: not raw.exists(product_key("RPL-1")), what="the invalidation")
         raw.close()
         assert (await client.get("/products/RPL-1")).json()["name"] == "Renamed"
 

@@ -16,7 +16,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -25,6 +24,7 @@ import pytest
 from tools.demo import Demo, DemoOptions, Sample, WriteRecord, summarize
 from tools.stack import Dependency
 
+from brownout.testing import eventually
 from brownout.testing.servers import postgres_unavailable, redis_unavailable, s3_unavailable
 from brownout.testing.servers._process import _pid_alive
 from inventario.cli import main as inventario_main
@@ -268,19 +268,22 @@ def test_ctrl_c_stops_every_server_and_removes_their_data(tmp_path: Path) -> Non
     proc = _demo(cwd=tmp_path)
     lines = _lines(proc)
     seen: list[str] = []
-    deadline = time.monotonic() + 120
-    try:
-        while time.monotonic() < deadline:
+
+    def baseline() -> bool:
+        """The demo printed its baseline (the lines so far are read into ``seen``)."""
+        while True:
             try:
-                line = lines.get(timeout=1)
+                line = lines.get_nowait()
             except queue.Empty:
-                continue
+                return False
             if line is None:
-                break
+                pytest.fail("the demo ended before its baseline:\n" + "".join(seen))
             seen.append(line)
             if line.startswith("--- baseline"):
-                break
-        assert any(line.startswith("--- baseline") for line in seen), "".join(seen)
+                return True
+
+    try:
+        eventually(baseline, timeout=120, interval=0.2, what="the demo's baseline")
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=60)
     finally:

@@ -26,7 +26,7 @@ from brownout.spool import (
     SpoolUploader,
 )
 from brownout.spool._store import entry_id
-from brownout.testing import FakeClock
+from brownout.testing import FakeClock, aeventually
 from tests._durability import MemoryS3
 
 
@@ -586,11 +586,11 @@ async def test_uploads_run_concurrently_up_to_the_bound(spool: Spool) -> None:
     for i in range(10):
         spool.put("b", f"k{i}", f"v{i}".encode())
     drain = asyncio.create_task(SpoolUploader(spool, s3, concurrency=3).drain())
-    deadline = asyncio.get_running_loop().time() + 10
-    while s3.in_flight < 3:  # poll: each upload reads its file in a thread first
-        assert asyncio.get_running_loop().time() < deadline, "the uploads never started"
-        await asyncio.sleep(0.01)
-    await asyncio.sleep(0.05)  # had a fourth one been allowed to start, it would be by now
+    # each upload reads its file in a thread first
+    await aeventually(lambda: s3.in_flight >= 3, what="three uploads started")
+    # not a wait for work: a window in which a fourth upload, were it allowed, would
+    # start (nothing signals that something did not happen); the final ``most`` checks too
+    await asyncio.sleep(0.05)
     assert s3.in_flight == 3
     s3.gate.set()
     report = await drain

@@ -15,7 +15,7 @@ import logging
 import subprocess
 import sys
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -100,12 +100,11 @@ def adapters(flavour: str, closing: Callable[[Adapter], Adapter]) -> Factory:
 
 @pytest.fixture
 def private(
-    make_redis: Callable[..., RedisServer],
-) -> Iterator[tuple[RedisServer, ThreadedFaultProxy]]:
+    make_redis: Callable[..., RedisServer], make_proxy: Callable[..., ThreadedFaultProxy]
+) -> tuple[RedisServer, ThreadedFaultProxy]:
     """A private redis-server and a fault proxy in front of it."""
     server = make_redis()
-    with ThreadedFaultProxy(server.host, server.port, max_lifetime=600) as proxy:
-        yield server, proxy
+    return server, make_proxy(server)
 
 
 def state(f: Facade) -> State:

@@ -16,7 +16,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any, ClassVar
 
 import pytest
@@ -101,9 +101,10 @@ def private_s3() -> Iterator[S3Server]:
 
 
 @pytest.fixture
-def private_proxy(private_s3: S3Server) -> Iterator[ThreadedFaultProxy]:
-    with ThreadedFaultProxy(private_s3.host, private_s3.port, max_lifetime=120) as proxy:
-        yield proxy
+def private_proxy(
+    private_s3: S3Server, make_proxy: Callable[..., ThreadedFaultProxy]
+) -> ThreadedFaultProxy:
+    return make_proxy(private_s3, max_lifetime=120)
 
 
 # ------------------------------------------------------------------ 1. normal operation

@@ -88,14 +88,13 @@ def events() -> list[OperationEvent]:
 
 @pytest.fixture
 def private_pg(
-    make_postgres: Callable[..., PostgresServer],
+    make_postgres: Callable[..., PostgresServer], make_proxy: Callable[..., ThreadedFaultProxy]
 ) -> Iterator[tuple[PostgresServer, ThreadedFaultProxy, str]]:
     """A private PostgreSQL (safe to kill or pause), a proxy in front of it and a database."""
     server = make_postgres()
     dsn = server.create_database()
-    with ThreadedFaultProxy(server.host, server.port, max_lifetime=600) as proxy:
-        yield server, proxy, dbname_of(dsn)
-        server.resume()
+    yield server, make_proxy(server), dbname_of(dsn)
+    server.resume()
 
 
 @pytest.fixture

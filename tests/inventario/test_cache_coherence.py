@@ -31,9 +31,8 @@ def server(make_redis: Callable[..., RedisServer]) -> RedisServer:
 
 
 @pytest.fixture
-def proxy(server: RedisServer) -> Iterator[ThreadedFaultProxy]:
-    with ThreadedFaultProxy(server.host, server.port, max_lifetime=600.0) as p:
-        yield p
+def proxy(server: RedisServer, make_proxy: Callable[..., ThreadedFaultProxy]) -> ThreadedFaultProxy:
+    return make_proxy(server)
 
 
 @pytest.fixture

@@ -146,12 +146,32 @@ def make_redis() -> Iterator[Callable[..., RedisServer]]:
         server.close()
 
 
+class _Listening(Protocol):
+    host: str
+    port: int
+
+
 @pytest.fixture
-def redis_proxy(redis_server: RedisServer) -> Iterator[ThreadedFaultProxy]:
-    with ThreadedFaultProxy(
-        redis_server.host, redis_server.port, max_lifetime=PROXY_LIFETIME
-    ) as proxy:
-        yield proxy
+def make_proxy() -> Iterator[Callable[..., ThreadedFaultProxy]]:
+    """``make_proxy(server, max_lifetime=PROXY_LIFETIME)``: a started fault proxy in front
+    of anything with a ``host`` and a ``port``, stopped after the test."""
+    proxies: list[ThreadedFaultProxy] = []
+
+    def make(server: _Listening, *, max_lifetime: float = PROXY_LIFETIME) -> ThreadedFaultProxy:
+        proxy = ThreadedFaultProxy(server.host, server.port, max_lifetime=max_lifetime).start()
+        proxies.append(proxy)
+        return proxy
+
+    yield make
+    for proxy in proxies:
+        proxy.stop()
+
+
+@pytest.fixture
+def redis_proxy(
+    redis_server: RedisServer, make_proxy: Callable[..., ThreadedFaultProxy]
+) -> ThreadedFaultProxy:
+    return make_proxy(redis_server)
 
 
 # -- PostgreSQL -------------------------------------------------------------------------
@@ -200,11 +220,10 @@ def make_postgres() -> Iterator[Callable[..., PostgresServer]]:
 
 
 @pytest.fixture
-def postgres_proxy(postgres_server: PostgresServer) -> Iterator[ThreadedFaultProxy]:
-    with ThreadedFaultProxy(
-        postgres_server.host, postgres_server.port, max_lifetime=PROXY_LIFETIME
-    ) as proxy:
-        yield proxy
+def postgres_proxy(
+    postgres_server: PostgresServer, make_proxy: Callable[..., ThreadedFaultProxy]
+) -> ThreadedFaultProxy:
+    return make_proxy(postgres_server)
 
 
 # -- S3 ---------------------------------------------------------------------------------
@@ -233,9 +252,10 @@ def fresh_bucket(s3_server: S3Server) -> str:
 
 
 @pytest.fixture
-def s3_proxy(s3_server: S3Server) -> Iterator[ThreadedFaultProxy]:
-    with ThreadedFaultProxy(s3_server.host, s3_server.port, max_lifetime=PROXY_LIFETIME) as proxy:
-        yield proxy
+def s3_proxy(
+    s3_server: S3Server, make_proxy: Callable[..., ThreadedFaultProxy]
+) -> ThreadedFaultProxy:
+    return make_proxy(s3_server)
 
 
 # -- OpenAI -----------------------------------------------------------------------------
@@ -259,8 +279,7 @@ def openai_stub(_openai_stub_session: OpenAIStub) -> Iterator[OpenAIStub]:
 
 
 @pytest.fixture
-def openai_proxy(openai_stub: OpenAIStub) -> Iterator[ThreadedFaultProxy]:
-    with ThreadedFaultProxy(
-        openai_stub.host, openai_stub.port, max_lifetime=PROXY_LIFETIME
-    ) as proxy:
-        yield proxy
+def openai_proxy(
+    openai_stub: OpenAIStub, make_proxy: Callable[..., ThreadedFaultProxy]
+) -> ThreadedFaultProxy:
+    return make_proxy(openai_stub)

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 import openai
 import pytest
+from tools.stack import service_settings
 
 from brownout import BreakerConfig, Registry, State, StateChange
 from brownout.chaos import Mode, ThreadedFaultProxy
@@ -151,8 +152,16 @@ async def stack(
     openai_proxy: ThreadedFaultProxy,
 ) -> AsyncIterator[Stack]:
     registry = Registry()
+    # how each server is reached through its fault proxy: the stack builder's settings,
+    # as inventario, the demo and the service benchmarks get them
+    reach = service_settings(
+        redis=(redis_server, redis_proxy),
+        database=(postgres_server, postgres_proxy, "postgres"),
+        s3=(s3_server, s3_proxy, fresh_bucket),
+        openai=(openai_stub, openai_proxy, "sk-health-e2e"),
+    )
     db = AsyncDatabase.from_url(
-        postgres_server.dsn_for(port=postgres_proxy.port),
+        reach["database_url"],
         connect_timeout=1.0,
         command_timeout=1.0,
         statement_timeout=1.0,
@@ -162,7 +171,7 @@ async def stack(
         probe_timeout=1.0,
     )
     cache = AsyncRedisAdapter.from_url(
-        redis_server.url_for(port=redis_proxy.port),
+        reach["redis_url"],
         socket_timeout=TIMEOUT,
         socket_connect_timeout=TIMEOUT,
         probe_timeout=TIMEOUT,
@@ -170,11 +179,11 @@ async def stack(
         registry=registry,
     )
     s3 = AsyncS3Adapter.create(
-        fresh_bucket,
-        endpoint_url=s3_server.endpoint_url_for(port=s3_proxy.port),
-        region_name=s3_server.region,
-        aws_access_key_id=s3_server.access_key,
-        aws_secret_access_key=s3_server.secret_key,
+        reach["s3_bucket"],
+        endpoint_url=reach["s3_endpoint_url"],
+        region_name=reach["s3_region"],
+        aws_access_key_id=reach["s3_access_key_id"],
+        aws_secret_access_key=reach["s3_secret_access_key"],
         connect_timeout=HTTP_TIMEOUT,
         read_timeout=HTTP_TIMEOUT,
         config=CONFIG,
@@ -182,8 +191,8 @@ async def stack(
         probe_timeout=HTTP_TIMEOUT,
     )
     ai = AsyncOpenAIAdapter(
-        api_key="sk-health-e2e",
-        base_url=openai_stub.base_url_for(port=openai_proxy.port),
+        api_key=reach["openai_api_key"],
+        base_url=reach["openai_base_url"],
         timeout=openai.Timeout(HTTP_TIMEOUT, connect=HTTP_TIMEOUT),
         config=CONFIG,
         registry=registry,
@@ -210,8 +219,7 @@ async def stack(
         assert built.level() is Level.OPTIMAL, manager.explain()
         yield built
     finally:
-        await manager.stop()
-        manager.close()
+        await manager.aclose()
         await cache.aclose()
         await ai.aclose()
         await s3.aclose()

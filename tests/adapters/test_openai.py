@@ -7,7 +7,6 @@ proxy run in their own threads).
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 import json
 import logging
@@ -29,7 +28,7 @@ from brownout.openai import (
     OpenAIAdapter,
     retry_after_from_headers,
 )
-from brownout.testing import aeventually
+from brownout.testing import FakeClock, aeventually
 from brownout.testing.servers.openai_stub import OpenAIStub, _tokens
 
 KEY = "sk-test-SECRETKEY123456"
@@ -52,10 +51,6 @@ async def do(result: Any) -> Any:
     if inspect.isawaitable(result):
         return await result
     return result
-
-
-async def sleep(seconds: float) -> None:
-    await asyncio.sleep(seconds)
 
 
 def generic(ai: AnyAdapter, operation: str, fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
@@ -222,7 +217,8 @@ async def test_network_faults_open_then_recover(
     error: type[Exception],
     kind: str,
 ) -> None:
-    ai = make(via(openai_stub, openai_proxy))
+    clock = FakeClock()  # the break runs out when the test says, not after a real sleep
+    ai = make(via(openai_stub, openai_proxy), clock=clock)
     events: list[OperationEvent] = []
     ai.add_listener(events.append)
     await do(ai.embed(["warm up"]))  # a pooled keep-alive connection exists
@@ -237,7 +233,7 @@ async def test_network_faults_open_then_recover(
 
     # 5. recovery: fault gone, break over, two half-open probes close it
     openai_proxy.set_mode(Mode.PASS)
-    await sleep(OPEN_FOR + 0.1)
+    clock.advance(OPEN_FOR + 0.1)
     assert state(ai) is State.HALF_OPEN
     await do(ai.embed(["probe 1"]))
     assert state(ai) is State.HALF_OPEN
@@ -255,7 +251,8 @@ async def test_network_faults_open_then_recover(
 
 
 async def test_hanging_server_times_out_and_trips(make: Factory, openai_stub: OpenAIStub) -> None:
-    ai = make(openai_stub.base_url)
+    clock = FakeClock()
+    ai = make(openai_stub.base_url, clock=clock)
     openai_stub.hang(10, times=None)
     for _ in range(3):
         with pytest.raises(openai.APITimeoutError):
@@ -263,7 +260,7 @@ async def test_hanging_server_times_out_and_trips(make: Factory, openai_stub: Op
     assert state(ai) is State.OPEN
     await assert_rejected_locally(ai, openai_stub, None)()
     openai_stub.reset()
-    await sleep(OPEN_FOR + 0.1)
+    clock.advance(OPEN_FOR + 0.1)
     await do(ai.chat(MESSAGES))
     await do(ai.chat(MESSAGES))
     assert state(ai) is State.CLOSED
@@ -272,19 +269,20 @@ async def test_hanging_server_times_out_and_trips(make: Factory, openai_stub: Op
 async def test_server_error_recovery_with_two_probes(
     make: Factory, openai_stub: OpenAIStub
 ) -> None:
-    ai = make(openai_stub.base_url)
+    clock = FakeClock()
+    ai = make(openai_stub.base_url, clock=clock)
     openai_stub.script(500, times=3)
     for _ in range(3):
         with pytest.raises(openai.InternalServerError):
             await do(ai.chat(MESSAGES))
     assert state(ai) is State.OPEN
-    await sleep(OPEN_FOR + 0.1)
+    clock.advance(OPEN_FOR + 0.1)
     # a failing probe reopens at once
     openai_stub.script(503)
     with pytest.raises(openai.InternalServerError):
         await do(ai.chat(MESSAGES))
     assert state(ai) is State.OPEN
-    await sleep(OPEN_FOR + 0.1)
+    clock.advance(OPEN_FOR + 0.1)
     await do(ai.chat(MESSAGES))
     await do(ai.embed(["x"]))
     assert state(ai) is State.CLOSED

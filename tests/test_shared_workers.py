@@ -237,6 +237,30 @@ def test_a_key_one_worker_recorded_stops_cached_reads_in_every_worker(tmp_path: 
         b.close()
 
 
+def test_a_read_never_waits_for_the_journal_a_record_is_using(tmp_path: Path) -> None:
+    """A record may wait up to SQLite's busy timeout for another process's write lock;
+    a shared journal's reads_allowed (on the event loop, every cached read) must not
+    wait with it: it answers "no" (read from the database) at once."""
+    coherence = CacheCoherence(FakeRedis(), tmp_path / "coherence.db", shared=True)
+    try:
+        busy, release = threading.Event(), threading.Event()
+
+        def hold() -> None:
+            with coherence._lock:  # as a record waiting for the write lock holds it
+                busy.set()
+                release.wait(10)
+
+        t = threading.Thread(target=hold)
+        t.start()
+        busy.wait(10)
+        assert coherence.reads_allowed() is False
+        release.set()
+        t.join(10)
+        assert coherence.reads_allowed() is True
+    finally:
+        coherence.close()
+
+
 def test_reconciles_of_two_workers_take_turns(tmp_path: Path) -> None:
     redis = FakeRedis()
     a = CacheCoherence(redis, tmp_path / "coherence.db", shared=True)

@@ -314,12 +314,18 @@ class CacheCoherence(JournalListeners):
                 manager.release(self.component)
                 self._held = False
 
-    def _refresh(self) -> bool:
+    def _refresh(self, *, blocking: bool = True) -> bool | None:
         """(Shared.) Read the counts again if another process changed the journal since;
-        whether they changed. A read error keeps the last counts (the next call retries)."""
+        whether they changed. A read error keeps the last counts (the next call retries).
+
+        Not ``blocking``: ``None`` at once if this process is using the journal (a
+        record or a reconcile may be waiting for another process's write lock: the
+        event loop must not wait with it)."""
         if not self.shared:
             return False
-        with self._lock:
+        if not self._lock.acquire(blocking=blocking):
+            return None
+        try:
             if self._closed:
                 return False
             try:
@@ -333,6 +339,8 @@ class CacheCoherence(JournalListeners):
                 return False
             changed = (journaled, overflowed) != (self._journaled, self._overflowed)
             self._version, self._journaled, self._overflowed = version, journaled, overflowed
+        finally:
+            self._lock.release()
         return changed
 
     # ------------------------------------------------------------------ state
@@ -361,8 +369,8 @@ class CacheCoherence(JournalListeners):
         """True when no invalidation is pending and the journal never overflowed: cached
         reads are coherent. No I/O (safe on every request); shared: what every process
         recorded, read from SQLite's shared memory when another process wrote."""
-        if self.shared:
-            self._refresh()
+        if self.shared and self._refresh(blocking=False) is None:
+            return False  # this process is recording or deleting keys right now
         return not (
             self._journaled or self._volatile or self._overflowed or self._volatile_overflow
         )
@@ -747,7 +755,7 @@ class CacheCoherence(JournalListeners):
             self._schedule()
 
     def _due(self) -> bool:
-        if self.shared and self._refresh():
+        if self.shared and self._refresh(blocking=False):
             self._sync_hold()  # another process recorded keys, or deleted them all
         if self._closed or (not self._journaled and not self._volatile):
             return False

@@ -18,7 +18,7 @@ import pytest
 
 from brownout import BreakerConfig, BreakerOpen, CircuitBreaker, State
 from brownout.hostshare import HostShare
-from brownout.testing import FakeClock
+from brownout.testing import FakeClock, eventually
 
 CONFIG = BreakerConfig(consecutive_failures=3, open_for=10.0, half_open_calls=2)
 
@@ -253,15 +253,20 @@ def _worker(
     else:
         opened.wait(30)
         started = time.monotonic()
-        while time.monotonic() - started < 10:
+
+        def rejected() -> bool:
             try:
                 breaker.call(ok)
             except BreakerOpen:
-                out.put((index, failures, time.monotonic() - started))
-                break
-            time.sleep(0.01)
-        else:
+                return True
+            return False
+
+        try:
+            eventually(rejected, timeout=10, interval=0.01, what="the shared open state")
+        except AssertionError:
             out.put((index, failures, -1.0))
+        else:
+            out.put((index, failures, time.monotonic() - started))
     share.close()
 
 

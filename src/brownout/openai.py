@@ -625,6 +625,12 @@ class _OpenAIBase(Adapter, Generic[C]):
         return figures
 
 
+# Deliberate twins, not a hot path: the sync and async shells below repeat each
+# operation's signature (a def and an async def cannot be one function); each body is a
+# call into _OpenAIBase's request building (_json_request, ...) and _run / _arun. Each
+# call is an HTTP round trip, so nothing here is measured for speed.
+
+
 class OpenAIAdapter(_OpenAIBase[openai.OpenAI], SyncResource):
     """A circuit-broken ``openai.OpenAI`` client.
 

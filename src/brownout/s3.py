@@ -607,6 +607,13 @@ def _aguard(fn: Callable[..., Awaitable[R]]) -> Callable[..., Awaitable[R]]:
 
 # ------------------------------------------------------------------ sync
 
+# Deliberate twins, not a hot path: the sync and async shells repeat each operation's
+# signature (a def and an async def cannot be one function), and their bodies differ in
+# the client's I/O (boto3 vs aiobotocore's streams, awaited). Everything else, the
+# request parameters and the figures, is built once in _S3Base (_put, _keyed, ...).
+# `duplicates` lists the signatures as shared lines; each call is a network round trip,
+# so nothing here is measured for speed.
+
 
 class S3Adapter(_S3Base, SyncResource):
     """A boto3 S3 client behind a circuit breaker, bound to one bucket.

@@ -5,11 +5,13 @@ A path is a backticked token, or a token of the README's layout block, that star
 a top-level folder of the checkout (``src/``, ``tests/``, ``tools/``...) or inside a
 package (``brownout/...``, ``inventario/...``, read under ``src/``). ``{a,b}`` and
 ``*`` are expanded; a path that names a module's object (``brownout/x.py:Name``) is
-read up to the colon.
+read up to the colon. A dotted name (``brownout.health.level_impacts``) must import
+or be an attribute of what imports.
 """
 
 from __future__ import annotations
 
+import importlib
 import itertools
 import re
 from pathlib import Path
@@ -70,3 +72,26 @@ def test_the_readme_layout_names_every_package_and_top_level_module() -> None:
     covered = {p.rstrip("/") for p in named}
     left = [p for p in public if p.rstrip("/") not in covered]
     assert left == [], f"README's layout does not name: {left}"
+
+
+def _resolves(dotted: str) -> bool:
+    parts = dotted.split(".")
+    for i in range(len(parts), 0, -1):
+        try:
+            obj: object = importlib.import_module(".".join(parts[:i]))
+        except ImportError:
+            continue
+        for name in parts[i:]:
+            if not hasattr(obj, name):
+                return False
+            obj = getattr(obj, name)
+        return True
+    return False
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_module_or_name_a_doc_names_imports(doc: Path) -> None:
+    text = doc.read_text(encoding="utf-8")
+    dotted = set(re.findall(r"`((?:brownout|inventario)(?:\.\w+)+)(?:\(\))?`", text))
+    missing = sorted(d for d in dotted if not _resolves(d))
+    assert missing == [], f"{doc.relative_to(ROOT)} names what does not import: {missing}"

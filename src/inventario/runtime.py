@@ -29,6 +29,7 @@ from brownout.health import (
 )
 from brownout.hostshare import HostShare
 from brownout.outbox import BatchHandler, Intent, Outbox, Replayer, SqlApplier
+from brownout.overload import Bulkhead
 from brownout.prometheus import PrometheusMetrics
 from brownout.redis import AsyncRedisAdapter
 from brownout.spool import Spool, SpoolUploader
@@ -37,6 +38,7 @@ from inventario.cache import ProductCache
 from inventario.config import Settings
 from inventario.db import create_schema
 from inventario.fleet_cache import SharedInvalidations
+from inventario.level_settings import REDIS_ADMISSION, LevelScaledLimit, apply_batch_size
 from inventario.shedding import build_shedder
 from inventario.spool_health import InvoiceBinder, SpoolHealth, adopt_local_bucket, spool_backlog
 from inventario.writes import OPERATIONS, TOUCHES, apply_writes
@@ -193,6 +195,8 @@ class Runtime:
     shared_invalidations: SharedInvalidations | None = None
     #: the status page's trends: each dependency's last 15 minutes, sampled once a second
     trends: TrendRecorder = field(init=False)
+    #: Redis's admission limit, scaled by the level's pool_multiplier (with Redis only)
+    redis_admission: Bulkhead | None = None
     #: priority shedding at the edge (inventario.shedding): admission by request class
     shedder: Shedder = field(init=False)
 
@@ -321,8 +325,16 @@ def build_runtime(settings: Settings) -> Runtime:
     components = [Component.of(db, "database", required_for_ready=False, latency_target=0.25)]
 
     cache = None
+    redis_limit: LevelScaledLimit | None = None
+    redis_bulkhead: Bulkhead | None = None
     if settings.redis_url:
-        cache = AsyncRedisAdapter.from_url(settings.redis_url, registry=registry)
+        # admission: REDIS_ADMISSION x the level's pool_multiplier calls in flight, no wait
+        # (one beyond it is a cache miss at once); bound to the manager once it exists
+        redis_limit = LevelScaledLimit(REDIS_ADMISSION)
+        redis_bulkhead = Bulkhead("redis", limit=redis_limit, max_wait=0.0)
+        cache = AsyncRedisAdapter.from_url(
+            settings.redis_url, registry=registry, bulkhead=redis_bulkhead
+        )
         components.append(Component.of(cache, "cache", latency_target=0.05))
     else:
         components.append(Component("cache", configured=False))
@@ -410,6 +422,10 @@ def build_runtime(settings: Settings) -> Runtime:
         outbox, applier, prepare=_schema_creator(db, applier), batch_size=REPLAY_BATCH
     )
     replayer.watch(db.breaker)
+    # the level's batch_multiplier sizes the replay transactions (issue 14 item 7)
+    manager.add_listener(apply_batch_size(manager, replayer, REPLAY_BATCH))
+    if redis_limit is not None:
+        redis_limit.multiplier = lambda: manager.settings.pool_multiplier
     hostshare = None
     if shared:
         replayer.share(settings.var_dir / "outbox.lease")
@@ -446,6 +462,7 @@ def build_runtime(settings: Settings) -> Runtime:
         coherence=coherence,
         hostshare=hostshare,
         shared_invalidations=fleet_keys,
+        redis_admission=redis_bulkhead,
     )
 
 

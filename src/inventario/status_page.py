@@ -41,6 +41,8 @@ from fastapi.responses import Response
 from brownout import State, redact
 from brownout.web import authorize, health_document, problem_response, problem_responses
 from inventario import __version__
+from inventario.level_settings import level_table
+from inventario.runtime import REPLAY_BATCH
 
 __all__ = [
     "ASSETS",
@@ -253,6 +255,8 @@ def public_status(doc: Mapping[str, Any], *, details_available: bool) -> dict[st
         if isinstance(explanation, Mapping)
         else {},
         "shedding": public_shedding(doc.get("shedding")),
+        # level names, setting names and numbers only (inventario.level_settings)
+        "level_settings": doc.get("level_settings"),
         "pinned": None
         if not isinstance(pinned, Mapping)
         else {k: pinned.get(k) for k in ("level", "seconds_left", "reason")},
@@ -279,6 +283,9 @@ def status_data(runtime: Any, *, details: bool = True) -> dict[str, Any]:
         backlogs = {"error": f"backlogs unavailable: {type(exc).__name__}"}
     doc["backlogs"] = backlogs
     doc["shedding"] = runtime.shedder.snapshot()
+    doc["level_settings"] = level_table(
+        runtime.manager, replay_base=REPLAY_BATCH, redis=runtime.redis_admission
+    )
     if not details:
         doc = public_status(doc, details_available=bool(runtime.settings.admin_token))
     doc["service"] = {"name": "inventario", "version": __version__}

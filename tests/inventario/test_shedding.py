@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import socket
 from collections.abc import Callable, Iterator
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -159,3 +160,32 @@ def test_bad_route_criticality_is_refused_naming_the_entry(
     with pytest.raises(ValueError, match="GET /prodcts"):
         make_app(route_criticality="GET /prodcts=critical")
     assert parse_routes(" GET  /x=Critical ,") == {"GET /x": Criticality.CRITICAL}
+
+
+def test_the_status_page_shows_shedding_and_what_each_level_changes(
+    make_app: Callable[..., FastAPI], chromium: Any
+) -> None:
+    from playwright.sync_api import expect
+
+    app = make_app(shed_max_in_flight=4, shed_max_delay=5.0)
+    with serving(app) as base, httpx.Client(base_url=base, timeout=10) as client:
+        assert client.post("/products", json=WIDGET).status_code == 201
+        page = chromium.new_context().new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(f"{base}/status")
+        expect(page.get_by_test_id("shedding-sub")).to_have_text("serving every request class")
+        with held(base, 2):
+            eventually(lambda: in_flight(client) == 2, what="two writes in flight")
+            assert_shed(client.get("/reports/low-stock"), "overloaded", "sheddable")
+            expect(page.get_by_test_id("shedding-in-flight")).to_have_text("2 / 4")
+            expect(page.get_by_test_id("shedding-sub")).to_contain_text("refusing sheddable")
+            expect(page.get_by_test_id("shedding-shed-sheddable")).to_have_text("1")
+        row = page.get_by_test_id("level-settings-OPTIMAL")
+        expect(row).to_have_attribute("data-current", "true")
+        expect(page.get_by_test_id("level-settings-MINIMAL")).to_contain_text("50")
+        app.state.runtime.manager.pin(Level.MINIMAL, duration=60, reason="test")
+        expect(page.get_by_test_id("level-settings-MINIMAL")).to_have_attribute(
+            "data-current", "true"
+        )
+        assert errors == []

@@ -427,6 +427,26 @@
     $("features").replaceChildren(...items);
   }
 
+  // The level's resource settings: the row in force is marked; applied ones first.
+  const SETTING_LABELS = [
+    ["cache_ttl_s", "cache TTL (s)"], ["replay_batch", "outbox replay batch"],
+    ["redis_admission", "Redis calls in flight"], ["request_timeout_s", "request timeout (s)"],
+    ["max_retries", "max retries"]];
+
+  function renderLevelSettings(doc) {
+    const t = doc.level_settings;
+    if (!t || !Array.isArray(t.levels)) { $("level-settings").replaceChildren(); return; }
+    const applied = Array.isArray(t.applied) ? t.applied : [];
+    const cols = SETTING_LABELS.filter(([k]) => t.levels.some((r) => r && isNum(r[k])));
+    const head = el("tr", null, el("th", null, "level"),
+      ...cols.map(([k, label]) => el("th", null, label + (applied.includes(k) ? "" : " (shown only)"))));
+    const rows = t.levels.filter((r) => r && typeof r === "object").map((r) =>
+      el("tr", { testid: "level-settings-" + String(r.level),
+          data: { current: String(r.level) === String(t.current) } },
+        el("td", null, String(r.level)), ...cols.map(([k]) => el("td", null, num(r[k])))));
+    $("level-settings").replaceChildren(el("thead", null, head), el("tbody", null, ...rows));
+  }
+
   // ------------------------------------------------------------- timeline
 
   function renderTimeline(doc) {
@@ -466,6 +486,7 @@
     renderHero(doc);
     if (changed("components", [doc.components, doc.backlogs, doc.shedding])) renderComponents(doc);
     if (changed("features", doc.features)) renderFeatures(doc);
+    if (changed("level-settings", doc.level_settings)) renderLevelSettings(doc);
     if (changed("timeline", doc.transitions)) renderTimeline(doc);
     lastOk = new Date();
     $("updated").textContent = clock(lastOk.getTime() / 1000);

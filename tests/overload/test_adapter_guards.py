@@ -6,14 +6,16 @@ set the guards, and an adapter without guards keeps the class's lean methods."""
 from __future__ import annotations
 
 import inspect
+import random
 import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+import openai
 import pytest
 
-from brownout import BrownoutError, Registry
+from brownout import BreakerConfig, BrownoutError, Registry
 from brownout.adapter import Adapter
 from brownout.health import Component
 from brownout.openai import AsyncOpenAIAdapter, OpenAIAdapter
@@ -192,3 +194,40 @@ def test_a_guard_of_the_wrong_type_is_named() -> None:
         Registry(guards={"redis": {"bulkhead": 3}})  # type: ignore[dict-item]
     with pytest.raises(ValueError, match=r"GuardPreset\.bulkhead"):
         GuardPreset(bulkhead=0)
+
+
+@pytest.mark.parametrize("flavour", ["sync", "async"])
+async def test_the_throttle_sheds_the_share_of_calls_openai_answers_429(
+    build: Callable[..., tuple[Adapter, Op]], openai_stub: OpenAIStub, flavour: str
+) -> None:
+    throttle = AdaptiveThrottle("openai", k=2.0, random=random.Random(7).random)
+    # a breaker that does not open on its own: the throttle alone is under test
+    config = BreakerConfig(consecutive_failures=10_000, failure_rate=None)
+    _, op = build("openai", flavour, throttle=throttle, config=config)
+    openai_stub.script(429, times=None)
+    refused = shed = 0
+    for _ in range(60):
+        try:
+            await run(op)
+        except openai.RateLimitError:
+            refused += 1
+        except Throttled:
+            shed += 1
+    snap = throttle.snapshot()
+    assert refused == len(openai_stub.requests) == snap.total_refused
+    assert shed == snap.total_rejected
+    assert shed > refused  # most 429s are never sent: p -> (n - 0) / (n + 1)
+    assert snap.probability > 0.9
+    # the API recovers: calls the throttle lets through are answered and accepted,
+    # and the probability falls as accepts come in
+    openai_stub.reset()
+    answered = 0
+    for _ in range(400):
+        try:
+            await run(op)
+        except Throttled:
+            continue
+        answered += 1
+    assert answered > 0
+    assert throttle.snapshot().accepts == answered
+    assert throttle.probability < snap.probability

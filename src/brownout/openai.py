@@ -53,6 +53,7 @@ from brownout._lifetime import AsyncResource, SyncResource
 from brownout._options import AdapterOptions
 from brownout._redact import redact
 from brownout.adapter import Adapter, ErrorRule, ErrorTable, Figures
+from brownout.overload._clients import budget_openai_client
 
 __all__ = [
     "DEFAULT_CHAT_MODEL",
@@ -455,6 +456,11 @@ class _OpenAIBase(Adapter, Generic[C]):
         secrets: Iterable[str | None] = options.get("secrets", ())
         options["secrets"] = (*secrets, api_key, key if isinstance(key, str) else None)
         super().__init__(**options)
+        budget = self.guards.retry_budget
+        if budget is not None:
+            if not self._owns_client:  # a copy (sharing the pool): the caller's is not touched
+                self.client = self.client.with_options()
+            budget_openai_client(self.client, budget)  # its max_retries ask the budget
         self.chat_model = chat_model
         self.embedding_model = embedding_model
         # the probe: no retries, its own short timeout, never through the breaker

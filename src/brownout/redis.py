@@ -54,6 +54,7 @@ from brownout._adapter_stats import Figures
 from brownout._errors import BreakerOpen, SerializationError
 from brownout._lifetime import AsyncResource, SyncResource
 from brownout._options import AdapterOptions, split_options
+from brownout.overload._clients import budget_redis_retry
 
 __all__ = [
     "DEFAULT_HEALTH_CHECK_INTERVAL",
@@ -422,6 +423,11 @@ class _RedisAdapterBase(Adapter, Generic[C]):
         found: list[str | None] = [password] if isinstance(password, str) else []
         options["secrets"] = [*options.get("secrets", ()), *found]
         super().__init__(**options)
+        budget = self.guards.retry_budget
+        if budget is not None and callable(getattr(client, "get_retry", None)):
+            retry = client.get_retry()
+            if retry is not None:  # the client's own retries ask the budget first
+                client.set_retry(budget_redis_retry(retry, budget))
         self.client = client
         self.record_keys = record_keys
         self._owns_client = owns_client

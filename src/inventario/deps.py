@@ -52,12 +52,14 @@ class DependencyUnavailable(Exception):
         self.retry_after = retry_after
 
 
-def runtime(request: Request) -> Runtime:
+# The dependencies are ``async def``: FastAPI runs a plain ``def`` dependency in its
+# thread pool, a round trip to another thread per request for a lookup.
+async def runtime(request: Request) -> Runtime:
     rt: Runtime = request.app.state.runtime
     return rt
 
 
-def product_cache(request: Request) -> ProductCache:
+async def product_cache(request: Request) -> ProductCache:
     cache: ProductCache = request.app.state.product_cache
     return cache
 
@@ -65,7 +67,7 @@ def product_cache(request: Request) -> ProductCache:
 RuntimeDep = Annotated[Runtime, Depends(runtime)]
 
 
-def require_admin(request: Request) -> None:
+async def require_admin(request: Request) -> None:
     """inventario's own admin endpoints (the outbox's): ``Authorization: Bearer
     <ADMIN_TOKEN>`` as brownout's ``/admin`` ones: 401 without it, 403 with a wrong one
     (compared in constant time), 404 while no ``ADMIN_TOKEN`` is set."""

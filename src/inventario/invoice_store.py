@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import func, select, update
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from inventario import store
@@ -26,6 +27,7 @@ __all__ = [
     "LinesMissing",
     "UnknownSku",
     "apply_invoice",
+    "apply_invoice_sync",
     "check_skus",
     "get_invoice",
     "line_json",
@@ -90,20 +92,20 @@ class LinesMissing(store.StoreError):
     code = "lines_without_sku"
 
 
-async def get_invoice(s: AsyncSession, invoice_id: str) -> dict[str, Any]:
+def get_invoice_sync(conn: Connection, invoice_id: str) -> dict[str, Any]:
     """The invoice's row, or :class:`~inventario.store.NotFound`."""
-    row = (await s.execute(select(invoices).where(invoices.c.id == invoice_id))).mappings().first()
+    row = (conn.execute(select(invoices).where(invoices.c.id == invoice_id))).mappings().first()
     if row is None:
         raise store.NotFound(f"no invoice with id {invoice_id!r}")
     return dict(row)
 
 
-async def check_skus(s: AsyncSession, invoice_id: str, lines: list[dict[str, Any]]) -> None:
+def check_skus_sync(conn: Connection, invoice_id: str, lines: list[dict[str, Any]]) -> None:
     """Raise :class:`UnknownSku` if a line's sku names no product."""
     skus = {line["sku"] for line in lines}
     if not skus:
         return
-    found = await s.execute(select(products.c.sku).where(products.c.sku.in_(sorted(skus))))
+    found = conn.execute(select(products.c.sku).where(products.c.sku.in_(sorted(skus))))
     missing = skus - {row[0] for row in found}
     if missing:
         raise UnknownSku(
@@ -113,7 +115,7 @@ async def check_skus(s: AsyncSession, invoice_id: str, lines: list[dict[str, Any
         )
 
 
-async def apply_invoice(s: AsyncSession, invoice_id: str) -> dict[str, Any]:
+def apply_invoice_sync(conn: Connection, invoice_id: str) -> dict[str, Any]:
     """Receive the invoice's lines into stock: ``{"invoice": row, "movements": [...]}``.
 
     One ``in`` movement per line, and the invoice marked applied, in the session's
@@ -123,7 +125,7 @@ async def apply_invoice(s: AsyncSession, invoice_id: str) -> dict[str, Any]:
     now = time.time()
     # the state change first: it takes the row's write lock, so a concurrent apply
     # waits here and then finds the invoice applied (409) instead of applying twice
-    claimed = await s.execute(
+    claimed = conn.execute(
         update(invoices)
         .where(invoices.c.id == invoice_id, invoices.c.state == "extracted")
         .values(state="applied", applied_at=now, updated_at=now)
@@ -131,7 +133,7 @@ async def apply_invoice(s: AsyncSession, invoice_id: str) -> dict[str, Any]:
     )
     got = claimed.first()
     if got is None:
-        row = await get_invoice(s, invoice_id)
+        row = get_invoice_sync(conn, invoice_id)
         if row["state"] == "applied":
             raise InvoiceConflict.already_applied(invoice_id)
         raise InvoiceNotReady(
@@ -153,12 +155,12 @@ async def apply_invoice(s: AsyncSession, invoice_id: str) -> dict[str, Any]:
             f"line{'s' if len(no_sku) > 1 else ''} {', '.join(map(str, no_sku))} "
             f"name no product (no sku): set them with PUT /invoices/{invoice_id}/lines"
         )
-    await check_skus(s, invoice_id, lines)
+    check_skus_sync(conn, invoice_id, lines)
     moved = []
     for n, line in enumerate(lines, 1):
         moved.append(
-            await store.move_stock(
-                s,
+            store.move_stock_sync(
+                conn,
                 sku=line["sku"],
                 kind="in",
                 quantity=int(line["quantity"]),
@@ -168,7 +170,22 @@ async def apply_invoice(s: AsyncSession, invoice_id: str) -> dict[str, Any]:
                 invoice_id=invoice_id,
             )
         )
-    return {"invoice": await get_invoice(s, invoice_id), "movements": moved}
+    return {"invoice": get_invoice_sync(conn, invoice_id), "movements": moved}
+
+
+async def get_invoice(s: AsyncSession, invoice_id: str) -> dict[str, Any]:
+    """The invoice's row, or :class:`~inventario.store.NotFound`."""
+    return await store.on_session(s, get_invoice_sync, invoice_id)
+
+
+async def check_skus(s: AsyncSession, invoice_id: str, lines: list[dict[str, Any]]) -> None:
+    """Raise :class:`UnknownSku` if a line's sku names no product."""
+    await store.on_session(s, check_skus_sync, invoice_id, lines)
+
+
+async def apply_invoice(s: AsyncSession, invoice_id: str) -> dict[str, Any]:
+    """:func:`apply_invoice_sync` in the session's transaction."""
+    return await store.on_session(s, apply_invoice_sync, invoice_id)
 
 
 def touched_skus(result: Mapping[str, Any]) -> list[str]:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from decimal import Decimal
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from sqlalchemy import and_, func, insert, or_, select, update
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from inventario.db import movements, products
@@ -20,12 +21,17 @@ __all__ = [
     "SkuTaken",
     "StockLimit",
     "create_product",
+    "create_product_sync",
     "get_product",
+    "get_product_sync",
     "list_products",
     "low_stock",
     "move_stock",
+    "move_stock_sync",
     "movement_history",
+    "on_session",
     "update_product",
+    "update_product_sync",
 ]
 
 
@@ -114,24 +120,86 @@ def _product(row: Mapping[str, Any] | Any) -> dict[str, Any]:
     return data
 
 
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+async def on_session(
+    s: AsyncSession,
+    fn: Callable[Concatenate[Connection, P], T],
+    *args: P.args,
+    **kwargs: P.kwargs,
+) -> T:
+    """``fn(connection, ...)``, a synchronous function of this module, in the session's
+    transaction (``AsyncSession.run_sync``).
+
+    The work is written once, synchronously on a :class:`~sqlalchemy.engine.Connection`:
+    :meth:`brownout.sql.AsyncDatabase.run_write` runs it whole in the SQLite writer's
+    thread (one trip), and async callers holding a session run it here.
+    """
+    return await s.run_sync(lambda session: fn(session.connection(), *args, **kwargs))
+
+
 async def get_product(s: AsyncSession, sku: str) -> dict[str, Any]:
-    row = (await s.execute(select(products).where(products.c.sku == sku))).mappings().first()
+    return await on_session(s, get_product_sync, sku)
+
+
+async def product_age(s: AsyncSession, sku: str) -> float:
+    """Seconds since the product's price last changed."""
+    return await on_session(s, product_age_sync, sku)
+
+
+async def create_product(s: AsyncSession, data: Mapping[str, Any]) -> dict[str, Any]:
+    return await on_session(s, create_product_sync, data)
+
+
+async def update_product(s: AsyncSession, sku: str, patch: Mapping[str, Any]) -> dict[str, Any]:
+    return await on_session(s, update_product_sync, sku, patch)
+
+
+async def move_stock(
+    s: AsyncSession,
+    *,
+    sku: str,
+    kind: str,
+    quantity: int,
+    reason: str = "",
+    idempotency_key: str | None = None,
+    source: str = "direct",
+    invoice_id: str | None = None,
+) -> dict[str, Any]:
+    """:func:`move_stock_sync` in the session's transaction."""
+    return await on_session(
+        s,
+        move_stock_sync,
+        sku=sku,
+        kind=kind,
+        quantity=quantity,
+        reason=reason,
+        idempotency_key=idempotency_key,
+        source=source,
+        invoice_id=invoice_id,
+    )
+
+
+def get_product_sync(conn: Connection, sku: str) -> dict[str, Any]:
+    row = conn.execute(select(products).where(products.c.sku == sku)).mappings().first()
     if row is None:
         raise NotFound(f"no product with sku {sku!r}")
     return _product(row)
 
 
-async def product_age(s: AsyncSession, sku: str) -> float:
+def product_age_sync(conn: Connection, sku: str) -> float:
     """Seconds since the product's price last changed."""
-    row = await s.execute(select(products.c.price_updated_at).where(products.c.sku == sku))
+    row = conn.execute(select(products.c.price_updated_at).where(products.c.sku == sku))
     value = row.scalar()
     if value is None:
         raise NotFound(f"no product with sku {sku!r}")
     return max(0.0, time.time() - float(value))
 
 
-async def create_product(s: AsyncSession, data: Mapping[str, Any]) -> dict[str, Any]:
-    exists = await s.execute(select(products.c.id).where(products.c.sku == data["sku"]))
+def create_product_sync(conn: Connection, data: Mapping[str, Any]) -> dict[str, Any]:
+    exists = conn.execute(select(products.c.id).where(products.c.sku == data["sku"]))
     if exists.first() is not None:
         raise SkuTaken(f"a product with sku {data['sku']!r} already exists")
     now = time.time()
@@ -147,12 +215,12 @@ async def create_product(s: AsyncSession, data: Mapping[str, Any]) -> dict[str, 
         "updated_at": now,
         "price_updated_at": now,
     }
-    await s.execute(insert(products).values(**values))
-    return await get_product(s, data["sku"])
+    conn.execute(insert(products).values(**values))
+    return get_product_sync(conn, data["sku"])
 
 
-async def update_product(s: AsyncSession, sku: str, patch: Mapping[str, Any]) -> dict[str, Any]:
-    current = await get_product(s, sku)
+def update_product_sync(conn: Connection, sku: str, patch: Mapping[str, Any]) -> dict[str, Any]:
+    current = get_product_sync(conn, sku)
     values: dict[str, Any] = {k: v for k, v in patch.items() if v is not None}
     for money in ("price", "cost"):
         if money in values:
@@ -163,8 +231,8 @@ async def update_product(s: AsyncSession, sku: str, patch: Mapping[str, Any]) ->
     values["updated_at"] = now
     if "price" in values and values["price"] != current["price"]:
         values["price_updated_at"] = now
-    await s.execute(update(products).where(products.c.sku == sku).values(**values))
-    return await get_product(s, sku)
+    conn.execute(update(products).where(products.c.sku == sku).values(**values))
+    return get_product_sync(conn, sku)
 
 
 async def list_products(
@@ -218,8 +286,8 @@ async def low_stock(s: AsyncSession) -> list[dict[str, Any]]:
     return [_product(r) for r in rows]
 
 
-async def move_stock(
-    s: AsyncSession,
+def move_stock_sync(
+    conn: Connection,
     *,
     sku: str,
     kind: str,
@@ -237,13 +305,13 @@ async def move_stock(
     if not 0 <= quantity <= MAX_STOCK:
         raise StoreError(f"quantity must be between 0 and {MAX_STOCK}")
     if kind == "adjust":
-        current = await s.execute(
+        current = conn.execute(
             select(products.c.stock).where(products.c.sku == sku).with_for_update()
         )
         before = current.scalar()
         if before is None:
             raise NotFound(f"no product with sku {sku!r}")
-        await s.execute(
+        conn.execute(
             update(products)
             .where(products.c.sku == sku)
             .values(stock=quantity, updated_at=time.time())
@@ -253,7 +321,7 @@ async def move_stock(
     else:
         delta = quantity if kind == "in" else -quantity
         # both bounds in the one statement: concurrent movements cannot pass either
-        row = await s.execute(
+        row = conn.execute(
             update(products)
             .where(
                 products.c.sku == sku,
@@ -263,16 +331,17 @@ async def move_stock(
             .values(stock=products.c.stock + delta, updated_at=time.time())
             .returning(products.c.stock)
         )
-        stock_after = row.scalar()
-        if stock_after is None:
-            current = await s.execute(select(products.c.stock).where(products.c.sku == sku))
+        moved = row.scalar()
+        if moved is None:
+            current = conn.execute(select(products.c.stock).where(products.c.sku == sku))
             stock = current.scalar()
             if stock is None:
                 raise NotFound(f"no product with sku {sku!r}")
             if delta > 0:
                 raise StockLimit(sku, int(stock), delta)
             raise InsufficientStock(sku, int(stock), quantity)
-    result = await s.execute(
+        stock_after = int(moved)
+    result = conn.execute(
         insert(movements)
         .values(
             sku=sku,

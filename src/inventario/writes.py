@@ -9,22 +9,25 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import Column, Float, String, Table, Text, insert, select
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from inventario import store
 from inventario.db import metadata
-from inventario.invoice_store import apply_invoice, touched_skus
+from inventario.invoice_store import apply_invoice_sync, touched_skus
 
 __all__ = [
     "OPERATIONS",
     "TOUCHES",
     "IdempotencyMismatch",
     "apply_write",
+    "apply_write_sync",
     "apply_writes",
+    "apply_writes_sync",
     "digest",
     "public_reason",
 ]
@@ -52,17 +55,17 @@ def digest(operation: str, payload: Mapping[str, Any]) -> str:
     return hashlib.sha256(f"{operation}\0{body}".encode()).hexdigest()
 
 
-async def _create_product(s: AsyncSession, p: Mapping[str, Any], source: str) -> dict[str, Any]:
-    return await store.create_product(s, p)
+def _create_product(conn: Connection, p: Mapping[str, Any], source: str) -> dict[str, Any]:
+    return store.create_product_sync(conn, p)
 
 
-async def _update_product(s: AsyncSession, p: Mapping[str, Any], source: str) -> dict[str, Any]:
-    return await store.update_product(s, p["sku"], p["patch"])
+def _update_product(conn: Connection, p: Mapping[str, Any], source: str) -> dict[str, Any]:
+    return store.update_product_sync(conn, p["sku"], p["patch"])
 
 
-async def _move_stock(s: AsyncSession, p: Mapping[str, Any], source: str) -> dict[str, Any]:
-    return await store.move_stock(
-        s,
+def _move_stock(conn: Connection, p: Mapping[str, Any], source: str) -> dict[str, Any]:
+    return store.move_stock_sync(
+        conn,
         sku=p["sku"],
         kind=p["kind"],
         quantity=int(p["quantity"]),
@@ -71,11 +74,13 @@ async def _move_stock(s: AsyncSession, p: Mapping[str, Any], source: str) -> dic
     )
 
 
-async def _apply_invoice(s: AsyncSession, p: Mapping[str, Any], source: str) -> dict[str, Any]:
-    return await apply_invoice(s, p["invoice_id"])
+def _apply_invoice(conn: Connection, p: Mapping[str, Any], source: str) -> dict[str, Any]:
+    return apply_invoice_sync(conn, p["invoice_id"])
 
 
-Operation = Callable[[AsyncSession, Mapping[str, Any], str], Awaitable[dict[str, Any]]]
+#: Synchronous, on a SQLAlchemy ``Connection``: run whole in the SQLite writer's thread
+#: (:meth:`brownout.sql.AsyncDatabase.run_write`) or over a session (``run_sync``).
+Operation = Callable[[Connection, Mapping[str, Any], str], dict[str, Any]]
 
 #: operation name -> what it does (the outbox registers the same table)
 OPERATIONS: dict[str, Operation] = {
@@ -92,31 +97,36 @@ TOUCHES: dict[str, Callable[[Mapping[str, Any]], list[str]]] = {
 }
 
 
-async def apply_write(
-    s: AsyncSession, operation: str, payload: Mapping[str, Any], key: str, *, source: str = "direct"
+def apply_write_sync(
+    conn: Connection,
+    operation: str,
+    payload: Mapping[str, Any],
+    key: str,
+    *,
+    source: str = "direct",
 ) -> tuple[dict[str, Any], bool]:
     """Apply ``operation`` once for ``key``; returns (result, replayed_from_an_earlier_request)."""
     wanted = digest(operation, payload)
-    row = (await s.execute(select(idempotency).where(idempotency.c.key == key))).mappings().first()
+    row = (conn.execute(select(idempotency).where(idempotency.c.key == key))).mappings().first()
     if row is not None:
         if row["digest"] != wanted or row["operation"] != operation:
             raise IdempotencyMismatch(
                 f"Idempotency-Key {key!r} was already used for a different request"
             )
         return json.loads(row["response"]), True
-    result = await OPERATIONS[operation](s, payload, source)
-    await s.execute(insert(idempotency).values(_record(key, operation, wanted, result)))
+    result = OPERATIONS[operation](conn, payload, source)
+    conn.execute(insert(idempotency).values(_record(key, operation, wanted, result)))
     return result, False
 
 
-async def apply_writes(
-    s: AsyncSession,
+def apply_writes_sync(
+    conn: Connection,
     operation: str,
     writes: Sequence[tuple[Mapping[str, Any], str]],
     *,
     source: str = "outbox",
 ) -> list[dict[str, Any]]:
-    """:func:`apply_write` for a run of ``(payload, key)`` in one transaction, in order;
+    """:func:`apply_write_sync` for a run of ``(payload, key)`` in one transaction, in order;
     the results, in the same order.
 
     The outbox's batched replay: one ``SELECT`` for the keys already recorded and one
@@ -126,7 +136,7 @@ async def apply_writes(
     the run to find the write at fault).
     """
     keys = [key for _, key in writes]
-    rows = await s.execute(select(idempotency).where(idempotency.c.key.in_(keys)))
+    rows = conn.execute(select(idempotency).where(idempotency.c.key.in_(keys)))
     known: dict[str, tuple[str, str, dict[str, Any]]] = {
         row["key"]: (row["operation"], row["digest"], json.loads(row["response"]))
         for row in rows.mappings()
@@ -144,13 +154,31 @@ async def apply_writes(
                 )
             results.append(seen[2])
             continue
-        result = await run(s, payload, source)
+        result = run(conn, payload, source)
         known[key] = (operation, wanted, result)
         records.append(_record(key, operation, wanted, result))
         results.append(result)
     if records:
-        await s.execute(insert(idempotency), records)
+        conn.execute(insert(idempotency), records)
     return results
+
+
+async def apply_write(
+    s: AsyncSession, operation: str, payload: Mapping[str, Any], key: str, *, source: str = "direct"
+) -> tuple[dict[str, Any], bool]:
+    """:func:`apply_write_sync` in the session's transaction."""
+    return await store.on_session(s, apply_write_sync, operation, payload, key, source=source)
+
+
+async def apply_writes(
+    s: AsyncSession,
+    operation: str,
+    writes: Sequence[tuple[Mapping[str, Any], str]],
+    *,
+    source: str = "outbox",
+) -> list[dict[str, Any]]:
+    """:func:`apply_writes_sync` in the session's transaction."""
+    return await store.on_session(s, apply_writes_sync, operation, writes, source=source)
 
 
 def _record(key: str, operation: str, wanted: str, result: Mapping[str, Any]) -> dict[str, Any]:

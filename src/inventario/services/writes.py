@@ -18,7 +18,7 @@ from inventario.cache import ProductCache
 from inventario.deps import DependencyUnavailable, jsonable
 from inventario.runtime import Runtime
 from inventario.schemas import Queued
-from inventario.writes import IdempotencyMismatch, apply_write
+from inventario.writes import IdempotencyMismatch, apply_write_sync
 
 __all__ = ["RACE_ATTEMPTS", "accepts_writes", "write"]
 
@@ -117,7 +117,8 @@ RACE_ATTEMPTS = 3
 async def _apply_now(
     rt: Runtime, operation: str, data: dict[str, Any], key: str
 ) -> tuple[dict[str, Any], bool]:
-    """:func:`apply_write` in one transaction; a lost race is answered like the sequential case.
+    """:func:`~inventario.writes.apply_write_sync` in one transaction; a lost race is
+    answered like the sequential case.
 
     Two requests creating one sku, or carrying one ``Idempotency-Key``, can both
     pass their checks before either commits; the second then violates a unique
@@ -127,8 +128,9 @@ async def _apply_now(
     """
     for attempt in range(RACE_ATTEMPTS):
         try:
-            async with rt.db.write_session() as s:  # SQLite: the one writer, in turn
-                return await apply_write(s, operation, data, key)
+            # SQLite: on the one writer, in turn, the whole transaction in one trip to
+            # its thread; PostgreSQL: a pooled session
+            return await rt.db.run_write(apply_write_sync, operation, data, key)
         except IntegrityError as exc:
             logger.info("write %s lost a race (attempt %d): %s", key, attempt + 1, exc.orig)
     raise store.Conflict(

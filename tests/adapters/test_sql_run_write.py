@@ -1,0 +1,261 @@
+"""``AsyncDatabase.run_write``: a synchronous unit of work, on a SQLite file run whole in
+one trip to the writer's thread; elsewhere over the pool with ``run_sync``."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+import pytest
+from sqlalchemy import event, text
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import Connection
+
+from brownout import BreakerConfig, State
+from brownout.sql import AsyncDatabase
+from tests.adapters.test_sql import CREATE, async_dbs, async_url, sqlite_url
+
+__all__ = ["async_dbs", "async_url"]  # fixtures, imported to be used here
+
+
+def add(conn: Connection, name: str, qty: int) -> int:
+    conn.execute(text("INSERT INTO items (name, qty) VALUES (:n, :q)"), {"n": name, "q": qty})
+    return int(conn.execute(text("SELECT COUNT(*) FROM items")).scalar_one())
+
+
+async def test_run_write_commits_and_returns(
+    async_dbs: Callable[..., AsyncDatabase], async_url: str
+) -> None:
+    """PostgreSQL (run_sync over asyncpg) and a SQLite file (the writer's thread): the
+    unit's value comes back once its work is committed (another connection sees it)."""
+    db = async_dbs(async_url)
+    await db.execute("DROP TABLE IF EXISTS items")
+    await db.execute("CREATE TABLE items (name TEXT UNIQUE NOT NULL, qty INTEGER)")
+    assert await db.run_write(add, "a", 1) == 1
+    assert await db.run_write(add, name="b", qty=2) == 2
+    assert await db.scalar("SELECT SUM(qty) FROM items") == 3
+    assert db.breaker.state is State.CLOSED
+
+
+def _count_hops(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Count the trips from the event loop to aiosqlite's thread."""
+    hops: list[int] = []
+    real = aiosqlite.Connection._execute
+
+    async def counted(self: Any, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        hops.append(1)
+        return await real(self, fn, *args, **kwargs)
+
+    monkeypatch.setattr(aiosqlite.Connection, "_execute", counted)
+    return hops
+
+
+async def test_one_trip_to_the_writer_thread_whatever_the_statements(
+    tmp_path: Path, async_dbs: Callable[..., AsyncDatabase], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A unit of 40 statements costs the event loop as many trips to the driver's thread
+    as a unit of one: the statements run there, not one round trip each."""
+    db = async_dbs(sqlite_url(tmp_path, is_async=True))
+    await db.execute(CREATE)
+
+    def many(conn: Connection, n: int, prefix: str) -> None:
+        for i in range(n):
+            conn.execute(
+                text("INSERT INTO items (name, qty) VALUES (:n, 1)"), {"n": f"{prefix}{i}"}
+            )
+            conn.execute(text("SELECT qty FROM items WHERE name = :n"), {"n": f"{prefix}{i}"})
+
+    await db.run_write(many, 1, "warm")  # connections opened, engines built
+    hops = _count_hops(monkeypatch)
+    await db.run_write(many, 1, "one")
+    one = len(hops)
+    hops.clear()
+    await db.run_write(many, 20, "forty")
+    assert len(hops) == one
+    # the same 40 statements through write_session take a trip (or more) each
+    hops.clear()
+    async with db.write_session() as s:
+        for i in range(20):
+            await s.execute(text("INSERT INTO items (name, qty) VALUES (:n, 1)"), {"n": f"s{i}"})
+            await s.execute(text("SELECT qty FROM items WHERE name = :n"), {"n": f"s{i}"})
+    assert len(hops) > one + 40
+    assert await db.scalar("SELECT COUNT(*) FROM items") == 1 + 1 + 20 + 20
+
+
+async def test_a_unit_that_raises_leaves_nothing_and_the_others_commit(
+    tmp_path: Path, async_dbs: Callable[..., AsyncDatabase]
+) -> None:
+    """Units queued together share a transaction; one that raises half-way (after its
+    first insert) is undone alone, to its savepoint: none of its rows stay, every other
+    unit's rows do, and the breaker counts nothing (the caller's error)."""
+    db = async_dbs(sqlite_url(tmp_path, is_async=True))
+    await db.execute(CREATE)
+    assert db.writer is not None
+    commits: list[int] = []
+    event.listen(db.writer.sync_engine, "commit", lambda conn: commits.append(1))
+
+    def two_rows(conn: Connection, i: int) -> int:
+        conn.execute(text("INSERT INTO items (name, qty) VALUES (:n, :q)"), {"n": f"a{i}", "q": i})
+        if i % 4 == 0:
+            raise ValueError(f"unit {i} gives up half-way")
+        conn.execute(text("INSERT INTO items (name, qty) VALUES (:n, :q)"), {"n": f"b{i}", "q": i})
+        return i
+
+    results = await asyncio.gather(
+        *(db.run_write(two_rows, i) for i in range(24)), return_exceptions=True
+    )
+    failed = [i for i, r in enumerate(results) if isinstance(r, ValueError)]
+    assert failed == list(range(0, 24, 4))  # unit 0 too: the first of the transaction
+    assert [r for r in results if not isinstance(r, BaseException)] == [
+        i for i in range(24) if i % 4
+    ]
+    rows = {row[0] for row in (await db.execute("SELECT name FROM items")).all()}
+    assert rows == {f"{p}{i}" for i in range(24) if i % 4 for p in "ab"}
+    assert 1 <= len(commits) <= 4, commits  # shared commits, not one per unit
+    assert db.breaker.state is State.CLOSED
+    assert "failure" not in db.stats.operations["session"]
+
+
+async def test_a_database_failure_mid_unit_commits_nothing_of_its_group(
+    tmp_path: Path, async_dbs: Callable[..., AsyncDatabase]
+) -> None:
+    """A failure of the database itself in the middle of a unit ends the shared
+    transaction: every unit in it gets the error, none of their rows is kept, the
+    failure is counted by each of them, and the writer goes on with the next units."""
+    db = async_dbs(
+        sqlite_url(tmp_path, is_async=True), config=BreakerConfig(consecutive_failures=9)
+    )
+    await db.execute(CREATE)
+    gate = threading.Event()
+
+    def slow_first(conn: Connection, i: int) -> int:
+        conn.execute(text("INSERT INTO items (name, qty) VALUES (:n, :q)"), {"n": f"n{i}", "q": i})
+        if i == 0:
+            gate.wait(5)  # the others queue meanwhile: they join this transaction
+        if i == 3:
+            raise sa_exc.OperationalError(
+                "INSERT", {}, sqlite3.OperationalError("disk I/O error (simulated)")
+            )
+        return i
+
+    first = asyncio.ensure_future(db.run_write(slow_first, 0))
+    await asyncio.sleep(0.05)
+    rest = [asyncio.ensure_future(db.run_write(slow_first, i)) for i in range(1, 6)]
+    await asyncio.sleep(0.05)
+    gate.set()
+    results = await asyncio.gather(first, *rest, return_exceptions=True)
+    assert all(isinstance(r, sa_exc.OperationalError) for r in results[:4]), results
+    # units queued after the failure start a new transaction and commit
+    assert results[4:] == [4, 5], results
+    kept = {row[0] for row in (await db.execute("SELECT qty FROM items")).all()}
+    assert kept == {r for r in results if isinstance(r, int)}
+    assert not kept & {0, 1, 2, 3}
+    assert db.stats.operations["session"]["failure"] == 4  # each unit hears it
+    assert await db.run_write(add, "after", 9) == len(kept) + 1
+
+
+async def test_concurrent_read_modify_write_loses_no_update(
+    tmp_path: Path, async_dbs: Callable[..., AsyncDatabase]
+) -> None:
+    """Many concurrent units reading a counter and writing it back, mixed with
+    write_session units: one at a time, in arrival order, no lost update, and no
+    'database is locked' although SQLite's busy timeout is tiny."""
+    db = async_dbs(sqlite_url(tmp_path, is_async=True), sqlite_timeout=0.05, writer_wait=60)
+    await db.execute("CREATE TABLE counter (id INTEGER PRIMARY KEY, n INTEGER NOT NULL)")
+    await db.execute("INSERT INTO counter VALUES (1, 0)")
+    order: list[int] = []
+
+    def bump(conn: Connection, i: int) -> int:
+        order.append(i)
+        n = int(conn.execute(text("SELECT n FROM counter WHERE id = 1")).scalar_one())
+        conn.execute(text("UPDATE counter SET n = :n WHERE id = 1"), {"n": n + 1})
+        return n
+
+    async def bump_async(i: int) -> int:
+        async with db.write_session() as s:
+            order.append(i)
+            n = int((await s.execute(text("SELECT n FROM counter WHERE id = 1"))).scalar_one())
+            await asyncio.sleep(0)
+            await s.execute(text("UPDATE counter SET n = :n WHERE id = 1"), {"n": n + 1})
+            return n
+
+    seen = await asyncio.gather(
+        *(bump_async(i) if i % 5 == 0 else db.run_write(bump, i) for i in range(60))
+    )
+    assert sorted(seen) == list(range(60))  # every unit read the one before it
+    assert await db.scalar("SELECT n FROM counter") == 60
+    assert order == list(range(60))
+    assert db.breaker.state is State.CLOSED
+
+
+async def test_a_cancelled_unit_is_undone(
+    tmp_path: Path, async_dbs: Callable[..., AsyncDatabase]
+) -> None:
+    """A caller cancelled while its unit runs in the writer's thread: the thread finishes
+    the function, then undoes its work (it was not released yet); the units after it
+    commit."""
+    db = async_dbs(sqlite_url(tmp_path, is_async=True))
+    await db.execute(CREATE)
+    running, release = threading.Event(), threading.Event()
+
+    def held(conn: Connection) -> None:
+        conn.execute(text("INSERT INTO items (name, qty) VALUES ('cancelled', 0)"))
+        running.set()
+        release.wait(5)
+
+    unit = asyncio.ensure_future(db.run_write(held))
+    await asyncio.to_thread(running.wait, 5)
+    after = asyncio.ensure_future(db.run_write(add, "after", 1))
+    unit.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await unit  # at once: the function is still running in the thread
+    release.set()
+    assert await after == 1
+    assert [r[0] for r in (await db.execute("SELECT name FROM items")).all()] == ["after"]
+
+
+CRASH = """
+import asyncio, os, sys
+from sqlalchemy import text
+from brownout.sql import AsyncDatabase
+
+def half(conn):
+    conn.execute(text("UPDATE items SET qty = qty - 5 WHERE name = 'stock'"))
+    conn.execute(text("INSERT INTO items (name, qty) VALUES ('movement', -5)"))
+    os._exit(9)  # the process dies between the unit's statements and its commit
+
+async def main():
+    db = AsyncDatabase.from_url(sys.argv[1])
+    await db.run_write(half)
+
+asyncio.run(main())
+"""
+
+
+async def test_a_crash_in_the_middle_of_a_unit_leaves_nothing_half_written(
+    tmp_path: Path, async_dbs: Callable[..., AsyncDatabase]
+) -> None:
+    """A process that dies inside a unit (after its update, before its commit): on the
+    file afterwards, neither half of the unit is there."""
+    url = sqlite_url(tmp_path, is_async=True)
+    db = async_dbs(url)
+    await db.execute(CREATE)
+    await db.execute("INSERT INTO items (name, qty) VALUES ('stock', 100)")
+    await db.aclose()
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-c", textwrap.dedent(CRASH), url],
+        capture_output=True,
+        timeout=60,
+    )
+    assert done.returncode == 9, done.stderr.decode()[-2000:]
+    db = async_dbs(url)
+    assert (await db.execute("SELECT name, qty FROM items ORDER BY id")).all() == [("stock", 100)]

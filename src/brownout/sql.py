@@ -1076,8 +1076,9 @@ class AsyncDatabase(_SQLAdapter[AsyncEngine], AsyncResource):
         if self._writer is None:
             async with self.session() as session:
                 return await session.run_sync(_on_connection, fn, args, kwargs)
-        with _UnitOfWork(self, "session"):
-            return await self._writer.call(fn, args, kwargs)
+        async with aguarded(self, "session"):
+            with _UnitOfWork(self, "session"):
+                return await self._writer.call(fn, args, kwargs)
 
     async def execute(
         self, stmt: str | Executable, params: Mapping[str, Any] | None = None

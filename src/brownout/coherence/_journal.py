@@ -306,7 +306,7 @@ class CacheCoherence(JournalListeners):
         if manager is None:
             return
         with self._hold_lock:
-            allowed = self.reads_allowed()
+            allowed = self._allowed_now()
             if not allowed and not self._held:
                 manager.hold(self.component, _OVERFLOW_REASON if self.overflowed else _HOLD_REASON)
                 self._held = True
@@ -369,8 +369,24 @@ class CacheCoherence(JournalListeners):
         """True when no invalidation is pending and the journal never overflowed: cached
         reads are coherent. No I/O (safe on every request); shared: what every process
         recorded, read from SQLite's shared memory when another process wrote."""
+        if self.shared:
+            changed = self._refresh(blocking=False)
+            if changed is None:
+                return False  # this process is recording or deleting keys right now
+            if changed:
+                # another process recorded keys or deleted them all: this process's hold
+                # on the component follows (else it stays "recovering" with nothing left
+                # to reconcile, once a request has seen the change before the heartbeat)
+                self._sync_hold()
+        return self._allowed()
+
+    def _allowed_now(self) -> bool:
+        """:meth:`reads_allowed` without syncing the hold (the hold's own reading)."""
         if self.shared and self._refresh(blocking=False) is None:
-            return False  # this process is recording or deleting keys right now
+            return False
+        return self._allowed()
+
+    def _allowed(self) -> bool:
         return not (
             self._journaled or self._volatile or self._overflowed or self._volatile_overflow
         )
@@ -755,8 +771,11 @@ class CacheCoherence(JournalListeners):
             self._schedule()
 
     def _due(self) -> bool:
-        if self.shared and self._refresh(blocking=False):
-            self._sync_hold()  # another process recorded keys, or deleted them all
+        if self.shared:
+            # another process recorded keys, or deleted them all (seen now or by a
+            # request before): the hold follows the journal on every heartbeat
+            self._refresh(blocking=False)
+            self._sync_hold()
         if self._closed or (not self._journaled and not self._volatile):
             return False
         breaker = self._breaker

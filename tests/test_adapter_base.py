@@ -524,3 +524,22 @@ async def test_the_lean_path_keeps_issue_10s_rules(path: str) -> None:
         before.total_failures,
         before.last_failure_at,
     )
+
+
+async def test_the_lean_paths_build_the_record_record_of_builds() -> None:
+    """_command and _acommand build their success record inline (a hot-path twin of
+    record_of); the two must not drift apart."""
+    from brownout._adapter_stats import Figures, record_of
+
+    clock = FakeClock(5.0)
+    adapter = LeanAdapter(clock=clock)
+    adapter.store["k"] = b"abc"
+    adapter.stats.drain_after = 100
+    adapter.put("p", b"12")
+    adapter.get("k")
+    await adapter.aget("k")
+    assert adapter.stats._log == [
+        record_of("put", "success", 0.0, None, Figures("p", 2), 5.0, None, None),
+        record_of("get", "success", 0.0, None, Figures("k", 0, 3, 1, 0), 5.0, None, None),
+        record_of("get", "success", 0.0, None, Figures("k", 0, 3, 1, 0), 5.0, None, None),
+    ]

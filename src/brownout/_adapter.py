@@ -267,6 +267,10 @@ class Adapter:
         end = clock()
         stats = self.stats
         log = stats._log
+        # Deliberate hot-path twin of record_of() (the record's fields in the order of
+        # brownout._adapter_stats.OPERATION..ERROR): built inline, as in _acommand, because
+        # record_of() needs a Figures and a call per operation: callgrind, 20,000 vs 40,000
+        # records: 3,313 more instructions per record through record_of() than inline.
         record = (
             operation,
             "success",
@@ -340,6 +344,7 @@ class Adapter:
         end = clock()
         stats = self.stats
         log = stats._log
+        # The same inline record as in _command (see there for why).
         record = (
             operation,
             "success",

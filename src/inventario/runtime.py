@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
+import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -419,7 +422,10 @@ def build_runtime(settings: Settings) -> Runtime:
         # of records per run, many intents per transaction (Replayer.batch_size)
         applier.register_batch(operation, _replay_handler(operation, touched))
     replayer = Replayer(
-        outbox, applier, prepare=_schema_creator(db, applier), batch_size=REPLAY_BATCH
+        outbox,
+        applier,
+        prepare=_schema_creator(db, applier, settings.var_dir / "schema.lock" if shared else None),
+        batch_size=REPLAY_BATCH,
     )
     replayer.watch(db.breaker)
     # the level's batch_multiplier sizes the replay transactions (issue 14 item 7)
@@ -466,13 +472,29 @@ def build_runtime(settings: Settings) -> Runtime:
     )
 
 
-def _schema_creator(db: AsyncDatabase, applier: SqlApplier) -> Callable[[], Awaitable[None]]:
+def _schema_creator(
+    db: AsyncDatabase, applier: SqlApplier, lock: Path | None = None
+) -> Callable[[], Awaitable[None]]:
     """The replayer's ``prepare``: inventario's tables, then the outbox's ``brownout_applied``
-    (idempotent: ``CREATE ... IF NOT EXISTS``)."""
+    (idempotent: ``CREATE ... IF NOT EXISTS``).
+
+    With ``lock`` (several workers starting at once) one creates at a time: two
+    concurrent ``CREATE TABLE IF NOT EXISTS`` fail on SQLite (a lock upgrade
+    deadlock, "database is locked") and on PostgreSQL (a duplicate catalog row), and
+    the loser would queue its writes until its next try."""
 
     async def create() -> None:
-        await create_schema(db.engine)
-        await applier.ensure_schema()
+        fd = None
+        if lock is not None:
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            if fd is not None:  # a moment: another worker's CREATE statements at most
+                await asyncio.to_thread(fcntl.flock, fd, fcntl.LOCK_EX)
+            await create_schema(db.engine)
+            await applier.ensure_schema()
+        finally:
+            if fd is not None:
+                os.close(fd)  # releases the lock
         logger.info("schema ready")
 
     return create

@@ -14,6 +14,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -26,6 +27,7 @@ from brownout.chaos import Mode, ThreadedFaultProxy
 from brownout.testing import eventually
 from brownout.testing.servers import free_port, wait_until
 from brownout.testing.servers.postgres import PostgresServer
+from brownout.testing.servers.redis import RedisServer
 from brownout.testing.servers.s3 import S3Server
 from inventario.app import STOP_SECONDS
 from inventario.config import Settings
@@ -389,3 +391,63 @@ def test_a_worker_that_cannot_start_stops_the_supervisor_with_status_3(tmp_path:
     )  # fmt: skip
     assert result.returncode == 3, result
     assert "outbox journal" in result.stderr + result.stdout, result
+
+
+def test_no_worker_serves_a_cached_read_while_another_workers_invalidation_is_pending(
+    serve_workers: Callable[..., Workers],
+    make_redis: Callable[..., RedisServer],
+    make_proxy: Callable[..., ThreadedFaultProxy],
+    tmp_path: Path,
+) -> None:
+    """A product is cached; Redis is cut; a rename is written to the database by one
+    worker, whose DEL fails: the key is journaled in the shared coherence.db. Redis comes
+    back still holding the old entry. Until that key is deleted, no worker may serve it:
+    every read, on either worker, has the new name."""
+    redis_py = pytest.importorskip("redis")
+    redis = make_redis()
+    proxy = make_proxy(redis)
+    service = serve_workers(
+        2,
+        REDIS_URL=redis.url_for(port=proxy.port),
+        HEARTBEAT=str(HEARTBEAT),
+        RECOVERY_DWELL=str(DWELL),
+    )
+    sku = "WC-1"
+    r = httpx.post(f"{service.url}/products", json={**WIDGET, "sku": sku}, timeout=10)
+    assert r.status_code == 201, r.text
+
+    def cached() -> bool:
+        return httpx.get(f"{service.url}/products/{sku}", timeout=10).headers.get("x-cache") == (
+            "hit"
+        )
+
+    eventually(cached, timeout=30, what="the product cached")
+
+    proxy.set_mode(Mode.REFUSE)
+    r = httpx.patch(f"{service.url}/products/{sku}", json={"name": "Renamed"}, timeout=30)
+    assert r.status_code == 200, r.text
+    journal = tmp_path / "var" / "coherence.db"
+    with contextlib.closing(sqlite3.connect(journal)) as db:
+        (pending,) = db.execute("SELECT COUNT(*) FROM pending").fetchone()
+    assert pending == 1  # the DEL failed: journaled for later
+    direct = redis_py.Redis.from_url(redis.url)  # straight to Redis, not through the proxy
+    key = f"inventario:product:{sku}"
+
+    def stale_in_redis() -> bool:
+        value = direct.get(key)
+        return value is not None and b"Renamed" not in value
+
+    try:
+        assert stale_in_redis()  # the old entry is still there
+        proxy.set_mode(Mode.PASS)
+        names: list[str] = []
+        deadline = time.monotonic() + 60
+        while stale_in_redis() and time.monotonic() < deadline:
+            with httpx.Client(timeout=10) as client:  # a new connection: either worker
+                names.append(client.get(f"{service.url}/products/{sku}").json()["name"])
+        assert not stale_in_redis(), "never invalidated"
+    finally:
+        direct.close()
+    for _ in range(10):  # and after: cached again, with the new name
+        names.append(httpx.get(f"{service.url}/products/{sku}", timeout=10).json()["name"])
+    assert set(names) == {"Renamed"}, names

@@ -402,7 +402,10 @@ def test_no_worker_serves_a_cached_read_while_another_workers_invalidation_is_pe
     """A product is cached; Redis is cut; a rename is written to the database by one
     worker, whose DEL fails: the key is journaled in the shared coherence.db. Redis comes
     back still holding the old entry. Until that key is deleted, no worker may serve it:
-    every read, on either worker, has the new name."""
+    every read, on either worker, has the new name. (The breakers shared through
+    breakers.db also order this case: here the recording worker owns the open breaker,
+    so it reconciles before the other's closes. tests/test_shared_workers.py has the
+    two-journal case that fails without the shared journal.)"""
     redis_py = pytest.importorskip("redis")
     redis = make_redis()
     proxy = make_proxy(redis)

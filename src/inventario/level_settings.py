@@ -7,10 +7,12 @@ Each level carries :class:`brownout.health.LevelSettings`. inventario applies:
   intents per database transaction (200 at OPTIMAL, 40 at MINIMAL): a database
   that has just come back gets smaller transactions while the service is still
   degraded, and full ones once the level has recovered;
-* ``pool_multiplier``: the admission limit of Redis (a bulkhead of
+* ``pool_multiplier``: the admission limit of Redis (a bulkhead of at most
   ``REDIS_ADMISSION x pool_multiplier`` calls in flight, no waiting: a call
   beyond it is a cache miss at once), so a degraded service sends a slow or
-  recovering Redis fewer calls at a time.
+  recovering Redis fewer calls at a time. Within that, an adaptive limit
+  (``Gradient2``) follows Redis's latency: when Redis slows down, fewer calls
+  wait on it and the rest miss at once.
 
 ``request_timeout``, ``max_retries`` and ``retry_strategy`` are shown, not
 applied: inventario's clients do not retry (the outbox does, on its own
@@ -26,7 +28,7 @@ from typing import Any
 
 from brownout.health import DegradationManager, Evaluation, Level, LevelSettings
 from brownout.outbox import Replayer
-from brownout.overload import Bulkhead
+from brownout.overload import Bulkhead, LimitPolicy
 
 __all__ = [
     "REDIS_ADMISSION",
@@ -50,21 +52,33 @@ class LevelScaledLimit:
     of the current level, read when the bulkhead is built and after every call.
 
     ``multiplier`` returns the level's ``pool_multiplier`` (bound to the manager once it
-    exists: the manager is built from the adapters this limit guards).
+    exists: the manager is built from the adapters this limit guards). ``adaptive``: a
+    policy (``Gradient2``) whose limit is scaled instead of ``base`` (it gets every
+    sample), so the limit follows the dependency's latency *and* the level.
     """
 
-    def __init__(self, base: int, multiplier: Callable[[], float] | None = None) -> None:
+    def __init__(
+        self,
+        base: int,
+        multiplier: Callable[[], float] | None = None,
+        *,
+        adaptive: LimitPolicy | None = None,
+    ) -> None:
         if isinstance(base, bool) or not isinstance(base, int) or base < 1:
             raise ValueError(f"LevelScaledLimit.base must be an integer >= 1, got {base!r}")
         self.base = base
         self.multiplier = multiplier
+        self.adaptive = adaptive
 
     @property
     def limit(self) -> int:
         factor = 1.0 if self.multiplier is None else self.multiplier()
-        return max(1, math.floor(self.base * factor))
+        base = self.base if self.adaptive is None else min(self.base, self.adaptive.limit)
+        return max(1, math.floor(base * factor))
 
     def on_sample(self, now: float, rtt: float, inflight: int, dropped: bool) -> int:
+        if self.adaptive is not None:
+            self.adaptive.on_sample(now, rtt, inflight, dropped)
         return self.limit
 
 

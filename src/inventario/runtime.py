@@ -32,7 +32,7 @@ from brownout.health import (
 )
 from brownout.hostshare import HostShare
 from brownout.outbox import BatchHandler, Intent, Outbox, Replayer, SqlApplier
-from brownout.overload import Bulkhead
+from brownout.overload import Bulkhead, Gradient2
 from brownout.prometheus import PrometheusMetrics
 from brownout.redis import AsyncRedisAdapter
 from brownout.spool import Spool, SpoolUploader
@@ -333,7 +333,10 @@ def build_runtime(settings: Settings) -> Runtime:
     if settings.redis_url:
         # admission: REDIS_ADMISSION x the level's pool_multiplier calls in flight, no wait
         # (one beyond it is a cache miss at once); bound to the manager once it exists
-        redis_limit = LevelScaledLimit(REDIS_ADMISSION)
+        redis_limit = LevelScaledLimit(
+            REDIS_ADMISSION,
+            adaptive=Gradient2(initial_limit=REDIS_ADMISSION, max_limit=REDIS_ADMISSION),
+        )
         redis_bulkhead = Bulkhead("redis", limit=redis_limit, max_wait=0.0)
         cache = AsyncRedisAdapter.from_url(
             settings.redis_url, registry=registry, bulkhead=redis_bulkhead

@@ -32,6 +32,25 @@ def test_level_scaled_limit() -> None:
         LevelScaledLimit(0)
 
 
+def test_level_scaled_limit_scales_an_adaptive_one() -> None:
+    from brownout.overload import Gradient2
+
+    factor = [1.0]
+    gradient = Gradient2(initial_limit=50, max_limit=50, window=1.0, min_samples=1)
+    limit = LevelScaledLimit(50, lambda: factor[0], adaptive=gradient)
+    assert limit.limit == 50
+    now = 0.0
+    for _ in range(5):  # normal latency, busy: the long-term RTT is learnt
+        now += 1.1
+        limit.on_sample(now, 0.001, 50, False)
+    for _ in range(30):  # 200x slower: the gradient falls, the limit with it
+        now += 1.1
+        limit.on_sample(now, 0.2, 50, False)
+    assert gradient.limit < 50 and limit.limit == gradient.limit
+    factor[0] = 0.5
+    assert limit.limit == max(1, gradient.limit // 2)
+
+
 async def test_the_replay_batch_at_minimal_is_a_quarter(
     make_app: Callable[..., FastAPI], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -50,10 +50,10 @@ import httpx
 
 try:  # run as a script: bench/ is sys.path[0]
     import _harness as h
-    from service_load import ADMIN, PRODUCTS, make_service, seed, sku
+    from service_load import ADMIN, PRODUCTS, cpu_seconds, make_service, seed, sku
 except ImportError:  # imported as bench.overload
     from bench import _harness as h
-    from bench.service_load import ADMIN, PRODUCTS, make_service, seed, sku
+    from bench.service_load import ADMIN, PRODUCTS, cpu_seconds, make_service, seed, sku
 
 from brownout.chaos import Mode, ThreadedFaultProxy
 
@@ -146,9 +146,12 @@ async def phase(
                     await flood(
                         client, args.base * args.factor, args.settle, args.backoff, round_ + 3
                     )
+                cpu0, own0 = cpu_seconds(svc.proc.pid) if svc.proc else 0.0, time.process_time()
                 samples, elapsed = await flood(
                     client, args.base * args.factor, args.seconds, args.backoff, round_ + 7
                 )
+                service_cpu = (cpu_seconds(svc.proc.pid) - cpu0) / elapsed if svc.proc else 0.0
+                client_cpu = (time.process_time() - own0) / elapsed
                 proxy.set_mode(Mode.PASS)
                 health = (await client.get("/health", headers=ADMIN)).json()
         finally:
@@ -166,6 +169,8 @@ async def phase(
         "critical_p99": float(rows[0][6]),
         "level": health.get("level"),
         "peak_in_flight": shed.get("peak_in_flight"),
+        "service_cpu": service_cpu,
+        "client_cpu": client_cpu,
     }
 
 
@@ -216,7 +221,10 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"**{r['variant']}**: goodput {r['goodput']:.0f}/s (healthy, {args.base} clients: "
             f"{r['healthy_rps']:.0f}/s); level at the end {r['level']}; peak in flight "
-            f"{r['peak_in_flight']}"
+            f"{r['peak_in_flight']}; CPU used (of one core) by the service "
+            f"{r['service_cpu']:.0%}, by this client {r['client_cpu']:.0%} (the client near "
+            "100 %: it is the bottleneck; both far below it with latencies in seconds: the "
+            "machine is busy)"
         )
         print()
         print(

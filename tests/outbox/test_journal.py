@@ -264,3 +264,17 @@ def test_marking_many_applied_spans_statements_and_counts_each_key_once(
     assert len(replayed) == 12
     assert {box.status(i.key) for i in intents} == {"applied"}
     box.close()
+
+
+def test_a_batch_reads_past_a_waiting_stream_longer_than_its_window(tmp_path: Path) -> None:
+    box = Outbox(tmp_path / "o.db", clock=lambda: 1000.0, max_pending=1000)
+    for i in range(600):  # stream a first: more rows than one read of the journal takes
+        box.submit("op", {"i": i}, stream="a", idempotency_key=f"a{i:03d}")
+    for i in range(5):
+        box.submit("op", {"i": i}, stream="b", idempotency_key=f"b{i}")
+    (head_a,) = box.batch(limit=1)
+    box.mark_failed(head_a, "try later", backoff=60)  # the 600 of a wait behind it
+    assert [i.key for i in box.batch(limit=3)] == ["b0", "b1", "b2"]
+    assert [i.key for i in box.batch(limit=500)] == [f"b{i}" for i in range(5)]
+    assert len(box.batch(limit=500, now=1061)) == 500
+    box.close()

@@ -651,7 +651,9 @@ class Outbox(JournalListeners):
         if limit < 1:
             return []
         now = self._clock() if now is None else now
-        window = max(2 * limit, 256)
+        # rows read per query: one query fills the batch unless streams wait (then the
+        # next rows are read); reading 2 * limit read and decoded twice what it used
+        window = max(limit, 256)
         out: list[Intent] = []
         blocked: set[str] = set()
         after = 0

@@ -538,7 +538,10 @@ def _engine_options(
         args["timeout"] = sqlite_timeout
     args.update(connect_args or {})
     options: dict[str, Any] = {
-        "pool_pre_ping": True,
+        # a ping at checkout finds server connections that died while idle; a SQLite
+        # connection is a file handle in this process, which does not (and with
+        # aiosqlite the ping is four round trips to the driver's thread per checkout)
+        "pool_pre_ping": backend != "sqlite",
         "hide_parameters": hide_parameters,
         "connect_args": args,
     }

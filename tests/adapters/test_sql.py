@@ -691,7 +691,7 @@ def test_defaults_preset_registry_and_types(tmp_path: Path) -> None:
         )
         pool = db.engine.pool
         assert (pool.size(), pool.timeout()) == (10, 2.0)  # type: ignore[attr-defined]
-        assert db.engine.pool._pre_ping
+        assert not db.engine.pool._pre_ping  # a file handle: nothing to ping
         with pytest.raises(TypeError, match="AsyncDatabase"):
             Database(db.engine.pool)  # type: ignore[arg-type]
         with pytest.raises(TypeError, match="Database"):

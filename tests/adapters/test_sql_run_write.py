@@ -259,3 +259,16 @@ async def test_a_crash_in_the_middle_of_a_unit_leaves_nothing_half_written(
     assert done.returncode == 9, done.stderr.decode()[-2000:]
     db = async_dbs(url)
     assert (await db.execute("SELECT name, qty FROM items ORDER BY id")).all() == [("stock", 100)]
+
+
+async def test_sqlite_connections_are_not_pinged_at_checkout(
+    async_dbs: Callable[..., AsyncDatabase], async_url: str
+) -> None:
+    """PostgreSQL connections are pinged when taken from the pool (one that died while
+    idle is replaced); SQLite's, file handles in the process, are not: the ping was four
+    round trips to aiosqlite's thread per checkout."""
+    db = async_dbs(async_url)
+    pings = [db.engine.sync_engine.pool._pre_ping]  # type: ignore[attr-defined]
+    if db.writer is not None:
+        pings.append(db.writer.sync_engine.pool._pre_ping)  # type: ignore[attr-defined]
+    assert pings == [async_url.startswith("postgresql")] * len(pings)

@@ -35,9 +35,11 @@ each alike; the figure is the median over repetitions of ``intents / wall time``
    intents (default 100,000: a one-hour outage at ~28 writes/s), batch handler,
    into each target, timed once (``--drain 0`` skips it).
 
-The prefills are not timed. PostgreSQL uses a throwaway database
-(``brownout_bench_outbox_*``) created on ``--pg-url``'s server and dropped at
-the end; no other database is touched.
+Each submit row also gives the bytes the process wrote per intent (``wchar`` of
+/proc/self/io: the journal's log frames, a page of 4 KiB each, before the fsync),
+which the disk's noise does not change. The prefills are not timed.
+PostgreSQL uses a throwaway database (``brownout_bench_outbox_*``) created on
+``--pg-url``'s server and dropped at the end; no other database is touched.
 
 Run: ``.venv/bin/python bench/outbox_throughput.py [--reps R] [--submits N]
 [--replay N] [--batch N] [--drain N] [--pg-url URL | --no-pg] [--quick] [--json PATH]``.
@@ -98,6 +100,7 @@ class Result:
     note: str = ""
     per_commit: list[float] = field(default_factory=list)  # intents per journal commit
     stops: list[str] = field(default_factory=list)  # outage stops of its drains
+    written: list[float] = field(default_factory=list)  # bytes written per intent
 
 
 class Checks:
@@ -123,6 +126,24 @@ def filesystem_of(path: Path) -> str:
 
 
 # ------------------------------------------------------------------ submit
+
+
+def bytes_written() -> int | None:
+    """Bytes this process has passed to write calls so far (``wchar`` of /proc/self/io:
+    every log frame SQLite writes, before the fsync), or None off Linux."""
+    try:
+        for line in Path("/proc/self/io").read_text().splitlines():
+            if line.startswith("wchar:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def note_written(result: Result, before: int | None, n: int) -> None:
+    after = bytes_written()
+    if before is not None and after is not None:
+        result.written.append((after - before) / n)
 
 
 def new_outbox(root: Path, n: int) -> Outbox:
@@ -152,12 +173,14 @@ def submit_one_thread(root: Path, n: int, result: Result, checks: Checks) -> Non
     for i in range(10):  # warm-up: the -wal and -shm files are created here
         box.submit("warmup", {"i": i})
     lat = result.latencies_us
+    written = bytes_written()
     start = time.perf_counter()
     for i in range(n):
         t0 = time.perf_counter_ns()
         box.submit("stock.move", payload(i), stream=stream(i))
         lat.append((time.perf_counter_ns() - t0) / 1000)
     elapsed = time.perf_counter() - start
+    note_written(result, written, n)
     checks.expect(box.pending_count() == n + 10, "submit: an intent is missing")
     result.rates.append(n / elapsed)
     result.per_commit.append((n + 10) / box._groups)
@@ -180,11 +203,13 @@ def submit_threads(root: Path, n: int, threads: int, result: Result, checks: Che
     workers = [threading.Thread(target=work, args=(t,)) for t in range(threads)]
     for w in workers:
         w.start()
+    written = bytes_written()
     barrier.wait()
     start = time.perf_counter()
     for w in workers:
         w.join()
     elapsed = time.perf_counter() - start
+    note_written(result, written, per * threads)
     checks.expect(box.pending_count() == per * threads + 10, "threads: an intent is missing")
     result.rates.append(per * threads / elapsed)
     result.per_commit.append((per * threads + 10) / box._groups)
@@ -207,7 +232,9 @@ def submit_tasks(root: Path, n: int, tasks: int, result: Result, checks: Checks)
         await asyncio.gather(*(work(t) for t in range(tasks)))
         return time.perf_counter() - start
 
+    written = bytes_written()
     elapsed = asyncio.run(run())
+    note_written(result, written, per * tasks)
     checks.expect(box.pending_count() == per * tasks + 10, "tasks: an intent is missing")
     result.rates.append(per * tasks / elapsed)
     result.per_commit.append((per * tasks + 10) / box._groups)
@@ -393,6 +420,8 @@ def report(results: list[Result], info: dict[str, Any], params: dict[str, Any]) 
             latency = ""
         if r.per_commit:
             latency += f"{'; ' if latency else ''}{statistics.median(r.per_commit):.1f}/commit"
+        if r.written:
+            latency += f"; {statistics.median(r.written) / 1024:.1f} KiB written"
         rows.append(
             [
                 r.scenario,
@@ -411,7 +440,7 @@ def report(results: list[Result], info: dict[str, Any], params: dict[str, Any]) 
             "intents/s (median)",
             "min to max",
             "ms per intent",
-            "call p50 / p99 (ms); intents per commit",
+            "call p50 / p99 (ms); intents per commit; written per intent",
             "reps x intents",
         ],
         rows,

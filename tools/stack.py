@@ -134,29 +134,34 @@ def fault_proxy(host: str, port: int) -> ThreadedFaultProxy:
 
 def service_settings(
     *,
-    redis: tuple[RedisServer, ThreadedFaultProxy] | None = None,
-    database: tuple[PostgresServer, ThreadedFaultProxy, str] | None = None,
-    s3: tuple[S3Server, ThreadedFaultProxy, str] | None = None,
-    openai: tuple[OpenAIStub, ThreadedFaultProxy, str] | None = None,
+    redis: tuple[RedisServer, ThreadedFaultProxy | None] | None = None,
+    database: tuple[PostgresServer, ThreadedFaultProxy | None, str] | None = None,
+    s3: tuple[S3Server, ThreadedFaultProxy | None, str] | None = None,
+    openai: tuple[OpenAIStub, ThreadedFaultProxy | None, str] | None = None,
 ) -> dict[str, Any]:
     """inventario's settings (``load_settings`` keywords) for the dependencies given.
 
     Each is reached through its proxy: ``redis=(server, proxy)``,
     ``database=(server, proxy, dbname)``, ``s3=(server, proxy, bucket)``,
-    ``openai=(stub, proxy, api_key)``. A dependency left out is not configured (the
-    service runs without it, or on its embedded default).
+    ``openai=(stub, proxy, api_key)``; a proxy of ``None`` reaches the server directly.
+    A dependency left out is not configured (the service runs without it, or on its
+    embedded default).
     """
+
+    def port(proxy: ThreadedFaultProxy | None) -> int | None:
+        return None if proxy is None else proxy.port
+
     settings: dict[str, Any] = {}
     if redis is not None:
         server, proxy = redis
-        settings["redis_url"] = server.url_for(port=proxy.port)
+        settings["redis_url"] = server.url_for(port=port(proxy))
     if database is not None:
         pg, proxy, dbname = database
-        settings["database_url"] = pg.dsn_for(dbname, port=proxy.port)
+        settings["database_url"] = pg.dsn_for(dbname, port=port(proxy))
     if s3 is not None:
         moto, proxy, bucket = s3
         settings.update(
-            s3_endpoint_url=moto.endpoint_url_for(port=proxy.port),
+            s3_endpoint_url=moto.endpoint_url_for(port=port(proxy)),
             s3_bucket=bucket,
             s3_region=moto.region,
             s3_access_key_id=moto.access_key,
@@ -164,7 +169,7 @@ def service_settings(
         )
     if openai is not None:
         stub, proxy, api_key = openai
-        settings.update(openai_api_key=api_key, openai_base_url=stub.base_url_for(port=proxy.port))
+        settings.update(openai_api_key=api_key, openai_base_url=stub.base_url_for(port=port(proxy)))
     return settings
 
 

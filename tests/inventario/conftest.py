@@ -12,7 +12,11 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
+from tools.stack import service_settings
 
+from brownout.chaos import ThreadedFaultProxy
+from brownout.testing.servers.openai_stub import OpenAIStub
+from brownout.testing.servers.s3 import S3Server
 from inventario.app import create_app
 from inventario.config import load_settings
 from tests.servers._util import missing, require_module
@@ -28,6 +32,18 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
+
+
+def s3_settings(
+    s3_server: S3Server, bucket: str, proxy: ThreadedFaultProxy | None = None
+) -> dict[str, Any]:
+    """inventario's S3 settings for ``bucket`` of ``s3_server`` (through ``proxy`` if given)."""
+    return service_settings(s3=(s3_server, proxy, bucket))
+
+
+def ai_settings(stub: OpenAIStub) -> dict[str, Any]:
+    """inventario's OpenAI settings for the stub, reached directly."""
+    return service_settings(openai=(stub, None, "sk-test-invoices"))
 
 
 @asynccontextmanager

@@ -13,8 +13,8 @@ from brownout.spool import Spool
 from brownout.testing import eventually
 from brownout.testing.servers.s3 import S3Server
 from inventario.cli import main
+from tests.inventario.conftest import s3_settings
 from tests.inventario.live_server import serving
-from tests.inventario.test_invoices import s3_settings
 
 TOKEN = "cli-spool-t0ken"
 

@@ -29,7 +29,7 @@ from brownout.testing.servers.s3 import S3Server
 from inventario.invoice_extraction import lines_from_answer
 from inventario.invoice_parsing import decode_text, pdf_text
 from inventario.invoice_storage import sniff
-from tests.inventario.conftest import WIDGET, running
+from tests.inventario.conftest import WIDGET, ai_settings, running, s3_settings
 
 TEXT_INVOICE = (
     b"ACME Supplies - invoice 2024-117\nW-1 Widget    5 x 2.50\nG-1 Gadget    2 x 40.00\n"
@@ -42,19 +42,6 @@ GOOD_ANSWER: dict[str, Any] = {
     ],
 }
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00\x00\x00\rIHDR" + bytes(64)
-
-
-def s3_settings(s3_server: S3Server, bucket: str, port: int | None = None) -> dict[str, Any]:
-    return {
-        "s3_endpoint_url": s3_server.endpoint_url_for(port=port),
-        "s3_bucket": bucket,
-        "s3_access_key_id": s3_server.access_key,
-        "s3_secret_access_key": s3_server.secret_key,
-    }
-
-
-def ai_settings(stub: OpenAIStub) -> dict[str, Any]:
-    return {"openai_api_key": "sk-test-invoices", "openai_base_url": stub.base_url}
 
 
 async def products(client: httpx.AsyncClient) -> None:
@@ -559,7 +546,7 @@ async def test_s3_unreachable_spools_then_the_uploader_drains_into_s3(
     s3_proxy: ThreadedFaultProxy,
     fresh_bucket: str,
 ) -> None:
-    app = make_app(**s3_settings(s3_server, fresh_bucket, port=s3_proxy.port))
+    app = make_app(**s3_settings(s3_server, fresh_bucket, proxy=s3_proxy))
     rt = app.state.runtime
     spool = rt.spool
     async with running(app) as client:

@@ -20,8 +20,7 @@ from brownout import State
 from brownout.health import Level
 from brownout.testing.servers.openai_stub import OpenAIStub
 from brownout.testing.servers.s3 import S3Server
-from tests.inventario.conftest import WIDGET, running
-from tests.inventario.test_invoices import ai_settings, s3_settings
+from tests.inventario.conftest import WIDGET, ai_settings, running, s3_settings
 from tests.servers.plugin import RedisServer
 
 pytest.importorskip("redis")

@@ -22,8 +22,8 @@ from brownout.testing import aeventually
 from brownout.testing.servers.s3 import S3Server
 from inventario.db import invoices
 from inventario.invoice_storage import LOCAL_BUCKET
-from tests.inventario.conftest import running
-from tests.inventario.test_invoices import TEXT_INVOICE, in_s3, s3_keys, s3_settings, upload
+from tests.inventario.conftest import running, s3_settings
+from tests.inventario.test_invoices import TEXT_INVOICE, in_s3, s3_keys, upload
 
 TOKEN = "spool-admin-t0ken"
 ADMIN = {"Authorization": f"Bearer {TOKEN}"}
@@ -115,7 +115,7 @@ async def test_a_bucket_that_is_gone_fails_the_file_visibly_until_it_is_retarget
     NoSuchBucket marks the file failed with the reason; S3 is degraded on /health, the
     spool card and the metrics say so; the admin API retargets it to B and it is served."""
     old_bucket = s3_server.create_bucket()
-    first = make_app(**s3_settings(s3_server, old_bucket, port=s3_proxy.port))
+    first = make_app(**s3_settings(s3_server, old_bucket, proxy=s3_proxy))
     async with running(first) as client:
         s3_proxy.set_mode(Mode.REFUSE)
         r = await upload(client)

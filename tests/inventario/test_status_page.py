@@ -451,7 +451,7 @@ def test_spool_card_says_s3_is_not_configured_and_shows_failed_files(
     from playwright.sync_api import expect
 
     from brownout.testing import eventually
-    from tests.inventario.test_invoices import s3_settings
+    from tests.inventario.conftest import s3_settings
 
     local = make_app(var_dir=tmp_path / "local")
     with serving(local) as base:

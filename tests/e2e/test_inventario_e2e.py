@@ -133,21 +133,22 @@ class Service:
     ) -> None:
         """Poll ``done`` (with some traffic in between) until it holds."""
 
-        async def step() -> None:
+        async def step() -> bool:
             if await done():
-                return
+                return True
             if traffic is not None:
                 await traffic()
-            if await done():
-                return
+            return await done()
+
+        try:
+            await aeventually(step, timeout=limit, interval=0.05, what=what)
+        except AssertionError as exc:  # the service's own account of why, read once
             health = await self.health()
             views = health["explanation"]["components"]
             raise AssertionError(
-                f"level {health['level']}, {health['explanation']['decision']}; components "
-                f"{[(v['name'], v['status'], v['score'], v['why']) for v in views]}"
-            )
-
-        await aeventually(step, timeout=limit, interval=0.05, what=what)
+                f"{exc}: level {health['level']}, {health['explanation']['decision']}; "
+                f"components {[(v['name'], v['status'], v['score'], v['why']) for v in views]}"
+            ) from exc
 
     async def reach(
         self, level: str, traffic: Callable[[], Awaitable[object]] | None = None

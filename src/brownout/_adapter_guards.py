@@ -25,19 +25,16 @@ out or was throttled by the dependency.
 from __future__ import annotations
 
 import contextlib
-import functools
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from brownout._errors import BreakerOpen, DependencyError, Overloaded
 
 if TYPE_CHECKING:
     from brownout._adapter import Adapter
-    from brownout.overload import Guards
+    from brownout.overload import Guards, Permit
 
 __all__ = ["aguarded", "guarded", "install_guards"]
-
-R = TypeVar("R")
 
 #: error kinds that tell an adaptive limit the dependency is queueing
 _DROP_KINDS = frozenset({"timeout", "throttled"})
@@ -51,10 +48,10 @@ def install_guards(adapter: Adapter, guards: Guards) -> None:
     cls = type(adapter)
     # instance attributes shadow the class's methods for this adapter only
     vars(adapter).update(
-        _run=functools.partial(_run, adapter, cls._run),
-        _arun=functools.partial(_arun, adapter, cls._arun),
-        _command=functools.partial(_command, adapter, cls._command),
-        _acommand=functools.partial(_acommand, adapter, cls._acommand),
+        _run=_wrap_run(adapter, cls._run),
+        _arun=_wrap_arun(adapter, cls._arun),
+        _command=_wrap_command(adapter, cls._command),
+        _acommand=_wrap_acommand(adapter, cls._acommand),
     )
 
 
@@ -75,7 +72,7 @@ def _outcome(adapter: Adapter, exc: BaseException | None) -> tuple[bool, bool]:
     return counts, kind in _DROP_KINDS
 
 
-def _admit(adapter: Adapter, operation: str) -> Any:
+def _admit(adapter: Adapter, operation: str) -> Permit | None:
     """Pass the throttle and take a permit; a rejection is recorded and raised."""
     guards = adapter.guards
     try:
@@ -94,15 +91,18 @@ def _admit(adapter: Adapter, operation: str) -> Any:
         raise
 
 
-async def _aadmit(adapter: Adapter, operation: str) -> Any:
+async def _aadmit(adapter: Adapter, operation: str) -> Permit | None:
     guards = adapter.guards
     try:
         if guards.throttle is not None:
             guards.throttle.admit()
         if guards.bulkhead is None:
             return None
+        permit = guards.bulkhead.acquire()
+        if permit._try_now():  # a free permit of a fixed limit: no coroutine to await
+            return permit
         try:
-            return await guards.bulkhead.acquire().__aenter__()
+            return await permit.__aenter__()
         except Overloaded:
             if guards.throttle is not None:
                 guards.throttle.refused()
@@ -112,10 +112,17 @@ async def _aadmit(adapter: Adapter, operation: str) -> Any:
         raise
 
 
-def _settle(adapter: Adapter, permit: Any, exc: BaseException | None) -> None:
+def _settle(adapter: Adapter, permit: Permit | None, exc: BaseException | None) -> None:
+    if exc is None:  # the common case first: an answer
+        throttle = adapter.guards.throttle
+        if throttle is not None:
+            throttle.accepted()
+        if permit is not None:
+            permit.__exit__(None, None, None)
+        return
     refused, dropped = _outcome(adapter, exc)
     throttle = adapter.guards.throttle
-    if throttle is not None and (exc is None or isinstance(exc, Exception)):
+    if throttle is not None and isinstance(exc, Exception):
         if refused:
             throttle.refused()
         else:
@@ -124,70 +131,78 @@ def _settle(adapter: Adapter, permit: Any, exc: BaseException | None) -> None:
         permit.release(dropped=dropped)
 
 
-def _run(adapter: Adapter, inner: Callable[..., R], operation: str, *args: Any, **kwargs: Any) -> R:
-    permit = _admit(adapter, operation)
-    try:
-        result = inner(adapter, operation, *args, **kwargs)
-    except BaseException as exc:
-        _settle(adapter, permit, exc)
-        raise
-    _settle(adapter, permit, None)
-    return result
+def _wrap_run(adapter: Adapter, inner: Callable[..., Any]) -> Callable[..., Any]:
+    def run(operation: str, *args: Any, **kwargs: Any) -> Any:
+        permit = _admit(adapter, operation)
+        try:
+            result = inner(adapter, operation, *args, **kwargs)
+        except BaseException as exc:
+            _settle(adapter, permit, exc)
+            raise
+        _settle(adapter, permit, None)
+        return result
+
+    return run
 
 
-async def _arun(
-    adapter: Adapter,
-    inner: Callable[..., Awaitable[R]],
-    operation: str,
-    *args: Any,
-    **kwargs: Any,
-) -> R:
-    permit = await _aadmit(adapter, operation)
-    try:
-        result = await inner(adapter, operation, *args, **kwargs)
-    except BaseException as exc:
-        _settle(adapter, permit, exc)
-        raise
-    _settle(adapter, permit, None)
-    return result
+def _wrap_arun(adapter: Adapter, inner: Callable[..., Awaitable[Any]]) -> Callable[..., Any]:
+    async def arun(operation: str, *args: Any, **kwargs: Any) -> Any:
+        permit = await _aadmit(adapter, operation)
+        try:
+            result = await inner(adapter, operation, *args, **kwargs)
+        except BaseException as exc:
+            _settle(adapter, permit, exc)
+            raise
+        _settle(adapter, permit, None)
+        return result
+
+    return arun
 
 
-def _command(
-    adapter: Adapter,
-    inner: Callable[..., R],
-    fn: Any,
-    args: tuple[Any, ...],
-    operation: str,
-    *rest: Any,
-    **kwargs: Any,
-) -> R:
-    permit = _admit(adapter, operation)
-    try:
-        result = inner(adapter, fn, args, operation, *rest, **kwargs)
-    except BaseException as exc:
-        _settle(adapter, permit, exc)
-        raise
-    _settle(adapter, permit, None)
-    return result
+def _wrap_command(adapter: Adapter, inner: Callable[..., Any]) -> Callable[..., Any]:
+    guards = adapter.guards
+    bulkhead = guards.bulkhead if guards.throttle is None else None
+
+    def command(fn: Any, args: tuple[Any, ...], operation: str, *rest: Any) -> Any:
+        permit: Permit | None
+        if bulkhead is not None:
+            permit = bulkhead.acquire()
+            if not permit._try_now():
+                permit = _admit(adapter, operation)
+        else:
+            permit = _admit(adapter, operation)
+        try:
+            result = inner(adapter, fn, args, operation, *rest)
+        except BaseException as exc:
+            _settle(adapter, permit, exc)
+            raise
+        _settle(adapter, permit, None)
+        return result
+
+    return command
 
 
-async def _acommand(
-    adapter: Adapter,
-    inner: Callable[..., Awaitable[R]],
-    fn: Any,
-    args: tuple[Any, ...],
-    operation: str,
-    *rest: Any,
-    **kwargs: Any,
-) -> R:
-    permit = await _aadmit(adapter, operation)
-    try:
-        result = await inner(adapter, fn, args, operation, *rest, **kwargs)
-    except BaseException as exc:
-        _settle(adapter, permit, exc)
-        raise
-    _settle(adapter, permit, None)
-    return result
+def _wrap_acommand(adapter: Adapter, inner: Callable[..., Awaitable[Any]]) -> Callable[..., Any]:
+    guards = adapter.guards
+    bulkhead = guards.bulkhead if guards.throttle is None else None
+
+    async def acommand(fn: Any, args: tuple[Any, ...], operation: str, *rest: Any) -> Any:
+        permit: Permit | None
+        if bulkhead is not None:  # a bulkhead alone: try its lock-free path inline
+            permit = bulkhead.acquire()
+            if not permit._try_now():
+                permit = await _aadmit(adapter, operation)
+        else:
+            permit = await _aadmit(adapter, operation)
+        try:
+            result = await inner(adapter, fn, args, operation, *rest)
+        except BaseException as exc:
+            _settle(adapter, permit, exc)
+            raise
+        _settle(adapter, permit, None)
+        return result
+
+    return acommand
 
 
 class _Guarded:

@@ -215,8 +215,27 @@ class Permit:
             else:
                 bh._release(self, exc is not None and isinstance(exc, bh._drop_on))
 
+    def _try_now(self) -> bool:
+        """The fixed-limit fast path of ``__enter__`` (no lock, no wait): True if taken."""
+        bh = self._bulkhead
+        tokens = bh._tokens
+        if tokens is None or bh._waiters:
+            return False
+        try:
+            tokens.pop()
+        except IndexError:
+            return False
+        bh._admitted += 1
+        self._held = True
+        if bh._admitted & _SAMPLE_MASK and bh._hold >= 0:
+            self._start = -1.0
+        else:
+            self._start = bh._clock()
+        return True
+
     async def __aenter__(self) -> Permit:
-        await self._bulkhead._acquire_async(self, self._timeout)
+        if not self._try_now():
+            await self._bulkhead._acquire_async(self, self._timeout)
         return self
 
     async def __aexit__(

@@ -809,7 +809,9 @@ class CircuitBreaker:
         duration = end - start
         succ = self._succ  # read before the generation check: see the module docstring
         if token == self._gen and duration < self._lf_below:
-            # _on_success's lock-free branch, inline (one Python call less per timed call)
+            # _on_success's lock-free branch, inline (one Python call less per timed call).
+            # Deliberate hot-path twin (call/acall and _on_success): callgrind, timed cell
+            # of bench/breaker_overhead.py, 5,705 -> 4,850 instructions per call (a9b4dd2)
             next(succ)
             durations = self._durations
             durations.append(duration)
@@ -910,7 +912,9 @@ class CircuitBreaker:
         duration = end - start
         succ = self._succ  # read before the generation check: see the module docstring
         if token == self._gen and duration < self._lf_below:
-            # _on_success's lock-free branch, inline (one Python call less per timed call)
+            # _on_success's lock-free branch, inline (one Python call less per timed call).
+            # Deliberate hot-path twin (call/acall and _on_success): callgrind, timed cell
+            # of bench/breaker_overhead.py, 5,705 -> 4,850 instructions per call (a9b4dd2)
             next(succ)
             durations = self._durations
             durations.append(duration)

@@ -265,7 +265,14 @@ def worker_app() -> Any:
 
     settings = load_settings()
     hold_worker_lock(settings.var_dir)
+    # the workers open the journals (SQLite files set to WAL, the shared spool, the
+    # breakers' file) one at a time: N processes creating the same files at the same
+    # instant is a race SQLite's busy timeout does not always cover
+    opening = os.open(
+        settings.var_dir / "startup.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644
+    )
     try:
+        fcntl.flock(opening, fcntl.LOCK_EX)  # milliseconds per worker
         return create_app(settings)
     except Exception as exc:
         # uvicorn's status for "failed while starting": its supervisor then stops,
@@ -275,6 +282,8 @@ def worker_app() -> Any:
         reason = redact(str(exc), *settings.secrets())
         print(f"inventario serve: a worker cannot start: {reason}", file=sys.stderr, flush=True)
         raise SystemExit(STARTUP_FAILURE) from None
+    finally:
+        os.close(opening)  # releases the lock
 
 
 # ------------------------------------------------------------------- status

@@ -960,6 +960,7 @@ class AsyncDatabase(_SQLAdapter[AsyncEngine], AsyncResource):
             raise ValueError(f"writer_wait must be > 0 seconds, got {writer_wait!r}")
         if writer_group < 1:
             raise ValueError(f"writer_group must be >= 1, got {writer_group!r}")
+        self._hide_parameters = bool(self._sync_engine.hide_parameters)
         #: The single-connection engine :meth:`write_session` uses (SQLite files), or None.
         self.writer = writer
         self._writer = (
@@ -1082,6 +1083,50 @@ class AsyncDatabase(_SQLAdapter[AsyncEngine], AsyncResource):
         async with aguarded(self, "session"):
             with _UnitOfWork(self, "session"):
                 return await self._writer.call(fn, args, kwargs)
+
+    async def run_read(
+        self, fn: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        """``fn(connection, *args, **kwargs)``, a *synchronous* function that reads, on a
+        pooled connection, as one guarded unit of work; its return value.
+
+        With aiosqlite it runs whole in **one trip** to the pooled connection's
+        thread (statements as :meth:`session` runs them on SQLite: each sees the
+        data committed when it starts); elsewhere ``AsyncConnection.run_sync`` runs
+        it over the async driver. Nothing ``fn`` writes is committed (the
+        connection is rolled back when returned to the pool).
+
+        >>> def names(conn: Connection) -> list[str]:
+        ...     return list(conn.execute(text("SELECT name FROM t")).scalars())
+        >>> async def main() -> list[str]:
+        ...     async with AsyncDatabase.from_url("sqlite+aiosqlite://") as db:
+        ...         await db.execute("CREATE TABLE t (name TEXT)")
+        ...         await db.execute("INSERT INTO t VALUES ('ada')")
+        ...         return await db.run_read(names)
+        >>> asyncio.run(main())
+        ['ada']
+        """
+        async with aguarded(self, "session"):
+            with _UnitOfWork(self, "session"):
+                async with self.engine.connect() as conn:  # closed: rolled back
+                    try:
+                        execute = None
+                        if self._sync_engine.dialect.driver == "aiosqlite":
+                            raw = await conn.get_raw_connection()
+                            execute = getattr(raw.driver_connection, "_execute", None)
+                        if execute is None:
+                            return await conn.run_sync(fn, *args, **kwargs)
+                        result: T = await execute(
+                            _read_in_thread, raw, self._hide_parameters, fn, args, kwargs
+                        )
+                        return result
+                    except BaseException as exc:
+                        if _discard_mode(exc) == "invalidate":
+                            try:
+                                await conn.invalidate()  # its state is unknown: dropped
+                            except Exception:
+                                logger.debug("sql adapter: invalidating failed", exc_info=True)
+                        raise
 
     async def execute(
         self, stmt: str | Executable, params: Mapping[str, Any] | None = None
@@ -1365,6 +1410,34 @@ class _Lent:
 _LENT_ENGINE = "brownout_lent_engine"
 
 
+def _lent_engine(raw: Any, hide_parameters: bool) -> Engine:
+    """In an aiosqlite connection's thread: a sync engine on its ``sqlite3`` connection
+    (built once per connection, kept in the pool record's ``info``)."""
+    engine: Engine | None = raw.info.get(_LENT_ENGINE)
+    if engine is None:
+        lent = _Lent(raw.driver_connection._conn)
+        engine = raw.info[_LENT_ENGINE] = create_engine(
+            "sqlite://",
+            creator=lambda: lent,
+            poolclass=StaticPool,
+            pool_reset_on_return=None,
+            hide_parameters=hide_parameters,
+        )
+    return engine
+
+
+def _read_in_thread(
+    raw: Any,
+    hide_parameters: bool,
+    fn: Callable[..., T],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> T:
+    """:meth:`AsyncDatabase.run_read` in the pooled connection's thread."""
+    with _lent_engine(raw, hide_parameters).connect() as conn:
+        return fn(conn, *args, **kwargs)
+
+
 class _ThreadUnit:
     """One :meth:`AsyncDatabase.run_write` unit, run whole in the writer's thread."""
 
@@ -1377,16 +1450,7 @@ class _ThreadUnit:
     def run(self, raw: Any, hide_parameters: bool) -> Any:
         """In the writer's thread: the unit in a savepoint of the open transaction."""
         dbapi: sqlite3.Connection = raw.driver_connection._conn
-        engine: Engine | None = raw.info.get(_LENT_ENGINE)
-        if engine is None:
-            lent = _Lent(dbapi)
-            engine = raw.info[_LENT_ENGINE] = create_engine(
-                "sqlite://",
-                creator=lambda: lent,
-                poolclass=StaticPool,
-                pool_reset_on_return=None,
-                hide_parameters=hide_parameters,
-            )
+        engine = _lent_engine(raw, hide_parameters)
         dbapi.execute("SAVEPOINT brownout_unit")
         try:
             with engine.connect() as conn:

@@ -14,9 +14,10 @@ import logging
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from decimal import Decimal
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Concatenate, ParamSpec, TypeVar
 
 from fastapi import Depends, HTTPException, Query, Request
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from brownout import BreakerOpen
@@ -31,6 +32,7 @@ __all__ = [
     "Offset",
     "RuntimeDep",
     "jsonable",
+    "read_in_database",
     "require_admin",
     "run_in_database",
     "try_again",
@@ -39,6 +41,7 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+P = ParamSpec("P")
 
 logger = logging.getLogger("inventario")
 
@@ -129,6 +132,18 @@ async def run_in_database(
     return await _in_database(rt, rt.db.session, fn, args, kwargs)
 
 
+async def read_in_database(
+    rt: Runtime,
+    fn: Callable[Concatenate[Connection, P], T],
+    *args: P.args,
+    **kwargs: P.kwargs,
+) -> T:
+    """:func:`run_in_database` for a synchronous read (``fn(connection, ...)``, e.g.
+    :func:`inventario.store.get_product_sync`): on SQLite in one trip to the pooled
+    connection's thread (:meth:`brownout.sql.AsyncDatabase.run_read`)."""
+    return await _guarded(rt, lambda: rt.db.run_read(fn, *args, **kwargs))
+
+
 async def write_in_database(
     rt: Runtime,
     fn: Callable[..., Awaitable[T]],
@@ -147,6 +162,15 @@ async def _in_database(
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
 ) -> T:
+    async def call() -> T:
+        async with session() as s:
+            return await fn(s, *args, **kwargs)
+
+    return await _guarded(rt, call)
+
+
+async def _guarded(rt: Runtime, call: Callable[[], Awaitable[T]]) -> T:
+    """``call()`` unless database reads are off; its database failures as 503s."""
     if not rt.manager.enabled("read_only_database"):  # EMERGENCY: maintenance mode
         wait = rt.manager.retry_after()
         raise DependencyUnavailable(
@@ -156,8 +180,7 @@ async def _in_database(
             wait,
         )
     try:
-        async with session() as s:
-            return await fn(s, *args, **kwargs)
+        return await call()
     except store.StoreError:
         raise
     except BreakerOpen as exc:

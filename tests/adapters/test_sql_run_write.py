@@ -272,3 +272,35 @@ async def test_sqlite_connections_are_not_pinged_at_checkout(
     if db.writer is not None:
         pings.append(db.writer.sync_engine.pool._pre_ping)  # type: ignore[attr-defined]
     assert pings == [async_url.startswith("postgresql")] * len(pings)
+
+
+async def test_run_read_reads_in_one_trip_and_commits_nothing(
+    async_dbs: Callable[..., AsyncDatabase], async_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``run_read``: the function's value, from a pooled connection (both backends); on
+    SQLite one trip to the connection's thread for the function, however many
+    statements it runs; nothing it writes is kept."""
+    db = async_dbs(async_url)
+    await db.execute("DROP TABLE IF EXISTS items")
+    await db.execute("CREATE TABLE items (name TEXT UNIQUE NOT NULL, qty INTEGER)")
+    await db.run_write(add, "a", 1)
+
+    def total(conn: Connection, times: int) -> int:
+        return sum(
+            int(conn.execute(text("SELECT SUM(qty) FROM items")).scalar_one()) for _ in range(times)
+        )
+
+    def sneaky(conn: Connection) -> None:
+        conn.execute(text("INSERT INTO items (name, qty) VALUES ('sneaky', 5)"))
+
+    assert await db.run_read(total, 1) == 1
+    await db.run_read(sneaky)
+    assert await db.scalar("SELECT COUNT(*) FROM items") == 1
+    if async_url.startswith("sqlite"):
+        hops = _count_hops(monkeypatch)
+        await db.run_read(total, 1)
+        one = len(hops)
+        hops.clear()
+        assert await db.run_read(total, 30) == 30
+        assert len(hops) == one <= 2  # the function, and the pool's reset on return
+    assert db.breaker.state is State.CLOSED

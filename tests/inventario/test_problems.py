@@ -85,6 +85,7 @@ async def test_an_unexpected_error_is_a_500_with_a_request_id_only(
 
     async with running(app) as client:
         app.state.runtime.db.session = explode
+        app.state.runtime.db.run_read = explode  # GET /products/{sku} reads with it
         with caplog.at_level(logging.ERROR):
             r = await client.get("/products/W-1")
     body = assert_problem(r, 500, "internal_error")

@@ -15,6 +15,7 @@ from inventario.deps import (
     Offset,
     RuntimeDep,
     jsonable,
+    read_in_database,
     run_in_database,
 )
 from inventario.routes.params import IdempotencyKey, PriceFilter, Sku
@@ -84,7 +85,8 @@ async def get_product(sku: Sku, rt: RuntimeDep, cache: CacheDep) -> Any:
     cached = await cache.get(sku)
     if cached is not None:
         return JSONResponse(cached, headers={"X-Cache": "hit"})
-    product = await run_in_database(rt, store.get_product, sku)
+    # one trip to the database's thread on SQLite (the read behind every cache miss)
+    product = await read_in_database(rt, store.get_product_sync, sku)
     await cache.put(sku, jsonable(product))
     return JSONResponse(jsonable(product), headers={"X-Cache": "miss"})
 

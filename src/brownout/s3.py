@@ -54,6 +54,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 from brownout._lifetime import AsyncResource, SyncResource
 from brownout._options import AdapterOptions
 from brownout.adapter import Adapter, ErrorRule, ErrorTable, Figures
+from brownout.overload._clients import budget_botocore_client
 
 __all__ = [
     "DEFAULT_CONNECT_TIMEOUT",
@@ -453,6 +454,11 @@ class _S3Base(Adapter):
         self._owns_client = owns_client
         if client is not None:
             self._add_secrets(_client_secrets(client))
+            budget = self.guards.retry_budget
+            if budget is not None and not inspect.iscoroutinefunction(
+                getattr(client, "put_object", None)
+            ):  # botocore's own retries ask the budget (aiobotocore's: not yet)
+                budget_botocore_client(client, budget)
 
     @classmethod
     def create(

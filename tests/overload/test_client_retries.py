@@ -8,6 +8,8 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
+import botocore.config
+import botocore.exceptions
 import openai
 import pytest
 import redis.asyncio.retry
@@ -20,7 +22,9 @@ from brownout.chaos import Mode, ThreadedFaultProxy
 from brownout.openai import AsyncOpenAIAdapter, OpenAIAdapter
 from brownout.overload import RetryBudget
 from brownout.redis import AsyncRedisAdapter, RedisAdapter
+from brownout.s3 import S3Adapter
 from brownout.testing.servers.openai_stub import OpenAIStub
+from brownout.testing.servers.s3 import S3Server
 
 # the breaker stays closed: the client's retries are under test
 PATIENT = BreakerConfig(consecutive_failures=10_000, failure_rate=None)
@@ -122,3 +126,41 @@ async def test_openai_sdk_retries_beyond_the_budget_are_not_made(
         await call(ok.aclose if flavour == "async" else ok.close)
     finally:
         await call(adapter.aclose if flavour == "async" else adapter.close)
+
+
+def test_botocore_retries_beyond_the_budget_are_not_made(
+    s3_server: S3Server, s3_proxy: ThreadedFaultProxy, fresh_bucket: str
+) -> None:
+    budget = one_retry_budget("s3")
+    adapter = S3Adapter.create(
+        fresh_bucket,
+        endpoint_url=f"http://{s3_proxy.host}:{s3_proxy.port}",
+        region_name="us-east-1",
+        aws_access_key_id="AKIABROWNOUTTEST",
+        aws_secret_access_key="brownout-test-secret",
+        connect_timeout=2.0,
+        read_timeout=2.0,
+        # botocore's own retries on: 4 attempts per call
+        botocore_config=botocore.config.Config(
+            retries={"total_max_attempts": 4, "mode": "standard"}
+        ),
+        retry_budget=budget,
+        config=PATIENT,
+    )
+    try:
+        adapter.upload("k", b"v")  # through the proxy while it passes
+        s3_proxy.set_mode(Mode.RESET)
+        s3_proxy.reset_stats()
+        for _ in range(3):
+            with pytest.raises(botocore.exceptions.BotoCoreError):
+                adapter.download("k")
+        attempts = s3_proxy.stats.connections_total
+    finally:
+        s3_proxy.set_mode(Mode.PASS)
+        adapter.close()
+    snap = budget.snapshot()
+    assert snap.requests == 4  # the upload and the three downloads
+    # one retry made; then each failed attempt's retry refused (the first call's second
+    # attempt, and the other two calls' first)
+    assert (snap.allowed, snap.denied) == (1, 3)
+    assert attempts == 3 + 1  # not 3 x 4

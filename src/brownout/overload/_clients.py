@@ -18,7 +18,7 @@ from typing import Any
 
 from brownout.overload._budget import RetryBudget
 
-__all__ = ["budget_openai_client", "budget_redis_retry"]
+__all__ = ["budget_botocore_client", "budget_openai_client", "budget_redis_retry"]
 
 
 # -- redis-py ---------------------------------------------------------------------------
@@ -179,3 +179,43 @@ def _is_coroutine_function(fn: Any) -> bool:
     import inspect
 
     return inspect.iscoroutinefunction(fn)
+
+
+# -- botocore ---------------------------------------------------------------------------
+
+
+def budget_botocore_client(client: Any, budget: RetryBudget) -> None:
+    """Make a botocore client's own retries (``Config(retries=...)``, standard or
+    adaptive mode) ask ``budget``.
+
+    A first attempt is counted on the client's public ``before-call`` event. Each
+    retry goes through the retry handler botocore registered for the client
+    (``retry-config-<service>``); its quota check is wrapped so that a retry the
+    budget refuses is not made (botocore then returns the attempt's own answer or
+    raises its error, as when its quota is spent). Raises ``TypeError`` when the
+    client has no such handler (legacy retry mode).
+    """
+    events = client.meta.events
+    service = client.meta.service_model.service_id.hyphenize()
+    emitter = getattr(events, "_emitter", events)
+    entry = getattr(emitter, "_unique_id_handlers", {}).get(f"retry-config-{service}")
+    handler = getattr(entry.get("handler") if entry else None, "__self__", None)
+    quota = getattr(handler, "_retry_quota", None)
+    if quota is None or not callable(getattr(quota, "acquire_retry_quota", None)):
+        raise TypeError(
+            "retry_budget: this botocore client has no standard retry handler to budget "
+            "(use Config(retries={'mode': 'standard'}) or 'adaptive')"
+        )
+    acquire = quota.acquire_retry_quota
+
+    def acquire_retry_quota(context: Any) -> bool:
+        return bool(acquire(context)) and budget.try_retry()
+
+    quota.acquire_retry_quota = acquire_retry_quota
+
+    def count_request(**_: Any) -> None:
+        budget.request()
+
+    events.register(
+        f"before-call.{service}", count_request, unique_id=f"brownout-budget-{id(budget)}"
+    )

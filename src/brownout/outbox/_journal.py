@@ -37,9 +37,15 @@ __all__ = [
     "new_key",
 ]
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS intents (
-    seq          INTEGER PRIMARY KEY AUTOINCREMENT,
+#: The intents table (``{name}``: ``intents``, or the table a migration fills). ``seq`` is
+#: the rowid without ``AUTOINCREMENT``: that kept a high-water mark in ``sqlite_sequence``,
+#: one more page written and fsynced with every commit (a third of a lone submit's
+#: bytes). Submits give ``seq`` themselves (see ``Outbox._next_seq_locked``): above every
+#: ``seq`` in ``intents`` and in ``dead``, so a stream's order stays its submit order and a
+#: dead letter's ``seq`` is never given to another intent while it is kept.
+_INTENTS = """
+CREATE TABLE IF NOT EXISTS {name} (
+    seq          INTEGER PRIMARY KEY,
     key          TEXT NOT NULL UNIQUE,
     stream       TEXT NOT NULL,
     operation    TEXT NOT NULL,
@@ -51,6 +57,14 @@ CREATE TABLE IF NOT EXISTS intents (
     last_error   TEXT,
     not_before   REAL NOT NULL DEFAULT 0
 );
+"""
+_INTENT_COLUMNS = (
+    "seq, key, stream, operation, payload, digest, size, created, attempts, last_error, not_before"
+)
+
+_SCHEMA = (
+    _INTENTS.format(name="intents")
+    + """
 -- no index on (stream, seq): each intent of a group commit dirtied its own random leaf of
 -- it (fsynced with the commit); batch() reads in seq order and heads() groups the pending
 -- intents (bounded by max_pending) without it. Journals made before lose it here.
@@ -87,6 +101,29 @@ CREATE TABLE IF NOT EXISTS counters (
     value        INTEGER NOT NULL
 );
 """
+)
+
+
+def _migrate(db: sqlite3.Connection) -> None:
+    """Rebuild the intents table of a journal made with ``AUTOINCREMENT`` (before the
+    change above) without it, in one transaction: every intent kept, with its ``seq``
+    (so its order). A journal already migrated, or new, is left alone."""
+    autoincrement = "SELECT sql LIKE '%AUTOINCREMENT%' FROM sqlite_master WHERE name = 'intents'"
+    row = db.execute(autoincrement).fetchone()
+    if row is None or not row[0]:
+        return
+    with _sqlite.immediate(db):
+        row = db.execute(autoincrement).fetchone()  # another process may have done it
+        if row is None or not row[0]:
+            return
+        db.execute("DROP TABLE IF EXISTS intents_rebuilt")
+        db.execute(_INTENTS.format(name="intents_rebuilt"))
+        db.execute(
+            f"INSERT INTO intents_rebuilt ({_INTENT_COLUMNS}) "
+            f"SELECT {_INTENT_COLUMNS} FROM intents ORDER BY seq"
+        )
+        db.execute("DROP TABLE intents")  # its sqlite_sequence row goes with it
+        db.execute("ALTER TABLE intents_rebuilt RENAME TO intents")
 
 
 @dataclass(frozen=True, slots=True)
@@ -239,6 +276,7 @@ class Outbox(JournalListeners):
         try:
             self._db = _sqlite.connect(self.path)
             _sqlite.make_durable(self._db, _SCHEMA)
+            _migrate(self._db)
             problem = _sqlite.integrity_problem(self._db)
         except sqlite3.DatabaseError as exc:
             if hasattr(self, "_db"):
@@ -518,6 +556,7 @@ class Outbox(JournalListeners):
             with self._tx_locked("submit") as db:
                 count, total = self._usage_locked(db)
                 now = self._clock()
+                seq = 0  # the next seq, read at the group's first insert
                 for r in group:
                     if r.explicit_key:
                         existing = self._find_locked(db, r.key)
@@ -545,17 +584,17 @@ class Outbox(JournalListeners):
                             f"(max_bytes={self.max_bytes})"
                         )
                         continue
-                    cur = db.execute(
-                        "INSERT INTO intents (key, stream, operation, payload, digest, size, "
-                        "created) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                        (r.key, r.stream, r.operation, r.body, r.digest, r.size, now),
+                    seq = seq + 1 if seq else self._next_seq_locked(db)
+                    db.execute(
+                        "INSERT INTO intents (seq, key, stream, operation, payload, digest, "
+                        "size, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                        (seq, r.key, r.stream, r.operation, r.body, r.digest, r.size, now),
                     )
                     count += 1
                     total += r.size
                     r.inserted = True
                     r.intent = Intent(
-                        int(cur.lastrowid or 0), r.key, r.stream, r.operation,
-                        json.loads(r.body), now,
+                        seq, r.key, r.stream, r.operation, json.loads(r.body), now
                     )  # fmt: skip
                 self._usage = (count, total)
         except OutboxError as exc:
@@ -564,6 +603,19 @@ class Outbox(JournalListeners):
                 r.inserted = False
                 if not isinstance(r.error, IdempotencyConflict):  # that one stays true
                     r.error = exc
+
+    @staticmethod
+    def _next_seq_locked(db: sqlite3.Connection) -> int:
+        """(In a write transaction.) The ``seq`` of the next intent: above every pending
+        intent's and every dead letter's (a dead letter keeps its intent's ``seq``, the
+        ``dead`` table's key). Without ``AUTOINCREMENT`` the ``seq`` of an applied or
+        discarded intent may be given again; nothing keeps it (``done`` and
+        ``discarded`` are keyed by the idempotency key)."""
+        row = db.execute(
+            "SELECT MAX(COALESCE((SELECT MAX(seq) FROM intents), 0), "
+            "COALESCE((SELECT MAX(seq) FROM dead), 0))"
+        ).fetchone()
+        return int(row[0]) + 1
 
     def _usage_locked(self, db: sqlite3.Connection) -> tuple[int, int]:
         """(pending intents, pending bytes), counted again only when another connection
@@ -856,10 +908,13 @@ class Outbox(JournalListeners):
             ).fetchall()
             for k, stream, operation, payload, digest, created in rows:
                 db.execute(
-                    "INSERT INTO intents (key, stream, operation, payload, digest, size, created) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (k, stream, operation, payload, digest, len(payload.encode()), created),
-                )
+                    "INSERT INTO intents (seq, key, stream, operation, payload, digest, size, "
+                    "created) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        self._next_seq_locked(db), k, stream, operation, payload, digest,
+                        len(payload.encode()), created,
+                    ),
+                )  # fmt: skip
                 db.execute("DELETE FROM dead WHERE key = ?", (k,))
             self._count_locked(db, "retried", len(rows))
         for row in rows:

@@ -56,10 +56,10 @@ import httpx
 
 try:  # run as a script: bench/ is sys.path[0]
     import _harness as h
-    from service_latency import Service, service_state
+    from service_latency import ADMIN_TOKEN, Service, service_state
 except ImportError:  # imported as bench.service_load
     from bench import _harness as h
-    from bench.service_latency import Service, service_state
+    from bench.service_latency import ADMIN_TOKEN, Service, service_state
 
 LIBRARIES = ("brownout", "fastapi", "uvicorn", "httpx", "sqlalchemy", "aiosqlite", "redis")
 PRODUCTS = 50
@@ -73,9 +73,9 @@ READ_KINDS = ("GET /products/{sku}", "GET /products?limit=20", "GET /products/{s
 WRITE_KIND = "POST /products/{sku}/movements"
 
 
-#: /health shows breakers only with the admin token: the services get this one.
-ADMIN_TOKEN = "bench-service-load"
-ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+#: /health shows breakers only with the admin token: the services get the one
+#: service_latency's service_state sends (with a token of their own, every /health
+#: read was a 403 and the cache breaker "never opened").
 
 
 def make_service(variant: str, env: dict[str, str], var_dir: Path) -> Service:

@@ -50,10 +50,12 @@ import httpx
 
 try:  # run as a script: bench/ is sys.path[0]
     import _harness as h
-    from service_load import ADMIN, PRODUCTS, cpu_seconds, make_service, seed, sku
+    from service_latency import ADMIN
+    from service_load import PRODUCTS, cpu_seconds, make_service, seed, sku
 except ImportError:  # imported as bench.overload
     from bench import _harness as h
-    from bench.service_load import ADMIN, PRODUCTS, cpu_seconds, make_service, seed, sku
+    from bench.service_latency import ADMIN
+    from bench.service_load import PRODUCTS, cpu_seconds, make_service, seed, sku
 
 from brownout.chaos import Mode, ThreadedFaultProxy
 

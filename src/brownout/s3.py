@@ -454,11 +454,13 @@ class _S3Base(Adapter):
         self._owns_client = owns_client
         if client is not None:
             self._add_secrets(_client_secrets(client))
-            budget = self.guards.retry_budget
-            if budget is not None and not inspect.iscoroutinefunction(
-                getattr(client, "put_object", None)
-            ):  # botocore's own retries ask the budget (aiobotocore's: not yet)
-                budget_botocore_client(client, budget)
+            self._budget_retries(client)
+
+    def _budget_retries(self, client: Any) -> None:
+        """botocore's (or aiobotocore's) own retries ask the adapter's retry budget."""
+        budget = self.guards.retry_budget
+        if budget is not None:
+            budget_botocore_client(client, budget)
 
     @classmethod
     def create(
@@ -866,6 +868,7 @@ class AsyncS3Adapter(_S3Base, AsyncResource):
         with self._open_lock:
             won = self._client is None and not self._closed
             if won:
+                self._budget_retries(client)
                 self._client, self._stack = client, stack
         if not won:  # another task opened one meanwhile, or close() ran
             await stack.aclose()

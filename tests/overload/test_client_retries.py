@@ -22,7 +22,7 @@ from brownout.chaos import Mode, ThreadedFaultProxy
 from brownout.openai import AsyncOpenAIAdapter, OpenAIAdapter
 from brownout.overload import RetryBudget
 from brownout.redis import AsyncRedisAdapter, RedisAdapter
-from brownout.s3 import S3Adapter
+from brownout.s3 import AsyncS3Adapter, S3Adapter
 from brownout.testing.servers.openai_stub import OpenAIStub
 from brownout.testing.servers.s3 import S3Server
 
@@ -128,11 +128,13 @@ async def test_openai_sdk_retries_beyond_the_budget_are_not_made(
         await call(adapter.aclose if flavour == "async" else adapter.close)
 
 
-def test_botocore_retries_beyond_the_budget_are_not_made(
-    s3_server: S3Server, s3_proxy: ThreadedFaultProxy, fresh_bucket: str
+@pytest.mark.parametrize("flavour", ["sync", "async"])
+async def test_botocore_retries_beyond_the_budget_are_not_made(
+    s3_server: S3Server, s3_proxy: ThreadedFaultProxy, fresh_bucket: str, flavour: str
 ) -> None:
     budget = one_retry_budget("s3")
-    adapter = S3Adapter.create(
+    cls = S3Adapter if flavour == "sync" else AsyncS3Adapter
+    adapter: Any = cls.create(
         fresh_bucket,
         endpoint_url=f"http://{s3_proxy.host}:{s3_proxy.port}",
         region_name="us-east-1",
@@ -148,16 +150,16 @@ def test_botocore_retries_beyond_the_budget_are_not_made(
         config=PATIENT,
     )
     try:
-        adapter.upload("k", b"v")  # through the proxy while it passes
+        await call(lambda: adapter.upload("k", b"v"))  # through the proxy while it passes
         s3_proxy.set_mode(Mode.RESET)
         s3_proxy.reset_stats()
         for _ in range(3):
             with pytest.raises(botocore.exceptions.BotoCoreError):
-                adapter.download("k")
+                await call(lambda: adapter.download("k"))
         attempts = s3_proxy.stats.connections_total
     finally:
         s3_proxy.set_mode(Mode.PASS)
-        adapter.close()
+        await call(adapter.aclose if flavour == "async" else adapter.close)
     snap = budget.snapshot()
     assert snap.requests == 4  # the upload and the three downloads
     # one retry made; then each failed attempt's retry refused (the first call's second

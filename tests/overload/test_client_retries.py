@@ -165,4 +165,7 @@ async def test_botocore_retries_beyond_the_budget_are_not_made(
     # one retry made; then each failed attempt's retry refused (the first call's second
     # attempt, and the other two calls' first)
     assert (snap.allowed, snap.denied) == (1, 3)
-    assert attempts == 3 + 1  # not 3 x 4
+    if flavour == "sync":
+        assert attempts == 3 + 1  # not 3 x 4
+    else:  # aiohttp itself reconnects once when a pooled connection turns out dead
+        assert 3 + 1 <= attempts <= 3 + 1 + 3 < 3 * 4

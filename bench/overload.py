@@ -50,10 +50,12 @@ import httpx
 
 try:  # run as a script: bench/ is sys.path[0]
     import _harness as h
+    from _http1 import Connection, HTTPError
     from service_latency import ADMIN
     from service_load import PRODUCTS, cpu_seconds, make_service, seed, sku
 except ImportError:  # imported as bench.overload
     from bench import _harness as h
+    from bench._http1 import Connection, HTTPError
     from bench.service_latency import ADMIN
     from bench.service_load import PRODUCTS, cpu_seconds, make_service, seed, sku
 
@@ -87,25 +89,34 @@ def request(rng: random.Random) -> tuple[str, str, str, dict[str, Any] | None]:
 
 
 async def flood(
-    client: httpx.AsyncClient, clients: int, seconds: float, backoff: float, seed_: int
+    base: str, clients: int, seconds: float, backoff: float, seed_: int
 ) -> tuple[list[Sample], float]:
+    """``clients`` closed-loop clients, each on its own keep-alive connection (bench._http1:
+    httpx's pool cost ~10 ms of this process's CPU per request at 200 clients, so the
+    client, not the service, was the bottleneck)."""
     samples: list[Sample] = []
     until = time.monotonic() + seconds
+    url = httpx.URL(base)
+    host, port = url.host, url.port or 80
 
     async def worker(i: int) -> None:
         rng = random.Random(seed_ * 1000 + i)
-        while time.monotonic() < until:
-            cls, method, path, body = request(rng)
-            start = time.perf_counter()
-            try:
-                r = await client.request(method, path, json=body, timeout=10.0)
-                status = r.status_code
-                retry = r.headers.get("retry-after")
-            except httpx.HTTPError:
-                status, retry = 0, None
-            samples.append(Sample(cls, time.perf_counter() - start, status))
-            if status == 503:
-                await asyncio.sleep(min(backoff, float(retry or backoff)))
+        conn = Connection(host, port)
+        try:
+            while time.monotonic() < until:
+                cls, method, path, body = request(rng)
+                start = time.perf_counter()
+                try:
+                    r = await conn.request(method, path, json_body=body, within=10.0)
+                    status = r.status_code
+                    retry = r.headers.get("retry-after")
+                except HTTPError:
+                    status, retry = 0, None
+                samples.append(Sample(cls, time.perf_counter() - start, status))
+                if status == 503:
+                    await asyncio.sleep(min(backoff, float(retry or backoff)))
+        finally:
+            conn.close()
 
     started = time.monotonic()
     await asyncio.gather(*(worker(i) for i in range(clients)))
@@ -139,18 +150,17 @@ async def phase(
         )
         svc.start()
         try:
-            limits = httpx.Limits(max_connections=args.base * args.factor + 10)
-            async with httpx.AsyncClient(base_url=svc.base, limits=limits) as client:
+            async with httpx.AsyncClient(base_url=svc.base) as client:  # seed, /health
                 await seed(client)
-                healthy, healthy_s = await flood(client, args.base, args.seconds, 0.0, round_)
+                healthy, healthy_s = await flood(svc.base, args.base, args.seconds, 0.0, round_)
                 proxy.set_mode(Mode.LATENCY, upstream_delay=args.redis_latency)
                 if args.settle > 0:  # the same flood, not measured: limits and level adapt
                     await flood(
-                        client, args.base * args.factor, args.settle, args.backoff, round_ + 3
+                        svc.base, args.base * args.factor, args.settle, args.backoff, round_ + 3
                     )
                 cpu0, own0 = cpu_seconds(svc.proc.pid) if svc.proc else 0.0, time.process_time()
                 samples, elapsed = await flood(
-                    client, args.base * args.factor, args.seconds, args.backoff, round_ + 7
+                    svc.base, args.base * args.factor, args.seconds, args.backoff, round_ + 7
                 )
                 service_cpu = (cpu_seconds(svc.proc.pid) - cpu0) / elapsed if svc.proc else 0.0
                 client_cpu = (time.process_time() - own0) / elapsed

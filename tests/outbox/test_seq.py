@@ -195,3 +195,16 @@ def test_a_rebuild_starts_from_a_clean_table(tmp_path: Path) -> None:
         db.close()
     with Outbox(path) as box:
         assert [(i.seq, i.key, i.stream) for i in box.pending()] == rows
+
+
+def test_a_seq_given_by_another_connection_is_not_given_again(tmp_path: Path) -> None:
+    path = tmp_path / "o.db"
+    with Outbox(path) as service, Outbox(path) as cli:  # e.g. the CLI retrying a dead letter
+        a = service.submit("op", {"n": 1}, stream="A")
+        b = cli.submit("op", {"n": 2}, stream="A")
+        assert cli.mark_failed(b, "bad", final=True)
+        c = service.submit("op", {"n": 3}, stream="A")
+        assert a.seq < b.seq < c.seq
+        assert cli.retry_dead() == 1
+        d = service.submit("op", {"n": 4}, stream="A")
+        assert [i.key for i in service.pending()] == [a.key, c.key, b.key, d.key]

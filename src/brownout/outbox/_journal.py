@@ -266,9 +266,9 @@ class Outbox(JournalListeners):
         self._gathering = False
         self._commit_seconds = 0.0  # moving average of a group commit's duration
         self._pool: ThreadPoolExecutor | None = None
-        # (pending count, pending bytes) as of this connection's last write, valid while
-        # PRAGMA data_version says no other connection (another process) wrote since
-        self._usage: tuple[int, int] | None = None
+        # (pending count, pending bytes, next seq) as of this connection's last write, valid
+        # while PRAGMA data_version says no other connection (another process) wrote since
+        self._usage: tuple[int, int, int] | None = None
         self._usage_version = -1
         self._closed = False
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -554,9 +554,8 @@ class Outbox(JournalListeners):
         try:
             self._groups += 1
             with self._tx_locked("submit") as db:
-                count, total = self._usage_locked(db)
+                count, total, seq = self._usage_locked(db)
                 now = self._clock()
-                seq = 0  # the next seq, read at the group's first insert
                 for r in group:
                     if r.explicit_key:
                         existing = self._find_locked(db, r.key)
@@ -584,7 +583,6 @@ class Outbox(JournalListeners):
                             f"(max_bytes={self.max_bytes})"
                         )
                         continue
-                    seq = seq + 1 if seq else self._next_seq_locked(db)
                     db.execute(
                         "INSERT INTO intents (seq, key, stream, operation, payload, digest, "
                         "size, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -596,7 +594,8 @@ class Outbox(JournalListeners):
                     r.intent = Intent(
                         seq, r.key, r.stream, r.operation, json.loads(r.body), now
                     )  # fmt: skip
-                self._usage = (count, total)
+                    seq += 1
+                self._usage = (count, total, seq)
         except OutboxError as exc:
             for r in group:  # rolled back: nothing of the group was written
                 r.intent = None
@@ -617,15 +616,16 @@ class Outbox(JournalListeners):
         ).fetchone()
         return int(row[0]) + 1
 
-    def _usage_locked(self, db: sqlite3.Connection) -> tuple[int, int]:
-        """(pending intents, pending bytes), counted again only when another connection
-        (another process: the CLI) wrote to the journal since this one last did."""
+    def _usage_locked(self, db: sqlite3.Connection) -> tuple[int, int, int]:
+        """(pending intents, pending bytes, the next seq), read again only when another
+        connection (another process: the CLI) wrote to the journal since this one last
+        did, or this one wrote elsewhere than in a submit (``_tx`` forgets them)."""
         version = int(db.execute("PRAGMA data_version").fetchone()[0])
         if self._usage is None or version != self._usage_version:
             count, total = db.execute(
                 "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM intents"
             ).fetchone()
-            self._usage = (int(count), int(total))
+            self._usage = (int(count), int(total), self._next_seq_locked(db))
             self._usage_version = version
         return self._usage
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from brownout.outbox import IdempotencyConflict, Intent, Outbox, OutboxFull
+from brownout.outbox import IdempotencyConflict, Intent, Outbox, OutboxFull, new_key
 from brownout.testing import aeventually
 from brownout.testing.servers import wait_until
 
@@ -281,6 +281,22 @@ def test_keys_made_by_the_outbox_are_uuid7_in_time_order(tmp_path: Path) -> None
     assert {uuid.UUID(k).version for k in keys} == {7}
     assert all(len(k) == 32 for k in keys)
     box.close()
+
+
+def test_keys_keep_their_order_within_a_millisecond_and_when_the_clock_steps_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import uuid
+
+    from brownout.outbox import _journal
+
+    now = [1_800_000_000_000_000_000]
+    monkeypatch.setattr(_journal.time, "time_ns", lambda: now[0])
+    keys = [new_key() for _ in range(500)]  # all in one millisecond
+    now[0] -= 5_000_000_000  # the wall clock stepped back 5 s
+    keys += [new_key() for _ in range(500)]
+    assert keys == sorted(keys) and len(set(keys)) == 1000
+    assert {(uuid.UUID(k).version, uuid.UUID(k).variant) for k in keys} == {(7, uuid.RFC_4122)}
 
 
 def test_a_journal_made_with_the_stream_index_loses_it_and_keeps_its_intents(

@@ -469,7 +469,9 @@ async def test_fleet_survives_the_fault_timeline_under_load(fleet: Fleet) -> Non
         designed = (
             a.status == 503
             and a.what == "read"
-            and (a.phase.startswith("database down") or a.phase == "all back")
+            # the database is down from "database down" until "all back" (inclusive:
+            # its breakers close up to open_for later), the kill included
+            and (a.phase.startswith("database down") or a.phase in ("replica killed", "all back"))
             and '"dependency":"database"' in a.detail
         )
         (excused if designed else bad).append(a)

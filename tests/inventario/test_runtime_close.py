@@ -18,6 +18,7 @@ from fastapi import FastAPI
 
 from brownout import State
 from brownout.health import Level
+from brownout.testing import aeventually
 from brownout.testing.servers.openai_stub import OpenAIStub
 from brownout.testing.servers.s3 import S3Server
 from tests.inventario.conftest import WIDGET, ai_settings, running, s3_settings
@@ -75,7 +76,11 @@ async def test_no_client_is_left_open_after_shutdown(
     async with running(app) as client:
         assert (await client.post("/products", json=WIDGET)).status_code == 201
         assert (await client.get("/products/W-1")).status_code == 200  # Redis: a miss, put
-        assert (await client.get("/products/W-1")).headers["X-Cache"] == "hit"
+
+        async def hit() -> bool:  # cached reads start once the shared table was emptied
+            return (await client.get("/products/W-1")).headers["X-Cache"] == "hit"
+
+        await aeventually(hit, timeout=30.0, what="a read served from Redis")
         r = await client.post(
             "/invoices", files={"file": ("invoice.txt", b"W-1 Widget 5 x 2.50\n", "text/plain")}
         )

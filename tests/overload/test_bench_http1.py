@@ -20,7 +20,7 @@ class Server:
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
-        try:
+        try:  # closed whatever ends the handler (a test's loop may cancel it at teardown)
             while self.responses:
                 head = await reader.readuntil(b"\r\n\r\n")
                 length = 0
@@ -36,7 +36,8 @@ class Server:
                     break
         except asyncio.IncompleteReadError:
             pass
-        writer.close()
+        finally:
+            writer.close()
 
 
 async def serve(responses: list[bytes]) -> tuple[Server, asyncio.Server, int]:
@@ -101,8 +102,10 @@ async def test_refused_connection_and_garbage_and_timeout_are_http_errors() -> N
             await Connection("127.0.0.1", port).request("GET", "/")
 
     async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await reader.read()  # never answers
-        writer.close()
+        try:
+            await reader.read()  # never answers
+        finally:  # also when the loop cancels it at teardown: no writer left unclosed
+            writer.close()
 
     server = await asyncio.start_server(silent, "127.0.0.1", 0)
     async with server:

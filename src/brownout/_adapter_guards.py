@@ -131,6 +131,9 @@ def _settle(adapter: Adapter, permit: Permit | None, exc: BaseException | None) 
         permit.release(dropped=dropped)
 
 
+# The four wrappers below are sync/async twins on purpose (a def and an async def cannot
+# be one function, and each one is on a guarded adapter's per-call path); what they share
+# (admission, settling) is in _admit/_aadmit and _settle.
 def _wrap_run(adapter: Adapter, inner: Callable[..., Any]) -> Callable[..., Any]:
     def run(operation: str, *args: Any, **kwargs: Any) -> Any:
         permit = _admit(adapter, operation)

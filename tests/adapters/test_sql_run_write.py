@@ -21,6 +21,7 @@ from sqlalchemy.engine import Connection
 
 from brownout import BreakerConfig, State
 from brownout.sql import AsyncDatabase
+from brownout.testing import aeventually
 from tests.adapters.test_sql import CREATE, async_dbs, async_url, sqlite_url
 
 __all__ = ["async_dbs", "async_url"]  # fixtures, imported to be used here
@@ -134,11 +135,12 @@ async def test_a_database_failure_mid_unit_commits_nothing_of_its_group(
         sqlite_url(tmp_path, is_async=True), config=BreakerConfig(consecutive_failures=9)
     )
     await db.execute(CREATE)
-    gate = threading.Event()
+    started, gate = threading.Event(), threading.Event()
 
     def slow_first(conn: Connection, i: int) -> int:
         conn.execute(text("INSERT INTO items (name, qty) VALUES (:n, :q)"), {"n": f"n{i}", "q": i})
         if i == 0:
+            started.set()
             gate.wait(5)  # the others queue meanwhile: they join this transaction
         if i == 3:
             raise sa_exc.OperationalError(
@@ -147,9 +149,11 @@ async def test_a_database_failure_mid_unit_commits_nothing_of_its_group(
         return i
 
     first = asyncio.ensure_future(db.run_write(slow_first, 0))
-    await asyncio.sleep(0.05)
+    await asyncio.to_thread(started.wait, 5)  # the first unit runs in the writer's thread
     rest = [asyncio.ensure_future(db.run_write(slow_first, i)) for i in range(1, 6)]
-    await asyncio.sleep(0.05)
+    writer = db._writer
+    assert writer is not None
+    await aeventually(lambda: writer._waiting == 5, what="the five other units queued")
     gate.set()
     results = await asyncio.gather(first, *rest, return_exceptions=True)
     assert all(isinstance(r, sa_exc.OperationalError) for r in results[:4]), results

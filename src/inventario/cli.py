@@ -13,6 +13,7 @@ import socket
 import sys
 import tempfile
 import textwrap
+import time
 import urllib.error
 import urllib.request
 from datetime import datetime
@@ -83,9 +84,10 @@ WORKERS_LOCK = "workers.lock"
 def _refuse_orphaned_workers(var_dir: Path, serve_fd: int) -> None:
     """Refuse to start while workers of a previous service still run on ``VAR_DIR``.
 
-    A supervisor killed with kill -9 releases ``serve.lock`` but its workers may live on
-    (they serve, and drain the journals) until they are stopped; a new service beside
-    them would double the workers behind the user's back.
+    A supervisor killed with kill -9 releases ``serve.lock`` at once, but its workers
+    live on while they stop gracefully (:func:`stop_with_supervisor`: up to
+    ``SHUTDOWN_TIMEOUT`` + 10 s, finishing requests and flushing the journals); a new
+    service beside them would double the workers on the journals meanwhile.
     """
     try:
         fd = os.open(var_dir / WORKERS_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
@@ -102,6 +104,49 @@ def _refuse_orphaned_workers(var_dir: Path, serve_fd: int) -> None:
         ) from None
     finally:
         os.close(fd)  # closing releases the probe lock at once
+
+
+#: ``prctl`` option: the signal the kernel sends this process when its parent dies.
+PR_SET_PDEATHSIG = 1
+
+
+def stop_with_supervisor() -> str:
+    """(In a worker.) Stop gracefully, as on SIGTERM, when the supervisor dies.
+
+    A supervisor killed with kill -9 cannot pass SIGTERM on; without this its workers
+    would serve on, unsupervised. On Linux the kernel sends SIGTERM on the parent's death
+    (``prctl(PR_SET_PDEATHSIG)``: the supervisor spawns every worker from its main thread,
+    whose exit is what it watches); elsewhere a daemon thread checks ``os.getppid()``
+    every second. A supervisor already gone before this ran is caught too (the parent
+    is no longer the one that spawned us). Returns which of the two is used.
+    """
+    import multiprocessing
+    import signal
+    import threading
+
+    parent = multiprocessing.parent_process()
+    spawner = parent.pid if parent is not None else os.getppid()
+    how = "watchdog"
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            if libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0) == 0:
+                how = "pdeathsig"
+        except (OSError, AttributeError):
+            pass
+    if how == "watchdog":
+
+        def watch() -> None:
+            while os.getppid() == spawner:
+                time.sleep(1.0)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+        threading.Thread(target=watch, name="supervisor-watchdog", daemon=True).start()
+    elif os.getppid() != spawner:  # died before the prctl: no signal will come
+        os.kill(os.getpid(), signal.SIGTERM)
+    return how
 
 
 def hold_worker_lock(var_dir: Path) -> None:
@@ -263,6 +308,7 @@ def worker_app() -> Any:
     """(In each worker of ``serve --workers N``.) The application, from the environment."""
     from inventario.app import create_app
 
+    stop_with_supervisor()
     settings = load_settings()
     hold_worker_lock(settings.var_dir)
     # the workers open the journals (SQLite files set to WAL, the shared spool, the

@@ -8,6 +8,7 @@ new connection: the kernel hands connections to whichever worker accepts first).
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import signal
@@ -351,28 +352,69 @@ def test_sigterm_to_the_supervisor_stops_every_worker_gracefully(
     assert "Traceback" not in log, log[-3000:]
 
 
-def test_after_the_supervisor_is_killed_its_live_workers_keep_a_new_service_out(
+def pid_alive(pid: int) -> bool:
+    """``pid`` runs (a zombie, dead but not yet reaped by its parent, does not count)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def test_workers_stop_gracefully_when_their_supervisor_is_killed(
     serve_workers: Callable[..., Workers],
 ) -> None:
-    service = serve_workers(2)
+    """kill -9 of the supervisor: its workers stop as on SIGTERM (a request in flight
+    finishes, each runs its shutdown) instead of serving on unsupervised, and a new
+    service then starts on the same VAR_DIR."""
+    service = serve_workers(2, SHUTDOWN_TIMEOUT=str(SHUTDOWN))
     assert service.proc is not None
-    orphans = service.pids_answering(2)
-    service.proc.kill()  # kill -9: serve.lock goes with it, the workers live on
+    workers = service.pids_answering(2)
+    assert len(workers) == 2, workers
+    body = json.dumps({**WIDGET, "sku": "ORPHAN-W"}).encode()
+    conn = begin_request(service.port, body)
+    service.proc.kill()  # kill -9: no SIGTERM passed on by the supervisor
     service.proc.wait(10)
+    conn.sendall(body)
+    status, payload = read_response(conn)
+    conn.close()
+    assert status == 201, payload  # the request in flight finished
+    eventually(
+        lambda: not any(pid_alive(pid) for pid in workers),
+        timeout=SHUTDOWN + STOP_SECONDS + 20,
+        what="the orphaned workers to exit",
+    )
+    log = service.log.read_text()
+    assert log.count("Application shutdown complete") == 2, log[-3000:]
+    assert "Traceback" not in log, log[-3000:]
+    service.start()  # no orphan holds workers.lock: the VAR_DIR is free again
+    r = httpx.get(f"{service.url}/products/ORPHAN-W", timeout=10)
+    assert r.status_code == 200, r.text
+
+
+def test_a_new_service_is_refused_while_workers_of_an_earlier_one_still_run(
+    tmp_path: Path,
+) -> None:
+    """A worker of a dead supervisor that is still stopping (it holds ``workers.lock``
+    shared until it exits) keeps a new service off its VAR_DIR."""
+    var = tmp_path / "var"
+    var.mkdir()
+    lock = os.open(var / "workers.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    fcntl.flock(lock, fcntl.LOCK_SH)  # what a live worker holds
+    env = {k: v for k, v in os.environ.items() if k.lower() not in Settings.model_fields}
+    env["VAR_DIR"] = str(var)
     try:
         again = subprocess.run(
             [sys.executable, "-m", "inventario", "serve", "--port", str(free_port())],
-            env=service.env,
+            env=env,
             capture_output=True,
             text=True,
             timeout=60,
         )
-        assert again.returncode == 2, again
-        assert "workers of an earlier inventario still run on VAR_DIR" in again.stderr
     finally:
-        for pid in orphans:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+        os.close(lock)
+    assert again.returncode == 2, again
+    assert "workers of an earlier inventario still run on VAR_DIR" in again.stderr
 
 
 def test_a_worker_that_cannot_start_stops_the_supervisor_with_status_3(tmp_path: Path) -> None:

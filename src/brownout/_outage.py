@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from brownout._errors import BreakerOpen, DependencyError
+from brownout._errors import BreakerOpen, DependencyError, Overloaded
 
 
 def default_is_outage(
@@ -15,7 +15,9 @@ def default_is_outage(
     and retry later) rather than the caller's mistake: the one classifier of the outbox's
     replayer, the spool's uploader and cache coherence.
 
-    ``BreakerOpen`` always is; so is an error ``not_ready(exc)`` calls true (the outbox's
+    ``BreakerOpen`` always is, and so is a guard's local refusal (:class:`Overloaded`:
+    a full bulkhead, the throttle; the call was not made, the work is not at fault); so
+    is an error ``not_ready(exc)`` calls true (the outbox's
     :class:`~brownout.outbox.SqlApplier`: a table is missing, the schema is not created
     yet); otherwise the adapter's error table (``adapter.errors``) decides, and for an
     object without one (a fake, a bare client, ``None``) any ``OSError`` (connection
@@ -24,7 +26,7 @@ def default_is_outage(
     errors = getattr(adapter, "errors", None)
 
     def is_outage(exc: BaseException) -> bool:
-        if isinstance(exc, BreakerOpen):
+        if isinstance(exc, BreakerOpen | Overloaded):
             return True
         if not_ready is not None and not_ready(exc):
             return True

@@ -674,6 +674,7 @@ class _SQLAdapter(Adapter, Generic[E]):
 
     engine: E
     sessions: Any
+    _statement_timeout: Callable[[], float | None] | None = None
 
     def __init__(
         self,
@@ -777,6 +778,36 @@ class _SQLAdapter(Adapter, Generic[E]):
     def _on_error(self, exc: Exception, rule: ErrorRule) -> None:
         if rule.kind == "auth":
             self.stats.credentials_problem = self.describe(exc)
+
+    def statement_timeout_from(self, seconds: Callable[[], float | None]) -> None:
+        """PostgreSQL: every transaction starts with ``SET LOCAL statement_timeout``
+        to ``seconds()``, read when it begins (``None``: the connection's own, the
+        ``statement_timeout`` of :meth:`from_url`). So the timeout can follow
+        something that changes (a degradation level) without a new pool. It costs
+        one more statement per transaction; ``LOCAL`` ends with the transaction,
+        so a pooled connection never keeps it. The client-side ``command_timeout``
+        still applies: a value above it is cut short by it. Not on other databases
+        (SQLite has no statement timeout): :class:`ValueError`.
+
+        Calling it again replaces ``seconds``.
+        """
+        dialect = self._sync_engine.dialect.name
+        if dialect != "postgresql":
+            raise ValueError(f"statement_timeout_from: PostgreSQL only, this is {dialect}")
+        if self._statement_timeout is None:
+            event.listen(self._sync_engine, "begin", self._set_statement_timeout)
+        self._statement_timeout = seconds
+
+    def _set_statement_timeout(self, conn: Connection) -> None:
+        value = self._statement_timeout() if self._statement_timeout is not None else None
+        if value is None:
+            return
+        # on the driver's cursor: a statement through ``conn`` would begin again
+        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        try:
+            cursor.execute(f"SET LOCAL statement_timeout = {max(1, round(value * 1000))}")
+        finally:
+            cursor.close()
 
     def extra_figures(self) -> Mapping[str, Any]:
         """Pool use (``pool_in_use`` checked out, ``pool_size``, ``pool_overflow``,

@@ -13,6 +13,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 
 from brownout import BreakerOpen
+from brownout.overload import Overloaded
 from brownout.web import (
     BodyLimitMiddleware,
     SheddingMiddleware,
@@ -110,6 +111,24 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
                 "dependency_unavailable",
                 f"{exc.name} is unavailable (circuit breaker {exc.state.value}: the request was "
                 f"not attempted): {try_again(wait)}",
+                retry_after=wait,
+                dependency=exc.name,
+                level=rt.manager.level.name,
+            )
+        )
+
+    @app.exception_handler(Overloaded)
+    async def overloaded(request: Request, exc: Exception) -> Response:
+        # a dependency's admission limit (the level's pool_multiplier) or throttle
+        # refused the call: it was not made
+        assert isinstance(exc, Overloaded)
+        wait = exc.retry_after or 1.0
+        return problem_response(
+            problem(
+                503,
+                "dependency_busy",
+                f"{exc.name} has as many calls in flight as the service allows at level "
+                f"{rt.manager.level.name} (the request was not attempted): {try_again(wait)}",
                 retry_after=wait,
                 dependency=exc.name,
                 level=rt.manager.level.name,

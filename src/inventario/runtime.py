@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from brownout import BreakerOpen, Registry, State
@@ -41,7 +42,13 @@ from inventario.cache import ProductCache
 from inventario.config import Settings
 from inventario.db import create_schema
 from inventario.fleet_cache import SharedInvalidations
-from inventario.level_settings import REDIS_ADMISSION, LevelScaledLimit, apply_batch_size
+from inventario.level_settings import (
+    REDIS_ADMISSION,
+    LevelScaledLimit,
+    apply_batch_size,
+    database_admission,
+    database_timeout,
+)
 from inventario.shedding import build_shedder
 from inventario.spool_health import InvoiceBinder, SpoolHealth, adopt_local_bucket, spool_backlog
 from inventario.writes import OPERATIONS, TOUCHES, apply_writes
@@ -200,6 +207,9 @@ class Runtime:
     trends: TrendRecorder = field(init=False)
     #: Redis's admission limit, scaled by the level's pool_multiplier (with Redis only)
     redis_admission: Bulkhead | None = None
+    #: the database's admission limit, scaled by the level's pool_multiplier, and its
+    #: statement_timeout set per transaction from the level (PostgreSQL only)
+    db_admission: Bulkhead | None = None
     #: priority shedding at the edge (inventario.shedding): admission by request class
     shedder: Shedder = field(init=False)
 
@@ -324,7 +334,14 @@ def build_runtime(settings: Settings) -> Runtime:
     secrets = settings.secrets()
     registry = Registry.with_defaults()
     metrics = PrometheusMetrics()
-    db = AsyncDatabase.from_url(settings.effective_database_url, registry=registry)
+    # PostgreSQL: units of work in flight and statement_timeout follow the level
+    # (inventario.level_settings); an embedded SQLite file has no server to spare
+    db_bulkhead = None
+    if make_url(settings.effective_database_url).get_backend_name() == "postgresql":
+        db_bulkhead = database_admission()
+    db = AsyncDatabase.from_url(
+        settings.effective_database_url, registry=registry, bulkhead=db_bulkhead
+    )
     components = [Component.of(db, "database", required_for_ready=False, latency_target=0.25)]
 
     cache = None
@@ -435,6 +452,11 @@ def build_runtime(settings: Settings) -> Runtime:
     manager.add_listener(apply_batch_size(manager, replayer, REPLAY_BATCH))
     if redis_limit is not None:
         redis_limit.multiplier = lambda: manager.settings.pool_multiplier
+    if db_bulkhead is not None:
+        db_limit = db_bulkhead.policy
+        assert isinstance(db_limit, LevelScaledLimit)
+        db_limit.multiplier = lambda: manager.settings.pool_multiplier
+        db.statement_timeout_from(lambda: database_timeout(manager.settings))
     hostshare = None
     if shared:
         replayer.share(settings.var_dir / "outbox.lease")
@@ -472,6 +494,7 @@ def build_runtime(settings: Settings) -> Runtime:
         hostshare=hostshare,
         shared_invalidations=fleet_keys,
         redis_admission=redis_bulkhead,
+        db_admission=db_bulkhead,
     )
 
 

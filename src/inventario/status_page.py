@@ -284,7 +284,11 @@ def status_data(runtime: Any, *, details: bool = True) -> dict[str, Any]:
     doc["backlogs"] = backlogs
     doc["shedding"] = runtime.shedder.snapshot()
     doc["level_settings"] = level_table(
-        runtime.manager, replay_base=REPLAY_BATCH, redis=runtime.redis_admission
+        runtime.manager,
+        replay_base=REPLAY_BATCH,
+        redis=runtime.redis_admission,
+        database=runtime.db_admission,
+        database_timeouts=runtime.db_admission is not None,
     )
     if not details:
         doc = public_status(doc, details_available=bool(runtime.settings.admin_token))

@@ -1,15 +1,24 @@
-"""The level's settings act (issue 14 item 7): replay batch size and Redis admission."""
+"""The level's settings act (issue 14 item 7): replay batch size, Redis and PostgreSQL
+admission, PostgreSQL's statement timeout; /status shows what each level changes."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 from fastapi import FastAPI
+from sqlalchemy import text
 
 from brownout.health import DEFAULT_SETTINGS, Level
-from inventario.level_settings import LevelScaledLimit, replay_batch
+from inventario.level_settings import (
+    DATABASE_ADMISSION,
+    LevelScaledLimit,
+    admission,
+    database_timeout,
+    replay_batch,
+)
 from inventario.runtime import REPLAY_BATCH
 from tests.inventario.conftest import WIDGET, running
 
@@ -113,3 +122,121 @@ async def test_the_redis_admission_limit_follows_the_level(
         rt.manager.pin(Level.OPTIMAL, duration=60, reason="test")
         assert (await client.get("/products/W-1")).status_code == 200
         assert bulkhead.limit == 50
+
+
+def test_database_figures_per_level() -> None:
+    rows = [DEFAULT_SETTINGS[level] for level in Level]
+    assert [admission(DATABASE_ADMISSION, s) for s in rows] == [20, 18, 15, 10, 4]
+    # the level's request_timeout, at most the adapter's own statement_timeout (5 s)
+    assert [database_timeout(s) for s in rows] == [2.0, 3.0, 5.0, 5.0, 5.0]
+
+
+def test_a_refusal_by_a_guard_is_an_outage_for_the_replayer() -> None:
+    """The outbox's replay keeps a write the database bulkhead refused (not the write's
+    fault: it is tried again, never dead-lettered), as for an open breaker."""
+    from brownout._outage import default_is_outage
+    from brownout.overload import BulkheadFull, Throttled
+    from brownout.sql import AsyncDatabase
+
+    db = AsyncDatabase.from_url("sqlite+aiosqlite://")
+    is_outage = default_is_outage(db)
+    assert is_outage(BulkheadFull("database", 1.0))
+    assert is_outage(Throttled("database", None))
+    assert not is_outage(ValueError("the write's own"))
+
+
+def _postgres_url(server: Any, dsn: str) -> str:
+    return server.dsn_for(dsn.rsplit("/", 1)[1]).replace("postgresql://", "postgresql+asyncpg://")
+
+
+async def _statement_timeout(rt: Any) -> str:
+    async with rt.db.session() as s:
+        return str((await s.execute(text("SHOW statement_timeout"))).scalar())
+
+
+async def test_postgres_statement_timeout_and_admission_follow_the_level(
+    make_app: Callable[..., FastAPI], postgres_server: Any, fresh_database: str
+) -> None:
+    app = make_app(database_url=_postgres_url(postgres_server, fresh_database))
+    async with running(app) as client:
+        assert (await client.post("/products", json=WIDGET)).status_code == 201
+        rt = app.state.runtime
+        bulkhead = rt.db_admission
+        assert bulkhead is not None and rt.db.guards.bulkhead is bulkhead
+        assert bulkhead.limit == 20
+        # what the server has in force in the service's own transactions
+        assert await _statement_timeout(rt) == "2s"
+        for level, timeout, limit in (
+            (Level.DEGRADED, "3s", 18),
+            (Level.LIMITED, "5s", 15),
+            (Level.MINIMAL, "5s", 10),  # 10 s, cut to the adapter's 5 s
+            (Level.OPTIMAL, "2s", 20),
+        ):
+            rt.manager.pin(level, duration=60, reason="test")
+            assert await _statement_timeout(rt) == timeout, level
+            assert bulkhead.limit == limit, level  # read again after that call
+        # a statement the OPTIMAL timeout cancels is let finish at DEGRADED
+        slow = text("SELECT pg_sleep(2.3)")
+        with pytest.raises(Exception, match="statement timeout"):
+            async with rt.db.session() as s:
+                await s.execute(slow)
+        rt.manager.pin(Level.DEGRADED, duration=60, reason="test")
+        async with rt.db.session() as s:
+            await s.execute(slow)
+        data = (await client.get("/status/data")).json()["level_settings"]
+        assert [row["database_admission"] for row in data["levels"]] == [20, 18, 15, 10, 4]
+        assert [row["database_timeout_s"] for row in data["levels"]] == [2, 3, 5, 5, 5]
+        assert {"database_admission", "database_timeout_s"} <= set(data["applied"])
+
+
+async def test_postgres_admission_admits_exactly_the_levels_number(
+    make_app: Callable[..., FastAPI], postgres_server: Any, fresh_database: str
+) -> None:
+    app = make_app(database_url=_postgres_url(postgres_server, fresh_database))
+    async with running(app) as client:
+        assert (await client.post("/products", json=WIDGET)).status_code == 201
+        rt = app.state.runtime
+        bulkhead = rt.db_admission
+        rt.manager.pin(Level.MINIMAL, duration=60, reason="test")
+        assert (await client.get("/products/W-1")).status_code == 200  # limit read again
+        assert bulkhead.limit == 10
+        inside = 0
+        release = asyncio.Event()
+
+        async def hold() -> None:
+            nonlocal inside
+            async with rt.db.session() as s:
+                await s.execute(text("SELECT 1"))
+                inside += 1
+                await release.wait()
+
+        tasks = [asyncio.create_task(hold()) for _ in range(12)]
+        for _ in range(200):
+            if inside == 10 and bulkhead.waiting == 2:
+                break
+            await asyncio.sleep(0.01)
+        assert (inside, bulkhead.in_use, bulkhead.waiting) == (10, 10, 2)
+        active = postgres_server.psql(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND pid <> pg_backend_pid() AND state = 'idle in transaction'",
+            dbname=fresh_database.rsplit("/", 1)[1],
+        )
+        assert int(active.strip()) == 10  # the server sees 10 transactions, not 12
+        release.set()  # the two queued get their turn
+        await asyncio.gather(*tasks)
+        assert inside == 12
+        # all 10 held again: a request waits for a permit (2 s), then is told to come back
+        release.clear()
+        inside = 0
+        tasks = [asyncio.create_task(hold()) for _ in range(10)]
+        for _ in range(200):
+            if inside == 10:
+                break
+            await asyncio.sleep(0.01)
+        r = await client.get("/products/W-1")
+        release.set()
+        await asyncio.gather(*tasks)
+        assert r.status_code == 503, r.text
+        body = r.json()
+        assert body["code"] == "dependency_busy" and body["dependency"] == "database"
+        assert "MINIMAL" in body["detail"] and int(r.headers["retry-after"]) >= 1

@@ -430,12 +430,15 @@
   // The level's resource settings: the row in force is marked; applied ones first.
   const SETTING_LABELS = [
     ["cache_ttl_s", "cache TTL (s)"], ["replay_batch", "outbox replay batch"],
-    ["redis_admission", "Redis calls in flight"], ["request_timeout_s", "request timeout (s)"],
-    ["max_retries", "max retries"]];
+    ["redis_admission", "Redis calls in flight"],
+    ["database_admission", "database transactions in flight"],
+    ["database_timeout_s", "database statement timeout (s)"]];
 
   function renderLevelSettings(doc) {
     const t = doc.level_settings;
-    if (!t || !Array.isArray(t.levels)) { $("level-settings").replaceChildren(); return; }
+    if (!t || !Array.isArray(t.levels)) {
+      $("level-settings").replaceChildren(); $("level-settings-not-applied").textContent = ""; return;
+    }
     const applied = Array.isArray(t.applied) ? t.applied : [];
     const cols = SETTING_LABELS.filter(([k]) => t.levels.some((r) => r && isNum(r[k])));
     const head = el("tr", null, el("th", null, "level"),
@@ -445,6 +448,10 @@
           data: { current: String(r.level) === String(t.current) } },
         el("td", null, String(r.level)), ...cols.map(([k]) => el("td", null, num(r[k])))));
     $("level-settings").replaceChildren(el("thead", null, head), el("tbody", null, ...rows));
+    const skipped = t.not_applied && typeof t.not_applied === "object" ? Object.entries(t.not_applied) : [];
+    $("level-settings-not-applied").textContent = skipped.length
+      ? "Not applied here: " + skipped.map(([k, why]) => k + " (" + String(why) + ")").join("; ") + "."
+      : "";
   }
 
   // ------------------------------------------------------------- timeline

@@ -32,6 +32,7 @@ import asyncio
 import contextvars
 import inspect
 import logging
+import math
 import re
 import sqlite3
 import warnings
@@ -802,10 +803,30 @@ class _SQLAdapter(Adapter, Generic[E]):
         value = self._statement_timeout() if self._statement_timeout is not None else None
         if value is None:
             return
-        # on the driver's cursor: a statement through ``conn`` would begin again
-        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
+            raise ValueError(
+                f"statement_timeout_from: seconds() gave {value!r}, not a number of seconds > 0"
+            )
+        statement = f"SET LOCAL statement_timeout = {max(1, round(value * 1000))}"
+        # on the driver's cursor: a statement through ``conn`` would begin again; its
+        # error is wrapped as SQLAlchemy wraps the others (the error table reads those)
+        dbapi_connection = conn.connection.dbapi_connection
+        cursor = dbapi_connection.cursor()  # type: ignore[union-attr]
         try:
-            cursor.execute(f"SET LOCAL statement_timeout = {max(1, round(value * 1000))}")
+            cursor.execute(statement)
+        except Exception as exc:
+            dialect = conn.dialect
+            dbapi_error = dialect.loaded_dbapi.Error
+            if not isinstance(exc, dbapi_error):
+                raise
+            raise sa_exc.DBAPIError.instance(
+                statement,
+                None,
+                exc,
+                dbapi_error,
+                connection_invalidated=dialect.is_disconnect(exc, dbapi_connection, cursor),
+                dialect=dialect,
+            ) from exc
         finally:
             cursor.close()
 

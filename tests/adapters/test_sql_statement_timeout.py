@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from sqlalchemy import exc as sa_exc
 from sqlalchemy import text
 
 from brownout import BreakerConfig, Registry
@@ -47,6 +48,30 @@ async def test_the_timeout_is_read_when_each_transaction_begins(
         timeout[0] = 3.0
         db.statement_timeout_from(lambda: 1.5)  # replaced, not installed twice
         assert await db.scalar("SHOW statement_timeout") == "1500ms"
+    finally:
+        await db.aclose()
+
+
+async def test_a_value_the_server_refuses_is_a_wrapped_error_and_the_pool_goes_on(
+    postgres_server: PostgresServer, fresh_database: str
+) -> None:
+    timeout: list[float] = [1e10]  # more milliseconds than statement_timeout takes
+    db = AsyncDatabase.from_url(
+        _url(postgres_server, fresh_database, "asyncpg"),
+        registry=Registry(),
+        pool_size=1,
+        max_overflow=0,
+    )
+    db.statement_timeout_from(lambda: timeout[0])
+    try:
+        with pytest.raises(sa_exc.DBAPIError, match="statement_timeout") as info:
+            await db.scalar("SELECT 1")
+        assert not db.errors.counts(info.value)  # the caller's value, not the server failing
+        timeout[0] = 1.0
+        assert await db.scalar("SHOW statement_timeout") == "1s"
+        timeout[0] = float("nan")
+        with pytest.raises(ValueError, match="gave nan, not a number of seconds > 0"):
+            await db.scalar("SELECT 1")
     finally:
         await db.aclose()
 

@@ -78,6 +78,12 @@ class Settings(BaseSettings):
         description="a standing event-loop queueing delay (seconds, the smallest over 1 s) "
         "counted as full load, as SHED_MAX_IN_FLIGHT",
     )
+    cache_invalidate_wait: float = Field(
+        0.02,
+        description="seconds a write waits for Redis to delete the cache key it made stale; "
+        "past it the key is recorded in the coherence journal (cached reads off until it is "
+        "deleted) and the write is answered",
+    )
     route_criticality: str | None = Field(
         None,
         description="per-route criticality overrides: 'METHOD /path/{param}=critical|default|"
@@ -105,6 +111,13 @@ class Settings(BaseSettings):
     def _max_delay(cls, value: float) -> float:
         if not 0 < value <= 60:
             raise ValueError("must be > 0 and <= 60 seconds")
+        return value
+
+    @field_validator("cache_invalidate_wait")
+    @classmethod
+    def _cache_invalidate_wait(cls, value: float) -> float:
+        if not 0 <= value <= 60:  # NaN fails both
+            raise ValueError("must be >= 0 and <= 60 seconds")
         return value
 
     @field_validator("route_criticality")

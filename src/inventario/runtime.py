@@ -421,8 +421,14 @@ def build_runtime(settings: Settings) -> Runtime:
     if cache is not None:
         # keys a write invalidates while Redis is away are journaled and deleted before
         # cached reads resume (the cache component is held "recovering" until then)
+        # a slow Redis does not hold writes: past CACHE_INVALIDATE_WAIT the key is journaled
+        # and the DEL finishes in the background (docs/overload.md, "A slow Redis")
         coherence = CacheCoherence(
-            cache, settings.var_dir / "coherence.db", manager=manager, shared=shared
+            cache,
+            settings.var_dir / "coherence.db",
+            manager=manager,
+            shared=shared,
+            max_wait=settings.cache_invalidate_wait,
         )
         coherence.watch(cache.breaker)
     fleet_keys = None

@@ -629,3 +629,187 @@ def test_breaker_open_error_is_an_outage_for_plain_objects(journal: Path) -> Non
 
     with CacheCoherence(Rejecting(), journal) as cc:
         assert cc.invalidate("k") is False
+
+
+# ---------------------------------------------------------------------- max_wait: a slow Redis
+
+
+class GatedRedis:
+    """An async adapter stand-in whose DELs wait until ``release()`` (a slow Redis);
+    ``fail`` makes a released DEL fail as an outage."""
+
+    def __init__(self) -> None:
+        self.gate = asyncio.Event()
+        self.sent = asyncio.Event()
+        self.started = 0
+        self.deleted: list[object] = []
+        self.cancelled = 0
+        self.fail = False
+
+    async def delete(self, *keys: object) -> int:
+        self.started += 1
+        self.sent.set()
+        try:
+            await self.gate.wait()
+        except asyncio.CancelledError:
+            self.cancelled += 1
+            raise
+        if self.fail:
+            raise TimeoutError("Timeout reading from socket (fake)")
+        self.deleted.extend(keys)
+        return len(keys)
+
+    def release(self) -> None:
+        self.gate.set()
+
+
+async def test_a_del_past_max_wait_is_recorded_and_the_write_answered(journal: Path) -> None:
+    redis = GatedRedis()
+    async with CacheCoherence(redis, journal, max_wait=0.0) as cc:
+        assert await cc.ainvalidate("p:1") is False  # not answered within the wait
+        assert cc.pending_keys() == [b"p:1"]
+        assert not cc.reads_allowed()
+        assert redis.started == 1 and redis.deleted == []  # still on its way
+        redis.release()  # Redis answers, late
+        await cc.wait_reconciled()
+        assert redis.deleted == ["p:1"]
+        assert cc.pending() == 0  # the late DEL dropped the key it deleted
+        assert cc.reads_allowed()
+
+
+async def test_a_del_answered_within_max_wait_records_nothing(journal: Path) -> None:
+    redis = GatedRedis()
+    redis.release()
+    async with CacheCoherence(redis, journal, max_wait=3600.0) as cc:
+        assert await cc.ainvalidate("p:1") is True
+        assert redis.deleted == ["p:1"]
+        assert cc.pending() == 0
+        assert cc.stats()["recorded_total"] == 0
+
+
+async def test_a_failed_del_within_max_wait_is_recorded_at_once(
+    journal: Path, breaker: CircuitBreaker
+) -> None:
+    redis = AsyncFakeRedis(breaker)
+    redis.down = True
+    async with CacheCoherence(redis, journal, max_wait=3600.0) as cc:
+        assert await cc.ainvalidate("p:1") is False
+        assert cc.pending_keys() == [b"p:1"]
+        assert not cc._late  # nothing left in the background
+
+
+async def test_a_late_del_that_fails_leaves_the_key_for_the_reconcile(journal: Path) -> None:
+    redis = GatedRedis()
+    async with CacheCoherence(redis, journal, max_wait=0.0) as cc:
+        assert await cc.ainvalidate("p:1") is False
+        redis.fail = True
+        redis.release()
+        await cc.wait_reconciled()
+        assert cc.pending_keys() == [b"p:1"]  # still stale in Redis as far as we know
+        redis.fail = False
+        report = await cc.areconcile()
+        assert (report.deleted, report.remaining) == (1, 0)
+        assert cc.reads_allowed()
+
+
+async def test_a_key_recorded_again_after_its_late_del_was_sent_stays_recorded(
+    journal: Path,
+) -> None:
+    redis = GatedRedis()
+    async with CacheCoherence(redis, journal, max_wait=0.0) as cc:
+        assert await cc.ainvalidate("p:1") is False  # write 1: its DEL is late
+        cc.record("p:1")  # write 2 invalidates it again (say Redis refused that DEL)
+        redis.release()  # write 1's DEL lands: it says nothing of write 2
+        await cc.wait_reconciled()
+        assert cc.pending_keys() == [b"p:1"]
+        assert not cc.reads_allowed()
+
+
+async def test_late_dels_in_the_background_are_bounded(journal: Path) -> None:
+    redis = GatedRedis()
+    async with CacheCoherence(redis, journal, max_wait=0.0) as cc:
+        cc.max_background_deletes = 2
+        for key in ("a", "b", "c"):
+            assert await cc.ainvalidate(key) is False
+        assert len(cc._late) == 2
+        await asyncio.sleep(0)  # the cancelled DEL unwinds
+        assert redis.cancelled == 1  # the third one: cancelled, not left dangling
+        assert cc.pending() == 3  # every key recorded
+        redis.release()
+        await cc.wait_reconciled()
+        assert cc.pending_keys() == [b"c"]  # the two late DELs dropped theirs
+
+
+async def test_close_cancels_the_late_dels_and_keeps_their_keys(journal: Path) -> None:
+    redis = GatedRedis()
+    cc = CacheCoherence(redis, journal, max_wait=0.0)
+    assert await cc.ainvalidate("p:1") is False
+    await cc.aclose()
+    assert redis.cancelled == 1
+    with CacheCoherence(redis, journal) as again:
+        assert again.pending_keys() == [b"p:1"]
+
+
+async def test_cancelled_while_waiting_within_max_wait_is_recorded(journal: Path) -> None:
+    redis = GatedRedis()
+    async with CacheCoherence(redis, journal, max_wait=3600.0) as cc:
+        task = asyncio.create_task(cc.ainvalidate("k"))
+        await redis.sent.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert cc.pending_keys() == [b"k"]
+        redis.release()  # its DEL was not left dangling: it finishes in the background
+        await cc.wait_reconciled()
+        assert redis.deleted == ["k"]
+
+
+async def test_a_late_del_does_not_hold_the_manager_unless_it_fails(
+    clock: FakeClock, breaker: CircuitBreaker, journal: Path
+) -> None:
+    """A Redis that answers late is slow, not recovering: the manager is held (the cache
+    "recovering", its features off) only for keys the late DEL did not delete."""
+    manager = _manager(clock, breaker)
+    redis = GatedRedis()
+    async with CacheCoherence(redis, journal, manager=manager, max_wait=0.0) as cc:
+        assert await cc.ainvalidate("p:1") is False
+        assert not cc.reads_allowed()  # cached reads are off all the same
+        assert _cache_view(manager)["status"] == "up"
+        redis.release()
+        await cc.wait_reconciled()
+        assert cc.reads_allowed()
+        assert _cache_view(manager)["status"] == "up"
+
+        redis.gate = asyncio.Event()
+        redis.fail = True
+        assert await cc.ainvalidate("p:2") is False
+        assert _cache_view(manager)["status"] == "up"
+        redis.release()  # that DEL fails: p:2 may be stale in Redis
+        await cc.wait_reconciled()
+        view = _cache_view(manager)
+        assert view["status"] == "recovering"
+        assert any("held: invalidating" in why for why in view["why"])
+        assert not manager.enabled("cache_read")
+        redis.fail = False
+        await cc.areconcile()
+        assert _cache_view(manager)["status"] == "up"
+        assert manager.enabled("cache_read")
+
+
+async def test_a_cancelled_late_del_holds_the_manager(
+    clock: FakeClock, breaker: CircuitBreaker, journal: Path
+) -> None:
+    manager = _manager(clock, breaker)
+    redis = GatedRedis()
+    async with CacheCoherence(redis, journal, manager=manager, max_wait=0.0) as cc:
+        cc.max_background_deletes = 0  # every late DEL is cancelled
+        assert await cc.ainvalidate("p:1") is False
+        await asyncio.sleep(0)
+        assert redis.cancelled == 1
+        assert _cache_view(manager)["status"] == "recovering"
+
+
+@pytest.mark.parametrize("bad", [-0.1, float("inf"), float("nan"), "0.02", True])
+def test_bad_max_wait_is_a_clear_error(bad: object, journal: Path) -> None:
+    with pytest.raises(ValueError, match="max_wait"):
+        CacheCoherence(GatedRedis(), journal, max_wait=bad)  # type: ignore[arg-type]

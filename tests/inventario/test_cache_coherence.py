@@ -9,6 +9,7 @@ NEW value, and the cache must be in use again.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -85,8 +86,12 @@ async def test_first_get_after_redis_returns_is_the_updated_product(
             sku = f"WARM-{i}"
             body = {**WIDGET, "sku": sku}
             assert (await client.post("/products", json=body)).status_code == 201
+            # a DEL slower than CACHE_INVALIDATE_WAIT (a loaded machine) turns cached reads
+            # off until it lands: let it, so that the warm-up reads are cached ones
+            await coherence.wait_reconciled()
             for _ in range(2):
                 assert (await client.get(f"/products/{sku}")).status_code == 200
+        await coherence.wait_reconciled()
         first = await client.get(f"/products/{WIDGET['sku']}")
         second = await client.get(f"/products/{WIDGET['sku']}")
         assert first.headers["X-Cache"] == "miss"
@@ -147,6 +152,7 @@ async def test_keys_left_by_a_stopped_instance_are_deleted_at_the_next_start(
     app = make_app(redis_url=url, recovery_dwell=0.0)
     async with running(app) as client:
         await client.post("/products", json=WIDGET)
+        await app.state.runtime.coherence.wait_reconciled()  # a late DEL (see above) landed
         await client.get(f"/products/{WIDGET['sku']}")
         assert direct.get(key) is not None
         proxy.set_mode(Mode.REFUSE)
@@ -185,6 +191,7 @@ async def test_after_the_breaker_opened_reads_are_its_trial_calls(
     async with running(app) as client:
         for sku in skus:
             assert (await client.post("/products", json={**WIDGET, "sku": sku})).status_code == 201
+            await coherence.wait_reconciled()  # a late DEL (see above) landed
             for _ in range(3):
                 assert (await client.get(f"/products/{sku}")).status_code == 200
         assert all(direct.get(product_key(sku)) is not None for sku in skus)
@@ -217,3 +224,55 @@ async def test_after_the_breaker_opened_reads_are_its_trial_calls(
         assert again.json()["name"] == f"new {skus[1]}"
         cache = _cache_component((await client.get("/health")).json())
         assert cache["status"] not in ("down", "recovering"), cache
+
+
+async def test_a_write_does_not_wait_for_a_slow_redis_and_no_stale_read_follows(
+    make_app: Callable[..., FastAPI],
+    server: RedisServer,
+    proxy: ThreadedFaultProxy,
+    direct: Any,
+) -> None:
+    """Redis slow but up (+0.4 s per command, under the client's 0.5 s timeout): a stock
+    movement answers without waiting for its DEL (CACHE_INVALIDATE_WAIT, 20 ms), the key
+    is journaled so reads go to the database meanwhile, and once the late DEL lands the
+    key is dropped and cached reads resume with the new stock."""
+    app = make_app(redis_url=server.url_for(port=proxy.port), recovery_dwell=0.0)
+    rt: Runtime = app.state.runtime
+    assert rt.settings.cache_invalidate_wait == 0.02
+    coherence = rt.coherence
+    sku = WIDGET["sku"]
+    key = product_key(sku)
+    delay = 0.4
+    async with running(app) as client:
+        assert (await client.post("/products", json=WIDGET)).status_code == 201
+        assert (await client.get(f"/products/{sku}")).headers["X-Cache"] == "miss"
+        assert (await client.get(f"/products/{sku}")).headers["X-Cache"] == "hit"
+        stock = json.loads(direct.get(key))["stock"]
+
+        proxy.set_mode(Mode.LATENCY, upstream_delay=delay)
+        start = time.perf_counter()
+        moved = await client.post(
+            f"/products/{sku}/movements", json={"kind": "out", "quantity": 1, "reason": "sale"}
+        )
+        elapsed = time.perf_counter() - start
+        assert moved.status_code == 201, moved.text
+        assert elapsed < delay, f"the movement waited {elapsed:.3f} s for Redis"
+        # answered before Redis did the DEL: the key is journaled, the old value still there
+        assert coherence.pending_keys() == [key.encode()]
+        assert json.loads(direct.get(key))["stock"] == stock
+        assert not coherence.reads_allowed()
+        during = await client.get(f"/products/{sku}")
+        assert during.headers["X-Cache"] == "miss"  # from the database, not the stale entry
+        assert during.json()["stock"] == stock - 1
+
+        await coherence.wait_reconciled()  # the late DEL lands and drops its key
+        assert direct.get(key) is None
+        assert coherence.pending() == 0 and coherence.reads_allowed()
+        assert rt.manager.enabled("cache_read"), rt.manager.feature_reason("cache_read")
+        proxy.set_mode(Mode.PASS)
+        after = await client.get(f"/products/{sku}")
+        assert after.headers["X-Cache"] == "miss"
+        assert after.json()["stock"] == stock - 1
+        again = await client.get(f"/products/{sku}")
+        assert again.headers["X-Cache"] == "hit"
+        assert again.json()["stock"] == stock - 1

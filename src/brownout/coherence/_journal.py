@@ -36,6 +36,7 @@ __all__ = [
 logger = logging.getLogger("brownout.coherence")
 
 Key = str | bytes
+_Rows = list[tuple[bytes, int]]  # (key, seq) as recorded
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS pending (
@@ -111,6 +112,16 @@ class CacheCoherence(JournalListeners):
     stay off until an operator flushes the cache and calls
     :meth:`clear_overflow`).
 
+    ``max_wait`` (seconds, default ``None``: as long as the client takes) bounds
+    how long :meth:`ainvalidate` waits for Redis to answer the DEL: a Redis that
+    is slow but up would otherwise hold every write for its latency. Past it the
+    keys are recorded (durably, as for a Redis that is down) and ``ainvalidate``
+    returns False; the DEL goes on in the background (at most
+    :attr:`max_background_deletes` at once, beyond that it is cancelled) and,
+    once Redis has done it, drops the keys from the journal again unless they
+    were recorded anew meanwhile. Until then cached reads stay off, as for any
+    pending key.
+
     Use :meth:`invalidate` / :meth:`ainvalidate` after every database write in
     place of deleting cache keys yourself, read through the cache only while
     :meth:`reads_allowed` (and the manager's cache features) say so, and call
@@ -140,10 +151,20 @@ class CacheCoherence(JournalListeners):
         is_outage: Callable[[BaseException], bool] | None = None,
         clock: Callable[[], float] = time.time,
         shared: bool = False,
+        max_wait: float | None = None,
     ) -> None:
         for name, value in (("batch_size", batch_size), ("max_keys", max_keys)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"CacheCoherence.{name} must be an int >= 1, got {value!r}")
+        if max_wait is not None and (
+            isinstance(max_wait, bool)
+            or not isinstance(max_wait, int | float)
+            or not 0 <= max_wait < float("inf")
+        ):
+            raise ValueError(
+                f"CacheCoherence.max_wait must be None or a number of seconds >= 0, "
+                f"got {max_wait!r}"
+            )
         delete = getattr(redis, "delete", None)
         if not callable(delete):
             raise TypeError(
@@ -168,6 +189,7 @@ class CacheCoherence(JournalListeners):
         self.component = component
         self.batch_size = batch_size
         self.max_keys = max_keys
+        self.max_wait = max_wait
         self._is_outage = is_outage or default_is_outage(redis)
         self._async = inspect.iscoroutinefunction(delete)
         self._clock = clock
@@ -180,6 +202,8 @@ class CacheCoherence(JournalListeners):
         self._tasks: set[asyncio.Task[None]] = set()
         self._futures: set[concurrent.futures.Future[None]] = set()
         self._threads: set[threading.Thread] = set()
+        # DELs past max_wait, still on their way, and what follows each (see ainvalidate)
+        self._late: set[asyncio.Future[Any]] = set()
         self._scheduled = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._held = False
@@ -438,17 +462,28 @@ class CacheCoherence(JournalListeners):
         return self._record(_check_keys(keys))
 
     def _record(self, raw: list[bytes]) -> int:
+        self._record_rows(raw)
+        return self.pending()
+
+    def _record_rows(self, raw: list[bytes], *, hold: bool = True) -> _Rows:
+        """:meth:`_record`; the (key, seq) rows written (what a later DEL may drop).
+
+        Not ``hold``: the manager is not held for these keys (yet): a DEL past
+        ``max_wait`` that is still on its way; :meth:`_late_done` holds it if that
+        DEL does not delete them. Cached reads are off meanwhile all the same."""
         if not raw:
-            return self.pending()
+            return []
+        rows: _Rows = []
         try:
             with self._lock:  # the count is set under the lock, once committed
                 with self._tx("recording keys") as db:
                     seq = int(db.execute("SELECT COALESCE(MAX(seq), 0) FROM pending").fetchone()[0])
                     now = self._clock()
+                    rows = [(key, seq + i) for i, key in enumerate(raw, start=1)]
                     db.executemany(
                         "INSERT INTO pending (key, seq, recorded) VALUES (?, ?, ?) "
                         "ON CONFLICT(key) DO UPDATE SET seq = excluded.seq",
-                        [(key, seq + i, now) for i, key in enumerate(raw, start=1)],
+                        [(key, n, now) for key, n in rows],
                     )
                     count = int(db.execute("SELECT COUNT(*) FROM pending").fetchone()[0])
                     if count > self.max_keys:
@@ -471,9 +506,10 @@ class CacheCoherence(JournalListeners):
             self._keep_in_memory(raw)
             self._sync_hold()
             raise
-        self._sync_hold()
+        if hold:
+            self._sync_hold()
         self._emit("recorded", keys=len(raw), pending=self.pending())
-        return self.pending()
+        return rows
 
     def _mark_overflow(self, count: int) -> None:
         logger.error(
@@ -548,21 +584,27 @@ class CacheCoherence(JournalListeners):
         logger.info("coherence: recorded %d keys for later deletion (%s)", len(raw), reason)
         return False
 
+    #: DELs past ``max_wait`` let run in the background at once; one more is cancelled
+    #: (its keys are recorded: the reconcile deletes them).
+    max_background_deletes = 256
+
     async def ainvalidate(self, *keys: Key) -> bool:
         """The async :meth:`invalidate` (an async adapter's DEL; a sync one's in a thread).
 
-        Cancelled while the DEL is in flight: the keys are recorded (the DEL
-        may not have happened) before the cancellation goes on.
+        With ``max_wait``, a DEL Redis has not answered within it is treated as
+        one that failed (the keys are recorded, False) and goes on in the
+        background; see the class docstring. Cancelled while the DEL is in
+        flight: the keys are recorded (the DEL may not have happened) before
+        the cancellation goes on.
         """
         raw = _check_keys(keys)
         if not raw:
             return True
         self._loop = asyncio.get_running_loop()
+        if self.max_wait is not None:
+            return await self._ainvalidate_within(keys, raw, self.max_wait)
         try:
-            if self._async:
-                await self.redis.delete(*keys)
-            else:
-                await asyncio.to_thread(self.redis.delete, *keys)
+            await self._adelete(keys)
             return True
         except asyncio.CancelledError:
             self._record(raw)  # blocking, but short: a cancelled DEL must not be forgotten
@@ -574,6 +616,97 @@ class CacheCoherence(JournalListeners):
         await asyncio.to_thread(self._record, raw)
         logger.info("coherence: recorded %d keys for later deletion (%s)", len(raw), reason)
         return False
+
+    async def _adelete(self, keys: Sequence[Key]) -> None:
+        if self._async:
+            await self.redis.delete(*keys)
+        else:
+            await asyncio.to_thread(self.redis.delete, *keys)
+
+    async def _ainvalidate_within(self, keys: Sequence[Key], raw: list[bytes], wait: float) -> bool:
+        """:meth:`ainvalidate` waiting at most ``wait`` seconds for Redis."""
+        delete = asyncio.ensure_future(self._adelete(keys))
+        try:
+            await asyncio.wait((delete,), timeout=wait)
+        except asyncio.CancelledError:
+            self._record(raw)  # blocking, but short: a cancelled DEL must not be forgotten
+            self._follow(delete, None)
+            raise
+        if delete.done():
+            exc = delete.exception()
+            if exc is None:
+                return True
+            if not isinstance(exc, Exception) or not self._is_outage(exc):
+                raise exc
+            reason = redact(f"{type(exc).__name__}: {exc}")
+            await asyncio.to_thread(self._record, raw)
+            logger.info("coherence: recorded %d keys for later deletion (%s)", len(raw), reason)
+            return False
+        # Redis is slow: the write is not held for it. The keys are recorded (cached reads
+        # stop until they are gone); the DEL goes on and drops them once Redis did it
+        recording = asyncio.ensure_future(asyncio.to_thread(self._record_rows, raw, hold=False))
+        self._follow(delete, recording)
+        try:
+            await asyncio.shield(recording)
+        except asyncio.CancelledError:
+            self._record(raw)  # the thread may not have committed yet: record here too
+            raise
+        logger.debug(
+            "coherence: DEL of %d keys not answered within %.3f s: recorded, still sent",
+            len(raw),
+            wait,
+        )
+        return False
+
+    def _follow(
+        self, delete: asyncio.Future[None], recording: asyncio.Future[_Rows] | None
+    ) -> None:
+        """Let a DEL past ``max_wait`` finish in the background (bounded), then drop the
+        keys it deleted from the journal (:meth:`_late_done`)."""
+        if len(self._late) >= self.max_background_deletes:
+            delete.cancel()
+            delete.add_done_callback(_consume)
+            if recording is not None:
+                recording.add_done_callback(self._hold_after)
+            return
+        follow = asyncio.ensure_future(self._late_done(delete, recording))
+        self._late.add(follow)
+        follow.add_done_callback(self._late.discard)
+
+    async def _late_done(
+        self, delete: asyncio.Future[None], recording: asyncio.Future[_Rows] | None
+    ) -> None:
+        try:
+            await delete
+            deleted = True
+        except asyncio.CancelledError:
+            delete.cancel()
+            if recording is not None:
+                recording.add_done_callback(self._hold_after)
+            raise
+        except Exception as exc:
+            deleted = False
+            logger.debug("coherence: a late DEL failed: %s", redact(f"{type(exc).__name__}: {exc}"))
+        try:
+            rows = None if recording is None else await recording
+        except Exception:
+            rows = None  # the recording failed and said so (its caller got the error)
+        try:
+            if deleted and rows:
+                # Redis did the DEL after the write it invalidates: the keys are not stale
+                # there, unless recorded again since (a newer seq, kept by _done)
+                await asyncio.to_thread(self._done, rows)
+        except CoherenceError as exc:
+            logger.warning("coherence: dropping keys a late DEL deleted failed: %s", exc)
+        finally:
+            # keys left (the DEL failed): the manager is held until a reconcile deletes them
+            if not self._closed:
+                self._sync_hold()
+
+    def _hold_after(self, recording: asyncio.Future[Any]) -> None:
+        """Done callback of a recording whose DEL was cancelled: hold the manager."""
+        if not recording.cancelled() and recording.exception() is None and not self._closed:
+            self._sync_hold()
 
     # ------------------------------------------------------------------ reconciling
 
@@ -830,9 +963,10 @@ class CacheCoherence(JournalListeners):
             logger.exception("coherence: reconcile failed")
 
     async def wait_reconciled(self) -> None:
-        """Wait for the reconciles :meth:`watch` started (tests, shutdown)."""
-        while self._tasks or self._futures or self._threads:
-            waits: list[Any] = [*self._tasks, *map(asyncio.wrap_future, self._futures)]
+        """Wait for the reconciles :meth:`watch` started and the DELs past ``max_wait``
+        still on their way (tests, shutdown)."""
+        while self._tasks or self._futures or self._threads or self._late:
+            waits: list[Any] = [*self._tasks, *self._late, *map(asyncio.wrap_future, self._futures)]
             waits += [asyncio.to_thread(t.join) for t in list(self._threads)]
             await asyncio.gather(*waits, return_exceptions=True)
 
@@ -865,8 +999,10 @@ class CacheCoherence(JournalListeners):
 
     async def aclose(self) -> None:
         """Cancel reconciles in flight (they resume after a restart), then :meth:`close`."""
-        for task in list(self._tasks):
+        for task in [*self._tasks, *self._late]:
             task.cancel()
+        if self._late:
+            await asyncio.gather(*self._late, return_exceptions=True)
         for future in list(self._futures):
             future.cancel()
         if self._tasks:
@@ -892,6 +1028,12 @@ class CacheCoherence(JournalListeners):
 
 #: Seconds between two looks at the reconcile lease while another process holds it.
 _TURN_POLL = 0.05
+
+
+def _consume(future: asyncio.Future[Any]) -> None:
+    """Done callback: retrieve a background future's outcome (no "never retrieved")."""
+    if not future.cancelled():
+        future.exception()
 
 
 def _step(

@@ -128,14 +128,25 @@ def run_interleaved(
     """Round-robin over ``cells``: ``warmup`` unrecorded rounds, then ``rounds`` recorded ones.
 
     Fills each cell's ``samples`` with ns per call.
+
+    What exists before the first round (modules, the cells, their breakers) is frozen
+    (:func:`gc.freeze`) for the run, so the collection before each batch scans only
+    what the run itself made: with ~50,000 objects of set-up, a full collection before
+    each of an A/B run's 84 cells x 106 rounds took most of its time. The timed batches
+    are unchanged (the collector is off during each one either way).
     """
-    for r in range(warmup + rounds):
-        for cell in cells:
-            elapsed = timed_batch(cell.run, batch)
-            if r >= warmup:
-                cell.samples.append(elapsed / batch)
-        if progress is not None and (r + 1) % max(1, (warmup + rounds) // 10) == 0:
-            progress(f"round {r + 1}/{warmup + rounds}")
+    gc.collect()
+    gc.freeze()
+    try:
+        for r in range(warmup + rounds):
+            for cell in cells:
+                elapsed = timed_batch(cell.run, batch)
+                if r >= warmup:
+                    cell.samples.append(elapsed / batch)
+            if progress is not None and (r + 1) % max(1, (warmup + rounds) // 10) == 0:
+                progress(f"round {r + 1}/{warmup + rounds}")
+    finally:
+        gc.unfreeze()
 
 
 # --------------------------------------------------------------- describing a run

@@ -1,17 +1,23 @@
 """Breaker overhead, before and after: a git revision's brownout against the working tree's.
 
-Takes ``src/brownout`` and ``bench/breaker_overhead.py`` from ``--baseline``
-(a git revision) and imports that brownout under the name ``brownout_base``.
-The baseline's bench script is loaded twice, once on each brownout (the same
-cells, runners and checks on both sides: only brownout differs), and every
-cell of both is timed in one process, interleaved round-robin
+Takes ``src/brownout`` from ``--baseline`` (a git revision) and imports it under the
+name ``brownout_base``. One bench script (``bench/breaker_overhead.py``, the working
+tree's by default; the baseline's with ``--bench baseline``, for a baseline whose
+brownout lacks something the newer script reads) is loaded twice, once on each
+brownout (the same cells, runners and checks on both sides: only brownout differs),
+and every cell of both is timed in one process, interleaved round-robin
 (``bench/_harness.run_interleaved``: base cell, new cell, next base cell, ...),
 so machine noise hits both alike. Reports each cell's median for both, each
 one's ratio to its own bare baseline, and the median over rounds of the
 paired ratio new / base (the figure to read on a shared machine: the bare and
 peer-library cells show its noise, as they run the same code on both sides).
 
-    .venv/bin/python bench/breaker_ab.py --baseline 71ce379 [--rounds 101 --batch 2000]
+Scenarios 1-5 of ``breaker_overhead.py`` only: its two-thread and heap sections
+are not run here (run ``breaker_overhead.py`` itself on each tree for those).
+The default settings take ~1 minute on a quiet 2-core machine (84 cells x 106
+rounds x 2,000 calls; progress and the elapsed time go to stderr).
+
+    .venv/bin/python bench/breaker_ab.py --baseline 8dda391 [--rounds 101 --batch 2000]
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -34,8 +41,9 @@ _IMPORT = re.compile(r"\b(from|import) brownout\b")
 _FAST_IS = re.compile(r"(\w+\._fast) is (True|False)")
 
 
-def extract(rev: str, into: Path) -> None:
-    """``rev``'s ``src/brownout`` as ``brownout_base``; its bench as ``overhead_base`` (on
+def extract(rev: str, into: Path, *, bench_from_baseline: bool = False) -> None:
+    """``rev``'s ``src/brownout`` as ``brownout_base``; the bench script (the working
+    tree's, or ``rev``'s with ``bench_from_baseline``) as ``overhead_base`` (on
     ``brownout_base``) and ``overhead_new`` (on the working tree's ``brownout``)."""
     root = subprocess.run(
         ["git", "-C", str(HERE), "rev-parse", "--show-toplevel"],
@@ -52,7 +60,8 @@ def extract(rev: str, into: Path) -> None:
     (into / "src" / "brownout").rename(into / "brownout_base")
     for path in (into / "brownout_base").rglob("*.py"):
         path.write_text(_IMPORT.sub(lambda m: f"{m.group(1)} brownout_base", path.read_text()))
-    bench = (into / "bench" / "breaker_overhead.py").read_text()
+    source = into / "bench" if bench_from_baseline else HERE
+    bench = (source / "breaker_overhead.py").read_text()
     # the fast-path checks, whatever _fast holds (a bool before issue 10, a counter after)
     bench = _FAST_IS.sub(
         lambda m: f"bool({m.group(1)})" if m.group(2) == "True" else f"not {m.group(1)}", bench
@@ -69,9 +78,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=101)
     p.add_argument("--batch", type=int, default=2000)
     p.add_argument("--warmup", type=int, default=5)
+    p.add_argument(
+        "--bench",
+        choices=("worktree", "baseline"),
+        default="worktree",
+        help="whose bench/breaker_overhead.py runs on both sides (default: the working tree's)",
+    )
     args = p.parse_args(argv)
+    started = time.monotonic()
+
+    def progress(msg: str) -> None:
+        print(f"[{time.monotonic() - started:6.1f} s] {msg}", file=sys.stderr, flush=True)
+
     with tempfile.TemporaryDirectory(prefix="brownout-ab-") as tmp:
-        extract(args.baseline, Path(tmp))
+        extract(args.baseline, Path(tmp), bench_from_baseline=args.bench == "baseline")
         sys.path.insert(0, tmp)
         base = importlib.import_module("overhead_base")
         new = importlib.import_module("overhead_new")
@@ -81,7 +101,14 @@ def main(argv: list[str] | None = None) -> int:
             cells_a, post_a = base.build_cells(runners[0], expected)
             cells_b, post_b = new.build_cells(runners[1], expected)
             cells = [c for pair in zip(cells_a, cells_b, strict=True) for c in pair]
-            h.run_interleaved(cells, rounds=args.rounds, batch=args.batch, warmup=args.warmup)
+            progress(f"{len(cells)} cells, {args.warmup} + {args.rounds} rounds")
+            h.run_interleaved(
+                cells,
+                rounds=args.rounds,
+                batch=args.batch,
+                warmup=args.warmup,
+                progress=progress,
+            )
         finally:
             for r in runners:
                 r.close()
@@ -106,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"\nbaseline {args.baseline} vs working tree; {args.rounds} rounds x {args.batch:,} calls "
         f"per cell, {args.warmup} warm-up rounds, {len(cells)} cells interleaved; "
-        f"the baseline's bench on both\n"
+        f"the {args.bench}'s bench on both; {time.monotonic() - started:.0f} s\n"
     )
     print(
         h.markdown_table(

@@ -118,8 +118,14 @@ def test_same_bucket_and_key_replaces_the_older_version(spool: Spool) -> None:
 
 
 def test_one_spool_per_directory(tmp_path: Path) -> None:
-    with Spool(tmp_path), pytest.raises(SpoolError, match="in use by another Spool"):
+    with Spool(tmp_path), pytest.raises(SpoolError, match="in use by another Spool") as refused:
         Spool(tmp_path)
+    # the error says what to do, not only what is wrong
+    message = str(refused.value)
+    assert str(tmp_path) in message
+    assert "close the other Spool" in message
+    assert "another directory" in message
+    assert "shared=True" in message
     Spool(tmp_path).close()  # free again once closed
 
 

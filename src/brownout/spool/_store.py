@@ -275,11 +275,7 @@ class Spool(JournalListeners):
             os.close(self._lock_fd)
             self._lock_fd = None
             if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                raise SpoolError(
-                    f"spool directory {self.directory} is in use by another Spool "
-                    "(this or another process): one Spool per directory, or only shared "
-                    "ones (the workers of one service)"
-                ) from exc
+                raise SpoolError(_in_use(self.directory)) from exc
             raise
         try:
             self._recover(alone)
@@ -290,9 +286,7 @@ class Spool(JournalListeners):
                     fcntl.flock(self._lock_fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
                 except OSError as exc:  # pragma: no cover - a window of microseconds
                     self.close()
-                    raise SpoolError(
-                        f"spool directory {self.directory} is in use by another Spool"
-                    ) from exc
+                    raise SpoolError(_in_use(self.directory)) from exc
         finally:
             if opening is not None:
                 os.close(opening)  # the next shared Spool may open
@@ -935,6 +929,16 @@ def _opening(directory: Path) -> int:
         os.close(fd)
         raise
     return fd
+
+
+def _in_use(directory: Path) -> str:
+    """The refusal of a second Spool on ``directory``: what is wrong and what to do."""
+    return (
+        f"spool directory {directory} is in use by another Spool (in this process or "
+        f"another one holding {directory / '.lock'}): close the other Spool or stop its "
+        "process first, or give this one another directory; the Spools of the workers of "
+        "one service may share a directory if every one of them is opened with shared=True"
+    )
 
 
 def _writer_gone(path: Path) -> bool:

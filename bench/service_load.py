@@ -7,7 +7,11 @@ disabled, or the cache breaker never opened).
 
 Every service is a real ``python -m inventario serve`` subprocess (uvicorn, one
 process) on loopback with its own temporary ``VAR_DIR``; the load comes from
-httpx clients in this process (a bounded set of keep-alive connections).
+this process: in ``writes``, each client on its own keep-alive connection
+(bench/_http1.py; ``--httpx``: one shared httpx client, whose CPU in this process
+was a fifth of a core at 240 req/s, against a twentieth), in ``overhead`` an httpx
+client (a bounded set of keep-alive connections). The CPU the service and the load
+generator used during the load is printed (share of one core).
 
 ``--scenario writes`` (item 6): one service on its embedded default, SQLite
 (no ``DATABASE_URL``, no Redis: ``make run``), ``--clients`` (16) paced clients
@@ -56,9 +60,11 @@ import httpx
 
 try:  # run as a script: bench/ is sys.path[0]
     import _harness as h
+    from _http1 import Connection, HTTPError
     from service_latency import ADMIN_TOKEN, Service, service_state
 except ImportError:  # imported as bench.service_load
     from bench import _harness as h
+    from bench._http1 import Connection, HTTPError
     from bench.service_latency import ADMIN_TOKEN, Service, service_state
 
 LIBRARIES = ("brownout", "fastapi", "uvicorn", "httpx", "sqlalchemy", "aiosqlite", "redis")
@@ -153,6 +159,30 @@ async def send(
         return 0, None
 
 
+def request_of(kind: str, rng: random.Random) -> tuple[str, str, dict[str, Any] | None]:
+    """(method, path, JSON body) of one request of ``kind`` (the draws of :func:`send`)."""
+    if kind == WRITE_KIND:
+        path, body = movement(rng)
+        return "POST", path, body
+    if kind == READ_KINDS[0]:
+        return "GET", f"/products/{sku(rng.randrange(PRODUCTS))}", None
+    if kind == READ_KINDS[1]:
+        return "GET", f"/products?limit=20&offset={rng.randrange(3) * 10}", None
+    return "GET", f"/products/{sku(rng.randrange(PRODUCTS))}/movements?limit=20", None
+
+
+async def send_on(
+    conn: Connection, kind: str, rng: random.Random, limit: float
+) -> tuple[int, dict[str, Any] | None]:
+    """:func:`send` on one client's own keep-alive connection (bench/_http1.py)."""
+    method, path, body = request_of(kind, rng)
+    try:
+        r = await conn.request(method, path, json_body=body, within=limit)
+    except HTTPError:
+        return 0, None
+    return r.status_code, (r.json() if kind == WRITE_KIND and r.status_code == 201 else None)
+
+
 def summary(samples: list[Sample], kinds: tuple[str, ...]) -> list[str]:
     sel = [s for s in samples if s.kind in kinds]
     if not sel:
@@ -181,7 +211,7 @@ async def watch_levels(client: httpx.AsyncClient, seen: Counter[str], every: flo
 
 
 async def paced_client(
-    client: httpx.AsyncClient,
+    client: httpx.AsyncClient | Connection,
     rng: random.Random,
     rate: float,
     until: float,
@@ -189,20 +219,28 @@ async def paced_client(
     samples: list[Sample],
     moved: Counter[str],
 ) -> None:
-    """Requests at ``rate``/s on a fixed schedule (a third movements); late: send at once."""
+    """Requests at ``rate``/s on a fixed schedule (a third movements); late: send at once.
+    ``client``: this client's own connection (or, to compare, a shared httpx client)."""
     interval = 1.0 / rate
     scheduled = time.monotonic() + rng.random() * interval
-    while scheduled < until:
-        delay = scheduled - time.monotonic()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        kind = WRITE_KIND if rng.random() < 1 / 3 else rng.choice(READ_KINDS)
-        sent = time.monotonic()
-        status, answer = await send(client, kind, rng, limit)
-        samples.append(Sample(kind, time.monotonic() - sent, status, sent - scheduled))
-        if answer is not None:
-            moved[answer["sku"]] += int(answer["delta"])
-        scheduled += interval
+    try:
+        while scheduled < until:
+            delay = scheduled - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            kind = WRITE_KIND if rng.random() < 1 / 3 else rng.choice(READ_KINDS)
+            sent = time.monotonic()
+            if isinstance(client, Connection):
+                status, answer = await send_on(client, kind, rng, limit)
+            else:
+                status, answer = await send(client, kind, rng, limit)
+            samples.append(Sample(kind, time.monotonic() - sent, status, sent - scheduled))
+            if answer is not None:
+                moved[answer["sku"]] += int(answer["delta"])
+            scheduled += interval
+    finally:
+        if isinstance(client, Connection):
+            client.close()
 
 
 async def writes_scenario(args: argparse.Namespace, problems: list[str]) -> dict[str, Any]:
@@ -218,14 +256,17 @@ async def writes_scenario(args: argparse.Namespace, problems: list[str]) -> dict
                 moved: Counter[str] = Counter()
                 levels: Counter[str] = Counter()
                 watcher = asyncio.create_task(watch_levels(client, levels))
+                url = httpx.URL(svc.base)
+                assert svc.proc is not None
                 load_before = os.getloadavg()[0]
+                cpu_before = cpu_seconds(svc.proc.pid), time.process_time()
                 started = time.monotonic()
                 until = started + args.seconds
                 per_client = args.rate / args.clients
                 await asyncio.gather(
                     *(
                         paced_client(
-                            client,
+                            client if args.httpx else Connection(url.host, url.port or 80),
                             random.Random(args.seed * 1000 + i),
                             per_client,
                             until,
@@ -238,6 +279,10 @@ async def writes_scenario(args: argparse.Namespace, problems: list[str]) -> dict
                 )
                 elapsed = time.monotonic() - started
                 load_after = os.getloadavg()[0]
+                cpu_used = (
+                    cpu_seconds(svc.proc.pid) - cpu_before[0],
+                    time.process_time() - cpu_before[1],
+                )
                 watcher.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await watcher
@@ -263,6 +308,7 @@ async def writes_scenario(args: argparse.Namespace, problems: list[str]) -> dict
         "levels": dict(levels),
         "final": str(final),
         "load": (load_before, load_after),
+        "cpu": (cpu_used[0] / elapsed, cpu_used[1] / elapsed),
         "write_p99": h.percentile(writes, 0.99) if writes else float("nan"),
         "write_max": max(writes) if writes else float("nan"),
         "lag_p99": h.percentile(lags, 0.99) if lags else float("nan"),
@@ -275,7 +321,8 @@ def print_writes(args: argparse.Namespace, r: dict[str, Any]) -> None:
         f"### writes on SQLite: {args.clients} clients, {args.rate:g} req/s target, "
         f"{args.seconds:g} s; achieved {len(samples) / r['elapsed']:.0f} req/s; "
         f"client lag p99 {r['lag_p99']:.1f} ms; load average {r['load'][0]:.2f} before, "
-        f"{r['load'][1]:.2f} after"
+        f"{r['load'][1]:.2f} after; CPU (share of one core) service {r['cpu'][0]:.0%}, "
+        f"load generator {r['cpu'][1]:.0%}" + (" (one shared httpx client)" if args.httpx else "")
     )
     print()
     headers = ["requests", "n", "p50 ms", "p99 ms", "p99.9 ms", "max ms", "statuses"]
@@ -539,6 +586,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--paused-rate", type=float, default=30.0, help="req/s with Redis paused (30)")
     p.add_argument("--paused-seconds", type=float, default=10.0, help="s with Redis paused")
     p.add_argument("--seed", type=int, default=11)
+    p.add_argument(
+        "--httpx",
+        action="store_true",
+        help="writes: one shared httpx client instead of a connection per client (to compare)",
+    )
     p.add_argument("--quick", action="store_true", help="short runs (smoke test)")
     args = p.parse_args(argv)
     if args.quick:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from decimal import Decimal
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
@@ -24,12 +25,15 @@ __all__ = [
     "create_product_sync",
     "get_product",
     "get_product_sync",
+    "in_session",
     "list_products",
     "low_stock",
     "move_stock",
     "move_stock_sync",
     "movement_history",
     "on_session",
+    "product_age",
+    "product_age_sync",
     "update_product",
     "update_product_sync",
 ]
@@ -138,48 +142,6 @@ async def on_session(
     thread (one trip), and async callers holding a session run it here.
     """
     return await s.run_sync(lambda session: fn(session.connection(), *args, **kwargs))
-
-
-async def get_product(s: AsyncSession, sku: str) -> dict[str, Any]:
-    return await on_session(s, get_product_sync, sku)
-
-
-async def product_age(s: AsyncSession, sku: str) -> float:
-    """Seconds since the product's price last changed."""
-    return await on_session(s, product_age_sync, sku)
-
-
-async def create_product(s: AsyncSession, data: Mapping[str, Any]) -> dict[str, Any]:
-    return await on_session(s, create_product_sync, data)
-
-
-async def update_product(s: AsyncSession, sku: str, patch: Mapping[str, Any]) -> dict[str, Any]:
-    return await on_session(s, update_product_sync, sku, patch)
-
-
-async def move_stock(
-    s: AsyncSession,
-    *,
-    sku: str,
-    kind: str,
-    quantity: int,
-    reason: str = "",
-    idempotency_key: str | None = None,
-    source: str = "direct",
-    invoice_id: str | None = None,
-) -> dict[str, Any]:
-    """:func:`move_stock_sync` in the session's transaction."""
-    return await on_session(
-        s,
-        move_stock_sync,
-        sku=sku,
-        kind=kind,
-        quantity=quantity,
-        reason=reason,
-        idempotency_key=idempotency_key,
-        source=source,
-        invoice_id=invoice_id,
-    )
 
 
 def get_product_sync(conn: Connection, sku: str) -> dict[str, Any]:
@@ -361,6 +323,27 @@ def move_stock_sync(
     data.pop("idempotency_key", None)
     data.pop("invoice_id", None)
     return data
+
+
+def in_session(
+    fn: Callable[Concatenate[Connection, P], T],
+) -> Callable[Concatenate[AsyncSession, P], Coroutine[Any, Any, T]]:
+    """The async form of ``fn`` (a synchronous function of this module): the same
+    parameters after an :class:`AsyncSession` instead of a connection, run by
+    :func:`on_session` in the session's transaction. One body per operation, no twin."""
+
+    @functools.wraps(fn)
+    async def run(s: AsyncSession, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        return await on_session(s, fn, *args, **kwargs)
+
+    return run
+
+
+get_product = in_session(get_product_sync)
+product_age = in_session(product_age_sync)
+create_product = in_session(create_product_sync)
+update_product = in_session(update_product_sync)
+move_stock = in_session(move_stock_sync)
 
 
 async def movement_by_key(s: AsyncSession, key: str) -> dict[str, Any] | None:

@@ -50,6 +50,7 @@ from inventario.level_settings import (
     database_timeout,
 )
 from inventario.shedding import build_shedder
+from inventario.snapshot import ReadSnapshot
 from inventario.spool_health import InvoiceBinder, SpoolHealth, adopt_local_bucket, spool_backlog
 from inventario.writes import OPERATIONS, TOUCHES, apply_writes
 
@@ -203,6 +204,9 @@ class Runtime:
     #: the database (PostgreSQL and Redis only): every replica deletes them in Redis
     #: before its cached reads resume
     shared_invalidations: SharedInvalidations | None = None
+    #: the products as last read from the database, with this replica's queued writes:
+    #: served when the database is down and the cache misses (PostgreSQL only)
+    snapshot: ReadSnapshot | None = None
     #: the status page's trends: each dependency's last 15 minutes, sampled once a second
     trends: TrendRecorder = field(init=False)
     #: Redis's admission limit, scaled by the level's pool_multiplier (with Redis only)
@@ -240,6 +244,8 @@ class Runtime:
         await self.manager.start()
         await self.trends.start()
         await self.replayer.start()
+        if self.snapshot is not None:
+            self.snapshot.schedule()  # then on every heartbeat while the database is up
         await asyncio.to_thread(adopt_local_bucket, self.spool)
         self.spool_health.refresh()  # entries that failed before this start
         if self.spool_uploader is not None:
@@ -289,6 +295,8 @@ class Runtime:
                 await self.coherence.aclose()  # pending keys stay journaled for the next start
         if self.shared_invalidations is not None:
             await self.shared_invalidations.aclose()
+        if self.snapshot is not None:
+            await self.snapshot.aclose()
         for adapter in (self.cache, self.s3, self.ai, self.db):
             if adapter is not None:
                 try:
@@ -323,6 +331,8 @@ class Runtime:
             out["coherence"] = self.coherence.stats()
         if self.shared_invalidations is not None:
             out["shared_invalidations"] = self.shared_invalidations.stats()
+        if self.snapshot is not None:
+            out["snapshot"] = self.snapshot.stats()
         return out
 
 
@@ -439,10 +449,18 @@ def build_runtime(settings: Settings) -> Runtime:
         fleet_keys.watch(manager)
     product_cache = ProductCache(cache, manager, coherence, fleet_keys)
     outbox = Outbox(settings.var_dir / "outbox.db", max_pending=settings.outbox_max_pending)
+    snapshot = None
+    if db.engine.dialect.name != "sqlite":
+        # a database across the network: reads it cannot answer while down are answered
+        # from this replica's copy, with their age (inventario.snapshot)
+        snapshot = ReadSnapshot(settings.var_dir / "snapshot.db", db, outbox=outbox)
+        snapshot.watch(manager)
     # a replayed write invalidates its product's cache entry once committed: a read
     # between the database's return and the replay may have cached the old row
     touched: dict[str, list[str]] = {}  # replayed, not yet committed: key -> products changed
-    applier = SqlApplier(db, after_commit=_invalidate_after_replay(product_cache, touched))
+    applier = SqlApplier(
+        db, after_commit=_invalidate_after_replay(product_cache, touched, snapshot)
+    )
     for operation in OPERATIONS:
         # runs of one operation go to one call: one idempotency lookup and one insert
         # of records per run, many intents per transaction (Replayer.batch_size)
@@ -499,6 +517,7 @@ def build_runtime(settings: Settings) -> Runtime:
         coherence=coherence,
         hostshare=hostshare,
         shared_invalidations=fleet_keys,
+        snapshot=snapshot,
         redis_admission=redis_bulkhead,
         db_admission=db_bulkhead,
     )
@@ -533,13 +552,16 @@ def _schema_creator(
 
 
 def _invalidate_after_replay(
-    cache: ProductCache, touched: dict[str, list[str]]
+    cache: ProductCache, touched: dict[str, list[str]], snapshot: ReadSnapshot | None = None
 ) -> Callable[[Intent], None]:
     """``SqlApplier(after_commit=...)``: drop the replayed products' cache entries (the
-    stream's product, or those the handler noted in ``touched``, e.g. an invoice's)."""
+    stream's product, or those the handler noted in ``touched``, e.g. an invoice's), and
+    tell the read snapshot the write is applied."""
     pending: set[asyncio.Task[None]] = set()
 
     def after_commit(intent: Intent) -> None:
+        if snapshot is not None:
+            snapshot.replayed(intent.key)
         skus = touched.pop(intent.key, None) or [intent.stream]
         try:
             loop = asyncio.get_running_loop()

@@ -354,7 +354,14 @@ async def test_postgres_stopped_writes_are_queued_then_applied_once_in_order(
         r = await client.post(f"/products/{sku}/movements", json={"kind": "in", "quantity": 1})
         assert r.status_code == 202 and r.headers["X-Degradation-Level"] == "MINIMAL"
         keys.append(r.json()["idempotency_key"])
+        # a read the database cannot answer: the replica's snapshot, with its queued
+        # writes applied as the replay will (10 - 3 + 5 - 12 + 1 = 1, renamed) and its age
         r = await client.get(f"/products/{sku}")
+        assert r.status_code == 200 and r.headers["X-Cache"] == "snapshot", r.text
+        assert (r.json()["stock"], r.json()["name"]) == (1, "Widget (renamed offline)")
+        assert r.json()["stale"]["queued_writes"] == 5 and "X-Stale-As-Of" in r.headers
+        # a product the snapshot never saw (its creation is queued): still a 503
+        r = await client.get(f"/products/{new_sku}")
         assert r.status_code == 503 and int(r.headers["Retry-After"]) >= 1
         assert (await client.get("/health/live")).status_code == 200
         assert await service.metric("brownout_breaker_state", breaker="database", state="open") == 1

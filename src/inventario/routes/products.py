@@ -85,8 +85,22 @@ async def get_product(sku: Sku, rt: RuntimeDep, cache: CacheDep) -> Any:
     cached = await cache.get(sku)
     if cached is not None:
         return JSONResponse(cached, headers={"X-Cache": "hit"})
-    # one trip to the database's thread on SQLite (the read behind every cache miss)
-    product = await read_in_database(rt, store.get_product_sync, sku)
+    try:
+        # one trip to the database's thread on SQLite (the read behind every cache miss)
+        product = await read_in_database(rt, store.get_product_sync, sku)
+    except DependencyUnavailable as exc:
+        # the database is down: this replica's copy, with its age (not in maintenance
+        # mode, a pinned EMERGENCY with the database up: its reads are off on purpose)
+        stale = None
+        if (
+            rt.snapshot is not None
+            and exc.dependency == "database"
+            and (rt.manager.enabled("read_only_database") or rt.database_unavailable())
+        ):
+            stale = await rt.snapshot.read(sku, str(exc))
+        if stale is None:
+            raise  # never seen here: a 404 could be false, it stays a 503
+        return JSONResponse(stale.doc, headers=stale.headers)
     await cache.put(sku, jsonable(product))
     return JSONResponse(jsonable(product), headers={"X-Cache": "miss"})
 

@@ -67,6 +67,8 @@ async def write(
                 raise
             logger.info("write %s queued: %s", key, rt.db.describe(exc).splitlines()[0])
         else:
+            if rt.snapshot is not None:
+                rt.snapshot.applied(operation, result)
             for stale in touched(result) if touched is not None else [sku]:
                 await cache.invalidate(stale)
             status = 201 if created and not repeated else 200
@@ -86,6 +88,8 @@ async def write(
         ) from None
     except OutboxFull as exc:
         raise DependencyUnavailable("outbox", f"{why}, and {exc}", exc.retry_after) from None
+    if rt.snapshot is not None:  # reads served from it while the database is down count it
+        await rt.snapshot.queued(key, operation, data, sku)
     if touched is None:  # else not known before it applies: invalidated after the replay
         await cache.invalidate(sku)
     queued = Queued(

@@ -1,4 +1,5 @@
-"""The admin request the operator commands share (`inventario outbox`, `inventario spool`).
+"""What the operator commands share (`inventario outbox`, `inventario spool`): the admin
+request, and the shape of a command (its arguments, ``--url``/``--timeout``, its runner).
 
 The outbox journal and the spool directory belong to the running service (``VAR_DIR``
 is locked by ``inventario serve``), so these commands call its admin endpoints with
@@ -14,6 +15,7 @@ import os
 import sys
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from typing import Any
 
 from inventario import __version__
@@ -147,4 +149,45 @@ def add_connection_options(parser: argparse.ArgumentParser) -> None:
         default=10.0,
         metavar="SECONDS",
         help="seconds to wait for an answer, more than 0 and less than 3600 (default: 10)",
+    )
+
+
+def add_admin_command(
+    commands: Any,
+    name: str,
+    handler: Callable[[argparse.Namespace], int],
+    *,
+    group: str,
+    help: str,
+    description: str,
+    arguments: Callable[[argparse.ArgumentParser], None] | None = None,
+) -> argparse.ArgumentParser:
+    """``inventario GROUP NAME``, one command of an admin API: its own ``arguments``, then
+    ``--url`` and ``--timeout``, run by :func:`command_runner` (``commands`` is GROUP's
+    subparsers)."""
+    parser: argparse.ArgumentParser = commands.add_parser(name, help=help, description=description)
+    if arguments is not None:
+        arguments(parser)
+    add_connection_options(parser)
+    parser.set_defaults(func=command_runner(group, handler))
+    return parser
+
+
+def add_limit_option(parser: argparse.ArgumentParser, entries: str = "entries") -> None:
+    """``--limit N`` of a listing (1 to 1000, default 100)."""
+    parser.add_argument(
+        "--limit",
+        type=limit_arg,
+        default=100,
+        metavar="N",
+        help=f"list at most N {entries}, 1 to 1000 (default: 100)",
+    )
+
+
+def add_yes_option(parser: argparse.ArgumentParser, confirms: str) -> None:
+    """``--yes``, the confirmation a command that gives something up for good needs."""
+    parser.add_argument(
+        "--yes",
+        action="store_true",
+        help=f"confirm that {confirms} (default: off, nothing changes)",
     )

@@ -13,12 +13,7 @@ import sys
 from typing import Any
 
 from inventario.cli import StatusError, _cut, _secs, _table
-from inventario.cli_admin import (
-    add_connection_options,
-    admin_call,
-    command_runner,
-    limit_arg,
-)
+from inventario.cli_admin import add_admin_command, add_limit_option, add_yes_option, admin_call
 
 __all__ = ["add_outbox_commands", "render_outbox"]
 
@@ -140,6 +135,18 @@ def _selected(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _discarding(parser: argparse.ArgumentParser) -> None:
+    _selected(parser)
+    add_yes_option(parser, "the writes are to be given up on")
+
+
+def _listing(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--dead", action="store_true", help="only the dead letters (default: both lists)"
+    )
+    add_limit_option(parser, "entries of each list")
+
+
 def add_outbox_commands(sub: Any) -> None:
     """Add ``outbox`` and its subcommands to ``inventario``'s subparsers ``sub``."""
     outbox = sub.add_parser(
@@ -156,46 +163,35 @@ def add_outbox_commands(sub: Any) -> None:
     commands = outbox.add_subparsers(
         dest="outbox_command", required=True, metavar="COMMAND", help="one of (each has --help):"
     )
-    listing = commands.add_parser(
+    add_admin_command(
+        commands,
         "list",
+        _list,
+        group="outbox",
         help="the dead letters with their reasons, and the pending writes",
         description="Print the outbox's figures, its dead letters (key, operation, product, "
         "attempts, age and why it died) and its pending writes (and why they wait), oldest "
         "first.",
+        arguments=_listing,
     )
-    add_connection_options(listing)
-    listing.add_argument(
-        "--dead", action="store_true", help="only the dead letters (default: both lists)"
-    )
-    listing.add_argument(
-        "--limit",
-        type=limit_arg,
-        default=100,
-        metavar="N",
-        help="list at most N entries of each list, 1 to 1000 (default: 100)",
-    )
-    listing.set_defaults(func=command_runner("outbox", _list))
-    retry = commands.add_parser(
+    add_admin_command(
+        commands,
         "retry",
+        _retry,
+        group="outbox",
         help="apply dead letters again (after fixing what made them fail)",
         description="Send the given dead letters back to the outbox, at the end of their "
         "product's queue, with their attempts reset; the service applies them at once.",
+        arguments=_selected,
     )
-    _selected(retry)
-    add_connection_options(retry)
-    retry.set_defaults(func=command_runner("outbox", _retry))
-    discard = commands.add_parser(
+    add_admin_command(
+        commands,
         "discard",
+        _discard,
+        group="outbox",
         help="give up on dead letters for good (they are never applied)",
         description="Delete the given dead letters without applying them. Their keys stay "
         "known: GET /writes/KEY answers 'discarded' with the reason, and the same request "
         "again is not a new write.",
+        arguments=_discarding,
     )
-    _selected(discard)
-    discard.add_argument(
-        "--yes",
-        action="store_true",
-        help="confirm that the writes are to be given up on (default: off, nothing changes)",
-    )
-    add_connection_options(discard)
-    discard.set_defaults(func=command_runner("outbox", _discard))

@@ -12,12 +12,7 @@ import sys
 from typing import Any
 
 from inventario.cli import StatusError, _cut, _secs, _table
-from inventario.cli_admin import (
-    add_connection_options,
-    admin_call,
-    command_runner,
-    limit_arg,
-)
+from inventario.cli_admin import add_admin_command, add_limit_option, add_yes_option, admin_call
 
 __all__ = ["add_spool_commands", "render_spool"]
 
@@ -133,6 +128,34 @@ def _selected(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _discarding(parser: argparse.ArgumentParser) -> None:
+    _selected(parser)
+    add_yes_option(parser, "the files are to be deleted")
+
+
+def _listing(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--failed", action="store_true", help="only the failed entries (default: all entries)"
+    )
+    add_limit_option(parser)
+
+
+def _retargeting(parser: argparse.ArgumentParser) -> None:
+    _selected(parser)
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument(
+        "--to",
+        metavar="BUCKET",
+        default=None,
+        help="the new bucket (default: none; required unless --to-configured)",
+    )
+    where.add_argument(
+        "--to-configured",
+        action="store_true",
+        help="the bucket configured when the file is uploaded (default: off)",
+    )
+
+
 def add_spool_commands(sub: Any) -> None:
     """Add ``spool`` and its subcommands to ``inventario``'s subparsers ``sub``."""
     spool = sub.add_parser(
@@ -148,68 +171,46 @@ def add_spool_commands(sub: Any) -> None:
     commands = spool.add_subparsers(
         dest="spool_command", required=True, metavar="COMMAND", help="one of (each has --help):"
     )
-    listing = commands.add_parser(
+    add_admin_command(
+        commands,
         "list",
+        _list,
+        group="spool",
         help="the spooled files, oldest first, with why the failed ones failed",
         description="Print where spooled files go (the configured S3 bucket, or that S3 is "
         "not configured), the spool's figures, and its entries: id, state (pending or "
         "failed), size, age, destination and the reason of the last failure.",
+        arguments=_listing,
     )
-    add_connection_options(listing)
-    listing.add_argument(
-        "--failed", action="store_true", help="only the failed entries (default: all entries)"
-    )
-    listing.add_argument(
-        "--limit",
-        type=limit_arg,
-        default=100,
-        metavar="N",
-        help="list at most N entries, 1 to 1000 (default: 100)",
-    )
-    listing.set_defaults(func=command_runner("spool", _list))
-    retry = commands.add_parser(
+    add_admin_command(
+        commands,
         "retry",
+        _retry,
+        group="spool",
         help="upload failed files again (after creating the bucket or fixing its policy)",
         description="Clear the failure of the given entries: the service tries to upload "
         "them again at once, to the same destination.",
+        arguments=_selected,
     )
-    _selected(retry)
-    add_connection_options(retry)
-    retry.set_defaults(func=command_runner("spool", _retry))
-    retarget = commands.add_parser(
+    add_admin_command(
+        commands,
         "retarget",
+        _retarget,
+        group="spool",
         help="send files to another bucket (the invoices follow)",
         description="Send the given entries to another bucket and upload them there; the "
         "invoices that name these files are updated with them. --to-configured sends them "
         "to the bucket S3 is configured with when they are uploaded (as for files spooled "
         "while S3 was not configured).",
+        arguments=_retargeting,
     )
-    _selected(retarget)
-    where = retarget.add_mutually_exclusive_group(required=True)
-    where.add_argument(
-        "--to",
-        metavar="BUCKET",
-        default=None,
-        help="the new bucket (default: none; required unless --to-configured)",
-    )
-    where.add_argument(
-        "--to-configured",
-        action="store_true",
-        help="the bucket configured when the file is uploaded (default: off)",
-    )
-    add_connection_options(retarget)
-    retarget.set_defaults(func=command_runner("spool", _retarget))
-    discard = commands.add_parser(
+    add_admin_command(
+        commands,
         "discard",
+        _discard,
+        group="spool",
         help="delete files without uploading them (their invoices stay, fileless)",
         description="Delete the given entries from the spool for good, without uploading "
         "them. Their invoices keep their lines but have no file any more.",
+        arguments=_discarding,
     )
-    _selected(discard)
-    discard.add_argument(
-        "--yes",
-        action="store_true",
-        help="confirm that the files are to be deleted (default: off, nothing is deleted)",
-    )
-    add_connection_options(discard)
-    discard.set_defaults(func=command_runner("spool", _discard))

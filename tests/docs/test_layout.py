@@ -95,3 +95,43 @@ def test_every_module_or_name_a_doc_names_imports(doc: Path) -> None:
     dotted = set(re.findall(r"`((?:brownout|inventario)(?:\.\w+)+)(?:\(\))?`", text))
     missing = sorted(d for d in dotted if not _resolves(d))
     assert missing == [], f"{doc.relative_to(ROOT)} names what does not import: {missing}"
+
+
+def _block(text: str, heading: str) -> str:
+    """The first fenced block after ``heading``."""
+    return text.split(heading, 1)[1].split("```", 2)[1]
+
+
+def _modules(package: Path) -> list[Path]:
+    """``package``'s modules and subpackages (not ``__init__``/``__main__``), and those of
+    its subpackages that are not split further (``inventario/routes/``)."""
+    return sorted(
+        p
+        for p in package.rglob("*")
+        if (p.suffix == ".py" and p.stem not in ("__init__", "__main__"))
+        or (p.is_dir() and (p / "__init__.py").exists())
+    )
+
+
+@pytest.mark.parametrize(
+    ("doc", "heading", "package", "depth"),
+    [
+        ("README.md", "## Layout", "src/brownout", 1),
+        ("docs/inventario.md", "## Code layout", "src/inventario", 2),
+    ],
+)
+def test_the_layout_blocks_name_every_module(
+    doc: str, heading: str, package: str, depth: int
+) -> None:
+    """Every module and subpackage is in its layout block (as ``name`` or ``name.py``):
+    a module added, split or renamed is described where the layout is."""
+    words = set(re.findall(r"[\w.]+", _block((ROOT / doc).read_text(encoding="utf-8"), heading)))
+    root = ROOT / package
+    left = []
+    for path in _modules(root):
+        rel = path.relative_to(root)
+        if len(rel.parts) > depth:
+            continue
+        if not ({path.stem, path.name, f"{path.stem}.py"} & words):
+            left.append(str(rel))
+    assert left == [], f"{doc}'s layout block does not name: {left}"

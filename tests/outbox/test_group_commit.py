@@ -4,6 +4,7 @@ returns only once its own intent is committed."""
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import sqlite3
 import subprocess
@@ -12,6 +13,8 @@ import threading
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from brownout.outbox import IdempotencyConflict, Intent, Outbox, OutboxFull, new_key
 from brownout.testing import aeventually
@@ -312,3 +315,70 @@ def test_a_journal_made_with_the_stream_index_loses_it_and_keeps_its_intents(
     assert "intents_stream" not in names
     assert [i.key for i in box.heads()] == [a.key]
     box.close()
+
+
+def test_one_key_twice_in_one_group_is_one_intent_and_a_changed_payload_conflicts(
+    tmp_path: Path,
+) -> None:
+    """The group's rows go in with one executemany after every check: a key repeated
+    within the group is found among the group's own rows, not only in the journal."""
+    box = Outbox(tmp_path / "o.db")
+    outcomes: dict[str, object] = {}
+
+    def submit(name: str, payload: dict[str, int], key: str) -> None:
+        try:
+            outcomes[name] = box.submit("move", payload, idempotency_key=key)
+        except Exception as exc:
+            outcomes[name] = type(exc)
+
+    calls = [
+        ("first", {"i": 1}, "k"),
+        ("again", {"i": 1}, "k"),  # the same request repeated: the intent of the first
+        ("changed", {"i": 2}, "k"),  # the same key, another payload
+        ("other", {"i": 3}, "other"),
+    ]
+    with box._lock:
+        for n, (name, payload, key) in enumerate(calls, 1):
+            threading.Thread(target=submit, args=(name, payload, key)).start()
+            wait_until(lambda n=n: len(box._queue) == n, timeout=10, what="the submit queued")
+        groups = box._groups
+    wait_until(lambda: len(outcomes) == 4, timeout=10, what="every submit returned")
+    assert box._groups == groups + 1
+    first, again = outcomes["first"], outcomes["again"]
+    assert isinstance(first, Intent) and isinstance(again, Intent)
+    assert (again.seq, again.key, again.payload) == (first.seq, "k", {"i": 1})
+    assert outcomes["changed"] is IdempotencyConflict
+    assert isinstance(outcomes["other"], Intent) and outcomes["other"].seq == first.seq + 1
+    assert [(i.key, i.payload) for i in box.pending()] == [("k", {"i": 1}), ("other", {"i": 3})]
+    box.close()
+
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@given(json_values)
+def test_the_stored_body_is_json_dumps_sorted_and_compact(payload: object) -> None:
+    """The journal keeps ``json.dumps(payload, sort_keys=True, separators=(",", ":"))``
+    (its digest identifies a request across versions): the encoder made once must
+    write exactly that, and decode back to what json.loads gives."""
+    from brownout.outbox import _journal
+
+    expected = json.dumps(payload, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    assert _journal._encode(payload) == expected
+    assert _journal._raw_decode(expected)[0] == json.loads(expected)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), {"x": [float("inf")]}, {1: object()}])
+def test_the_encoder_made_once_refuses_what_json_dumps_refuses(bad: object) -> None:
+    from brownout.outbox import _journal
+
+    with pytest.raises((TypeError, ValueError)):
+        _journal._encode(bad)

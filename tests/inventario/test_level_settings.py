@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from sqlalchemy import text
 
 from brownout.health import DEFAULT_SETTINGS, Level
+from brownout.testing import aeventually
 from inventario.level_settings import (
     DATABASE_ADMISSION,
     LevelScaledLimit,
@@ -211,10 +212,9 @@ async def test_postgres_admission_admits_exactly_the_levels_number(
                 await release.wait()
 
         tasks = [asyncio.create_task(hold()) for _ in range(12)]
-        for _ in range(200):
-            if inside == 10 and bulkhead.waiting == 2:
-                break
-            await asyncio.sleep(0.01)
+        await aeventually(
+            lambda: inside == 10 and bulkhead.waiting == 2, what="10 inside, 2 waiting"
+        )
         assert (inside, bulkhead.in_use, bulkhead.waiting) == (10, 10, 2)
         active = postgres_server.psql(
             "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
@@ -229,10 +229,7 @@ async def test_postgres_admission_admits_exactly_the_levels_number(
         release.clear()
         inside = 0
         tasks = [asyncio.create_task(hold()) for _ in range(10)]
-        for _ in range(200):
-            if inside == 10:
-                break
-            await asyncio.sleep(0.01)
+        await aeventually(lambda: inside == 10, what="10 inside again")
         r = await client.get("/products/W-1")
         release.set()
         await asyncio.gather(*tasks)

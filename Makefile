@@ -32,6 +32,7 @@ typecheck: $(STAMP)
 	$(BIN)/mypy src
 	$(BIN)/mypy tools
 	$(BIN)/mypy tests/typing
+	MYPYPATH=. $(BIN)/mypy --no-namespace-packages bench
 
 pytest: $(STAMP)
 	$(BIN)/pytest

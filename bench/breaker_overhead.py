@@ -493,6 +493,25 @@ def check(what: str, ok: bool) -> None:
         raise SetupError(what)
 
 
+def still(b: CircuitBreaker, state: State) -> Callable[[], bool]:
+    """A post-run check: ``b`` is in ``state`` (as during the whole run)."""
+    return lambda: b.state is state
+
+
+def rejected(b: CircuitBreaker, calls: int) -> Callable[[], bool]:
+    """A post-run check: ``b`` rejected ``calls`` calls."""
+    return lambda: b.snapshot().total_rejected == calls
+
+
+def timed(b: CircuitBreaker, calls: int) -> Callable[[], bool]:
+    """A post-run check: ``b`` timed ``calls`` calls."""
+    return lambda: b.snapshot().call_duration_count == calls
+
+
+def acall_once(loop: asyncio.AbstractEventLoop, b: CircuitBreaker) -> Callable[[], Any]:
+    return lambda: loop.run_until_complete(b.acall(af, 1))
+
+
 @dataclass
 class Checks:
     """Post-run assertions: each breaker is still in the state it was timed in."""
@@ -544,7 +563,7 @@ def build_cells(runners: AsyncRunners, expected_calls: int) -> tuple[list[h.Cell
     add(SYNC_CLOSED, "aiobreaker `ab.call(f, x)`", loop_cb_call(a1))
     add(SYNC_CLOSED, "purgatory `@breakers(name)`", loop_call(g1))
     for b in (b1, b1d, b1m, b1l):
-        post.append((f"{b.name} stayed closed", lambda b=b: b.state is State.CLOSED))
+        post.append((f"{b.name} stayed closed", still(b, State.CLOSED)))
     counted(b1m.name, "success")
     post.append(("pybreaker sync closed stayed closed", lambda: p1.current_state == "closed"))
     post.append(("circuitbreaker sync closed stayed closed", lambda: c1.closed))
@@ -596,11 +615,11 @@ def build_cells(runners: AsyncRunners, expected_calls: int) -> tuple[list[h.Cell
         traceback_cleared(loop_reject(g2, OpenedState), lambda: g2(1)),
     )
     for b in (b2, b2d, b2m, b2l):
-        post.append((f"{b.name} stayed open", lambda b=b: b.state is State.OPEN))
+        post.append((f"{b.name} stayed open", still(b, State.OPEN)))
         post.append(
             (
                 f"{b.name} rejected every timed call",
-                lambda b=b: b.snapshot().total_rejected == expected_calls + 1,
+                rejected(b, expected_calls + 1),
             )
         )
     counted(b2m.name, "rejected", 1)
@@ -628,7 +647,7 @@ def build_cells(runners: AsyncRunners, expected_calls: int) -> tuple[list[h.Cell
     add(ASYNC_CLOSED, "aiobreaker `ab.call_async(af, x)`", runners.await_call_async(a3))
     add(ASYNC_CLOSED, "purgatory `@breakers(name)`", runners.await_call(g3))
     for b in (b3, b3d, b3m, b3l):
-        post.append((f"{b.name} stayed closed", lambda b=b: b.state is State.CLOSED))
+        post.append((f"{b.name} stayed closed", still(b, State.CLOSED)))
     counted(b3m.name, "success")
     post.append(("circuitbreaker async closed stayed closed", lambda: c3.closed))
     post.append(("aiobreaker async closed stayed closed", lambda: a3.current_state is AB_CLOSED))
@@ -648,7 +667,7 @@ def build_cells(runners: AsyncRunners, expected_calls: int) -> tuple[list[h.Cell
         expect_raises(
             f"brownout {what} (open)",
             BreakerOpen,
-            lambda cb=cb: loop.run_until_complete(cb.acall(af, 1)),
+            acall_once(loop, cb),
         )
     expect_raises(
         "brownout @cb async (open)", BreakerOpen, lambda: loop.run_until_complete(b4d_af(1))
@@ -683,11 +702,11 @@ def build_cells(runners: AsyncRunners, expected_calls: int) -> tuple[list[h.Cell
         ),
     )
     for b in (b4, b4d, b4m, b4l):
-        post.append((f"{b.name} stayed open", lambda b=b: b.state is State.OPEN))
+        post.append((f"{b.name} stayed open", still(b, State.OPEN)))
         post.append(
             (
                 f"{b.name} rejected every timed call",
-                lambda b=b: b.snapshot().total_rejected == expected_calls + 1,
+                rejected(b, expected_calls + 1),
             )
         )
     counted(b4m.name, "rejected", 1)
@@ -711,11 +730,11 @@ def build_cells(runners: AsyncRunners, expected_calls: int) -> tuple[list[h.Cell
     add(TIMED, "aiobreaker `ab.call(f, x)` (no timing)", loop_cb_call(a5))
     add(TIMED, "purgatory `@breakers(name)` (no timing)", loop_call(g5))
     for b in (b5, b5m):
-        post.append((f"{b.name} stayed closed", lambda b=b: b.state is State.CLOSED))
+        post.append((f"{b.name} stayed closed", still(b, State.CLOSED)))
         post.append(
             (
                 f"{b.name} timed every call",
-                lambda b=b: b.snapshot().call_duration_count == expected_calls,
+                timed(b, expected_calls),
             )
         )
     counted(b5m.name, "success")
@@ -1013,6 +1032,7 @@ def report(
     )
 
     t_target, _ = TARGETS[THREADS]
+    assert t_target is not None
     t_rows: list[list[str]] = []
     json_threads: list[dict[str, Any]] = []
     for res in threads:

@@ -339,7 +339,8 @@ async def drain_into(
     name: str,
 ) -> None:
     replayer = Replayer(box, applier, batch_size=batch)
-    applied, stops = 0, []
+    applied = 0
+    stops: list[str] = []
     start = time.perf_counter()
     while True:  # as the service's replayer: after an outage stop, drain again
         report = await replayer.drain()

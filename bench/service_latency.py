@@ -224,9 +224,8 @@ class Load:
         self.lags: list[float] = []  # s between the scheduled instant and the send
         self.in_flight: set[asyncio.Task[None]] = set()
         self._stop = asyncio.Event()
-        kinds, weights = zip(*MIX, strict=True)
-        self._kinds = list(kinds)
-        self._weights = list(weights)
+        self._kinds = [kind for kind, _ in MIX]
+        self._weights = [weight for _, weight in MIX]
 
     async def _one(
         self, variant: str, phase: str, kind: str, scheduled: float, req: tuple[str, str, Any]

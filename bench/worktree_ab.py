@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or Path(tempfile.mkdtemp(prefix="brownout-worktree-ab-"))
     out.mkdir(parents=True, exist_ok=True)
     order = [("new", "base"), ("base", "new")]
-    runs: dict[str, list[dict[str, Any]]] = {"new": [], "base": []}
+    runs: dict[str, list[dict[tuple[str, str], float]]] = {"new": [], "base": []}
     started = time.monotonic()
     for i in range(args.pairs):
         for side in order[i % 2]:

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 from inventario import __version__
-from inventario.cli import StatusError, _base_url, _reason, _seconds_arg
+from inventario.cli_status import StatusError, base_url, error_reason, seconds_arg
 
 __all__ = ["DEFAULT_URL", "admin_call", "problem_detail"]
 
@@ -50,7 +50,7 @@ def admin_call(
             f"set ADMIN_TOKEN to the service's admin token (the {part} is read and changed "
             "through the running service's admin endpoints)"
         )
-    base = _base_url(args.url)
+    base = base_url(args.url)
     request = urllib.request.Request(
         base + path,
         method=method,
@@ -79,7 +79,7 @@ def admin_call(
             ) from None
         raise error(f"{base}{path}: HTTP {exc.code}: {detail or exc.reason}") from None
     except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
-        raise error(f"cannot reach {base}: {_reason(exc)}") from None
+        raise error(f"cannot reach {base}: {error_reason(exc)}") from None
     try:
         doc = json.loads(raw)
     except ValueError:
@@ -145,7 +145,7 @@ def add_connection_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--timeout",
-        type=_seconds_arg,
+        type=seconds_arg,
         default=10.0,
         metavar="SECONDS",
         help="seconds to wait for an answer, more than 0 and less than 3600 (default: 10)",

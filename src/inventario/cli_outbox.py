@@ -12,8 +12,8 @@ import argparse
 import sys
 from typing import Any
 
-from inventario.cli import StatusError, _cut, _secs, _table
 from inventario.cli_admin import add_admin_command, add_limit_option, add_yes_option, admin_call
+from inventario.cli_status import StatusError, cut, secs, table
 
 __all__ = ["add_outbox_commands", "render_outbox"]
 
@@ -35,7 +35,7 @@ def render_outbox(doc: dict[str, Any], *, dead_only: bool = False) -> str:
     assert isinstance(stats, dict)
     lines = [
         f"{stats.get('pending', '?')} writes pending (oldest "
-        f"{_secs(stats.get('oldest_pending_age_s'))}, limit {stats.get('max_pending', '?')}), "
+        f"{secs(stats.get('oldest_pending_age_s'))}, limit {stats.get('max_pending', '?')}), "
         f"{stats.get('dead_letters', '?')} dead letters; replayed "
         f"{stats.get('replayed_total', '?')}, retried {stats.get('retried_total', 0)}, "
         f"discarded {stats.get('discarded_total', 0)}"
@@ -44,37 +44,37 @@ def render_outbox(doc: dict[str, Any], *, dead_only: bool = False) -> str:
     if dead:
         rows = [
             [
-                _cut(d.get("key", ""), 36),
+                cut(d.get("key", ""), 36),
                 str(d.get("operation", "?")),
-                _cut(d.get("stream", ""), 20),
+                cut(d.get("stream", ""), 20),
                 str(d.get("attempts", "?")),
-                _secs(d.get("age_s")),
-                _cut(d.get("reason", ""), 80),
+                secs(d.get("age_s")),
+                cut(d.get("reason", ""), 80),
             ]
             for d in dead
         ]
         lines += [
             "",
             "dead letters (inventario outbox retry KEY... | discard KEY... --yes):",
-            _table(["KEY", "OPERATION", "STREAM", "ATTEMPTS", "AGE", "REASON"], rows),
+            table(["KEY", "OPERATION", "STREAM", "ATTEMPTS", "AGE", "REASON"], rows),
         ]
     pending = [p for p in doc.get("pending") or [] if isinstance(p, dict)]
     if pending and not dead_only:
         rows = [
             [
-                _cut(p.get("key", ""), 36),
+                cut(p.get("key", ""), 36),
                 str(p.get("operation", "?")),
-                _cut(p.get("stream", ""), 20),
+                cut(p.get("stream", ""), 20),
                 str(p.get("attempts", "?")),
-                _secs(p.get("age_s")),
-                _cut(p.get("waiting_because") or "", 80),
+                secs(p.get("age_s")),
+                cut(p.get("waiting_because") or "", 80),
             ]
             for p in pending
         ]
         lines += [
             "",
             "pending (applied when the database takes them):",
-            _table(["KEY", "OPERATION", "STREAM", "ATTEMPTS", "AGE", "WAITING BECAUSE"], rows),
+            table(["KEY", "OPERATION", "STREAM", "ATTEMPTS", "AGE", "WAITING BECAUSE"], rows),
         ]
     return "\n".join(lines)
 

@@ -11,8 +11,8 @@ import argparse
 import sys
 from typing import Any
 
-from inventario.cli import StatusError, _cut, _secs, _table
 from inventario.cli_admin import add_admin_command, add_limit_option, add_yes_option, admin_call
+from inventario.cli_status import StatusError, cut, secs, table
 
 __all__ = ["add_spool_commands", "render_spool"]
 
@@ -42,7 +42,7 @@ def render_spool(doc: dict[str, Any]) -> str:
         lines.append(f"S3 bucket: {stats.get('s3_bucket', '?')}")
     lines.append(
         f"{stats.get('files', '?')} files ({stats.get('bytes', '?')} bytes), "
-        f"{stats.get('failed', 0)} failed, oldest {_secs(stats.get('oldest_age_s'))}, "
+        f"{stats.get('failed', 0)} failed, oldest {secs(stats.get('oldest_age_s'))}, "
         f"quarantined {stats.get('quarantined', 0)}"
     )
     entries = [e for e in doc.get("entries") or [] if isinstance(e, dict)]
@@ -52,13 +52,13 @@ def render_spool(doc: dict[str, Any]) -> str:
                 str(e.get("id", ""))[:12],
                 str(e.get("state", "?")),
                 str(e.get("size", "?")),
-                _secs(e.get("age_s")),
-                _cut(e.get("destination", ""), 60),
-                _cut(e.get("failed") or e.get("last_error") or "", 80),
+                secs(e.get("age_s")),
+                cut(e.get("destination", ""), 60),
+                cut(e.get("failed") or e.get("last_error") or "", 80),
             ]
             for e in entries
         ]
-        lines += ["", _table(["ID", "STATE", "BYTES", "AGE", "DESTINATION", "REASON"], rows)]
+        lines += ["", table(["ID", "STATE", "BYTES", "AGE", "DESTINATION", "REASON"], rows)]
     total = doc.get("total")
     if isinstance(total, int) and total > len(entries):
         lines.append(f"... and {total - len(entries)} more (--limit)")

@@ -18,7 +18,8 @@ from fastapi import FastAPI
 
 from brownout.testing import eventually
 from brownout.testing.servers import free_port, port_open
-from inventario.cli import build_parser, main, render_status
+from inventario.cli import build_parser, main
+from inventario.cli_status import render_status
 from tests.inventario.conftest import WIDGET
 from tests.inventario.live_server import serving
 

@@ -110,7 +110,7 @@ def test_list_says_when_s3_is_not_configured(
 
 
 def test_status_table_names_failed_files_and_a_missing_s3() -> None:
-    from inventario.cli import render_status
+    from inventario.cli_status import render_status
 
     doc = {
         "level": "OPTIMAL",

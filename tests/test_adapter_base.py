@@ -15,52 +15,10 @@ from brownout.adapter import (
     Adapter,
     AdapterStats,
     DependencyError,
-    ErrorRule,
-    ErrorTable,
-    Figures,
     OperationEvent,
 )
 from brownout.testing import FakeClock
-
-SECRET = "pa55-w0rd-xyz"
-
-
-class Missing(Exception):
-    pass
-
-
-class FakeAdapter(Adapter):
-    kind = "fake"
-    errors = ErrorTable(
-        ErrorRule(ConnectionError, True, "connection", "unreachable"),
-        ErrorRule(Missing, False, "caller", "the caller asked for nothing"),
-    )
-
-    def __init__(self, **kw: object) -> None:
-        super().__init__(**kw)  # type: ignore[arg-type]
-        self.up = True
-        self.probe_delay = 0.0
-
-    def get(self, key: str) -> bytes | None:
-        def fetch() -> bytes | None:
-            if not self.up:
-                raise ConnectionError(f"cannot reach fake://user:{SECRET}@host")
-            if key == "missing":
-                raise Missing(key)
-            return None if key == "none" else key.encode()
-
-        def count(result: bytes | None, figs: Figures) -> None:
-            figs.cache_hits, figs.cache_misses = (0, 1) if result is None else (1, 0)
-
-        return self._run("get", fetch, figures=Figures(key=key), on_result=count)
-
-    def _probe_once(self) -> None:
-        if not self.up:
-            raise ConnectionError("down")
-
-    async def _aprobe_once(self) -> None:
-        await asyncio.sleep(self.probe_delay)
-        self._probe_once()
+from tests._fake_adapter import SECRET, FakeAdapter, Missing
 
 
 def make(**kw: object) -> tuple[FakeAdapter, list[OperationEvent]]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import importlib
 import sys
-from typing import Any
 
 import pytest
 
@@ -16,9 +15,9 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 from brownout import BreakerConfig, BreakerOpen, CircuitBreaker, Registry
-from brownout.adapter import Adapter, ErrorRule, ErrorTable, Figures
 from brownout.otel import OTelMetrics
 from brownout.testing import FakeClock
+from tests._fake_adapter import FakeAdapter, Missing
 
 Points = dict[str, dict[frozenset[tuple[str, str]], float]]
 
@@ -115,44 +114,17 @@ async def test_breaker_figures_are_exported(
     assert point(p, "brownout_breaker_state", breaker="fast", state="closed") == 1
 
 
-class Missing(Exception):
-    pass
-
-
-class FakeKV(Adapter):
+class FakeKV(FakeAdapter):
     kind = "redis"
-    errors = ErrorTable(
-        ErrorRule(ConnectionError, True, "connection", "down"),
-        ErrorRule(Missing, False, "caller", "a missing key is an answer"),
-    )
-
-    def __init__(self, **kw: Any) -> None:
-        super().__init__(**kw)
-        self.pool = {"pool_in_use": 2, "pool_size": 8}
-        self.up = True
-
-    def get(self, key: str) -> str | None:
-        def run() -> str | None:
-            if not self.up:
-                raise ConnectionError("down")
-            if key == "missing":
-                raise Missing(key)
-            return None if key == "none" else "v"
-
-        def count(result: str | None, figs: Figures) -> None:
-            if result is None:
-                figs.cache_misses += 1
-            else:
-                figs.cache_hits += 1
-
-        return self._run("get", run, figures=Figures(key=key), on_result=count)
-
-    def extra_figures(self) -> dict[str, Any]:
-        return dict(self.pool)
 
 
 def test_adapter_figures_are_exported(reader: InMemoryMetricReader, metrics: OTelMetrics) -> None:
-    adapter = FakeKV(name="kv", config=BreakerConfig(consecutive_failures=5), clock=FakeClock())
+    adapter = FakeKV(
+        pool={"pool_in_use": 2, "pool_size": 8},
+        name="kv",
+        config=BreakerConfig(consecutive_failures=5),
+        clock=FakeClock(),
+    )
     metrics.attach(adapter)
     adapter.get("a")
     adapter.get("none")

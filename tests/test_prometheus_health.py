@@ -11,10 +11,10 @@ import pytest
 pytest.importorskip("prometheus_client")
 
 from brownout import BreakerConfig, BreakerOpen, CircuitBreaker
-from brownout.adapter import Adapter, ErrorRule, ErrorTable, Figures
 from brownout.health import Component, DegradationManager, Feature, Level
 from brownout.prometheus import PrometheusMetrics
 from brownout.testing import FakeClock
+from tests._fake_adapter import FakeAdapter, Missing
 
 LEVELS = [lvl.name for lvl in Level]
 
@@ -254,58 +254,6 @@ def test_namespace_applies(clock: FakeClock) -> None:
 
 
 # ------------------------------------------------------------------ adapters
-
-
-class Missing(Exception):
-    pass
-
-
-class FakeAdapter(Adapter):
-    kind = "fake"
-    errors = ErrorTable(
-        ErrorRule(ConnectionError, True, "connection", "unreachable"),
-        ErrorRule(Missing, False, "caller", "the caller asked for nothing"),
-    )
-
-    def __init__(self, pool: dict[str, Any] | None = None, **kw: Any) -> None:
-        super().__init__(**kw)
-        self.up = True
-        self.pool = pool
-
-    def get(self, key: str) -> bytes | None:
-        def fetch() -> bytes | None:
-            if not self.up:
-                raise ConnectionError("cannot reach fake://user:secret@host")
-            if key == "missing":
-                raise Missing(key)
-            return None if key == "none" else key.encode()
-
-        def count(result: bytes | None, figs: Figures) -> None:
-            figs.cache_hits, figs.cache_misses = (0, 1) if result is None else (1, 0)
-
-        return self._run("get", fetch, figures=Figures(key=key), on_result=count)
-
-    def put(self, key: str, data: bytes) -> None:
-        self._run("put", lambda: None, figures=Figures(key=key, bytes_sent=len(data)))
-
-    def download(self, key: str) -> bytes:
-        data = b"x" * 7
-
-        def count(result: bytes, figs: Figures) -> None:
-            figs.bytes_received = len(result)
-
-        return self._run("download", lambda: data, figures=Figures(key=key), on_result=count)
-
-    def chat(self, model: str | None) -> str:
-        figs = Figures(model=model, prompt_tokens=11, completion_tokens=4)
-        return self._run("chat", lambda: "hi", figures=figs)
-
-    def extra_figures(self) -> dict[str, Any]:
-        if self.pool is None:
-            return {}
-        if self.pool == {"boom": True}:
-            raise RuntimeError("pool exploded")
-        return dict(self.pool)
 
 
 class FakeS3(FakeAdapter):

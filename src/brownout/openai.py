@@ -470,9 +470,53 @@ class _OpenAIBase(Adapter, Generic[C]):
         )
         self._ratelimit: dict[str, int] = {}
         self._credentials_error: str | None = None
+        #: the client as built, and its copies made by use_options (per setting)
+        self._built_client: C = self.client
+        self._variants: dict[tuple[Any, int | None], C] = {}
 
     def _new_client(self, **settings: Any) -> C:
         raise NotImplementedError
+
+    def use_options(
+        self, *, timeout: float | openai.Timeout | None = None, max_retries: int | None = None
+    ) -> None:
+        """Calls from now on use ``timeout`` and ``max_retries`` (the SDK's own
+        retries; ``None``: as the adapter was built): :attr:`client` becomes a copy
+        of the client it was built with (``with_options``: the SDK's way of setting
+        them for some calls, sharing the connection pool), whose retries still ask
+        the adapter's retry budget. One copy is kept per setting, so switching back
+        and forth (inventario: on each change of degradation level) makes no new
+        ones. The health probe keeps its own client.
+        """
+        if max_retries is not None and (
+            isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0
+        ):
+            raise ValueError(
+                f"use_options: max_retries must be an integer >= 0, got {max_retries!r}"
+            )
+        if isinstance(timeout, int | float) and not (math.isfinite(timeout) and timeout > 0):
+            raise ValueError(f"use_options: timeout must be > 0 seconds, got {timeout!r}")
+        shape = (
+            (timeout.connect, timeout.read, timeout.write, timeout.pool)
+            if isinstance(timeout, openai.Timeout)
+            else timeout
+        )
+        key = (shape, max_retries)
+        client = self._variants.get(key)
+        if client is None:
+            overrides: dict[str, Any] = {}
+            if timeout is not None:
+                overrides["timeout"] = timeout
+            if max_retries is not None:
+                overrides["max_retries"] = max_retries
+            client = self._built_client
+            if overrides:
+                client = client.with_options(**overrides)
+                budget = self.guards.retry_budget
+                if budget is not None:  # a copy is a new client: its retries ask it too
+                    budget_openai_client(client, budget)
+            self._variants[key] = client
+        self.client = client
 
     # -- requests --------------------------------------------------------------------
 

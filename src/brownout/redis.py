@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import threading
 import urllib.parse
 from collections.abc import Callable, Iterable, Mapping
@@ -522,6 +523,37 @@ class _RedisAdapterBase(Adapter, Generic[C]):
     def _on_error(self, exc: Exception, rule: ErrorRule) -> None:
         if rule.kind == "auth":
             self.stats.credentials_problem = self.describe(exc)
+
+    # -- settings that change
+
+    def set_socket_timeout(self, seconds: float) -> None:
+        """Commands from now on wait at most ``seconds`` for Redis (inventario: the
+        degradation level's timeout): the ``socket_timeout`` of the connections the
+        pool opens from now on, and of each one it has, in use or idle (redis-py
+        reads it at each send and read; a read already waiting keeps its deadline).
+        The probe keeps :attr:`probe_timeout`. A pool that does not expose its
+        connections (``pool_size`` etc. ``None`` in the figures) gets only the
+        first part."""
+        if isinstance(seconds, bool) or not isinstance(seconds, int | float):
+            raise TypeError(f"set_socket_timeout: seconds must be a number, got {seconds!r}")
+        if not (math.isfinite(seconds) and seconds > 0):
+            raise ValueError(f"set_socket_timeout: seconds must be > 0, got {seconds!r}")
+        pool = getattr(self.client, "connection_pool", None)
+        kwargs = getattr(pool, "connection_kwargs", None)
+        if pool is None or not isinstance(kwargs, dict):
+            raise TypeError(
+                f"set_socket_timeout: {type(self.client).__name__} has no connection pool "
+                "with connection_kwargs"
+            )
+        kwargs["socket_timeout"] = seconds
+        for name in ("_in_use_connections", "_available_connections"):
+            conns = getattr(pool, name, None)
+            if conns is None:
+                continue
+            queue = getattr(conns, "_queue", None)  # a LifoQueue in blocking pools
+            for conn in list(queue if queue is not None else conns):
+                if conn is not None and hasattr(conn, "socket_timeout"):
+                    conn.socket_timeout = seconds
 
     # -- figures
 

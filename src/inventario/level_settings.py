@@ -18,14 +18,26 @@ Each level carries :class:`brownout.health.LevelSettings`. inventario applies:
     stops as for an outage and keeps its writes). Not on SQLite: an embedded
     file has no server to spare, and its writes already queue for one writer;
 
-* ``request_timeout``: PostgreSQL's ``statement_timeout``, set per transaction
-  (``SET LOCAL``), at most ``DATABASE_TIMEOUT_CAP`` (below the client-side
-  command timeout, which catches a server that stopped answering and would cut a
-  longer one short). Not on SQLite (no statement timeout).
+* ``request_timeout``: per-call timeouts.
+
+  - PostgreSQL: its ``statement_timeout``, set per transaction (``SET LOCAL``),
+    at most ``DATABASE_TIMEOUT_CAP`` (below the client-side command timeout,
+    which catches a server that stopped answering and would cut a longer one
+    short). Not on SQLite (no statement timeout);
+  - Redis and OpenAI: the client's own timeout (``REDIS_TIMEOUT``,
+    ``OPENAI_TIMEOUT``) times the level's ``request_timeout`` over OPTIMAL's,
+    at most ``TIMEOUT_FACTOR_CAP`` times (MINIMAL's: EMERGENCY's 15x is more
+    than any request of inventario should wait): Redis's socket timeout,
+    OpenAI's read timeout (``with_options``, per level);
+
+* ``max_retries``: the OpenAI SDK's own retries (``with_options``), within the
+  adapter's retry budget (20 % of requests over 10 s plus 10).
 
 The levels' timeouts grow as the level worsens (2 s at OPTIMAL, 5 s at LIMITED)
-while their pools and batches shrink: a recovering dependency gets fewer calls
-at a time, and is not made to start work it is then abandoned on.
+while their pools, batches and retries shrink: a recovering dependency gets
+fewer calls at a time, fewer repeats, and is not made to start work it is then
+abandoned on. S3 keeps its client's settings: botocore fixes a client's
+timeouts and retries when it is built (no per-call option).
 
 :func:`level_table` is what ``/status`` shows of each level: the figures applied,
 and the settings that act on nothing here (``not_applied``, with the reason).
@@ -40,6 +52,7 @@ from typing import Any
 from brownout.health import DegradationManager, Evaluation, Level, LevelSettings
 from brownout.outbox import Replayer
 from brownout.overload import Bulkhead, LimitPolicy
+from brownout.redis import DEFAULT_SOCKET_TIMEOUT, AsyncRedisAdapter
 from brownout.sql import (
     DEFAULT_MAX_OVERFLOW,
     DEFAULT_POOL_SIZE,
@@ -51,15 +64,20 @@ __all__ = [
     "DATABASE_ADMISSION",
     "DATABASE_ADMISSION_WAIT",
     "DATABASE_TIMEOUT_CAP",
-    "NOT_APPLIED",
+    "OPENAI_TIMEOUT",
     "REDIS_ADMISSION",
+    "REDIS_TIMEOUT",
+    "TIMEOUT_FACTOR_CAP",
     "LevelScaledLimit",
     "admission",
     "apply_batch_size",
+    "apply_client_options",
     "database_admission",
     "database_timeout",
     "level_table",
+    "not_applied",
     "replay_batch",
+    "timeout_factor",
 ]
 
 #: Redis calls in flight at OPTIMAL (the adapter's connection pool: 50 connections).
@@ -74,6 +92,15 @@ DATABASE_ADMISSION_WAIT = DEFAULT_POOL_TIMEOUT
 DATABASE_TIMEOUT_CAP = DEFAULT_STATEMENT_TIMEOUT
 #: Callers waiting for a database permit at most (the rest are refused at once).
 _DATABASE_MAX_WAITING = 256
+#: Redis's socket timeout at OPTIMAL (s): the adapter's own (``brownout.redis``).
+REDIS_TIMEOUT = DEFAULT_SOCKET_TIMEOUT
+#: OpenAI's read timeout at OPTIMAL (s): the adapter's own (``brownout.openai.DEFAULT_TIMEOUT``;
+#: not imported: the openai extra is optional). Its connect timeout stays 3 s.
+OPENAI_TIMEOUT = 30.0
+OPENAI_CONNECT_TIMEOUT = 3.0
+#: A dependency's timeout grows with the level at most this many times (MINIMAL's 10 s
+#: over OPTIMAL's 2 s): EMERGENCY's 15x is more than any request should wait.
+TIMEOUT_FACTOR_CAP = 5.0
 
 
 def replay_batch(base: int, settings: LevelSettings) -> int:
@@ -90,6 +117,48 @@ def database_timeout(settings: LevelSettings) -> float:
     """PostgreSQL's ``statement_timeout`` at a level (s): its ``request_timeout``, at most
     :data:`DATABASE_TIMEOUT_CAP`."""
     return min(settings.request_timeout, DATABASE_TIMEOUT_CAP)
+
+
+def timeout_factor(settings: LevelSettings, optimal: LevelSettings) -> float:
+    """How many times its own timeout a dependency is given at a level: the level's
+    ``request_timeout`` over OPTIMAL's, at most :data:`TIMEOUT_FACTOR_CAP`."""
+    return min(settings.request_timeout / optimal.request_timeout, TIMEOUT_FACTOR_CAP)
+
+
+def _client_figures(manager: DegradationManager, level: Level) -> tuple[float, float, int]:
+    """(Redis socket timeout, OpenAI read timeout, OpenAI retries) at ``level``."""
+    s = manager.settings_for(level)
+    factor = timeout_factor(s, manager.settings_for(Level.OPTIMAL))
+    return REDIS_TIMEOUT * factor, OPENAI_TIMEOUT * factor, s.max_retries
+
+
+def apply_client_options(
+    manager: DegradationManager, *, cache: AsyncRedisAdapter | None, ai: Any | None
+) -> Callable[[Evaluation], None]:
+    """A manager listener: Redis's socket timeout and OpenAI's timeout and retries
+    (``ai``: an ``AsyncOpenAIAdapter``) follow the level; set now for the current one."""
+    applied: list[Level | None] = [None]
+
+    def apply(level: Level) -> None:
+        if level is applied[0]:
+            return
+        redis_timeout, openai_timeout, retries = _client_figures(manager, level)
+        if cache is not None:
+            cache.set_socket_timeout(redis_timeout)
+        if ai is not None:
+            import openai
+
+            ai.use_options(
+                timeout=openai.Timeout(openai_timeout, connect=OPENAI_CONNECT_TIMEOUT),
+                max_retries=retries,
+            )
+        applied[0] = level
+
+    def on_evaluation(evaluation: Evaluation) -> None:
+        apply(evaluation.level)
+
+    apply(manager.level)
+    return on_evaluation
 
 
 def database_admission(multiplier: Callable[[], float] | None = None) -> Bulkhead:
@@ -152,12 +221,23 @@ def apply_batch_size(
     return on_evaluation
 
 
-#: The settings that act on nothing in inventario, and why (``/status`` says so).
-NOT_APPLIED = {
-    "retry_strategy": "inventario's clients make no retries of their own (the outbox "
-    "replays queued writes on its own backoff)",
-    "max_retries": "inventario's clients make no retries of their own",
-}
+def not_applied(*, openai: bool, s3: bool) -> dict[str, str]:
+    """The level's settings (or parts of them) that act on nothing here, and why."""
+    out = {
+        "retry_strategy": "the OpenAI SDK backs off exponentially (with jitter) whatever the "
+        "level says; the other clients make no retries",
+        "max_retries": ("applied to OpenAI only: " if openai else "")
+        + "the database and Redis clients make no retries of their own (a retried cache "
+        "read holds the request for data the database has; queued writes are replayed "
+        "by the outbox on its own backoff)",
+    }
+    if s3:
+        out["s3"] = (
+            "request_timeout and max_retries do not reach S3: botocore fixes a client's "
+            "timeouts and retries when it is built (no per-call option); it keeps its "
+            "5 s read timeout and no retries"
+        )
+    return out
 
 
 def level_table(
@@ -167,6 +247,9 @@ def level_table(
     redis: Bulkhead | None = None,
     database: Bulkhead | None = None,
     database_timeouts: bool = False,
+    redis_timeouts: bool = False,
+    openai: bool = False,
+    s3: bool = False,
 ) -> dict[str, Any]:
     """What each level changes, as ``/status`` shows it: per level, the figures inventario
     applies (only those of the dependencies it has: ``None`` otherwise); ``applied``:
@@ -175,30 +258,38 @@ def level_table(
     levels = []
     for level in Level:
         s = manager.settings_for(level)
+        redis_timeout, openai_timeout, retries = _client_figures(manager, level)
         levels.append(
             {
                 "level": level.name,
                 "cache_ttl_s": s.cache_ttl,
                 "replay_batch": replay_batch(replay_base, s),
                 "redis_admission": admission(REDIS_ADMISSION, s) if redis is not None else None,
+                "redis_timeout_s": redis_timeout if redis_timeouts else None,
                 "database_admission": admission(DATABASE_ADMISSION, s)
                 if database is not None
                 else None,
                 "database_timeout_s": database_timeout(s) if database_timeouts else None,
+                "openai_timeout_s": openai_timeout if openai else None,
+                "openai_max_retries": retries if openai else None,
                 "pool_multiplier": s.pool_multiplier,
                 "batch_multiplier": s.batch_multiplier,
             }
         )
     applied = ["cache_ttl_s", "replay_batch"]
-    if redis is not None:
-        applied.append("redis_admission")
-    if database is not None:
-        applied.append("database_admission")
-    if database_timeouts:
-        applied.append("database_timeout_s")
+    for name, on in (
+        ("redis_admission", redis is not None),
+        ("redis_timeout_s", redis_timeouts),
+        ("database_admission", database is not None),
+        ("database_timeout_s", database_timeouts),
+        ("openai_timeout_s", openai),
+        ("openai_max_retries", openai),
+    ):
+        if on:
+            applied.append(name)
     return {
         "current": manager.level.name,
         "applied": applied,
-        "not_applied": dict(NOT_APPLIED),
+        "not_applied": not_applied(openai=openai, s3=s3),
         "levels": levels,
     }

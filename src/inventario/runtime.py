@@ -33,7 +33,7 @@ from brownout.health import (
 )
 from brownout.hostshare import HostShare
 from brownout.outbox import BatchHandler, Intent, Outbox, Replayer, SqlApplier
-from brownout.overload import Bulkhead, Gradient2
+from brownout.overload import Bulkhead, Gradient2, RetryBudget
 from brownout.prometheus import PrometheusMetrics
 from brownout.redis import AsyncRedisAdapter
 from brownout.spool import Spool, SpoolUploader
@@ -46,6 +46,7 @@ from inventario.level_settings import (
     REDIS_ADMISSION,
     LevelScaledLimit,
     apply_batch_size,
+    apply_client_options,
     database_admission,
     database_timeout,
 )
@@ -410,6 +411,8 @@ def build_runtime(settings: Settings) -> Runtime:
             base_url=settings.openai_base_url,
             chat_model=settings.openai_model,
             registry=registry,
+            # the SDK's retries (the level's max_retries) stay within 20 % of requests
+            retry_budget=RetryBudget("openai"),
         )
         components.append(Component.of(ai, "openai", latency_target=5.0))
     else:
@@ -481,6 +484,8 @@ def build_runtime(settings: Settings) -> Runtime:
         assert isinstance(db_limit, LevelScaledLimit)
         db_limit.multiplier = lambda: manager.settings.pool_multiplier
         db.statement_timeout_from(lambda: database_timeout(manager.settings))
+    # Redis's socket timeout, OpenAI's timeout and retries follow the level
+    manager.add_listener(apply_client_options(manager, cache=cache, ai=ai))
     hostshare = None
     if shared:
         replayer.share(settings.var_dir / "outbox.lease")

@@ -289,6 +289,9 @@ def status_data(runtime: Any, *, details: bool = True) -> dict[str, Any]:
         redis=runtime.redis_admission,
         database=runtime.db_admission,
         database_timeouts=runtime.db_admission is not None,
+        redis_timeouts=runtime.cache is not None,
+        openai=runtime.ai is not None,
+        s3=runtime.s3 is not None,
     )
     if not details:
         doc = public_status(doc, details_available=bool(runtime.settings.admin_token))

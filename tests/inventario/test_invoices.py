@@ -395,9 +395,15 @@ async def test_openai_500_leaves_the_invoice_for_review_and_extract_retries(
     app = make_app(**ai_settings(openai_stub))
     async with running(app) as client:
         await products(client)
-        openai_stub.script(status=500, path="/chat/completions")
+        # the SDK retries 3 times at OPTIMAL (the level's max_retries): 4 answers of 500
+        # (retry-after-ms: the SDK waits 10 ms, not its backoff, before each retry)
+        openai_stub.script(
+            status=500, headers={"retry-after-ms": "10"}, times=4, path="/chat/completions"
+        )
         r = await upload(client)
         assert r.status_code == 201, r.text
+        chats = [q for q in openai_stub.requests if q.path.endswith("/chat/completions")]
+        assert len(chats) == 4
         invoice = r.json()
         assert invoice["state"] == "needs_review" and invoice["lines"] is None
         assert "AI extraction failed" in invoice["reason"]

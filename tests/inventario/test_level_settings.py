@@ -8,11 +8,14 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+import redis.exceptions as rex
 from fastapi import FastAPI
 from sqlalchemy import text
 
+from brownout.chaos import Mode, ThreadedFaultProxy
 from brownout.health import DEFAULT_SETTINGS, Level
 from brownout.testing import aeventually
+from brownout.testing.servers.openai_stub import OpenAIStub
 from inventario.level_settings import (
     DATABASE_ADMISSION,
     LevelScaledLimit,
@@ -21,7 +24,7 @@ from inventario.level_settings import (
     replay_batch,
 )
 from inventario.runtime import REPLAY_BATCH
-from tests.inventario.conftest import WIDGET, running
+from tests.inventario.conftest import WIDGET, ai_settings, running
 
 
 def test_replay_batch_follows_the_batch_multiplier() -> None:
@@ -237,3 +240,122 @@ async def test_postgres_admission_admits_exactly_the_levels_number(
         body = r.json()
         assert body["code"] == "dependency_busy" and body["dependency"] == "database"
         assert "MINIMAL" in body["detail"] and int(r.headers["retry-after"]) >= 1
+
+
+# the SDK waits Retry-After before a retry: 10 ms keeps the tests fast
+QUICK_RETRY = {"retry-after-ms": "10"}
+HELLO = [{"role": "user", "content": "hi"}]
+
+
+async def test_openai_timeout_and_retries_follow_the_level(
+    make_app: Callable[..., FastAPI], openai_stub: OpenAIStub
+) -> None:
+    app = make_app(**ai_settings(openai_stub))
+    async with running(app) as client:
+        rt = app.state.runtime
+
+        def options() -> tuple[int, float, float]:
+            c = rt.ai.client
+            return c.max_retries, c.timeout.read, c.timeout.connect
+
+        assert options() == (3, 30.0, 3.0)
+        for level, expected in (
+            (Level.DEGRADED, (2, 45.0, 3.0)),
+            (Level.LIMITED, (1, 75.0, 3.0)),
+            (Level.MINIMAL, (0, 150.0, 3.0)),
+            (Level.EMERGENCY, (0, 150.0, 3.0)),  # at most 5x (MINIMAL's factor)
+            (Level.OPTIMAL, (3, 30.0, 3.0)),
+        ):
+            rt.manager.pin(level, duration=60, reason="test")
+            assert options() == expected, level
+        # what the SDK does: a failing API is asked twice at LIMITED, 4 times at OPTIMAL
+        for level, attempts in ((Level.LIMITED, 2), (Level.OPTIMAL, 4)):
+            rt.manager.pin(level, duration=60, reason="test")
+            openai_stub.reset()
+            openai_stub.script(500, headers=QUICK_RETRY, times=None, path="/chat/completions")
+            with pytest.raises(Exception, match="500"):
+                await rt.ai.chat(HELLO)
+            chats = [r for r in openai_stub.requests if r.path.endswith("/chat/completions")]
+            assert len(chats) == attempts, level
+        openai_stub.reset()
+        data = (await client.get("/status/data")).json()["level_settings"]
+        rows = data["levels"]
+        assert [row["openai_timeout_s"] for row in rows] == [30, 45, 75, 150, 150]
+        assert [row["openai_max_retries"] for row in rows] == [3, 2, 1, 0, 0]
+        assert {"openai_timeout_s", "openai_max_retries"} <= set(data["applied"])
+        assert data["not_applied"]["max_retries"].startswith("applied to OpenAI only")
+        assert "redis_timeout_s" not in data["applied"]  # no Redis here
+        assert all(row["redis_timeout_s"] is None for row in rows)
+
+
+async def test_redis_socket_timeout_follows_the_level(
+    make_app: Callable[..., FastAPI],
+    redis_server: Any,
+    make_proxy: Callable[..., ThreadedFaultProxy],
+) -> None:
+    proxy = make_proxy(redis_server)
+    app = make_app(redis_url=redis_server.url_for(port=proxy.port))
+    async with running(app) as client:
+        rt = app.state.runtime
+        pool = rt.cache.client.connection_pool
+        assert await rt.cache.set("levels:k", "v") is True
+        assert pool.connection_kwargs["socket_timeout"] == 0.5
+        for level, timeout in (
+            (Level.DEGRADED, 0.75),
+            (Level.LIMITED, 1.25),
+            (Level.MINIMAL, 2.5),
+            (Level.EMERGENCY, 2.5),
+            (Level.OPTIMAL, 0.5),
+        ):
+            rt.manager.pin(level, duration=60, reason="test")
+            assert pool.connection_kwargs["socket_timeout"] == timeout, level
+            assert {c.socket_timeout for c in pool._available_connections} == {timeout}
+        # a Redis 0.6 s late: a timeout at OPTIMAL (0.5 s), an answer at DEGRADED (0.75 s)
+        proxy.set_mode(Mode.LATENCY, downstream_delay=0.6)
+        try:
+            with pytest.raises((rex.TimeoutError, TimeoutError)):
+                await rt.cache.get("levels:k")
+            rt.manager.pin(Level.DEGRADED, duration=60, reason="test")
+            assert await rt.cache.get("levels:k") == b"v"
+        finally:
+            proxy.set_mode(Mode.PASS)
+        data = (await client.get("/status/data")).json()["level_settings"]
+        assert [row["redis_timeout_s"] for row in data["levels"]] == [0.5, 0.75, 1.25, 2.5, 2.5]
+        assert "redis_timeout_s" in data["applied"]
+        assert data["not_applied"]["max_retries"].startswith("the database and Redis")
+
+
+def test_the_status_page_shows_what_each_level_changes(
+    make_app: Callable[..., FastAPI], redis_server: Any, openai_stub: OpenAIStub, chromium: Any
+) -> None:
+    """Redis and OpenAI configured, SQLite: their columns and no database ones; the
+    settings that act on nothing are named, with the reason; the level in force marked."""
+    from playwright.sync_api import expect
+
+    from tests.inventario.live_server import serving
+
+    app = make_app(redis_url=redis_server.url, **ai_settings(openai_stub))
+    with serving(app) as base:
+        page = chromium.new_context().new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(f"{base}/status")
+        table = page.get_by_test_id("level-settings")
+        for header in ("Redis timeout (s)", "OpenAI timeout (s)", "OpenAI retries"):
+            expect(table.locator("th", has_text=header)).to_have_count(1)
+        expect(table.locator("th", has_text="database")).to_have_count(0)  # SQLite
+        expect(table.locator("th", has_text="shown only")).to_have_count(0)
+        limited = page.get_by_test_id("level-settings-LIMITED")
+        # TTL 900, batch 100, Redis 37 calls / 1.25 s, OpenAI 75 s / 1 retry
+        expect(limited.locator("td")).to_have_text(
+            ["LIMITED", "900", "100", "37", "1.25", "75", "1"]
+        )
+        expect(page.get_by_test_id("level-settings-OPTIMAL")).to_have_attribute(
+            "data-current", "true"
+        )
+        note = page.get_by_test_id("level-settings-not-applied")
+        expect(note).to_contain_text("retry_strategy")
+        expect(note).to_contain_text("max_retries (applied to OpenAI only")
+        app.state.runtime.manager.pin(Level.LIMITED, duration=60, reason="test")
+        expect(limited).to_have_attribute("data-current", "true")
+        assert errors == []

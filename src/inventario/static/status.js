@@ -430,9 +430,10 @@
   // The level's resource settings: the row in force is marked; applied ones first.
   const SETTING_LABELS = [
     ["cache_ttl_s", "cache TTL (s)"], ["replay_batch", "outbox replay batch"],
-    ["redis_admission", "Redis calls in flight"],
+    ["redis_admission", "Redis calls in flight"], ["redis_timeout_s", "Redis timeout (s)"],
     ["database_admission", "database transactions in flight"],
-    ["database_timeout_s", "database statement timeout (s)"]];
+    ["database_timeout_s", "database statement timeout (s)"],
+    ["openai_timeout_s", "OpenAI timeout (s)"], ["openai_max_retries", "OpenAI retries"]];
 
   function renderLevelSettings(doc) {
     const t = doc.level_settings;

@@ -17,7 +17,7 @@ each alike; the figure is the median over repetitions of ``intents / wall time``
    sharing one ``Outbox``: submits waiting together share one transaction and
    one fsync (group commit).
 3. **asubmit, 8 tasks**: ``await Outbox.asubmit`` from 8 asyncio tasks on one
-   loop (the fsync waits in the outbox's threads, never on the loop).
+   loop (the fsync waits in the outbox's committer thread, never on the loop).
 4. **reference: write + fsync**: ``os.write`` of 4 KiB then ``os.fsync`` on a
    plain file in the same directory, the ceiling any fsync-per-write journal
    has on this disk.

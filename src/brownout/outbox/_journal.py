@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
 import math
 import os
 import sqlite3
@@ -162,8 +163,6 @@ _KEYS_PER_STATEMENT = 500
 _MAX_GROUP = 512
 #: The longest a group's leader waits for more submits to join (see ``Outbox._gather``).
 _MAX_GATHER = 0.002
-#: Threads :meth:`Outbox.asubmit` may wait in at once (so up to this many tasks share a commit).
-_ASYNC_SUBMITTERS = 64
 
 _INSERT = (
     "INSERT INTO intents (seq, key, stream, operation, payload, digest, size, created) "
@@ -231,6 +230,9 @@ class _Request:
     error: OutboxError | None = None
     done: bool = False
     wake: threading.Lock | None = None  # released to wake the waiting submit
+    future: asyncio.Future[Intent] | None = None  # an asubmit's, set on its loop
+    loop: asyncio.AbstractEventLoop | None = None
+    start: float = 0.0  # an asubmit's perf_counter when it queued
 
 
 _key_lock = threading.Lock()
@@ -332,7 +334,8 @@ class Outbox(JournalListeners):
         self._gathering = False
         self._wanted = 1  # the queue length at which a gathering leader is woken
         self._commit_seconds = 0.0  # moving average of a group commit's duration
-        self._pool: ThreadPoolExecutor | None = None
+        self._pool: ThreadPoolExecutor | None = None  # the committer thread (asubmit)
+        self._closing = False
         # (pending count, pending bytes, next seq) as of this connection's last write, valid
         # while PRAGMA data_version says no other connection (another process) wrote since
         self._usage: tuple[int, int, int] | None = None
@@ -462,26 +465,80 @@ class Outbox(JournalListeners):
         stream: str = "",
         idempotency_key: str | None = None,
     ) -> Intent:
-        """:meth:`submit` for the event loop: the fsync waits in a worker thread, never
-        on the loop. Concurrent ``asubmit`` calls share group commits like threads do.
+        """:meth:`submit` for the event loop: the intent is queued from the loop and
+        written by the outbox's committer thread (or by a :meth:`submit` leading the
+        group), never on the loop; the loop is woken once per group commit, not per
+        submit. Concurrent ``asubmit`` calls share group commits like threads do.
 
-        Bad input raises here, before any thread is used. If the awaiting task is
-        cancelled, the submit still completes in its thread: the intent may be
-        accepted (submit it again with the same ``idempotency_key`` to find out).
+        Bad input raises here, before anything is queued. If the awaiting task is
+        cancelled, the submit still completes: the intent may be accepted (submit it
+        again with the same ``idempotency_key`` to find out).
         """
         request = self._prepare(operation, payload, stream, idempotency_key)
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._submit_pool(), self._finish, request)
-
-    def _submit_pool(self) -> ThreadPoolExecutor:
-        """The threads :meth:`asubmit` waits in (its own: the loop's default executor
-        is small, and a submit waiting for its group there would hold up others)."""
+        request.loop, request.future = loop, loop.create_future()
+        request.start = time.perf_counter()
         with self._group:
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(
-                    max_workers=_ASYNC_SUBMITTERS, thread_name_prefix="brownout-outbox-submit"
+            if self._closing:
+                raise self._closed_error()
+            self._queue.append(request)
+            if self._gathering and len(self._queue) >= self._wanted:
+                self._group.notify()
+            lead = not self._leading
+            self._leading = True
+        if lead:
+            self._start_committer()
+        return await request.future
+
+    def _closed_error(self) -> OutboxError:
+        return OutboxError(f"outbox journal {self.path}: submit failed: the outbox is closed")
+
+    def _start_committer(self) -> None:
+        """(Leading is taken, only asubmits queued: they have no thread of their own to
+        write in.) Lead in the outbox's committer thread."""
+        with self._group:
+            pool = self._pool
+            if pool is None and not self._closing:
+                pool = self._pool = ThreadPoolExecutor(
+                    max_workers=1, thread_name_prefix="brownout-outbox-commit"
                 )
-            return self._pool
+        try:
+            if pool is None:
+                raise RuntimeError("closed")
+            pool.submit(self._commit_queued)
+        except RuntimeError:  # closing: the pool is gone or shut down
+            error = self._closed_error()
+            with self._group:
+                group, self._queue = self._queue, []
+                self._leading = False
+            for r in group:
+                r.error = error
+            self._finish_group(group)
+
+    def _commit_queued(self) -> None:
+        """The committer thread's job: write groups until :meth:`_hand_on` gives the lead
+        to a submit() or the queue is empty."""
+        while True:
+            try:
+                self._write_next_group()
+            except Exception:  # its group has its error; the queue must go on
+                logging.getLogger("brownout.outbox").exception("outbox group commit failed")
+            if not self._hand_on():
+                return
+
+    def _hand_on(self) -> bool:
+        """(The leader, its group done.) Give up the lead if the queue is empty, or hand
+        it to the oldest submit() queued (it writes the next group in its own thread).
+        True when only asubmits are queued: the committer thread leads next."""
+        with self._group:
+            if not self._queue:
+                self._leading = False
+                return False
+            for r in self._queue:
+                if r.wake is not None:
+                    r.wake.release()  # it leads (it is not done yet)
+                    return False
+            return True
 
     def _prepare(
         self, operation: str, payload: Any, stream: str, idempotency_key: str | None
@@ -519,10 +576,7 @@ class Outbox(JournalListeners):
         self._commit_in_group(request)
         error = request.error
         if error is not None:
-            if isinstance(error, OutboxFull):
-                self._emit("refused", operation=request.operation, reason="full")
-            elif not isinstance(error, IdempotencyConflict):
-                self._emit("refused", operation=request.operation, reason="error")
+            self._emit_refused(request)
             raise error
         if not request.seq:  # accepted before under this key
             assert request.intent is not None
@@ -534,13 +588,20 @@ class Outbox(JournalListeners):
             self._emit("submitted", operation=r.operation, seconds=time.perf_counter() - start)
         return intent
 
+    def _emit_refused(self, request: _Request) -> None:
+        if isinstance(request.error, OutboxFull):
+            self._emit("refused", operation=request.operation, reason="full")
+        elif not isinstance(request.error, IdempotencyConflict):
+            self._emit("refused", operation=request.operation, reason="error")
+
     def _commit_in_group(self, request: _Request) -> None:
         """Queue ``request`` and return once it is committed (or has its error).
 
         The first submit to find no group being written leads: it writes the whole
         queue in one transaction and wakes each submit of it; if more queued up
-        meanwhile it hands the lead to the oldest of those, which writes the next
-        group. Each waiter sleeps on its own lock: a commit wakes only its group.
+        meanwhile it hands the lead to the oldest submit() among them, which writes
+        the next group (to the committer thread if only asubmits queued). Each waiter
+        sleeps on its own lock: a commit wakes only its group.
         """
         with self._group:
             self._queue.append(request)
@@ -556,6 +617,15 @@ class Outbox(JournalListeners):
             waiting.acquire()  # released when done, or when handed the lead
             if request.done:
                 return
+        try:
+            self._write_next_group()
+        finally:
+            if self._hand_on():
+                self._start_committer()
+
+    def _write_next_group(self) -> None:
+        """(The leader.) Gather, write the queue's oldest requests in one transaction,
+        then wake or settle each of them."""
         group: list[_Request] = []
         try:
             self._gather()
@@ -577,16 +647,39 @@ class Outbox(JournalListeners):
         finally:
             with self._group:
                 self._siblings = max(1, len(group) + len(self._queue))
-                for r in group:
-                    r.done = True
-                    if r.wake is not None:
-                        r.wake.release()
-                if self._queue:  # hand the lead on (that submit is not done yet)
-                    successor = self._queue[0]
-                    assert successor.wake is not None
-                    successor.wake.release()
-                else:
-                    self._leading = False
+            self._finish_group(group)
+
+    def _finish_group(self, group: list[_Request]) -> None:
+        """Wake each submit() of a written group; settle each asubmit's future on its loop
+        (one callback per loop for the whole group: the loop is woken once)."""
+        settle: dict[asyncio.AbstractEventLoop, list[tuple[_Request, Intent | None]]] = {}
+        with self._group:
+            for r in group:
+                r.done = True
+                if r.wake is not None:
+                    r.wake.release()
+        for r in group:
+            if r.loop is None:
+                continue
+            intent = None
+            if r.error is not None:
+                self._emit_refused(r)
+            elif not r.seq:
+                intent = r.intent
+            else:  # made and announced here: the fsync and its events stay off the loop
+                intent = Intent(
+                    r.seq, r.key, r.stream, r.operation, _raw_decode(r.body)[0], r.created
+                )
+                if self._listeners:
+                    self._emit(
+                        "submitted",
+                        operation=r.operation,
+                        seconds=time.perf_counter() - r.start,
+                    )
+            settle.setdefault(r.loop, []).append((r, intent))
+        for loop, outcomes in settle.items():
+            with suppress(RuntimeError):  # the loop is closed: nobody awaits these
+                loop.call_soon_threadsafe(_settle, outcomes)
 
     def _gather(self) -> None:
         """(The leader, before it writes.) Wait for the submitters seen lately to queue.
@@ -1045,6 +1138,7 @@ class Outbox(JournalListeners):
 
     def close(self) -> None:
         with self._group:
+            self._closing = True  # asubmits from now on are refused
             pool, self._pool = self._pool, None
         if pool is not None:
             pool.shutdown(wait=True)  # submits in flight finish first
@@ -1060,6 +1154,19 @@ class Outbox(JournalListeners):
 
     def __repr__(self) -> str:
         return f"<Outbox {str(self.path)!r}>"
+
+
+def _settle(outcomes: list[tuple[_Request, Intent | None]]) -> None:
+    """(On the asubmits' loop.) Each future gets its intent or its error; a future
+    whose task was cancelled is left as it is (the intent may still be accepted)."""
+    for r, intent in outcomes:
+        future = r.future
+        if future is None or future.done():
+            continue
+        if intent is None:
+            future.set_exception(r.error or OutboxError("submit failed"))
+        else:
+            future.set_result(intent)
 
 
 def _locate_unserialisable(payload: Any) -> str | None:

@@ -102,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     order = [("new", "base"), ("base", "new")]
     runs: dict[str, list[dict[tuple[str, str], float]]] = {"new": [], "base": []}
+    failed: list[str] = []
     started = time.monotonic()
     for i in range(args.pairs):
         for side in order[i % 2]:
@@ -124,9 +125,11 @@ def main(argv: list[str] | None = None) -> int:
                 rc = subprocess.run(
                     cmd, cwd=tree, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ)
                 ).returncode
-            if rc != 0:
-                print(f"worktree_ab: {side} run exited {rc}: see {stem}.txt", file=sys.stderr)
-                return rc
+            if rc != 0:  # a failed check (exit 1) still writes its JSON; a failed start not
+                failed.append(f"{stem.name}: exit status {rc} (see {stem}.txt)")
+                if not stem.with_suffix(".json").exists():
+                    print(f"worktree_ab: {failed[-1]}", file=sys.stderr)
+                    return rc
             runs[side].append(figures(json.loads(stem.with_suffix(".json").read_text())))
     rows = []
     for key in runs["new"][0]:
@@ -144,6 +147,9 @@ def main(argv: list[str] | None = None) -> int:
         "the raw client in the same round, higher is better), ns/op lower is better\n"
     )
     print(h.markdown_table(["cell", "label", "base", "new", "new / base"], rows))
+    if failed:  # the script's own checks failed: its figures may not mean what they say
+        print("\nruns whose checks failed:", *failed, sep="\n- ")
+        return 1
     return 0
 
 

@@ -28,7 +28,7 @@ from brownout.testing.servers.openai_stub import OpenAIStub
 from brownout.testing.servers.s3 import S3Server
 from inventario.invoice_extraction import lines_from_answer
 from inventario.invoice_parsing import decode_text, pdf_text
-from inventario.invoice_storage import sniff
+from inventario.invoice_upload import sniff
 from tests.inventario.conftest import WIDGET, ai_settings, running, s3_settings
 
 TEXT_INVOICE = (

@@ -7,7 +7,7 @@ States (one column, these transitions only)::
        +------------+--> needs_review (lines entered by hand: PUT .../lines)
 
 * ``POST /invoices`` (feature ``file_upload``) reads the multipart upload with
-  the checks of :mod:`inventario.invoice_storage` (413 / 415 / 422), stores the
+  the checks of :mod:`inventario.invoice_upload` (413 / 415 / 422), stores the
   file in S3, or in the local spool when S3 is not configured, rejecting
   (breaker open) or failing (``"storage": "spool"``; the spool uploader moves
   it to S3 later), records the invoice, then extracts its lines.
@@ -58,11 +58,12 @@ from inventario.deps import (
     write_in_database,
 )
 from inventario.invoice_extraction import extract
-from inventario.invoice_storage import InvoiceFiles, object_key, read_upload
+from inventario.invoice_storage import InvoiceFiles, object_key
 from inventario.invoice_store import InvoiceConflict, check_skus, line_json, touched_skus
 from inventario.invoice_store import get_invoice as _get
 from inventario.invoice_store import list_invoices as _list
 from inventario.invoice_store import update_invoice as _update
+from inventario.invoice_upload import read_upload
 from inventario.routes.params import IdempotencyKey
 from inventario.runtime import Runtime
 from inventario.schemas import (

@@ -842,6 +842,13 @@ class _SQLAdapter(Adapter, Generic[E]):
 
 # --------------------------------------------------------------------------- sync
 
+# Deliberate twins, not a hot path: Database and AsyncDatabase repeat the shape of
+# _created (the engine factory hook), session, execute and scalar (a def and an async def
+# cannot be one function; the async session awaits its commit, rollback and close).
+# Everything else, the options, the engines' settings, the classification and the unit of
+# work (_UnitOfWork), is written once above. Each call is a database round trip, so
+# nothing here is measured for speed.
+
 
 class Database(_SQLAdapter[Engine], SyncResource):
     """A circuit-broken sync SQLAlchemy engine (psycopg for PostgreSQL, sqlite3 for SQLite).

@@ -356,32 +356,6 @@ def loop_cb_reject(breaker: Any, exc: type[BaseException]) -> h.BatchRunner:
     return run
 
 
-def traceback_cleared(run: h.BatchRunner, reject: Callable[[], Any]) -> h.BatchRunner:
-    """``run``, and after each batch (outside its timing) the traceback of the exception
-    that ``reject()`` raises set to None.
-
-    An open purgatory breaker raises its state object itself (``raise self`` in
-    ``OpenedState``): every rejection prepends its frames to that one exception's
-    traceback, so the heap grows by ~12 objects a call for the whole run and each
-    ``gc.collect()`` between batches gets slower (a long A/B run took over 15 minutes).
-    Clearing it between batches keeps purgatory's per-call work as it is.
-    """
-    try:
-        reject()
-    except Exception as e:  # whatever the library raises is what is cleared
-        raised = e
-    else:
-        raise SetupError("the breaker did not reject: there is no traceback to clear")
-
-    def cleared(n: int) -> int:
-        try:
-            return run(n)
-        finally:
-            raised.__traceback__ = None
-
-    return cleared
-
-
 class AsyncRunners:
     """Async batch runners; timing happens inside the coroutine, on one shared loop."""
 
@@ -612,7 +586,7 @@ def build_cells(runners: AsyncRunners, expected_calls: int) -> tuple[list[h.Cell
     add(
         SYNC_OPEN,
         "purgatory `@breakers(name)`",
-        traceback_cleared(loop_reject(g2, OpenedState), lambda: g2(1)),
+        h.traceback_cleared(loop_reject(g2, OpenedState), lambda: g2(1)),
     )
     for b in (b2, b2d, b2m, b2l):
         post.append((f"{b.name} stayed open", still(b, State.OPEN)))
@@ -697,7 +671,7 @@ def build_cells(runners: AsyncRunners, expected_calls: int) -> tuple[list[h.Cell
     add(
         ASYNC_OPEN,
         "purgatory `@breakers(name)`",
-        traceback_cleared(
+        h.traceback_cleared(
             runners.await_reject(g4, OpenedState), lambda: loop.run_until_complete(g4(1))
         ),
     )

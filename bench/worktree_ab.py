@@ -33,11 +33,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+try:  # run as a script: bench/ is sys.path[0]
+    import _harness as h
+except ImportError:  # imported as bench.worktree_ab
+    from bench import _harness as h
+
 HERE = Path(__file__).resolve().parent
 CHECKOUT = HERE.parent
-sys.path.insert(0, str(HERE))
-
-import _harness as h  # noqa: E402
 
 
 def git(*args: str, cwd: Path = CHECKOUT) -> str:

@@ -102,7 +102,10 @@ class ProductCache:
             self._failed()
             logger.debug("cache write failed: %s", self.redis.describe(exc))
 
-    async def invalidate(self, sku: str) -> None:
+    async def invalidate(self, sku: str, marked: int | None = None) -> None:
+        """Drop ``sku``'s entry. ``marked``: the ``cache_invalidations`` row the write's
+        own transaction recorded for it (:func:`inventario.fleet_cache.mark_stale_sync`),
+        settled here rather than a second row written."""
         if self.redis is None:
             return
         key = product_key(sku)
@@ -116,12 +119,17 @@ class ProductCache:
                     self.redis.describe(exc),
                 )
                 sent = False
-            if not sent and self.shared is not None:
+            if self.shared is not None and marked is not None:
+                self.shared.settled(marked, sent=sent)
+            elif not sent and self.shared is not None:
                 await self._share(key)
             return
         try:
             await self.redis.delete(key)
         except Exception as exc:
+            if self.shared is not None and marked is not None:
+                self.shared.settled(marked, sent=False)
+                return
             if self.shared is not None:
                 await self._share(key)
                 return
@@ -130,6 +138,9 @@ class ProductCache:
                 key,
                 self.redis.describe(exc),
             )
+            return
+        if self.shared is not None and marked is not None:
+            self.shared.settled(marked, sent=True)
 
     async def _share(self, key: str) -> None:
         """Tell the other replicas (through the database) that ``key`` is stale in Redis."""

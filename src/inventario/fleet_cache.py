@@ -6,9 +6,15 @@ write made stale while Redis was away is deleted when *that* replica reconciles.
 replicas, on the same Redis, know nothing of it and would serve the old cached value
 in between. :class:`SharedInvalidations` closes that gap:
 
-* **Recording.** A key whose ``DEL`` could not be sent (Redis unreachable, its breaker
-  open) is also written to the ``cache_invalidations`` table, in the database the write
-  itself was committed to (a write applied needs the database anyway).
+* **Recording, in the write's transaction.** Every write applied (directly or by the
+  outbox's replay) adds a row per cache key it makes stale to the
+  ``cache_invalidations`` table *in its own transaction* (:func:`mark_stale_sync`): the
+  row commits with the write, so no crash between the commit and the ``DEL`` can leave
+  a stale entry unrecorded. Once the ``DEL`` is sent the row is deleted in the
+  background (:meth:`SharedInvalidations.settled`, batched); when it cannot be sent
+  (Redis unreachable, its breaker open) the row stays, and the replica stops reading
+  the cache until the table is flushed. A key invalidated outside such a transaction is
+  recorded on its own (:meth:`SharedInvalidations.record`).
 * **The gate.** A replica reads (and fills) the cache only while it is *synced*: it
   has emptied the shared table since it last saw Redis go down. It stops being synced
   at start, when its Redis breaker leaves ``CLOSED`` (the replica's own judgement that
@@ -17,7 +23,10 @@ in between. :class:`SharedInvalidations` closes that gap:
   stop them for the whole of a database outage, when they are the only reads left.
 * **Flushing.** While not synced, on every heartbeat and after a failed Redis call, the
   replica takes the table's keys, deletes them in Redis, removes the rows it deleted,
-  and is synced once the table is empty and Redis was not seen down meanwhile. A replica
+  and is synced once every row up to the highest id it saw when it started is gone and
+  Redis was not seen down meanwhile (rows of writes committing meanwhile, whose own
+  ``DEL`` is on its way, do not hold it: such a row is like one recorded just after
+  the flush, found by the next heartbeat's). A replica
   whose breaker stayed closed (it made few Redis calls during the outage, or only
   another replica lost Redis) finds the rows on its next heartbeat: that bounds its
   stale window to one heartbeat.
@@ -35,16 +44,18 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Column, Float, Integer, String, Table, delete, insert, select
+from sqlalchemy import Column, Float, Integer, String, Table, delete, func, insert, select
+from sqlalchemy.engine import Connection
 
 from brownout import State, StateChange
 from brownout.redis import AsyncRedisAdapter
 from brownout.sql import AsyncDatabase
 from inventario.db import metadata
 
-__all__ = ["FLUSH_BATCH", "SharedInvalidations", "cache_invalidations"]
+__all__ = ["FLUSH_BATCH", "SharedInvalidations", "cache_invalidations", "mark_stale_sync"]
 
 logger = logging.getLogger("inventario.cache")
 
@@ -60,6 +71,21 @@ cache_invalidations = Table(
 )
 
 
+def mark_stale_sync(conn: Connection, keys: Sequence[str]) -> list[int]:
+    """In a write's transaction: one ``cache_invalidations`` row per cache key it makes
+    stale, committed (or rolled back) with it; the rows' ids, in the order of ``keys``."""
+    if not keys:
+        return []
+    now = time.time()
+    rows = conn.execute(
+        insert(cache_invalidations).returning(
+            cache_invalidations.c.id, sort_by_parameter_order=True
+        ),
+        [{"key": key, "recorded_at": now} for key in keys],
+    )
+    return [int(id_) for (id_,) in rows]
+
+
 class SharedInvalidations:
     """The fleet-wide record of cache keys to delete, and this replica's gate on it."""
 
@@ -73,6 +99,9 @@ class SharedInvalidations:
         self.flushes = 0
         self.flushed_keys = 0
         self.recorded = 0
+        self._settled: set[int] = set()  # rows whose DEL was sent: to delete
+        self._cleaning: asyncio.Task[None] | None = None
+        self.cleaned = 0
 
     # -- the gate ----------------------------------------------------------------------
 
@@ -107,6 +136,38 @@ class SharedInvalidations:
             )
         self.recorded += len(keys)
 
+    def settled(self, row: int, *, sent: bool) -> None:
+        """The ``DEL`` for the key of ``row`` (written by :func:`mark_stale_sync` in the
+        write's transaction) was sent: the row is deleted soon, in a batch; or it was not:
+        the row stays for a flush, and this replica is not synced until then."""
+        if not sent:
+            self.saw_failure()
+            self.recorded += 1  # left in the table for the fleet, as record() does
+            return
+        self._settled.add(row)
+        if self._cleaning is not None and not self._cleaning.done():
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # left for a flush
+        self._cleaning = loop.create_task(self._clean())
+
+    async def _clean(self) -> None:
+        """Delete the settled rows (a failure leaves them to a flush: a second ``DEL``
+        of a key is harmless)."""
+        while self._settled:
+            rows = [self._settled.pop() for _ in range(min(FLUSH_BATCH, len(self._settled)))]
+            try:
+                async with self.db.session() as s:
+                    await s.execute(
+                        delete(cache_invalidations).where(cache_invalidations.c.id.in_(rows))
+                    )
+            except Exception as exc:
+                logger.debug("cache coherence: settled rows left to a flush: %s", exc)
+                return
+            self.cleaned += len(rows)
+
     # -- flushing ----------------------------------------------------------------------
 
     async def flush(self) -> int:
@@ -115,11 +176,14 @@ class SharedInvalidations:
         Raises what the database or Redis raised (then it stays unsynced)."""
         failures = self._failures
         deleted = 0
-        while True:
+        async with self.db.session() as s:
+            ceiling = (await s.execute(select(func.max(cache_invalidations.c.id)))).scalar()
+        while ceiling is not None:
             async with self.db.session() as s:
                 rows = (
                     await s.execute(
                         select(cache_invalidations.c.id, cache_invalidations.c.key)
+                        .where(cache_invalidations.c.id <= ceiling)
                         .order_by(cache_invalidations.c.id)
                         .limit(FLUSH_BATCH)
                     )
@@ -190,6 +254,10 @@ class SharedInvalidations:
             task.cancel()
             with contextlib.suppress(BaseException):
                 await task
+        cleaning, self._cleaning = self._cleaning, None
+        if cleaning is not None and not cleaning.done():
+            with contextlib.suppress(BaseException):
+                await asyncio.wait_for(cleaning, 2.0)  # else a flush deletes them
 
     def stats(self) -> dict[str, Any]:
         return {
@@ -197,4 +265,5 @@ class SharedInvalidations:
             "recorded": self.recorded,
             "flushes": self.flushes,
             "flushed_keys": self.flushed_keys,
+            "settled_rows_deleted": self.cleaned,
         }

@@ -38,10 +38,10 @@ from brownout.prometheus import PrometheusMetrics
 from brownout.redis import AsyncRedisAdapter
 from brownout.spool import Spool, SpoolUploader
 from brownout.sql import AsyncDatabase, is_missing_schema
-from inventario.cache import ProductCache
+from inventario.cache import ProductCache, product_key
 from inventario.config import Settings
 from inventario.db import create_schema
-from inventario.fleet_cache import SharedInvalidations
+from inventario.fleet_cache import SharedInvalidations, mark_stale_sync
 from inventario.level_settings import (
     REDIS_ADMISSION,
     LevelScaledLimit,
@@ -461,13 +461,16 @@ def build_runtime(settings: Settings) -> Runtime:
     # a replayed write invalidates its product's cache entry once committed: a read
     # between the database's return and the replay may have cached the old row
     touched: dict[str, list[str]] = {}  # replayed, not yet committed: key -> products changed
+    # with replicas sharing invalidations: key -> {product: its row in cache_invalidations,
+    # written in the replay's transaction}
+    marks: dict[str, dict[str, int]] | None = {} if fleet_keys is not None else None
     applier = SqlApplier(
-        db, after_commit=_invalidate_after_replay(product_cache, touched, snapshot)
+        db, after_commit=_invalidate_after_replay(product_cache, touched, snapshot, marks)
     )
     for operation in OPERATIONS:
         # runs of one operation go to one call: one idempotency lookup and one insert
         # of records per run, many intents per transaction (Replayer.batch_size)
-        applier.register_batch(operation, _replay_handler(operation, touched))
+        applier.register_batch(operation, _replay_handler(operation, touched, marks))
     replayer = Replayer(
         outbox,
         applier,
@@ -557,7 +560,10 @@ def _schema_creator(
 
 
 def _invalidate_after_replay(
-    cache: ProductCache, touched: dict[str, list[str]], snapshot: ReadSnapshot | None = None
+    cache: ProductCache,
+    touched: dict[str, list[str]],
+    snapshot: ReadSnapshot | None = None,
+    marks: dict[str, dict[str, int]] | None = None,
 ) -> Callable[[Intent], None]:
     """``SqlApplier(after_commit=...)``: drop the replayed products' cache entries (the
     stream's product, or those the handler noted in ``touched``, e.g. an invoice's), and
@@ -568,12 +574,13 @@ def _invalidate_after_replay(
         if snapshot is not None:
             snapshot.replayed(intent.key)
         skus = touched.pop(intent.key, None) or [intent.stream]
+        marked = marks.pop(intent.key, {}) if marks is not None else {}
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:  # replayed outside an event loop: nothing cached to race
             return
         for sku in skus:
-            task = loop.create_task(cache.invalidate(sku))
+            task = loop.create_task(cache.invalidate(sku, marked.get(sku)))
             pending.add(task)
             task.add_done_callback(pending.discard)
 
@@ -585,19 +592,36 @@ def _invalidate_after_replay(
 _TOUCHED_MAX = 10_000
 
 
-def _replay_handler(operation: str, touched: dict[str, list[str]]) -> BatchHandler:
+def _replay_handler(
+    operation: str,
+    touched: dict[str, list[str]],
+    marks: dict[str, dict[str, int]] | None = None,
+) -> BatchHandler:
     """The outbox's batch handler for ``operation``: a run of its queued writes applied
-    with :func:`~inventario.writes.apply_writes` in the replay's transaction."""
+    with :func:`~inventario.writes.apply_writes` in the replay's transaction; with
+    ``marks``, the cache keys of the products each changed recorded in the shared
+    table in that same transaction (:func:`~inventario.fleet_cache.mark_stale_sync`)."""
     touches = TOUCHES.get(operation)
 
     async def handler(session: AsyncSession, payloads: list[Any]) -> None:
         writes = [(payload["data"], payload["key"]) for payload in payloads]
         results = await apply_writes(session, operation, writes, source="outbox")
-        if touches is not None:
-            for (_, key), result in zip(writes, results, strict=True):
+        changed: list[tuple[str, list[str]]] = []
+        for (data, key), result in zip(writes, results, strict=True):
+            products = touches(result) if touches is not None else [data["sku"]]
+            if touches is not None:
                 if len(touched) >= _TOUCHED_MAX:
                     touched.clear()
-                touched[key] = touches(result)
+                touched[key] = products
+            changed.append((key, products))
+        if marks is None:
+            return
+        keys = [product_key(p) for _, products in changed for p in products]
+        rows = iter(await session.run_sync(lambda s: mark_stale_sync(s.connection(), keys)))
+        if len(marks) >= _TOUCHED_MAX:
+            marks.clear()
+        for key, products in changed:
+            marks[key] = {p: next(rows) for p in products}
 
     handler.__name__ = f"replay_{operation.replace('.', '_')}"
     return handler

@@ -130,7 +130,9 @@ async def test_an_outage_seen_by_both_replicas_then_no_stale_read_from_the_other
     shared = b.runtime.shared_invalidations
     assert shared is not None and shared.synced and shared.flushed_keys >= 1
     assert a.runtime.shared_invalidations is not None
-    assert a.runtime.shared_invalidations.recorded == 1
+    # the movement's key (and any DEL Redis answered later than CACHE_INVALIDATE_WAIT on
+    # a loaded machine: the create's, recorded the same way)
+    assert a.runtime.shared_invalidations.recorded >= 1
     assert sql("SELECT count(*) FROM cache_invalidations") == "0"
 
 

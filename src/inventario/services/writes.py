@@ -9,13 +9,15 @@ from typing import Any
 
 from fastapi import Request
 from fastapi.responses import JSONResponse
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
 from brownout.outbox import IdempotencyConflict, OutboxFull, new_key
 from brownout.web import requires_feature
 from inventario import store
-from inventario.cache import ProductCache
+from inventario.cache import ProductCache, product_key
 from inventario.deps import DependencyUnavailable, jsonable
+from inventario.fleet_cache import mark_stale_sync
 from inventario.runtime import Runtime
 from inventario.schemas import Queued
 from inventario.writes import IdempotencyMismatch, apply_write_sync
@@ -57,8 +59,9 @@ async def write(
             f"({rt.manager.feature_reason('database_write')})"
         )
     if why is None:
+        stale: Callable[[dict[str, Any]], list[str]] = touched or (lambda _: [sku])
         try:
-            result, repeated = await _apply_now(rt, operation, data, key)
+            result, repeated, marked = await _apply_now(rt, operation, data, key, stale)
         except store.StoreError:
             raise
         except Exception as exc:
@@ -69,8 +72,8 @@ async def write(
         else:
             if rt.snapshot is not None:
                 rt.snapshot.applied(operation, result)
-            for stale in touched(result) if touched is not None else [sku]:
-                await cache.invalidate(stale)
+            for product in stale(result):
+                await cache.invalidate(product, marked.get(product))
             status = 201 if created and not repeated else 200
             body = render(result) if render is not None else result
             return JSONResponse(
@@ -119,10 +122,17 @@ RACE_ATTEMPTS = 3
 
 
 async def _apply_now(
-    rt: Runtime, operation: str, data: dict[str, Any], key: str
-) -> tuple[dict[str, Any], bool]:
+    rt: Runtime,
+    operation: str,
+    data: dict[str, Any],
+    key: str,
+    stale: Callable[[dict[str, Any]], list[str]],
+) -> tuple[dict[str, Any], bool, dict[str, int]]:
     """:func:`~inventario.writes.apply_write_sync` in one transaction; a lost race is
-    answered like the sequential case.
+    answered like the sequential case. With replicas sharing invalidations, the
+    products ``stale(result)`` names are recorded in the same transaction
+    (:func:`~inventario.fleet_cache.mark_stale_sync`): sku -> row, settled once their
+    ``DEL`` is sent.
 
     Two requests creating one sku, or carrying one ``Idempotency-Key``, can both
     pass their checks before either commits; the second then violates a unique
@@ -134,9 +144,30 @@ async def _apply_now(
         try:
             # SQLite: on the one writer, in turn, the whole transaction in one trip to
             # its thread; PostgreSQL: a pooled session
-            return await rt.db.run_write(apply_write_sync, operation, data, key)
+            if rt.shared_invalidations is None:
+                result, repeated = await rt.db.run_write(apply_write_sync, operation, data, key)
+                return result, repeated, {}
+            return await rt.db.run_write(_apply_marking_sync, operation, data, key, stale)
         except IntegrityError as exc:
             logger.info("write %s lost a race (attempt %d): %s", key, attempt + 1, exc.orig)
     raise store.Conflict(
         "the write conflicts with data changed at the same time; nothing was written: retry"
     )
+
+
+def _apply_marking_sync(
+    conn: Connection,
+    operation: str,
+    data: dict[str, Any],
+    key: str,
+    stale: Callable[[dict[str, Any]], list[str]],
+) -> tuple[dict[str, Any], bool, dict[str, int]]:
+    """:func:`~inventario.writes.apply_write_sync`, and the cache keys of the products
+    it changed recorded in the shared table in its transaction (none for a replay of
+    an earlier request's answer: nothing changed)."""
+    result, repeated = apply_write_sync(conn, operation, data, key)
+    if repeated:
+        return result, repeated, {}
+    products = list(dict.fromkeys(stale(result)))
+    rows = mark_stale_sync(conn, [product_key(p) for p in products])
+    return result, repeated, dict(zip(products, rows, strict=True))

@@ -171,6 +171,35 @@ def test_a_dead_owner_is_replaced_by_one_process(shares: list[HostShare], clock:
         c.call(ok)
 
 
+def test_a_probe_that_fails_in_a_process_that_lost_the_claim_does_not_end_the_owners(
+    shares: list[HostShare], clock: FakeClock
+) -> None:
+    """c half-opens on its own while b owns the probing row (c's claim failed); c's
+    breaker lets a call through before its poller holds it open, and the call fails.
+    The row stays b's: c's own verdict does not force the host open over b's probes,
+    and b's close still closes everyone."""
+    a, b, c = breakers(shares, clock)
+    trip(a)
+    sync(shares)
+    shares[0].close()
+    clock.advance(CONFIG.open_for + 5.0 + 1.0)
+    assert b.call(ok) == "ok"  # b claims the row and probes
+    assert c.state is State.HALF_OPEN  # its claim failed; not held yet
+    with pytest.raises(Boom):
+        c.call(fail)
+    assert c.state is State.OPEN
+    row = shares[1].rows()["postgres"]
+    assert (row.state, row.owner) == ("half_open", shares[1].owner)
+    sync(shares[1:])
+    assert b.state is State.HALF_OPEN  # b goes on probing
+    with pytest.raises(BreakerOpen):
+        c.call(ok)  # c is held open by b's row
+    assert b.call(ok) == "ok"
+    assert b.state is State.CLOSED
+    sync(shares[1:])
+    assert c.state is State.CLOSED
+
+
 def test_operator_actions_are_shared(shares: list[HostShare], clock: FakeClock) -> None:
     a, b, _ = breakers(shares, clock)
     a.force_open("maintenance")

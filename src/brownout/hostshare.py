@@ -15,7 +15,10 @@ every process of the host opens (one small table, WAL, no server):
 * only the process that opened the breaker (the row's owner) **probes**: its
   breaker half-opens when its break is over, it holds a lease on the row
   while it probes, and the others stay open, so the dependency gets
-  ``half_open_calls`` probes from the host, not one set per process;
+  ``half_open_calls`` probes from the host, not one set per process (a process
+  whose breaker half-opened on its own but lost the claim may let a call
+  through before its poller holds it open; if that call fails, its breaker
+  reopens without touching the owner's row);
 * when the owner's breaker **closes**, the row says so and the others close;
 * if the owner dies, its lease runs out; the others' breakers then half-open
   on their own and the first to claim the row becomes the new owner.
@@ -255,6 +258,19 @@ class HostShare:
         item.held = False
         now = self._clock()
         to = event.to_state
+        if to is State.OPEN and event.from_state is State.HALF_OPEN:
+            row = self.rows().get(event.breaker)
+            if (
+                row is not None
+                and row.owner != self.owner
+                and row.state == "half_open"
+                and row.until > now
+            ):
+                # a probe let through here after this process lost the claim (before the
+                # poller held it open) failed: the owner's probes decide for the host, so
+                # this verdict stays local; the poller holds this breaker open meanwhile
+                self._wake.set()
+                return
         if to in (State.OPEN, State.FORCED_OPEN):
             until = now + (event.open_for if event.open_for is not None else 365 * 86400.0)
             self._publish(event.breaker, "open", until, event.reason)

@@ -480,6 +480,11 @@ class Bulkhead:
     def _refuse(self) -> BulkheadFull:
         return BulkheadFull(self.name, None if self._hold < 0 else self._hold)
 
+    # Deliberate twins, not the fast path: _acquire_sync and _acquire_async repeat the
+    # queueing steps of a caller that must wait (a thread blocks on an Event, a task awaits
+    # a future: one function cannot do both); the queue itself (_enqueue_locked,
+    # _next_locked, _settle) is written once. The fast path (a free token taken without
+    # the lock) is Permit's, measured in docs/overload.md.
     def _acquire_sync(self, permit: Permit, timeout: float | None) -> None:
         wait = self.max_wait if timeout is None else timeout
         with self._lock:

@@ -68,6 +68,11 @@ def _passed(result: object) -> bool:
     return result is None or bool(result)
 
 
+# Deliberate twins, not a hot path: eventually() and aeventually() repeat the polling loop
+# (time.sleep against await asyncio.sleep, and aeventually awaits a coroutine condition);
+# the validation, the description and the failure message are written once above.
+
+
 def eventually(
     condition: Callable[[], T],
     *,

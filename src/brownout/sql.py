@@ -29,7 +29,9 @@ Requires the ``sql`` extra: ``pip install 'brownout[sql]'``.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextvars
+import functools
 import inspect
 import logging
 import math
@@ -39,7 +41,17 @@ import warnings
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from types import TracebackType
-from typing import Any, ClassVar, Concatenate, Generic, ParamSpec, Self, TypeVar, Unpack
+from typing import (
+    Any,
+    ClassVar,
+    Concatenate,
+    Generic,
+    ParamSpec,
+    Self,
+    TypeVar,
+    Unpack,
+    cast,
+)
 
 try:
     from sqlalchemy import event, text
@@ -1050,7 +1062,9 @@ class AsyncDatabase(_SQLAdapter[AsyncEngine], AsyncResource):
         try:
             if writer is not None:
                 _use_wal(engine.sync_engine)
-                writer_engine = create_async_engine(url, **writer)
+                # every path of the writer ends its transaction (commit or rollback) before
+                # returning the connection: no reset on return (a trip to the thread each)
+                writer_engine = create_async_engine(url, **{"pool_reset_on_return": None, **writer})
                 _use_wal(writer_engine.sync_engine)
                 _begin_immediate(writer_engine.sync_engine)
                 kwargs.setdefault("writer_wait", sqlite_timeout)
@@ -1111,17 +1125,20 @@ class AsyncDatabase(_SQLAdapter[AsyncEngine], AsyncResource):
         :class:`~sqlalchemy.engine.Connection`, as one guarded unit of work that writes;
         its return value.
 
-        On a SQLite file it runs on the writer in **one trip** to the writer's
-        thread (the driver's thread, where the connection lives): the whole unit
-        (its savepoint, every statement, the savepoint's release) runs there with
-        the standard ``sqlite3`` module, instead of one round trip between the
-        event loop and that thread per driver call (four per statement with
-        aiosqlite). It takes its turn with :meth:`write_session`'s units, in
-        arrival order, and joins the same shared transaction and commit; it
-        returns once committed. Raising inside ``fn`` undoes this unit alone (its
-        savepoint); a database failure ends the shared transaction as in
-        :meth:`write_session`. ``fn`` runs in another thread: it must not touch
-        the event loop, and should only use the connection it is given.
+        On a SQLite file it runs in the writer's thread (the driver's thread, where
+        the connection lives) with the standard ``sqlite3`` module, instead of one
+        round trip between the event loop and that thread per driver call (four per
+        statement with aiosqlite). The units that arrive while the writer is busy
+        wait together as a *batch*, which takes its turn with
+        :meth:`write_session`'s units, in arrival order, and runs whole in **one
+        trip** to the thread: ``BEGIN IMMEDIATE``, each unit in its own savepoint,
+        ``COMMIT`` (at most ``writer_group`` units). It returns once that commit
+        returned. Raising inside ``fn`` undoes this unit alone (its savepoint); a
+        database failure ends the transaction: every unit in it gets the error,
+        the units after it start a new one. Waiting longer than ``writer_wait``
+        for its batch to start raises ``sqlalchemy.exc.TimeoutError`` (``fn``
+        never runs). ``fn`` runs in another thread: it must not touch the event
+        loop, and should only use the connection it is given.
 
         Elsewhere (PostgreSQL, in-memory SQLite) it is :meth:`session` with
         ``AsyncSession.run_sync``: the same function runs over the async driver.
@@ -1208,6 +1225,8 @@ class AsyncDatabase(_SQLAdapter[AsyncEngine], AsyncResource):
 
     async def aclose(self) -> None:
         """Dispose of the engine's pool (and the writer's) if this adapter created them."""
+        if self._writer is not None:
+            await self._writer.aclose()  # batches still returning the writer's connection
         if self._owns_engine:
             await self.engine.dispose()
             if self.writer is not None:
@@ -1236,38 +1255,52 @@ class _Group:
 class _SQLiteWriter:
     """One SQLite connection's write transactions, shared by the units queued together.
 
-    A unit takes the lock (FIFO), runs in a savepoint of the open group's
-    transaction, and hands the lock on: to the next unit, which continues the
-    same transaction, or, when nobody waits (or the group is full), to the
-    group's commit, which answers every member at once. One fsync for the
-    group instead of one per unit; the lock waits in-process, never in
-    SQLite's busy handler.
+    :meth:`AsyncDatabase.run_write` units that arrive while the writer is busy
+    form a *batch*, which takes its turn (FIFO, with :meth:`unit`'s units) and
+    runs whole in **one trip** to the writer's thread: ``BEGIN IMMEDIATE``, each
+    unit in its own savepoint, ``COMMIT`` (one fsync for the batch). Each unit
+    is answered once the commit returned; one that raises is undone alone, to
+    its savepoint. The units arriving during that trip form the next batch, so a
+    unit waits for at most the batch running when it came and its own.
+
+    A :meth:`unit` (``write_session``) takes the lock (FIFO), runs in a
+    savepoint of the open group's transaction, and hands the lock on: to the
+    next unit or batch waiting, which continues the same transaction, or, when
+    nobody waits (or the group is full), to the group's commit, which answers
+    every member at once. The lock waits in-process, never in SQLite's busy
+    handler.
     """
 
     def __init__(
         self, sessions: async_sessionmaker[AsyncSession], wait: float, max_group: int
     ) -> None:
         self._sessions = sessions
-        writer = getattr(sessions.kw.get("bind"), "sync_engine", None)
-        self._hide_parameters = bool(getattr(writer, "hide_parameters", True))
+        self._engine: AsyncEngine = sessions.kw["bind"]
+        self._hide_parameters = bool(self._engine.sync_engine.hide_parameters)
         self._wait = wait
         self._max_group = max_group
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._lock = asyncio.Lock()
-        self._waiting = 0  # units waiting for the lock
+        self._lock = _Turns()
+        self._waiting = 0  # units and batches waiting for the lock
         self._group: _Group | None = None
+        self._forming: _Batch | None = None  # the last batch queued, while it takes units
         self._tasks: set[asyncio.Task[None]] = set()
+        #: transactions the batches committed, and the units in them (figures for tests)
+        self.batch_commits = 0
+        self.batch_units = 0
 
-    def _for_loop(self) -> asyncio.Lock:
-        # an asyncio lock belongs to one loop: a second asyncio.run starts afresh
+    def _for_loop(self) -> _Turns:
+        # its futures belong to one loop: a second asyncio.run starts afresh
         loop = asyncio.get_running_loop()
         if self._loop is not loop:
-            self._loop, self._lock, self._waiting, self._group = loop, asyncio.Lock(), 0, None
+            self._loop, self._lock, self._waiting, self._group = loop, _Turns(), 0, None
+            self._forming = None
         return self._lock
 
-    async def _take(self) -> tuple[_Group, asyncio.Lock]:
+    async def _take(self) -> tuple[_Group, _Turns]:
         """Wait for the writer (FIFO, bounded by ``wait``); the open group to join."""
         lock = self._for_loop()
+        self._forming = None  # run_write units arriving after this one queue after it
         self._waiting += 1
         try:
             async with asyncio.timeout(self._wait):
@@ -1287,38 +1320,129 @@ class _SQLiteWriter:
         return group, lock
 
     async def call(self, fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]) -> T:
-        """:meth:`AsyncDatabase.run_write` on the writer: one trip to its thread."""
-        group, lock = await self._take()
-        unit = _ThreadUnit(fn, args, kwargs)
+        """:meth:`AsyncDatabase.run_write` on the writer: in the batch forming (or a new
+        one), run in one trip to the writer's thread with the batch's other units."""
+        lock = self._for_loop()
+        loop = asyncio.get_running_loop()
+        unit = _ThreadUnit(fn, args, kwargs, loop.create_future())
+        batch = self._forming
+        if batch is None or batch.started or len(batch.units) >= self._max_group:
+            # its place in line is taken now (FIFO with write_session's units)
+            batch = self._forming = _Batch(lock.join())
+            self._waiting += 1  # from now: an open group stays open for this batch
+            self._spawn(self._run_batch(batch, lock))
+        batch.units.append(unit)
+        timer = loop.call_later(self._wait, self._expire, batch, unit)
         try:
-            # the group's first unit begins its transaction (BEGIN IMMEDIATE) here
+            result: T = await unit.future
+        except asyncio.CancelledError:
+            # not started: it leaves its batch; running: the thread undoes it if it has
+            # not released it yet (else it stays in the transaction: outcome not known)
+            unit.cancelled = True
+            if not batch.started and unit in batch.units:
+                batch.units.remove(unit)
+            raise
+        finally:
+            timer.cancel()
+        return result
+
+    def _expire(self, batch: _Batch, unit: _ThreadUnit) -> None:
+        """``wait`` passed and the unit's batch has not started: it gives up."""
+        if batch.started or unit not in batch.units or unit.future.done():
+            return
+        batch.units.remove(unit)
+        unit.future.set_exception(
+            sa_exc.TimeoutError(
+                f"the SQLite writer stayed busy for {self._wait:g} s (writes are not finishing)"
+            )
+        )
+
+    async def _run_batch(self, batch: _Batch, lock: _Turns) -> None:
+        """Wait for the writer's turn, then run the batch's units in one trip: in their own
+        transaction, or in the open group's (a ``write_session`` transaction that was
+        left open for this batch)."""
+        try:
+            await lock.wait(batch.turn)
+        except BaseException as exc:  # cancelled: the loop is closing
+            self._waiting -= 1
+            batch.started = True
+            if self._forming is batch:
+                self._forming = None
+            _settle(batch.units, exc)
+            self._flush_orphan(lock)
+            raise
+        self._waiting -= 1
+        batch.started = True
+        if self._forming is batch:
+            self._forming = None
+        units = [u for u in batch.units if not u.future.done()]
+        group = self._group
+        if group is not None:
+            if units:
+                await self._join_group(group, lock, units)
+            else:
+                self._end_turn(group, lock)
+            return
+        try:
+            if units:
+                await self._run_alone(units)
+        finally:
+            lock.release()
+
+    async def _run_alone(self, units: list[_ThreadUnit]) -> None:
+        """The batch in a transaction of its own, committed in the same trip."""
+        try:
+            async with self._engine.connect() as conn:  # closed: reset (no transaction left)
+                raw = await conn.get_raw_connection()
+                done = asyncio.ensure_future(
+                    _driver_execute(raw)(_run_batch_in_thread, raw, self._hide_parameters, units)
+                )
+                try:
+                    commits, broken = await asyncio.shield(done)
+                except asyncio.CancelledError:
+                    done.add_done_callback(_retrieve)  # the thread finishes the batch
+                    raise
+                self.batch_commits += commits
+                self.batch_units += sum(1 for u in units if u.committed)
+                _settle(units, None)  # answered before the connection's reset
+                if broken:
+                    await conn.invalidate()  # its transaction state is not known
+        except BaseException as exc:
+            _settle(units, exc)  # the units not answered yet: the trip itself failed
+            if not isinstance(exc, Exception):
+                raise
+
+    async def _join_group(self, group: _Group, lock: _Turns, units: list[_ThreadUnit]) -> None:
+        """The batch in savepoints of the open group's transaction; its units are answered
+        by the group's commit."""
+        try:
             conn = await group.session.connection()
             raw = await conn.get_raw_connection()
-            execute = getattr(raw.driver_connection, "_execute", None)
-            if execute is None:  # pragma: no cover - an aiosqlite without _execute
-                result: T = await conn.run_sync(_in_savepoint, fn, args, kwargs)
-            else:
-                hop = asyncio.ensure_future(execute(unit.run, raw, self._hide_parameters))
-                try:
-                    result = await asyncio.shield(hop)
-                except asyncio.CancelledError:
-                    # the thread finishes the unit; it undoes it if it has not released
-                    # it yet (else it stays in the group: its outcome is not known)
-                    unit.cancelled = True
-                    hop.add_done_callback(_retrieve)
-                    raise
-        except BaseException as exc:
-            if isinstance(exc, Exception) and SQL_ERRORS.counts(exc):
-                await self._abort(group, lock, exc)  # a database failure: the group is lost
+            done = asyncio.ensure_future(
+                _driver_execute(raw)(_run_units_in_thread, raw, self._hide_parameters, units)
+            )
+            try:
+                lost = await asyncio.shield(done)
+            except asyncio.CancelledError:
+                done.add_done_callback(_retrieve)
                 raise
-            # the caller's error: the thread already undid this unit alone
-            self._end_turn(group, lock)
-            raise
-        done = asyncio.get_running_loop().create_future()
-        group.members.append(done)
+        except BaseException as exc:
+            lost = exc
+        if lost is not None:  # a database failure: the group is lost, with the batch
+            _settle(units, lost)
+            await self._abort(group, lock, lost)
+            if not isinstance(lost, Exception):
+                raise lost
+            return
+        loop = asyncio.get_running_loop()
+        for unit in units:
+            if unit.error is not None or unit.future.done():
+                _settle([unit], None)  # undone alone: answered now
+                continue
+            member = loop.create_future()
+            member.add_done_callback(functools.partial(_settle_member, unit))
+            group.members.append(member)
         self._end_turn(group, lock)
-        await asyncio.shield(done)  # the group's commit: raises its error if it failed
-        return result
 
     @asynccontextmanager
     async def unit(self) -> AsyncIterator[AsyncSession]:
@@ -1361,7 +1485,7 @@ class _SQLiteWriter:
         self._end_turn(group, lock)
         await asyncio.shield(done)  # the group's commit: raises its error if it failed
 
-    def _end_turn(self, group: _Group, lock: asyncio.Lock) -> None:
+    def _end_turn(self, group: _Group, lock: _Turns) -> None:
         """Leave the transaction open for the next unit waiting, or commit it."""
         if self._waiting and len(group.members) < self._max_group:
             lock.release()
@@ -1369,13 +1493,13 @@ class _SQLiteWriter:
         self._group = None
         self._spawn(self._commit(group, lock))
 
-    def _flush_orphan(self, lock: asyncio.Lock) -> None:
+    def _flush_orphan(self, lock: _Turns) -> None:
         """A unit gave up waiting: if it was the last one waiting, the open group has no
         one left to continue it, so it is committed now."""
         if self._group is not None and not self._waiting and not lock.locked():
             self._spawn(self._flush(lock))
 
-    async def _flush(self, lock: asyncio.Lock) -> None:
+    async def _flush(self, lock: _Turns) -> None:
         self._waiting += 1
         try:
             await lock.acquire()
@@ -1387,12 +1511,19 @@ class _SQLiteWriter:
         else:
             await self._commit(group, lock)
 
+    async def aclose(self) -> None:
+        """Wait (at most ``wait``) for the writer's own tasks started on this loop: batches
+        and commits still returning the writer's connection."""
+        tasks = [t for t in self._tasks if t.get_loop() is asyncio.get_running_loop()]
+        if tasks:
+            await asyncio.wait(tasks, timeout=self._wait)
+
     def _spawn(self, work: Any) -> None:
         task = asyncio.get_running_loop().create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _commit(self, group: _Group, lock: asyncio.Lock) -> None:
+    async def _commit(self, group: _Group, lock: _Turns) -> None:
         error: BaseException | None = None
         try:
             if group.members:
@@ -1409,7 +1540,7 @@ class _SQLiteWriter:
                 lock.release()
                 _answer(group.members, error)
 
-    async def _abort(self, group: _Group, lock: asyncio.Lock, exc: BaseException) -> None:
+    async def _abort(self, group: _Group, lock: _Turns, exc: BaseException) -> None:
         """The group's transaction failed: nothing in it is committed; all its units hear."""
         self._group = None
         try:
@@ -1426,13 +1557,6 @@ def _on_connection(
     session: Session, fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> T:
     return fn(session.connection(), *args, **kwargs)
-
-
-def _in_savepoint(
-    conn: Connection, fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> T:
-    with conn.begin_nested():
-        return fn(conn, *args, **kwargs)
 
 
 def _retrieve(future: asyncio.Future[Any]) -> None:
@@ -1498,33 +1622,222 @@ def _read_in_thread(
 
 
 class _ThreadUnit:
-    """One :meth:`AsyncDatabase.run_write` unit, run whole in the writer's thread."""
+    """One :meth:`AsyncDatabase.run_write` unit; run in the writer's thread, answered on
+    the event loop."""
 
-    __slots__ = ("args", "cancelled", "fn", "kwargs")
+    __slots__ = ("args", "cancelled", "committed", "error", "fn", "future", "kwargs", "result")
 
-    def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]):
-        self.fn, self.args, self.kwargs = fn, args, kwargs
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        future: asyncio.Future[Any],
+    ) -> None:
+        self.fn, self.args, self.kwargs, self.future = fn, args, kwargs, future
         self.cancelled = False  # set from the event loop when the caller is cancelled
+        self.committed = False  # set in the thread once its transaction committed
+        self.result: Any = None
+        self.error: BaseException | None = None  # the unit's own, or its transaction's
 
-    def run(self, raw: Any, hide_parameters: bool) -> Any:
-        """In the writer's thread: the unit in a savepoint of the open transaction."""
-        dbapi: sqlite3.Connection = raw.driver_connection._conn
-        engine = _lent_engine(raw, hide_parameters)
-        dbapi.execute("SAVEPOINT brownout_unit")
+    def run(self, dbapi: sqlite3.Connection, engine: Engine) -> BaseException | None:
+        """In the writer's thread, in a savepoint of the open transaction. Returns the
+        failure that lost the transaction (the unit's error counted as a database
+        failure), or None (the unit released, or undone alone for an error of its own)."""
         try:
+            dbapi.execute("SAVEPOINT brownout_unit")
             with engine.connect() as conn:
                 result = self.fn(conn, *self.args, **self.kwargs)
             if self.cancelled:
                 raise asyncio.CancelledError
-        except BaseException:
+        except BaseException as exc:
+            self.error = exc
+            if isinstance(exc, Exception) and SQL_ERRORS.counts(exc):
+                return exc
             try:
                 dbapi.execute("ROLLBACK TO brownout_unit")
                 dbapi.execute("RELEASE brownout_unit")
-            except Exception:
-                logger.debug("sql adapter: undoing a writer unit failed", exc_info=True)
+            except Exception as undo:
+                return undo
+            return None
+        try:
+            dbapi.execute("RELEASE brownout_unit")
+        except Exception as exc:
+            self.error = exc
+            return exc
+        self.result = result
+        return None
+
+
+class _Batch:
+    """The :meth:`AsyncDatabase.run_write` units waiting together for the writer."""
+
+    __slots__ = ("started", "turn", "units")
+
+    def __init__(self, turn: asyncio.Future[None]) -> None:
+        self.turn = turn  # its place in the writer's line
+        self.units: list[_ThreadUnit] = []
+        self.started = False  # it took the writer: no more units join it
+
+
+class _Turns:
+    """A FIFO lock (as :class:`asyncio.Lock`) whose place in line can be taken without
+    awaiting (:meth:`join`): a batch queues when its first unit arrives, not when the
+    task that runs it first gets to run."""
+
+    __slots__ = ("_held", "_line")
+
+    def __init__(self) -> None:
+        self._held = False
+        self._line: collections.deque[asyncio.Future[None]] = collections.deque()
+
+    def locked(self) -> bool:
+        return self._held
+
+    def join(self) -> asyncio.Future[None]:
+        """A place in line: a future done when it is this place's turn."""
+        turn = asyncio.get_running_loop().create_future()
+        if self._held:
+            self._line.append(turn)
+        else:
+            self._held = True
+            turn.set_result(None)
+        return turn
+
+    async def wait(self, turn: asyncio.Future[None]) -> None:
+        """Wait for ``turn`` (from :meth:`join`); cancelled, the place is given up."""
+        try:
+            await turn
+        except asyncio.CancelledError:
+            if turn.done() and not turn.cancelled():
+                self.release()  # the turn came as the waiter was cancelled: pass it on
             raise
-        dbapi.execute("RELEASE brownout_unit")
-        return result
+
+    async def acquire(self) -> None:
+        await self.wait(self.join())
+
+    def release(self) -> None:
+        """The turn ends: the next place in line (still waiting) gets it."""
+        while self._line:
+            turn = self._line.popleft()
+            if not turn.done():
+                turn.set_result(None)
+                return
+        self._held = False
+
+
+def _driver_execute(raw: Any) -> Callable[..., Any]:
+    """aiosqlite's way to run a function in its connection's thread."""
+    execute = getattr(raw.driver_connection, "_execute", None)
+    if execute is None:  # pragma: no cover - every supported aiosqlite has it
+        raise RuntimeError("this aiosqlite has no Connection._execute: upgrade aiosqlite")
+    return cast("Callable[..., Any]", execute)
+
+
+def _rollback_quietly(dbapi: sqlite3.Connection) -> bool:
+    """Roll the transaction back if one is open; False if that failed (the connection's
+    state is not known)."""
+    try:
+        if dbapi.in_transaction:
+            dbapi.execute("ROLLBACK")
+    except Exception:
+        logger.debug("sql adapter: rolling the writer's batch back failed", exc_info=True)
+        return False
+    return True
+
+
+def _run_batch_in_thread(
+    raw: Any, hide_parameters: bool, units: list[_ThreadUnit]
+) -> tuple[int, bool]:
+    """In the writer's thread: ``units`` in a transaction of their own, committed.
+
+    A unit whose error is a database failure loses its transaction: every unit in it
+    gets that error (none of them is committed) and the units after it start a new
+    transaction. Returns the transactions committed, and whether the connection's
+    state is not known afterwards (a rollback failed).
+    """
+    dbapi: sqlite3.Connection = raw.driver_connection._conn
+    engine = _lent_engine(raw, hide_parameters)
+    todo = list(units)
+    commits = 0
+    while todo:
+        try:
+            dbapi.execute("BEGIN IMMEDIATE")
+        except Exception as exc:
+            for unit in todo:
+                unit.error = exc
+            return commits, not _rollback_quietly(dbapi)
+        members: list[_ThreadUnit] = []
+        lost: BaseException | None = None
+        while todo and lost is None:
+            unit = todo.pop(0)
+            if unit.cancelled:  # its caller left before its turn: not run
+                continue
+            members.append(unit)
+            lost = unit.run(dbapi, engine)
+        if lost is None:
+            try:
+                dbapi.execute("COMMIT")
+            except Exception as exc:
+                lost = exc
+            else:
+                commits += 1
+                for unit in members:
+                    unit.committed = unit.error is None
+                continue
+        for unit in members:
+            if unit.error is None:
+                unit.error, unit.result = lost, None
+        if not _rollback_quietly(dbapi):
+            for unit in todo:
+                unit.error = lost
+            return commits, True
+    return commits, False
+
+
+def _run_units_in_thread(
+    raw: Any, hide_parameters: bool, units: list[_ThreadUnit]
+) -> BaseException | None:
+    """In the writer's thread: ``units`` in savepoints of the open transaction (not
+    committed here); the failure that lost the transaction, if one did."""
+    dbapi: sqlite3.Connection = raw.driver_connection._conn
+    engine = _lent_engine(raw, hide_parameters)
+    for unit in units:
+        if unit.cancelled:
+            continue
+        lost = unit.run(dbapi, engine)
+        if lost is not None:
+            return lost
+    return None
+
+
+def _settle(units: list[_ThreadUnit], error: BaseException | None) -> None:
+    """Answer the units not answered yet: ``error`` (the trip failed) if given, else each
+    unit's own outcome."""
+    for unit in units:
+        if unit.future.done():
+            continue
+        failure = error if error is not None else unit.error
+        if failure is None:
+            unit.future.set_result(unit.result)
+            continue
+        if not isinstance(failure, Exception):  # interrupted: the outcome is not known
+            failure = sa_exc.DisconnectionError(
+                f"the SQLite writer's batch was interrupted ({type(failure).__name__}): "
+                "whether this unit was committed is not known"
+            )
+        unit.future.set_exception(failure)
+
+
+def _settle_member(unit: _ThreadUnit, member: asyncio.Future[None]) -> None:
+    """The group's commit answered ``member``: answer ``unit`` the same way."""
+    if unit.future.done():
+        return
+    error = member.exception()
+    if error is not None:
+        unit.future.set_exception(error)
+    else:
+        unit.future.set_result(unit.result)
 
 
 def _answer(members: list[asyncio.Future[None]], error: BaseException | None) -> None:

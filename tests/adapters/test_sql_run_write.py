@@ -15,8 +15,8 @@ from typing import Any
 
 import aiosqlite
 import pytest
-from sqlalchemy import event, text
 from sqlalchemy import exc as sa_exc
+from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
 from brownout import BreakerConfig, State
@@ -94,14 +94,14 @@ async def test_one_trip_to_the_writer_thread_whatever_the_statements(
 async def test_a_unit_that_raises_leaves_nothing_and_the_others_commit(
     tmp_path: Path, async_dbs: Callable[..., AsyncDatabase]
 ) -> None:
-    """Units queued together share a transaction; one that raises half-way (after its
-    first insert) is undone alone, to its savepoint: none of its rows stay, every other
-    unit's rows do, and the breaker counts nothing (the caller's error)."""
+    """Units queued together share a transaction (one batch, one commit); one that raises
+    half-way (after its first insert) is undone alone, to its savepoint: none of its rows
+    stay, every other unit's rows do, and the breaker counts nothing (the caller's
+    error)."""
     db = async_dbs(sqlite_url(tmp_path, is_async=True))
     await db.execute(CREATE)
-    assert db.writer is not None
-    commits: list[int] = []
-    event.listen(db.writer.sync_engine, "commit", lambda conn: commits.append(1))
+    writer = db._writer
+    assert writer is not None
 
     def two_rows(conn: Connection, i: int) -> int:
         conn.execute(text("INSERT INTO items (name, qty) VALUES (:n, :q)"), {"n": f"a{i}", "q": i})
@@ -120,17 +120,19 @@ async def test_a_unit_that_raises_leaves_nothing_and_the_others_commit(
     ]
     rows = {row[0] for row in (await db.execute("SELECT name FROM items")).all()}
     assert rows == {f"{p}{i}" for i in range(24) if i % 4 for p in "ab"}
-    assert 1 <= len(commits) <= 4, commits  # shared commits, not one per unit
+    # queued together: one transaction, one commit, with the 18 units that did not raise
+    assert (writer.batch_commits, writer.batch_units) == (1, 18)
     assert db.breaker.state is State.CLOSED
     assert "failure" not in db.stats.operations["session"]
 
 
-async def test_a_database_failure_mid_unit_commits_nothing_of_its_group(
+async def test_a_database_failure_mid_unit_commits_nothing_of_its_transaction(
     tmp_path: Path, async_dbs: Callable[..., AsyncDatabase]
 ) -> None:
     """A failure of the database itself in the middle of a unit ends the shared
     transaction: every unit in it gets the error, none of their rows is kept, the
-    failure is counted by each of them, and the writer goes on with the next units."""
+    failure is counted by each of them; the units of the batch after it start a new
+    transaction and commit, and the writer goes on."""
     db = async_dbs(
         sqlite_url(tmp_path, is_async=True), config=BreakerConfig(consecutive_failures=9)
     )
@@ -141,7 +143,7 @@ async def test_a_database_failure_mid_unit_commits_nothing_of_its_group(
         conn.execute(text("INSERT INTO items (name, qty) VALUES (:n, :q)"), {"n": f"n{i}", "q": i})
         if i == 0:
             started.set()
-            gate.wait(5)  # the others queue meanwhile: they join this transaction
+            gate.wait(5)  # the others queue meanwhile: they form the next batch
         if i == 3:
             raise sa_exc.OperationalError(
                 "INSERT", {}, sqlite3.OperationalError("disk I/O error (simulated)")
@@ -153,16 +155,19 @@ async def test_a_database_failure_mid_unit_commits_nothing_of_its_group(
     rest = [asyncio.ensure_future(db.run_write(slow_first, i)) for i in range(1, 6)]
     writer = db._writer
     assert writer is not None
-    await aeventually(lambda: writer._waiting == 5, what="the five other units queued")
+    await aeventually(
+        lambda: writer._forming is not None and len(writer._forming.units) == 5,
+        what="the five other units queued in one batch",
+    )
     gate.set()
     results = await asyncio.gather(first, *rest, return_exceptions=True)
-    assert all(isinstance(r, sa_exc.OperationalError) for r in results[:4]), results
-    # units queued after the failure start a new transaction and commit
+    assert results[0] == 0  # its batch committed before the failure
+    assert all(isinstance(r, sa_exc.OperationalError) for r in results[1:4]), results
+    # the units after the failure start a new transaction and commit
     assert results[4:] == [4, 5], results
     kept = {row[0] for row in (await db.execute("SELECT qty FROM items")).all()}
-    assert kept == {r for r in results if isinstance(r, int)}
-    assert not kept & {0, 1, 2, 3}
-    assert db.stats.operations["session"]["failure"] == 4  # each unit hears it
+    assert kept == {0, 4, 5}
+    assert db.stats.operations["session"]["failure"] == 3  # each unit hears it
     assert await db.run_write(add, "after", 9) == len(kept) + 1
 
 
@@ -224,6 +229,198 @@ async def test_a_cancelled_unit_is_undone(
     release.set()
     assert await after == 1
     assert [r[0] for r in (await db.execute("SELECT name FROM items")).all()] == ["after"]
+
+
+async def test_units_arriving_during_a_batch_form_the_next_one_trip_and_commit_each(
+    tmp_path: Path, async_dbs: Callable[..., AsyncDatabase], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While a batch runs in the writer's thread, the units arriving wait together: the
+    next batch takes them all, in one trip to the thread (statements, savepoints and
+    commit: no trip per unit, no reset of the connection after it) and one commit. A
+    unit waits for at most the batch running when it came and its own."""
+    db = async_dbs(sqlite_url(tmp_path, is_async=True))
+    await db.execute(CREATE)
+    writer = db._writer
+    assert writer is not None
+    await db.run_write(add, "warm", 0)  # the writer's connection opened
+    running, release = threading.Event(), threading.Event()
+
+    def held(conn: Connection) -> str:
+        conn.execute(text("INSERT INTO items (name, qty) VALUES ('held', 1)"))
+        running.set()
+        release.wait(5)
+        return "held"
+
+    hops = _count_hops(monkeypatch)
+    commits = writer.batch_commits
+    first = asyncio.ensure_future(db.run_write(held))
+    await asyncio.to_thread(running.wait, 5)
+    later = [asyncio.ensure_future(db.run_write(add, f"u{i}", i)) for i in range(10)]
+    await aeventually(
+        lambda: writer._forming is not None and len(writer._forming.units) == 10,
+        what="the ten units waiting in one batch",
+    )
+    release.set()
+    assert await first == "held"
+    assert sorted(await asyncio.gather(*later)) == list(range(3, 13))  # COUNT(*) after each
+    assert writer.batch_commits - commits == 2
+    assert len(hops) == 2  # one trip per batch
+    assert await db.scalar("SELECT COUNT(*) FROM items") == 12
+
+
+async def test_a_unit_waiting_longer_than_writer_wait_gives_up_without_running(
+    tmp_path: Path, async_dbs: Callable[..., AsyncDatabase]
+) -> None:
+    """A write_session unit holds the writer: a run_write unit waits ``writer_wait``, then
+    raises the counted ``sqlalchemy.exc.TimeoutError`` and never runs, even once the
+    writer is free again; the writer goes on."""
+    db = async_dbs(sqlite_url(tmp_path, is_async=True), writer_wait=0.05)
+    await db.execute(CREATE)
+    ran: list[str] = []
+
+    def late(conn: Connection) -> None:
+        ran.append("late")
+        conn.execute(text("INSERT INTO items (name, qty) VALUES ('late', 1)"))
+
+    holding, free = asyncio.Event(), asyncio.Event()
+
+    async def hold() -> None:
+        async with db.write_session() as s:
+            await s.execute(text("INSERT INTO items (name, qty) VALUES ('held', 1)"))
+            holding.set()
+            await free.wait()
+
+    holder = asyncio.ensure_future(hold())
+    await holding.wait()
+    with pytest.raises(sa_exc.TimeoutError, match=r"writer stayed busy for 0\.05 s"):
+        await db.run_write(late)
+    free.set()
+    await holder
+    assert await db.run_write(add, "after", 1) == 2
+    assert ran == []
+    names = {r[0] for r in (await db.execute("SELECT name FROM items")).all()}
+    assert names == {"held", "after"}
+    assert db.stats.operations["session"]["failure"] == 1
+
+
+async def test_a_unit_cancelled_before_its_batch_runs_is_not_run(
+    tmp_path: Path, async_dbs: Callable[..., AsyncDatabase]
+) -> None:
+    """A caller cancelled while its unit waits for the writer: it leaves its batch (the
+    function never runs); the other units of the batch run and commit."""
+    db = async_dbs(sqlite_url(tmp_path, is_async=True))
+    await db.execute(CREATE)
+    ran: list[str] = []
+
+    def named(conn: Connection, name: str) -> str:
+        ran.append(name)
+        conn.execute(text("INSERT INTO items (name, qty) VALUES (:n, 1)"), {"n": name})
+        return name
+
+    holding, free = asyncio.Event(), asyncio.Event()
+
+    async def hold() -> None:
+        async with db.write_session():
+            holding.set()
+            await free.wait()
+
+    holder = asyncio.ensure_future(hold())
+    await holding.wait()
+    units = [asyncio.ensure_future(db.run_write(named, n)) for n in ("a", "b", "c")]
+    await asyncio.sleep(0)  # all three queued in one batch
+    units[1].cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await units[1]
+    free.set()
+    await holder
+    assert await units[0] == "a"
+    assert await units[2] == "c"
+    assert ran == ["a", "c"]
+    assert [r[0] for r in (await db.execute("SELECT name FROM items ORDER BY id")).all()] == [
+        "a",
+        "c",
+    ]
+
+
+async def test_aclose_waits_for_the_last_batch_to_return_the_writer(
+    tmp_path: Path, async_dbs: Callable[..., AsyncDatabase]
+) -> None:
+    """A unit is answered as soon as its batch committed, before the batch hands the
+    writer's connection back: ``aclose`` right after waits for that, so nothing is left
+    running on a disposed engine."""
+    db = async_dbs(sqlite_url(tmp_path, is_async=True))
+    await db.execute(CREATE)
+    writer = db._writer
+    assert writer is not None
+    assert await db.run_write(add, "last", 1) == 1
+    await db.aclose()
+    assert all(task.done() for task in writer._tasks)
+    assert db.writer is not None
+    assert db.writer.sync_engine.pool.checkedout() == 0
+
+
+ACKNOWLEDGED = """
+import asyncio, sys
+from sqlalchemy import text
+from brownout.sql import AsyncDatabase
+
+def add(conn, name):
+    conn.execute(text("INSERT INTO items (name, qty) VALUES (:n, 1)"), {"n": name})
+
+async def main():
+    db = AsyncDatabase.from_url(sys.argv[1])
+
+    async def client(c):
+        for i in range(1_000_000):
+            await db.run_write(add, f"c{c}-{i}")
+            print(f"c{c}-{i}", flush=True)  # answered: committed
+
+    await asyncio.gather(*(client(c) for c in range(8)))
+
+asyncio.run(main())
+"""
+
+
+def _answered_then_killed(url: str, wanted: int) -> list[str]:
+    """Run ACKNOWLEDGED on ``url``, SIGKILL it once it printed ``wanted`` units; all it
+    printed."""
+    child = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(ACKNOWLEDGED), url],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert child.stdout is not None and child.stderr is not None
+    answered: list[str] = []
+    try:
+        while len(answered) < wanted:
+            line = child.stdout.readline()
+            assert line, child.stderr.read()[-2000:]
+            answered.append(line.strip())
+        child.kill()  # SIGKILL: no shutdown, the batch in flight is cut off
+        rest, _ = child.communicate(timeout=60)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    return answered + rest.split()
+
+
+async def test_every_answered_unit_survives_a_kill_9(
+    tmp_path: Path, async_dbs: Callable[..., AsyncDatabase]
+) -> None:
+    """Eight concurrent writers in a child process (batches of units sharing commits);
+    the child prints each unit once ``run_write`` answered it and is killed -9 in the
+    middle: every unit it printed is in the file afterwards."""
+    url = sqlite_url(tmp_path, is_async=True)
+    db = async_dbs(url)
+    await db.execute(CREATE)
+    await db.aclose()
+    answered = await asyncio.to_thread(_answered_then_killed, url, 400)
+    db = async_dbs(url)
+    stored = {r[0] for r in (await db.execute("SELECT name FROM items")).all()}
+    assert len(answered) >= 400
+    assert not set(answered) - stored
 
 
 CRASH = """

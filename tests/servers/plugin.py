@@ -30,8 +30,9 @@ A missing binary or package skips the test with the reason, or fails it when
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Callable, Iterator
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import pytest
 
@@ -77,7 +78,44 @@ class _Revivable(Protocol):
     def ensure_running(self) -> None: ...
 
 
+class _Server(_Revivable, Protocol):
+    def start(self) -> object: ...
+    def close(self) -> None: ...
+
+
 _session_servers: list[_Revivable] = []
+
+S = TypeVar("S", bound=_Server)
+
+
+@contextlib.contextmanager
+def _shared(server: S) -> Iterator[S]:
+    """``server`` started for the session: revived after every test, closed at the end."""
+    try:
+        server.start()
+        _session_servers.append(server)
+        yield server
+    finally:
+        with contextlib.suppress(ValueError):
+            _session_servers.remove(server)
+        server.close()
+
+
+@contextlib.contextmanager
+def _maker(new: Callable[..., S]) -> Iterator[Callable[..., S]]:
+    """``make(**kwargs)``: a started private server (``new(**kwargs)``) for one test, closed
+    after it."""
+    servers: list[S] = []
+
+    def make(**kwargs: Any) -> S:
+        server = new(**kwargs)
+        servers.append(server)
+        server.start()
+        return server
+
+    yield make
+    for server in servers:
+        server.close()
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -118,32 +156,16 @@ def _pg_bin() -> str:
 def redis_server() -> Iterator[RedisServer]:
     """A shared redis-server on a private port."""
     _require_redis()
-    server = RedisServer()
-    try:
-        server.start()
-        _session_servers.append(server)
+    with _shared(RedisServer()) as server:
         yield server
-    finally:
-        with contextlib.suppress(ValueError):
-            _session_servers.remove(server)
-        server.close()
 
 
 @pytest.fixture
 def make_redis() -> Iterator[Callable[..., RedisServer]]:
     """``make_redis(appendonly=False, extra_args=())`` -> a started private Redis."""
     _require_redis()
-    servers: list[RedisServer] = []
-
-    def make(**kwargs: Any) -> RedisServer:
-        server = RedisServer(**kwargs)
-        servers.append(server)
-        server.start()
-        return server
-
-    yield make
-    for server in servers:
-        server.close()
+    with _maker(RedisServer) as make:
+        yield make
 
 
 class _Listening(Protocol):
@@ -180,15 +202,8 @@ def redis_proxy(
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[PostgresServer]:
     """A shared PostgreSQL cluster on a private port (superuser ``postgres``, trust auth)."""
-    server = PostgresServer(pg_bin=_pg_bin())
-    try:
-        server.start()
-        _session_servers.append(server)
+    with _shared(PostgresServer(pg_bin=_pg_bin())) as server:
         yield server
-    finally:
-        with contextlib.suppress(ValueError):
-            _session_servers.remove(server)
-        server.close()
 
 
 @pytest.fixture
@@ -205,18 +220,8 @@ def fresh_database(postgres_server: PostgresServer) -> Iterator[str]:
 @pytest.fixture
 def make_postgres() -> Iterator[Callable[..., PostgresServer]]:
     """``make_postgres(settings=None)`` -> a started private PostgreSQL cluster."""
-    pg_bin = _pg_bin()
-    servers: list[PostgresServer] = []
-
-    def make(**kwargs: Any) -> PostgresServer:
-        server = PostgresServer(pg_bin=pg_bin, **kwargs)
-        servers.append(server)
-        server.start()
-        return server
-
-    yield make
-    for server in servers:
-        server.close()
+    with _maker(functools.partial(PostgresServer, pg_bin=_pg_bin())) as make:
+        yield make
 
 
 @pytest.fixture
@@ -234,15 +239,8 @@ def s3_server() -> Iterator[S3Server]:
     """A shared moto S3 server on a private port."""
     if (reason := s3_unavailable()) is not None:
         missing(reason)
-    server = S3Server()
-    try:
-        server.start()
-        _session_servers.append(server)
+    with _shared(S3Server()) as server:
         yield server
-    finally:
-        with contextlib.suppress(ValueError):
-            _session_servers.remove(server)
-        server.close()
 
 
 @pytest.fixture

@@ -64,7 +64,7 @@ from inventario.invoice_store import get_invoice as _get
 from inventario.invoice_store import list_invoices as _list
 from inventario.invoice_store import update_invoice as _update
 from inventario.invoice_upload import read_upload
-from inventario.routes.params import IdempotencyKey
+from inventario.routes.params import IdempotencyKey, queued
 from inventario.runtime import Runtime
 from inventario.schemas import (
     AppliedInvoice,
@@ -72,7 +72,6 @@ from inventario.schemas import (
     InvoiceLines,
     InvoicePage,
     InvoiceState,
-    Queued,
 )
 from inventario.services.writes import accepts_writes, write
 
@@ -318,7 +317,7 @@ async def extract_again(invoice_id: InvoiceId, rt: RuntimeDep) -> dict[str, Any]
     response_model=AppliedInvoice,
     dependencies=[Depends(accepts_writes("batch_processing"))],
     responses={
-        202: {"model": Queued, "description": "queued in the outbox: the database is down"},
+        **queued(),
         **problem_responses(
             409,
             422,

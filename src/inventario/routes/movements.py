@@ -10,8 +10,8 @@ from fastapi.responses import JSONResponse
 from brownout.web import problem_responses, requires_feature
 from inventario import store
 from inventario.deps import CacheDep, Offset, RuntimeDep, run_in_database
-from inventario.routes.params import IdempotencyKey, Sku
-from inventario.schemas import Movement, MovementIn, Product, Queued
+from inventario.routes.params import IdempotencyKey, Sku, queued, replayed
+from inventario.schemas import Movement, MovementIn, Product
 from inventario.services.writes import accepts_writes, write
 
 __all__ = ["router"]
@@ -24,8 +24,8 @@ router = APIRouter()
     status_code=201,
     response_model=Movement,
     responses={
-        200: {"model": Movement, "description": "a replay: the answer to this Idempotency-Key"},
-        202: {"model": Queued, "description": "queued in the outbox: the database is down"},
+        **replayed(Movement),
+        **queued(),
         **problem_responses(409, s409="insufficient_stock or stock_limit (MAX_STOCK)"),
     },
     dependencies=[Depends(accepts_writes("inventory_write"))],

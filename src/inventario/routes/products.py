@@ -18,8 +18,8 @@ from inventario.deps import (
     read_in_database,
     run_in_database,
 )
-from inventario.routes.params import IdempotencyKey, PriceFilter, Sku
-from inventario.schemas import Product, ProductIn, ProductPage, ProductPatch, Queued, Text
+from inventario.routes.params import IdempotencyKey, PriceFilter, Sku, queued, replayed
+from inventario.schemas import Product, ProductIn, ProductPage, ProductPatch, Text
 from inventario.services.writes import accepts_writes, write
 
 __all__ = ["router"]
@@ -32,8 +32,8 @@ router = APIRouter()
     status_code=201,
     response_model=Product,
     responses={
-        200: {"model": Product, "description": "a replay: the answer to this Idempotency-Key"},
-        202: {"model": Queued, "description": "queued in the outbox: the database is down"},
+        **replayed(Product),
+        **queued(),
         **problem_responses(409, s409="sku_taken, or conflict (retry)"),
     },
     dependencies=[Depends(accepts_writes("inventory_write"))],
@@ -108,7 +108,7 @@ async def get_product(sku: Sku, rt: RuntimeDep, cache: CacheDep) -> Any:
 @router.patch(
     "/products/{sku}",
     response_model=Product,
-    responses={202: {"model": Queued, "description": "queued in the outbox: the database is down"}},
+    responses=queued(),
     dependencies=[Depends(accepts_writes("inventory_write"))],
     tags=["products"],
 )

@@ -216,7 +216,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     from inventario.app import create_app
 
-    app = create_app(settings)
+    app = create_app(settings, freeze_gc=True)
     print(
         f"inventario on http://{settings.host}:{settings.port}  "
         f"(status page: http://{settings.host}:{settings.port}/status)",
@@ -318,7 +318,7 @@ def worker_app() -> Any:
     )
     try:
         fcntl.flock(opening, fcntl.LOCK_EX)  # milliseconds per worker
-        return create_app(settings)
+        return create_app(settings, freeze_gc=True)
     except Exception as exc:
         # uvicorn's status for "failed while starting": its supervisor then stops,
         # rather than starting the same failure again and again

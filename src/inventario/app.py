@@ -29,7 +29,7 @@ from brownout.web import (
 from inventario import __version__, store
 from inventario.api_docs import install_docs
 from inventario.config import Settings, load_settings
-from inventario.deps import DependencyUnavailable, try_again
+from inventario.deps import DependencyUnavailable, busy, try_again
 from inventario.routes import ROUTERS
 from inventario.runtime import Runtime, build_runtime
 from inventario.shedding import build_classifier, parse_routes, unknown_routes
@@ -107,7 +107,7 @@ def create_app(
         return problem_response(
             problem(
                 503,
-                "dependency_unavailable",
+                exc.code,
                 str(exc),
                 retry_after=exc.retry_after,
                 dependency=exc.dependency,
@@ -133,21 +133,9 @@ def create_app(
 
     @app.exception_handler(Overloaded)
     async def overloaded(request: Request, exc: Exception) -> Response:
-        # a dependency's admission limit (the level's pool_multiplier) or throttle
-        # refused the call: it was not made
+        # a call refused by an admission limit outside inventario.deps' database helpers
         assert isinstance(exc, Overloaded)
-        wait = exc.retry_after or 1.0
-        return problem_response(
-            problem(
-                503,
-                "dependency_busy",
-                f"{exc.name} has as many calls in flight as the service allows at level "
-                f"{rt.manager.level.name} (the request was not attempted): {try_again(wait)}",
-                retry_after=wait,
-                dependency=exc.name,
-                level=rt.manager.level.name,
-            )
-        )
+        return await dependency_unavailable(request, busy(rt, exc))
 
     @app.get("/", include_in_schema=False)
     async def index() -> RedirectResponse:

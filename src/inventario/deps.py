@@ -21,6 +21,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from brownout import BreakerOpen
+from brownout.overload import Overloaded
 from inventario import store
 from inventario.cache import ProductCache
 from inventario.runtime import Runtime
@@ -47,12 +48,34 @@ logger = logging.getLogger("inventario")
 
 
 class DependencyUnavailable(Exception):
-    """A dependency needed for this request is down (503 with Retry-After)."""
+    """A dependency needed for this request is down (503 with Retry-After); ``code``:
+    the problem's, ``dependency_busy`` when its admission limit refused the call."""
 
-    def __init__(self, dependency: str, detail: str, retry_after: float) -> None:
+    def __init__(
+        self,
+        dependency: str,
+        detail: str,
+        retry_after: float,
+        *,
+        code: str = "dependency_unavailable",
+    ) -> None:
         super().__init__(detail)
         self.dependency = dependency
         self.retry_after = retry_after
+        self.code = code
+
+
+def busy(rt: Runtime, exc: Overloaded) -> DependencyUnavailable:
+    """The 503 for a call a dependency's admission limit (the level's ``pool_multiplier``)
+    or throttle refused: it was not made."""
+    wait = exc.retry_after or 1.0
+    return DependencyUnavailable(
+        exc.name,
+        f"{exc.name} has as many calls in flight as the service allows at level "
+        f"{rt.manager.level.name} (the request was not attempted): {try_again(wait)}",
+        wait,
+        code="dependency_busy",
+    )
 
 
 # The dependencies are ``async def``: FastAPI runs a plain ``def`` dependency in its
@@ -185,6 +208,8 @@ async def _guarded(rt: Runtime, call: Callable[[], Awaitable[T]]) -> T:
         raise
     except BreakerOpen as exc:
         raise unavailable(rt, exc) from None
+    except Overloaded as exc:  # as a database down to a read: its snapshot may answer
+        raise busy(rt, exc) from None
     except Exception as exc:
         if rt.db.errors.counts(exc):
             raise unavailable(rt, exc) from None

@@ -228,18 +228,21 @@ async def test_postgres_admission_admits_exactly_the_levels_number(
         release.set()  # the two queued get their turn
         await asyncio.gather(*tasks)
         assert inside == 12
-        # all 10 held again: a request waits for a permit (2 s), then is told to come back
+        # all 10 held again: a request waits for a permit (2 s), then is told to come
+        # back; a product read is answered from the replica's snapshot instead, stale
         release.clear()
         inside = 0
         tasks = [asyncio.create_task(hold()) for _ in range(10)]
         await aeventually(lambda: inside == 10, what="10 inside again")
-        r = await client.get("/products/W-1")
+        listed, read = await asyncio.gather(client.get("/products"), client.get("/products/W-1"))
         release.set()
         await asyncio.gather(*tasks)
-        assert r.status_code == 503, r.text
-        body = r.json()
+        assert listed.status_code == 503, listed.text
+        body = listed.json()
         assert body["code"] == "dependency_busy" and body["dependency"] == "database"
-        assert "MINIMAL" in body["detail"] and int(r.headers["retry-after"]) >= 1
+        assert "MINIMAL" in body["detail"] and int(listed.headers["retry-after"]) >= 1
+        assert read.status_code == 200 and read.headers["x-cache"] == "snapshot", read.text
+        assert "as many calls in flight" in read.json()["stale"]["reason"]
 
 
 # the SDK waits Retry-After before a retry: 10 ms keeps the tests fast

@@ -226,3 +226,14 @@ def test_the_full_journals_share_one_base() -> None:
         assert isinstance(err, JournalFull) and isinstance(err, family)
         assert (str(err), err.retry_after) == ("full", 12.0)
         assert cls("full").retry_after == 30.0
+
+
+def test_the_overload_package_surface() -> None:
+    import brownout
+    import brownout.overload as overload
+
+    for name in overload.__all__:
+        assert hasattr(overload, name), name
+    assert issubclass(overload.BulkheadFull, overload.Overloaded)
+    assert issubclass(overload.Throttled, overload.Overloaded)
+    assert issubclass(overload.Overloaded, brownout.BrownoutError)

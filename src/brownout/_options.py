@@ -41,8 +41,10 @@ class AdapterOptions(TypedDict, total=False):
 
     >>> from brownout.adapter import AdapterOptions
     >>> options: AdapterOptions = {"name": "cache", "probe_timeout": 0.5}
-    >>> sorted(AdapterOptions.__optional_keys__)[:3]
-    ['breaker', 'clock', 'config']
+    >>> import pprint
+    >>> pprint.pprint(sorted(AdapterOptions.__optional_keys__), compact=True)
+    ['breaker', 'bulkhead', 'clock', 'config', 'name', 'probe_timeout',
+     'recent_operations', 'registry', 'retry_budget', 'secrets', 'throttle']
     """
 
     name: str | None

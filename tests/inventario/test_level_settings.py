@@ -21,6 +21,7 @@ from inventario.level_settings import (
     LevelScaledLimit,
     admission,
     database_timeout,
+    level_table,
     replay_batch,
 )
 from inventario.runtime import REPLAY_BATCH
@@ -328,16 +329,27 @@ async def test_redis_socket_timeout_follows_the_level(
         assert data["not_applied"]["max_retries"].startswith("the database and Redis")
 
 
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_the_status_page_shows_what_each_level_changes(
-    make_app: Callable[..., FastAPI], redis_server: Any, openai_stub: OpenAIStub, chromium: Any
+    make_app: Callable[..., FastAPI],
+    redis_server: Any,
+    openai_stub: OpenAIStub,
+    chromium: Any,
+    backend: str,
+    request: pytest.FixtureRequest,
 ) -> None:
-    """Redis and OpenAI configured, SQLite: their columns and no database ones; the
-    settings that act on nothing are named, with the reason; the level in force marked."""
+    """Redis and OpenAI configured: their columns, and the database's on PostgreSQL only;
+    the settings that act on nothing are named, with the reason; the level in force
+    marked; on a phone the page does not scroll sideways (the headers wrap)."""
     from playwright.sync_api import expect
 
     from tests.inventario.live_server import serving
 
-    app = make_app(redis_url=redis_server.url, **ai_settings(openai_stub))
+    settings: dict[str, Any] = {"redis_url": redis_server.url, **ai_settings(openai_stub)}
+    if backend == "postgresql":
+        dsn = request.getfixturevalue("fresh_database")
+        settings["database_url"] = _postgres_url(request.getfixturevalue("postgres_server"), dsn)
+    app = make_app(**settings)
     with serving(app) as base:
         page = chromium.new_context().new_page()
         errors: list[str] = []
@@ -346,13 +358,19 @@ def test_the_status_page_shows_what_each_level_changes(
         table = page.get_by_test_id("level-settings")
         for header in ("Redis timeout (s)", "OpenAI timeout (s)", "OpenAI retries"):
             expect(table.locator("th", has_text=header)).to_have_count(1)
-        expect(table.locator("th", has_text="database")).to_have_count(0)  # SQLite
         expect(table.locator("th", has_text="shown only")).to_have_count(0)
         limited = page.get_by_test_id("level-settings-LIMITED")
-        # TTL 900, batch 100, Redis 37 calls / 1.25 s, OpenAI 75 s / 1 retry
-        expect(limited.locator("td")).to_have_text(
-            ["LIMITED", "900", "100", "37", "1.25", "75", "1"]
-        )
+        if backend == "sqlite":
+            expect(table.locator("th", has_text="database")).to_have_count(0)
+            # TTL 900, batch 100, Redis 37 calls / 1.25 s, OpenAI 75 s / 1 retry
+            expect(limited.locator("td")).to_have_text(
+                ["LIMITED", "900", "100", "37", "1.25", "75", "1"]
+            )
+        else:  # and the database: 15 transactions, a 5 s statement timeout
+            expect(table.locator("th", has_text="database")).to_have_count(2)
+            expect(limited.locator("td")).to_have_text(
+                ["LIMITED", "900", "100", "37", "1.25", "15", "5", "75", "1"]
+            )
         expect(page.get_by_test_id("level-settings-OPTIMAL")).to_have_attribute(
             "data-current", "true"
         )
@@ -362,3 +380,50 @@ def test_the_status_page_shows_what_each_level_changes(
         app.state.runtime.manager.pin(Level.LIMITED, duration=60, reason="test")
         expect(limited).to_have_attribute("data-current", "true")
         assert errors == []
+        phone = chromium.new_context(viewport={"width": 390, "height": 844}).new_page()
+        phone.goto(f"{base}/status")
+        expect(phone.get_by_test_id("level-settings-LIMITED")).to_be_attached()
+        width = phone.evaluate("document.scrollingElement.scrollWidth")
+        assert width <= 390, f"horizontal scroll at phone width: scrollWidth {width}"
+
+
+class _Recorder:
+    """Stands in for the Redis and OpenAI adapters: records what the listener sets."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, Any]] = []
+
+    def set_socket_timeout(self, seconds: float) -> None:
+        self.calls.append(("redis", seconds))
+
+    def use_options(self, *, timeout: Any, max_retries: int) -> None:
+        self.calls.append(("openai", (timeout.read, timeout.connect, max_retries)))
+
+
+def test_client_options_follow_custom_settings_and_change_only_with_the_level() -> None:
+    from brownout.health import Component, DegradationManager, LevelSettings
+    from brownout.testing import FakeClock
+    from inventario.level_settings import apply_client_options, timeout_factor
+
+    settings = {
+        level: LevelSettings(1.0, 60, 1.0, timeout, retries, "none")
+        for level, timeout, retries in zip(
+            Level, (1.0, 4.0, 8.0, 20.0, 100.0), (5, 4, 3, 2, 1), strict=True
+        )
+    }
+    manager = DegradationManager([Component("database")], settings=settings, clock=FakeClock())
+    optimal = settings[Level.OPTIMAL]
+    assert [timeout_factor(settings[lv], optimal) for lv in Level] == [1, 4, 5, 5, 5]
+    cache, ai = _Recorder(), _Recorder()
+    listener = apply_client_options(manager, cache=cache, ai=ai)  # type: ignore[arg-type]
+    assert cache.calls == [("redis", 0.5)] and ai.calls == [("openai", (30.0, 3.0, 5))]
+    manager.add_listener(listener)
+    manager.pin(Level.DEGRADED, duration=60, reason="test")
+    manager.pin(Level.DEGRADED, duration=30, reason="again")  # the same level: nothing set
+    manager.pin(Level.EMERGENCY, duration=60, reason="test")
+    assert cache.calls[1:] == [("redis", 2.0), ("redis", 2.5)]
+    assert ai.calls[1:] == [("openai", (120.0, 3.0, 4)), ("openai", (150.0, 3.0, 1))]
+    data = level_table(manager, replay_base=REPLAY_BATCH, redis_timeouts=True, openai=True)
+    assert [row["openai_max_retries"] for row in data["levels"]] == [5, 4, 3, 2, 1]
+    assert [row["redis_timeout_s"] for row in data["levels"]] == [0.5, 2.0, 2.5, 2.5, 2.5]
+    assert data["current"] == "EMERGENCY"

@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run demo test lint typecheck pytest fuzz bench clean
+.PHONY: install run demo test lint typecheck pytest fuzz bench ab clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -51,6 +51,15 @@ bench: $(STAMP)
 	$(BIN)/python bench/degradation.py
 	$(BIN)/python bench/adapter_overhead.py
 	$(BIN)/python bench/service_latency.py
+
+# Before and after: the breaker (one process, ~1 min) and the adapters (a worktree of
+# BASELINE with its own venv, ABBA; AB_TREE=path reuses one) against BASELINE, a commit.
+AB_PAIRS ?= 2
+ab: $(STAMP)
+	@test -n "$(BASELINE)" || { echo "make ab BASELINE=<commit> [AB_TREE=<its worktree>] [AB_PAIRS=2]"; exit 2; }
+	$(BIN)/python bench/breaker_ab.py --baseline $(BASELINE)
+	$(BIN)/python bench/worktree_ab.py --baseline $(BASELINE) --pairs $(AB_PAIRS) \
+		$(if $(AB_TREE),--tree $(AB_TREE)) -- bench/adapter_overhead.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

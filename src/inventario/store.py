@@ -27,10 +27,12 @@ __all__ = [
     "get_product_sync",
     "in_session",
     "list_products",
+    "list_products_sync",
     "low_stock",
     "move_stock",
     "move_stock_sync",
     "movement_history",
+    "movement_history_sync",
     "on_session",
     "product_age",
     "product_age_sync",
@@ -197,8 +199,8 @@ def update_product_sync(conn: Connection, sku: str, patch: Mapping[str, Any]) ->
     return get_product_sync(conn, sku)
 
 
-async def list_products(
-    s: AsyncSession,
+def list_products_sync(
+    conn: Connection,
     *,
     q: str | None = None,
     category: str | None = None,
@@ -208,6 +210,7 @@ async def list_products(
     limit: int = 50,
     offset: int = 0,
 ) -> tuple[list[dict[str, Any]], int]:
+    """A page of products (filtered) and how many match in all."""
     where = []
     if q:
         pattern = f"%{q.lower()}%"
@@ -228,8 +231,8 @@ async def list_products(
     if condition is not None:
         count = count.where(condition)
         query = query.where(condition)
-    total = int((await s.execute(count)).scalar() or 0)
-    rows = (await s.execute(query)).mappings().all()
+    total = int(conn.execute(count).scalar() or 0)
+    rows = conn.execute(query).mappings().all()
     return [_product(r) for r in rows], total
 
 
@@ -360,19 +363,18 @@ async def movement_by_key(s: AsyncSession, key: str) -> dict[str, Any] | None:
     return data
 
 
-async def movement_history(
-    s: AsyncSession, sku: str, *, limit: int = 50, offset: int = 0
+def movement_history_sync(
+    conn: Connection, sku: str, *, limit: int = 50, offset: int = 0
 ) -> list[dict[str, Any]]:
-    await get_product(s, sku)
+    """The product's movements, newest first (:class:`NotFound` for an unknown sku)."""
+    get_product_sync(conn, sku)
     rows = (
-        (
-            await s.execute(
-                select(movements)
-                .where(movements.c.sku == sku)
-                .order_by(movements.c.id.desc())
-                .limit(limit)
-                .offset(offset)
-            )
+        conn.execute(
+            select(movements)
+            .where(movements.c.sku == sku)
+            .order_by(movements.c.id.desc())
+            .limit(limit)
+            .offset(offset)
         )
         .mappings()
         .all()
@@ -384,3 +386,7 @@ async def movement_history(
         data.pop("invoice_id", None)
         out.append(data)
     return out
+
+
+list_products = in_session(list_products_sync)
+movement_history = in_session(movement_history_sync)

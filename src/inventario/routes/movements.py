@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse
 
 from brownout.web import problem_responses, requires_feature
 from inventario import store
-from inventario.deps import CacheDep, Offset, RuntimeDep, run_in_database
+from inventario.deps import CacheDep, Offset, RuntimeDep, read_in_database, run_in_database
 from inventario.routes.params import IdempotencyKey, Sku, queued, replayed
 from inventario.schemas import Movement, MovementIn, Product
 from inventario.services.writes import accepts_writes, write
@@ -45,7 +45,8 @@ async def movement_history(
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Offset = 0,
 ) -> Any:
-    return await run_in_database(rt, store.movement_history, sku, limit=limit, offset=offset)
+    # one trip to the database's thread on SQLite
+    return await read_in_database(rt, store.movement_history_sync, sku, limit=limit, offset=offset)
 
 
 @router.get(

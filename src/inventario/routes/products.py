@@ -16,7 +16,6 @@ from inventario.deps import (
     RuntimeDep,
     jsonable,
     read_in_database,
-    run_in_database,
 )
 from inventario.routes.params import IdempotencyKey, PriceFilter, Sku, queued, replayed
 from inventario.schemas import Product, ProductIn, ProductPage, ProductPatch, Text
@@ -66,9 +65,9 @@ async def list_products(
             f"({rt.manager.feature_reason('complex_queries')}); filter by category instead",
             rt.manager.retry_after(),
         )
-    items, total = await run_in_database(
+    items, total = await read_in_database(
         rt,
-        store.list_products,
+        store.list_products_sync,
         q=q,
         category=category,
         min_price=min_price,

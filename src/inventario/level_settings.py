@@ -31,7 +31,7 @@ Each level carries :class:`brownout.health.LevelSettings`. inventario applies:
     OpenAI's read timeout (``with_options``, per level);
 
 * ``max_retries``: the OpenAI SDK's own retries (``with_options``), within the
-  adapter's retry budget (20 % of requests over 10 s plus 10).
+  adapter's retry budget (20 % of requests over 10 s, plus 10 a second).
 
 The levels' timeouts grow as the level worsens (2 s at OPTIMAL, 5 s at LIMITED)
 while their pools, batches and retries shrink: a recovering dependency gets
@@ -64,6 +64,7 @@ __all__ = [
     "DATABASE_ADMISSION",
     "DATABASE_ADMISSION_WAIT",
     "DATABASE_TIMEOUT_CAP",
+    "OPENAI_CONNECT_TIMEOUT",
     "OPENAI_TIMEOUT",
     "REDIS_ADMISSION",
     "REDIS_TIMEOUT",
@@ -94,8 +95,9 @@ DATABASE_TIMEOUT_CAP = DEFAULT_STATEMENT_TIMEOUT
 _DATABASE_MAX_WAITING = 256
 #: Redis's socket timeout at OPTIMAL (s): the adapter's own (``brownout.redis``).
 REDIS_TIMEOUT = DEFAULT_SOCKET_TIMEOUT
-#: OpenAI's read timeout at OPTIMAL (s): the adapter's own (``brownout.openai.DEFAULT_TIMEOUT``;
-#: not imported: the openai extra is optional). Its connect timeout stays 3 s.
+#: OpenAI's read and connect timeouts at OPTIMAL (s): the adapter's own
+#: (``brownout.openai.DEFAULT_TIMEOUT``; not imported: the openai extra is optional).
+#: The connect timeout stays 3 s at every level.
 OPENAI_TIMEOUT = 30.0
 OPENAI_CONNECT_TIMEOUT = 3.0
 #: A dependency's timeout grows with the level at most this many times (MINIMAL's 10 s

@@ -412,6 +412,14 @@ def test_client_options_follow_custom_settings_and_change_only_with_the_level() 
         )
     }
     manager = DegradationManager([Component("database")], settings=settings, clock=FakeClock())
+    from brownout.openai import DEFAULT_TIMEOUT
+    from inventario.level_settings import OPENAI_CONNECT_TIMEOUT, OPENAI_TIMEOUT
+
+    # the figures inventario scales are the adapter's own
+    assert (
+        DEFAULT_TIMEOUT.read,
+        DEFAULT_TIMEOUT.connect,
+    ) == (OPENAI_TIMEOUT, OPENAI_CONNECT_TIMEOUT)
     optimal = settings[Level.OPTIMAL]
     assert [timeout_factor(settings[lv], optimal) for lv in Level] == [1, 4, 5, 5, 5]
     cache, ai = _Recorder(), _Recorder()

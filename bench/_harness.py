@@ -125,10 +125,13 @@ def run_interleaved(
     batch: int,
     warmup: int,
     progress: Callable[[str], Any] | None = None,
+    alternate: bool = False,
 ) -> None:
     """Round-robin over ``cells``: ``warmup`` unrecorded rounds, then ``rounds`` recorded ones.
 
-    Fills each cell's ``samples`` with ns per call.
+    Fills each cell's ``samples`` with ns per call. With ``alternate`` every other round
+    runs the cells in the reverse order (for pairs compared cell by cell, as an A/B run's
+    base and new cells: the one that runs second is not always the same).
 
     What exists before the first round (modules, the cells, their breakers) is frozen
     (:func:`gc.freeze`) for the run, so the collection before each batch scans only
@@ -140,7 +143,7 @@ def run_interleaved(
     gc.freeze()
     try:
         for r in range(warmup + rounds):
-            for cell in cells:
+            for cell in reversed(cells) if alternate and r % 2 else cells:
                 elapsed = timed_batch(cell.run, batch)
                 if r >= warmup:
                     cell.samples.append(elapsed / batch)

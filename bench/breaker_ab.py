@@ -6,7 +6,8 @@ tree's by default; the baseline's with ``--bench baseline``, for a baseline whos
 brownout lacks something the newer script reads) is loaded twice, once on each
 brownout (the same cells, runners and checks on both sides: only brownout differs),
 and every cell of both is timed in one process, interleaved round-robin
-(``bench/_harness.run_interleaved``: base cell, new cell, next base cell, ...),
+(``bench/_harness.run_interleaved``: base cell, new cell, next base cell, ...,
+and every other round in the reverse order, so neither side always runs second),
 so machine noise hits both alike. Reports each cell's median for both, each
 one's ratio to its own bare baseline, and the median over rounds of the
 paired ratio new / base (the figure to read on a shared machine: the bare and
@@ -108,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
                 batch=args.batch,
                 warmup=args.warmup,
                 progress=progress,
+                alternate=True,
             )
         finally:
             for r in runners:

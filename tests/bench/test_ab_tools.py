@@ -86,3 +86,21 @@ def test_worktree_ab_takes_one_figure_per_cell_from_a_runs_json() -> None:
         ("2. x (ns/op)", "bare"): 42.0,
         ("GET (ns/op)", "fake"): 8.0,
     }
+
+
+def test_run_interleaved_alternates_the_order_when_asked() -> None:
+    order: list[str] = []
+
+    def runner(label: str) -> h.BatchRunner:
+        def run(n: int) -> int:
+            order.append(label)
+            return n
+
+        return run
+
+    cells = [h.Cell("s", label, runner(label)) for label in ("base", "new")]
+    h.run_interleaved(cells, rounds=3, batch=1, warmup=1, alternate=True)
+    assert order == ["base", "new", "new", "base", "base", "new", "new", "base"]
+    order.clear()
+    h.run_interleaved(cells, rounds=1, batch=1, warmup=1)
+    assert order == ["base", "new", "base", "new"]

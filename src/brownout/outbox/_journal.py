@@ -556,7 +556,7 @@ class Outbox(JournalListeners):
                 f"Outbox.submit: the payload of {operation!r} is not JSON-serialisable: "
                 f"{where or exc}; nothing was written"
             ) from None
-        size = len(body.encode())
+        size = len(body)  # ASCII: the encoder escapes every other character
         if size > self.max_payload_bytes:
             raise OutboxError(
                 f"Outbox.submit: payload of {size} bytes exceeds max_payload_bytes "
@@ -645,15 +645,15 @@ class Outbox(JournalListeners):
                     )
             raise
         finally:
-            with self._group:
-                self._siblings = max(1, len(group) + len(self._queue))
-            self._finish_group(group)
+            self._finish_group(group, count_siblings=True)
 
-    def _finish_group(self, group: list[_Request]) -> None:
+    def _finish_group(self, group: list[_Request], *, count_siblings: bool = False) -> None:
         """Wake each submit() of a written group; settle each asubmit's future on its loop
         (one callback per loop for the whole group: the loop is woken once)."""
         settle: dict[asyncio.AbstractEventLoop, list[tuple[_Request, Intent | None]]] = {}
         with self._group:
+            if count_siblings:
+                self._siblings = max(1, len(group) + len(self._queue))
             for r in group:
                 r.done = True
                 if r.wake is not None:

@@ -102,10 +102,12 @@ class ProductCache:
             self._failed()
             logger.debug("cache write failed: %s", self.redis.describe(exc))
 
-    async def invalidate(self, sku: str, marked: int | None = None) -> None:
+    async def invalidate(self, sku: str, marked: int | None = None, *, share: bool = True) -> None:
         """Drop ``sku``'s entry. ``marked``: the ``cache_invalidations`` row the write's
         own transaction recorded for it (:func:`inventario.fleet_cache.mark_stale_sync`),
-        settled here rather than a second row written."""
+        settled here rather than a second row written. ``share=False``: nothing changed
+        in the database (a write only queued), so a ``DEL`` not sent is no concern of the
+        other replicas (nor a reason to stop this one's cached reads until a flush)."""
         if self.redis is None:
             return
         key = product_key(sku)
@@ -121,7 +123,7 @@ class ProductCache:
                 sent = False
             if self.shared is not None and marked is not None:
                 self.shared.settled(marked, sent=sent)
-            elif not sent and self.shared is not None:
+            elif not sent and self.shared is not None and share:
                 await self._share(key)
             return
         try:
@@ -131,7 +133,8 @@ class ProductCache:
                 self.shared.settled(marked, sent=False)
                 return
             if self.shared is not None:
-                await self._share(key)
+                if share:
+                    await self._share(key)
                 return
             logger.warning(
                 "cache invalidation of %s failed (no coherence journal configured): %s",

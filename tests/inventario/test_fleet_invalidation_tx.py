@@ -129,3 +129,37 @@ async def test_a_replayed_write_records_its_key_in_the_replay_transaction(
         report = await rt.replayer.drain()
         assert report.applied == 1, report
         assert await shared_rows(rt) == [product_key("TX-3")]
+
+
+async def test_a_del_not_sent_for_a_queued_write_stops_no_cached_reads(
+    fleet_app: FastAPI,
+) -> None:
+    """A write only queued (202) changed nothing in the database yet: its DEL not sent
+    is not shared (the replay's transaction records the key) and the replica stays
+    synced; a direct write's DEL not sent keeps its row and unsyncs it."""
+    rt: Runtime = fleet_app.state.runtime
+    shared, coherence = rt.shared_invalidations, rt.coherence
+    assert shared is not None and coherence is not None
+    async with running(fleet_app) as client:
+        r = await client.post("/products", json={**WIDGET, "sku": "TX-4", "stock": 10})
+        assert r.status_code == 201, r.text
+        assert await cached_stock(client, "TX-4") == 10  # synced
+        await aeventually(lambda: _empty(rt), what="the create's row settled")
+
+        async def not_sent(*keys: str) -> bool:
+            return False  # Redis did not take the DEL in time
+
+        coherence.ainvalidate = not_sent  # type: ignore[method-assign]
+        r = await client.post("/products/TX-4/movements", json={"kind": "in", "quantity": 1})
+        assert r.status_code == 201, r.text
+        assert not shared.synced and shared.recorded == 1
+        assert await shared_rows(rt) == [product_key("TX-4")]
+        await shared.flush()  # what the next read or heartbeat starts
+        assert shared.synced and await shared_rows(rt) == []
+
+        rt.db.breaker.force_open()
+        r = await client.post("/products/TX-4/movements", json={"kind": "in", "quantity": 1})
+        assert r.status_code == 202, r.text
+        assert shared.synced and shared.recorded == 1  # nothing more recorded
+        rt.db.breaker.reset()
+        assert await shared_rows(rt) == []

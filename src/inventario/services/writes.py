@@ -94,7 +94,9 @@ async def write(
     if rt.snapshot is not None:  # reads served from it while the database is down count it
         await rt.snapshot.queued(key, operation, data, sku)
     if touched is None:  # else not known before it applies: invalidated after the replay
-        await cache.invalidate(sku)
+        # the database has not changed yet: the replay's transaction records the key for
+        # the other replicas, so a DEL not sent now does not stop cached reads fleet-wide
+        await cache.invalidate(sku, share=False)
     queued = Queued(
         idempotency_key=key,
         operation=operation,

@@ -813,3 +813,28 @@ async def test_a_cancelled_late_del_holds_the_manager(
 def test_bad_max_wait_is_a_clear_error(bad: object, journal: Path) -> None:
     with pytest.raises(ValueError, match="max_wait"):
         CacheCoherence(GatedRedis(), journal, max_wait=bad)  # type: ignore[arg-type]
+
+
+async def test_late_dels_record_and_drop_their_keys_in_few_transactions(journal: Path) -> None:
+    """Writes late at once share a transaction (one fsync) to record their keys, and the
+    keys their DELs deleted are dropped together too (a group commit)."""
+    redis = GatedRedis()
+    async with CacheCoherence(redis, journal, max_wait=0.0) as cc:
+        batches: list[tuple[int, int]] = []
+        commit = cc._commit_batch
+
+        def spy(records: Any, drops: Any) -> Any:
+            batches.append((sum(len(raw) for raw, _ in records), len(drops)))
+            return commit(records, drops)
+
+        cc._commit_batch = spy  # type: ignore[method-assign]
+        keys = [f"p:{i}" for i in range(20)]
+        results = await asyncio.gather(*(cc.ainvalidate(k) for k in keys))
+        assert results == [False] * 20
+        assert sorted(cc.pending_keys()) == sorted(k.encode() for k in keys)
+        assert len(batches) <= 2 and sum(r for r, _ in batches) == 20
+        batches.clear()
+        redis.release()
+        await cc.wait_reconciled()
+        assert cc.pending() == 0
+        assert len(batches) <= 2 and sum(d for _, d in batches) == 20

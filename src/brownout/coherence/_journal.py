@@ -204,6 +204,11 @@ class CacheCoherence(JournalListeners):
         self._threads: set[threading.Thread] = set()
         # DELs past max_wait, still on their way, and what follows each (see ainvalidate)
         self._late: set[asyncio.Future[Any]] = set()
+        # their recordings and drops, committed together (one transaction, one fsync, for
+        # every write that was late meanwhile): (keys, their future) and (key, seq) rows
+        self._to_record: list[tuple[list[bytes], asyncio.Future[_Rows]]] = []
+        self._to_drop: _Rows = []
+        self._committer: asyncio.Task[None] | None = None
         self._scheduled = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._held = False
@@ -644,7 +649,9 @@ class CacheCoherence(JournalListeners):
             return False
         # Redis is slow: the write is not held for it. The keys are recorded (cached reads
         # stop until they are gone); the DEL goes on and drops them once Redis did it
-        recording = asyncio.ensure_future(asyncio.to_thread(self._record_rows, raw, hold=False))
+        recording: asyncio.Future[_Rows] = asyncio.get_running_loop().create_future()
+        self._to_record.append((raw, recording))
+        self._commit_soon()
         self._follow(delete, recording)
         try:
             await asyncio.shield(recording)
@@ -691,17 +698,58 @@ class CacheCoherence(JournalListeners):
             rows = None if recording is None else await recording
         except Exception:
             rows = None  # the recording failed and said so (its caller got the error)
-        try:
-            if deleted and rows:
-                # Redis did the DEL after the write it invalidates: the keys are not stale
-                # there, unless recorded again since (a newer seq, kept by _done)
-                await asyncio.to_thread(self._done, rows)
-        except CoherenceError as exc:
-            logger.warning("coherence: dropping keys a late DEL deleted failed: %s", exc)
-        finally:
+        if deleted and rows:
+            # Redis did the DEL after the write it invalidates: the keys are not stale
+            # there, unless recorded again since (a newer seq, kept by _done)
+            self._to_drop.extend(rows)
+            self._commit_soon()
+        elif not self._closed:
             # keys left (the DEL failed): the manager is held until a reconcile deletes them
-            if not self._closed:
+            self._sync_hold()
+
+    def _commit_soon(self) -> None:
+        if self._committer is None or self._committer.done():
+            self._committer = asyncio.ensure_future(self._commit_late())
+
+    async def _commit_late(self) -> None:
+        """Record the keys of late DELs and drop those Redis deleted, each batch in one
+        transaction in a thread, while there are any (a group commit)."""
+        while self._to_record or self._to_drop:
+            records, self._to_record = self._to_record, []
+            drops, self._to_drop = self._to_drop, []
+            try:
+                rows = await asyncio.to_thread(self._commit_batch, records, drops)
+            except Exception as exc:  # CoherenceError: each recorder raises it
+                for _, future in records:
+                    if not future.done():
+                        future.set_exception(exc)
+                        future.add_done_callback(_consume)
+                if not records:
+                    logger.warning("coherence: dropping keys late DELs deleted failed: %s", exc)
+                continue
+            start = 0
+            for raw, future in records:
+                if not future.done():
+                    future.set_result(rows[start : start + len(raw)])
+                start += len(raw)
+            if drops and not self._closed:
                 self._sync_hold()
+
+    def _commit_batch(
+        self, records: list[tuple[list[bytes], asyncio.Future[_Rows]]], drops: _Rows
+    ) -> _Rows:
+        rows: _Rows = []
+        if drops:
+            try:
+                self._done(drops)
+            except CoherenceError as exc:  # the keys stay recorded: a reconcile deletes them
+                logger.warning("coherence: dropping keys late DELs deleted failed: %s", exc)
+        if records:
+            rows = self._record_rows([key for raw, _ in records for key in raw], hold=False)
+        return rows
+
+    def _committing(self) -> bool:
+        return self._committer is not None and not self._committer.done()
 
     def _hold_after(self, recording: asyncio.Future[Any]) -> None:
         """Done callback of a recording whose DEL was cancelled: hold the manager."""
@@ -965,8 +1013,11 @@ class CacheCoherence(JournalListeners):
     async def wait_reconciled(self) -> None:
         """Wait for the reconciles :meth:`watch` started and the DELs past ``max_wait``
         still on their way (tests, shutdown)."""
-        while self._tasks or self._futures or self._threads or self._late:
+        while self._tasks or self._futures or self._threads or self._late or self._committing():
             waits: list[Any] = [*self._tasks, *self._late, *map(asyncio.wrap_future, self._futures)]
+            if self._committing():
+                assert self._committer is not None
+                waits.append(self._committer)
             waits += [asyncio.to_thread(t.join) for t in list(self._threads)]
             await asyncio.gather(*waits, return_exceptions=True)
 
@@ -1003,6 +1054,9 @@ class CacheCoherence(JournalListeners):
             task.cancel()
         if self._late:
             await asyncio.gather(*self._late, return_exceptions=True)
+        if self._committing():  # the keys being recorded are on disk before it closes
+            assert self._committer is not None
+            await asyncio.gather(self._committer, return_exceptions=True)
         for future in list(self._futures):
             future.cancel()
         if self._tasks:

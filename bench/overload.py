@@ -8,7 +8,9 @@ Two real ``python -m inventario serve`` subprocesses (uvicorn, one process
 each) on the embedded SQLite database and a private ``redis-server`` (databases
 0 and 1; never the shared one), each reaching Redis through its own fault
 proxy (:class:`brownout.chaos.ThreadedFaultProxy`): the **protected** one as
-configured (priority shedding, Redis admission) and the **disabled** one with
+configured (priority shedding with its queue, Redis admission, cache reads and
+invalidations that wait at most ``CACHE_READ_WAIT`` / ``CACHE_INVALIDATE_WAIT``
+for Redis) and the **disabled** one with
 ``BROWNOUT_DISABLED=1``. The services run one after the other, never at once
 (so they do not share the CPU), in ``--rounds`` rounds, alternating which goes
 first.
@@ -31,7 +33,8 @@ second, all classes), and per class the requests, 2xx, 503, other failures,
 p50/p99 of the 2xx. Targets: protected critical p99 <= 100 ms, protected
 goodput >= 2x the disabled one.
 
-Run: ``.venv/bin/python bench/overload.py [--quick]``.
+Run: ``.venv/bin/python bench/overload.py [--quick]``; ``--also SHED_MAX_QUEUE_WAIT=0``
+adds a protected variant with other settings to the same run (an A/B of a setting).
 """
 
 from __future__ import annotations
@@ -181,6 +184,8 @@ async def phase(
         "critical_p99": float(rows[0][6]),
         "level": health.get("level"),
         "peak_in_flight": shed.get("peak_in_flight"),
+        "peak_queued": shed.get("peak_queued"),
+        "waited": sum((shed.get("waited") or {}).values()),
         "service_cpu": service_cpu,
         "client_cpu": client_cpu,
     }
@@ -190,6 +195,9 @@ async def run(args: argparse.Namespace, problems: list[str]) -> list[dict[str, A
     results = []
     with h.private_redis() as redis:
         variants = [("protected", {}, 0), ("disabled", {"BROWNOUT_DISABLED": "1"}, 1)]
+        for i, extra in enumerate(args.also):  # more protected variants, for an A/B in one run
+            env = dict(item.split("=", 1) for item in extra.split(","))
+            variants.append((f"protected {extra}", env, 2 + i))
         for r in range(args.rounds):
             order = variants if r % 2 == 0 else variants[::-1]
             for name, env, db in order:
@@ -208,8 +216,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--backoff", type=float, default=0.1, help="max wait after a 503 (s)")
     p.add_argument("--slo", type=float, default=1.0, help="goodput: 2xx within this (s)")
     p.add_argument("--rounds", type=int, default=1)
+    p.add_argument(
+        "--also",
+        action="append",
+        default=[],
+        metavar="VAR=VALUE[,VAR=VALUE]",
+        help="one more protected variant with these settings (e.g. SHED_MAX_QUEUE_WAIT=0), "
+        "measured in the same run; the targets compare 'protected' and 'disabled' only",
+    )
     p.add_argument("--quick", action="store_true", help="--seconds 8 --settle 8")
     args = p.parse_args(argv)
+    for extra in args.also:
+        if not all("=" in item and item.split("=", 1)[0] for item in extra.split(",")):
+            p.error(f"--also {extra!r}: expected VAR=VALUE[,VAR=VALUE]")
     if args.quick:
         args.seconds = 8.0
         args.settle = min(args.settle, 8.0)
@@ -233,7 +252,8 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"**{r['variant']}**: goodput {r['goodput']:.0f}/s (healthy, {args.base} clients: "
             f"{r['healthy_rps']:.0f}/s); level at the end {r['level']}; peak in flight "
-            f"{r['peak_in_flight']}; CPU used (of one core) by the service "
+            f"{r['peak_in_flight']}, peak waiting for a slot {r['peak_queued']} (admitted "
+            f"after waiting: {r['waited']}); CPU used (of one core) by the service "
             f"{r['service_cpu']:.0%}, by this client {r['client_cpu']:.0%} (the client near "
             "100 %: it is the bottleneck; both far below it with latencies in seconds: the "
             "machine is busy)"

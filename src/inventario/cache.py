@@ -16,17 +16,29 @@
   database's value, never the one Redis kept from before the outage.
 * A cache failure never fails a request: it is a miss. An invalidation that can
   be neither sent nor recorded is logged as an error (the write itself is done).
+* A slow Redis is a miss too: a read waits at most ``read_wait`` (``CACHE_READ_WAIT``,
+  20 ms) for Redis, then reads the database (the GET finishes in the background,
+  bounded by the Redis bulkhead); for a second after Redis answered a read late,
+  reads go to the database at once and nothing is put in the cache (a put queued
+  behind a slow Redis could land after a newer write's DEL). A write waits at most
+  ``CACHE_INVALIDATE_WAIT`` for its DEL (:class:`~brownout.coherence.CacheCoherence`'s
+  ``max_wait``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from typing import TYPE_CHECKING, Any
 
 from brownout import BreakerOpen, State
 from brownout.coherence import CacheCoherence
 from brownout.health import DegradationManager
 from brownout.redis import AsyncRedisAdapter
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 if TYPE_CHECKING:
     from inventario.fleet_cache import SharedInvalidations
@@ -40,6 +52,10 @@ def product_key(sku: str) -> str:
     return f"inventario:product:{sku}"
 
 
+#: Seconds cached reads and puts are skipped after Redis answered a read late.
+SLOW_BACKOFF = 1.0
+
+
 class ProductCache:
     def __init__(
         self,
@@ -47,8 +63,16 @@ class ProductCache:
         manager: DegradationManager,
         coherence: CacheCoherence | None = None,
         shared: SharedInvalidations | None = None,
+        *,
+        read_wait: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.redis = redis
+        #: seconds a read waits for Redis before it reads the database (None: no limit)
+        self.read_wait = read_wait
+        self._clock = clock
+        self._slow_until = 0.0  # Redis answered a read late: skip it until then
+        self._late: set[asyncio.Future[Any]] = set()  # late GETs finishing in the background
         self.manager = manager
         self.coherence = coherence
         #: several replicas on one database: invalidations shared through it
@@ -73,12 +97,26 @@ class ProductCache:
         # half-open: a trial read (the breaker rejects those beyond its probe slots)
         return self.coherence is not None and self.redis.breaker.state is State.HALF_OPEN
 
+    def slow(self) -> bool:
+        """Redis answered a read later than ``read_wait`` within the last SLOW_BACKOFF s."""
+        return self._slow_until > 0 and self._clock() < self._slow_until
+
     async def get(self, sku: str) -> dict[str, Any] | None:
-        if not self._reads_allowed():
+        if not self._reads_allowed() or self.slow():
             return None
         assert self.redis is not None
         try:
-            value = await self.redis.get_json(product_key(sku))
+            if self.read_wait is None:
+                value = await self.redis.get_json(product_key(sku))
+            else:
+                read = asyncio.ensure_future(self.redis.get_json(product_key(sku)))
+                await asyncio.wait((read,), timeout=self.read_wait)
+                if not read.done():  # slow: the database answers this one
+                    self._slow_until = self._clock() + SLOW_BACKOFF
+                    self._late.add(read)
+                    read.add_done_callback(self._late_done)
+                    return None
+                value = read.result()
         except BreakerOpen:
             return None
         except Exception as exc:  # a cache failure is a miss, never a failed request
@@ -87,8 +125,19 @@ class ProductCache:
             return None
         return value if isinstance(value, dict) else None
 
+    def _late_done(self, read: asyncio.Future[Any]) -> None:
+        self._late.discard(read)
+        if not read.cancelled() and read.exception() is not None:
+            self._failed()
+
+    async def aclose(self) -> None:
+        """Cancel the late GETs still in flight (shutdown)."""
+        for read in list(self._late):
+            read.cancel()
+        await asyncio.gather(*self._late, return_exceptions=True)
+
     async def put(self, sku: str, product: dict[str, Any]) -> None:
-        if self.redis is None or not self.manager.enabled("cache_write"):
+        if self.redis is None or not self.manager.enabled("cache_write") or self.slow():
             return
         if self.coherence is not None and not self.coherence.reads_allowed():
             return

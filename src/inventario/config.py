@@ -78,6 +78,16 @@ class Settings(BaseSettings):
         description="a standing event-loop queueing delay (seconds, the smallest over 1 s) "
         "counted as full load, as SHED_MAX_IN_FLIGHT",
     )
+    shed_max_queue_wait: float = Field(
+        0.5,
+        description="seconds a default or sheddable request the load would shed waits for "
+        "a slot before it is refused (0: refused at once)",
+    )
+    cache_read_wait: float = Field(
+        0.02,
+        description="seconds a product read waits for Redis before it reads the database "
+        "(then, for a second, reads skip Redis and nothing is cached)",
+    )
     cache_invalidate_wait: float = Field(
         0.02,
         description="seconds a write waits for Redis to delete the cache key it made stale; "
@@ -113,7 +123,14 @@ class Settings(BaseSettings):
             raise ValueError("must be > 0 and <= 60 seconds")
         return value
 
-    @field_validator("cache_invalidate_wait")
+    @field_validator("shed_max_queue_wait")
+    @classmethod
+    def _max_queue_wait(cls, value: float) -> float:
+        if not 0 <= value <= 60:  # NaN fails both
+            raise ValueError("must be >= 0 and <= 60 seconds")
+        return value
+
+    @field_validator("cache_invalidate_wait", "cache_read_wait")
     @classmethod
     def _cache_invalidate_wait(cls, value: float) -> float:
         if not 0 <= value <= 60:  # NaN fails both

@@ -224,6 +224,7 @@ class Runtime:
             self.manager,
             max_in_flight=self.settings.shed_max_in_flight,
             max_delay=self.settings.shed_max_delay,
+            max_queue_wait=self.settings.shed_max_queue_wait,
         )
         self.manager.add_section("shedding", self.shedder.snapshot)
         self.metrics.attach(self.shedder)  # brownout_requests_shed_total, ..._in_flight
@@ -291,6 +292,7 @@ class Runtime:
         self.spool.close()  # releases the directory lock: another Spool may open it
         if self.hostshare is not None:
             self.hostshare.close()
+        await self.product_cache.aclose()  # late cache reads still in flight
         if self.coherence is not None:
             with contextlib.suppress(Exception):
                 await self.coherence.aclose()  # pending keys stay journaled for the next start
@@ -450,7 +452,10 @@ def build_runtime(settings: Settings) -> Runtime:
         # there too, and every replica deletes those keys before it reads Redis again
         fleet_keys = SharedInvalidations(db, cache)
         fleet_keys.watch(manager)
-    product_cache = ProductCache(cache, manager, coherence, fleet_keys)
+    # a slow Redis is a cache miss after CACHE_READ_WAIT (docs/overload.md, "A slow Redis")
+    product_cache = ProductCache(
+        cache, manager, coherence, fleet_keys, read_wait=settings.cache_read_wait
+    )
     outbox = Outbox(settings.var_dir / "outbox.db", max_pending=settings.outbox_max_pending)
     snapshot = None
     if db.engine.dialect.name != "sqlite":

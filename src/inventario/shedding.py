@@ -6,7 +6,8 @@ refused is lost), reads are ``default``, reports, price suggestions and
 invoice extraction are ``sheddable`` (shed first: they can be asked again and
 cost the most). ``ROUTE_CRITICALITY`` (an environment variable,
 ``"METHOD /template=class"`` entries separated by commas) changes any of them;
-``SHED_MAX_IN_FLIGHT`` and ``SHED_MAX_DELAY`` set the overload limits. The
+``SHED_MAX_IN_FLIGHT`` and ``SHED_MAX_DELAY`` set the overload limits,
+``SHED_MAX_QUEUE_WAIT`` how long a request over them waits for a slot. The
 health, metrics, status, docs and admin endpoints are exempt: they answer at
 every level and are not counted. See ``docs/overload.md``, "Priority shedding".
 """
@@ -85,10 +86,17 @@ def build_classifier(overrides: Mapping[str, Criticality] | None = None) -> Rout
 SHED_AT_LEVEL: Mapping[Criticality, Level] = {Criticality.SHEDDABLE: Level.MINIMAL}
 
 
-def build_shedder(manager: DegradationManager, *, max_in_flight: int, max_delay: float) -> Shedder:
+def build_shedder(
+    manager: DegradationManager,
+    *,
+    max_in_flight: int,
+    max_delay: float,
+    max_queue_wait: float = 0.0,
+) -> Shedder:
     return Shedder(
         max_in_flight=max_in_flight,
         max_delay=max_delay,
+        max_queue_wait=max_queue_wait,
         shed_at_level=SHED_AT_LEVEL,
         manager=manager,
     )

@@ -202,6 +202,10 @@ _PUBLIC_SHEDDING = (
     "pressure",
     "last_shed_s_ago",
     "disabled",
+    "queued",
+    "peak_queued",
+    "max_queued",
+    "max_queue_wait_ms",
 )
 
 
@@ -212,7 +216,7 @@ def public_shedding(snapshot: Any) -> dict[str, Any] | None:
     out: dict[str, Any] = _pick(snapshot, _PUBLIC_SHEDDING) or {}
     classes = ("critical", "default", "sheddable")
     out["shedding"] = [c for c in snapshot.get("shedding") or () if c in classes]
-    for key in ("in_flight_by_class", "admitted", "shed_at"):
+    for key in ("in_flight_by_class", "admitted", "shed_at", "queued_by_class", "waited"):
         section = snapshot.get(key)
         if isinstance(section, Mapping):
             out[key] = {c: section[c] for c in classes if c in section and _scalar(section[c])}

@@ -8,6 +8,7 @@ NEW value, and the cache must be in use again.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Callable, Iterator
@@ -18,6 +19,7 @@ from fastapi import FastAPI
 
 from brownout import State
 from brownout.chaos import Mode, ThreadedFaultProxy
+from brownout.testing import FakeClock
 from inventario.cache import product_key
 from inventario.runtime import Runtime
 from tests.inventario.conftest import WIDGET, running
@@ -29,6 +31,19 @@ redis_py = pytest.importorskip("redis")
 @pytest.fixture
 def server(make_redis: Callable[..., RedisServer]) -> RedisServer:
     return make_redis()
+
+
+@pytest.fixture
+def make_app(make_app: Callable[..., FastAPI]) -> Callable[..., FastAPI]:
+    """The conftest's, with reads waiting for Redis as long as it takes unless a test says
+    otherwise: a read later than CACHE_READ_WAIT (through the proxy, on a loaded machine)
+    is a miss, and only the test of that wants one."""
+
+    def make(**settings: Any) -> FastAPI:
+        settings.setdefault("cache_read_wait", 5.0)
+        return make_app(**settings)
+
+    return make
 
 
 @pytest.fixture
@@ -276,3 +291,51 @@ async def test_a_write_does_not_wait_for_a_slow_redis_and_no_stale_read_follows(
         again = await client.get(f"/products/{sku}")
         assert again.headers["X-Cache"] == "hit"
         assert again.json()["stock"] == stock - 1
+
+
+async def test_a_read_does_not_wait_for_a_slow_redis(
+    make_app: Callable[..., FastAPI],
+    server: RedisServer,
+    proxy: ThreadedFaultProxy,
+    direct: Any,
+) -> None:
+    """Redis slow but up (+0.4 s): a product read waits CACHE_READ_WAIT (20 ms) for it, then
+    answers from the database; for a second reads skip Redis and nothing is cached, then
+    the cache is used again."""
+    app = make_app(
+        redis_url=server.url_for(port=proxy.port), recovery_dwell=0.0, cache_read_wait=0.02
+    )
+    rt: Runtime = app.state.runtime
+    cache = rt.product_cache
+    clock = FakeClock(1000.0)
+    cache._clock = clock
+    sku = WIDGET["sku"]
+    key = product_key(sku)
+    delay = 0.4
+    async with running(app) as client:
+        assert (await client.post("/products", json=WIDGET)).status_code == 201
+        await rt.coherence.wait_reconciled()
+        assert (await client.get(f"/products/{sku}")).headers["X-Cache"] == "miss"
+        assert (await client.get(f"/products/{sku}")).headers["X-Cache"] == "hit"
+        direct.delete(key)  # so that a read the cache answers would show as a hit
+
+        proxy.set_mode(Mode.LATENCY, upstream_delay=delay)
+        start = time.perf_counter()
+        r = await client.get(f"/products/{sku}")
+        elapsed = time.perf_counter() - start
+        assert r.status_code == 200 and r.headers["X-Cache"] == "miss"
+        assert elapsed < delay, f"the read waited {elapsed:.3f} s for Redis"
+        assert cache.slow()
+        assert len(cache._late) == 1  # its GET goes on in the background
+        r = await client.get(f"/products/{sku}")  # within the second: Redis skipped
+        assert r.headers["X-Cache"] == "miss"
+        assert len(cache._late) == 1  # no second GET was sent
+        await asyncio.gather(*cache._late, return_exceptions=True)
+        assert direct.get(key) is None  # nothing was put meanwhile
+
+        proxy.set_mode(Mode.PASS)
+        clock.advance(1.0)
+        assert not cache.slow()
+        assert (await client.get(f"/products/{sku}")).headers["X-Cache"] == "miss"
+        assert direct.get(key) is not None  # put again
+        assert (await client.get(f"/products/{sku}")).headers["X-Cache"] == "hit"

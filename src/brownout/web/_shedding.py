@@ -21,6 +21,19 @@ the limit is kept for it. A refused request gets a 503 problem
 (``application/problem+json``, code ``overloaded`` or ``shed_by_level``) with
 ``Retry-After`` and never reaches the application.
 
+With ``max_queue_wait`` > 0, a ``default`` or ``sheddable`` request that the
+load refuses *waits* instead, up to that long, for a request to finish
+(:meth:`Shedder.acquire`): waiting requests are admitted most important class
+first, in arrival order within a class, as the pressure falls below their
+class's threshold; one that is still waiting when its time is up gets the
+503. Critical requests are never refused, but with a queue they too wait
+while ``max_in_flight`` requests are in flight: first in line, admitted at
+the next free slot, and after ``max_queue_wait`` at the latest whatever the
+load. A waiting request costs no CPU, and its client does not send another
+one meanwhile: under a flood the service keeps serving at its capacity,
+``max_in_flight`` requests at a time, instead of spending it on refusals that
+come straight back, and a critical request finds few requests ahead of it.
+
 The shedder does no I/O and reads time from an injectable clock; its counts are
 read by ``snapshot()`` (``/health``'s explanation, Prometheus, the status page).
 """
@@ -129,7 +142,9 @@ class Shedder:
     >>> shedder.admit(Criticality.DEFAULT).reason  # 3 of 2: only critical ones now
     'overload'
 
-    ``manager``: shed by degradation level too (``shed_at_level``). Not
+    ``manager``: shed by degradation level too (``shed_at_level``).
+    ``max_queue_wait`` (seconds, 0: refuse at once) and ``max_queued`` (how many
+    may wait at once; default 16 x ``max_in_flight``): see :meth:`acquire`. Not
     thread-safe: one shedder serves one event loop (the ASGI middleware's).
     Under the kill switch (``BROWNOUT_DISABLED=1`` when it is created) it
     admits everything and only counts.
@@ -145,6 +160,8 @@ class Shedder:
         manager: DegradationManager | None = None,
         retry_after: float = 1.0,
         clock: Callable[[], float] | None = None,
+        max_queue_wait: float = 0.0,
+        max_queued: int | None = None,
     ) -> None:
         if isinstance(max_in_flight, bool) or not isinstance(max_in_flight, int):
             raise TypeError(f"Shedder max_in_flight must be an int, got {max_in_flight!r}")
@@ -158,8 +175,18 @@ class Shedder:
             math.isfinite(retry_after) and retry_after > 0
         ):
             raise ValueError(f"Shedder retry_after must be > 0 seconds, got {retry_after!r}")
+        if not isinstance(max_queue_wait, int | float) or not (
+            math.isfinite(max_queue_wait) and max_queue_wait >= 0
+        ):
+            raise ValueError(f"Shedder max_queue_wait must be >= 0 seconds, got {max_queue_wait!r}")
+        if max_queued is None:
+            max_queued = 16 * max_in_flight
+        if isinstance(max_queued, bool) or not isinstance(max_queued, int) or max_queued < 0:
+            raise ValueError(f"Shedder max_queued must be an int >= 0, got {max_queued!r}")
         self.max_in_flight = max_in_flight
         self.max_delay = float(max_delay)
+        self.max_queue_wait = float(max_queue_wait)
+        self.max_queued = max_queued
         self.shed_at = _check_fraction_map("shed_at", shed_at)
         for key, level in shed_at_level.items():
             if key is Criticality.CRITICAL:
@@ -180,6 +207,15 @@ class Shedder:
         }
         self._last_shed: float | None = None
         self.disabled = kill_switch_active()
+        # requests waiting for a slot (acquire), by class; a done future is a waiter that
+        # gave up (dropped when it reaches the head)
+        self._queues: dict[Criticality, deque[asyncio.Future[None]]] = {
+            c: deque() for c in Criticality
+        }
+        self._queued = dict.fromkeys(Criticality, 0)
+        self._queued_total = 0
+        self._peak_queued = 0
+        self.waited = dict.fromkeys(Criticality, 0)  # admitted after waiting
 
     # ------------------------------------------------------------------ signals
 
@@ -196,6 +232,13 @@ class Shedder:
         """Record a measured queueing delay (the middleware's event-loop lag sampler)."""
         if math.isfinite(seconds):
             self._delay = max(0.0, float(seconds))
+            if self._queued_total:
+                self._dispatch()
+
+    @property
+    def queued(self) -> int:
+        """Requests waiting for a slot now (:meth:`acquire`)."""
+        return self._queued_total
 
     @property
     def pressure(self) -> float:
@@ -216,6 +259,9 @@ class Shedder:
     # ---------------------------------------------------------------- admission
 
     def _reason(self, c: Criticality, in_flight: int, level: Level | None) -> str | None:
+        if c is Criticality.CRITICAL:
+            # never shed; with a queue (acquire) it waits while the in-flight limit is full
+            return None
         if level is not None:
             at = self.shed_at_level.get(c)
             if at is not None and level >= at:
@@ -228,15 +274,102 @@ class Shedder:
         return None
 
     def admit(self, criticality: Criticality) -> ShedDecision | None:
-        """``None``: serve it (and call :meth:`release` when done); else why it is refused."""
+        """``None``: serve it (and call :meth:`release` when done); else why it is refused.
+
+        Refuses at once (no waiting): :meth:`acquire` is the waiting one."""
         level = self.manager.level if self.manager is not None else None
         reason = None if self.disabled else self._reason(criticality, self._total, level)
         if reason is None:
-            self._in_flight[criticality] += 1
-            self._total += 1
-            self._peak_in_flight = max(self._peak_in_flight, self._total)
-            self.admitted[criticality] += 1
+            self._admit(criticality)
             return None
+        return self._refuse(criticality, reason, level)
+
+    async def acquire(self, criticality: Criticality) -> ShedDecision | None:
+        """:meth:`admit`, except that a request the load refuses (not the level) waits up
+        to ``max_queue_wait`` for a slot, behind those of its class and of more important
+        classes already waiting; at most ``max_queued`` wait at once (beyond, refused at
+        once). A critical request waits while ``max_in_flight`` requests are in flight
+        (first in line), then is served whatever the load. ``None``: serve it, then
+        :meth:`release`."""
+        if self.disabled or self.max_queue_wait <= 0:
+            return self.admit(criticality)
+        level = self.manager.level if self.manager is not None else None
+        reason = self._queue_reason(criticality, self._total, level)
+        if reason is None and not self._waiting_before(criticality):
+            self._admit(criticality)
+            return None
+        if reason == "level" or self._queued_total >= self.max_queued:
+            if criticality is Criticality.CRITICAL:
+                self._admit(criticality)  # never refused
+                return None
+            return self._refuse(criticality, reason or "overload", level)
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._queues[criticality].append(waiter)
+        self._queued[criticality] += 1
+        self._queued_total += 1
+        self._peak_queued = max(self._peak_queued, self._queued_total)
+        self._dispatch()  # a slot may be free already (those before it are admitted first)
+        try:
+            await asyncio.wait((waiter,), timeout=self.max_queue_wait)
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self.release(criticality)  # admitted as it was cancelled: give the slot back
+            else:
+                self._give_up(criticality, waiter)
+            raise
+        if waiter.done():
+            self.waited[criticality] += 1
+            return None  # admitted by _dispatch (counted in flight there)
+        self._give_up(criticality, waiter)
+        if criticality is Criticality.CRITICAL:
+            self.waited[criticality] += 1
+            self._admit(criticality)  # waited long enough: served over the limit
+            return None
+        level = self.manager.level if self.manager is not None else None
+        return self._refuse(criticality, "overload", level, waited=self.max_queue_wait)
+
+    def _queue_reason(self, c: Criticality, in_flight: int, level: Level | None) -> str | None:
+        """:meth:`_reason`, and a critical request waits (first) while the limit is full."""
+        if c is Criticality.CRITICAL:
+            return "overload" if in_flight >= self.max_in_flight else None
+        return self._reason(c, in_flight, level)
+
+    def _waiting_before(self, criticality: Criticality) -> bool:
+        """Requests of this class or a more important one are waiting for a slot."""
+        return any(n for c, n in self._queued.items() if n and c.rank <= criticality.rank)
+
+    def _give_up(self, criticality: Criticality, waiter: asyncio.Future[None]) -> None:
+        waiter.cancel()  # left in its queue: _dispatch drops it when it reaches the head
+        self._queued[criticality] -= 1
+        self._queued_total -= 1
+
+    def _dispatch(self) -> None:
+        """Admit waiting requests, most important class first, while the load allows."""
+        level = self.manager.level if self.manager is not None else None
+        for c in sorted(self._queues, key=lambda c: c.rank):
+            queue = self._queues[c]
+            while queue:
+                waiter = queue[0]
+                if waiter.done():  # gave up
+                    queue.popleft()
+                    continue
+                if self._queue_reason(c, self._total, level) is not None:
+                    return  # and the less important classes wait too
+                queue.popleft()
+                self._queued[c] -= 1
+                self._queued_total -= 1
+                self._admit(c)
+                waiter.set_result(None)
+
+    def _admit(self, criticality: Criticality) -> None:
+        self._in_flight[criticality] += 1
+        self._total += 1
+        self._peak_in_flight = max(self._peak_in_flight, self._total)
+        self.admitted[criticality] += 1
+
+    def _refuse(
+        self, criticality: Criticality, reason: str, level: Level | None, waited: float = 0.0
+    ) -> ShedDecision:
         self.shed[criticality, reason] += 1
         self._last_shed = self._clock()
         if reason == "level":
@@ -250,15 +383,19 @@ class Shedder:
             wait = self.retry_after
             detail = (
                 f"the service is overloaded ({self._total} requests in flight, "
-                f"{self._delay * 1000:.0f} ms queueing delay): {criticality.value} requests "
-                "are refused until it catches up; critical ones are still served"
+                f"{self._delay * 1000:.0f} ms queueing delay"
+                + (f", waited {waited:g} s for a slot" if waited else "")
+                + f"): {criticality.value} requests are refused until it catches up; "
+                "critical ones are still served"
             )
         return ShedDecision(criticality, reason, wait, detail)
 
     def release(self, criticality: Criticality) -> None:
-        """A request admitted by :meth:`admit` is done."""
+        """A request admitted by :meth:`admit` or :meth:`acquire` is done."""
         self._in_flight[criticality] -= 1
         self._total -= 1
+        if self._queued_total:
+            self._dispatch()
 
     def snapshot(self) -> dict[str, Any]:
         """Counts and settings, numbers and class names only (safe to show anyone)."""
@@ -268,6 +405,12 @@ class Shedder:
             "in_flight_by_class": {c.value: n for c, n in self._in_flight.items()},
             "peak_in_flight": self._peak_in_flight,
             "max_in_flight": self.max_in_flight,
+            "queued": self._queued_total,
+            "queued_by_class": {c.value: n for c, n in self._queued.items()},
+            "peak_queued": self._peak_queued,
+            "max_queued": self.max_queued,
+            "max_queue_wait_ms": round(self.max_queue_wait * 1000, 3),
+            "waited": {c.value: n for c, n in self.waited.items()},
             "delay_ms": round(self._delay * 1000, 3),
             "max_delay_ms": round(self.max_delay * 1000, 3),
             "pressure": round(self.pressure, 4),
@@ -430,7 +573,7 @@ class SheddingMiddleware:
         self._last_request = monotonic()
         if self._sampler is None or self._sampler.done():
             self._sampler = asyncio.get_running_loop().create_task(self._sample_lag())
-        decision = self.shedder.admit(criticality)
+        decision = await self.shedder.acquire(criticality)
         if decision is not None:
             code = "overloaded" if decision.reason == "overload" else "shed_by_level"
             reply = problem(

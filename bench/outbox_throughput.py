@@ -37,7 +37,9 @@ each alike; the figure is the median over repetitions of ``intents / wall time``
 
 Each submit row also gives the bytes the process wrote per intent (``wchar`` of
 /proc/self/io: the journal's log frames, a page of 4 KiB each, before the fsync),
-which the disk's noise does not change. The prefills are not timed.
+which the disk's noise does not change, and the process CPU (user + system, every
+thread) and context switches per intent (``getrusage``): what the submits cost
+besides waiting for the disk. The prefills are not timed.
 PostgreSQL uses a throwaway database (``brownout_bench_outbox_*``) created on
 ``--pg-url``'s server and dropped at the end; no other database is touched.
 
@@ -51,6 +53,7 @@ import argparse
 import asyncio
 import json
 import os
+import resource
 import secrets
 import shutil
 import statistics
@@ -101,6 +104,8 @@ class Result:
     per_commit: list[float] = field(default_factory=list)  # intents per journal commit
     stops: list[str] = field(default_factory=list)  # outage stops of its drains
     written: list[float] = field(default_factory=list)  # bytes written per intent
+    cpu_us: list[float] = field(default_factory=list)  # process CPU (user + system) per intent
+    switches: list[float] = field(default_factory=list)  # context switches per intent
 
 
 class Checks:
@@ -146,6 +151,20 @@ def note_written(result: Result, before: int | None, n: int) -> None:
         result.written.append((after - before) / n)
 
 
+def usage() -> tuple[float, int]:
+    """(CPU seconds, context switches) of this process so far, every thread included."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime, r.ru_nvcsw + r.ru_nivcsw
+
+
+def note_usage(result: Result, before: tuple[float, int], n: int) -> None:
+    """CPU and thread switches per intent: what the submits cost besides waiting for the
+    disk, figures the machine's load moves far less than the wall time."""
+    cpu, switches = usage()
+    result.cpu_us.append((cpu - before[0]) / n * 1e6)
+    result.switches.append((switches - before[1]) / n)
+
+
 def new_outbox(root: Path, n: int) -> Outbox:
     return Outbox(
         root / f"journal-{secrets.token_hex(4)}.db",
@@ -174,6 +193,7 @@ def submit_one_thread(root: Path, n: int, result: Result, checks: Checks) -> Non
         box.submit("warmup", {"i": i})
     lat = result.latencies_us
     written = bytes_written()
+    used = usage()
     start = time.perf_counter()
     for i in range(n):
         t0 = time.perf_counter_ns()
@@ -181,6 +201,7 @@ def submit_one_thread(root: Path, n: int, result: Result, checks: Checks) -> Non
         lat.append((time.perf_counter_ns() - t0) / 1000)
     elapsed = time.perf_counter() - start
     note_written(result, written, n)
+    note_usage(result, used, n)
     checks.expect(box.pending_count() == n + 10, "submit: an intent is missing")
     result.rates.append(n / elapsed)
     result.per_commit.append((n + 10) / box._groups)
@@ -204,12 +225,14 @@ def submit_threads(root: Path, n: int, threads: int, result: Result, checks: Che
     for w in workers:
         w.start()
     written = bytes_written()
+    used = usage()
     barrier.wait()
     start = time.perf_counter()
     for w in workers:
         w.join()
     elapsed = time.perf_counter() - start
     note_written(result, written, per * threads)
+    note_usage(result, used, per * threads)
     checks.expect(box.pending_count() == per * threads + 10, "threads: an intent is missing")
     result.rates.append(per * threads / elapsed)
     result.per_commit.append((per * threads + 10) / box._groups)
@@ -233,8 +256,10 @@ def submit_tasks(root: Path, n: int, tasks: int, result: Result, checks: Checks)
         return time.perf_counter() - start
 
     written = bytes_written()
+    used = usage()
     elapsed = asyncio.run(run())
     note_written(result, written, per * tasks)
+    note_usage(result, used, per * tasks)
     checks.expect(box.pending_count() == per * tasks + 10, "tasks: an intent is missing")
     result.rates.append(per * tasks / elapsed)
     result.per_commit.append((per * tasks + 10) / box._groups)
@@ -423,6 +448,11 @@ def report(results: list[Result], info: dict[str, Any], params: dict[str, Any]) 
             latency += f"{'; ' if latency else ''}{statistics.median(r.per_commit):.1f}/commit"
         if r.written:
             latency += f"; {statistics.median(r.written) / 1024:.1f} KiB written"
+        if r.cpu_us:
+            latency += (
+                f"; {statistics.median(r.cpu_us):.0f} us CPU, "
+                f"{statistics.median(r.switches):.1f} switches"
+            )
         rows.append(
             [
                 r.scenario,
@@ -441,7 +471,7 @@ def report(results: list[Result], info: dict[str, Any], params: dict[str, Any]) 
             "intents/s (median)",
             "min to max",
             "ms per intent",
-            "call p50 / p99 (ms); intents per commit; written per intent",
+            "call p50 / p99 (ms); intents per commit; written, CPU, thread switches per intent",
             "reps x intents",
         ],
         rows,

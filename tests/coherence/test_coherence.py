@@ -838,3 +838,32 @@ async def test_late_dels_record_and_drop_their_keys_in_few_transactions(journal:
         await cc.wait_reconciled()
         assert cc.pending() == 0
         assert len(batches) <= 2 and sum(d for _, d in batches) == 20
+
+
+async def test_after_a_late_del_the_next_writes_do_not_wait_for_a_second(
+    journal: Path, clock: FakeClock
+) -> None:
+    """Redis is slow: each write would wait the whole max_wait for nothing; for
+    ``slow_backoff`` seconds after a late DEL they do not wait at all."""
+    redis = GatedRedis()
+    async with CacheCoherence(redis, journal, max_wait=3600.0, clock=clock) as cc:
+        cc._slow_until = clock() + 1.0  # as a late DEL leaves it (a 3600 s wait cannot)
+        assert await cc.ainvalidate("p:1") is False  # did not wait the hour
+        assert cc.pending_keys() == [b"p:1"]
+        clock.advance(1.0)
+        task = asyncio.create_task(cc.ainvalidate("p:2"))
+        await redis.sent.wait()
+        await asyncio.sleep(0)
+        assert not task.done()  # waits again (up to max_wait) once the second is over
+        redis.release()
+        assert await task is True
+        await cc.wait_reconciled()
+
+
+async def test_a_late_del_starts_the_no_wait_second(journal: Path, clock: FakeClock) -> None:
+    redis = GatedRedis()
+    async with CacheCoherence(redis, journal, max_wait=0.0, clock=clock) as cc:
+        assert await cc.ainvalidate("p:1") is False
+        assert cc._slow_until == clock() + cc.slow_backoff
+        redis.release()
+        await cc.wait_reconciled()

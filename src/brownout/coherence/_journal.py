@@ -190,6 +190,7 @@ class CacheCoherence(JournalListeners):
         self.batch_size = batch_size
         self.max_keys = max_keys
         self.max_wait = max_wait
+        self._slow_until = 0.0  # a DEL was late: ainvalidate does not wait until then
         self._is_outage = is_outage or default_is_outage(redis)
         self._async = inspect.iscoroutinefunction(delete)
         self._clock = clock
@@ -592,6 +593,8 @@ class CacheCoherence(JournalListeners):
     #: DELs past ``max_wait`` let run in the background at once; one more is cancelled
     #: (its keys are recorded: the reconcile deletes them).
     max_background_deletes = 256
+    #: Seconds after a DEL past ``max_wait`` during which :meth:`ainvalidate` does not wait.
+    slow_backoff = 1.0
 
     async def ainvalidate(self, *keys: Key) -> bool:
         """The async :meth:`invalidate` (an async adapter's DEL; a sync one's in a thread).
@@ -629,7 +632,11 @@ class CacheCoherence(JournalListeners):
             await asyncio.to_thread(self.redis.delete, *keys)
 
     async def _ainvalidate_within(self, keys: Sequence[Key], raw: list[bytes], wait: float) -> bool:
-        """:meth:`ainvalidate` waiting at most ``wait`` seconds for Redis."""
+        """:meth:`ainvalidate` waiting at most ``wait`` seconds for Redis; not at all for
+        :attr:`slow_backoff` seconds after a DEL was late (Redis is slow: each write would
+        wait the whole ``wait`` for nothing)."""
+        if self._slow_until and self._clock() < self._slow_until:
+            wait = 0.0
         delete = asyncio.ensure_future(self._adelete(keys))
         try:
             await asyncio.wait((delete,), timeout=wait)
@@ -649,6 +656,7 @@ class CacheCoherence(JournalListeners):
             return False
         # Redis is slow: the write is not held for it. The keys are recorded (cached reads
         # stop until they are gone); the DEL goes on and drops them once Redis did it
+        self._slow_until = self._clock() + self.slow_backoff
         recording: asyncio.Future[_Rows] = asyncio.get_running_loop().create_future()
         self._to_record.append((raw, recording))
         self._commit_soon()

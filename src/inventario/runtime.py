@@ -483,6 +483,8 @@ def build_runtime(settings: Settings) -> Runtime:
         batch_size=REPLAY_BATCH,
     )
     replayer.watch(db.breaker)
+    if snapshot is not None:
+        snapshot.ready = lambda: replayer.prepared  # no refresh before the schema exists
     # the level's batch_multiplier sizes the replay transactions (issue 14 item 7)
     manager.add_listener(apply_batch_size(manager, replayer, REPLAY_BATCH))
     if redis_limit is not None:

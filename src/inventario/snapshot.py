@@ -44,7 +44,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from decimal import Decimal
 from email.utils import formatdate
 from pathlib import Path
@@ -169,10 +169,18 @@ def _jsonable(doc: Mapping[str, Any]) -> dict[str, Any]:
 class ReadSnapshot:
     """``VAR_DIR/snapshot.db``: see the module's docstring."""
 
-    def __init__(self, path: Path, db: AsyncDatabase, *, outbox: Any = None) -> None:
+    def __init__(
+        self,
+        path: Path,
+        db: AsyncDatabase,
+        *,
+        outbox: Any = None,
+        ready: Callable[[], bool] = lambda: True,
+    ) -> None:
         self.path = path
         self.db = db
         self.outbox = outbox  # status(key): dead letters stop counting
+        self.ready = ready  # the schema exists: before it, there is nothing to read
         self._lock = threading.Lock()
         self._conn = sqlite3.connect(path, timeout=30.0, check_same_thread=False)
         self._conn.execute("PRAGMA journal_mode=WAL")
@@ -379,7 +387,7 @@ class ReadSnapshot:
         breaker does not let calls through)."""
         if self._refreshing is not None and not self._refreshing.done():
             return
-        if self.db.breaker.state is not State.CLOSED:
+        if self.db.breaker.state is not State.CLOSED or not self.ready():
             return
         try:
             loop = asyncio.get_running_loop()

@@ -57,10 +57,11 @@ try:  # run as a script: bench/ is sys.path[0]
     from service_latency import ADMIN
     from service_load import PRODUCTS, cpu_seconds, make_service, seed, sku
 except ImportError:  # imported as bench.overload
-    from bench import _harness as h
     from bench._http1 import Connection, HTTPError
     from bench.service_latency import ADMIN
     from bench.service_load import PRODUCTS, cpu_seconds, make_service, seed, sku
+
+    from bench import _harness as h
 
 from brownout.chaos import Mode, ThreadedFaultProxy
 

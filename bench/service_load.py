@@ -63,9 +63,10 @@ try:  # run as a script: bench/ is sys.path[0]
     from _http1 import Connection, HTTPError
     from service_latency import ADMIN_TOKEN, Service, service_state
 except ImportError:  # imported as bench.service_load
-    from bench import _harness as h
     from bench._http1 import Connection, HTTPError
     from bench.service_latency import ADMIN_TOKEN, Service, service_state
+
+    from bench import _harness as h
 
 LIBRARIES = ("brownout", "fastapi", "uvicorn", "httpx", "sqlalchemy", "aiosqlite", "redis")
 PRODUCTS = 50

@@ -387,7 +387,9 @@ class Adapter:
 
     def _succeeded(self) -> None:
         """Hook: an operation of :meth:`_command` succeeded while ``stats.credentials_problem``
-        is set (e.g. clear it)."""
+        is set. By default the problem is cleared: the dependency took the credentials
+        (fixed, or the bucket/database created after the service started)."""
+        self.stats.credentials_problem = None
 
     def _failed(
         self, operation: str, exc: Exception, duration: float, figs: Figures | None
@@ -483,6 +485,7 @@ class Adapter:
             result = ProbeResult(False, self._clock() - start, self.describe(exc), time.time())
         else:
             result = ProbeResult(True, self._clock() - start, None, time.time())
+            self._succeeded_probe()
         self.stats.last_probe = result
         return result
 
@@ -503,8 +506,16 @@ class Adapter:
             result = ProbeResult(False, self._clock() - start, self.describe(exc), time.time())
         else:
             result = ProbeResult(True, self._clock() - start, None, time.time())
+            self._succeeded_probe()
         self.stats.last_probe = result
         return result
+
+    def _succeeded_probe(self) -> None:
+        """A health probe succeeded: the server takes the configured credentials, so a
+        ``credentials_problem`` no longer holds (without it, a database created after the
+        service started would stay "down" until a guarded call happened to succeed)."""
+        if self.stats.credentials_problem is not None:
+            self._succeeded()
 
     def extra_figures(self) -> Mapping[str, Any]:
         """Adapter-specific figures (pool use, hit ratio, ...) for :meth:`health`."""

@@ -556,6 +556,10 @@ class _OpenAIBase(Adapter, Generic[C]):
 
     # -- post-processing -------------------------------------------------------------
 
+    def _succeeded(self) -> None:  # a probe that listed the models: the key works
+        self.stats.credentials_problem = None
+        self._credentials_error = None
+
     def _answered(self, raw: _RawResponse[R] | None, figs: Figures) -> None:
         """A response came back: the key works; note its size and rate-limit headroom."""
         if self.stats.credentials_problem is not None:

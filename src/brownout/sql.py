@@ -651,6 +651,10 @@ class _UnitOfWork:
         adapter.breaker.__exit__(exc_type, exc, tb)
         if exc is None:
             adapter._emit(self._operation, "success", duration, self._figures, None)
+            if adapter.stats.credentials_problem is not None:
+                # a transaction worked: the database exists and takes these credentials
+                # (it may have been created, or the role granted, after the service started)
+                adapter.stats.credentials_problem = None
         elif isinstance(exc, Exception) and not isinstance(exc, BreakerOpen):
             scrubbed = adapter._failed(self._operation, exc, duration, self._figures)
             if scrubbed is not None:

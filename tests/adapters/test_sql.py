@@ -675,6 +675,53 @@ def test_a_missing_database_counts_as_a_configuration_problem(
     assert "no_such_database_x" in (db.health()["credentials_problem"] or "")
 
 
+@pytest.mark.parametrize("is_async", [False, True], ids=["sync", "async"])
+async def test_a_database_created_later_clears_the_configuration_problem(
+    sync_dbs: Callable[..., Database],
+    async_dbs: Callable[..., AsyncDatabase],
+    postgres_server: PostgresServer,
+    is_async: bool,
+) -> None:
+    # the service started before its database was created: once the database exists, the
+    # first transaction that works (or a probe that does) ends the "credentials" verdict;
+    # else the health score kept the database "down" for good
+    name = f"late_{uuid.uuid4().hex[:12]}"
+    try:
+        if is_async:
+            adb = async_dbs(pg_url(postgres_server, name, "asyncpg"))
+            with pytest.raises(sa_exc.DBAPIError):
+                await adb.scalar("SELECT 1")
+            assert name in (adb.health()["credentials_problem"] or "")
+            postgres_server.create_database(name)
+            assert (await adb.aprobe()).ok
+            assert adb.health()["credentials_problem"] is None
+            postgres_server.drop_database(name)
+            with pytest.raises(sa_exc.DBAPIError):
+                await adb.scalar("SELECT 1")
+            assert name in (adb.health()["credentials_problem"] or "")
+            postgres_server.create_database(name)
+            adb.breaker.reset()
+            assert await adb.scalar("SELECT 1") == 1  # a transaction clears it too
+            assert adb.health()["credentials_problem"] is None
+        else:
+            db = sync_dbs(pg_url(postgres_server, name, "psycopg"))
+            with pytest.raises(sa_exc.OperationalError):
+                db.scalar("SELECT 1")
+            assert name in (db.health()["credentials_problem"] or "")
+            postgres_server.create_database(name)
+            assert db.scalar("SELECT 1") == 1
+            assert db.health()["credentials_problem"] is None
+            postgres_server.drop_database(name)
+            with pytest.raises(sa_exc.OperationalError):
+                db.scalar("SELECT 1")
+            assert name in (db.health()["credentials_problem"] or "")
+            postgres_server.create_database(name)
+            assert db.probe().ok
+            assert db.health()["credentials_problem"] is None
+    finally:
+        postgres_server.drop_database(name)
+
+
 # --------------------------------------------------------------------------- API details
 
 

@@ -53,7 +53,7 @@ from brownout._lifetime import AsyncResource, SyncResource
 from brownout._options import AdapterOptions
 from brownout._redact import redact
 from brownout.adapter import Adapter, ErrorRule, ErrorTable, Figures
-from brownout.overload._clients import budget_openai_client
+from brownout.overload._clients import budget_openai_client, cap_openai_retry_wait
 
 __all__ = [
     "DEFAULT_CHAT_MODEL",
@@ -78,6 +78,10 @@ DEFAULT_TIMEOUT = openai.Timeout(30.0, connect=3.0)
 #: the breaker would see one failure per 3 attempts and callers would wait through the
 #: backoff while the API is down. The breaker's half-open probes are the retry policy.
 DEFAULT_MAX_RETRIES = 0
+#: With retries on, a retry whose answer asks to wait longer than this (``Retry-After``,
+#: a 429's rate-limit reset) is not made: the SDK would honour minutes, holding the
+#: caller; the error goes to the breaker and the throttle, which keep the API's wish.
+DEFAULT_MAX_RETRY_WAIT = 2.0
 
 C = TypeVar("C", openai.OpenAI, openai.AsyncOpenAI)
 R = TypeVar("R")
@@ -119,6 +123,13 @@ def _parse_retry_after(value: str | None, now: float) -> float | None:
     except (TypeError, ValueError, IndexError):
         return None
     return when.timestamp() - now
+
+
+def _asked_wait(response: Any) -> float | None:
+    """How long an error answer asks the SDK to wait before its retry."""
+    return retry_after_from_headers(
+        response.headers, rate_limited=getattr(response, "status_code", None) == 429
+    )
 
 
 def retry_after_from_headers(
@@ -415,10 +426,21 @@ class _OpenAIBase(Adapter, Generic[C]):
         max_retries: int | None = None,
         chat_model: str = DEFAULT_CHAT_MODEL,
         embedding_model: str = DEFAULT_EMBEDDING_MODEL,
+        max_retry_wait: float = DEFAULT_MAX_RETRY_WAIT,
         **options: Unpack[AdapterOptions],
     ) -> None:
         if max_retries is not None and max_retries < 0:
             raise ValueError(f"{type(self).__name__}: max_retries must be >= 0")
+        if (
+            isinstance(max_retry_wait, bool)
+            or not isinstance(max_retry_wait, int | float)
+            or not (math.isfinite(max_retry_wait) and max_retry_wait >= 0)
+        ):
+            raise ValueError(
+                f"{type(self).__name__}: max_retry_wait must be a number of seconds >= 0, "
+                f"got {max_retry_wait!r}"
+            )
+        self.max_retry_wait = float(max_retry_wait)
         if isinstance(timeout, int | float) and not timeout > 0:
             raise ValueError(f"{type(self).__name__}: timeout must be > 0 seconds")
         if client is not None:
@@ -456,11 +478,13 @@ class _OpenAIBase(Adapter, Generic[C]):
         secrets: Iterable[str | None] = options.get("secrets", ())
         options["secrets"] = (*secrets, api_key, key if isinstance(key, str) else None)
         super().__init__(**options)
-        budget = self.guards.retry_budget
-        if budget is not None:
-            if not self._owns_client:  # a copy (sharing the pool): the caller's is not touched
-                self.client = self.client.with_options()
-            budget_openai_client(self.client, budget)  # its max_retries ask the budget
+        if self._owns_client:
+            self._guard_retries(self.client)
+        elif self.guards.retry_budget is not None:
+            # its retries are guarded on a copy (sharing the pool): the caller's is not
+            # touched; without a budget a given client is used as it is, retries and all
+            self.client = self.client.with_options()
+            self._guard_retries(self.client)
         self.chat_model = chat_model
         self.embedding_model = embedding_model
         # the probe: no retries, its own short timeout, never through the breaker
@@ -476,6 +500,14 @@ class _OpenAIBase(Adapter, Generic[C]):
 
     def _new_client(self, **settings: Any) -> C:
         raise NotImplementedError
+
+    def _guard_retries(self, client: C) -> None:
+        """The SDK's own retries (when ``max_retries`` turns them on) ask the retry budget
+        and are not made when the answer asks to wait beyond :attr:`max_retry_wait`."""
+        budget = self.guards.retry_budget
+        if budget is not None:
+            budget_openai_client(client, budget)
+        cap_openai_retry_wait(client, self.max_retry_wait, _asked_wait)
 
     def use_options(
         self, *, timeout: float | openai.Timeout | None = None, max_retries: int | None = None
@@ -512,9 +544,7 @@ class _OpenAIBase(Adapter, Generic[C]):
             client = self._built_client
             if overrides:
                 client = client.with_options(**overrides)
-                budget = self.guards.retry_budget
-                if budget is not None:  # a copy is a new client: its retries ask it too
-                    budget_openai_client(client, budget)
+                self._guard_retries(client)  # a copy is a new client: guard its retries too
             self._variants[key] = client
         self.client = client
 
@@ -694,6 +724,14 @@ class OpenAIAdapter(_OpenAIBase[openai.OpenAI], SyncResource):
     (then through ``client.with_options``, which shares its connection pool). The
     breaker defaults to the ``openai`` preset (5 failures, 60 s open, 2 probes); pass
     ``config=``, ``breaker=`` or ``registry=`` as for every adapter.
+
+    With the SDK's retries on (``max_retries``), a retry whose answer asks to wait
+    longer than ``max_retry_wait`` (default :data:`DEFAULT_MAX_RETRY_WAIT`, 2 s: its
+    ``Retry-After``, or a 429's rate-limit reset) is not made: the error is raised at
+    once instead of holding the caller for as long as the API asks (the SDK honours
+    minutes), and the breaker keeps the API's wish for the calls that follow. With a
+    ``retry_budget``, the retries ask it too. A given ``client=`` without a budget is
+    used as it is, its retries unguarded.
 
     Example::
 

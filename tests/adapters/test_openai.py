@@ -12,6 +12,7 @@ import json
 import logging
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -423,6 +424,47 @@ async def test_server_error_with_retry_after_but_not_ratelimit_resets(
             await do(ai.chat(MESSAGES))
         assert not hasattr(info.value, "retry_after")
     assert ai.breaker.snapshot().open_for == pytest.approx(OPEN_FOR)
+
+
+@pytest.mark.parametrize(
+    ("status", "headers", "attempts"),
+    [
+        (429, {"retry-after": "30"}, 1),  # asks for longer than max_retry_wait: no retry
+        (503, {"retry-after-ms": "50"}, 3),  # a short wait: retried as the SDK does
+        (
+            429,
+            {"x-ratelimit-remaining-tokens": "0", "x-ratelimit-reset-tokens": "6m0s"},
+            1,
+        ),
+    ],
+)
+async def test_a_retry_asked_to_wait_too_long_is_not_made(
+    flavour: str,
+    openai_stub: OpenAIStub,
+    status: int,
+    headers: dict[str, str],
+    attempts: int,
+) -> None:
+    adapter_class = OpenAIAdapter if flavour == "sync" else AsyncOpenAIAdapter
+    ai: AnyAdapter = adapter_class(
+        base_url=openai_stub.base_url, api_key=KEY, max_retries=2, max_retry_wait=1.0
+    )
+    openai_stub.script(status, headers=headers, times=3)
+    before = len(openai_stub.requests)
+    start = time.monotonic()
+    with pytest.raises(openai.APIStatusError) as info:
+        await do(ai.chat(MESSAGES))
+    assert info.value.status_code == status
+    assert len(openai_stub.requests) - before == attempts
+    if attempts == 1:  # the SDK alone would have slept 30 s / 6 min before its retry
+        assert time.monotonic() - start < 10
+    await close(ai)
+
+
+def test_max_retry_wait_is_checked() -> None:
+    for bad in (-1, float("inf"), "2", True):
+        with pytest.raises(ValueError, match="max_retry_wait"):
+            OpenAIAdapter(api_key=KEY, max_retry_wait=bad)  # type: ignore[arg-type]
 
 
 def test_retry_after_header_parsing() -> None:

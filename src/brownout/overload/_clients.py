@@ -18,7 +18,12 @@ from typing import Any
 
 from brownout.overload._budget import RetryBudget
 
-__all__ = ["budget_botocore_client", "budget_openai_client", "budget_redis_retry"]
+__all__ = [
+    "budget_botocore_client",
+    "budget_openai_client",
+    "budget_redis_retry",
+    "cap_openai_retry_wait",
+]
 
 
 # -- redis-py ---------------------------------------------------------------------------
@@ -116,6 +121,74 @@ def budget_redis_retry(retry: Any, budget: RetryBudget) -> Any:
 # -- OpenAI SDK -------------------------------------------------------------------------
 
 
+def _openai_refusal(client: Any, response: Any) -> BaseException:
+    """The error the OpenAI SDK raises once out of retries, for the attempt that failed:
+    a status error for an HTTP answer, ``APITimeoutError`` / ``APIConnectionError`` for
+    a failure to get one (called inside the SDK's error handler)."""
+    import openai
+
+    if response is not None:
+        error: BaseException = client._make_status_error_from_response(response)
+        return error
+    failed = sys.exc_info()[1]
+    try:
+        request = failed.request  # type: ignore[union-attr]
+    except Exception:  # httpx raises RuntimeError when the error has no request
+        request = None
+    # the SDK's httpx flavour (httpx or httpx2) is its own: match the class by name
+    if any(c.__name__ == "TimeoutException" for c in type(failed).__mro__):
+        return openai.APITimeoutError(request=request)
+    return openai.APIConnectionError(request=request)
+
+
+def cap_openai_retry_wait(
+    client: Any, max_wait: float, asked: Callable[[Any], float | None]
+) -> None:
+    """A retry of the OpenAI SDK client whose answer asks to wait longer than
+    ``max_wait`` seconds (``asked(response)``: its ``Retry-After``, or a rate limit's
+    reset) is not made: the attempt's own error is raised at once, as when out of
+    retries. The SDK honours a ``Retry-After`` of up to minutes, which would hold the
+    request (and its caller's slot) that long; the breaker and the throttle see the
+    error instead and keep the API's wish for the calls that follow.
+    """
+    _check_openai_client(client, "max_retry_wait")
+    sleep = client._sleep_for_retry
+
+    def too_long(response: Any) -> bool:
+        if response is None:
+            return False
+        wait = asked(response)
+        return wait is not None and wait > max_wait
+
+    if _is_coroutine_function(sleep):
+
+        async def asleep_for_retry(*args: Any, response: Any = None, **kwargs: Any) -> None:
+            if too_long(response):
+                raise _openai_refusal(client, response) from sys.exc_info()[1]
+            await sleep(*args, response=response, **kwargs)
+
+        client._sleep_for_retry = asleep_for_retry
+    else:
+
+        def sleep_for_retry(*args: Any, response: Any = None, **kwargs: Any) -> None:
+            if too_long(response):
+                raise _openai_refusal(client, response) from sys.exc_info()[1]
+            sleep(*args, response=response, **kwargs)
+
+        client._sleep_for_retry = sleep_for_retry
+
+
+def _check_openai_client(client: Any, what: str) -> None:
+    import openai
+
+    for name in ("_build_request", "_sleep_for_retry", "_make_status_error_from_response"):
+        if not callable(getattr(client, name, None)):
+            raise TypeError(
+                f"{what}: this openai SDK ({openai.__version__}) has no {name}() on its "
+                "client; its retries cannot be seen"
+            )
+
+
 def budget_openai_client(client: Any, budget: RetryBudget) -> None:
     """Make the OpenAI SDK client's own retries (``max_retries``) ask ``budget``.
 
@@ -126,14 +199,7 @@ def budget_openai_client(client: Any, budget: RetryBudget) -> None:
     (a status error for an HTTP answer, ``APITimeoutError`` /
     ``APIConnectionError`` for a failure to get one).
     """
-    import openai
-
-    for name in ("_build_request", "_sleep_for_retry", "_make_status_error_from_response"):
-        if not callable(getattr(client, name, None)):
-            raise TypeError(
-                f"retry_budget: this openai SDK ({openai.__version__}) has no {name}() on its "
-                "client; the budget cannot see its retries"
-            )
+    _check_openai_client(client, "retry_budget")
     build = client._build_request
     sleep = client._sleep_for_retry
 
@@ -142,25 +208,11 @@ def budget_openai_client(client: Any, budget: RetryBudget) -> None:
             budget.request()
         return build(options, *args, retries_taken=retries_taken, **kwargs)
 
-    def refusal(response: Any) -> BaseException:
-        if response is not None:
-            error: BaseException = client._make_status_error_from_response(response)
-            return error
-        failed = sys.exc_info()[1]
-        try:
-            request = failed.request  # type: ignore[union-attr]
-        except Exception:  # httpx raises RuntimeError when the error has no request
-            request = None
-        # the SDK's httpx flavour (httpx or httpx2) is its own: match the class by name
-        if any(c.__name__ == "TimeoutException" for c in type(failed).__mro__):
-            return openai.APITimeoutError(request=request)
-        return openai.APIConnectionError(request=request)
-
     if _is_coroutine_function(sleep):
 
         async def asleep_for_retry(*args: Any, response: Any = None, **kwargs: Any) -> None:
             if not budget.try_retry():
-                raise refusal(response) from sys.exc_info()[1]
+                raise _openai_refusal(client, response) from sys.exc_info()[1]
             await sleep(*args, response=response, **kwargs)
 
         client._sleep_for_retry = asleep_for_retry
@@ -168,7 +220,7 @@ def budget_openai_client(client: Any, budget: RetryBudget) -> None:
 
         def sleep_for_retry(*args: Any, response: Any = None, **kwargs: Any) -> None:
             if not budget.try_retry():
-                raise refusal(response) from sys.exc_info()[1]
+                raise _openai_refusal(client, response) from sys.exc_info()[1]
             sleep(*args, response=response, **kwargs)
 
         client._sleep_for_retry = sleep_for_retry

@@ -34,6 +34,8 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from brownout import BreakerOpen, CircuitBreaker
+
 try:  # run as a script: bench/ is sys.path[0]
     import breaker_overhead as bo
 except ImportError:  # imported as bench.breaker_callgrind
@@ -66,10 +68,10 @@ def runner(cell: str) -> Callable[[int], Any]:
         "closed": lambda: bo.loop_cb_call(bo.brownout_closed("cg")),
         "closed-m": lambda: bo.loop_cb_call(inv.closed("cg")),
         "raise": lambda: bo.loop_reject(bo.raiser, bo.E),
-        "open": lambda: bo.loop_cb_reject(bo.brownout_tripped("cg"), bo.BreakerOpen),
-        "open-m": lambda: bo.loop_cb_reject(inv.tripped("cg"), bo.BreakerOpen),
-        "forced": lambda: bo.loop_cb_reject(bo.brownout_forced("cg"), bo.BreakerOpen),
-        "timed": lambda: bo.loop_cb_call(bo.CircuitBreaker("cg", bo.TIMED_CONFIG)),
+        "open": lambda: bo.loop_cb_reject(bo.brownout_tripped("cg"), BreakerOpen),
+        "open-m": lambda: bo.loop_cb_reject(inv.tripped("cg"), BreakerOpen),
+        "forced": lambda: bo.loop_cb_reject(bo.brownout_forced("cg"), BreakerOpen),
+        "timed": lambda: bo.loop_cb_call(CircuitBreaker("cg", bo.TIMED_CONFIG)),
         "timed-m": lambda: bo.loop_cb_call(inv.closed("cg", bo.TIMED_CONFIG)),
     }
     if cell in sync:

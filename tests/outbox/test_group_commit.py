@@ -510,3 +510,38 @@ async def test_asubmit_after_close_is_refused(tmp_path: Path) -> None:
     box.close()
     with pytest.raises(OutboxError, match="closed"):
         await box.asubmit("move", {"i": 2})
+
+
+async def test_a_submit_handed_the_lead_behind_more_than_a_group_writes_until_its_own_is_done(
+    tmp_path: Path,
+) -> None:
+    """The committer hands the lead to the oldest submit() queued, which may come after
+    more than _MAX_GROUP asubmits: it writes groups until its own intent is in one."""
+    from brownout.outbox import _journal
+
+    box = Outbox(tmp_path / "o.db", max_pending=10_000)
+    outcome: list[object] = []
+
+    def submit() -> None:
+        try:
+            outcome.append(box.submit("sync", {}))
+        except BaseException as exc:  # an AssertionError here was the bug
+            outcome.append(exc)
+
+    held = HeldCommit(box)
+    first = asyncio.create_task(box.asubmit("first", {}))
+    await aeventually(held.reached.is_set, timeout=10, what="the committer at its COMMIT")
+    n = _journal._MAX_GROUP + 20
+    many = [asyncio.create_task(box.asubmit("many", {"i": i})) for i in range(n)]
+    await aeventually(lambda: len(box._queue) == n, timeout=10, what="asubmits queued")
+    thread = threading.Thread(target=submit)
+    thread.start()
+    await aeventually(lambda: len(box._queue) == n + 1, timeout=10, what="the submit queued")
+    held.release()
+    # before the fix the lead stayed taken with asubmits queued: they hung
+    await asyncio.wait_for(asyncio.gather(first, *many), timeout=30)
+    await asyncio.to_thread(thread.join, 10)
+    assert len(outcome) == 1 and isinstance(outcome[0], Intent), outcome
+    assert outcome[0].seq == n + 2  # after "first" and the n asubmits
+    assert box.pending_count() == n + 2
+    box.close()

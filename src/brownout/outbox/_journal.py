@@ -618,7 +618,9 @@ class Outbox(JournalListeners):
             if request.done:
                 return
         try:
-            self._write_next_group()
+            # handed the lead, its own request may be behind more than a group's worth
+            while not request.done:
+                self._write_next_group()
         finally:
             if self._hand_on():
                 self._start_committer()

@@ -53,6 +53,7 @@ from sqlalchemy.engine import Connection
 from brownout import State, StateChange
 from brownout.redis import AsyncRedisAdapter
 from brownout.sql import AsyncDatabase
+from inventario.background import BackgroundJob
 from inventario.db import metadata
 
 __all__ = ["FLUSH_BATCH", "SharedInvalidations", "cache_invalidations", "mark_stale_sync"]
@@ -94,7 +95,7 @@ class SharedInvalidations:
         self.redis = redis
         self._synced = False
         self._failures = 0  # Redis failures seen: a flush that overlapped one proves nothing
-        self._flushing: asyncio.Task[None] | None = None
+        self._flushing = BackgroundJob(self.flush, logger, "cache coherence: shared flush")
         self._unsubscribe: list[Any] = []
         self.flushes = 0
         self.flushed_keys = 0
@@ -208,21 +209,11 @@ class SharedInvalidations:
 
     def schedule(self) -> None:
         """Start one flush in the background (unless one runs, or Redis's breaker is open)."""
-        if self._flushing is not None and not self._flushing.done():
+        if self._flushing.running:
             return
         if self.redis.breaker.state in (State.OPEN, State.FORCED_OPEN):
             return
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            return  # the next trigger on the loop flushes
-        self._flushing = loop.create_task(self._flush_logged())
-
-    async def _flush_logged(self) -> None:
-        try:
-            await self.flush()
-        except Exception as exc:
-            logger.debug("cache coherence: shared flush failed: %s", type(exc).__name__)
+        self._flushing.start()  # off the loop: the next trigger on the loop flushes
 
     def watch(self, manager: Any) -> None:
         """Unsynced when Redis's breaker leaves ``CLOSED``; flush when it lets calls through
@@ -249,11 +240,7 @@ class SharedInvalidations:
         for undo in self._unsubscribe:
             undo()
         self._unsubscribe.clear()
-        task, self._flushing = self._flushing, None
-        if task is not None and not task.done():
-            task.cancel()
-            with contextlib.suppress(BaseException):
-                await task
+        await self._flushing.cancel()
         cleaning, self._cleaning = self._cleaning, None
         if cleaning is not None and not cleaning.done():
             with contextlib.suppress(BaseException):

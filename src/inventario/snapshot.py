@@ -56,6 +56,7 @@ from sqlalchemy.engine import Connection
 from brownout import State
 from brownout.sql import AsyncDatabase
 from inventario import store
+from inventario.background import BackgroundJob
 from inventario.db import products
 from inventario.schemas import MAX_STOCK
 
@@ -187,7 +188,7 @@ class ReadSnapshot:
         self._conn.execute("PRAGMA synchronous=NORMAL")  # a copy: losing the tail is fine
         self._conn.executescript(_SCHEMA)
         self._lease = path.with_name(path.name + ".lease")
-        self._refreshing: asyncio.Task[None] | None = None
+        self._refreshing = BackgroundJob(self.refresh, logger, "read snapshot: refresh")
         self._notes: set[asyncio.Task[None]] = set()
         self._unsubscribe: list[Any] = []
         self.refreshes = 0
@@ -385,21 +386,11 @@ class ReadSnapshot:
     def schedule(self) -> None:
         """Start one refresh in the background (unless one runs, or the database's
         breaker does not let calls through)."""
-        if self._refreshing is not None and not self._refreshing.done():
+        if self._refreshing.running:
             return
         if self.db.breaker.state is not State.CLOSED or not self.ready():
             return
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            return
-        self._refreshing = loop.create_task(self._refresh_logged())
-
-    async def _refresh_logged(self) -> None:
-        try:
-            await self.refresh()
-        except Exception as exc:
-            logger.debug("read snapshot: refresh failed: %s", type(exc).__name__)
+        self._refreshing.start()
 
     def watch(self, manager: Any) -> None:
         """Refresh on every heartbeat evaluation of ``manager``."""
@@ -429,10 +420,8 @@ class ReadSnapshot:
         for undo in self._unsubscribe:
             undo()
         self._unsubscribe.clear()
-        tasks = [t for t in (self._refreshing, *self._notes) if t is not None and not t.done()]
-        if self._refreshing in tasks:
-            assert self._refreshing is not None
-            self._refreshing.cancel()
+        await self._refreshing.cancel()
+        tasks = [t for t in self._notes if t is not None and not t.done()]
         for task in tasks:
             with contextlib.suppress(BaseException):
                 await task

@@ -22,6 +22,7 @@ import re
 from typing import TYPE_CHECKING, Literal
 
 from brownout import BreakerOpen
+from brownout.overload import Overloaded
 from brownout.spool import Spool, SpoolCorrupted, SpoolError, SpoolFull, SpoolUploader
 from inventario.deps import DependencyUnavailable, try_again
 from inventario.invoice_upload import ALLOWED_TYPES, FileProblem, Upload
@@ -164,6 +165,15 @@ class InvoiceFiles:
             data = await self.s3.download(key, bucket=where)
         except BreakerOpen:
             raise
+        except Overloaded as exc:  # S3's admission limit (by level): the call was not made
+            wait = exc.retry_after or 1.0
+            raise DependencyUnavailable(
+                "s3",
+                "S3 has as many calls in flight as the service allows at this level (the "
+                f"download was not attempted): {try_again(wait)}",
+                wait,
+                code="dependency_busy",
+            ) from None
         except Exception as exc:
             if self.s3.errors.counts(exc):
                 wait = self.s3.breaker.snapshot().retry_after or 5.0

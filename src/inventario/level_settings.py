@@ -17,6 +17,10 @@ Each level carries :class:`brownout.health.LevelSettings`. inventario applies:
     (the pool's own wait) and then refused (503 with ``Retry-After``; a replay
     stops as for an outage and keeps its writes). Not on SQLite: an embedded
     file has no server to spare, and its writes already queue for one writer;
+  - S3: at most ``S3_ADMISSION x pool_multiplier`` calls in flight (the client's
+    connection pool at OPTIMAL), the rest waiting up to ``S3_ADMISSION_WAIT`` and
+    then refused: an invoice download answers 503 ``dependency_busy``, the spool's
+    uploader stops as for an outage and keeps its files;
 
 * ``request_timeout``: per-call timeouts.
 
@@ -36,8 +40,8 @@ Each level carries :class:`brownout.health.LevelSettings`. inventario applies:
 The levels' timeouts grow as the level worsens (2 s at OPTIMAL, 5 s at LIMITED)
 while their pools, batches and retries shrink: a recovering dependency gets
 fewer calls at a time, fewer repeats, and is not made to start work it is then
-abandoned on. S3 keeps its client's settings: botocore fixes a client's
-timeouts and retries when it is built (no per-call option).
+abandoned on. S3's timeouts and retries stay its client's: botocore fixes them
+when the client is built (no per-call option); its admission follows the level.
 
 :func:`level_table` is what ``/status`` shows of each level: the figures applied,
 and the settings that act on nothing here (``not_applied``, with the reason).
@@ -68,6 +72,8 @@ __all__ = [
     "OPENAI_TIMEOUT",
     "REDIS_ADMISSION",
     "REDIS_TIMEOUT",
+    "S3_ADMISSION",
+    "S3_ADMISSION_WAIT",
     "TIMEOUT_FACTOR_CAP",
     "LevelScaledLimit",
     "admission",
@@ -78,6 +84,7 @@ __all__ = [
     "level_table",
     "not_applied",
     "replay_batch",
+    "s3_admission",
     "timeout_factor",
 ]
 
@@ -88,6 +95,12 @@ REDIS_ADMISSION = 50
 DATABASE_ADMISSION = DEFAULT_POOL_SIZE + DEFAULT_MAX_OVERFLOW
 #: Seconds a unit of work waits for admission: the pool's own wait for a connection.
 DATABASE_ADMISSION_WAIT = DEFAULT_POOL_TIMEOUT
+#: S3 calls in flight at OPTIMAL: the adapter's connection pool (``max_pool_connections``).
+S3_ADMISSION = 10
+#: Seconds an S3 call waits for admission (an upload or download is seconds long anyway).
+S3_ADMISSION_WAIT = 2.0
+#: Callers waiting for an S3 permit at most (the rest are refused at once).
+_S3_MAX_WAITING = 64
 #: The longest ``statement_timeout`` applied (s): the adapter's own, 1 s below its
 #: client-side command timeout (a longer one would end on the client's side first).
 DATABASE_TIMEOUT_CAP = DEFAULT_STATEMENT_TIMEOUT
@@ -174,6 +187,17 @@ def database_admission(multiplier: Callable[[], float] | None = None) -> Bulkhea
     )
 
 
+def s3_admission(multiplier: Callable[[], float] | None = None) -> Bulkhead:
+    """S3's bulkhead: ``S3_ADMISSION x pool_multiplier`` calls in flight, waiting up to
+    ``S3_ADMISSION_WAIT`` for a permit."""
+    return Bulkhead(
+        "s3",
+        limit=LevelScaledLimit(S3_ADMISSION, multiplier),
+        max_wait=S3_ADMISSION_WAIT,
+        max_waiting=_S3_MAX_WAITING,
+    )
+
+
 class LevelScaledLimit:
     """A bulkhead limit (:class:`brownout.overload.LimitPolicy`) of ``base x pool_multiplier``
     of the current level, read when the bulkhead is built and after every call.
@@ -237,7 +261,7 @@ def not_applied(*, openai: bool, s3: bool) -> dict[str, str]:
         out["s3"] = (
             "request_timeout and max_retries do not reach S3: botocore fixes a client's "
             "timeouts and retries when it is built (no per-call option); it keeps its "
-            "5 s read timeout and no retries"
+            "5 s read timeout and no retries (its admission follows the level)"
         )
     return out
 
@@ -252,6 +276,7 @@ def level_table(
     redis_timeouts: bool = False,
     openai: bool = False,
     s3: bool = False,
+    s3_admission: Bulkhead | None = None,
 ) -> dict[str, Any]:
     """What each level changes, as ``/status`` shows it: per level, the figures inventario
     applies (only those of the dependencies it has: ``None`` otherwise); ``applied``:
@@ -272,6 +297,7 @@ def level_table(
                 if database is not None
                 else None,
                 "database_timeout_s": database_timeout(s) if database_timeouts else None,
+                "s3_admission": admission(S3_ADMISSION, s) if s3_admission is not None else None,
                 "openai_timeout_s": openai_timeout if openai else None,
                 "openai_max_retries": retries if openai else None,
                 "pool_multiplier": s.pool_multiplier,
@@ -284,6 +310,7 @@ def level_table(
         ("redis_timeout_s", redis_timeouts),
         ("database_admission", database is not None),
         ("database_timeout_s", database_timeouts),
+        ("s3_admission", s3_admission is not None),
         ("openai_timeout_s", openai),
         ("openai_max_retries", openai),
     ):

@@ -49,6 +49,7 @@ from inventario.level_settings import (
     apply_client_options,
     database_admission,
     database_timeout,
+    s3_admission,
 )
 from inventario.shedding import build_shedder
 from inventario.snapshot import ReadSnapshot
@@ -215,6 +216,8 @@ class Runtime:
     #: the database's admission limit, scaled by the level's pool_multiplier, and its
     #: statement_timeout set per transaction from the level (PostgreSQL only)
     db_admission: Bulkhead | None = None
+    #: S3's admission limit (calls in flight, by level)
+    s3_admission: Bulkhead | None = None
     #: priority shedding at the edge (inventario.shedding): admission by request class
     shedder: Shedder = field(init=False)
 
@@ -376,8 +379,12 @@ def build_runtime(settings: Settings) -> Runtime:
         components.append(Component("cache", configured=False))
 
     s3 = None
+    s3_bulkhead: Bulkhead | None = None
     if settings.s3_bucket and settings.s3_endpoint_url:
         from brownout.s3 import AsyncS3Adapter
+
+        # admission: S3_ADMISSION x the level's pool_multiplier calls in flight
+        s3_bulkhead = s3_admission()
 
         s3 = AsyncS3Adapter.create(
             settings.s3_bucket,
@@ -390,6 +397,7 @@ def build_runtime(settings: Settings) -> Runtime:
                 else None
             ),
             registry=registry,
+            bulkhead=s3_bulkhead,
         )
         components.append(Component.of(s3, "s3", latency_target=0.5))
     else:
@@ -494,6 +502,10 @@ def build_runtime(settings: Settings) -> Runtime:
         assert isinstance(db_limit, LevelScaledLimit)
         db_limit.multiplier = lambda: manager.settings.pool_multiplier
         db.statement_timeout_from(lambda: database_timeout(manager.settings))
+    if s3_bulkhead is not None:
+        s3_limit = s3_bulkhead.policy
+        assert isinstance(s3_limit, LevelScaledLimit)
+        s3_limit.multiplier = lambda: manager.settings.pool_multiplier
     # Redis's socket timeout, OpenAI's timeout and retries follow the level
     manager.add_listener(apply_client_options(manager, cache=cache, ai=ai))
     hostshare = None
@@ -535,6 +547,7 @@ def build_runtime(settings: Settings) -> Runtime:
         snapshot=snapshot,
         redis_admission=redis_bulkhead,
         db_admission=db_bulkhead,
+        s3_admission=s3_bulkhead,
     )
 
 

@@ -296,6 +296,7 @@ def status_data(runtime: Any, *, details: bool = True) -> dict[str, Any]:
         redis_timeouts=runtime.cache is not None,
         openai=runtime.ai is not None,
         s3=runtime.s3 is not None,
+        s3_admission=runtime.s3_admission,
     )
     if not details:
         doc = public_status(doc, details_available=bool(runtime.settings.admin_token))

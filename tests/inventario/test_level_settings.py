@@ -14,6 +14,7 @@ from sqlalchemy import text
 
 from brownout.chaos import Mode, ThreadedFaultProxy
 from brownout.health import DEFAULT_SETTINGS, Level
+from brownout.overload import Overloaded
 from brownout.testing import aeventually
 from brownout.testing.servers.openai_stub import OpenAIStub
 from inventario.level_settings import (
@@ -25,7 +26,8 @@ from inventario.level_settings import (
     replay_batch,
 )
 from inventario.runtime import REPLAY_BATCH
-from tests.inventario.conftest import WIDGET, ai_settings, running
+from tests.inventario.conftest import WIDGET, ai_settings, running, s3_settings
+from tests.inventario.test_invoices import TEXT_INVOICE, upload
 
 
 def test_replay_batch_follows_the_batch_multiplier() -> None:
@@ -127,6 +129,42 @@ async def test_the_redis_admission_limit_follows_the_level(
         rt.manager.pin(Level.OPTIMAL, duration=60, reason="test")
         assert (await client.get("/products/W-1")).status_code == 200
         assert bulkhead.limit == 50
+
+
+async def test_the_s3_admission_limit_follows_the_level(
+    make_app: Callable[..., FastAPI], s3_server: Any, fresh_bucket: str
+) -> None:
+    app = make_app(**s3_settings(s3_server, fresh_bucket))
+    async with running(app) as client:
+        rt = app.state.runtime
+        bulkhead = rt.s3_admission
+        assert bulkhead is not None and rt.s3.guards.bulkhead is bulkhead
+        await rt.s3.upload("k", b"x")
+        assert bulkhead.limit == 10 and bulkhead.snapshot().admitted >= 1
+        rt.manager.pin(Level.MINIMAL, duration=60, reason="test")
+        assert await rt.s3.download("k") == b"x"  # a call: the limit is read again
+        assert bulkhead.limit == 5  # 10 x 0.5
+        # with MINIMAL's 5 in flight, one more S3 call waits for a permit, then is refused
+        invoice = await upload(client)
+        assert invoice.status_code == 201 and invoice.json()["storage"] == "s3", invoice.text
+        held = [bulkhead.try_acquire() for _ in range(5)]
+        assert all(p is not None for p in held) and bulkhead.try_acquire() is None
+        with pytest.raises(Overloaded):
+            await rt.s3.download("k")
+        # a download it refuses is a 503 the client may retry, not a missing file
+        r = await client.get(f"/invoices/{invoice.json()['id']}/file")
+        assert r.status_code == 503, r.text
+        assert r.json()["code"] == "dependency_busy" and "Retry-After" in r.headers
+        for permit in held:
+            assert permit is not None
+            permit.release()
+        assert await rt.s3.download("k") == b"x"
+        r = await client.get(f"/invoices/{invoice.json()['id']}/file")
+        assert r.status_code == 200 and r.content == TEXT_INVOICE
+        data = (await client.get("/status/data")).json()["level_settings"]
+        assert [row["s3_admission"] for row in data["levels"]] == [10, 9, 7, 5, 2]
+        assert "s3_admission" in data["applied"]
+        assert "admission follows the level" in data["not_applied"]["s3"]
 
 
 def test_database_figures_per_level() -> None:

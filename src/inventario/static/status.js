@@ -433,6 +433,7 @@
     ["redis_admission", "Redis calls in flight"], ["redis_timeout_s", "Redis timeout (s)"],
     ["database_admission", "database transactions in flight"],
     ["database_timeout_s", "database statement timeout (s)"],
+    ["s3_admission", "S3 calls in flight"],
     ["openai_timeout_s", "OpenAI timeout (s)"], ["openai_max_retries", "OpenAI retries"]];
 
   function renderLevelSettings(doc) {

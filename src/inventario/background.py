@@ -14,8 +14,21 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
+from typing import Any
 
-__all__ = ["BackgroundJob"]
+__all__ = ["BackgroundJob", "on_heartbeat"]
+
+
+def on_heartbeat(manager: Any, fn: Callable[[], None]) -> Callable[[], None] | None:
+    """Call ``fn()`` on every heartbeat evaluation of the degradation ``manager``; the
+    unsubscribe function its ``add_listener`` returned (``None`` if it returned none)."""
+
+    def on_evaluation(evaluation: Any) -> None:
+        if "heartbeat" in str(getattr(evaluation, "trigger", "")):
+            fn()
+
+    undo = manager.add_listener(on_evaluation)
+    return undo if callable(undo) else None
 
 
 class BackgroundJob:

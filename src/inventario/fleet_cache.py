@@ -53,7 +53,7 @@ from sqlalchemy.engine import Connection
 from brownout import State, StateChange
 from brownout.redis import AsyncRedisAdapter
 from brownout.sql import AsyncDatabase
-from inventario.background import BackgroundJob
+from inventario.background import BackgroundJob, on_heartbeat
 from inventario.db import metadata
 
 __all__ = ["FLUSH_BATCH", "SharedInvalidations", "cache_invalidations", "mark_stale_sync"]
@@ -228,12 +228,8 @@ class SharedInvalidations:
 
         self._unsubscribe.append(self.redis.breaker.add_listener(on_state_change=on_change))
 
-        def on_evaluation(evaluation: Any) -> None:
-            if "heartbeat" in str(getattr(evaluation, "trigger", "")):
-                self.schedule()
-
-        undo = manager.add_listener(on_evaluation)
-        if callable(undo):
+        undo = on_heartbeat(manager, self.schedule)
+        if undo is not None:
             self._unsubscribe.append(undo)
 
     async def aclose(self) -> None:

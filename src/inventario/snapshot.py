@@ -56,7 +56,7 @@ from sqlalchemy.engine import Connection
 from brownout import State
 from brownout.sql import AsyncDatabase
 from inventario import store
-from inventario.background import BackgroundJob
+from inventario.background import BackgroundJob, on_heartbeat
 from inventario.db import products
 from inventario.schemas import MAX_STOCK
 
@@ -395,12 +395,8 @@ class ReadSnapshot:
     def watch(self, manager: Any) -> None:
         """Refresh on every heartbeat evaluation of ``manager``."""
 
-        def on_evaluation(evaluation: Any) -> None:
-            if "heartbeat" in str(getattr(evaluation, "trigger", "")):
-                self.schedule()
-
-        undo = manager.add_listener(on_evaluation)
-        if callable(undo):
+        undo = on_heartbeat(manager, self.schedule)
+        if undo is not None:
             self._unsubscribe.append(undo)
 
     def stats(self) -> dict[str, Any]:

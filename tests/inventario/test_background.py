@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 
 import pytest
 
-from inventario.background import BackgroundJob
+from inventario.background import BackgroundJob, on_heartbeat
 
 logger = logging.getLogger("test.background")
 
@@ -73,3 +74,28 @@ async def test_cancel_ends_a_run_going_on() -> None:
     await bg.cancel()
     assert task is not None and task.cancelled() and bg.task is None
     await bg.cancel()  # nothing going on: nothing to do
+
+
+def test_on_heartbeat_calls_only_on_heartbeat_evaluations() -> None:
+    class Manager:
+        def __init__(self) -> None:
+            self.listeners: list[Callable[[object], None]] = []
+
+        def add_listener(self, fn: Callable[[object], None]) -> Callable[[], None]:
+            self.listeners.append(fn)
+            return lambda: self.listeners.remove(fn)
+
+    class Evaluation:
+        def __init__(self, trigger: str) -> None:
+            self.trigger = trigger
+
+    calls: list[int] = []
+    manager = Manager()
+    undo = on_heartbeat(manager, lambda: calls.append(1))
+    for trigger in ("heartbeat", "state_change", "heartbeat (probe)"):
+        for listener in list(manager.listeners):
+            listener(Evaluation(trigger))
+    assert len(calls) == 2
+    assert undo is not None
+    undo()
+    assert manager.listeners == []

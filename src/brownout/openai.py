@@ -593,8 +593,7 @@ class _OpenAIBase(Adapter, Generic[C]):
     def _answered(self, raw: _RawResponse[R] | None, figs: Figures) -> None:
         """A response came back: the key works; note its size and rate-limit headroom."""
         if self.stats.credentials_problem is not None:
-            self.stats.credentials_problem = None
-            self._credentials_error = None
+            self._succeeded()
         if raw is None:
             return
         with contextlib.suppress(Exception):  # figures only: never fail a good call

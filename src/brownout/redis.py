@@ -516,10 +516,6 @@ class _RedisAdapterBase(Adapter, Generic[C]):
     def _key_text(self, key: object) -> str:
         return _key_text(key)
 
-    def _succeeded(self) -> None:
-        if self.stats.credentials_problem is not None:
-            self.stats.credentials_problem = None
-
     def _on_error(self, exc: Exception, rule: ErrorRule) -> None:
         if rule.kind == "auth":
             self.stats.credentials_problem = self.describe(exc)

@@ -163,17 +163,8 @@ class InvoiceFiles:
             )
         try:
             data = await self.s3.download(key, bucket=where)
-        except BreakerOpen:
+        except (BreakerOpen, Overloaded):  # the app's handlers answer 503 (dependency_busy)
             raise
-        except Overloaded as exc:  # S3's admission limit (by level): the call was not made
-            wait = exc.retry_after or 1.0
-            raise DependencyUnavailable(
-                "s3",
-                "S3 has as many calls in flight as the service allows at this level (the "
-                f"download was not attempted): {try_again(wait)}",
-                wait,
-                code="dependency_busy",
-            ) from None
         except Exception as exc:
             if self.s3.errors.counts(exc):
                 wait = self.s3.breaker.snapshot().retry_after or 5.0

@@ -26,7 +26,13 @@ for ``--seconds`` measured: 20 % ``POST
 /products/{sku}/price-suggestion`` (sheddable). A 503 refusal comes back in
 microseconds and a closed-loop client would send again at once, so a client
 that gets a 503 waits its ``Retry-After`` capped at ``--backoff`` (0.1 s),
-as a client honouring it would (less, so the flood stays a flood).
+as a client honouring it would (less, so the flood stays a flood). A client gives up on
+a request after ``--client-timeout`` (default: ``--slo``, 1 s: a later answer is of no
+use to it, as for a user who reloads or an upstream with a deadline), closes its
+connection and sends its next request on a new one; such a request counts as "other".
+The service does not learn of it until it writes the answer, so an unprotected one keeps
+working for clients that have left (the collapse the protection is for). ``--client-timeout
+10`` gives the patient clients of earlier runs.
 
 Figures per variant: **goodput** (2xx answers within ``--slo`` (1 s) per
 second, all classes), and per class the requests, 2xx, 503, other failures,
@@ -93,7 +99,7 @@ def request(rng: random.Random) -> tuple[str, str, str, dict[str, Any] | None]:
 
 
 async def flood(
-    base: str, clients: int, seconds: float, backoff: float, seed_: int
+    base: str, clients: int, seconds: float, backoff: float, seed_: int, patience: float = 10.0
 ) -> tuple[list[Sample], float]:
     """``clients`` closed-loop clients, each on its own keep-alive connection (bench._http1:
     httpx's pool cost ~10 ms of this process's CPU per request at 200 clients, so the
@@ -111,7 +117,7 @@ async def flood(
                 cls, method, path, body = request(rng)
                 start = time.perf_counter()
                 try:
-                    r = await conn.request(method, path, json_body=body, within=10.0)
+                    r = await conn.request(method, path, json_body=body, within=patience)
                     status = r.status_code
                     retry = r.headers.get("retry-after")
                 except HTTPError:
@@ -164,7 +170,12 @@ async def phase(
                     )
                 cpu0, own0 = cpu_seconds(svc.proc.pid) if svc.proc else 0.0, time.process_time()
                 samples, elapsed = await flood(
-                    svc.base, args.base * args.factor, args.seconds, args.backoff, round_ + 7
+                    svc.base,
+                    args.base * args.factor,
+                    args.seconds,
+                    args.backoff,
+                    round_ + 7,
+                    args.client_timeout,
                 )
                 service_cpu = (cpu_seconds(svc.proc.pid) - cpu0) / elapsed if svc.proc else 0.0
                 client_cpu = (time.process_time() - own0) / elapsed
@@ -216,6 +227,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--redis-latency", type=float, default=0.2, help="added by the proxy (s)")
     p.add_argument("--backoff", type=float, default=0.1, help="max wait after a 503 (s)")
     p.add_argument("--slo", type=float, default=1.0, help="goodput: 2xx within this (s)")
+    p.add_argument(
+        "--client-timeout",
+        type=float,
+        default=None,
+        help="a client gives up on a request after this (s), closes its connection and sends "
+        "its next one (default: --slo, a reply later than that is no use to it)",
+    )
     p.add_argument("--rounds", type=int, default=1)
     p.add_argument(
         "--also",
@@ -230,6 +248,8 @@ def main(argv: list[str] | None = None) -> int:
     for extra in args.also:
         if not all("=" in item and item.split("=", 1)[0] for item in extra.split(",")):
             p.error(f"--also {extra!r}: expected VAR=VALUE[,VAR=VALUE]")
+    if args.client_timeout is None:
+        args.client_timeout = args.slo
     if args.quick:
         args.seconds = 8.0
         args.settle = min(args.settle, 8.0)
@@ -246,7 +266,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.base * args.factor} closed-loop clients ({args.factor} x {args.base}), Redis "
         f"+{args.redis_latency * 1000:.0f} ms per chunk through the fault proxy, "
         f"{args.settle:.0f} s unmeasured then {args.seconds:.0f} s measured per phase; "
-        f"goodput: 2xx within {args.slo:.1f} s per second"
+        f"goodput: 2xx within {args.slo:.1f} s per second; a client gives up after "
+        f"{args.client_timeout:g} s"
     )
     print()
     for r in results:

@@ -216,7 +216,14 @@ def public_shedding(snapshot: Any) -> dict[str, Any] | None:
     out: dict[str, Any] = _pick(snapshot, _PUBLIC_SHEDDING) or {}
     classes = ("critical", "default", "sheddable")
     out["shedding"] = [c for c in snapshot.get("shedding") or () if c in classes]
-    for key in ("in_flight_by_class", "admitted", "shed_at", "queued_by_class", "waited"):
+    for key in (
+        "in_flight_by_class",
+        "admitted",
+        "shed_at",
+        "queued_by_class",
+        "waited",
+        "abandoned",
+    ):
         section = snapshot.get(key)
         if isinstance(section, Mapping):
             out[key] = {c: section[c] for c in classes if c in section and _scalar(section[c])}

@@ -103,6 +103,8 @@ Shedding metrics (``metrics.attach(shedder)``, a :class:`~brownout.web.Shedder`;
 * ``brownout_requests_admitted_total{shedder,criticality}``;
 * ``brownout_requests_shed_total{shedder,criticality,reason}``: reason
   ``overload`` or ``level``;
+* ``brownout_requests_queued{shedder,criticality}`` (waiting for a slot) and
+  ``brownout_requests_abandoned_total{shedder,criticality}`` (their client left first);
 * ``brownout_queueing_delay_seconds{shedder}`` and ``brownout_shed_pressure{shedder}``.
 
 Spool metrics (``metrics.attach(spool)``, a :class:`~brownout.spool.Spool`;

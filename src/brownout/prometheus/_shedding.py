@@ -70,6 +70,17 @@ class SheddingMetrics:
                 labels=["shedder", "criticality", "reason"],
             ),
             GaugeMetricFamily(
+                self._name("requests_queued"),
+                "Requests waiting for a slot now (the shedder's queue), by criticality.",
+                labels=["shedder", "criticality"],
+            ),
+            CounterMetricFamily(
+                self._name("requests_abandoned"),
+                "Requests whose client closed the connection while they waited for a slot "
+                "(dropped from the queue, never served), by criticality.",
+                labels=["shedder", "criticality"],
+            ),
+            GaugeMetricFamily(
                 self._name("queueing_delay_seconds"),
                 "Last measured event-loop lag: how long a ready request waits to run.",
                 labels=["shedder"],
@@ -82,7 +93,7 @@ class SheddingMetrics:
         ]
 
     def collect(self) -> Iterable[Metric]:
-        in_flight, admitted, shed, delay, pressure = families = self._families()
+        in_flight, admitted, shed, queued, abandoned, delay, pressure = families = self._families()
         with self._lock:
             shedders = list(self._shedders.values())
         for shedder, name in shedders:
@@ -94,6 +105,10 @@ class SheddingMetrics:
             for c, reasons in snap["shed"].items():
                 for reason, n in reasons.items():
                     shed.add_metric([name, c, reason], n)  # type: ignore[attr-defined]
+            for c, n in snap["queued_by_class"].items():
+                queued.add_metric([name, c], n)  # type: ignore[attr-defined]
+            for c, n in snap["abandoned"].items():
+                abandoned.add_metric([name, c], n)  # type: ignore[attr-defined]
             delay.add_metric([name], snap["delay_ms"] / 1000)  # type: ignore[attr-defined]
             pressure.add_metric([name], snap["pressure"])  # type: ignore[attr-defined]
         return families

@@ -45,7 +45,7 @@ import enum
 import math
 import re
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from time import monotonic
 from typing import TYPE_CHECKING, Any
@@ -56,7 +56,7 @@ from brownout.web._asgi import _send_reply
 from brownout.web._problem import problem
 
 if TYPE_CHECKING:
-    from starlette.types import ASGIApp, Receive, Scope, Send
+    from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
     from brownout.health import DegradationManager
 
@@ -103,7 +103,8 @@ DEFAULT_SHED_AT_LEVEL: Mapping[Criticality, Level] = {
 
 @dataclass(frozen=True, slots=True)
 class ShedDecision:
-    """Why a request was refused: ``reason`` is ``"overload"`` or ``"level"``."""
+    """Why a request was refused: ``reason`` is ``"overload"``, ``"level"`` or ``"gone"``
+    (its client closed the connection while it waited: nothing is sent)."""
 
     criticality: Criticality
     reason: str
@@ -216,6 +217,7 @@ class Shedder:
         self._queued_total = 0
         self._peak_queued = 0
         self.waited = dict.fromkeys(Criticality, 0)  # admitted after waiting
+        self.abandoned = dict.fromkeys(Criticality, 0)  # client gone while waiting
 
     # ------------------------------------------------------------------ signals
 
@@ -284,13 +286,23 @@ class Shedder:
             return None
         return self._refuse(criticality, reason, level)
 
-    async def acquire(self, criticality: Criticality) -> ShedDecision | None:
+    async def acquire(
+        self,
+        criticality: Criticality,
+        gone: Callable[[], Awaitable[object]] | None = None,
+    ) -> ShedDecision | None:
         """:meth:`admit`, except that a request the load refuses (not the level) waits up
         to ``max_queue_wait`` for a slot, behind those of its class and of more important
         classes already waiting; at most ``max_queued`` wait at once (beyond, refused at
         once). A critical request waits while ``max_in_flight`` requests are in flight
         (first in line), then is served whatever the load. ``None``: serve it, then
-        :meth:`release`."""
+        :meth:`release`.
+
+        ``gone``: called only if the request has to wait; what it returns completes when
+        the client has gone (closed its connection). A request whose client is gone
+        before its slot comes leaves the queue (reason ``"gone"``, counted in
+        ``abandoned``): nobody would read its answer, and serving it would delay the
+        requests whose clients still wait."""
         if self.disabled or self.max_queue_wait <= 0:
             return self.admit(criticality)
         level = self.manager.level if self.manager is not None else None
@@ -309,18 +321,31 @@ class Shedder:
         self._queued_total += 1
         self._peak_queued = max(self._peak_queued, self._queued_total)
         self._dispatch()  # a slot may be free already (those before it are admitted first)
+        watch = None if gone is None or waiter.done() else asyncio.ensure_future(gone())
         try:
-            await asyncio.wait((waiter,), timeout=self.max_queue_wait)
+            await asyncio.wait(
+                (waiter,) if watch is None else (waiter, watch),
+                timeout=self.max_queue_wait,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
         except asyncio.CancelledError:
             if waiter.done() and not waiter.cancelled():
                 self.release(criticality)  # admitted as it was cancelled: give the slot back
             else:
                 self._give_up(criticality, waiter)
             raise
+        finally:
+            if watch is not None and not watch.done():
+                watch.cancel()
         if waiter.done():
             self.waited[criticality] += 1
             return None  # admitted by _dispatch (counted in flight there)
         self._give_up(criticality, waiter)
+        if watch is not None and watch.done() and not watch.cancelled():
+            self.abandoned[criticality] += 1
+            return ShedDecision(
+                criticality, "gone", 0.0, "the client closed its connection while waiting"
+            )
         if criticality is Criticality.CRITICAL:
             self.waited[criticality] += 1
             self._admit(criticality)  # waited long enough: served over the limit
@@ -411,6 +436,7 @@ class Shedder:
             "max_queued": self.max_queued,
             "max_queue_wait_ms": round(self.max_queue_wait * 1000, 3),
             "waited": {c.value: n for c, n in self.waited.items()},
+            "abandoned": {c.value: n for c, n in self.abandoned.items()},
             "delay_ms": round(self._delay * 1000, 3),
             "max_delay_ms": round(self.max_delay * 1000, 3),
             "pressure": round(self.pressure, 4),
@@ -520,6 +546,38 @@ def _split_route(key: str) -> tuple[str, str]:
 # --------------------------------------------------------------------------- middleware
 
 
+class _ClientGone:
+    """While a request waits for a slot: has its client closed the connection?
+
+    ASGI says so only through ``receive()`` (``http.disconnect``), which also hands out
+    the request's body. :meth:`wait` reads the first message and keeps it for the
+    application (:meth:`receive` hands it back first); if the body is all there, the next
+    message can only be the disconnect. A body that comes in several messages is not read
+    further (the queue does not hold bodies): such a request is watched no more.
+    """
+
+    __slots__ = ("_receive", "read")
+
+    def __init__(self, receive: Receive) -> None:
+        self._receive = receive
+        self.read: list[Message] = []
+
+    async def wait(self) -> None:
+        """Returns once the client is gone (cancelled when the request leaves the queue)."""
+        while True:
+            message = await self._receive()
+            self.read.append(message)
+            if message["type"] == "http.disconnect":
+                return
+            if message.get("more_body", False):
+                await asyncio.get_running_loop().create_future()  # until cancelled
+
+    async def receive(self) -> Message:
+        if self.read:
+            return self.read.pop(0)
+        return await self._receive()
+
+
 class SheddingMiddleware:
     """Pure ASGI middleware: refuse the lowest request classes first under overload.
 
@@ -573,8 +631,11 @@ class SheddingMiddleware:
         self._last_request = monotonic()
         if self._sampler is None or self._sampler.done():
             self._sampler = asyncio.get_running_loop().create_task(self._sample_lag())
-        decision = await self.shedder.acquire(criticality)
+        watch = _ClientGone(receive)
+        decision = await self.shedder.acquire(criticality, watch.wait)
         if decision is not None:
+            if decision.reason == "gone":
+                return  # nobody to answer
             code = "overloaded" if decision.reason == "overload" else "shed_by_level"
             reply = problem(
                 503,
@@ -586,7 +647,7 @@ class SheddingMiddleware:
             await _send_reply(send, reply)
             return
         try:
-            await self.app(scope, receive, send)
+            await self.app(scope, watch.receive if watch.read else receive, send)
         finally:
             self.shedder.release(criticality)
 

@@ -28,7 +28,7 @@ from brownout.web import (
 )
 from inventario import __version__, store
 from inventario.api_docs import install_docs
-from inventario.config import Settings, load_settings
+from inventario.config import ConfigError, Settings, load_settings
 from inventario.deps import DependencyUnavailable, busy, try_again
 from inventario.routes import ROUTERS
 from inventario.runtime import Runtime, build_runtime
@@ -215,8 +215,11 @@ def _install_shedding(app: FastAPI, rt: Runtime) -> None:
     classifier = build_classifier(parse_routes(rt.settings.route_criticality))
     unknown = unknown_routes(classifier, _method_paths(app.routes))
     if unknown:
-        raise ValueError(
-            f"ROUTE_CRITICALITY names routes inventario does not have: {', '.join(unknown)}"
+        # a ConfigError, as for the settings themselves: `inventario serve` says what is wrong
+        # and exits, no traceback
+        raise ConfigError(
+            "invalid configuration:\n  ROUTE_CRITICALITY: names routes inventario does not "
+            f"have: {', '.join(unknown)}"
         )
     app.add_middleware(SheddingMiddleware, shedder=rt.shedder, classify=classifier)
 

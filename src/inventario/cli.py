@@ -216,7 +216,12 @@ def _serve(args: argparse.Namespace) -> int:
 
     from inventario.app import create_app
 
-    app = create_app(settings, freeze_gc=True)
+    try:
+        app = create_app(settings, freeze_gc=True)
+    except ConfigError as exc:  # what only the app can check (ROUTE_CRITICALITY's routes)
+        sock.close()
+        print(f"inventario: {exc}", file=sys.stderr)
+        return 2
     print(
         f"inventario on http://{settings.host}:{settings.port}  "
         f"(status page: http://{settings.host}:{settings.port}/status)",

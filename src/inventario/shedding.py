@@ -14,6 +14,7 @@ every level and are not counted. See ``docs/overload.md``, "Priority shedding".
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 
 from brownout.health import DegradationManager, Level
@@ -55,6 +56,7 @@ def parse_routes(text: str | None) -> dict[str, Criticality]:
     """``"GET /products=sheddable, POST /invoices=critical"`` -> a mapping; a clear error
     naming the bad entry otherwise."""
     out: dict[str, Criticality] = {}
+    seen: dict[str, str] = {}
     for raw in (text or "").split(","):
         entry = raw.strip()
         if not entry:
@@ -62,8 +64,19 @@ def parse_routes(text: str | None) -> dict[str, Criticality]:
         route, sep, value = entry.rpartition("=")
         if not sep or not route.strip():
             raise ValueError(f"ROUTE_CRITICALITY entry {entry!r} is not 'METHOD /path=class'")
+        key = " ".join(route.split())
+        # the method as the classifier reads it (``get`` is ``GET``): one route given twice
+        # would be decided by the order of the entries, silently
+        method, _, path = key.partition(" ")
+        same = f"{method.upper()} {path}"
+        if same in seen:
+            raise ValueError(
+                f"ROUTE_CRITICALITY gives the route {same!r} twice ({seen[same]!r} and "
+                f"{entry!r}): keep one"
+            )
+        seen[same] = entry
         try:
-            out[" ".join(route.split())] = Criticality(value.strip().lower())
+            out[key] = Criticality(value.strip().lower())
         except ValueError:
             names = ", ".join(c.value for c in Criticality)
             raise ValueError(
@@ -102,13 +115,26 @@ def build_shedder(
     )
 
 
+def _shape(template: str) -> str:
+    """``/products/{sku}`` -> ``/products/{}``: the route whatever its parameters' names."""
+    return re.sub(r"\{[^}]*\}", "{}", template)
+
+
 def unknown_routes(
     classifier: RouteCriticality, app_routes: Iterable[tuple[str, str]]
 ) -> list[str]:
     """Configured ``METHOD /template`` entries that name no route of the app (typos)."""
     known = set(app_routes)
-    return [
-        f"{method} {template}"
-        for method, template in classifier.templates
-        if not any(t == template and (method == "*" or method == m) for m, t in known)
-    ]
+    out = []
+    for method, template in classifier.templates:
+        if any(t == template and (method == "*" or method == m) for m, t in known):
+            continue
+        # the same route with other parameter names (``{id}`` for ``{sku}``): say which
+        near = sorted(
+            f"{m} {t}"
+            for m, t in known
+            if _shape(t) == _shape(template) and (method == "*" or method == m)
+        )
+        hint = f" (did you mean {' or '.join(near)}?)" if near else ""
+        out.append(f"{method} {template}{hint}")
+    return out

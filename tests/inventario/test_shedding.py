@@ -157,7 +157,7 @@ def test_bad_route_criticality_is_refused_naming_the_entry(
         load_settings(route_criticality="GET /products=urgent")
     with pytest.raises(ConfigError, match="not 'METHOD /path=class'"):
         load_settings(route_criticality="GET /products")
-    with pytest.raises(ValueError, match="GET /prodcts"):
+    with pytest.raises(ConfigError, match="GET /prodcts"):
         make_app(route_criticality="GET /prodcts=critical")
     assert parse_routes(" GET  /x=Critical ,") == {"GET /x": Criticality.CRITICAL}
 

@@ -55,6 +55,12 @@ _EWMA = 0.1
 #: a fixed limit times one call in ``_SAMPLE_MASK + 1`` (and every call until the
 #: first was timed): two clock reads are a fifth of an acquire/release pair's cost
 _SAMPLE_MASK = 7
+#: the largest fixed limit (its free permits are a deque of tokens: a typo such as
+#: ``10**12`` would take all memory) and the longest wait (a longer one cannot be a
+#: bounded wait, and past ``threading.TIMEOUT_MAX`` the first queued thread would get an
+#: ``OverflowError`` instead of a permit)
+MAX_LIMIT = 1_000_000
+MAX_WAIT = 3600.0
 
 
 class _Waiter:
@@ -312,10 +318,10 @@ class Bulkhead:
         if isinstance(limit, LimitPolicy):
             self._policy = limit
             self._limit = limit.limit
-        elif isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        elif isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT:
             raise ValueError(
-                f"Bulkhead.limit must be an integer >= 1 or a LimitPolicy (e.g. Gradient2), "
-                f"got {limit!r}"
+                f"Bulkhead.limit must be an integer >= 1 and <= {MAX_LIMIT} or a LimitPolicy "
+                f"(e.g. Gradient2), got {limit!r}"
             )
         else:
             self._policy = None
@@ -324,8 +330,10 @@ class Bulkhead:
             wait = to_seconds(max_wait)
         except TypeError as exc:
             raise TypeError(f"Bulkhead.max_wait: {exc}") from None
-        if not math.isfinite(wait) or wait < 0:
-            raise ValueError(f"Bulkhead.max_wait must be >= 0 seconds, got {max_wait!r}")
+        if not math.isfinite(wait) or not 0 <= wait <= MAX_WAIT:
+            raise ValueError(
+                f"Bulkhead.max_wait must be >= 0 and <= {MAX_WAIT:g} seconds, got {max_wait!r}"
+            )
         self.max_wait = wait
         if max_waiting is not None and (
             isinstance(max_waiting, bool) or not isinstance(max_waiting, int) or max_waiting < 0
@@ -616,6 +624,8 @@ def _check_timeout(timeout: Duration) -> float:
         seconds = to_seconds(timeout)
     except TypeError as exc:
         raise TypeError(f"Bulkhead.acquire: timeout: {exc}") from None
-    if not math.isfinite(seconds) or seconds < 0:
-        raise ValueError(f"Bulkhead.acquire: timeout must be >= 0 seconds, got {timeout!r}")
+    if not math.isfinite(seconds) or not 0 <= seconds <= MAX_WAIT:
+        raise ValueError(
+            f"Bulkhead.acquire: timeout must be >= 0 and <= {MAX_WAIT:g} seconds, got {timeout!r}"
+        )
     return seconds

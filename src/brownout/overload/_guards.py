@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from brownout._clock import Clock, monotonic
 from brownout._config import ErrorMatcher
 from brownout.overload._budget import RetryBudget
-from brownout.overload._bulkhead import Bulkhead
+from brownout.overload._bulkhead import MAX_WAIT, Bulkhead
 from brownout.overload._limit import LimitPolicy
 from brownout.overload._throttle import AdaptiveThrottle
 
@@ -71,10 +71,34 @@ class GuardPreset:
                 f"GuardPreset.bulkhead must be None, an integer >= 1 or a LimitPolicy factory, "
                 f"got {b!r}"
             )
-        if not isinstance(self.max_wait, int | float) or not (
-            math.isfinite(self.max_wait) and self.max_wait >= 0
+        if (
+            isinstance(self.max_wait, bool)
+            or not isinstance(self.max_wait, int | float)
+            or not (math.isfinite(self.max_wait) and 0 <= self.max_wait <= MAX_WAIT)
         ):
-            raise ValueError(f"GuardPreset.max_wait must be >= 0 seconds, got {self.max_wait!r}")
+            raise ValueError(
+                f"GuardPreset.max_wait must be >= 0 and <= {MAX_WAIT:g} seconds, "
+                f"got {self.max_wait!r}"
+            )
+        for flag in ("throttle", "retry_budget"):
+            if not isinstance(getattr(self, flag), bool):
+                raise ValueError(
+                    f"GuardPreset.{flag} must be True or False, got {getattr(self, flag)!r}"
+                )
+        # the other settings are checked now, by the guards that will take them, so that a
+        # mistake is refused where the registry is built, not when the first adapter of
+        # that kind asks for its guards
+        try:
+            if isinstance(self.bulkhead, int):
+                Bulkhead("preset", limit=self.bulkhead, max_waiting=self.max_waiting)
+            elif self.max_waiting is not None:
+                Bulkhead("preset", limit=1, max_waiting=self.max_waiting)
+            if self.throttle:
+                AdaptiveThrottle("preset", k=self.k, refused_on=self.refused_on or (Exception,))
+            if self.retry_budget:
+                RetryBudget("preset", ratio=self.retry_ratio, floor=self.retry_floor)
+        except (TypeError, ValueError) as exc:
+            raise type(exc)(f"GuardPreset: {exc}") from None
 
     def build(self, name: str, clock: Clock | None = None) -> Guards:
         """New guards named ``name`` (errors in the settings are named as by each guard)."""

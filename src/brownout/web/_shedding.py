@@ -190,6 +190,12 @@ class Shedder:
         self.max_queued = max_queued
         self.shed_at = _check_fraction_map("shed_at", shed_at)
         for key, level in shed_at_level.items():
+            # a key that is not a Criticality ("sheddable", "urgent") would never match a
+            # request: the level would silently shed nothing
+            if not isinstance(key, Criticality):
+                raise TypeError(
+                    f"Shedder shed_at_level keys must be Criticality values, got {key!r}"
+                )
             if key is Criticality.CRITICAL:
                 raise ValueError("Shedder shed_at_level: critical requests are never shed")
             if not isinstance(level, Level):

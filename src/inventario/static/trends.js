@@ -1,6 +1,8 @@
 // The status page's trends: polls /status/trends and draws, per dependency, requests/s,
 // error rate and p95 latency (uPlot, vendored: no CDN), the breaker state as a coloured
-// band, and the level timeline with one line per level of what users are living with.
+// band, the share of its bulkhead in use (a chart once it has one: only the dependencies
+// with an admission limit do), and the level timeline with one line per level of what
+// users are living with.
 // Every value goes in with textContent; times show with date and time zone.
 "use strict";
 (function () {
@@ -77,6 +79,13 @@
     return { card: card, slots: slots, band: stateBand, inUse: inUse };
   }
 
+  function inUseChart(c, name) {
+    // added below the label the first time the dependency reports a bulkhead
+    const slot = el("div", { class: "trend-chart", "data-testid": "chart-" + name + "-in_use" });
+    c.card.append(slot);
+    c.slots.in_use = { slot: slot, title: "bulkhead in use (%)" };
+  }
+
   function draw(doc) {
     const root = $("[data-testid=trends]");
     const width = Math.max(260, Math.min(560, (root.clientWidth || 600) - 30));
@@ -87,9 +96,10 @@
         c = charts[name] = dependencyCard(name);
         root.append(c.card);
       }
+      if (!c.slots.in_use && (s.in_use || []).some((v) => v != null)) inUseChart(c, name);
       for (const [key, { slot, title }] of Object.entries(c.slots)) {
         let ys = s[key] || [];
-        if (key === "error_rate") ys = ys.map((v) => (v == null ? null : v * 100));
+        if (key === "error_rate" || key === "in_use") ys = ys.map((v) => (v == null ? null : v * 100));
         const data = [s.t || [], ys];
         if (!slot.plot) slot.plot = new uPlot(chartOpts(title, title, width), data, slot);
         else slot.plot.setData(data);

@@ -39,6 +39,9 @@ async def test_the_adaptive_limit_follows_redis_latency(redis_proxy: ThreadedFau
     latencies: dict[str, list[float]] = {"normal": [], "slow": [], "recovered": []}
     rejected: dict[str, int] = dict.fromkeys(latencies, 0)
     limits: dict[str, list[int]] = {k: [] for k in latencies}
+    # calls in flight to Redis (permits held) and callers queued, sampled with the limit
+    in_use: dict[str, list[int]] = {k: [] for k in latencies}
+    waiting: dict[str, list[int]] = {k: [] for k in latencies}
     stop = False
 
     async def worker(i: int) -> None:
@@ -55,7 +58,10 @@ async def test_the_adaptive_limit_follows_redis_latency(redis_proxy: ThreadedFau
     async def watch(seconds: float) -> None:
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
-            limits[phase].append(bulkhead.limit)
+            snap = bulkhead.snapshot()
+            limits[phase].append(snap.limit)
+            in_use[phase].append(snap.in_use)
+            waiting[phase].append(snap.waiting)
             await asyncio.sleep(0.05)
 
     tasks = [asyncio.create_task(worker(i)) for i in range(WORKERS)]
@@ -83,12 +89,29 @@ async def test_the_adaptive_limit_follows_redis_latency(redis_proxy: ThreadedFau
     }
     print(f"\nadaptive limit vs Redis latency (calls, rejected, p99 ms, final limit): {figures}")
     print(f"limit: normal max {normal_limit}, slow min {slow_floor}, end {recovered_end}")
+    print(
+        f"in flight: normal max {max(in_use['normal'])}, slow last second max "
+        f"{max(in_use['slow'][-20:])}; waiting max {max(waiting['slow'])}"
+    )
     # the limit shrank while Redis was slow: fewer calls piled up on it
     assert slow_floor < normal_limit
-    assert slow_end <= 12  # at or near Gradient2's floor of 2 * queue_size (8)
+    # and converged: over the slow phase's last second (20 samples) it stays at or near
+    # Gradient2's floor of 2 * queue_size (8), it does not swing back up
+    assert max(limits["slow"][-20:]) <= 12, limits["slow"][-20:]
+    # what bounds the latency: of the 32 callers at most the limit are on Redis at once
+    # (permits held; a lowered limit admits nobody until enough calls finished), and at
+    # most the limit queue for a permit (max_waiting follows the limit), for max_wait
+    assert max(in_use["slow"][-20:]) <= 12, in_use["slow"][-20:]
+    assert max(waiting["slow"][-20:]) <= 12, waiting["slow"][-20:]
+    assert max(in_use["normal"]) > 12  # (not so before: the limit, not the load, bounds it)
     # callers beyond the limit were told at once (or after max_wait), not queued behind it
     assert rejected["slow"] > 0
     # p99 bounded: the latency plus the bounded wait, not a pile-up (generous bound)
     assert p99(latencies["slow"]) < 1.0
-    # and it recovers: the limit grows back once the latency is gone
+    # and it recovers: once the latency is gone the limit at least doubles from its floor
+    # within the 4 s (it grows ~0.8 a 0.1 s window), and calls answer in less than the
+    # latency that was added (every call of the slow phase took at least that)
+    assert max(limits["recovered"]) >= 2 * slow_end, limits["recovered"]
     assert recovered_end > slow_end
+    fast = sum(1 for v in latencies["recovered"] if v < SLOW) / len(latencies["recovered"])
+    assert fast >= 0.9, fast  # (the calls in flight at the switch still took SLOW)

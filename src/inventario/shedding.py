@@ -88,6 +88,14 @@ def parse_routes(text: str | None) -> dict[str, Criticality]:
 def build_classifier(overrides: Mapping[str, Criticality] | None = None) -> RouteCriticality:
     """inventario's :data:`ROUTES` with ``overrides`` first (they win)."""
     routes: dict[str, Criticality] = dict(overrides or {})
+    for key in routes:
+        # an exempt path is never classified: an entry for it would silently do nothing
+        template = key.split()[-1] if key.split() else key
+        if template.startswith(EXEMPT):
+            raise ValueError(
+                f"ROUTE_CRITICALITY entry {key!r}: {template} is exempt from shedding "
+                f"(paths under {', '.join(EXEMPT)} are never shed nor counted)"
+            )
     for key, value in ROUTES.items():
         routes.setdefault(key, value)
     return RouteCriticality(routes, exempt=EXEMPT)

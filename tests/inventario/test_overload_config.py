@@ -52,6 +52,9 @@ def test_a_bad_number_is_refused_naming_the_variable(
         ("GET /products/{sku}=", "'' is not one of"),
         ("FETCH /products=critical", "METHOD one of"),
         ("/products=critical", "got '/products'"),
+        # an exempt route: the entry was accepted and did nothing
+        ("GET /status=sheddable", "'GET /status': /status is exempt from shedding"),
+        ("GET /health/ready=critical", "/health/ready is exempt"),
         # the same route twice: which one applied depended on the order
         (
             "GET /products/{sku}=critical, get /products/{sku}=sheddable",

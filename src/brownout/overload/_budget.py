@@ -12,6 +12,10 @@ lets a client that makes few requests still retry the odd failure. Without a
 budget, every layer retrying 3 times multiplies the load on a failing
 dependency by 4 per layer; with it, the extra load is at most ``ratio``
 (plus the floor) whatever happens.
+
+Under the kill switch (``BROWNOUT_DISABLED=1`` when the budget is created, as
+for breakers) every retry is allowed: the client retries as configured, as
+without brownout; the requests and retries are still counted.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
+from brownout._breaker import kill_switch_active
 from brownout._clock import Clock, Duration, monotonic, to_seconds
 from brownout.overload._ring import Ring
 
@@ -31,7 +36,8 @@ __all__ = ["RetryBudget", "RetryBudgetSnapshot"]
 class RetryBudgetSnapshot:
     """A retry budget at one moment: the window's counts, the retries it would still
     allow now, and the lifetime totals (``requests``: first attempts; ``allowed`` and
-    ``denied``: retries asked for) for metrics."""
+    ``denied``: retries asked for) for metrics. ``disabled``: built under the kill
+    switch (nothing is denied; ``available`` is what the budget would allow)."""
 
     name: str
     window_requests: int
@@ -40,6 +46,7 @@ class RetryBudgetSnapshot:
     requests: int
     allowed: int
     denied: int
+    disabled: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -50,6 +57,7 @@ class RetryBudgetSnapshot:
             "requests": self.requests,
             "allowed": self.allowed,
             "denied": self.denied,
+            "disabled": self.disabled,
         }
 
 
@@ -60,7 +68,8 @@ class RetryBudget:
     Count every first attempt with :meth:`request`; ask :meth:`try_retry`
     before each retry and do not retry when it answers ``False`` (raise the
     last error instead). Thread-safe; one budget per dependency, shared by all
-    its callers.
+    its callers. Under the kill switch (``BROWNOUT_DISABLED=1`` when it is
+    created) :attr:`disabled` is True and every retry is allowed (and counted).
 
     >>> from brownout.testing import FakeClock
     >>> b = RetryBudget("postgres", ratio=0.2, floor=0.0, clock=FakeClock())
@@ -80,6 +89,7 @@ class RetryBudget:
         "_requests",
         "_reserve",
         "_ring",
+        "disabled",
         "floor",
         "name",
         "ratio",
@@ -117,6 +127,8 @@ class RetryBudget:
         self._requests = 0
         self._allowed = 0
         self._denied = 0
+        #: built under the kill switch: counts, never denies
+        self.disabled = kill_switch_active()
 
     def request(self) -> None:
         """Count a first attempt (it earns ``ratio`` of a retry)."""
@@ -129,7 +141,7 @@ class RetryBudget:
         with self._lock:
             now = self._clock()
             requests, retries = self._ring.sums(now)
-            if retries + 1 <= self.ratio * requests + self._reserve + 1e-9:
+            if retries + 1 <= self.ratio * requests + self._reserve + 1e-9 or self.disabled:
                 self._ring.add(now, 0, 1)
                 self._allowed += 1
                 return True
@@ -159,6 +171,7 @@ class RetryBudget:
                 requests=self._requests,
                 allowed=self._allowed,
                 denied=self._denied,
+                disabled=self.disabled,
             )
 
     def __repr__(self) -> str:

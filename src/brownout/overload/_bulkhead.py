@@ -27,6 +27,14 @@ The limit is fixed or adaptive (:class:`~brownout.overload.Gradient2`): an
 adaptive policy is told every call's round-trip time when its permit is
 released and may lower the limit below the permits in use; nobody is then
 admitted until enough calls finished.
+
+Under the kill switch (``BROWNOUT_DISABLED=1`` when the bulkhead is created, as
+for breakers) a bulkhead admits every call at once: it never waits and never
+refuses, and still counts the calls in flight (and their peak) and tells an
+adaptive policy every round-trip time (it learns; its limit is not applied).
+That bulkhead takes the locked path (no tokens) and is switched to a subclass
+whose ``_grab_locked`` always succeeds, at construction: an enabled bulkhead's
+paths carry no check for it.
 """
 
 from __future__ import annotations
@@ -39,8 +47,9 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, ClassVar, ParamSpec, TypeVar
 
+from brownout._breaker import kill_switch_active
 from brownout._clock import Clock, Duration, monotonic, to_seconds
 from brownout._errors import BulkheadFull
 from brownout.overload._limit import LimitPolicy
@@ -112,6 +121,12 @@ class BulkheadSnapshot:
     permits given (at once or after a wait), ``rejected`` the calls refused
     with :class:`~brownout.BulkheadFull`, ``waited`` the admitted calls that
     had to queue.
+
+    ``disabled``: built under the kill switch (``BROWNOUT_DISABLED=1``): every
+    call is admitted at once, ``limit`` is what it would be (an adaptive
+    policy's latest) and is not applied, ``saturation`` may pass 1.0, and
+    ``peak_in_use`` is the most calls that were in flight at once (``None``
+    for an enabled bulkhead: it never holds more than its limit).
     """
 
     name: str
@@ -124,6 +139,8 @@ class BulkheadSnapshot:
     waited: int
     adaptive: bool
     mean_hold: float | None
+    disabled: bool = False
+    peak_in_use: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -137,6 +154,8 @@ class BulkheadSnapshot:
             "waited": self.waited,
             "adaptive": self.adaptive,
             "mean_hold": self.mean_hold,
+            "disabled": self.disabled,
+            "peak_in_use": self.peak_in_use,
         }
 
 
@@ -270,6 +289,10 @@ class Bulkhead:
     the observed latency). ``max_waiting=None`` means "as many as the current
     limit", so an adaptive bulkhead also queues less when its limit shrinks.
 
+    Under the kill switch (``BROWNOUT_DISABLED=1`` in the environment when it is
+    created) it admits every call at once and only counts: :attr:`disabled`
+    is True, and ``snapshot()`` says so (see the module docstring).
+
     >>> from brownout.overload import Bulkhead
     >>> bh = Bulkhead("redis", limit=2)
     >>> with bh.acquire():
@@ -291,6 +314,7 @@ class Bulkhead:
         "_in_use",
         "_limit",
         "_lock",
+        "_peak",
         "_policy",
         "_rejected",
         "_tokens",
@@ -300,6 +324,9 @@ class Bulkhead:
         "max_waiting",
         "name",
     )
+
+    #: built under the kill switch: admits every call (set by the subclass it is switched to)
+    disabled: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -360,6 +387,12 @@ class Bulkhead:
         self._rejected = 0
         self._waited = 0
         self._hold = -1.0  # mean hold time (s); < 0 until the first release
+        self._peak = 0  # most permits in use at once (counted under the kill switch only)
+        if kill_switch_active():
+            # no tokens: every acquire takes the locked path, whose _grab_locked the
+            # subclass makes always succeed (nothing waits, nothing is refused)
+            self._tokens = None
+            self.__class__ = _Unguarded
 
     # -- reading -------------------------------------------------------------------------
 
@@ -400,6 +433,8 @@ class Bulkhead:
                 waited=self._waited,
                 adaptive=self._policy is not None,
                 mean_hold=None if self._hold < 0 else self._hold,
+                disabled=self.disabled,
+                peak_in_use=self._peak if self.disabled else None,
             )
 
     def __repr__(self) -> str:
@@ -614,6 +649,28 @@ class Bulkhead:
             waiter.granted = True
             woken.append(waiter)
         return woken
+
+
+class _Unguarded(Bulkhead):
+    """A bulkhead built under the kill switch: every call is admitted at once and
+    counted (in use, peak); an adaptive policy still gets every sample (its limit
+    is reported, not applied). Nobody ever queues, so the waiters' paths are never
+    taken."""
+
+    __slots__ = ()
+    disabled = True
+
+    def _grab_locked(self) -> bool:
+        self._in_use += 1
+        if self._in_use > self._peak:
+            self._peak = self._in_use
+        return True
+
+    def __repr__(self) -> str:
+        return (
+            f"Bulkhead({self.name!r}, in_use={self.in_use}, limit={self._limit}, "
+            "disabled: BROWNOUT_DISABLED)"
+        )
 
 
 _new_permit = object.__new__

@@ -36,6 +36,13 @@ GUARD_METRICS: tuple[GuardMetric, ...] = (
     GuardMetric("bulkhead_admitted", True, "Calls a bulkhead admitted.", ("name",)),
     GuardMetric("bulkhead_rejections", True, "Calls a bulkhead refused (BulkheadFull).", ("name",)),
     GuardMetric(
+        "bulkhead_peak_in_use",
+        False,
+        "Most calls in flight at once through a bulkhead built under the kill switch "
+        "(BROWNOUT_DISABLED: it limits nothing).",
+        ("name",),
+    ),
+    GuardMetric(
         "throttle_requests", True, "Calls an adaptive throttle was asked to admit.", ("name",)
     ),
     GuardMetric("throttle_rejections", True, "Calls an adaptive throttle shed locally.", ("name",)),
@@ -59,6 +66,13 @@ GUARD_METRICS: tuple[GuardMetric, ...] = (
         True,
         "Retries asked of a retry budget, by outcome (made, refused).",
         ("name", "outcome"),
+    ),
+    GuardMetric(
+        "guard_disabled",
+        False,
+        "1 for an overload guard built under the kill switch (BROWNOUT_DISABLED): it counts "
+        "and never refuses; guard is bulkhead, throttle or retry_budget.",
+        ("name", "guard"),
     ),
 )
 
@@ -120,17 +134,22 @@ def _read_one(guard: Bulkhead | AdaptiveThrottle | RetryBudget, series: Series) 
         series["bulkhead_waiting"].append((label, float(b.waiting)))
         series["bulkhead_admitted"].append((label, float(b.admitted)))
         series["bulkhead_rejections"].append((label, float(b.rejected)))
+        if b.peak_in_use is not None:
+            series["bulkhead_peak_in_use"].append((label, float(b.peak_in_use)))
+        series["guard_disabled"].append(((guard.name, "bulkhead"), float(b.disabled)))
     elif isinstance(guard, AdaptiveThrottle):
         t = guard.snapshot()
         series["throttle_requests"].append((label, float(t.total_requests)))
         series["throttle_rejections"].append((label, float(t.total_rejected)))
         series["throttle_refusals"].append((label, float(t.total_refused)))
         series["throttle_probability"].append((label, t.probability))
+        series["guard_disabled"].append(((guard.name, "throttle"), float(t.disabled)))
     else:
         r = guard.snapshot()
         series["retry_budget_requests"].append((label, float(r.requests)))
         series["retry_budget_retries"].append(((guard.name, "made"), float(r.allowed)))
         series["retry_budget_retries"].append(((guard.name, "refused"), float(r.denied)))
+        series["guard_disabled"].append(((guard.name, "retry_budget"), float(r.disabled)))
 
 
 def _noop() -> None:

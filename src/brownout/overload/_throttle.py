@@ -15,6 +15,10 @@ that would be refused anyway (each refusal still costs the dependency work).
 ``K = 2`` (the book's suggestion) lets twice the accepted traffic through, so
 the client probes and adapts quickly when the dependency recovers; a lower K
 sheds more aggressively.
+
+Under the kill switch (``BROWNOUT_DISABLED=1`` when the throttle is created, as
+for breakers) nothing is rejected: the counts and the probability go on (for
+metrics and the status page), the calls all go through.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
+from brownout._breaker import kill_switch_active
 from brownout._clock import Clock, Duration, monotonic, to_seconds
 from brownout._config import ErrorMatcher
 from brownout._errors import Throttled
@@ -39,7 +44,8 @@ from brownout.overload._ring import Ring
 @dataclass(frozen=True, slots=True)
 class ThrottleSnapshot:
     """An adaptive throttle at one moment: the window's counts, the current
-    rejection probability and the lifetime totals (for metrics)."""
+    rejection probability and the lifetime totals (for metrics). ``disabled``:
+    built under the kill switch (the probability is computed, never applied)."""
 
     name: str
     requests: int
@@ -48,6 +54,7 @@ class ThrottleSnapshot:
     total_requests: int
     total_rejected: int
     total_refused: int
+    disabled: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -58,6 +65,7 @@ class ThrottleSnapshot:
             "total_requests": self.total_requests,
             "total_rejected": self.total_rejected,
             "total_refused": self.total_refused,
+            "disabled": self.disabled,
         }
 
 
@@ -82,7 +90,9 @@ class AdaptiveThrottle:
     :meth:`accepted` or :meth:`refused`.
 
     ``random`` (a zero-argument callable returning a float in [0, 1)) and
-    ``clock`` are injectable for tests.
+    ``clock`` are injectable for tests. Under the kill switch
+    (``BROWNOUT_DISABLED=1`` when it is created) :attr:`disabled` is True and
+    nothing is rejected; everything is still counted.
 
     >>> from brownout.testing import FakeClock
     >>> roll = [0.999]
@@ -106,6 +116,7 @@ class AdaptiveThrottle:
         "_rejected",
         "_requests",
         "_ring",
+        "disabled",
         "k",
         "name",
         "refused_on",
@@ -158,6 +169,8 @@ class AdaptiveThrottle:
         self._requests = 0
         self._rejected = 0
         self._refused = 0
+        #: built under the kill switch: counts, never rejects
+        self.disabled = kill_switch_active()
 
     @property
     def probability(self) -> float:
@@ -175,7 +188,7 @@ class AdaptiveThrottle:
             self._ring.add(now, 1, 0)
             self._requests += 1
             p = (requests - self.k * accepts) / (requests + 1)
-            if p <= 0.0:
+            if p <= 0.0 or self.disabled:
                 return
         # the random source is a Python call: made outside the lock
         if self._random() < p:
@@ -220,6 +233,7 @@ class AdaptiveThrottle:
                 total_requests=self._requests,
                 total_rejected=self._rejected,
                 total_refused=self._refused,
+                disabled=self.disabled,
             )
 
     def __repr__(self) -> str:

@@ -23,6 +23,11 @@
   behind a slow Redis could land after a newer write's DEL). A write waits at most
   ``CACHE_INVALIDATE_WAIT`` for its DEL (:class:`~brownout.coherence.CacheCoherence`'s
   ``max_wait``).
+* Under the kill switch (``BROWNOUT_DISABLED=1`` when the cache is built) none of
+  that bounding applies: a read waits for Redis as long as the client's own timeout
+  allows (no ``read_wait``, no slow skip), and the coherence journal, built under
+  it too, lets a write wait for its DEL. What keeps reads correct stays: the keys
+  of a DEL that failed are recorded, and the feature gates act as they do.
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from brownout import BreakerOpen, State
+from brownout import BreakerOpen, State, kill_switch_active
 from brownout.coherence import CacheCoherence
 from brownout.health import DegradationManager
 from brownout.redis import AsyncRedisAdapter
@@ -68,8 +73,11 @@ class ProductCache:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.redis = redis
-        #: seconds a read waits for Redis before it reads the database (None: no limit)
-        self.read_wait = read_wait
+        #: built under the kill switch: reads wait for Redis as long as the client does
+        self.disabled = kill_switch_active()
+        #: seconds a read waits for Redis before it reads the database (None: no limit;
+        #: always None under the kill switch)
+        self.read_wait = None if self.disabled else read_wait
         self._clock = clock
         self._slow_until = 0.0  # Redis answered a read late: skip it until then
         self._late: set[asyncio.Future[Any]] = set()  # late GETs finishing in the background

@@ -45,12 +45,18 @@ when the client is built (no per-call option); its admission follows the level.
 
 :func:`level_table` is what ``/status`` shows of each level: the figures applied,
 and the settings that act on nothing here (``not_applied``, with the reason).
+
+Under the kill switch (``BROWNOUT_DISABLED=1`` when the bulkheads are built) the
+admission limits are computed and shown, never applied: the bulkheads admit
+every call (``brownout.overload.Bulkhead``); ``level_table`` says so. The
+timeouts, the replay batch and the cache TTL still follow the level (they are
+the clients' and the outbox's own settings, not a refusal).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from brownout.health import DegradationManager, Evaluation, Level, LevelSettings
@@ -206,6 +212,8 @@ class LevelScaledLimit:
     exists: the manager is built from the adapters this limit guards). ``adaptive``: a
     policy (``Gradient2``) whose limit is scaled instead of ``base`` (it gets every
     sample), so the limit follows the dependency's latency *and* the level.
+    A bulkhead built under the kill switch still reads it and feeds it samples
+    (its snapshot shows the limit) but admits every call.
     """
 
     def __init__(
@@ -247,8 +255,10 @@ def apply_batch_size(
     return on_evaluation
 
 
-def not_applied(*, openai: bool, s3: bool) -> dict[str, str]:
-    """The level's settings (or parts of them) that act on nothing here, and why."""
+def not_applied(*, openai: bool, s3: bool, unguarded: Sequence[str] = ()) -> dict[str, str]:
+    """The level's settings (or parts of them) that act on nothing here, and why;
+    ``unguarded``: the dependencies whose admission bulkhead was built under the kill
+    switch (their admission figures are shown, not applied)."""
     out = {
         "retry_strategy": "the OpenAI SDK backs off exponentially (with jitter) whatever the "
         "level says; the other clients make no retries",
@@ -262,6 +272,12 @@ def not_applied(*, openai: bool, s3: bool) -> dict[str, str]:
             "request_timeout and max_retries do not reach S3: botocore fixes a client's "
             "timeouts and retries when it is built (no per-call option); it keeps its "
             "5 s read timeout and no retries (its admission follows the level)"
+        )
+    if unguarded:
+        out["kill_switch"] = (
+            "BROWNOUT_DISABLED is set: the admission limits of "
+            + ", ".join(unguarded)
+            + " are shown, not applied (every call is admitted)"
         )
     return out
 
@@ -281,7 +297,8 @@ def level_table(
     """What each level changes, as ``/status`` shows it: per level, the figures inventario
     applies (only those of the dependencies it has: ``None`` otherwise); ``applied``:
     their names; ``not_applied``: the level's settings that act on nothing, and why;
-    ``current``: the level in force."""
+    ``current``: the level in force. A bulkhead built under the kill switch
+    (``disabled``) has its figures shown, not applied."""
     levels = []
     for level in Level:
         s = manager.settings_for(level)
@@ -305,12 +322,17 @@ def level_table(
             }
         )
     applied = ["cache_ttl_s", "replay_batch"]
+    unguarded = [
+        name
+        for name, bulkhead in (("Redis", redis), ("the database", database), ("S3", s3_admission))
+        if bulkhead is not None and bulkhead.disabled
+    ]
     for name, on in (
-        ("redis_admission", redis is not None),
+        ("redis_admission", redis is not None and not redis.disabled),
         ("redis_timeout_s", redis_timeouts),
-        ("database_admission", database is not None),
+        ("database_admission", database is not None and not database.disabled),
         ("database_timeout_s", database_timeouts),
-        ("s3_admission", s3_admission is not None),
+        ("s3_admission", s3_admission is not None and not s3_admission.disabled),
         ("openai_timeout_s", openai),
         ("openai_max_retries", openai),
     ):
@@ -319,6 +341,6 @@ def level_table(
     return {
         "current": manager.level.name,
         "applied": applied,
-        "not_applied": not_applied(openai=openai, s3=s3),
+        "not_applied": not_applied(openai=openai, s3=s3, unguarded=unguarded),
         "levels": levels,
     }

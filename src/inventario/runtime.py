@@ -230,6 +230,7 @@ class Runtime:
             max_queue_wait=self.settings.shed_max_queue_wait,
         )
         self.manager.add_section("shedding", self.shedder.snapshot)
+        self.manager.add_section("kill_switch", self.kill_switch)
         self.metrics.attach(self.shedder)  # brownout_requests_shed_total, ..._in_flight
 
     @property
@@ -310,6 +311,40 @@ class Runtime:
                 except Exception:  # one that fails to close must not keep the others open
                     logger.warning("closing the %s adapter failed", adapter.name, exc_info=True)
 
+    def kill_switch(self) -> dict[str, Any]:
+        """What the kill switch (``BROWNOUT_DISABLED=1`` when this runtime was built) took
+        out of the path, from each object's own flag (read when it was built): breakers
+        (``breaker:<name>``), overload guards (``bulkhead:``, ``throttle:``,
+        ``retry_budget:<name>``), the edge's shedding, and the product cache's bounded
+        waits on Redis (``cache_read_wait``, ``cache_invalidate_wait``). ``explain()``'s
+        ``kill_switch`` section; ``active`` when anything is off."""
+        off = [f"breaker:{b.name}" for b in self.registry if b.state is State.DISABLED]
+        seen: set[int] = set()
+        for adapter in (self.db, self.cache, self.s3, self.ai):
+            if adapter is None:
+                continue
+            guards = adapter.guards
+            for kind, guard in (
+                ("bulkhead", guards.bulkhead),
+                ("throttle", guards.throttle),
+                ("retry_budget", guards.retry_budget),
+            ):
+                if guard is not None and id(guard) not in seen:
+                    seen.add(id(guard))
+                    if guard.disabled:
+                        off.append(f"{kind}:{guard.name}")
+        if self.shedder.disabled:
+            off.append("shedding")
+        if self.cache is not None and self.product_cache.disabled:
+            off.append("cache_read_wait")
+        if self.coherence is not None and self.coherence.disabled:
+            off.append("cache_invalidate_wait")
+        return {
+            "active": bool(off),
+            "off": off,
+            "stays": _KILL_SWITCH_STAYS if off else None,
+        }
+
     def outbox_backlog(self) -> dict[str, Any]:
         """The outbox's figures, whether its writes wait for the database (the last drain
         stopped on an outage, or the schema is not there), and the latest dead letters
@@ -340,6 +375,14 @@ class Runtime:
         if self.snapshot is not None:
             out["snapshot"] = self.snapshot.stats()
         return out
+
+
+#: What the kill switch leaves in place (explain()'s ``kill_switch`` section).
+_KILL_SWITCH_STAYS = (
+    "the degradation level and its feature gates, the cache coherence journal (keys a "
+    "failed DEL could not delete are still recorded), the outbox and the spool, "
+    "metrics, health and status"
+)
 
 
 def build_runtime(settings: Settings) -> Runtime:
@@ -445,7 +488,8 @@ def build_runtime(settings: Settings) -> Runtime:
         # keys a write invalidates while Redis is away are journaled and deleted before
         # cached reads resume (the cache component is held "recovering" until then)
         # a slow Redis does not hold writes: past CACHE_INVALIDATE_WAIT the key is journaled
-        # and the DEL finishes in the background (docs/overload.md, "A slow Redis")
+        # and the DEL finishes in the background (docs/overload.md, "A slow Redis"), unless
+        # built under the kill switch (then a write waits for its DEL)
         coherence = CacheCoherence(
             cache,
             settings.var_dir / "coherence.db",
@@ -460,7 +504,8 @@ def build_runtime(settings: Settings) -> Runtime:
         # there too, and every replica deletes those keys before it reads Redis again
         fleet_keys = SharedInvalidations(db, cache)
         fleet_keys.watch(manager)
-    # a slow Redis is a cache miss after CACHE_READ_WAIT (docs/overload.md, "A slow Redis")
+    # a slow Redis is a cache miss after CACHE_READ_WAIT (docs/overload.md, "A slow Redis");
+    # under the kill switch a read waits as long as the client does
     product_cache = ProductCache(
         cache, manager, coherence, fleet_keys, read_wait=settings.cache_read_wait
     )

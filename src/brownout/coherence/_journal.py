@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from brownout import _sqlite
-from brownout._breaker import CircuitBreaker
+from brownout._breaker import CircuitBreaker, kill_switch_active
 from brownout._errors import CoherenceError
 from brownout._events import StateChange
 from brownout._journal_base import JournalListeners, orphaned_log_message
@@ -120,7 +120,11 @@ class CacheCoherence(JournalListeners):
     :attr:`max_background_deletes` at once, beyond that it is cancelled) and,
     once Redis has done it, drops the keys from the journal again unless they
     were recorded anew meanwhile. Until then cached reads stay off, as for any
-    pending key.
+    pending key. Under the kill switch (``BROWNOUT_DISABLED=1`` when the object is
+    created, as for breakers) ``max_wait`` is ignored (:attr:`max_wait` is
+    ``None``, :attr:`disabled` True): a write waits for its DEL as long as the
+    client takes, as without brownout. What keeps the cache correct stays: the
+    keys of a DEL that *failed* are recorded and deleted before cached reads resume.
 
     Use :meth:`invalidate` / :meth:`ainvalidate` after every database write in
     place of deleting cache keys yourself, read through the cache only while
@@ -189,7 +193,9 @@ class CacheCoherence(JournalListeners):
         self.component = component
         self.batch_size = batch_size
         self.max_keys = max_keys
-        self.max_wait = max_wait
+        #: built under the kill switch: ``max_wait`` is not applied (a write waits for its DEL)
+        self.disabled = kill_switch_active()
+        self.max_wait = None if self.disabled else max_wait
         self._slow_until = 0.0  # a DEL was late: ainvalidate does not wait until then
         self._is_outage = is_outage or default_is_outage(redis)
         self._async = inspect.iscoroutinefunction(delete)
@@ -428,7 +434,8 @@ class CacheCoherence(JournalListeners):
 
     def stats(self) -> dict[str, Any]:
         """pending, unjournaled, overflowed, reads_allowed, oldest_pending_age_s,
-        recorded_total, reconciled_total, last_reconcile."""
+        recorded_total, reconciled_total, last_reconcile; max_wait_s (``None``: a write
+        waits for its DEL) and disabled (built under the kill switch)."""
         with self._lock:
             if self._closed:
                 oldest, counters = None, {}
@@ -450,6 +457,8 @@ class CacheCoherence(JournalListeners):
             "recorded_total": int(counters.get("recorded", 0)),
             "reconciled_total": int(counters.get("reconciled", 0)),
             "last_reconcile": None if report is None else report.to_dict(),
+            "max_wait_s": self.max_wait,
+            "disabled": self.disabled,
         }
 
     # ------------------------------------------------------------------ recording

@@ -2,7 +2,8 @@
 
 A benchmark, not a timed test: it prints Markdown tables and exits 0 whether or
 not a target is met (1 only if the run is not what it claims to be: a service
-did not start, or the disabled service shed requests).
+did not start, the disabled service kept some of its protection, or the
+protected one was built under the kill switch).
 
 Two real ``python -m inventario serve`` subprocesses (uvicorn, one process
 each) on the embedded SQLite database and a private ``redis-server`` (databases
@@ -10,8 +11,15 @@ each) on the embedded SQLite database and a private ``redis-server`` (databases
 proxy (:class:`brownout.chaos.ThreadedFaultProxy`): the **protected** one as
 configured (priority shedding with its queue, Redis admission, cache reads and
 invalidations that wait at most ``CACHE_READ_WAIT`` / ``CACHE_INVALIDATE_WAIT``
-for Redis) and the **disabled** one with
-``BROWNOUT_DISABLED=1``. The services run one after the other, never at once
+for Redis) and the **disabled** one with ``BROWNOUT_DISABLED=1``: the kill
+switch takes all of that out of the path (docs/overload.md, "Kill switch"):
+breakers disabled, no shedding, the Redis bulkhead admits every call, a product
+read waits for Redis as long as its client's timeout allows and a write for
+its ``DEL``: what a service without brownout does. What stays in both is the
+degradation level with its feature gates (the same for both: a level's
+decisions, not a guard) and the cache coherence journal (correctness). The
+run checks each service's ``explain()`` (``kill_switch``) says so. The
+services run one after the other, never at once
 (so they do not share the CPU), in ``--rounds`` rounds, alternating which goes
 first.
 
@@ -75,6 +83,10 @@ LIBRARIES = ("brownout", "fastapi", "uvicorn", "httpx", "aiosqlite", "redis")
 CRITICAL_P99_MS = 100.0
 GOODPUT_RATIO = 2.0
 CLASSES = ("critical", "default", "sheddable")
+#: What the disabled service must have built unguarded (its explain()'s ``kill_switch``).
+UNPROTECTED = frozenset(
+    {"breaker:redis", "bulkhead:redis", "shedding", "cache_read_wait", "cache_invalidate_wait"}
+)
 
 
 @dataclass
@@ -186,8 +198,15 @@ async def phase(
     rows, goodput = class_rows(samples, elapsed, args.slo)
     healthy_ok = sum(1 for s in healthy if 200 <= s.status < 300)
     shed = health.get("explanation", {}).get("shedding", {})
-    if variant == "disabled" and shed.get("disabled") is not True:
-        problems.append("the disabled service's shedder is not disabled (BROWNOUT_DISABLED=1)")
+    off = set(health.get("explanation", {}).get("kill_switch", {}).get("off") or ())
+    if variant == "disabled":
+        if shed.get("disabled") is not True:
+            problems.append("the disabled service's shedder is not disabled (BROWNOUT_DISABLED=1)")
+        kept = UNPROTECTED - off
+        if kept:
+            problems.append(f"the disabled service kept {sorted(kept)} (BROWNOUT_DISABLED=1)")
+    elif off:
+        problems.append(f"the {variant} service was built under the kill switch: {sorted(off)}")
     return {
         "variant": variant,
         "rows": rows,

@@ -41,7 +41,10 @@ the same attributes as its labels:
   ``brownout_bulkhead_admitted`` / ``_rejections``, ``brownout_throttle_requests``
   / ``_rejections`` / ``_refusals`` and the gauge ``brownout_throttle_probability``,
   ``brownout_retry_budget_requests`` and ``brownout_retry_budget_retries``
-  (``outcome``: ``made`` or ``refused``); attribute ``name``, the guard's.
+  (``outcome``: ``made`` or ``refused``), the gauges ``brownout_bulkhead_peak_in_use``
+  (a bulkhead built under the kill switch) and ``brownout_guard_disabled``
+  (``guard``: ``bulkhead``, ``throttle``, ``retry_budget``); attribute ``name``,
+  the guard's.
 
 Durations: OpenTelemetry has no observable histogram, so the fixed-bucket
 histograms are exported as three observable counters in Prometheus' own shape:

@@ -17,6 +17,7 @@ from fastapi import FastAPI
 
 from brownout import State
 from brownout.chaos import Mode, ThreadedFaultProxy
+from brownout.health import Level
 from inventario.cache import product_key
 from inventario.runtime import Runtime
 from tests.inventario.conftest import WIDGET, running
@@ -221,6 +222,13 @@ async def test_explain_health_and_status_say_what_the_kill_switch_took_out(
         assert rt.coherence is not None
         stats = rt.coherence.stats()
         assert stats["disabled"] is True and stats["max_wait_s"] is None
+
+        # the feature gates act as they do without the kill switch
+        assert (await client.get("/reports/low-stock")).status_code == 200
+        rt.manager.pin(Level.LIMITED, duration=60.0, reason="test")
+        assert not rt.manager.enabled("complex_queries")
+        assert (await client.get("/reports/low-stock")).status_code == 503
+        rt.manager.unpin()
 
         # the public status page: the admission figures are shown, not applied
         status = (await client.get("/status/data")).json()

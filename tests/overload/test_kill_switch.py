@@ -287,3 +287,27 @@ def test_metrics_show_the_disabled_guards_and_the_peak(monkeypatch: pytest.Monke
     assert value("brownout_bulkhead_in_use", {"name": "redis"}) == 3.0
     assert value("brownout_bulkhead_peak_in_use", {"name": "redis"}) == 3.0
     assert value("brownout_bulkhead_peak_in_use", {"name": "search"}) is None
+
+
+def test_otel_shows_the_disabled_guards_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    from brownout.otel import OTelMetrics
+
+    monkeypatch.setenv("BROWNOUT_DISABLED", "1")
+    bh = Bulkhead("redis", limit=1)
+    assert bh.try_acquire() and bh.try_acquire()
+    reader = InMemoryMetricReader()
+    OTelMetrics(MeterProvider(metric_readers=[reader])).attach(bh)
+    data = reader.get_metrics_data()
+    assert data is not None
+    points = {
+        (m.name, tuple(sorted(p.attributes.items()))): p.value  # type: ignore[union-attr]
+        for rm in data.resource_metrics
+        for sm in rm.scope_metrics
+        for m in sm.metrics
+        for p in m.data.data_points  # type: ignore[union-attr]
+    }
+    assert points[("brownout_guard_disabled", (("guard", "bulkhead"), ("name", "redis")))] == 1
+    assert points[("brownout_bulkhead_peak_in_use", (("name", "redis"),))] == 2

@@ -71,13 +71,17 @@ adapter's guards and a registry's are attached with it; ``name`` is the guard's)
 
 * gauges ``brownout_bulkhead_in_use{name}``, ``brownout_bulkhead_limit{name}``
   (an adaptive limit's current value), ``brownout_bulkhead_waiting{name}``;
-* ``brownout_bulkhead_admitted_total{name}``, ``brownout_bulkhead_rejections_total{name}``;
+* ``brownout_bulkhead_admitted_total{name}``, ``brownout_bulkhead_rejections_total{name}``,
+  and for a bulkhead built under the kill switch ``brownout_bulkhead_peak_in_use{name}``;
 * ``brownout_throttle_requests_total{name}``, ``brownout_throttle_rejections_total{name}``
   (shed locally), ``brownout_throttle_refusals_total{name}`` (refused by the
   dependency) and the gauge ``brownout_throttle_probability{name}``;
 * ``brownout_retry_budget_requests_total{name}`` (first attempts) and
   ``brownout_retry_budget_retries_total{name,outcome}``: outcome ``made`` or
-  ``refused`` (over the budget: not made).
+  ``refused`` (over the budget: not made);
+* ``brownout_guard_disabled{name,guard}``: 1 for a guard built under the kill switch
+  (``BROWNOUT_DISABLED=1``: it counts, never refuses), else 0; ``guard`` is
+  ``bulkhead``, ``throttle`` or ``retry_budget``.
 
 Outbox metrics (``metrics.attach(outbox)``, a :class:`~brownout.outbox.Outbox`;
 ``outbox`` is the journal file's stem): gauges read from ``outbox.stats()`` at

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from brownout._clock import Clock, monotonic
 from brownout._config import ErrorMatcher
 from brownout.overload._budget import RetryBudget
-from brownout.overload._bulkhead import MAX_WAIT, Bulkhead
+from brownout.overload._bulkhead import MAX_LIMIT, MAX_WAIT, Bulkhead
 from brownout.overload._limit import LimitPolicy
 from brownout.overload._throttle import AdaptiveThrottle
 
@@ -89,9 +89,10 @@ class GuardPreset:
         # mistake is refused where the registry is built, not when the first adapter of
         # that kind asks for its guards
         try:
-            if isinstance(self.bulkhead, int):
-                Bulkhead("preset", limit=self.bulkhead, max_waiting=self.max_waiting)
-            elif self.max_waiting is not None:
+            if isinstance(self.bulkhead, int) and self.bulkhead > MAX_LIMIT:
+                # (checked without building it: a fixed limit's tokens are allocated)
+                Bulkhead("preset", limit=self.bulkhead)
+            if self.max_waiting is not None:
                 Bulkhead("preset", limit=1, max_waiting=self.max_waiting)
             if self.throttle:
                 AdaptiveThrottle("preset", k=self.k, refused_on=self.refused_on or (Exception,))

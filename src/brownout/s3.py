@@ -10,7 +10,9 @@ count as nothing. A throttling answer's ``Retry-After`` sets the break.
 
 The client's own retries are off by default (see :func:`client_config`): the
 breaker must see every failure, quickly, rather than a retry loop that hides
-an outage behind a few seconds of latency.
+an outage behind a few seconds of latency. ``use_options(read_timeout=...,
+max_retries=...)`` changes them for the calls that follow (one botocore client
+per setting; inventario: per degradation level).
 
 >>> from brownout import BreakerConfig
 >>> s3 = S3Adapter.create(  # doctest: +SKIP
@@ -32,6 +34,7 @@ import builtins
 import contextlib
 import email.utils
 import inspect
+import math
 import threading
 import time
 import warnings
@@ -313,6 +316,52 @@ def client_config(
     return config
 
 
+#: What a client is built with that :meth:`_S3Base.use_options` changes: (connect
+#: timeout s, read timeout s, retries). The adapters keep one client per key.
+_Key = tuple[float, float, int]
+
+
+def _max_retries(config: Any) -> int:
+    """The retries a botocore ``Config`` allows (botocore's defaults when it names none:
+    2 in standard and adaptive mode, 4 in legacy mode)."""
+    retries = getattr(config, "retries", None) or {}
+    if "total_max_attempts" in retries:
+        return max(0, int(retries["total_max_attempts"]) - 1)
+    if "max_attempts" in retries:
+        return max(0, int(retries["max_attempts"]))
+    return 2 if retries.get("mode") in ("standard", "adaptive") else 4
+
+
+def _key_of(config: Any) -> _Key:
+    return (float(config.connect_timeout), float(config.read_timeout), _max_retries(config))
+
+
+def _config_for(base: Any, key: _Key) -> Any:
+    """``base`` (the adapter's ``Config``) with the timeouts and retries of ``key``; its
+    other settings (retry mode, pool, addressing style...) kept."""
+    if _key_of(base) == key:
+        return base
+    connect, read, retries = key
+    policy = {k: v for k, v in (base.retries or {}).items() if k != "max_attempts"}
+    policy["total_max_attempts"] = retries + 1
+    policy.setdefault("mode", "standard")
+    return base.merge(Config(connect_timeout=connect, read_timeout=read, retries=policy))
+
+
+def _seconds(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"use_options: {name} must be a number of seconds, got {value!r}")
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"use_options: {name} must be > 0 seconds, got {value!r}")
+    return float(value)
+
+
+def _retries(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"use_options: max_retries must be an integer >= 0, got {value!r}")
+    return value
+
+
 def _client_secrets(client: Any) -> builtins.list[str]:
     """Best effort: the secret key and session token the client signs with (never logged)."""
     out: builtins.list[str] = []
@@ -429,6 +478,11 @@ class _S3Base(Adapter):
     kind: ClassVar[str] = "s3"
     errors: ClassVar[ErrorTable] = S3_ERRORS
     probe_timeout: float = 2.0
+    #: What :meth:`create` built the client from (``None`` for a client passed in).
+    _settings: _ClientSettings | None = None
+    #: The settings of the client as built (the probe's); the current setting.
+    _built_key: _Key | None = None
+    _key: _Key | None = None
 
     def __init__(
         self,
@@ -452,6 +506,8 @@ class _S3Base(Adapter):
         self.chunk_size = chunk_size
         self._client: Any = client
         self._owns_client = owns_client
+        #: the clients built per setting (:meth:`use_options`), the one as built included
+        self._variants: dict[_Key, Any] = {}
         if client is not None:
             self._add_secrets(_client_secrets(client))
             self._budget_retries(client)
@@ -504,12 +560,70 @@ class _S3Base(Adapter):
             ),
         )
         options["secrets"] = [*options.get("secrets", ()), aws_secret_access_key, aws_session_token]
-        return cls._created(bucket, settings, options)
+        adapter = cls._created(bucket, settings, options)
+        adapter._settings = settings
+        adapter._built_key = adapter._key = _key_of(settings.config)
+        if adapter._client is not None:
+            adapter._variants[adapter._built_key] = adapter._client
+        return adapter
 
     @classmethod
     def _created(cls, bucket: str, settings: _ClientSettings, options: S3Options) -> Self:
         """The adapter :meth:`create` returns, owning a client built from ``settings``."""
         raise NotImplementedError
+
+    def use_options(
+        self,
+        *,
+        connect_timeout: float | None = None,
+        read_timeout: float | None = None,
+        max_retries: int | None = None,
+    ) -> None:
+        """Calls from now on use these timeouts (seconds) and botocore retries (``None``:
+        as the adapter was built). botocore fixes a client's settings when it is built,
+        so the adapter keeps one client per distinct setting, built on its first use
+        (the sync adapter builds it here) and closed with the adapter; switching back
+        and forth (inventario: on each change of degradation level) builds no new ones.
+        A call already running finishes on the client it started on. Every client's
+        retries ask the adapter's ``retry_budget``. The health probe keeps the client
+        as built. Only for an adapter made by :meth:`create` (``TypeError`` otherwise:
+        a client passed in keeps the settings it was built with).
+        """
+        built = self._built_key
+        if self._settings is None or built is None:
+            raise TypeError(
+                f"{type(self).__name__}.use_options needs an adapter made by create(): "
+                "a client passed in keeps the timeouts and retries it was built with"
+            )
+        key = (
+            built[0] if connect_timeout is None else _seconds("connect_timeout", connect_timeout),
+            built[1] if read_timeout is None else _seconds("read_timeout", read_timeout),
+            built[2] if max_retries is None else _retries(max_retries),
+        )
+        self._switch(key)
+
+    def _switch(self, key: _Key) -> None:
+        """Make ``key``'s client the current one (the shells build or open it)."""
+        raise NotImplementedError
+
+    def _config(self, key: _Key) -> Any:
+        assert self._settings is not None
+        return _config_for(self._settings.config, key)
+
+    @property
+    def client_options(self) -> Mapping[str, float | int] | None:
+        """The current setting: ``connect_timeout``, ``read_timeout`` (s), ``max_retries``
+        (``None`` for a client passed in)."""
+        key = self._key
+        if key is None:
+            return None
+        return {"connect_timeout": key[0], "read_timeout": key[1], "max_retries": key[2]}
+
+    def _open_clients(self) -> builtins.list[Any]:
+        """Every client the adapter has open now, the current one first."""
+        clients = [] if self._client is None else [self._client]
+        clients += [c for c in builtins.list(self._variants.values()) if c is not self._client]
+        return clients
 
     def _add_secrets(self, secrets: Iterable[str]) -> None:
         new = tuple(s for s in secrets if s and s not in self._secrets)
@@ -581,7 +695,7 @@ class _S3Base(Adapter):
             "bytes_up": totals.get("bytes_sent", 0),
             "bytes_down": totals.get("bytes_received", 0),
         }
-        if self._client is not None:
+        if self._open_clients():
             with contextlib.suppress(Exception):
                 figures.update(self._pool_figures())
         return figures
@@ -638,6 +752,17 @@ class S3Adapter(_S3Base, SyncResource):
     ['u/1.png']
     """
 
+    #: Builds a client from a ``Config`` (set by :meth:`create`); None for a client passed in.
+    _build: Callable[[Any], Any] | None = None
+    _closed = False
+
+    def __init__(
+        self, client: Any, bucket: str, *, owns_client: bool = False, **options: Unpack[S3Options]
+    ) -> None:
+        super().__init__(client, bucket, owns_client=owns_client, **options)
+        self._built_client = client
+        self._build_lock = threading.Lock()
+
     @classmethod
     def _created(cls, bucket: str, settings: _ClientSettings, options: S3Options) -> Self:
         session = boto3.session.Session(
@@ -647,18 +772,47 @@ class S3Adapter(_S3Base, SyncResource):
             region_name=settings.region_name,
             profile_name=settings.profile_name,
         )
-        client = session.client("s3", endpoint_url=settings.endpoint_url, config=settings.config)
-        return cls(client, bucket, owns_client=True, **options)
+
+        def build(config: Any) -> Any:
+            return session.client("s3", endpoint_url=settings.endpoint_url, config=config)
+
+        adapter = cls(build(settings.config), bucket, owns_client=True, **options)
+        adapter._build = build
+        return adapter
 
     @property
     def client(self) -> Any:
-        """The boto3 client (calls made on it directly bypass the breaker)."""
+        """The boto3 client of the current setting (calls made on it directly bypass the
+        breaker)."""
         return self._client
 
+    def _switch(self, key: _Key) -> None:
+        build = self._build
+        assert build is not None
+        with self._build_lock:  # one builder at a time: a boto3 session is not thread-safe
+            client = self._variants.get(key)
+            if client is None:
+                if self._closed:
+                    return  # closed: nothing is built any more
+                client = build(self._config(key))
+                try:
+                    self._budget_retries(client)
+                except BaseException:
+                    client.close()
+                    raise
+                self._variants[key] = client
+            self._key, self._client = key, client
+
     def close(self) -> None:
-        """Close the client's connection pool if the adapter owns the client."""
-        if self._owns_client and self._client is not None:
-            self._client.close()
+        """Close the clients' connection pools if the adapter owns the client (with
+        :meth:`use_options`, every client it built)."""
+        if not self._owns_client:
+            return
+        with self._build_lock:
+            self._closed = True
+            clients = self._open_clients()
+        for client in clients:
+            client.close()
 
     # operations
     def upload(
@@ -771,9 +925,11 @@ class S3Adapter(_S3Base, SyncResource):
         done = threading.Event()
         failure: builtins.list[BaseException] = []
 
+        client = self._built_client  # the client as built: no retries of the level's
+
         def run() -> None:
             try:
-                self._client.head_bucket(Bucket=self.bucket)
+                client.head_bucket(Bucket=self.bucket)
             except BaseException as exc:
                 failure.append(exc)
             finally:
@@ -786,15 +942,16 @@ class S3Adapter(_S3Base, SyncResource):
             raise failure[0]
 
     def _pool_figures(self) -> dict[str, int]:
-        size = int(self._client.meta.config.max_pool_connections)
-        figures = {"pool_size": size}
-        manager = self._client._endpoint.http_session._manager
+        clients = self._open_clients()
+        figures = {"pool_size": int(clients[0].meta.config.max_pool_connections)}
         in_use = 0
-        for key in builtins.list(manager.pools.keys()):
-            pool = manager.pools.get(key)
-            queue = getattr(pool, "pool", None)
-            if queue is not None:  # a LifoQueue of idle connections (or None placeholders)
-                in_use += queue.maxsize - queue.qsize()
+        for client in clients:  # a call on another setting's client holds a connection too
+            manager = client._endpoint.http_session._manager
+            for key in builtins.list(manager.pools.keys()):
+                pool = manager.pools.get(key)
+                queue = getattr(pool, "pool", None)
+                if queue is not None:  # a LifoQueue of idle connections (or None placeholders)
+                    in_use += queue.maxsize - queue.qsize()
         figures["pool_in_use"] = in_use
         return figures
 
@@ -816,9 +973,9 @@ class AsyncS3Adapter(_S3Base, AsyncResource):
     ...             print(obj.key, obj.size)
     """
 
-    #: Opens the owned client (set by :meth:`create`); None for a client passed in.
-    _factory: Callable[[], Any] | None = None
-    _stack: contextlib.AsyncExitStack | None = None
+    #: Opens an owned client from a ``Config`` (set by :meth:`create`); None for a client
+    #: passed in.
+    _factory: Callable[[Any], Any] | None = None
     _closed = False
 
     def __init__(
@@ -826,10 +983,12 @@ class AsyncS3Adapter(_S3Base, AsyncResource):
     ) -> None:
         super().__init__(client, bucket, owns_client=owns_client, **options)
         self._open_lock = threading.Lock()
+        #: one per client opened (each closes its client)
+        self._stacks: builtins.list[contextlib.AsyncExitStack] = []
 
     @classmethod
     def _created(cls, bucket: str, settings: _ClientSettings, options: S3Options) -> Self:
-        def factory() -> Any:
+        def factory(config: Any) -> Any:
             session = aiobotocore.session.get_session()
             if settings.profile_name is not None:
                 session.set_config_variable("profile", settings.profile_name)
@@ -840,7 +999,7 @@ class AsyncS3Adapter(_S3Base, AsyncResource):
                 aws_access_key_id=settings.aws_access_key_id,
                 aws_secret_access_key=settings.aws_secret_access_key,
                 aws_session_token=settings.aws_session_token,
-                config=settings.config,
+                config=config,
             )
 
         adapter = cls(None, bucket, **options)
@@ -849,7 +1008,8 @@ class AsyncS3Adapter(_S3Base, AsyncResource):
 
     @property
     def client(self) -> Any:
-        """The aiobotocore client, ``None`` until opened (direct calls bypass the breaker)."""
+        """The aiobotocore client of the current setting, ``None`` until opened (direct
+        calls bypass the breaker)."""
         return self._client
 
     async def open(self) -> Self:
@@ -857,38 +1017,62 @@ class AsyncS3Adapter(_S3Base, AsyncResource):
         await self._get_client()
         return self
 
+    def _switch(self, key: _Key) -> None:
+        with self._open_lock:  # the client is opened (awaited) by the next call
+            self._key, self._client = key, self._variants.get(key)
+
     async def _get_client(self) -> Any:
         client = self._client
+        if client is not None:
+            return client
+        key = self._key
+        if key is None:  # a client passed in, closed
+            raise RuntimeError(f"{type(self).__name__} {self.name!r} is closed")
+        return await self._open(key)
+
+    async def _open(self, key: _Key) -> Any:
+        """The client of ``key``, opened now if it is not yet."""
+        client = self._variants.get(key)
         if client is not None:
             return client
         if self._factory is None or self._closed:
             raise RuntimeError(f"{type(self).__name__} {self.name!r} is closed")
         stack = contextlib.AsyncExitStack()
-        client = await stack.enter_async_context(self._factory())
-        with self._open_lock:
-            won = self._client is None and not self._closed
-            if won:
-                self._budget_retries(client)
-                self._client, self._stack = client, stack
-        if not won:  # another task opened one meanwhile, or close() ran
+        client = await stack.enter_async_context(self._factory(self._config(key)))
+        try:
+            self._budget_retries(client)
+        except BaseException:
             await stack.aclose()
-            return await self._get_client()
-        self._add_secrets(_client_secrets(self._client))
-        return self._client
+            raise
+        with self._open_lock:
+            won = key not in self._variants and not self._closed
+            if won:
+                self._variants[key] = client
+                self._stacks.append(stack)
+                if key == self._key:
+                    self._client = client
+        if not won:  # another task opened one meanwhile, or aclose() ran
+            await stack.aclose()
+            return await self._open(key)
+        self._add_secrets(_client_secrets(client))
+        return client
 
     async def aclose(self) -> None:
-        """Close the owned client (idempotent); a client passed in is left open unless
-        ``owns_client=True``."""
+        """Close the owned clients (idempotent; with :meth:`use_options`, every client
+        opened); a client passed in is left open unless ``owns_client=True``. A level
+        change after this opens nothing."""
         passed_in = None
         with self._open_lock:
-            stack, self._stack = self._stack, None
+            stacks, self._stacks = self._stacks, []
             if self._factory is not None:
                 self._closed = True
                 self._client = None
+                self._variants = {}
             elif self._owns_client:
                 passed_in, self._owns_client = self._client, False
-        if stack is not None:
-            await stack.aclose()
+        async with contextlib.AsyncExitStack() as closing:  # all closed if one raises
+            for stack in stacks:
+                closing.push_async_exit(stack)
         if passed_in is not None:
             await passed_in.close()
 
@@ -1004,19 +1188,23 @@ class AsyncS3Adapter(_S3Base, AsyncResource):
 
     # probe and figures
     async def _aprobe_once(self) -> None:
-        client = await self._get_client()
+        # the client as built (no retries of the level's), a client passed in otherwise
+        built = self._built_key
+        client = await (self._get_client() if built is None else self._open(built))
         await client.head_bucket(Bucket=self.bucket)
 
     def _probe_once(self) -> None:
         raise NotImplementedError("AsyncS3Adapter has an async probe only: await adapter.aprobe()")
 
     def _pool_figures(self) -> dict[str, int]:
-        figures = {"pool_size": int(self._client.meta.config.max_pool_connections)}
-        sessions = self._client._endpoint.http_session._sessions or {}
+        clients = self._open_clients()
+        figures = {"pool_size": int(clients[0].meta.config.max_pool_connections)}
         in_use = 0
-        for session in sessions.values():
-            connector = session.connector
-            if connector is not None:
-                in_use += len(connector._acquired)
+        for client in clients:  # a call on another setting's client holds a connection too
+            sessions = client._endpoint.http_session._sessions or {}
+            for session in builtins.list(sessions.values()):
+                connector = session.connector
+                if connector is not None:
+                    in_use += len(connector._acquired)
         figures["pool_in_use"] = in_use
         return figures

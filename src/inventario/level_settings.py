@@ -28,20 +28,21 @@ Each level carries :class:`brownout.health.LevelSettings`. inventario applies:
     at most ``DATABASE_TIMEOUT_CAP`` (below the client-side command timeout,
     which catches a server that stopped answering and would cut a longer one
     short). Not on SQLite (no statement timeout);
-  - Redis and OpenAI: the client's own timeout (``REDIS_TIMEOUT``,
-    ``OPENAI_TIMEOUT``) times the level's ``request_timeout`` over OPTIMAL's,
-    at most ``TIMEOUT_FACTOR_CAP`` times (MINIMAL's: EMERGENCY's 15x is more
-    than any request of inventario should wait): Redis's socket timeout,
-    OpenAI's read timeout (``with_options``, per level);
+  - Redis, OpenAI and S3: the client's own timeout (``REDIS_TIMEOUT``,
+    ``OPENAI_TIMEOUT``, ``S3_TIMEOUT``) times the level's ``request_timeout``
+    over OPTIMAL's, at most ``TIMEOUT_FACTOR_CAP`` times (MINIMAL's: EMERGENCY's
+    15x is more than any request of inventario should wait): Redis's socket
+    timeout, OpenAI's read timeout (``with_options``, per level), S3's read
+    timeout (botocore's ``Config``: one client per level, ``AsyncS3Adapter.use_options``);
 
-* ``max_retries``: the OpenAI SDK's own retries (``with_options``), within the
+* ``max_retries``: the OpenAI SDK's and botocore's (S3) own retries, within the
   adapter's retry budget (20 % of requests over 10 s, plus 10 a second).
 
 The levels' timeouts grow as the level worsens (2 s at OPTIMAL, 5 s at LIMITED)
 while their pools, batches and retries shrink: a recovering dependency gets
 fewer calls at a time, fewer repeats, and is not made to start work it is then
-abandoned on. S3's timeouts and retries stay its client's: botocore fixes them
-when the client is built (no per-call option); its admission follows the level.
+abandoned on. A bulkhead's limit follows a level change at once (the manager
+listener :func:`refresh_admission`), and after every call through it.
 
 :func:`level_table` is what ``/status`` shows of each level: the figures applied,
 and the settings that act on nothing here (``not_applied``, with the reason).
@@ -56,8 +57,8 @@ the clients' and the outbox's own settings, not a refusal).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, NamedTuple
 
 from brownout.health import DegradationManager, Evaluation, Level, LevelSettings
 from brownout.outbox import Replayer
@@ -80,6 +81,8 @@ __all__ = [
     "REDIS_TIMEOUT",
     "S3_ADMISSION",
     "S3_ADMISSION_WAIT",
+    "S3_CONNECT_TIMEOUT",
+    "S3_TIMEOUT",
     "TIMEOUT_FACTOR_CAP",
     "LevelScaledLimit",
     "admission",
@@ -89,6 +92,7 @@ __all__ = [
     "database_timeout",
     "level_table",
     "not_applied",
+    "refresh_admission",
     "replay_batch",
     "s3_admission",
     "timeout_factor",
@@ -119,6 +123,10 @@ REDIS_TIMEOUT = DEFAULT_SOCKET_TIMEOUT
 #: The connect timeout stays 3 s at every level.
 OPENAI_TIMEOUT = 30.0
 OPENAI_CONNECT_TIMEOUT = 3.0
+#: S3's read timeout at OPTIMAL (s): the adapter's own (``brownout.s3.DEFAULT_READ_TIMEOUT``;
+#: not imported: the s3 extra is optional). Its connect timeout stays 1 s at every level.
+S3_TIMEOUT = 5.0
+S3_CONNECT_TIMEOUT = 1.0
 #: A dependency's timeout grows with the level at most this many times (MINIMAL's 10 s
 #: over OPTIMAL's 2 s): EMERGENCY's 15x is more than any request should wait.
 TIMEOUT_FACTOR_CAP = 5.0
@@ -146,32 +154,54 @@ def timeout_factor(settings: LevelSettings, optimal: LevelSettings) -> float:
     return min(settings.request_timeout / optimal.request_timeout, TIMEOUT_FACTOR_CAP)
 
 
-def _client_figures(manager: DegradationManager, level: Level) -> tuple[float, float, int]:
-    """(Redis socket timeout, OpenAI read timeout, OpenAI retries) at ``level``."""
+class _ClientFigures(NamedTuple):
+    """The clients' settings at one level."""
+
+    redis_timeout: float
+    openai_timeout: float
+    s3_timeout: float
+    #: the OpenAI SDK's and botocore's (S3) own retries
+    retries: int
+
+
+def _client_figures(manager: DegradationManager, level: Level) -> _ClientFigures:
     s = manager.settings_for(level)
     factor = timeout_factor(s, manager.settings_for(Level.OPTIMAL))
-    return REDIS_TIMEOUT * factor, OPENAI_TIMEOUT * factor, s.max_retries
+    return _ClientFigures(
+        REDIS_TIMEOUT * factor, OPENAI_TIMEOUT * factor, S3_TIMEOUT * factor, s.max_retries
+    )
 
 
 def apply_client_options(
-    manager: DegradationManager, *, cache: AsyncRedisAdapter | None, ai: Any | None
+    manager: DegradationManager,
+    *,
+    cache: AsyncRedisAdapter | None,
+    ai: Any | None,
+    s3: Any | None = None,
 ) -> Callable[[Evaluation], None]:
-    """A manager listener: Redis's socket timeout and OpenAI's timeout and retries
-    (``ai``: an ``AsyncOpenAIAdapter``) follow the level; set now for the current one."""
+    """A manager listener: Redis's socket timeout, OpenAI's timeout and retries (``ai``:
+    an ``AsyncOpenAIAdapter``) and S3's (``s3``: an ``AsyncS3Adapter``) follow the level;
+    set now for the current one."""
     applied: list[Level | None] = [None]
 
     def apply(level: Level) -> None:
         if level is applied[0]:
             return
-        redis_timeout, openai_timeout, retries = _client_figures(manager, level)
+        figures = _client_figures(manager, level)
         if cache is not None:
-            cache.set_socket_timeout(redis_timeout)
+            cache.set_socket_timeout(figures.redis_timeout)
         if ai is not None:
             import openai
 
             ai.use_options(
-                timeout=openai.Timeout(openai_timeout, connect=OPENAI_CONNECT_TIMEOUT),
-                max_retries=retries,
+                timeout=openai.Timeout(figures.openai_timeout, connect=OPENAI_CONNECT_TIMEOUT),
+                max_retries=figures.retries,
+            )
+        if s3 is not None:
+            s3.use_options(
+                connect_timeout=S3_CONNECT_TIMEOUT,
+                read_timeout=figures.s3_timeout,
+                max_retries=figures.retries,
             )
         applied[0] = level
 
@@ -204,9 +234,33 @@ def s3_admission(multiplier: Callable[[], float] | None = None) -> Bulkhead:
     )
 
 
+def refresh_admission(
+    manager: DegradationManager, bulkheads: Iterable[Bulkhead]
+) -> Callable[[Evaluation], None]:
+    """A manager listener: on a change of level, each bulkhead (of a
+    :class:`LevelScaledLimit`) reads its limit at once (``Bulkhead.refresh_limit``), so
+    the first call after the change has the new level's limit, and callers queued for
+    a permit are let in when it grew. Nothing per call: an evaluation of the same level
+    does nothing."""
+    guarded = tuple(bulkheads)
+    applied: list[Level] = [manager.level]
+    for bulkhead in guarded:  # the level in force now (the limit was read before it was)
+        bulkhead.refresh_limit()
+
+    def on_evaluation(evaluation: Evaluation) -> None:
+        if evaluation.level is applied[0]:
+            return
+        applied[0] = evaluation.level
+        for bulkhead in guarded:
+            bulkhead.refresh_limit()
+
+    return on_evaluation
+
+
 class LevelScaledLimit:
     """A bulkhead limit (:class:`brownout.overload.LimitPolicy`) of ``base x pool_multiplier``
-    of the current level, read when the bulkhead is built and after every call.
+    of the current level, read when the bulkhead is built, after every call, and on a
+    change of level (:func:`refresh_admission`).
 
     ``multiplier`` returns the level's ``pool_multiplier`` (bound to the manager once it
     exists: the manager is built from the adapters this limit guards). ``adaptive``: a
@@ -259,20 +313,15 @@ def not_applied(*, openai: bool, s3: bool, unguarded: Sequence[str] = ()) -> dic
     """The level's settings (or parts of them) that act on nothing here, and why;
     ``unguarded``: the dependencies whose admission bulkhead was built under the kill
     switch (their admission figures are shown, not applied)."""
+    retrying = " and ".join(name for name, on in (("OpenAI", openai), ("S3", s3)) if on)
     out = {
-        "retry_strategy": "the OpenAI SDK backs off exponentially (with jitter) whatever the "
-        "level says; the other clients make no retries",
-        "max_retries": ("applied to OpenAI only: " if openai else "")
+        "retry_strategy": "the OpenAI SDK and botocore (S3) back off exponentially (with "
+        "jitter) whatever the level says; the other clients make no retries",
+        "max_retries": (f"applied to {retrying} only: " if retrying else "")
         + "the database and Redis clients make no retries of their own (a retried cache "
         "read holds the request for data the database has; queued writes are replayed "
         "by the outbox on its own backoff)",
     }
-    if s3:
-        out["s3"] = (
-            "request_timeout and max_retries do not reach S3: botocore fixes a client's "
-            "timeouts and retries when it is built (no per-call option); it keeps its "
-            "5 s read timeout and no retries (its admission follows the level)"
-        )
     if unguarded:
         out["kill_switch"] = (
             "BROWNOUT_DISABLED is set: the admission limits of "
@@ -298,11 +347,12 @@ def level_table(
     applies (only those of the dependencies it has: ``None`` otherwise); ``applied``:
     their names; ``not_applied``: the level's settings that act on nothing, and why;
     ``current``: the level in force. A bulkhead built under the kill switch
-    (``disabled``) has its figures shown, not applied."""
+    (``disabled``) has its figures shown, not applied. ``s3``: S3's timeouts and retries
+    follow the level."""
     levels = []
     for level in Level:
         s = manager.settings_for(level)
-        redis_timeout, openai_timeout, retries = _client_figures(manager, level)
+        redis_timeout, openai_timeout, s3_timeout, retries = _client_figures(manager, level)
         levels.append(
             {
                 "level": level.name,
@@ -315,6 +365,8 @@ def level_table(
                 else None,
                 "database_timeout_s": database_timeout(s) if database_timeouts else None,
                 "s3_admission": admission(S3_ADMISSION, s) if s3_admission is not None else None,
+                "s3_timeout_s": s3_timeout if s3 else None,
+                "s3_max_retries": retries if s3 else None,
                 "openai_timeout_s": openai_timeout if openai else None,
                 "openai_max_retries": retries if openai else None,
                 "pool_multiplier": s.pool_multiplier,
@@ -333,6 +385,8 @@ def level_table(
         ("database_admission", database is not None and not database.disabled),
         ("database_timeout_s", database_timeouts),
         ("s3_admission", s3_admission is not None and not s3_admission.disabled),
+        ("s3_timeout_s", s3),
+        ("s3_max_retries", s3),
         ("openai_timeout_s", openai),
         ("openai_max_retries", openai),
     ):

@@ -49,6 +49,7 @@ from inventario.level_settings import (
     apply_client_options,
     database_admission,
     database_timeout,
+    refresh_admission,
     s3_admission,
 )
 from inventario.shedding import build_shedder
@@ -441,6 +442,8 @@ def build_runtime(settings: Settings) -> Runtime:
             ),
             registry=registry,
             bulkhead=s3_bulkhead,
+            # botocore's retries (the level's max_retries) stay within 20 % of requests
+            retry_budget=RetryBudget("s3"),
         )
         components.append(Component.of(s3, "s3", latency_target=0.5))
     else:
@@ -551,8 +554,11 @@ def build_runtime(settings: Settings) -> Runtime:
         s3_limit = s3_bulkhead.policy
         assert isinstance(s3_limit, LevelScaledLimit)
         s3_limit.multiplier = lambda: manager.settings.pool_multiplier
-    # Redis's socket timeout, OpenAI's timeout and retries follow the level
-    manager.add_listener(apply_client_options(manager, cache=cache, ai=ai))
+    # a level change sets the bulkheads' limits at once (not after their next call)
+    bulkheads = [b for b in (redis_bulkhead, db_bulkhead, s3_bulkhead) if b is not None]
+    manager.add_listener(refresh_admission(manager, bulkheads))
+    # Redis's socket timeout, OpenAI's and S3's timeouts and retries follow the level
+    manager.add_listener(apply_client_options(manager, cache=cache, ai=ai, s3=s3))
     hostshare = None
     if shared:
         replayer.share(settings.var_dir / "outbox.lease")

@@ -122,8 +122,9 @@ async def test_the_redis_admission_limit_follows_the_level(
         admitted = bulkhead.snapshot().admitted
         assert admitted >= 1  # the read went through it
         rt.manager.pin(Level.DEGRADED, duration=60, reason="test")
-        assert (await client.get("/products/W-1")).status_code == 200  # a call: limit read
-        assert bulkhead.limit == 45  # 50 x 0.9
+        assert bulkhead.limit == 45  # 50 x 0.9, at once
+        assert (await client.get("/products/W-1")).status_code == 200
+        assert bulkhead.limit == 45  # and after a call
         data = (await client.get("/status/data")).json()["level_settings"]
         assert [row["redis_admission"] for row in data["levels"]] == [50, 45, 37, 25, 10]
         rt.manager.pin(Level.OPTIMAL, duration=60, reason="test")
@@ -142,8 +143,8 @@ async def test_the_s3_admission_limit_follows_the_level(
         await rt.s3.upload("k", b"x")
         assert bulkhead.limit == 10 and bulkhead.snapshot().admitted >= 1
         rt.manager.pin(Level.MINIMAL, duration=60, reason="test")
-        assert await rt.s3.download("k") == b"x"  # a call: the limit is read again
-        assert bulkhead.limit == 5  # 10 x 0.5
+        assert bulkhead.limit == 5  # 10 x 0.5, at once (no call since)
+        assert await rt.s3.download("k") == b"x"
         # with MINIMAL's 5 in flight, one more S3 call waits for a permit, then is refused
         invoice = await upload(client)
         assert invoice.status_code == 201 and invoice.json()["storage"] == "s3", invoice.text
@@ -164,7 +165,7 @@ async def test_the_s3_admission_limit_follows_the_level(
         data = (await client.get("/status/data")).json()["level_settings"]
         assert [row["s3_admission"] for row in data["levels"]] == [10, 9, 7, 5, 2]
         assert "s3_admission" in data["applied"]
-        assert "admission follows the level" in data["not_applied"]["s3"]
+        assert "s3" not in data["not_applied"]
 
 
 def test_database_figures_per_level() -> None:
@@ -241,8 +242,7 @@ async def test_postgres_admission_admits_exactly_the_levels_number(
         rt = app.state.runtime
         bulkhead = rt.db_admission
         rt.manager.pin(Level.MINIMAL, duration=60, reason="test")
-        assert (await client.get("/products/W-1")).status_code == 200  # limit read again
-        assert bulkhead.limit == 10
+        assert bulkhead.limit == 10  # at once
         inside = 0
         release = asyncio.Event()
 
@@ -367,23 +367,198 @@ async def test_redis_socket_timeout_follows_the_level(
         assert data["not_applied"]["max_retries"].startswith("the database and Redis")
 
 
+class _Bulkheads:
+    """Stands in for the bulkheads: counts the refreshes the listener asks for."""
+
+    def __init__(self) -> None:
+        self.refreshed = 0
+
+    def refresh_limit(self) -> int:
+        self.refreshed += 1
+        return 1
+
+
+def _manager(clock: Any) -> Any:
+    from brownout.health import Component, DegradationManager
+
+    return DegradationManager([Component("database")], clock=clock)
+
+
+def test_a_level_change_sets_the_bulkheads_limit_at_once() -> None:
+    """The manager listener reads the limits again on a change of level only (nothing
+    per call, nothing on an evaluation of the same level); the next permit has the new
+    limit without a call through the bulkhead first."""
+    from brownout.testing import FakeClock
+    from inventario.level_settings import refresh_admission, s3_admission
+
+    clock = FakeClock()
+    manager = _manager(clock)
+    bulkhead = s3_admission(lambda: manager.settings.pool_multiplier)
+    fake = _Bulkheads()
+    manager.add_listener(refresh_admission(manager, [bulkhead, fake]))  # type: ignore[list-item]
+    assert fake.refreshed == 1  # the level in force when it is made
+    held = [bulkhead.try_acquire() for _ in range(10)]
+    assert all(p is not None for p in held) and bulkhead.in_use == 10
+    manager.pin(Level.MINIMAL, duration=60, reason="test")
+    assert bulkhead.limit == 5 and fake.refreshed == 2  # at once, 10 still held
+    manager.pin(Level.MINIMAL, duration=30, reason="again")
+    manager.evaluate(immediate=True)
+    assert fake.refreshed == 2  # the same level: nothing read
+    for permit in held:
+        assert permit is not None
+        permit.release()
+    held = [bulkhead.try_acquire() for _ in range(6)]
+    assert held[-1] is None and bulkhead.in_use == 5  # MINIMAL's 5, no call before
+    manager.pin(Level.LIMITED, duration=60, reason="test")
+    assert bulkhead.limit == 7 and fake.refreshed == 3
+    assert bulkhead.try_acquire() is not None  # the 6th, let in by LIMITED's 7
+
+
+async def test_a_level_change_lets_queued_callers_in_when_the_limit_grows() -> None:
+    """Callers waiting for a permit at MINIMAL are admitted as soon as the level
+    recovers, without waiting for a permit to be given back."""
+    from brownout.testing import FakeClock
+    from inventario.level_settings import refresh_admission, s3_admission
+
+    manager = _manager(FakeClock())
+    manager.pin(Level.MINIMAL, duration=60, reason="test")
+    bulkhead = s3_admission(lambda: manager.settings.pool_multiplier)
+    manager.add_listener(refresh_admission(manager, [bulkhead]))
+    held = [bulkhead.try_acquire() for _ in range(5)]
+    assert all(p is not None for p in held) and bulkhead.limit == 5
+    inside = asyncio.Event()
+
+    async def wait_for_a_permit() -> None:
+        async with bulkhead.acquire(timeout=60):
+            inside.set()
+            await asyncio.sleep(0)
+
+    waiter = asyncio.create_task(wait_for_a_permit())
+    await aeventually(lambda: bulkhead.waiting == 1, what="queued")
+    manager.pin(Level.OPTIMAL, duration=60, reason="recovered")
+    await inside.wait()  # admitted with the 5 still held
+    assert bulkhead.in_use == 6 and bulkhead.limit == 10
+    await waiter
+    for permit in held:
+        assert permit is not None
+        permit.release()
+
+
+def _pools(client: Any) -> int:
+    """The connection pools an aiobotocore client has open (0 once closed)."""
+    return len(client._endpoint.http_session._sessions or ())
+
+
+async def test_s3_timeout_and_retries_follow_the_level(
+    make_app: Callable[..., FastAPI],
+    s3_server: Any,
+    fresh_bucket: str,
+    make_proxy: Callable[..., ThreadedFaultProxy],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """S3's read timeout and botocore's retries per level (one client per setting, all
+    closed with the service): a read 1 s late times out at OPTIMAL and is answered at
+    MINIMAL; a failing S3 is asked 4 times a call at OPTIMAL, twice at LIMITED, once at
+    MINIMAL, every retry counted by S3's retry budget. S3's own 5 s read timeout is
+    scaled down to 0.5 s here to keep the test short."""
+    from botocore.exceptions import BotoCoreError, ReadTimeoutError
+
+    from inventario import level_settings
+
+    monkeypatch.setattr(level_settings, "S3_TIMEOUT", 0.5)
+    proxy = make_proxy(s3_server)
+    app = make_app(**s3_settings(s3_server, fresh_bucket, proxy))
+    clients: dict[int, Any] = {}
+    async with running(app) as client:
+        rt = app.state.runtime
+        budget = rt.s3.guards.retry_budget
+        assert budget is not None and budget.name == "s3"
+
+        def options() -> tuple[float, int, float]:
+            o = rt.s3.client_options
+            return o["read_timeout"], o["max_retries"], o["connect_timeout"]
+
+        assert options() == (0.5, 3, 1.0)
+        for level, expected in (
+            (Level.DEGRADED, (0.75, 2, 1.0)),
+            (Level.LIMITED, (1.25, 1, 1.0)),
+            (Level.MINIMAL, (2.5, 0, 1.0)),
+            (Level.EMERGENCY, (2.5, 0, 1.0)),  # at most 5x (MINIMAL's factor)
+            (Level.OPTIMAL, (0.5, 3, 1.0)),
+        ):
+            rt.manager.pin(level, duration=60, reason="test")
+            assert options() == expected, level
+        rt.manager.pin(Level.MINIMAL, duration=60, reason="test")
+        await rt.s3.upload("k", b"v")  # MINIMAL's 2.5 s: a healthy moto answers in time
+        proxy.set_mode(Mode.LATENCY, downstream_delay=1.0)
+        try:
+            assert await rt.s3.download("k") == b"v"
+            clients[id(rt.s3.client)] = rt.s3.client
+            rt.manager.pin(Level.OPTIMAL, duration=60, reason="test")
+            before = budget.snapshot().allowed
+            with pytest.raises(ReadTimeoutError):
+                await rt.s3.download("k")  # 4 attempts of 0.5 s
+            assert budget.snapshot().allowed - before == 3
+            clients[id(rt.s3.client)] = rt.s3.client
+        finally:
+            proxy.set_mode(Mode.PASS)
+        # a failing S3: each level's retries, counted by the budget (and seen by the proxy)
+        proxy.set_mode(Mode.RESET)
+        try:
+            for level, retries in ((Level.OPTIMAL, 3), (Level.LIMITED, 1), (Level.MINIMAL, 0)):
+                rt.manager.pin(level, duration=60, reason="test")
+                rt.s3.breaker.reset()  # the failures so far must not open it
+                before = budget.snapshot()
+                proxy.reset_stats()
+                with pytest.raises(BotoCoreError):
+                    await rt.s3.download("k")
+                after = budget.snapshot()
+                assert (after.requests - before.requests, after.allowed - before.allowed) == (
+                    1,
+                    retries,
+                ), level
+                assert after.denied == before.denied
+                # aiohttp may connect twice for one attempt (a reset on a reused connection)
+                assert retries + 1 <= proxy.stats.connections_total <= 2 * (retries + 1), level
+                clients[id(rt.s3.client)] = rt.s3.client
+        finally:
+            proxy.set_mode(Mode.PASS)
+        assert len(clients) == 3  # OPTIMAL's, LIMITED's, MINIMAL's
+        assert all(_pools(c) > 0 for c in clients.values())
+        data = (await client.get("/status/data")).json()["level_settings"]
+        rows = data["levels"]
+        assert [row["s3_timeout_s"] for row in rows] == [0.5, 0.75, 1.25, 2.5, 2.5]
+        assert [row["s3_max_retries"] for row in rows] == [3, 2, 1, 0, 0]
+        assert {"s3_timeout_s", "s3_max_retries"} <= set(data["applied"])
+        assert "s3" not in data["not_applied"]
+        assert data["not_applied"]["max_retries"].startswith("applied to S3 only")
+    assert [_pools(c) for c in clients.values()] == [0, 0, 0]  # closed with the service
+
+
+# the browser (module-scoped) keeps an event loop running: async tests come before it
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_the_status_page_shows_what_each_level_changes(
     make_app: Callable[..., FastAPI],
     redis_server: Any,
     openai_stub: OpenAIStub,
+    s3_server: Any,
+    fresh_bucket: str,
     chromium: Any,
     backend: str,
     request: pytest.FixtureRequest,
 ) -> None:
-    """Redis and OpenAI configured: their columns, and the database's on PostgreSQL only;
+    """Redis, S3 and OpenAI configured: their columns, and the database's on PostgreSQL only;
     the settings that act on nothing are named, with the reason; the level in force
     marked; on a phone the page does not scroll sideways (the headers wrap)."""
     from playwright.sync_api import expect
 
     from tests.inventario.live_server import serving
 
-    settings: dict[str, Any] = {"redis_url": redis_server.url, **ai_settings(openai_stub)}
+    settings: dict[str, Any] = {
+        "redis_url": redis_server.url,
+        **ai_settings(openai_stub),
+        **s3_settings(s3_server, fresh_bucket),
+    }
     if backend == "postgresql":
         dsn = request.getfixturevalue("fresh_database")
         settings["database_url"] = _postgres_url(request.getfixturevalue("postgres_server"), dsn)
@@ -394,27 +569,36 @@ def test_the_status_page_shows_what_each_level_changes(
         page.on("pageerror", lambda e: errors.append(str(e)))
         page.goto(f"{base}/status")
         table = page.get_by_test_id("level-settings")
-        for header in ("Redis timeout (s)", "OpenAI timeout (s)", "OpenAI retries"):
+        for header in (
+            "Redis timeout (s)",
+            "S3 calls in flight",
+            "S3 timeout (s)",
+            "S3 retries",
+            "OpenAI timeout (s)",
+            "OpenAI retries",
+        ):
             expect(table.locator("th", has_text=header)).to_have_count(1)
         expect(table.locator("th", has_text="shown only")).to_have_count(0)
         limited = page.get_by_test_id("level-settings-LIMITED")
         if backend == "sqlite":
             expect(table.locator("th", has_text="database")).to_have_count(0)
-            # TTL 900, batch 100, Redis 37 calls / 1.25 s, OpenAI 75 s / 1 retry
+            # TTL 900, batch 100, Redis 37 calls / 1.25 s, S3 7 calls / 12.5 s / 1 retry,
+            # OpenAI 75 s / 1 retry
             expect(limited.locator("td")).to_have_text(
-                ["LIMITED", "900", "100", "37", "1.25", "75", "1"]
+                ["LIMITED", "900", "100", "37", "1.25", "7", "12.5", "1", "75", "1"]
             )
         else:  # and the database: 15 transactions, a 5 s statement timeout
             expect(table.locator("th", has_text="database")).to_have_count(2)
             expect(limited.locator("td")).to_have_text(
-                ["LIMITED", "900", "100", "37", "1.25", "15", "5", "75", "1"]
+                ["LIMITED", "900", "100", "37", "1.25", "15", "5", "7", "12.5", "1", "75", "1"]
             )
         expect(page.get_by_test_id("level-settings-OPTIMAL")).to_have_attribute(
             "data-current", "true"
         )
         note = page.get_by_test_id("level-settings-not-applied")
         expect(note).to_contain_text("retry_strategy")
-        expect(note).to_contain_text("max_retries (applied to OpenAI only")
+        expect(note).to_contain_text("max_retries (applied to OpenAI and S3 only")
+        expect(note).not_to_contain_text("s3 (")  # S3's timeouts and retries are applied
         app.state.runtime.manager.pin(Level.LIMITED, duration=60, reason="test")
         expect(limited).to_have_attribute("data-current", "true")
         assert errors == []
@@ -426,7 +610,7 @@ def test_the_status_page_shows_what_each_level_changes(
 
 
 class _Recorder:
-    """Stands in for the Redis and OpenAI adapters: records what the listener sets."""
+    """Stands in for the Redis, OpenAI and S3 adapters: records what the listener sets."""
 
     def __init__(self) -> None:
         self.calls: list[tuple[str, Any]] = []
@@ -434,8 +618,13 @@ class _Recorder:
     def set_socket_timeout(self, seconds: float) -> None:
         self.calls.append(("redis", seconds))
 
-    def use_options(self, *, timeout: Any, max_retries: int) -> None:
-        self.calls.append(("openai", (timeout.read, timeout.connect, max_retries)))
+    def use_options(self, *, max_retries: int, **timeouts: Any) -> None:
+        if "timeout" in timeouts:
+            timeout = timeouts["timeout"]
+            self.calls.append(("openai", (timeout.read, timeout.connect, max_retries)))
+        else:
+            read, connect = timeouts["read_timeout"], timeouts["connect_timeout"]
+            self.calls.append(("s3", (read, connect, max_retries)))
 
 
 def test_client_options_follow_custom_settings_and_change_only_with_the_level() -> None:
@@ -460,16 +649,26 @@ def test_client_options_follow_custom_settings_and_change_only_with_the_level() 
     ) == (OPENAI_TIMEOUT, OPENAI_CONNECT_TIMEOUT)
     optimal = settings[Level.OPTIMAL]
     assert [timeout_factor(settings[lv], optimal) for lv in Level] == [1, 4, 5, 5, 5]
-    cache, ai = _Recorder(), _Recorder()
-    listener = apply_client_options(manager, cache=cache, ai=ai)  # type: ignore[arg-type]
+    from brownout.s3 import DEFAULT_CONNECT_TIMEOUT, DEFAULT_READ_TIMEOUT
+    from inventario.level_settings import S3_CONNECT_TIMEOUT, S3_TIMEOUT
+
+    assert (DEFAULT_READ_TIMEOUT, DEFAULT_CONNECT_TIMEOUT) == (S3_TIMEOUT, S3_CONNECT_TIMEOUT)
+    cache, ai, s3 = _Recorder(), _Recorder(), _Recorder()
+    listener = apply_client_options(manager, cache=cache, ai=ai, s3=s3)  # type: ignore[arg-type]
     assert cache.calls == [("redis", 0.5)] and ai.calls == [("openai", (30.0, 3.0, 5))]
+    assert s3.calls == [("s3", (5.0, 1.0, 5))]
     manager.add_listener(listener)
     manager.pin(Level.DEGRADED, duration=60, reason="test")
     manager.pin(Level.DEGRADED, duration=30, reason="again")  # the same level: nothing set
     manager.pin(Level.EMERGENCY, duration=60, reason="test")
     assert cache.calls[1:] == [("redis", 2.0), ("redis", 2.5)]
     assert ai.calls[1:] == [("openai", (120.0, 3.0, 4)), ("openai", (150.0, 3.0, 1))]
-    data = level_table(manager, replay_base=REPLAY_BATCH, redis_timeouts=True, openai=True)
+    assert s3.calls[1:] == [("s3", (20.0, 1.0, 4)), ("s3", (25.0, 1.0, 1))]
+    data = level_table(manager, replay_base=REPLAY_BATCH, redis_timeouts=True, openai=True, s3=True)
     assert [row["openai_max_retries"] for row in data["levels"]] == [5, 4, 3, 2, 1]
     assert [row["redis_timeout_s"] for row in data["levels"]] == [0.5, 2.0, 2.5, 2.5, 2.5]
+    assert [row["s3_timeout_s"] for row in data["levels"]] == [5.0, 20.0, 25.0, 25.0, 25.0]
+    assert [row["s3_max_retries"] for row in data["levels"]] == [5, 4, 3, 2, 1]
+    assert {"s3_timeout_s", "s3_max_retries"} <= set(data["applied"])
+    assert data["not_applied"]["max_retries"].startswith("applied to OpenAI and S3 only")
     assert data["current"] == "EMERGENCY"

@@ -440,6 +440,26 @@ class Bulkhead:
     def __repr__(self) -> str:
         return f"Bulkhead({self.name!r}, in_use={self.in_use}, limit={self._limit})"
 
+    def refresh_limit(self) -> int:
+        """Read the policy's limit now, and return the limit in force.
+
+        A bulkhead reads its policy's limit after every call; a policy whose limit
+        also changes between calls (inventario's level-scaled limits, on a change of
+        degradation level) is read again with this, so the next call has the new
+        limit, and callers queued for a permit are let in at once if it grew (a
+        smaller limit takes no permit back: the ones held finish). A fixed limit has
+        nothing to read.
+        """
+        policy = self._policy
+        if policy is None:
+            return self._limit
+        with self._lock:
+            self._limit = max(1, policy.limit)
+            woken = self._next_locked() if self._waiters else ()
+        for waiter in woken:
+            waiter.wake()
+        return self._limit
+
     # -- acquiring -----------------------------------------------------------------------
 
     def acquire(self, *, timeout: Duration | None = None) -> Permit:

@@ -433,7 +433,8 @@
     ["redis_admission", "Redis calls in flight"], ["redis_timeout_s", "Redis timeout (s)"],
     ["database_admission", "database transactions in flight"],
     ["database_timeout_s", "database statement timeout (s)"],
-    ["s3_admission", "S3 calls in flight"],
+    ["s3_admission", "S3 calls in flight"], ["s3_timeout_s", "S3 timeout (s)"],
+    ["s3_max_retries", "S3 retries"],
     ["openai_timeout_s", "OpenAI timeout (s)"], ["openai_max_retries", "OpenAI retries"]];
 
   function renderLevelSettings(doc) {

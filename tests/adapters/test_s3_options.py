@@ -217,3 +217,31 @@ def test_use_options_needs_an_adapter_made_by_create(
             s3.use_options(read_timeout=2.0)
     finally:
         client.close()
+
+
+def test_a_setting_keeps_the_rest_of_the_adapters_config() -> None:
+    """Only the timeouts and the number of attempts change: the retry mode, the pool and
+    the addressing style stay those the adapter was built with (no network here)."""
+    from botocore.config import Config
+
+    s3 = S3Adapter.create(
+        "b",
+        endpoint_url="http://127.0.0.1:9",
+        aws_access_key_id="a",
+        aws_secret_access_key="s",
+        max_pool_connections=3,
+        botocore_config=Config(retries={"mode": "adaptive", "max_attempts": 5}),
+    )
+    try:
+        assert s3.client_options == {"connect_timeout": 1.0, "read_timeout": 5.0, "max_retries": 5}
+        built = s3.client
+        s3.use_options(read_timeout=9.0, max_retries=1)
+        config = s3.client.meta.config
+        assert s3.client is not built
+        assert (config.connect_timeout, config.read_timeout) == (1.0, 9.0)
+        assert config.retries == {"mode": "adaptive", "total_max_attempts": 2}
+        assert config.max_pool_connections == 3 and config.s3 == {"addressing_style": "path"}
+        s3.use_options(read_timeout=5.0, max_retries=5)  # the setting as built
+        assert s3.client is built
+    finally:
+        s3.close()

@@ -2,9 +2,10 @@
 (``LevelScaledLimit``, as inventario builds Redis's, PostgreSQL's and S3's admission) as
 a Hypothesis state machine: the level changes while calls are in flight, and the bulkhead
 admits a call exactly while fewer than its limit are in flight, that limit being the one
-read when it was built or at the last release (``base x pool_multiplier`` of the level
-then, at least 1): a worse level puts fewer calls at once on the dependency from the next
-release on, and a better one lets more in."""
+read when it was built, at the last release or when the level's change was announced
+(``Bulkhead.refresh_limit``; ``base x pool_multiplier`` of the level then, at least 1): a
+worse level puts fewer calls at once on the dependency from then on, and a better one lets
+more in."""
 
 from __future__ import annotations
 
@@ -39,6 +40,14 @@ class LevelLimitMachine(RuleBasedStateMachine):
     @rule(level=st.sampled_from(list(Level)))
     def change_level(self, level: Level) -> None:
         self.level = level
+
+    @rule(level=st.sampled_from(list(Level)))
+    def change_level_as_the_service_does(self, level: Level) -> None:
+        """inventario's manager listener (``refresh_admission``) reads the limit again
+        on a change of level: the new one holds at once, not from the next release."""
+        self.level = level
+        assert self.bulkhead.refresh_limit() == figure(self.base, level)
+        self.limit = figure(self.base, level)
 
     @rule()
     def call_starts(self) -> None:

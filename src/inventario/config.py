@@ -73,6 +73,11 @@ class Settings(BaseSettings):
         description="requests in flight at which default requests are shed (sheddable ones "
         "from half of it; critical ones never)",
     )
+    shed_critical_reserve: int | None = Field(
+        None,
+        description="in-flight slots over SHED_MAX_IN_FLIGHT that only critical requests "
+        "take (default: half of SHED_MAX_IN_FLIGHT)",
+    )
     shed_max_delay: float = Field(
         0.2,
         description="a standing event-loop queueing delay (seconds, the smallest over 1 s) "
@@ -114,6 +119,13 @@ class Settings(BaseSettings):
     def _max_in_flight(cls, value: int) -> int:
         if not 1 <= value <= 1_000_000:
             raise ValueError("must be between 1 and 1000000")
+        return value
+
+    @field_validator("shed_critical_reserve")
+    @classmethod
+    def _critical_reserve(cls, value: int | None) -> int | None:
+        if value is not None and not 0 <= value <= 1_000_000:
+            raise ValueError("must be between 0 and 1000000")
         return value
 
     @field_validator("shed_max_delay")

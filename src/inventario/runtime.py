@@ -229,6 +229,7 @@ class Runtime:
             max_in_flight=self.settings.shed_max_in_flight,
             max_delay=self.settings.shed_max_delay,
             max_queue_wait=self.settings.shed_max_queue_wait,
+            critical_reserve=self.settings.shed_critical_reserve,
         )
         self.manager.add_section("shedding", self.shedder.snapshot)
         self.manager.add_section("kill_switch", self.kill_switch)

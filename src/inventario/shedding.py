@@ -113,11 +113,13 @@ def build_shedder(
     max_in_flight: int,
     max_delay: float,
     max_queue_wait: float = 0.0,
+    critical_reserve: int | None = None,
 ) -> Shedder:
     return Shedder(
         max_in_flight=max_in_flight,
         max_delay=max_delay,
         max_queue_wait=max_queue_wait,
+        critical_reserve=critical_reserve,
         shed_at_level=SHED_AT_LEVEL,
         manager=manager,
     )

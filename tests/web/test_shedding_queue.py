@@ -17,6 +17,7 @@ LONG = 3600.0  # a wait that never ends within a test: only releases admit
 
 
 def queued(max_in_flight: int = 2, wait: float = LONG, **kwargs: object) -> Shedder:
+    kwargs.setdefault("critical_reserve", 0)  # the reserve has a test of its own
     return Shedder(max_in_flight=max_in_flight, max_queue_wait=wait, clock=FakeClock(), **kwargs)  # type: ignore[arg-type]
 
 
@@ -167,3 +168,29 @@ def test_bad_queue_settings_are_clear_errors() -> None:
     with pytest.raises(ValueError, match="max_queued"):
         Shedder(max_queued=-1)
     assert Shedder(max_in_flight=3).max_queued == 48
+
+
+async def test_critical_requests_have_slots_of_their_own_over_the_limit() -> None:
+    shedder = queued(max_in_flight=4, critical_reserve=2)
+    for _ in range(4):
+        assert await shedder.acquire(DEFAULT) is None
+    parked = await waiting(shedder, DEFAULT)  # the others stop at max_in_flight
+    assert await shedder.acquire(CRITICAL) is None  # the reserve: at once
+    assert await shedder.acquire(CRITICAL) is None
+    assert shedder.in_flight == 6
+    critical = await waiting(shedder, CRITICAL)  # the reserve is full: first in line
+    shedder.release(DEFAULT)
+    assert await critical is None  # the freed slot goes to the critical one
+    assert not parked.done() and shedder.in_flight == 6
+    parked.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await parked
+    assert shedder.snapshot()["critical_reserve"] == 2
+
+
+def test_the_critical_reserve_defaults_to_half_the_limit_and_is_checked() -> None:
+    assert Shedder(max_in_flight=16).critical_reserve == 8
+    assert Shedder(max_in_flight=1).critical_reserve == 0
+    for bad in (-1, 1.5, True, "2"):
+        with pytest.raises(ValueError, match="critical_reserve"):
+            Shedder(max_in_flight=4, critical_reserve=bad)  # type: ignore[arg-type]

@@ -26,10 +26,12 @@ load refuses *waits* instead, up to that long, for a request to finish
 (:meth:`Shedder.acquire`): waiting requests are admitted most important class
 first, in arrival order within a class, as the pressure falls below their
 class's threshold; one that is still waiting when its time is up gets the
-503. Critical requests are never refused, but with a queue they too wait
-while ``max_in_flight`` requests are in flight: first in line, admitted at
-the next free slot, and after ``max_queue_wait`` at the latest whatever the
-load. A waiting request costs no CPU, and its client does not send another
+503. Critical requests are never refused: the other classes stop at
+``max_in_flight``, and ``critical_reserve`` more slots (half of
+``max_in_flight`` by default) are theirs alone, so a critical request that
+comes while the others fill the limit is served at once. With a queue, one
+that finds the reserve full too waits: first in line, admitted at the next
+free slot, and after ``max_queue_wait`` at the latest whatever the load. A waiting request costs no CPU, and its client does not send another
 one meanwhile: under a flood the service keeps serving at its capacity,
 ``max_in_flight`` requests at a time, instead of spending it on refusals that
 come straight back, and a critical request finds few requests ahead of it.
@@ -145,7 +147,9 @@ class Shedder:
 
     ``manager``: shed by degradation level too (``shed_at_level``).
     ``max_queue_wait`` (seconds, 0: refuse at once) and ``max_queued`` (how many
-    may wait at once; default 16 x ``max_in_flight``): see :meth:`acquire`. Not
+    may wait at once; default 16 x ``max_in_flight``): see :meth:`acquire`.
+    ``critical_reserve``: slots over ``max_in_flight`` that only critical requests
+    take (default ``max_in_flight // 2``). Not
     thread-safe: one shedder serves one event loop (the ASGI middleware's).
     Under the kill switch (``BROWNOUT_DISABLED=1`` when it is created) it
     admits everything and only counts.
@@ -163,6 +167,7 @@ class Shedder:
         clock: Callable[[], float] | None = None,
         max_queue_wait: float = 0.0,
         max_queued: int | None = None,
+        critical_reserve: int | None = None,
     ) -> None:
         if isinstance(max_in_flight, bool) or not isinstance(max_in_flight, int):
             raise TypeError(f"Shedder max_in_flight must be an int, got {max_in_flight!r}")
@@ -184,7 +189,18 @@ class Shedder:
             max_queued = 16 * max_in_flight
         if isinstance(max_queued, bool) or not isinstance(max_queued, int) or max_queued < 0:
             raise ValueError(f"Shedder max_queued must be an int >= 0, got {max_queued!r}")
+        if critical_reserve is None:
+            critical_reserve = max_in_flight // 2
+        if (
+            isinstance(critical_reserve, bool)
+            or not isinstance(critical_reserve, int)
+            or critical_reserve < 0
+        ):
+            raise ValueError(
+                f"Shedder critical_reserve must be an int >= 0, got {critical_reserve!r}"
+            )
         self.max_in_flight = max_in_flight
+        self.critical_reserve = critical_reserve
         self.max_delay = float(max_delay)
         self.max_queue_wait = float(max_queue_wait)
         self.max_queued = max_queued
@@ -300,8 +316,8 @@ class Shedder:
         """:meth:`admit`, except that a request the load refuses (not the level) waits up
         to ``max_queue_wait`` for a slot, behind those of its class and of more important
         classes already waiting; at most ``max_queued`` wait at once (beyond, refused at
-        once). A critical request waits while ``max_in_flight`` requests are in flight
-        (first in line), then is served whatever the load. ``None``: serve it, then
+        once). A critical request waits while ``max_in_flight + critical_reserve``
+        requests are in flight (first in line), then is served whatever the load. ``None``: serve it, then
         :meth:`release`.
 
         ``gone``: called only if the request has to wait; what it returns completes when
@@ -362,7 +378,8 @@ class Shedder:
     def _queue_reason(self, c: Criticality, in_flight: int, level: Level | None) -> str | None:
         """:meth:`_reason`, and a critical request waits (first) while the limit is full."""
         if c is Criticality.CRITICAL:
-            return "overload" if in_flight >= self.max_in_flight else None
+            limit = self.max_in_flight + self.critical_reserve
+            return "overload" if in_flight >= limit else None
         return self._reason(c, in_flight, level)
 
     def _waiting_before(self, criticality: Criticality) -> bool:
@@ -436,6 +453,7 @@ class Shedder:
             "in_flight_by_class": {c.value: n for c, n in self._in_flight.items()},
             "peak_in_flight": self._peak_in_flight,
             "max_in_flight": self.max_in_flight,
+            "critical_reserve": self.critical_reserve,
             "queued": self._queued_total,
             "queued_by_class": {c.value: n for c, n in self._queued.items()},
             "peak_queued": self._peak_queued,

@@ -31,8 +31,9 @@ class's threshold; one that is still waiting when its time is up gets the
 ``max_in_flight`` by default) are theirs alone, so a critical request that
 comes while the others fill the limit is served at once. With a queue, one
 that finds the reserve full too waits: first in line, admitted at the next
-free slot, and after ``max_queue_wait`` at the latest whatever the load. A waiting request costs no CPU, and its client does not send another
-one meanwhile: under a flood the service keeps serving at its capacity,
+free slot, and after ``max_queue_wait`` at the latest whatever the load. A
+waiting request costs no CPU, and its client does not send another one
+meanwhile: under a flood the service keeps serving at its capacity,
 ``max_in_flight`` requests at a time, instead of spending it on refusals that
 come straight back, and a critical request finds few requests ahead of it.
 
@@ -317,8 +318,8 @@ class Shedder:
         to ``max_queue_wait`` for a slot, behind those of its class and of more important
         classes already waiting; at most ``max_queued`` wait at once (beyond, refused at
         once). A critical request waits while ``max_in_flight + critical_reserve``
-        requests are in flight (first in line), then is served whatever the load. ``None``: serve it, then
-        :meth:`release`.
+        requests are in flight (first in line), then is served whatever the load.
+        ``None``: serve it, then :meth:`release`.
 
         ``gone``: called only if the request has to wait; what it returns completes when
         the client has gone (closed its connection). A request whose client is gone

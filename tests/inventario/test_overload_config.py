@@ -15,18 +15,25 @@ from fastapi import FastAPI
 
 from brownout.testing.servers import free_port
 from brownout.web import Criticality
-from inventario.config import ConfigError, load_settings
+from inventario.config import ConfigError, Settings, load_settings
 from inventario.shedding import parse_routes
 
 REPO = Path(__file__).resolve().parents[2]
 
 BAD_NUMBERS = {
     "SHED_MAX_IN_FLIGHT": ["-1", "0", "nan", "1e99", "abc", "1.5", "99999999999999999999", ""],
+    "SHED_CRITICAL_RESERVE": ["-1", "nan", "1e99", "abc", "1.5", "1000001", ""],
     "SHED_MAX_DELAY": ["-1", "0", "nan", "inf", "1e99", "abc", ""],
     "SHED_MAX_QUEUE_WAIT": ["-1", "nan", "inf", "61", "abc", ""],
     "CACHE_READ_WAIT": ["-1", "nan", "inf", "1e99", "abc", ""],
     "CACHE_INVALIDATE_WAIT": ["-1", "nan", "-inf", "61", "x", ""],
 }
+
+
+def test_every_overload_variable_is_in_the_table() -> None:
+    """A SHED_* or CACHE_* variable added later gets its bad values here too."""
+    names = {name.upper() for name in Settings.model_fields if name.startswith(("shed_", "cache_"))}
+    assert names == set(BAD_NUMBERS)
 
 
 @pytest.mark.parametrize(

@@ -4,7 +4,8 @@ advances the time, never by sleeping).
 
 Requests of the three classes arrive, finish, and the queueing delay changes; checked
 after every step against a model of the requests: critical requests are never refused
-(after waiting ``max_queue_wait`` at most they are served whatever the load); a request
+(they take the reserved slots over ``max_in_flight``, and after waiting
+``max_queue_wait`` at most they are served whatever the load); a request
 the load allows, with nobody of its class or a more important one waiting, is served at
 once; beyond ``max_queued`` waiting a request is refused at once; waiting requests are
 admitted most important class first and in arrival order within a class, and none waits
@@ -26,6 +27,7 @@ from brownout.web import Criticality, ShedDecision, Shedder
 
 CRITICAL, DEFAULT, SHEDDABLE = Criticality.CRITICAL, Criticality.DEFAULT, Criticality.SHEDDABLE
 MAX_IN_FLIGHT = 4
+RESERVE = 2  # slots over MAX_IN_FLIGHT only critical requests take
 MAX_DELAY = 1.0
 WAIT = 1.0
 MAX_QUEUED = 5
@@ -60,6 +62,7 @@ class QueueMachine(RuleBasedStateMachine):
         self.loop = FakeTimeLoop()
         self.shedder = Shedder(
             max_in_flight=MAX_IN_FLIGHT,
+            critical_reserve=RESERVE,
             max_delay=MAX_DELAY,
             max_queue_wait=WAIT,
             max_queued=MAX_QUEUED,
@@ -85,7 +88,7 @@ class QueueMachine(RuleBasedStateMachine):
     def reason(self, c: Criticality, in_flight: int) -> str | None:
         """Why the load would make a request of class ``c`` wait now (the shedder's rule)."""
         if c is CRITICAL:
-            return "overload" if in_flight >= MAX_IN_FLIGHT else None
+            return "overload" if in_flight >= MAX_IN_FLIGHT + RESERVE else None
         pressure = max(in_flight / MAX_IN_FLIGHT, self.delay / MAX_DELAY)
         return "overload" if pressure >= SHED_AT[c] else None
 

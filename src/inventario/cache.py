@@ -38,7 +38,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from brownout import BreakerOpen, State, kill_switch_active
-from brownout.coherence import CacheCoherence
+from brownout.coherence import Ahead, CacheCoherence
 from brownout.health import DegradationManager
 from brownout.redis import AsyncRedisAdapter
 
@@ -159,7 +159,29 @@ class ProductCache:
             self._failed()
             logger.debug("cache write failed: %s", self.redis.describe(exc))
 
-    async def invalidate(self, sku: str, marked: int | None = None, *, share: bool = True) -> None:
+    def invalidate_ahead(self, sku: str) -> Ahead | None:
+        """While Redis is slow, start recording ``sku``'s key in the coherence journal
+        before the write that makes it stale (:meth:`CacheCoherence.record_ahead`): the
+        write then does not wait for that recording after its commit. Give the result to
+        :meth:`invalidate` (``ahead=``) once the write is done, or to :meth:`drop_ahead`."""
+        if self.redis is None or self.coherence is None:
+            return None
+        return self.coherence.record_ahead(product_key(sku))
+
+    def drop_ahead(self, ahead: Ahead | None) -> None:
+        """The write :meth:`invalidate_ahead` was for changed nothing (it failed, or was
+        only queued): the key's DEL is sent in the background."""
+        if ahead is not None and self.coherence is not None:
+            self.coherence.drop_ahead(ahead)
+
+    async def invalidate(
+        self,
+        sku: str,
+        marked: int | None = None,
+        *,
+        share: bool = True,
+        ahead: Ahead | None = None,
+    ) -> None:
         """Drop ``sku``'s entry. ``marked``: the ``cache_invalidations`` row the write's
         own transaction recorded for it (:func:`inventario.fleet_cache.mark_stale_sync`),
         settled here rather than a second row written. ``share=False``: nothing changed
@@ -170,7 +192,7 @@ class ProductCache:
         key = product_key(sku)
         if self.coherence is not None:
             try:
-                sent = await self.coherence.ainvalidate(key)
+                sent = await self.coherence.ainvalidate(key, ahead=ahead)
             except Exception as exc:  # the write is committed: report, do not fail it
                 logger.error(
                     "cache invalidation of %s could not be sent nor recorded: %s",

@@ -294,6 +294,57 @@ async def test_a_write_does_not_wait_for_a_slow_redis_and_no_stale_read_follows(
         assert again.json()["stock"] == stock - 1
 
 
+async def test_while_redis_is_known_slow_a_write_records_its_key_during_the_write(
+    make_app: Callable[..., FastAPI],
+    server: RedisServer,
+    proxy: ThreadedFaultProxy,
+    direct: Any,
+) -> None:
+    """Once a DEL was late, the next writes record their key in the journal while their
+    transaction runs (``record_ahead``), not after it; the key still goes once the late
+    DEL sent after the commit lands, and a write refused by the data (409) leaves no key
+    behind either: its DEL is sent in the background."""
+    app = make_app(redis_url=server.url_for(port=proxy.port), recovery_dwell=0.0)
+    rt: Runtime = app.state.runtime
+    coherence = rt.coherence
+    assert coherence is not None
+    sku = WIDGET["sku"]
+    key = product_key(sku)
+    ahead: list[object] = []
+    record_ahead = coherence.record_ahead
+
+    def spy(*keys: Any) -> Any:
+        started = record_ahead(*keys)
+        ahead.append(started)
+        return started
+
+    coherence.record_ahead = spy  # type: ignore[method-assign]
+    async with running(app) as client:
+        assert (await client.post("/products", json=WIDGET)).status_code == 201
+        stock = (await client.get(f"/products/{sku}")).json()["stock"]
+        proxy.set_mode(Mode.LATENCY, upstream_delay=0.4)
+        move = {"kind": "out", "quantity": 1, "reason": "sale"}
+        first = await client.post(f"/products/{sku}/movements", json=move)
+        assert first.status_code == 201, first.text
+        assert ahead[-1] is None  # Redis not known slow yet: the DEL was waited for 20 ms
+        second = await client.post(f"/products/{sku}/movements", json=move)
+        assert second.status_code == 201, second.text
+        assert ahead[-1] is not None  # recorded during the write
+        assert coherence.pending_keys() == [key.encode()]
+        during = await client.get(f"/products/{sku}")
+        assert during.headers["X-Cache"] == "miss"
+        assert during.json()["stock"] == stock - 2
+        refused = await client.post(f"/products/{sku}/movements", json={**move, "quantity": 10**6})
+        assert refused.status_code == 409, refused.text
+        assert ahead[-1] is not None
+        await coherence.wait_reconciled()  # the late DELs land and drop the keys
+        assert coherence.pending() == 0 and coherence.reads_allowed()
+        assert direct.get(key) is None
+        proxy.set_mode(Mode.PASS)
+        after = await client.get(f"/products/{sku}")
+        assert after.json()["stock"] == stock - 2
+
+
 async def test_a_read_does_not_wait_for_a_slow_redis(
     make_app: Callable[..., FastAPI],
     server: RedisServer,

@@ -34,9 +34,10 @@ See ``docs/durability.md`` ("Cache coherence") for the guarantees.
 """
 
 from brownout._journal_base import JournalEvent
-from brownout.coherence._journal import CacheCoherence, CoherenceError, ReconcileReport
+from brownout.coherence._journal import Ahead, CacheCoherence, CoherenceError, ReconcileReport
 
 __all__ = [
+    "Ahead",
     "CacheCoherence",
     "CoherenceError",
     "JournalEvent",

@@ -605,19 +605,61 @@ class CacheCoherence(JournalListeners):
     #: Seconds after a DEL past ``max_wait`` during which :meth:`ainvalidate` does not wait.
     slow_backoff = 1.0
 
-    async def ainvalidate(self, *keys: Key) -> bool:
+    def record_ahead(self, *keys: Key) -> Ahead | None:
+        """While Redis is slow (a DEL was late within :attr:`slow_backoff`, so
+        :meth:`ainvalidate` would record the keys and not wait for their DEL), start
+        recording ``keys`` now, *before* the write that makes them stale commits: the
+        recording's group commit then runs during the write instead of after it. Pass
+        what it returns to :meth:`ainvalidate` (``ahead=``) once the write committed, or
+        to :meth:`drop_ahead` if it did not. ``None`` (nothing started) when Redis is
+        not known to be slow or there is no ``max_wait``.
+
+        Recording a key early is safe: a recorded key is only ever deleted again
+        (before cached reads resume), never served. Its row is dropped once a DEL
+        sent after the write succeeded, as for a late DEL.
+        """
+        if self.max_wait is None or not (self._slow_until and self._clock() < self._slow_until):
+            return None
+        raw = _check_keys(keys)
+        if not raw:
+            return None
+        self._loop = asyncio.get_running_loop()
+        recording: asyncio.Future[_Rows] = self._loop.create_future()
+        self._to_record.append((raw, recording))
+        self._commit_soon()
+        return Ahead(tuple(keys), raw, recording)
+
+    def drop_ahead(self, ahead: Ahead) -> None:
+        """The write :meth:`record_ahead` was for did not commit: its keys' DEL is sent in
+        the background (a DEL of an entry that did not change is harmless), and their
+        rows are dropped once it succeeded."""
+        self._follow(asyncio.ensure_future(self._adelete(ahead.keys)), ahead.recording)
+
+    async def ainvalidate(self, *keys: Key, ahead: Ahead | None = None) -> bool:
         """The async :meth:`invalidate` (an async adapter's DEL; a sync one's in a thread).
 
         With ``max_wait``, a DEL Redis has not answered within it is treated as
         one that failed (the keys are recorded, False) and goes on in the
         background; see the class docstring. Cancelled while the DEL is in
         flight: the keys are recorded (the DEL may not have happened) before
-        the cancellation goes on.
+        the cancellation goes on. ``ahead``: what :meth:`record_ahead` returned
+        for these keys before the write: the DEL is sent now and not waited for, and
+        this returns (False) once that recording is committed.
         """
         raw = _check_keys(keys)
         if not raw:
             return True
         self._loop = asyncio.get_running_loop()
+        if ahead is not None:
+            if sorted(ahead.raw) != sorted(raw):
+                raise ValueError("ainvalidate(ahead=...): recorded ahead for other keys")
+            self._follow(asyncio.ensure_future(self._adelete(keys)), ahead.recording)
+            try:
+                await asyncio.shield(ahead.recording)
+            except asyncio.CancelledError:
+                self._record(raw)  # the thread may not have committed yet: record here too
+                raise
+            return False
         if self.max_wait is not None:
             return await self._ainvalidate_within(keys, raw, self.max_wait)
         try:
@@ -1118,6 +1160,15 @@ def _step(
         return flow.send(error)  # send(None) starts it
     except StopIteration:
         return None
+
+
+@dataclass(frozen=True, slots=True)
+class Ahead:
+    """Keys :meth:`CacheCoherence.record_ahead` is recording before a write commits."""
+
+    keys: tuple[Key, ...]
+    raw: list[bytes]
+    recording: asyncio.Future[_Rows]
 
 
 class _Overflow(Exception):

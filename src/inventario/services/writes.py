@@ -60,11 +60,15 @@ async def write(
         )
     if why is None:
         stale: Callable[[dict[str, Any]], list[str]] = touched or (lambda _: [sku])
+        # Redis slow: the key's journal record is written during the write, not after it
+        ahead = cache.invalidate_ahead(sku) if touched is None else None
         try:
             result, repeated, marked = await _apply_now(rt, operation, data, key, stale)
         except store.StoreError:
+            cache.drop_ahead(ahead)
             raise
         except Exception as exc:
+            cache.drop_ahead(ahead)
             why = rt.database_failure(exc)
             if why is None:
                 raise
@@ -73,7 +77,9 @@ async def write(
             if rt.snapshot is not None:
                 rt.snapshot.applied(operation, result)
             for product in stale(result):
-                await cache.invalidate(product, marked.get(product))
+                await cache.invalidate(
+                    product, marked.get(product), ahead=ahead if product == sku else None
+                )
             status = 201 if created and not repeated else 200
             body = render(result) if render is not None else result
             return JSONResponse(

@@ -32,7 +32,7 @@ from inventario.config import ConfigError, Settings, load_settings
 from inventario.deps import DependencyUnavailable, busy, try_again
 from inventario.routes import ROUTERS
 from inventario.runtime import Runtime, build_runtime
-from inventario.shedding import build_classifier, parse_routes, unknown_routes
+from inventario.shedding import build_classifier, parse_routes, route_classes, unknown_routes
 from inventario.status_page import public_backlogs
 
 __all__ = ["create_app"]
@@ -221,6 +221,8 @@ def _install_shedding(app: FastAPI, rt: Runtime) -> None:
             "invalid configuration:\n  ROUTE_CRITICALITY: names routes inventario does not "
             f"have: {', '.join(unknown)}"
         )
+    rt.route_classes = route_classes(classifier)
+    rt.manager.add_section("route_criticality", lambda: rt.route_classes)
     app.add_middleware(SheddingMiddleware, shedder=rt.shedder, classify=classifier)
 
 

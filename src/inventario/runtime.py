@@ -221,6 +221,9 @@ class Runtime:
     s3_admission: Bulkhead | None = None
     #: priority shedding at the edge (inventario.shedding): admission by request class
     shedder: Shedder = field(init=False)
+    #: the routes of each class as configured (set by the app: ``ROUTE_CRITICALITY`` over
+    #: inventario's own), shown in ``explain()`` and on /status
+    route_classes: dict[str, list[str]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.trends = TrendRecorder(self.manager)

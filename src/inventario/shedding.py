@@ -27,6 +27,7 @@ __all__ = [
     "build_classifier",
     "build_shedder",
     "parse_routes",
+    "route_classes",
     "unknown_routes",
 ]
 
@@ -128,6 +129,19 @@ def build_shedder(
 def _shape(template: str) -> str:
     """``/products/{sku}`` -> ``/products/{}``: the route whatever its parameters' names."""
     return re.sub(r"\{[^}]*\}", "{}", template)
+
+
+def route_classes(classifier: RouteCriticality) -> dict[str, list[str]]:
+    """Each class's routes as the classifier decides them (first entry wins), for people:
+    ``{"critical": ["POST /products", ...], "default": [...], "sheddable": [...]}``; a
+    route not listed is ``default``."""
+    out: dict[str, list[str]] = {c.value: [] for c in Criticality}
+    seen: set[str] = set()
+    for route, value in classifier.to_dict().items():
+        if route not in seen:
+            seen.add(route)
+            out[value].append(route)
+    return {c: sorted(routes) for c, routes in out.items()}
 
 
 def unknown_routes(

@@ -233,6 +233,14 @@ def public_shedding(snapshot: Any) -> dict[str, Any] | None:
     shed = snapshot.get("shed")
     if isinstance(shed, Mapping):
         out["shed"] = {c: _pick(shed[c], ("overload", "level")) for c in classes if c in shed}
+    routes = snapshot.get("routes")
+    if isinstance(routes, Mapping):
+        # the routes of each class: "METHOD /template" of the app's API (public in its docs)
+        out["routes"] = {
+            c: [r for r in routes[c] if isinstance(r, str)]
+            for c in classes
+            if isinstance(routes.get(c), list)
+        }
     return out
 
 
@@ -293,7 +301,7 @@ def status_data(runtime: Any, *, details: bool = True) -> dict[str, Any]:
         logger.exception("status page: health_extras() failed")
         backlogs = {"error": f"backlogs unavailable: {type(exc).__name__}"}
     doc["backlogs"] = backlogs
-    doc["shedding"] = runtime.shedder.snapshot()
+    doc["shedding"] = {**runtime.shedder.snapshot(), "routes": runtime.route_classes}
     doc["level_settings"] = level_table(
         runtime.manager,
         replay_base=REPLAY_BATCH,

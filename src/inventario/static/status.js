@@ -404,7 +404,24 @@
         fig("queueing delay", ms(s.delay_ms)),
         fig("shed (sheddable)", num(total("sheddable")), "shedding-shed-sheddable"),
         fig("shed (default)", num(total("default")), "shedding-shed-default"),
-        fig("shed (critical)", num(total("critical")))))];
+        fig("shed (critical)", num(total("critical")))),
+      routesList(s.routes))];
+  }
+
+  // Which routes are in which class (ROUTE_CRITICALITY over inventario's own); a route
+  // not listed is default.
+  function routesList(routes) {
+    if (!routes || typeof routes !== "object") return null;
+    const names = (c) => (Array.isArray(routes[c]) ? routes[c].filter((r) => typeof r === "string") : []);
+    const line = (c) => {
+      const list = names(c);
+      let text = list.join(", ");
+      if (c === "default") text = list.length ? text + ", and every other route" : "every other route";
+      else if (!list.length) text = "none";
+      return el("li", { testid: "shedding-routes-" + c }, el("strong", null, c + ": "), text);
+    };
+    return el("ul", { class: "routes", testid: "shedding-routes" },
+      line("critical"), line("default"), line("sheddable"));
   }
 
   function renderComponents(doc) {

@@ -69,7 +69,7 @@ class Settings(BaseSettings):
         "share VAR_DIR, the listening socket and their breakers",
     )
     shed_max_in_flight: int = Field(
-        64,
+        16,
         description="requests in flight at which default requests are shed (sheddable ones "
         "from half of it; critical ones never)",
     )

@@ -36,7 +36,7 @@ def die_before_del(cache: ProductCache) -> list[str]:
     nothing, records nothing. The skus it was called for."""
     calls: list[str] = []
 
-    async def nothing(sku: str, marked: int | None = None) -> None:
+    async def nothing(sku: str, marked: int | None = None, **_: Any) -> None:
         calls.append(sku)
 
     cache.invalidate = nothing  # type: ignore[method-assign]

@@ -66,6 +66,7 @@ try:
     from sqlalchemy.orm import Session, sessionmaker
     from sqlalchemy.pool import StaticPool
     from sqlalchemy.sql.expression import Executable
+    from sqlalchemy.util import greenlet_spawn
 except ImportError as exc:  # pragma: no cover - depends on the installation
     raise ImportError(
         "brownout.sql needs SQLAlchemy 2 and a database driver: pip install 'brownout[sql]'"
@@ -1188,18 +1189,11 @@ class AsyncDatabase(_SQLAdapter[AsyncEngine], AsyncResource):
         """
         async with aguarded(self, "session"):
             with _UnitOfWork(self, "session"):
+                if self._sync_engine.dialect.driver == "aiosqlite":
+                    return await self._read_on_sqlite(fn, args, kwargs)
                 async with self.engine.connect() as conn:  # closed: rolled back
                     try:
-                        execute = None
-                        if self._sync_engine.dialect.driver == "aiosqlite":
-                            raw = await conn.get_raw_connection()
-                            execute = getattr(raw.driver_connection, "_execute", None)
-                        if execute is None:
-                            return await conn.run_sync(fn, *args, **kwargs)
-                        result: T = await execute(
-                            _read_in_thread, raw, self._hide_parameters, fn, args, kwargs
-                        )
-                        return result
+                        return await conn.run_sync(fn, *args, **kwargs)
                     except BaseException as exc:
                         if _discard_mode(exc) == "invalidate":
                             try:
@@ -1207,6 +1201,41 @@ class AsyncDatabase(_SQLAdapter[AsyncEngine], AsyncResource):
                             except Exception:
                                 logger.debug("sql adapter: invalidating failed", exc_info=True)
                         raise
+
+    async def _read_on_sqlite(
+        self, fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> T:
+        """:meth:`run_read` with aiosqlite: ``fn`` and the rollback that ends what it began,
+        in one trip to the pooled connection's thread; the connection then goes back to
+        the pool without the pool's own rollback (a second trip) and without the task
+        SQLAlchemy's ``async with`` exit starts to close it (three loop iterations)."""
+        raw = await self.engine.raw_connection()
+        clean = False
+        try:
+            execute = getattr(raw.driver_connection, "_execute", None)
+            if execute is None:  # pragma: no cover - every supported aiosqlite has it
+                raise RuntimeError("this aiosqlite has no Connection._execute: upgrade aiosqlite")
+            result, clean = await execute(
+                _read_in_thread, raw, self._hide_parameters, fn, args, kwargs
+            )
+            if not clean:  # the rollback failed: its state is not known
+                await greenlet_spawn(raw.invalidate)
+            return cast("T", result)
+        except BaseException as exc:
+            if _discard_mode(exc) == "invalidate" and isinstance(exc, Exception):
+                try:
+                    await greenlet_spawn(raw.invalidate)  # its state is unknown: dropped
+                except Exception:
+                    logger.debug("sql adapter: invalidating failed", exc_info=True)
+            raise
+        finally:
+            close_special = getattr(raw, "_close_special", None)
+            if clean and close_special is not None:
+                close_special(transaction_reset=True)  # rolled back in the thread
+            else:
+                # the pool's reset (a rollback, behind the function if it still runs in
+                # the thread: cancelled), finished even if this task is cancelled again
+                await asyncio.shield(asyncio.ensure_future(greenlet_spawn(raw.close)))
 
     async def execute(
         self, stmt: str | Executable, params: Mapping[str, Any] | None = None
@@ -1288,6 +1317,7 @@ class _SQLiteWriter:
         self._waiting = 0  # units and batches waiting for the lock
         self._group: _Group | None = None
         self._forming: _Batch | None = None  # the last batch queued, while it takes units
+        self._pending: dict[asyncio.Future[None], _Batch] = {}  # batches waiting, by turn
         self._tasks: set[asyncio.Task[None]] = set()
         #: transactions the batches committed, and the units in them (figures for tests)
         self.batch_commits = 0
@@ -1298,7 +1328,7 @@ class _SQLiteWriter:
         loop = asyncio.get_running_loop()
         if self._loop is not loop:
             self._loop, self._lock, self._waiting, self._group = loop, _Turns(), 0, None
-            self._forming = None
+            self._forming, self._pending = None, {}
         return self._lock
 
     async def _take(self) -> tuple[_Group, _Turns]:
@@ -1334,8 +1364,16 @@ class _SQLiteWriter:
             # its place in line is taken now (FIFO with write_session's units)
             batch = self._forming = _Batch(lock.join())
             self._waiting += 1  # from now: an open group stays open for this batch
+            batch.units.append(unit)
+            if batch.turn.done() and self._group is None:
+                # the writer is free: this caller runs its batch itself, at once (no task
+                # to start, a loop iteration each under load)
+                done: T = await self._run_now(batch, lock, unit)
+                return done
+            self._pending[batch.turn] = batch
             self._spawn(self._run_batch(batch, lock))
-        batch.units.append(unit)
+        else:
+            batch.units.append(unit)
         timer = loop.call_later(self._wait, self._expire, batch, unit)
         try:
             result: T = await unit.future
@@ -1350,6 +1388,18 @@ class _SQLiteWriter:
             timer.cancel()
         return result
 
+    async def _run_now(self, batch: _Batch, lock: _Turns, unit: _ThreadUnit) -> Any:
+        """The caller's unit, alone in a batch that took the free writer: run in the
+        caller's task. Cancelled while it runs, the unit is undone by the thread if it has
+        not been released yet (as a unit in another task's batch)."""
+        try:
+            await self._run_batch(batch, lock, take_over=False)
+        except asyncio.CancelledError:
+            unit.cancelled = True
+            _retrieve(unit.future)  # answered with the interruption: nobody reads it
+            raise
+        return unit.future.result()
+
     def _expire(self, batch: _Batch, unit: _ThreadUnit) -> None:
         """``wait`` passed and the unit's batch has not started: it gives up."""
         if batch.started or unit not in batch.units or unit.future.done():
@@ -1361,13 +1411,18 @@ class _SQLiteWriter:
             )
         )
 
-    async def _run_batch(self, batch: _Batch, lock: _Turns) -> None:
+    async def _run_batch(self, batch: _Batch, lock: _Turns, *, take_over: bool = True) -> None:
         """Wait for the writer's turn, then run the batch's units in one trip: in their own
         transaction, or in the open group's (a ``write_session`` transaction that was
         left open for this batch)."""
         try:
-            await lock.wait(batch.turn)
+            await batch.turn
         except BaseException as exc:  # cancelled: the loop is closing
+            if batch.started:  # taken over by the batch before it: its runner answers it
+                raise
+            self._pending.pop(batch.turn, None)
+            if batch.turn.done() and not batch.turn.cancelled():
+                lock.release()  # the turn came as the task was cancelled: pass it on
             self._waiting -= 1
             batch.started = True
             if self._forming is batch:
@@ -1375,10 +1430,9 @@ class _SQLiteWriter:
             _settle(batch.units, exc)
             self._flush_orphan(lock)
             raise
-        self._waiting -= 1
-        batch.started = True
-        if self._forming is batch:
-            self._forming = None
+        if batch.started:
+            return  # run by the batch before it (its runner holds the turn)
+        self._start(batch)
         units = [u for u in batch.units if not u.future.done()]
         group = self._group
         if group is not None:
@@ -1389,32 +1443,72 @@ class _SQLiteWriter:
             return
         try:
             if units:
-                await self._run_alone(units)
+                await self._run_alone(units, lock, take_over)
         finally:
             lock.release()
 
-    async def _run_alone(self, units: list[_ThreadUnit]) -> None:
-        """The batch in a transaction of its own, committed in the same trip."""
+    def _start(self, batch: _Batch) -> None:
+        """``batch`` took the writer: no more units join it."""
+        self._pending.pop(batch.turn, None)
+        self._waiting -= 1
+        batch.started = True
+        if self._forming is batch:
+            self._forming = None
+
+    def _take_over(self, lock: _Turns) -> _Batch | None:
+        """The batch whose turn is next, if the next place in line is a batch's (not a
+        write_session unit's): started by the runner holding the writer, which runs it on
+        the connection it holds, in the same task (its own task, waking later, ends)."""
+        turn = lock.next_waiting()
+        batch = self._pending.get(turn) if turn is not None else None
+        if batch is None or self._group is not None:
+            return None
+        lock.skip()  # its place is served: the turn stays with the runner
+        self._start(batch)
+        return batch
+
+    async def _run_alone(self, units: list[_ThreadUnit], lock: _Turns, take_over: bool) -> None:
+        """The batch in a transaction of its own, committed in the same trip; then, with
+        ``take_over``, the batches waiting right behind it, each the same way, on the same
+        connection. (Not in a caller's task: a caller cancelled would leave the units of
+        other callers with an outcome not known.)"""
+        # not ``async with``: its exit closes the connection in a task of its own (three
+        # loop iterations); with no reset on return (every batch ends its transaction in
+        # the thread) closing awaits nothing, so a cancellation cannot cut it short
         try:
-            async with self._engine.connect() as conn:  # closed: reset (no transaction left)
-                raw = await conn.get_raw_connection()
-                done = asyncio.ensure_future(
-                    _driver_execute(raw)(_run_batch_in_thread, raw, self._hide_parameters, units)
-                )
-                try:
-                    commits, broken = await asyncio.shield(done)
-                except asyncio.CancelledError:
-                    done.add_done_callback(_retrieve)  # the thread finishes the batch
-                    raise
-                self.batch_commits += commits
-                self.batch_units += sum(1 for u in units if u.committed)
-                _settle(units, None)  # answered before the connection's reset
-                if broken:
-                    await conn.invalidate()  # its transaction state is not known
+            conn = await self._engine.connect()
         except BaseException as exc:
-            _settle(units, exc)  # the units not answered yet: the trip itself failed
+            _settle(units, exc)  # no connection: the batch cannot run
             if not isinstance(exc, Exception):
                 raise
+            return
+        try:
+            while units:
+                try:
+                    raw = await conn.get_raw_connection()
+                    # awaited here, not in a task of its own (a loop iteration each)
+                    commits, broken = await _driver_execute(raw)(
+                        _run_batch_in_thread, raw, self._hide_parameters, units
+                    )
+                    self.batch_commits += commits
+                    self.batch_units += sum(1 for u in units if u.committed)
+                    _settle(units, None)  # answered before the connection's reset
+                    if broken:
+                        await conn.invalidate()  # its transaction state is not known
+                        return
+                except BaseException as exc:
+                    _settle(units, exc)  # the units not answered yet: the trip itself failed
+                    if not isinstance(exc, Exception):
+                        raise
+                    return
+                units = []
+                while take_over and not units:
+                    batch = self._take_over(lock)
+                    if batch is None:
+                        return
+                    units = [u for u in batch.units if not u.future.done()]
+        finally:
+            await conn.close()
 
     async def _join_group(self, group: _Group, lock: _Turns, units: list[_ThreadUnit]) -> None:
         """The batch in savepoints of the open group's transaction; its units are answered
@@ -1422,14 +1516,9 @@ class _SQLiteWriter:
         try:
             conn = await group.session.connection()
             raw = await conn.get_raw_connection()
-            done = asyncio.ensure_future(
-                _driver_execute(raw)(_run_units_in_thread, raw, self._hide_parameters, units)
+            lost = await _driver_execute(raw)(
+                _run_units_in_thread, raw, self._hide_parameters, units
             )
-            try:
-                lost = await asyncio.shield(done)
-            except asyncio.CancelledError:
-                done.add_done_callback(_retrieve)
-                raise
         except BaseException as exc:
             lost = exc
         if lost is not None:  # a database failure: the group is lost, with the batch
@@ -1619,10 +1708,17 @@ def _read_in_thread(
     fn: Callable[..., T],
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
-) -> T:
-    """:meth:`AsyncDatabase.run_read` in the pooled connection's thread."""
-    with _lent_engine(raw, hide_parameters).connect() as conn:
-        return fn(conn, *args, **kwargs)
+) -> tuple[T, bool]:
+    """:meth:`AsyncDatabase.run_read` in the pooled connection's thread: ``fn``'s value,
+    and whether the connection was left with no transaction (what ``fn`` began is rolled
+    back here, as the pool would on its return)."""
+    try:
+        with _lent_engine(raw, hide_parameters).connect() as conn:
+            result = fn(conn, *args, **kwargs)
+    except BaseException:
+        _rollback_quietly(raw.driver_connection._conn)
+        raise
+    return result, _rollback_quietly(raw.driver_connection._conn)
 
 
 class _ThreadUnit:
@@ -1720,6 +1816,20 @@ class _Turns:
     async def acquire(self) -> None:
         await self.wait(self.join())
 
+    def next_waiting(self) -> asyncio.Future[None] | None:
+        """The next place in line still waiting (places given up are dropped)."""
+        while self._line and self._line[0].done():
+            self._line.popleft()
+        return self._line[0] if self._line else None
+
+    def skip(self) -> None:
+        """The holder serves the next place itself: it leaves the line (told so), and the
+        lock stays held."""
+        turn = self.next_waiting()
+        if turn is not None:
+            self._line.popleft()
+            turn.set_result(None)
+
     def release(self) -> None:
         """The turn ends: the next place in line (still waiting) gets it."""
         while self._line:
@@ -1745,7 +1855,7 @@ def _rollback_quietly(dbapi: sqlite3.Connection) -> bool:
         if dbapi.in_transaction:
             dbapi.execute("ROLLBACK")
     except Exception:
-        logger.debug("sql adapter: rolling the writer's batch back failed", exc_info=True)
+        logger.debug("sql adapter: rolling back in the driver's thread failed", exc_info=True)
         return False
     return True
 

@@ -15,8 +15,8 @@ from typing import Any
 
 import aiosqlite
 import pytest
+from sqlalchemy import event, text
 from sqlalchemy import exc as sa_exc
-from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
 from brownout import BreakerConfig, State
@@ -110,9 +110,23 @@ async def test_a_unit_that_raises_leaves_nothing_and_the_others_commit(
         conn.execute(text("INSERT INTO items (name, qty) VALUES (:n, :q)"), {"n": f"b{i}", "q": i})
         return i
 
-    results = await asyncio.gather(
-        *(db.run_write(two_rows, i) for i in range(24)), return_exceptions=True
+    # a unit on a free writer runs at once: one holds it while the 24 queue behind it
+    running, release = threading.Event(), threading.Event()
+
+    def held(conn: Connection) -> None:
+        running.set()
+        release.wait(5)
+
+    first = asyncio.ensure_future(db.run_write(held))
+    await asyncio.to_thread(running.wait, 5)
+    queued = [asyncio.ensure_future(db.run_write(two_rows, i)) for i in range(24)]
+    await aeventually(
+        lambda: writer._forming is not None and len(writer._forming.units) == 24,
+        what="the 24 units waiting in one batch",
     )
+    release.set()
+    await first
+    results = await asyncio.gather(*queued, return_exceptions=True)
     failed = [i for i, r in enumerate(results) if isinstance(r, ValueError)]
     assert failed == list(range(0, 24, 4))  # unit 0 too: the first of the transaction
     assert [r for r in results if not isinstance(r, BaseException)] == [
@@ -121,7 +135,8 @@ async def test_a_unit_that_raises_leaves_nothing_and_the_others_commit(
     rows = {row[0] for row in (await db.execute("SELECT name FROM items")).all()}
     assert rows == {f"{p}{i}" for i in range(24) if i % 4 for p in "ab"}
     # queued together: one transaction, one commit, with the 18 units that did not raise
-    assert (writer.batch_commits, writer.batch_units) == (1, 18)
+    # (and the held unit's before it)
+    assert (writer.batch_commits, writer.batch_units) == (2, 1 + 18)
     assert db.breaker.state is State.CLOSED
     assert "failure" not in db.stats.operations["session"]
 
@@ -503,5 +518,188 @@ async def test_run_read_reads_in_one_trip_and_commits_nothing(
         one = len(hops)
         hops.clear()
         assert await db.run_read(total, 30) == 30
-        assert len(hops) == one <= 2  # the function, and the pool's reset on return
+        assert len(hops) == one == 1  # the function (the rollback runs with it)
     assert db.breaker.state is State.CLOSED
+
+
+class _Iterations:
+    """Counts the event loop's iterations (``BaseEventLoop._run_once``) from its creation
+    to its ``stop()``. On an otherwise idle loop each hop between the loop and a thread,
+    each task start and each future's wake-up of a task costs one; under load each one
+    waits for a whole iteration of everybody's work (several ms)."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        if not hasattr(self.loop, "_run_once"):  # pragma: no cover - uvloop and such
+            pytest.skip("this event loop does not let its iterations be counted")
+        self.count = 0
+        real = self.loop._run_once
+
+        def counted() -> None:
+            self.count += 1
+            real()
+
+        self.loop._run_once = counted  # type: ignore[attr-defined]
+
+    def stop(self) -> int:
+        del self.loop._run_once  # the class's method again
+        return self.count
+
+
+async def test_a_write_on_a_free_writer_costs_two_loop_iterations(
+    tmp_path: Path, async_dbs: Callable[..., AsyncDatabase]
+) -> None:
+    """``run_write`` on a free writer: the caller's own task takes the writer and hands
+    the batch to the writer's thread at once (no task started for it, none for the trip),
+    the thread's answer wakes it, and the connection goes back to the pool without a
+    task of its own (SQLAlchemy's ``async with`` exit starts one and shields it: three
+    more iterations). Nine iterations before, two now: the thread's answer, the
+    caller's wake-up."""
+    db = async_dbs(sqlite_url(tmp_path, is_async=True))
+    await db.execute(CREATE)
+    await db.run_write(add, "warm", 0)  # the writer's connection opened
+    writer = db._writer
+    assert writer is not None
+    iterations = _Iterations()
+    try:
+        assert await db.run_write(add, "one", 1) == 2
+    finally:
+        spent = iterations.stop()
+    assert spent <= 2, spent
+    assert not writer._tasks  # nothing left running after it
+    assert db.writer is not None and db.writer.sync_engine.pool.checkedout() == 0
+    assert db.stats.operations["session"]["success"] == 3  # CREATE, warm, one
+
+
+async def test_the_batch_behind_a_batch_runs_in_its_task_without_waiting_for_its_own(
+    tmp_path: Path, async_dbs: Callable[..., AsyncDatabase], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under load the writer hands itself from batch to batch: the task that ran a batch
+    answers its units and sends the batch waiting next to the thread in the same step,
+    on the connection it holds (no wake-up of the next batch's task first, no checkout,
+    no closing task): no loop iteration between a batch's answer from the thread and
+    the next batch's trip to it (seven before). A caller's own task that took the free
+    writer hands it on instead (its caller may be cancelled: others' units would not be
+    answered): one iteration, the next batch's task waking."""
+    db = async_dbs(sqlite_url(tmp_path, is_async=True), writer_group=1)  # a batch a unit
+    await db.execute(CREATE)
+    writer = db._writer
+    assert writer is not None
+    await db.run_write(add, "warm", 0)
+    gates = [(threading.Event(), threading.Event()) for _ in range(2)]
+
+    def held(conn: Connection, which: int) -> int:
+        running, release = gates[which]
+        running.set()
+        release.wait(5)
+        return which
+
+    iterations = _Iterations()
+    marks: list[tuple[str, int]] = []
+    real = aiosqlite.Connection._execute
+
+    async def marked(self: Any, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        marks.append(("trip", iterations.count))
+        try:
+            return await real(self, fn, *args, **kwargs)
+        finally:
+            marks.append(("answer", iterations.count))
+
+    monkeypatch.setattr(aiosqlite.Connection, "_execute", marked)
+    try:
+        first = asyncio.ensure_future(db.run_write(held, 0))  # the writer is free
+        await asyncio.to_thread(gates[0][0].wait, 5)
+        second = asyncio.ensure_future(db.run_write(held, 1))  # waits: a task of its own
+        later = [asyncio.ensure_future(db.run_write(add, f"u{i}", i)) for i in range(3)]
+        await aeventually(lambda: len(writer._pending) == 4, what="four batches waiting")
+        gates[0][1].set()
+        assert await first == 0
+        await asyncio.to_thread(gates[1][0].wait, 5)  # the second batch in the thread
+        gates[1][1].set()
+        assert await second == 1
+        assert sorted(await asyncio.gather(*later)) == list(range(2, 5))  # COUNT(*) after each
+    finally:
+        iterations.stop()
+    assert [kind for kind, _ in marks] == ["trip", "answer"] * 5  # one trip a batch
+    at = [count for _, count in marks]
+    gaps = [at[i + 1] - at[i] for i in range(1, len(at) - 1, 2)]  # answer -> next trip
+    assert gaps == [1, 0, 0, 0], gaps
+    assert (writer.batch_commits, writer.batch_units) == (6, 6)
+    assert db.stats.operations["session"]["success"] == 7  # CREATE, warm, held twice, three
+
+
+def _close_under_it(conn: Connection) -> None:
+    """Closes the ``sqlite3`` connection itself under the unit: the rollback that should
+    end its transaction fails, so the connection's state is not known."""
+    dbapi = conn.connection.dbapi_connection
+    getattr(dbapi, "_conn", dbapi).close()
+    raise ValueError("the connection was closed under the unit")
+
+
+async def test_a_broken_writer_connection_is_replaced(
+    tmp_path: Path, async_dbs: Callable[..., AsyncDatabase]
+) -> None:
+    """A batch that leaves the writer's connection in a state not known (its rollback
+    failed) drops it: the unit gets its error, the next batch opens a new connection and
+    commits, and nothing is left checked out."""
+    db = async_dbs(sqlite_url(tmp_path, is_async=True))
+    await db.execute(CREATE)
+    assert db.writer is not None
+    await db.run_write(add, "before", 1)
+    pool = db.writer.sync_engine.pool
+    opened: list[object] = []
+    event.listen(db.writer.sync_engine, "connect", lambda dbapi, record: opened.append(dbapi))
+    with pytest.raises(Exception):  # noqa: B017 - the unit's error or the lost transaction's
+        await db.run_write(_close_under_it)
+    assert pool.checkedout() == 0
+    assert await db.run_write(add, "after", 2) == 2
+    assert len(opened) == 1  # a new connection for the next batch
+    assert pool.checkedout() == 0
+    assert await db.scalar("SELECT SUM(qty) FROM items") == 3
+
+
+async def test_a_read_costs_one_trip_and_two_loop_iterations(
+    tmp_path: Path, async_dbs: Callable[..., AsyncDatabase], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``run_read`` on SQLite: the function and the rollback of what it began run in one
+    trip to the pooled connection's thread; the connection goes back to the pool without
+    the pool's rollback (a second trip) and without a closing task (three iterations):
+    seven iterations before, two now. What the function wrote is not kept, and the
+    connection it leaves is clean for the next read."""
+    db = async_dbs(sqlite_url(tmp_path, is_async=True))
+    await db.execute(CREATE)
+    await db.run_write(add, "a", 1)
+
+    def sneaky_count(conn: Connection) -> int:
+        conn.execute(text("INSERT INTO items (name, qty) VALUES ('sneaky', 5)"))
+        return int(conn.execute(text("SELECT COUNT(*) FROM items")).scalar_one())
+
+    assert await db.run_read(sneaky_count) == 2  # the pooled connection opened
+    hops = _count_hops(monkeypatch)
+    iterations = _Iterations()
+    try:
+        assert await db.run_read(sneaky_count) == 2  # the first sneaky row was not kept
+    finally:
+        spent = iterations.stop()
+    assert (len(hops), spent) == (1, 2)
+    assert db.engine.sync_engine.pool.checkedout() == 0
+    assert await db.scalar("SELECT COUNT(*) FROM items") == 1
+
+
+async def test_a_read_that_breaks_its_connection_drops_it(
+    tmp_path: Path, async_dbs: Callable[..., AsyncDatabase]
+) -> None:
+    """A read whose connection cannot be rolled back afterwards (closed under it): the
+    caller gets the error, the connection is dropped, not handed to the next read."""
+    db = async_dbs(sqlite_url(tmp_path, is_async=True))
+    await db.execute(CREATE)
+    await db.run_write(add, "a", 1)
+    pool = db.engine.sync_engine.pool
+    assert pool.checkedin() == 1  # the one connection the reads take
+    opened: list[object] = []
+    event.listen(db.engine.sync_engine, "connect", lambda dbapi, record: opened.append(dbapi))
+    with pytest.raises(ValueError, match="closed under the unit"):
+        await db.run_read(_close_under_it)
+    assert pool.checkedout() == 0
+    assert await db.run_read(lambda conn: conn.execute(text("SELECT 1")).scalar_one()) == 1
+    assert len(opened) == 1  # a new connection: the broken one was dropped

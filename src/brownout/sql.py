@@ -1174,8 +1174,9 @@ class AsyncDatabase(_SQLAdapter[AsyncEngine], AsyncResource):
         With aiosqlite it runs whole in **one trip** to the pooled connection's
         thread (statements as :meth:`session` runs them on SQLite: each sees the
         data committed when it starts); elsewhere ``AsyncConnection.run_sync`` runs
-        it over the async driver. Nothing ``fn`` writes is committed (the
-        connection is rolled back when returned to the pool).
+        it over the async driver. Nothing ``fn`` writes is committed (with
+        aiosqlite it is rolled back in the same trip, elsewhere when the connection
+        is returned to the pool).
 
         >>> def names(conn: Connection) -> list[str]:
         ...     return list(conn.execute(text("SELECT name FROM t")).scalars())
@@ -1295,6 +1296,15 @@ class _SQLiteWriter:
     is answered once the commit returned; one that raises is undone alone, to
     its savepoint. The units arriving during that trip form the next batch, so a
     unit waits for at most the batch running when it came and its own.
+
+    Event-loop iterations are what a write waits for on a busy loop (each one is
+    everybody's ready work: several ms under load), so the writer spends few: a
+    unit that finds the writer free runs its batch in the caller's own task (no
+    task to start); a batch's trip is awaited where it runs (no task, no shield);
+    the connection is returned without SQLAlchemy's closing task; and the task
+    that ran a batch sends the batch waiting right behind it (when the next
+    place in line is a batch's) to the thread in the same step, on the
+    connection it holds, instead of waking that batch's task to do it.
 
     A :meth:`unit` (``write_session``) takes the lock (FIFO), runs in a
     savepoint of the open group's transaction, and hands the lock on: to the

@@ -1232,7 +1232,9 @@ class AsyncDatabase(_SQLAdapter[AsyncEngine], AsyncResource):
         finally:
             close_special = getattr(raw, "_close_special", None)
             if clean and close_special is not None:
-                close_special(transaction_reset=True)  # rolled back in the thread
+                # rolled back in the thread: no reset. Awaits nothing when the pool keeps
+                # the connection; an overflow connection is closed (a trip to its thread)
+                await greenlet_spawn(close_special, transaction_reset=True)
             else:
                 # the pool's reset (a rollback, behind the function if it still runs in
                 # the thread: cancelled), finished even if this task is cancelled again

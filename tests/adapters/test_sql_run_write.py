@@ -703,3 +703,36 @@ async def test_a_read_that_breaks_its_connection_drops_it(
     assert pool.checkedout() == 0
     assert await db.run_read(lambda conn: conn.execute(text("SELECT 1")).scalar_one()) == 1
     assert len(opened) == 1  # a new connection: the broken one was dropped
+
+
+async def test_reads_beyond_the_pool_close_their_overflow_connections(
+    tmp_path: Path, async_dbs: Callable[..., AsyncDatabase], caplog: pytest.LogCaptureFixture
+) -> None:
+    """More concurrent reads than the pool keeps: the overflow connections are closed
+    when returned (their aiosqlite threads stop), none fails to close, and the pool
+    keeps its own."""
+    db = async_dbs(sqlite_url(tmp_path, is_async=True), pool_size=2, max_overflow=10)
+    await db.execute(CREATE)
+    await db.run_write(add, "a", 1)
+    threads = threading.active_count()
+    started = asyncio.Event()
+    inside: list[int] = []
+
+    def slow(conn: Connection) -> int:
+        inside.append(1)
+        while len(inside) < 10 and not started.is_set():
+            threading.Event().wait(0.01)  # until ten reads hold a connection each
+        return int(conn.execute(text("SELECT COUNT(*) FROM items")).scalar_one())
+
+    reads = [asyncio.ensure_future(db.run_read(slow)) for _ in range(10)]
+    try:
+        assert await asyncio.wait_for(asyncio.gather(*reads), 30) == [1] * 10
+    finally:
+        started.set()
+    pool = db.engine.sync_engine.pool
+    assert (pool.checkedout(), pool.checkedin()) == (0, 2), pool.status()
+    assert not [r for r in caplog.records if "closing connection" in r.getMessage()]
+    await aeventually(
+        lambda: threading.active_count() <= threads + 1,  # the pool's second connection
+        what="the overflow connections' threads stopped",
+    )

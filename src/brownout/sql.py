@@ -1459,6 +1459,13 @@ class _SQLiteWriter:
         finally:
             lock.release()
 
+    def _answered(self, units: list[_ThreadUnit], commits: int) -> None:
+        """On the event loop, called from the writer's thread once ``units``' batch ended:
+        the figures, and each unit's answer."""
+        self.batch_commits += commits
+        self.batch_units += sum(1 for u in units if u.committed)
+        _settle(units, None)
+
     def _start(self, batch: _Batch) -> None:
         """``batch`` took the writer: no more units join it."""
         self._pending.pop(batch.turn, None)
@@ -1498,13 +1505,21 @@ class _SQLiteWriter:
             while units:
                 try:
                     raw = await conn.get_raw_connection()
-                    # awaited here, not in a task of its own (a loop iteration each)
+                    # awaited here, not in a task of its own (a loop iteration each); in a
+                    # batch's task the thread answers the units itself, not through this
+                    # task's wake-up (in a caller's own task it wakes the caller anyway)
+                    answer = self._answered if take_over else None
                     commits, broken = await _driver_execute(raw)(
-                        _run_batch_in_thread, raw, self._hide_parameters, units
+                        _run_batch_and_answer,
+                        raw,
+                        self._hide_parameters,
+                        units,
+                        asyncio.get_running_loop(),
+                        answer,
                     )
-                    self.batch_commits += commits
-                    self.batch_units += sum(1 for u in units if u.committed)
-                    _settle(units, None)  # answered before the connection's reset
+                    if answer is None:
+                        self._answered(units, commits)
+                    _settle(units, None)  # (if the thread could not: the loop was closing)
                     if broken:
                         await conn.invalidate()  # its transaction state is not known
                         return
@@ -1919,6 +1934,26 @@ def _run_batch_in_thread(
                 unit.error = lost
             return commits, True
     return commits, False
+
+
+def _run_batch_and_answer(
+    raw: Any,
+    hide_parameters: bool,
+    units: list[_ThreadUnit],
+    loop: asyncio.AbstractEventLoop,
+    answer: Callable[[list[_ThreadUnit], int], None] | None,
+) -> tuple[int, bool]:
+    """In the writer's thread: :func:`_run_batch_in_thread`, then ``answer`` (if given)
+    scheduled on the loop directly: through the driver's future the units' answers take
+    one more loop iteration (the future's result, then the waiting task's wake-up, which
+    answers them)."""
+    commits, broken = _run_batch_in_thread(raw, hide_parameters, units)
+    if answer is not None:
+        try:
+            loop.call_soon_threadsafe(answer, units, commits)
+        except RuntimeError:  # the loop is closed: nobody is waiting for the answers
+            logger.debug("sql adapter: the writer's batch ended after its loop closed")
+    return commits, broken
 
 
 def _run_units_in_thread(

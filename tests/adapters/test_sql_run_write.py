@@ -580,7 +580,9 @@ async def test_the_batch_behind_a_batch_runs_in_its_task_without_waiting_for_its
     no closing task): no loop iteration between a batch's answer from the thread and
     the next batch's trip to it (seven before). A caller's own task that took the free
     writer hands it on instead (its caller may be cancelled: others' units would not be
-    answered): one iteration, the next batch's task waking."""
+    answered): one iteration, the next batch's task waking. And the thread answers the
+    units of a batch's task itself: their callers wake no later than that task (one
+    iteration after it before)."""
     db = async_dbs(sqlite_url(tmp_path, is_async=True), writer_group=1)  # a batch a unit
     await db.execute(CREATE)
     writer = db._writer
@@ -610,7 +612,14 @@ async def test_the_batch_behind_a_batch_runs_in_its_task_without_waiting_for_its
         first = asyncio.ensure_future(db.run_write(held, 0))  # the writer is free
         await asyncio.to_thread(gates[0][0].wait, 5)
         second = asyncio.ensure_future(db.run_write(held, 1))  # waits: a task of its own
-        later = [asyncio.ensure_future(db.run_write(add, f"u{i}", i)) for i in range(3)]
+        woke: dict[int, int] = {}
+
+        async def timed(i: int) -> int:
+            value = await db.run_write(add, f"u{i}", i)
+            woke[i] = iterations.count
+            return value
+
+        later = [asyncio.ensure_future(timed(i)) for i in range(3)]
         await aeventually(lambda: len(writer._pending) == 4, what="four batches waiting")
         gates[0][1].set()
         assert await first == 0
@@ -618,12 +627,16 @@ async def test_the_batch_behind_a_batch_runs_in_its_task_without_waiting_for_its
         gates[1][1].set()
         assert await second == 1
         assert sorted(await asyncio.gather(*later)) == list(range(2, 5))  # COUNT(*) after each
+        # the callers may be answered before the batch's task wakes up for its last mark
+        await aeventually(lambda: not writer._tasks, what="the batch tasks done")
     finally:
         iterations.stop()
     assert [kind for kind, _ in marks] == ["trip", "answer"] * 5  # one trip a batch
     at = [count for _, count in marks]
     gaps = [at[i + 1] - at[i] for i in range(1, len(at) - 1, 2)]  # answer -> next trip
     assert gaps == [1, 0, 0, 0], gaps
+    answers = at[1::2]  # first, second, then the three later batches
+    assert [woke[i] <= answers[2 + i] for i in range(3)] == [True] * 3, (woke, answers)
     assert (writer.batch_commits, writer.batch_units) == (6, 6)
     assert db.stats.operations["session"]["success"] == 7  # CREATE, warm, held twice, three
 

@@ -6,6 +6,7 @@ sockets."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import socket
 import threading
 import time
@@ -284,3 +285,33 @@ def test_uvicorn_a_client_that_hangs_up_while_queued_is_never_served() -> None:
         release.set()
         server.should_exit = True
         thread.join(timeout=10)
+
+
+async def test_a_watch_that_fails_is_retrieved_and_the_request_keeps_its_place() -> None:
+    """``gone`` raising (a server whose ``receive()`` fails) is not the client leaving:
+    the request keeps waiting for its slot and is served, and the watch's exception is
+    retrieved (no "Task exception was never retrieved" logged when it is collected)."""
+    loop = asyncio.get_running_loop()
+    reported: list[dict[str, Any]] = []
+    previous = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _loop, context: reported.append(context))
+    try:
+        shedder = queued()
+        assert await shedder.acquire(DEFAULT) is None
+
+        async def gone() -> None:
+            raise RuntimeError("receive failed")
+
+        task = asyncio.create_task(shedder.acquire(DEFAULT, gone))
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert not task.done() and shedder.queued == 1  # still waiting for its slot
+        shedder.release(DEFAULT)
+        assert await task is None  # served
+        assert shedder.snapshot()["abandoned"]["default"] == 0
+        del task
+        gc.collect()
+        await asyncio.sleep(0)
+    finally:
+        loop.set_exception_handler(previous)
+    assert not [c for c in reported if "never retrieved" in str(c.get("message"))]

@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import logging
 import math
 import re
 from collections import deque
@@ -90,6 +91,15 @@ class Criticality(enum.Enum):
 
 
 _RANK = {Criticality.CRITICAL: 0, Criticality.DEFAULT: 1, Criticality.SHEDDABLE: 2}
+
+logger = logging.getLogger(__name__)
+
+
+def _retrieve(task: asyncio.Future[Any]) -> None:
+    """A finished background task's outcome, read (no "never retrieved" logged)."""
+    if not task.cancelled():
+        task.exception()
+
 
 #: Pressure (in-flight or delay over its limit) from which a class is shed; critical: never.
 DEFAULT_SHED_AT: Mapping[Criticality, float] = {
@@ -345,12 +355,24 @@ class Shedder:
         self._peak_queued = max(self._peak_queued, self._queued_total)
         self._dispatch()  # a slot may be free already (those before it are admitted first)
         watch = None if gone is None or waiter.done() else asyncio.ensure_future(gone())
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.max_queue_wait
         try:
-            await asyncio.wait(
-                (waiter,) if watch is None else (waiter, watch),
-                timeout=self.max_queue_wait,
-                return_when=asyncio.FIRST_COMPLETED,
-            )
+            while True:
+                await asyncio.wait(
+                    (waiter,) if watch is None else (waiter, watch),
+                    timeout=max(0.0, deadline - loop.time()),
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+                if waiter.done() or watch is None or not watch.done():
+                    break
+                if not watch.cancelled() and watch.exception() is None:
+                    break  # the client is gone
+                # the watch failed (receive() raised; the exception is retrieved here, so
+                # nothing is logged as "never retrieved"): not a sign that the client
+                # left: the request waits on, unwatched
+                logger.debug("shedder: watching a waiting request's client failed: %r", watch)
+                watch = None
         except asyncio.CancelledError:
             if waiter.done() and not waiter.cancelled():
                 self.release(criticality)  # admitted as it was cancelled: give the slot back
@@ -358,8 +380,11 @@ class Shedder:
                 self._give_up(criticality, waiter)
             raise
         finally:
-            if watch is not None and not watch.done():
-                watch.cancel()
+            if watch is not None:
+                if watch.done():
+                    _retrieve(watch)
+                else:
+                    watch.cancel()
         if waiter.done():
             self.waited[criticality] += 1
             return None  # admitted by _dispatch (counted in flight there)

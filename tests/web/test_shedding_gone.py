@@ -315,3 +315,32 @@ async def test_a_watch_that_fails_is_retrieved_and_the_request_keeps_its_place()
     finally:
         loop.set_exception_handler(previous)
     assert not [c for c in reported if "never retrieved" in str(c.get("message"))]
+
+
+async def test_prometheus_counts_the_queued_and_the_abandoned_by_class() -> None:
+    """docs/overload.md and brownout.prometheus promise
+    ``brownout_requests_queued{shedder,criticality}`` (waiting now) and
+    ``brownout_requests_abandoned_total{shedder,criticality}`` (client gone first)."""
+    from brownout.prometheus import PrometheusMetrics
+
+    metrics = PrometheusMetrics()
+    shedder = queued()
+    metrics.attach(shedder)
+
+    def sample(name: str, criticality: str) -> float | None:
+        labels = {"shedder": "edge", "criticality": criticality}
+        return metrics.registry.get_sample_value(f"brownout_{name}", labels)
+
+    assert await shedder.acquire(DEFAULT) is None
+    gone = asyncio.Event()
+    task = asyncio.create_task(shedder.acquire(DEFAULT, gone.wait))
+    await asyncio.sleep(0)
+    assert sample("requests_queued", "default") == 1.0
+    assert sample("requests_queued", "critical") == 0.0
+    assert sample("requests_abandoned_total", "default") == 0.0
+    gone.set()
+    decision = await task
+    assert decision is not None and decision.reason == "gone"
+    assert sample("requests_queued", "default") == 0.0
+    assert sample("requests_abandoned_total", "default") == 1.0
+    assert sample("requests_abandoned_total", "sheddable") == 0.0

@@ -311,3 +311,35 @@ def test_otel_shows_the_disabled_guards_too(monkeypatch: pytest.MonkeyPatch) -> 
     }
     assert points[("brownout_guard_disabled", (("guard", "bulkhead"), ("name", "redis")))] == 1
     assert points[("brownout_bulkhead_peak_in_use", (("name", "redis"),))] == 2
+
+
+class _Named(Bulkhead):
+    """A subclass of an application's (no ``__slots__``: it has a ``__dict__``)."""
+
+    def describe(self) -> str:
+        return f"bulkhead {self.name}"
+
+
+class _Slotted(Bulkhead):
+    __slots__ = ("tag",)
+
+    def __init__(self, name: str, limit: int) -> None:
+        super().__init__(name, limit=limit)
+        self.tag = "mine"
+
+
+@pytest.mark.parametrize("cls", [_Named, _Slotted])
+def test_a_subclass_built_under_the_kill_switch_stays_itself(
+    cls: type[Bulkhead], killed: None
+) -> None:
+    """A Bulkhead subclass was switched to the library's unguarded class: one with a
+    ``__dict__`` or slots of its own failed to build (TypeError: object layout differs),
+    one without lost its own methods and was no longer an instance of its class."""
+    bh = cls("redis", limit=1)
+    assert isinstance(bh, cls) and bh.disabled
+    assert bh.try_acquire() and bh.try_acquire()  # admits past its limit
+    assert bh.in_use == 2 and bh.snapshot().peak_in_use == 2
+    if isinstance(bh, _Named):
+        assert bh.describe() == "bulkhead redis"
+    if isinstance(bh, _Slotted):
+        assert bh.tag == "mine"

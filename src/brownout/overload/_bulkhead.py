@@ -392,7 +392,7 @@ class Bulkhead:
             # no tokens: every acquire takes the locked path, whose _grab_locked the
             # subclass makes always succeed (nothing waits, nothing is refused)
             self._tokens = None
-            self.__class__ = _Unguarded
+            self.__class__ = _unguarded(type(self))
 
     # -- reading -------------------------------------------------------------------------
 
@@ -691,6 +691,31 @@ class _Unguarded(Bulkhead):
             f"Bulkhead({self.name!r}, in_use={self.in_use}, limit={self._limit}, "
             "disabled: BROWNOUT_DISABLED)"
         )
+
+
+#: a subclass of Bulkhead -> its unguarded class (built once)
+_UNGUARDED: dict[type[Bulkhead], type[Bulkhead]] = {}
+
+
+def _unguarded(cls: type[Bulkhead]) -> type[Bulkhead]:
+    """The class a bulkhead of ``cls`` built under the kill switch is switched to:
+    :class:`_Unguarded` for a plain one; for a subclass of an application's, a subclass
+    of it with no slot of its own (so the switch is allowed whatever the subclass's
+    layout) and :class:`_Unguarded`'s admission: its own methods, slots and
+    ``isinstance`` stay."""
+    if cls is Bulkhead or cls.disabled:
+        return _Unguarded if cls is Bulkhead else cls
+    found = _UNGUARDED.get(cls)
+    if found is None:
+        namespace = {
+            "__slots__": (),
+            "__module__": cls.__module__,
+            "disabled": True,
+            "_grab_locked": _Unguarded._grab_locked,
+            "__repr__": _Unguarded.__repr__,
+        }
+        found = _UNGUARDED.setdefault(cls, type(f"Unguarded{cls.__name__}", (cls,), namespace))
+    return found
 
 
 _new_permit = object.__new__

@@ -5,17 +5,30 @@ commit), and dropped once the DEL sent after the write succeeded."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
 
-from brownout.coherence import CacheCoherence
+from brownout.coherence import Ahead, CacheCoherence
 from tests.coherence.test_coherence import GatedRedis
 
 
 @pytest.fixture
 def journal(tmp_path: Path) -> Path:
     return tmp_path / "var" / "coherence.db"
+
+
+@asynccontextmanager
+async def recording_ahead(journal: Path) -> AsyncIterator[tuple[CacheCoherence, GatedRedis, Ahead]]:
+    """A journal that knows Redis is slow, and ``p:1`` recorded ahead of a write."""
+    redis = GatedRedis()
+    async with CacheCoherence(redis, journal, max_wait=0.0) as cc:
+        await slow(cc, redis)
+        ahead = cc.record_ahead("p:1")
+        assert ahead is not None
+        yield cc, redis, ahead
 
 
 async def slow(cc: CacheCoherence, redis: GatedRedis) -> None:
@@ -39,11 +52,7 @@ async def test_nothing_is_recorded_ahead_while_redis_is_not_known_slow(journal: 
 async def test_a_key_recorded_ahead_is_in_the_journal_before_the_write_commits(
     journal: Path,
 ) -> None:
-    redis = GatedRedis()
-    async with CacheCoherence(redis, journal, max_wait=0.0) as cc:
-        await slow(cc, redis)
-        ahead = cc.record_ahead("p:1")
-        assert ahead is not None
+    async with recording_ahead(journal) as (cc, redis, ahead):
         await asyncio.shield(ahead.recording)  # committed while the write would run
         assert cc.pending_keys() == [b"p:1"] and not cc.reads_allowed()
         sent_before = redis.started
@@ -76,11 +85,7 @@ async def test_the_write_is_answered_only_once_the_recording_is_committed(
 
 
 async def test_a_failed_del_after_an_ahead_record_leaves_the_key(journal: Path) -> None:
-    redis = GatedRedis()
-    async with CacheCoherence(redis, journal, max_wait=0.0) as cc:
-        await slow(cc, redis)
-        ahead = cc.record_ahead("p:1")
-        assert ahead is not None
+    async with recording_ahead(journal) as (cc, redis, ahead):
         assert await cc.ainvalidate("p:1", ahead=ahead) is False
         redis.fail = True
         redis.release()
@@ -91,11 +96,7 @@ async def test_a_failed_del_after_an_ahead_record_leaves_the_key(journal: Path) 
 async def test_a_write_that_did_not_commit_drops_its_ahead_record_after_a_del(
     journal: Path,
 ) -> None:
-    redis = GatedRedis()
-    async with CacheCoherence(redis, journal, max_wait=0.0) as cc:
-        await slow(cc, redis)
-        ahead = cc.record_ahead("p:1")
-        assert ahead is not None
+    async with recording_ahead(journal) as (cc, redis, ahead):
         cc.drop_ahead(ahead)
         redis.release()
         await cc.wait_reconciled()
@@ -103,11 +104,7 @@ async def test_a_write_that_did_not_commit_drops_its_ahead_record_after_a_del(
 
 
 async def test_ahead_for_other_keys_is_a_clear_error(journal: Path) -> None:
-    redis = GatedRedis()
-    async with CacheCoherence(redis, journal, max_wait=0.0) as cc:
-        await slow(cc, redis)
-        ahead = cc.record_ahead("p:1")
-        assert ahead is not None
+    async with recording_ahead(journal) as (cc, redis, ahead):
         with pytest.raises(ValueError, match="other keys"):
             await cc.ainvalidate("p:2", ahead=ahead)
         cc.drop_ahead(ahead)

@@ -20,6 +20,7 @@ from brownout.testing.servers.s3 import S3Server
 from inventario.app import create_app
 from inventario.config import load_settings
 from tests.servers._util import missing, require_module
+from tests.servers.plugin import RedisServer
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -96,3 +97,27 @@ def chromium() -> Iterator[Any]:
             yield browser
         finally:
             browser.close()
+
+
+# ------------------------------------------------ a private Redis behind a fault proxy
+
+
+@pytest.fixture
+def server(make_redis: Callable[..., RedisServer]) -> RedisServer:
+    """A private redis-server for the test (tests/servers): the proxy may slow it down."""
+    return make_redis()
+
+
+@pytest.fixture
+def proxy(server: RedisServer, make_proxy: Callable[..., ThreadedFaultProxy]) -> ThreadedFaultProxy:
+    """``server`` behind a fault proxy: the service is pointed at the proxy."""
+    return make_proxy(server)
+
+
+@pytest.fixture
+def direct(server: RedisServer) -> Iterator[Any]:
+    """A client straight to the server (not through the proxy): what Redis holds."""
+    redis_py = pytest.importorskip("redis")
+    client = redis_py.Redis.from_url(server.url, decode_responses=True)
+    yield client
+    client.close()

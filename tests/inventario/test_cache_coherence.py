@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -30,11 +30,6 @@ redis_py = pytest.importorskip("redis")
 
 
 @pytest.fixture
-def server(make_redis: Callable[..., RedisServer]) -> RedisServer:
-    return make_redis()
-
-
-@pytest.fixture
 def make_app(make_app: Callable[..., FastAPI]) -> Callable[..., FastAPI]:
     """The conftest's, with reads waiting for Redis as long as it takes unless a test says
     otherwise: a read later than CACHE_READ_WAIT (through the proxy, on a loaded machine)
@@ -45,19 +40,6 @@ def make_app(make_app: Callable[..., FastAPI]) -> Callable[..., FastAPI]:
         return make_app(**settings)
 
     return make
-
-
-@pytest.fixture
-def proxy(server: RedisServer, make_proxy: Callable[..., ThreadedFaultProxy]) -> ThreadedFaultProxy:
-    return make_proxy(server)
-
-
-@pytest.fixture
-def direct(server: RedisServer) -> Iterator[Any]:
-    """A client straight to the server (not through the proxy): what Redis holds."""
-    client = redis_py.Redis.from_url(server.url, decode_responses=True)
-    yield client
-    client.close()
 
 
 def _cache_component(health: dict[str, Any]) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -31,24 +31,6 @@ DELAY = 0.3
 #: the service lets wait for Redis gets its answer even on a loaded machine (the client's
 #: timeout is not what is tested; the service's bounded waits are).
 CLIENT_TIMEOUT = 5.0
-
-
-@pytest.fixture
-def server(make_redis: Callable[..., RedisServer]) -> RedisServer:
-    return make_redis()
-
-
-@pytest.fixture
-def proxy(server: RedisServer, make_proxy: Callable[..., ThreadedFaultProxy]) -> ThreadedFaultProxy:
-    return make_proxy(server)
-
-
-@pytest.fixture
-def direct(server: RedisServer) -> Iterator[Any]:
-    """A client straight to the server (not through the proxy): what Redis holds."""
-    client = redis_py.Redis.from_url(server.url, decode_responses=True)
-    yield client
-    client.close()
 
 
 def _build(

@@ -89,6 +89,23 @@ def _http_app(seen: list[Any], hold: asyncio.Event | None = None) -> Any:
     return app
 
 
+async def _discard(message: Any) -> None:
+    pass
+
+
+async def _no_body() -> Any:
+    return {"type": "http.request", "body": b"", "more_body": False}
+
+
+async def _holding(middleware: SheddingMiddleware, send: Any = _discard) -> asyncio.Task[None]:
+    """A ``GET /hold`` in flight (the app holds it): it takes the one slot."""
+    first = asyncio.create_task(
+        middleware({"type": "http", "method": "GET", "path": "/hold"}, _no_body, send)
+    )
+    await asyncio.sleep(0.01)
+    return first
+
+
 async def test_middleware_drops_a_queued_request_whose_client_disconnects() -> None:
     seen: list[Any] = []
     hold = asyncio.Event()
@@ -99,13 +116,7 @@ async def test_middleware_drops_a_queued_request_whose_client_disconnects() -> N
     async def send(message: Any) -> None:
         sent.append(message)
 
-    async def no_body() -> Any:
-        return {"type": "http.request", "body": b"", "more_body": False}
-
-    first = asyncio.create_task(
-        middleware({"type": "http", "method": "GET", "path": "/hold"}, no_body, send)
-    )
-    await asyncio.sleep(0.01)
+    first = await _holding(middleware, send)
     disconnected = asyncio.Event()
     messages = [{"type": "http.request", "body": b"{}", "more_body": False}]
 
@@ -136,16 +147,7 @@ async def test_middleware_hands_the_body_it_read_while_waiting_to_the_app() -> N
     shedder = queued()
     middleware = SheddingMiddleware(_http_app(seen, hold), shedder, lambda m, p: DEFAULT)
 
-    async def send(message: Any) -> None:
-        pass
-
-    async def no_body() -> Any:
-        return {"type": "http.request", "body": b"", "more_body": False}
-
-    first = asyncio.create_task(
-        middleware({"type": "http", "method": "GET", "path": "/hold"}, no_body, send)
-    )
-    await asyncio.sleep(0.01)
+    first = await _holding(middleware)
     body = {"type": "http.request", "body": b'{"quantity": 1}', "more_body": False}
     given = [body]
 
@@ -156,7 +158,7 @@ async def test_middleware_hands_the_body_it_read_while_waiting_to_the_app() -> N
         raise AssertionError("unreachable")
 
     second = asyncio.create_task(
-        middleware({"type": "http", "method": "POST", "path": "/queued"}, receive, send)
+        middleware({"type": "http", "method": "POST", "path": "/queued"}, receive, _discard)
     )
     await asyncio.sleep(0.01)
     assert shedder.queued == 1 and not given  # the watch read the body
@@ -196,18 +198,9 @@ async def test_a_streamed_body_is_not_read_further_while_waiting() -> None:
         chunk = chunks.pop(0)
         return {"type": "http.request", "body": chunk, "more_body": bool(chunks)}
 
-    async def send(message: Any) -> None:
-        pass
-
-    async def no_body() -> Any:
-        return {"type": "http.request", "body": b"", "more_body": False}
-
-    first = asyncio.create_task(
-        middleware({"type": "http", "method": "GET", "path": "/hold"}, no_body, send)
-    )
-    await asyncio.sleep(0.01)
+    first = await _holding(middleware)
     second = asyncio.create_task(
-        middleware({"type": "http", "method": "POST", "path": "/upload"}, receive, send)
+        middleware({"type": "http", "method": "POST", "path": "/upload"}, receive, _discard)
     )
     await asyncio.sleep(0.01)
     assert reads == 1  # one message read, then only waiting

@@ -92,3 +92,19 @@ async def test_a_larger_limit_lets_queued_tasks_in_at_once() -> None:
 def test_a_fixed_limit_has_nothing_to_read() -> None:
     bulkhead = Bulkhead("redis", limit=3)
     assert bulkhead.refresh_limit() == 3 and bulkhead.limit == 3
+
+
+def test_a_policy_answering_zero_after_a_call_still_leaves_one_permit() -> None:
+    # a limit of 0 would admit nothing again, and with nothing admitted no sample would
+    # ever raise it: the bulkhead keeps at least 1, after a call as in refresh_limit
+    policy = Settable(2)
+    bulkhead = Bulkhead("custom", limit=policy, clock=FakeClock())
+    permit = bulkhead.try_acquire()
+    assert permit is not None
+    policy.limit = 0
+    permit.release()
+    assert bulkhead.limit == 1
+    again = bulkhead.try_acquire()
+    assert again is not None and bulkhead.try_acquire() is None
+    again.release()
+    assert bulkhead.refresh_limit() == 1

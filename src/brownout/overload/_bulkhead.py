@@ -636,7 +636,9 @@ class Bulkhead:
             self._in_use -= 1
             self._hold = held if self._hold < 0 else self._hold + (held - self._hold) * _EWMA
             if self._policy is not None:
-                self._limit = self._policy.on_sample(now, held, permit._inflight, dropped)
+                # at least 1, as refresh_limit: a policy answering 0 would admit nothing
+                # again, and with nothing admitted no sample would ever raise it
+                self._limit = max(1, self._policy.on_sample(now, held, permit._inflight, dropped))
             woken = self._next_locked() if self._waiters else ()
         for waiter in woken:
             waiter.wake()

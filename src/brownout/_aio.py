@@ -18,11 +18,18 @@ import contextlib
 import logging
 from typing import Any
 
-__all__ = ["cancel_and_wait", "wait_woken"]
+__all__ = ["cancel_and_wait", "retrieve", "wait_woken"]
 
 logger = logging.getLogger("brownout")
 
 RECANCEL_AFTER = 0.5  # seconds a cancelled task gets before it is cancelled again
+
+
+def retrieve(future: asyncio.Future[Any]) -> None:
+    """Read a finished background future's outcome that nobody else will (a done
+    callback, or after the fact), so asyncio logs no "exception was never retrieved"."""
+    if not future.cancelled():
+        future.exception()
 
 
 async def wait_woken(event: asyncio.Event, heartbeat: float) -> None:

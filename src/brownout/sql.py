@@ -84,6 +84,7 @@ from brownout._adapter import Adapter
 from brownout._adapter_classify import ErrorRule, ErrorTable
 from brownout._adapter_guards import aguarded, guarded
 from brownout._adapter_stats import Figures
+from brownout._aio import retrieve
 from brownout._errors import BreakerOpen, BrownoutError
 from brownout._lifetime import AsyncResource, SyncResource
 from brownout._options import AdapterOptions
@@ -1408,7 +1409,7 @@ class _SQLiteWriter:
             await self._run_batch(batch, lock, take_over=False)
         except asyncio.CancelledError:
             unit.cancelled = True
-            _retrieve(unit.future)  # answered with the interruption: nobody reads it
+            retrieve(unit.future)  # answered with the interruption: nobody reads it
             raise
         return unit.future.result()
 
@@ -1677,11 +1678,6 @@ def _on_connection(
     session: Session, fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> T:
     return fn(session.connection(), *args, **kwargs)
-
-
-def _retrieve(future: asyncio.Future[Any]) -> None:
-    if not future.cancelled():
-        future.exception()  # its caller was cancelled: nobody else reads it
 
 
 class _Lent:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from brownout import _sqlite
+from brownout._aio import retrieve
 from brownout._breaker import CircuitBreaker, kill_switch_active
 from brownout._errors import CoherenceError
 from brownout._events import StateChange
@@ -731,7 +732,7 @@ class CacheCoherence(JournalListeners):
         keys it deleted from the journal (:meth:`_late_done`)."""
         if len(self._late) >= self.max_background_deletes:
             delete.cancel()
-            delete.add_done_callback(_consume)
+            delete.add_done_callback(retrieve)
             if recording is not None:
                 recording.add_done_callback(self._hold_after)
             return
@@ -782,7 +783,7 @@ class CacheCoherence(JournalListeners):
                 for _, future in records:
                     if not future.done():
                         future.set_exception(exc)
-                        future.add_done_callback(_consume)
+                        future.add_done_callback(retrieve)
                 if not records:
                     logger.warning("coherence: dropping keys late DELs deleted failed: %s", exc)
                 continue
@@ -1141,12 +1142,6 @@ class CacheCoherence(JournalListeners):
 
 #: Seconds between two looks at the reconcile lease while another process holds it.
 _TURN_POLL = 0.05
-
-
-def _consume(future: asyncio.Future[Any]) -> None:
-    """Done callback: retrieve a background future's outcome (no "never retrieved")."""
-    if not future.cancelled():
-        future.exception()
 
 
 def _step(

@@ -54,6 +54,7 @@ from dataclasses import dataclass
 from time import monotonic
 from typing import TYPE_CHECKING, Any
 
+from brownout._aio import retrieve
 from brownout._breaker import kill_switch_active
 from brownout.health import Level
 from brownout.web._asgi import _send_reply
@@ -93,12 +94,6 @@ class Criticality(enum.Enum):
 _RANK = {Criticality.CRITICAL: 0, Criticality.DEFAULT: 1, Criticality.SHEDDABLE: 2}
 
 logger = logging.getLogger(__name__)
-
-
-def _retrieve(task: asyncio.Future[Any]) -> None:
-    """A finished background task's outcome, read (no "never retrieved" logged)."""
-    if not task.cancelled():
-        task.exception()
 
 
 #: Pressure (in-flight or delay over its limit) from which a class is shed; critical: never.
@@ -382,7 +377,7 @@ class Shedder:
         finally:
             if watch is not None:
                 if watch.done():
-                    _retrieve(watch)
+                    retrieve(watch)
                 else:
                     watch.cancel()
         if waiter.done():
